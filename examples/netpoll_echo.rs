@@ -31,6 +31,7 @@ struct Args {
     client_cpu: usize,
     server_only: Option<String>,
     client_only: Option<SocketAddr>,
+    busy_poll: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -44,6 +45,7 @@ fn parse_args() -> Result<Args, String> {
         client_cpu: 1,
         server_only: None,
         client_only: None,
+        busy_poll: Duration::ZERO,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -62,11 +64,13 @@ fn parse_args() -> Result<Args, String> {
             "--server-cpu" => a.server_cpu = num(val()?)? as usize,
             "--client-cpu" => a.client_cpu = num(val()?)? as usize,
             "--server-only" => a.server_only = Some(val()?),
+            "--busy-poll-us" => a.busy_poll = Duration::from_micros(num(val()?)?),
             "--client-only" => a.client_only = Some(val()?.parse().map_err(|e| format!("{e}"))?),
             "-h" | "--help" => {
                 println!(
                     "netpoll_echo [--conns N] [--inflight N] [--size BYTES] [--warmup S] [--duration S]\n\
-                     \x20            [--server-cpu C] [--client-cpu C] [--server-only ADDR | --client-only ADDR]"
+                     \x20            [--server-cpu C] [--client-cpu C] [--server-only ADDR | --client-only ADDR]\n\
+                     \x20            [--busy-poll-us US]  (spin before sleeping, both sides)"
                 );
                 std::process::exit(0);
             }

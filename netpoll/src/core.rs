@@ -45,6 +45,9 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 const TASKS_PER_TURN: usize = 1024;
 /// Smallest receive into a connection's own buffer when the pool is empty.
 const DIRECT_RECV_MIN: usize = 16 * 1024;
+/// A message still missing at least this many bytes is received straight into the
+/// connection's buffer rather than through pool buffers and a copy.
+const DIRECT_RECV_LARGE: usize = 128 * 1024;
 /// Write and accumulation buffers larger than this are not kept once empty.
 const KEEP_BUFFER_MAX: usize = 4 * 1024 * 1024;
 
@@ -57,6 +60,7 @@ pub(crate) struct CoreConfig {
     pub(crate) max_buffers: usize,
     pub(crate) high_water: usize,
     pub(crate) max_connections: usize,
+    pub(crate) busy_poll: Duration,
 }
 
 /// The cross-thread half of a core: its task queue and wake-up.
@@ -313,6 +317,9 @@ impl Core {
             let soon = Instant::now() + Duration::from_millis(2);
             deadline = Some(deadline.map_or(soon, |d| d.min(soon)));
         }
+        if want == 1 && !self.cfg.busy_poll.is_zero() && self.busy_poll(deadline) {
+            want = 0;
+        }
         let result = match deadline {
             _ if want == 0 => self.ring.submit(),
             None => self.ring.submit_and_wait(1),
@@ -336,6 +343,37 @@ impl Core {
                 }
                 _ => Err(e),
             },
+        }
+    }
+
+    /// Spins for up to the configured busy-poll time, reaping completions without sleeping.
+    /// Returns whether there is something to do. Waking a sleeping thread costs tens of
+    /// microseconds on some machines; spinning trades CPU for that latency.
+    fn busy_poll(&mut self, deadline: Option<Instant>) -> bool {
+        const IORING_ENTER_GETEVENTS: u32 = 1;
+        let start = Instant::now();
+        let mut until = start + self.cfg.busy_poll;
+        if let Some(d) = deadline {
+            until = until.min(d);
+        }
+        if self.ring.submit().is_err() {
+            return true; // let the blocking path report or retry
+        }
+        loop {
+            // SAFETY: no submissions are passed and no argument pointer; GETEVENTS with
+            // min_complete 0 only runs deferred task work and returns.
+            let _ = unsafe {
+                self.ring
+                    .submitter()
+                    .enter::<libc::sigset_t>(0, 0, IORING_ENTER_GETEVENTS, None)
+            };
+            if !self.ring.completion().is_empty() || !self.rx.is_empty() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::hint::spin_loop();
         }
     }
 
@@ -602,7 +640,9 @@ impl Core {
         }
         c.recv_cancel_sent = false;
         let fd = types::Fd(c.fd.as_raw_fd());
-        if self.pool.in_ring() > 0 {
+        let missing = c.need.saturating_sub(c.acc.len());
+        let large = missing >= DIRECT_RECV_LARGE && c.life == Life::Open;
+        if self.pool.in_ring() > 0 && !large {
             c.recv = RecvOp::Multi;
             let entry = opcode::RecvMulti::new(fd, self.pool.group())
                 .build()
@@ -611,12 +651,15 @@ impl Core {
             // alive and untouched while they are published.
             unsafe { self.push(entry) };
         } else {
-            // The pool is empty (every buffer is lent): receive into the connection's own
-            // buffer so that no connection stalls waiting for buffers.
-            let want = c.need.saturating_sub(c.acc.len()).max(DIRECT_RECV_MIN);
+            // Either the pool is empty (every buffer is lent), and receiving into the
+            // connection's own buffer keeps it from stalling; or a large message is being
+            // assembled, and receiving it in place saves a copy. In the second case read no
+            // further than the message, so the ones after it arrive zero-copy again.
+            let want = missing.max(DIRECT_RECV_MIN);
             c.acc.reserve(want);
             let spare = c.acc.spare_capacity_mut();
-            let len = spare.len().min(u32::MAX as usize) as u32;
+            let cap = if large { missing } else { spare.len() };
+            let len = spare.len().min(cap).min(u32::MAX as usize) as u32;
             c.recv = RecvOp::Direct;
             let entry = opcode::Recv::new(fd, spare.as_mut_ptr().cast(), len)
                 .build()
@@ -716,6 +759,7 @@ impl Core {
         c.eof = true;
         match c.life {
             Life::Open => {
+                c.reason.get_or_insert(CloseReason::PeerClosed);
                 self.call_handler(slot, |h, c| h.on_read_closed(c));
             }
             Life::Lingering => self.abort(slot, CloseReason::PeerClosed),
@@ -742,7 +786,10 @@ impl Core {
             if c.life != Life::Open {
                 return; // closing: input is discarded
             }
-            if c.paused || c.recv == RecvOp::Direct {
+            // Deliveries come from the multishot receive, which never overlaps a direct
+            // receive into `acc`, so `acc` is ours to touch here.
+            debug_assert!(c.recv != RecvOp::Direct);
+            if c.paused {
                 c.acc.extend_from_slice(&view);
                 return;
             }
@@ -762,6 +809,7 @@ impl Core {
                 if !view.is_empty() && c.life == Life::Open {
                     c.acc.reserve(need.max(view.len()));
                     c.acc.extend_from_slice(&view);
+                    self.maybe_receive_in_place(slot);
                 }
                 return;
             }
@@ -795,6 +843,22 @@ impl Core {
         let c = &mut self.conns[slot as usize];
         c.acc = acc;
         c.need = need;
+        self.maybe_receive_in_place(slot);
+    }
+
+    /// When the handler waits for a large message, stop the multishot receive so that the
+    /// rest of the message is received straight into `acc` (see `arm_recv`).
+    fn maybe_receive_in_place(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        if c.recv == RecvOp::Multi
+            && !c.recv_cancel_sent
+            && c.life == Life::Open
+            && c.need.saturating_sub(c.acc.len()) >= DIRECT_RECV_LARGE
+        {
+            c.recv_cancel_sent = true;
+            let target = token::encode(Op::Recv, slot, c.gen);
+            self.cancel_op(target);
+        }
     }
 
     /// Calls the connection's handler, shielding the core from a panic in it.
@@ -943,7 +1007,9 @@ impl Core {
             Life::Open => {
                 c.life = Life::Draining;
                 c.reason.get_or_insert(reason);
-                c.acc.clear();
+                if c.recv != RecvOp::Direct {
+                    c.acc.clear(); // input is discarded from now on
+                }
                 self.check_drained(slot);
             }
             Life::Connecting => self.abort(slot, reason),

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every test in the workspace.
+# Usage: ./scripts/test.sh   (from anywhere; CI calls it from .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# io_uring must be usable: say so plainly instead of failing in every test.
+if [ -r /proc/sys/kernel/io_uring_disabled ] && [ "$(cat /proc/sys/kernel/io_uring_disabled)" != "0" ]; then
+  echo "test.sh: kernel.io_uring_disabled=$(cat /proc/sys/kernel/io_uring_disabled); set it to 0 (sysctl -w kernel.io_uring_disabled=0)" >&2
+  exit 1
+fi
+
+# Foreign peers for the interop tests (Apache Thrift's Python library).
+if [ -f scripts/requirements-test.txt ]; then
+  python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+fi
+
+cargo test --workspace --all-targets --release
+cargo test --workspace --doc --release
