@@ -15,5 +15,5 @@ if [ -f scripts/requirements-test.txt ]; then
   python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 fi
 
-cargo test --workspace --all-targets --release
-cargo test --workspace --doc --release
+cargo test --workspace --all-targets --profile ci
+cargo test --workspace --doc --profile ci
