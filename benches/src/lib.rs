@@ -1,3 +1,11 @@
-//! Load-test client (`rpc-bench`) and criterion comparisons with gRPC.
+//! The `rpc-bench` load generator and the comparisons with gRPC (tonic).
+//!
+//! [`load::run`] drives echo calls over netpoll connections from dedicated client cores,
+//! in a closed loop (a fixed number of calls in flight per connection) or an open loop
+//! (calls sent on a fixed schedule, latency measured from the intended send time so that
+//! coordinated omission is corrected, as wrk2 does). Every reply is checked.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod load;
+pub mod protocol;

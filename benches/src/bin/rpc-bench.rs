@@ -1,0 +1,242 @@
+//! `rpc-bench`: load-tests an echo service and reports throughput and latency percentiles.
+//!
+//! ```text
+//! rpc-bench --addr 127.0.0.1:PORT --protocol raw --connections 16 --inflight 32 \
+//!           --payload 128 --duration 10s --warmup 1s [--rate N] [--json]
+//! ```
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use benches::load::{self, LoadConfig, Progress};
+use benches::protocol::{Protocol, RawFramed};
+
+const USAGE: &str = "\
+rpc-bench: load-test an echo service
+
+  --addr HOST:PORT        server to load (required)
+  --protocol NAME         raw (4-byte length + payload, echoed in order)
+  --connections N         connections in all (default 16)
+  --inflight N            calls in flight per connection (default 32); in open loop,
+                          the most calls a connection lets queue up
+  --payload BYTES         payload size (default 128)
+  --duration T            measured time, e.g. 10s, 500ms (default 10s)
+  --warmup T              time before measuring (default 1s)
+  --rate N                open loop: N calls per second in all, latency measured from
+                          each call's intended send time (coordinated omission corrected)
+  --threads N             client cores (default 1)
+  --cpus LIST             pin client cores to these CPUs, e.g. 1 or 2,3
+  --busy-poll-us US       client cores spin this long before sleeping
+  --json                  print one JSON object instead of the table
+";
+
+struct Cli {
+    load: LoadConfig,
+    protocol: String,
+    json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "s" => v,
+        "ms" => v / 1e3,
+        "us" => v / 1e6,
+        "m" => v * 60.0,
+        _ => return Err(format!("bad duration unit in {s:?} (use s, ms, us or m)")),
+    };
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("duration {s:?} out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse() -> Result<Cli, String> {
+    let mut addr: Option<SocketAddr> = None;
+    let mut cli = Cli {
+        load: LoadConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            connections: 16,
+            inflight: 32,
+            payload: 128,
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(10),
+            rate: None,
+            threads: 1,
+            cpus: None,
+            busy_poll: Duration::ZERO,
+        },
+        protocol: "raw".into(),
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        let int = |v: String| {
+            v.parse::<usize>()
+                .map_err(|_| format!("{flag}: not a whole number: {v:?}"))
+        };
+        let l = &mut cli.load;
+        match flag.as_str() {
+            "--addr" => addr = Some(val()?.parse().map_err(|e| format!("--addr: {e}"))?),
+            "--protocol" => cli.protocol = val()?,
+            "--connections" => l.connections = int(val()?)?,
+            "--inflight" => l.inflight = int(val()?)?,
+            "--payload" => l.payload = int(val()?)?,
+            "--duration" => l.duration = parse_duration(&val()?)?,
+            "--warmup" => l.warmup = parse_duration(&val()?)?,
+            "--rate" => {
+                l.rate = Some(
+                    val()?
+                        .parse()
+                        .map_err(|_| "--rate: not a number".to_string())?,
+                )
+            }
+            "--threads" => l.threads = int(val()?)?,
+            "--cpus" => {
+                let cpus = val()?
+                    .split(',')
+                    .map(|c| c.trim().parse::<usize>())
+                    .collect::<Result<Vec<_>, _>>();
+                l.cpus =
+                    Some(cpus.map_err(|_| "--cpus: expected a list like 1 or 2,3".to_string())?);
+            }
+            "--busy-poll-us" => l.busy_poll = Duration::from_micros(int(val()?)? as u64),
+            "--json" => cli.json = true,
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown flag {other} (see --help)")),
+        }
+    }
+    cli.load.addr = addr.ok_or("--addr is required (see --help)")?;
+    if cli.load.connections == 0 || cli.load.inflight == 0 || cli.load.threads == 0 {
+        return Err("--connections, --inflight and --threads must be positive".into());
+    }
+    if cli.load.payload > 64 << 20 {
+        return Err("--payload above 64 MiB is not supported".into());
+    }
+    Ok(cli)
+}
+
+fn protocol(name: &str, payload: usize) -> Result<Arc<dyn Protocol>, String> {
+    match name {
+        "raw" => Ok(Arc::new(RawFramed {
+            max_frame: payload.max(1024) * 2,
+        })),
+        other => Err(format!("unknown protocol {other:?}; supported: raw")),
+    }
+}
+
+fn main() {
+    let cli = match parse() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rpc-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let proto = match protocol(&cli.protocol, cli.load.payload) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("rpc-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let progress = Arc::new(Progress::default());
+    let show = !cli.json && std::io::stderr().is_terminal();
+    let p = progress.clone();
+    let mut last = (Duration::ZERO, 0u64);
+    let tick = move |elapsed: Duration| {
+        if !show {
+            return;
+        }
+        let n = p.replies.load(Ordering::Relaxed);
+        let dt = (elapsed - last.0).as_secs_f64().max(1e-9);
+        eprint!(
+            "\r{:6.1}s  {:>12.0} calls/s  errors {}   ",
+            elapsed.as_secs_f64(),
+            (n - last.1) as f64 / dt,
+            p.errors.load(Ordering::Relaxed)
+        );
+        last = (elapsed, n);
+    };
+    let report = match load::run(&cli.load, proto, progress, tick) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("\nrpc-bench: {e}");
+            std::process::exit(1);
+        }
+    };
+    if show {
+        eprintln!();
+    }
+    let errors: Vec<String> = report
+        .errors
+        .iter()
+        .map(|(k, v)| format!("\"{k}\": {v}"))
+        .collect();
+    if cli.json {
+        println!(
+            "{{\"protocol\": \"{}\", \"connections\": {}, \"inflight\": {}, \"payload\": {}, \"rate\": {}, \
+             \"qps\": {:.1}, \"bytes_per_sec\": {:.1}, \"p50_us\": {:.1}, \"p90_us\": {:.1}, \"p99_us\": {:.1}, \
+             \"p999_us\": {:.1}, \"max_us\": {:.1}, \"calls\": {}, \"errors\": {}, \"errors_by_kind\": {{{}}}}}",
+            cli.protocol,
+            cli.load.connections,
+            cli.load.inflight,
+            cli.load.payload,
+            cli.load.rate.map_or("null".to_string(), |r| format!("{r}")),
+            report.qps(),
+            report.bytes as f64 / report.elapsed.as_secs_f64().max(1e-9),
+            report.quantile_us(0.5),
+            report.quantile_us(0.9),
+            report.quantile_us(0.99),
+            report.quantile_us(0.999),
+            report.latency.max() as f64 / 1000.0,
+            report.calls,
+            report.error_count(),
+            errors.join(", ")
+        );
+    } else {
+        println!(
+            "{} x {} in flight, {} B, {}: {:.0} calls/s, {:.1} MB/s over {:.1}s",
+            cli.load.connections,
+            cli.load.inflight,
+            cli.load.payload,
+            cli.load
+                .rate
+                .map_or("closed loop".to_string(), |r| format!("open loop at {r}/s")),
+            report.qps(),
+            report.bytes as f64 / report.elapsed.as_secs_f64().max(1e-9) / 1e6,
+            report.elapsed.as_secs_f64()
+        );
+        println!(
+            "latency us: p50 {:.1}  p90 {:.1}  p99 {:.1}  p999 {:.1}  max {:.1}",
+            report.quantile_us(0.5),
+            report.quantile_us(0.9),
+            report.quantile_us(0.99),
+            report.quantile_us(0.999),
+            report.latency.max() as f64 / 1000.0
+        );
+        println!(
+            "errors: {}{}",
+            report.error_count(),
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", errors.join(", "))
+            }
+        );
+    }
+    if report.error_count() > 0 {
+        std::process::exit(1);
+    }
+}
