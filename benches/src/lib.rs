@@ -7,5 +7,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod echo;
 pub mod load;
+pub mod plot;
 pub mod protocol;

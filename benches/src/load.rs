@@ -152,6 +152,20 @@ struct LoadConn {
     schedule: Option<(Duration, Instant)>,
     /// Open loop: the pending wake-up, at most one per connection.
     timer: Option<(netpoll::TimerId, Instant)>,
+    /// Open loop: wake-ups are aligned to a grid from this instant, so that the
+    /// connections of a core wake in the same loop turn and share one flush.
+    epoch: Instant,
+}
+
+/// Granularity of open-loop wake-ups. Latency still counts from each call's exact
+/// intended time; the grid only batches the sending.
+const PACING_GRID: Duration = Duration::from_micros(10);
+
+fn align_up(t: Instant, epoch: Instant) -> Instant {
+    let grid = PACING_GRID.as_nanos();
+    let since = t.saturating_duration_since(epoch).as_nanos();
+    let ticks = since.div_ceil(grid);
+    epoch + Duration::from_nanos((ticks * grid).min(u64::MAX as u128) as u64)
 }
 
 impl LoadConn {
@@ -183,11 +197,12 @@ impl LoadConn {
         self.schedule = Some((interval, next));
         // When the queue is full the next call is overdue: it goes out as soon as a reply
         // frees a place (see `on_data`), and its latency still counts from `next`.
-        if next > now && self.timer.is_none_or(|(_, at)| at != next) {
+        let wake = align_up(next, self.epoch);
+        if next > now && self.timer.is_none_or(|(_, at)| at != wake) {
             if let Some((old, _)) = self.timer.take() {
                 conn.cancel_timer(old);
             }
-            self.timer = Some((conn.set_timer(next, 0), next));
+            self.timer = Some((conn.set_timer(wake, 0), wake));
         }
     }
 }
@@ -347,6 +362,7 @@ pub fn run(
                     stats: stats.clone(),
                     schedule,
                     timer: None,
+                    epoch: start,
                 };
                 if let Err(e) = c.connect(addr, Some(Duration::from_secs(5)), Box::new(handler)) {
                     eprintln!("rpc-bench: connect: {e}");

@@ -31,12 +31,21 @@ rpc-bench: load-test an echo service
   --cpus LIST             pin client cores to these CPUs, e.g. 1 or 2,3
   --busy-poll-us US       client cores spin this long before sleeping
   --json                  print one JSON object instead of the table
+  --embedded              start our echo server in this process on the CPUs the client
+                          does not use (default: server on CPU 0, client on CPU 1)
+  --sweep STEPS           find the closed-loop maximum, then run open loop at STEPS
+                          evenly spaced rates up to it; prints a table and writes a
+                          latency-vs-throughput plot
+  --plot FILE             where --sweep writes its SVG (default rpc-bench-sweep.svg)
 ";
 
 struct Cli {
     load: LoadConfig,
     protocol: String,
     json: bool,
+    embedded: bool,
+    sweep: Option<usize>,
+    plot: String,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -75,6 +84,9 @@ fn parse() -> Result<Cli, String> {
         },
         protocol: "raw".into(),
         json: false,
+        embedded: false,
+        sweep: None,
+        plot: "rpc-bench-sweep.svg".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -110,6 +122,9 @@ fn parse() -> Result<Cli, String> {
             }
             "--busy-poll-us" => l.busy_poll = Duration::from_micros(int(val()?)? as u64),
             "--json" => cli.json = true,
+            "--embedded" => cli.embedded = true,
+            "--sweep" => cli.sweep = Some(int(val()?)?.max(1)),
+            "--plot" => cli.plot = val()?,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -117,7 +132,12 @@ fn parse() -> Result<Cli, String> {
             other => return Err(format!("unknown flag {other} (see --help)")),
         }
     }
-    cli.load.addr = addr.ok_or("--addr is required (see --help)")?;
+    match (addr, cli.embedded) {
+        (Some(a), false) => cli.load.addr = a,
+        (None, true) => {}
+        (Some(_), true) => return Err("--addr and --embedded exclude each other".into()),
+        (None, false) => return Err("--addr or --embedded is required (see --help)".into()),
+    }
     if cli.load.connections == 0 || cli.load.inflight == 0 || cli.load.threads == 0 {
         return Err("--connections, --inflight and --threads must be positive".into());
     }
@@ -151,6 +171,43 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let mut cli = cli;
+    let _server = if cli.embedded {
+        let all: Vec<usize> =
+            (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+        let client = cli
+            .load
+            .cpus
+            .clone()
+            .unwrap_or_else(|| vec![*all.get(1).unwrap_or(&0)]);
+        cli.load.cpus = Some(client.clone());
+        let server_cpus: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|c| !client.contains(c))
+            .collect();
+        let server_cpus = if server_cpus.is_empty() {
+            vec![0]
+        } else {
+            server_cpus
+        };
+        match benches::echo::start(server_cpus.clone(), cli.load.payload.max(1024) * 2) {
+            Ok((rt, addr)) => {
+                eprintln!("embedded echo server on {addr}, CPUs {server_cpus:?}; client on CPUs {client:?}");
+                cli.load.addr = addr;
+                Some(rt)
+            }
+            Err(e) => {
+                eprintln!("rpc-bench: embedded server: {e}");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(steps) = cli.sweep {
+        std::process::exit(sweep(&cli, proto, steps));
+    }
     let progress = Arc::new(Progress::default());
     let show = !cli.json && std::io::stderr().is_terminal();
     let p = progress.clone();
@@ -239,4 +296,78 @@ fn main() {
     if report.error_count() > 0 {
         std::process::exit(1);
     }
+}
+
+/// Closed loop to find the maximum, then open loop at `steps` rates up to it.
+fn sweep(cli: &Cli, proto: Arc<dyn Protocol>, steps: usize) -> i32 {
+    let run =
+        |cfg: &LoadConfig| load::run(cfg, proto.clone(), Arc::new(Progress::default()), |_| {});
+    let mut cfg = cli.load.clone();
+    cfg.rate = None;
+    let max = match run(&cfg) {
+        Ok(r) if r.error_count() == 0 => r.qps(),
+        Ok(r) => {
+            eprintln!(
+                "rpc-bench: {} errors while finding the maximum rate",
+                r.error_count()
+            );
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("rpc-bench: {e}");
+            return 1;
+        }
+    };
+    println!("closed-loop maximum: {max:.0} calls/s");
+    println!(
+        "{:>12} {:>12} {:>10} {:>10} {:>10} {:>7}",
+        "target/s", "achieved/s", "p50 us", "p99 us", "p999 us", "errors"
+    );
+    let mut points = Vec::with_capacity(steps);
+    let mut failed = 0;
+    for i in 1..=steps {
+        let target = max * i as f64 / steps as f64;
+        cfg.rate = Some(target);
+        // Open loop lets calls queue: allow enough of them that the schedule, not the
+        // queue limit, decides when calls go out.
+        cfg.inflight = cli.load.inflight.max(1024);
+        match run(&cfg) {
+            Ok(r) => {
+                let p = benches::plot::SweepPoint {
+                    target,
+                    qps: r.qps(),
+                    p50_us: r.quantile_us(0.5),
+                    p99_us: r.quantile_us(0.99),
+                    p999_us: r.quantile_us(0.999),
+                };
+                println!(
+                    "{:>12.0} {:>12.0} {:>10.1} {:>10.1} {:>10.1} {:>7}",
+                    target,
+                    p.qps,
+                    p.p50_us,
+                    p.p99_us,
+                    p.p999_us,
+                    r.error_count()
+                );
+                failed += r.error_count();
+                points.push(p);
+            }
+            Err(e) => {
+                eprintln!("rpc-bench: {e}");
+                return 1;
+            }
+        }
+    }
+    let title = format!(
+        "{} echo, {} B, {} connections",
+        cli.protocol, cli.load.payload, cli.load.connections
+    );
+    match std::fs::write(&cli.plot, benches::plot::sweep_svg(&title, &points)) {
+        Ok(()) => println!("plot written to {}", cli.plot),
+        Err(e) => {
+            eprintln!("rpc-bench: writing {}: {e}", cli.plot);
+            return 1;
+        }
+    }
+    i32::from(failed > 0)
 }
