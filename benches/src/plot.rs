@@ -107,7 +107,8 @@ pub fn sweep_svg(title: &str, points: &[SweepPoint]) -> String {
         H / 2.0
     );
     // One line per percentile.
-    let series: [(&str, &str, fn(&SweepPoint) -> f64); 3] = [
+    type Series = (&'static str, &'static str, fn(&SweepPoint) -> f64);
+    let series: [Series; 3] = [
         ("p50", "#1f77b4", |p| p.p50_us),
         ("p99", "#ff7f0e", |p| p.p99_us),
         ("p99.9", "#d62728", |p| p.p999_us),
