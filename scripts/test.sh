@@ -10,7 +10,17 @@ if [ -r /proc/sys/kernel/io_uring_disabled ] && [ "$(cat /proc/sys/kernel/io_uri
   exit 1
 fi
 
-# Foreign peers for the interop tests (Apache Thrift's Python library).
+# Foreign peers for the interop tests: Apache's Thrift compiler (Debian) generates the
+# Python peer's code; Apache Thrift's Python library (PyPI) runs it.
+if ! command -v thrift >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq thrift-compiler >/dev/null
+  else
+    echo "test.sh: the interop tests need Apache's Thrift compiler: sudo apt-get install thrift-compiler" >&2
+    exit 1
+  fi
+fi
 if [ -f scripts/requirements-test.txt ]; then
   python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 fi
