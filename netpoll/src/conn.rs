@@ -163,7 +163,8 @@ impl Conn<'_> {
     }
 
     /// The connection's write buffer. Whatever is appended here is sent at the end of the
-    /// loop turn, together with everything else written to this connection in the turn.
+    /// loop turn, together with everything else written to this connection in the turn
+    /// (or, for an outbound connection still connecting, as soon as it connects).
     /// Encoders can reserve, write and patch length prefixes in place.
     pub fn output(&mut self) -> &mut BytesMut {
         self.core.mark_dirty(self.slot);

@@ -211,7 +211,8 @@ impl Core {
         self.shutting_down
     }
 
-    /// The connection `id`, if it is still open on this core.
+    /// The connection `id`, if it is still connecting or open on this core. Output written
+    /// to a connection that is still connecting is sent once it connects.
     pub fn conn(&mut self, id: ConnId) -> Option<Conn<'_>> {
         let slot = self.live_slot(id)?;
         Some(Conn { core: self, slot })
@@ -616,6 +617,9 @@ impl Core {
         }
         if res == 0 {
             c.life = Life::Open;
+            if !c.out.is_empty() {
+                self.mark_dirty(slot);
+            }
             self.arm_recv(slot);
             self.call_handler(slot, |h, c| h.on_open(c));
         } else {
@@ -903,9 +907,14 @@ impl Core {
                 continue;
             };
             c.dirty = false;
-            if !matches!(c.life, Life::Open | Life::Draining) {
-                c.out.clear();
-                continue;
+            match c.life {
+                Life::Open | Life::Draining => {}
+                // Written before the connect completed: sent once it does.
+                Life::Connecting => continue,
+                Life::Lingering | Life::Closing => {
+                    c.out.clear();
+                    continue;
+                }
             }
             if !c.send_busy && !c.out.is_empty() {
                 mem::swap(&mut c.out, &mut c.inflight);
@@ -1166,10 +1175,15 @@ impl Core {
         (id.core as usize == self.id && c.gen == id.gen).then_some(id.slot)
     }
 
-    /// The slot of `id` if its connection is open or still sending its last output.
+    /// The slot of `id` if its connection is connecting, open, or still sending its last
+    /// output.
     fn live_slot(&self, id: ConnId) -> Option<u32> {
         let slot = self.slot_of(id)?;
-        matches!(self.conns[slot as usize].life, Life::Open | Life::Draining).then_some(slot)
+        matches!(
+            self.conns[slot as usize].life,
+            Life::Connecting | Life::Open | Life::Draining
+        )
+        .then_some(slot)
     }
 
     fn conn_state(&mut self, slot: u32, gen: u32) -> Option<&mut ConnState> {
