@@ -218,6 +218,41 @@ impl Core {
         Some(Conn { core: self, slot })
     }
 
+    /// Calls `f` with the handler of connection `id`, if the connection is still connecting
+    /// or open on this core and its handler is of type `H`. Returns `None` otherwise, and
+    /// also when called from within that same handler's own callback (the handler is busy).
+    ///
+    /// This is how other code on the core (a task sent from another thread, a timer, another
+    /// connection's handler) hands something to a connection's consumer: a call to send, a
+    /// deferred reply.
+    pub fn with_handler<H: Handler, R>(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&mut H, &mut Conn<'_>) -> R,
+    ) -> Option<R> {
+        let slot = self.live_slot(id)?;
+        let mut handler = self.conns[slot as usize].handler.take()?;
+        let any: &mut dyn std::any::Any = &mut *handler;
+        let result = match any.downcast_mut::<H>() {
+            Some(h) => {
+                let r =
+                    panic::catch_unwind(AssertUnwindSafe(|| f(h, &mut Conn { core: self, slot })));
+                match r {
+                    Ok(r) => Some(r),
+                    Err(_) => {
+                        eprintln!("netpoll: with_handler's closure panicked on core {}; aborting that connection", self.id);
+                        mem::forget(handler);
+                        self.abort(slot, CloseReason::HandlerPanicked);
+                        return None;
+                    }
+                }
+            }
+            None => None,
+        };
+        self.conns[slot as usize].handler = Some(handler);
+        result
+    }
+
     /// Runs `f` on this core at `deadline`.
     pub fn set_timer(&mut self, deadline: Instant, f: impl FnOnce(&mut Core) + 'static) -> TimerId {
         self.timers.insert(deadline, TimerTarget::Task(Box::new(f)))

@@ -1,5 +1,6 @@
 //! The consumer interface: what netpoll calls when something happens on a connection.
 
+use std::any::Any;
 use std::fmt;
 use std::io;
 
@@ -13,7 +14,10 @@ use crate::{Conn, Core, Input};
 ///
 /// The interface names no io_uring type, so that another backend (epoll) can drive the
 /// same handlers.
-pub trait Handler: 'static {
+///
+/// Handlers are `Any`, so code running on the core can reach a connection's handler by its
+/// concrete type with [`Core::with_handler`].
+pub trait Handler: Any {
     /// The connection is established (accepted, or an outbound connect succeeded).
     fn on_open(&mut self, conn: &mut Conn<'_>) {
         let _ = conn;
