@@ -31,6 +31,16 @@ use crate::timer::Timers;
 use crate::token::{self, Op};
 use crate::{sys, BuildError, CloseReason, Conn, ConnId, Handler, Input, TimerId};
 
+thread_local! {
+    static CURRENT_CORE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The index of the core running on this thread, if this is a core's thread. Code that
+/// would block (waiting for a reply, say) uses it to refuse to block its own event loop.
+pub fn current_core() -> Option<usize> {
+    CURRENT_CORE.with(|c| c.get())
+}
+
 /// A task sent to a core from another thread.
 pub(crate) type Task = Box<dyn FnOnce(&mut Core) + Send>;
 
@@ -313,6 +323,7 @@ impl Core {
 
     /// Runs the loop until the runtime shuts down and every connection is gone.
     pub(crate) fn run(&mut self) -> io::Result<()> {
+        CURRENT_CORE.with(|c| c.set(Some(self.id)));
         self.arm_wake();
         loop {
             self.maintain();
@@ -338,7 +349,9 @@ impl Core {
     fn wait(&mut self) -> io::Result<()> {
         self.drain_backlog();
         let mut want = 1;
-        if !self.rx.is_empty() || !self.dirty.is_empty() || !self.closing.is_empty() {
+        // Connections in `closing` wait for the kernel's completions: that is a reason to
+        // wait, not to spin.
+        if !self.rx.is_empty() || !self.dirty.is_empty() {
             want = 0;
         } else {
             self.remote.sleeping.store(true, Ordering::SeqCst);
@@ -357,12 +370,12 @@ impl Core {
             want = 0;
         }
         let result = match deadline {
-            _ if want == 0 => self.ring.submit(),
+            _ if want == 0 => self.submit_and_reap(),
             None => self.ring.submit_and_wait(1),
             Some(d) => {
                 let wait = d.saturating_duration_since(Instant::now());
                 if wait.is_zero() {
-                    self.ring.submit()
+                    self.submit_and_reap()
                 } else {
                     let ts = types::Timespec::from(wait);
                     let args = types::SubmitArgs::new().timespec(&ts);
@@ -382,27 +395,35 @@ impl Core {
         }
     }
 
+    /// Submits queued entries and runs deferred completion work without waiting.
+    ///
+    /// With `DEFER_TASKRUN`, completions are posted only by an `io_uring_enter` that asks
+    /// for events; a plain submit (no wait) would leave them pending indefinitely.
+    fn submit_and_reap(&mut self) -> io::Result<usize> {
+        const IORING_ENTER_GETEVENTS: u32 = 1;
+        let queued = self.ring.submission().len() as u32;
+        // SAFETY: every queued entry was pushed through `push`, whose callers vouched for
+        // the memory it names; no argument pointer is passed.
+        unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(queued, 0, IORING_ENTER_GETEVENTS, None)
+        }
+    }
+
     /// Spins for up to the configured busy-poll time, reaping completions without sleeping.
     /// Returns whether there is something to do. Waking a sleeping thread costs tens of
     /// microseconds on some machines; spinning trades CPU for that latency.
     fn busy_poll(&mut self, deadline: Option<Instant>) -> bool {
-        const IORING_ENTER_GETEVENTS: u32 = 1;
         let start = Instant::now();
         let mut until = start + self.cfg.busy_poll;
         if let Some(d) = deadline {
             until = until.min(d);
         }
-        if self.ring.submit().is_err() {
-            return true; // let the blocking path report or retry
-        }
         loop {
-            // SAFETY: no submissions are passed and no argument pointer; GETEVENTS with
-            // min_complete 0 only runs deferred task work and returns.
-            let _ = unsafe {
-                self.ring
-                    .submitter()
-                    .enter::<libc::sigset_t>(0, 0, IORING_ENTER_GETEVENTS, None)
-            };
+            if self.submit_and_reap().is_err() {
+                return true; // let the blocking path report or retry
+            }
             if !self.ring.completion().is_empty() || !self.rx.is_empty() {
                 return true;
             }

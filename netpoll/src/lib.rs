@@ -57,7 +57,7 @@ mod token;
 
 pub use crate::bufring::PoolStats;
 pub use crate::conn::{Conn, ConnId};
-pub use crate::core::Core;
+pub use crate::core::{current_core, Core};
 pub use crate::error::BuildError;
 pub use crate::handler::{CloseReason, Handler};
 pub use crate::input::Input;
