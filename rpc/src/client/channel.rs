@@ -1,0 +1,187 @@
+//! [`Channel`]: a small pool of connections to one address, shared by every thread.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use netpoll::{ConnId, Core, RuntimeHandle};
+
+use super::conn::{ClientConn, Done, Encode};
+use super::framing::ReplyFraming;
+use crate::CallError;
+
+/// Settings of a [`Channel`].
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    /// Connections kept to the address (spread over the runtime's cores). Default 1.
+    pub connections: usize,
+    /// How long a connect may take. Default 1 s.
+    pub connect_timeout: Duration,
+    /// Deadline of a call that sets none itself. Default 5 s; `None` waits forever.
+    pub call_timeout: Option<Duration>,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            connections: 1,
+            connect_timeout: Duration::from_secs(1),
+            call_timeout: Some(Duration::from_secs(5)),
+        }
+    }
+}
+
+struct Inner {
+    rt: RuntimeHandle,
+    addr: SocketAddr,
+    cfg: ChannelConfig,
+    framing: Arc<dyn ReplyFraming>,
+    /// The connection of each pool slot, touched only on the slot's core.
+    slots: Vec<Mutex<Option<ConnId>>>,
+    next: AtomicUsize,
+}
+
+/// Calls to one server address over a few multiplexed connections on netpoll cores.
+///
+/// Callable from any thread: [`call`](Channel::call) blocks the calling thread until the
+/// reply (or a timeout, or a failure) arrives; [`call_with`](Channel::call_with) returns
+/// at once and hands the outcome to a callback on the connection's core, so one thread can
+/// keep many calls in flight. Calls are multiplexed over each connection by sequence id;
+/// a failed connection is replaced on the next call.
+#[derive(Clone)]
+pub struct Channel {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("addr", &self.inner.addr)
+            .field("config", &self.inner.cfg)
+            .finish()
+    }
+}
+
+impl Channel {
+    /// A channel to `addr` whose connections run on `rt`'s cores and whose replies are
+    /// split by `framing`.
+    pub fn new(
+        rt: RuntimeHandle,
+        addr: SocketAddr,
+        framing: Arc<dyn ReplyFraming>,
+        cfg: ChannelConfig,
+    ) -> Channel {
+        let n = cfg.connections.max(1);
+        Channel {
+            inner: Arc::new(Inner {
+                rt,
+                addr,
+                cfg,
+                framing,
+                slots: (0..n).map(|_| Mutex::new(None)).collect(),
+                next: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Sends a call and waits for its reply frame. `encode` writes the request frame for
+    /// the sequence id it is given. `timeout` overrides the channel's call timeout.
+    pub fn call(
+        &self,
+        encode: impl FnOnce(&mut BytesMut, i32) + Send + 'static,
+        timeout: Option<Duration>,
+    ) -> Result<Bytes, CallError> {
+        if netpoll::current_core().is_some() {
+            return Err(CallError::WouldBlockCore);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.call_with(encode, timeout, move |r| {
+            let _ = tx.send(r);
+        });
+        // The loop's timer enforces the deadline; if the runtime stops first, the
+        // callback is dropped and so is the sender.
+        rx.recv().unwrap_or(Err(CallError::RuntimeStopped))
+    }
+
+    /// Sends a call; `done` gets the reply frame or the failure, on the connection's core.
+    pub fn call_with(
+        &self,
+        encode: impl FnOnce(&mut BytesMut, i32) + Send + 'static,
+        timeout: Option<Duration>,
+        done: impl FnOnce(Result<Bytes, CallError>) + Send + 'static,
+    ) {
+        let timeout = timeout.or(self.inner.cfg.call_timeout);
+        self.dispatch(Box::new(encode), timeout, Some(Box::new(done)));
+    }
+
+    /// Sends a oneway call: no reply is expected, none is waited for.
+    pub fn send_oneway(&self, encode: impl FnOnce(&mut BytesMut, i32) + Send + 'static) {
+        self.dispatch(Box::new(encode), None, None);
+    }
+
+    fn dispatch(&self, encode: Encode, timeout: Option<Duration>, done: Option<Done>) {
+        let inner = self.inner.clone();
+        let slot = inner.next.fetch_add(1, Ordering::Relaxed) % inner.slots.len();
+        let core = slot % inner.rt.cores().max(1);
+        // If the core has stopped the task is dropped, and with it `done`: a blocking
+        // caller then sees RuntimeStopped.
+        let _ = self.inner.rt.spawn(core, move |c: &mut Core| {
+            inner.start(c, slot, encode, timeout, done)
+        });
+    }
+}
+
+impl Inner {
+    /// On the slot's core: finds or opens the slot's connection and sends the call on it.
+    fn start(
+        &self,
+        core: &mut Core,
+        slot: usize,
+        encode: Encode,
+        timeout: Option<Duration>,
+        done: Option<Done>,
+    ) {
+        let mut guard = match self.slots[slot].lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let live = guard.filter(|id| core.conn(*id).is_some());
+        let id = match live {
+            Some(id) => id,
+            None => {
+                let handler = Box::new(ClientConn::new(self.framing.clone()));
+                match core.connect(self.addr, Some(self.cfg.connect_timeout), handler) {
+                    Ok(id) => {
+                        *guard = Some(id);
+                        id
+                    }
+                    Err(e) => {
+                        if let Some(done) = done {
+                            done(Err(CallError::Connect(e)));
+                        }
+                        return;
+                    }
+                }
+            }
+        };
+        drop(guard);
+        let mut pending = Some((encode, done));
+        core.with_handler::<ClientConn, _>(id, |h, conn| {
+            if let Some((encode, done)) = pending.take() {
+                h.submit(conn, encode, timeout, done);
+            }
+        });
+        if let Some((_, Some(done))) = pending {
+            done(Err(CallError::ConnectionLost(
+                "the connection closed before the call was sent".into(),
+            )));
+        }
+    }
+}
