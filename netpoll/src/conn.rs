@@ -71,6 +71,9 @@ pub(crate) struct ConnState {
     pub(crate) paused: bool,
     pub(crate) dirty: bool,
     pub(crate) eof: bool,
+    /// EOF arrived while input was held back (paused): the handler hears of it after that
+    /// input has been delivered.
+    pub(crate) eof_pending: bool,
     /// The peer address a connect is in flight to (the kernel reads it until completion).
     pub(crate) connect_addr: Option<Box<socket2::SockAddr>>,
     pub(crate) connect_timer: Option<TimerId>,
@@ -103,6 +106,7 @@ impl ConnState {
             paused: false,
             dirty: false,
             eof: false,
+            eof_pending: false,
             connect_addr: None,
             connect_timer: None,
             connect_timed_out: false,

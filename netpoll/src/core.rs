@@ -818,6 +818,10 @@ impl Core {
         let c = &mut self.conns[slot as usize];
         c.eof = true;
         match c.life {
+            Life::Open if c.paused && !c.acc.is_empty() => {
+                // Input received before the FIN is still held back: deliver it first.
+                c.eof_pending = true;
+            }
             Life::Open => {
                 c.reason.get_or_insert(CloseReason::PeerClosed);
                 self.call_handler(slot, |h, c| h.on_read_closed(c));
@@ -1061,9 +1065,17 @@ impl Core {
         if !c.acc.is_empty() && (c.need == 0 || c.acc.len() >= c.need) {
             self.call_data_acc(slot);
         }
-        if self.conns.contains(slot as usize) {
-            self.arm_recv(slot);
+        let c = &mut self.conns[slot as usize];
+        if c.eof_pending && c.life == Life::Open {
+            if c.paused {
+                return; // paused again by what was just delivered; EOF still waits
+            }
+            c.eof_pending = false;
+            c.reason.get_or_insert(CloseReason::PeerClosed);
+            self.call_handler(slot, |h, c| h.on_read_closed(c));
+            return;
         }
+        self.arm_recv(slot);
     }
 
     pub(crate) fn close_gracefully(&mut self, slot: u32, reason: CloseReason) {
