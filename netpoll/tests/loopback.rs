@@ -811,7 +811,7 @@ fn no_descriptor_leaks_after_shutdown() {
                 .expect("connect");
         });
         for _ in 0..2 {
-            rx.recv_timeout(IO_TIMEOUT).expect("dial result");
+            let _dialed = rx.recv_timeout(IO_TIMEOUT).expect("dial result");
         }
         rt.shutdown(Duration::from_millis(500));
         drop(streams);
