@@ -89,7 +89,7 @@ fn core_allocs(rt: &Runtime) -> u64 {
 
 fn pipelined_echo(s: &mut TcpStream, messages: usize) {
     const BATCH: usize = 32;
-    let mut frame = vec![0u8; 4 + 128];
+    let mut frame = [0u8; 4 + 128];
     frame[..4].copy_from_slice(&128u32.to_be_bytes());
     let batch: Vec<u8> = frame
         .iter()
