@@ -11,6 +11,7 @@
 pub use bytes;
 
 mod byte_string;
+pub mod frame;
 pub mod thrift;
 
 pub use byte_string::ByteString;

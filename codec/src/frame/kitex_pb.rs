@@ -1,0 +1,93 @@
+//! Kitex Protobuf framing: `length, 0x9001, type (u16), name length (u32), name,
+//! sequence id (u32), protobuf body`.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::framed::{patch_length, reserve_length};
+use super::FrameError;
+use crate::thrift::MessageType;
+use crate::ByteString;
+
+/// The magic after the length: 0x9001.
+pub const KITEX_PB_MAGIC: u16 = 0x9001;
+
+/// The header of a Kitex Protobuf message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KitexPbHeader {
+    /// Call, reply or exception.
+    pub kind: MessageType,
+    /// The method name.
+    pub method: ByteString,
+    /// The sequence id.
+    pub seq_id: i32,
+}
+
+/// The body of a Kitex Protobuf EXCEPTION message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ErrorProto {
+    /// The error type (the `ApplicationExceptionKind` values).
+    #[prost(int32, tag = "1")]
+    pub type_id: i32,
+    /// What went wrong.
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+impl KitexPbHeader {
+    /// Parses the header of a whole frame (length prefix included); returns it and the
+    /// protobuf body, a zero-copy view of `frame`.
+    pub fn parse(frame: &Bytes) -> Result<(KitexPbHeader, Bytes), FrameError> {
+        let mut b = frame.clone();
+        let bad = |what, offset| FrameError::BadHeader { what, offset };
+        if b.len() < 12 {
+            return Err(bad("Kitex Protobuf frame shorter than its header", b.len()));
+        }
+        let len = b.get_u32() as usize;
+        if len != b.len() {
+            return Err(bad("length prefix does not match the frame", 0));
+        }
+        let magic = b.get_u16();
+        if magic != KITEX_PB_MAGIC {
+            return Err(FrameError::BadMagic {
+                offset: 4,
+                found: u32::from(magic),
+            });
+        }
+        let kind = MessageType::from_u8(u8::try_from(b.get_u16()).unwrap_or(0))
+            .ok_or(bad("message type", 6))?;
+        let name_len = b.get_u32() as usize;
+        if name_len > b.len().saturating_sub(4) {
+            return Err(bad("method name length", 8));
+        }
+        let method = ByteString::from_utf8(b.split_to(name_len))
+            .ok_or(bad("method name is not UTF-8", 12))?;
+        let seq_id = b.get_u32() as i32;
+        Ok((
+            KitexPbHeader {
+                kind,
+                method,
+                seq_id,
+            },
+            b,
+        ))
+    }
+
+    /// Appends a whole frame: this header and `body`'s protobuf encoding, with the length
+    /// filled in place.
+    pub fn encode<M: prost::Message>(
+        &self,
+        out: &mut BytesMut,
+        body: &M,
+    ) -> Result<(), FrameError> {
+        out.reserve(16 + self.method.len() + body.encoded_len());
+        let at = reserve_length(out);
+        out.put_u16(KITEX_PB_MAGIC);
+        out.put_u16(self.kind as u16);
+        out.put_u32(self.method.len() as u32);
+        out.put_slice(self.method.as_bytes());
+        out.put_u32(self.seq_id as u32);
+        body.encode(out)
+            .map_err(|_| FrameError::BadLength(body.encoded_len()))?;
+        patch_length(out, at)
+    }
+}

@@ -1,0 +1,449 @@
+//! TTHeader, Kitex's header transport.
+//!
+//! ```text
+//! LENGTH u32 | 0x1000 | flags u16 | seq u32 | header size u16 (x4) | protocol u8 |
+//! transforms u8 + ids | info blocks (0x01 string KV, 0x10 int KV, 0x11 ACL, 0x00 pad) |
+//! payload: a Thrift message (bare, or with its own 4-byte length) or a Kitex Protobuf body
+//! ```
+//!
+//! [`TTHeader::parse`] validates a whole frame once and keeps it; header lookups then walk
+//! the raw blocks and return zero-copy views, so reading headers allocates nothing.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::framed::{patch_length, reserve_length};
+use super::{FrameError, KITEX_PB_MAGIC};
+
+/// The magic after the length: 0x1000.
+pub const TTHEADER_MAGIC: u16 = 0x1000;
+/// LENGTH must be below this.
+pub const TTHEADER_MAX_LENGTH: usize = 0x3FFF_FFFF;
+
+/// Info block ids.
+pub mod info_id {
+    /// Padding byte.
+    pub const PADDING: u8 = 0x00;
+    /// String key/value pairs.
+    pub const KEY_VALUE: u8 = 0x01;
+    /// Integer key/value pairs.
+    pub const INT_KEY_VALUE: u8 = 0x10;
+    /// ACL token.
+    pub const ACL_TOKEN: u8 = 0x11;
+}
+
+/// Integer header keys Kitex uses.
+pub mod int_key {
+    /// The caller's service name.
+    pub const FROM_SERVICE: u16 = 3;
+    /// The callee's service name.
+    pub const TO_SERVICE: u16 = 6;
+    /// The callee's method.
+    pub const TO_METHOD: u16 = 9;
+    /// The callee's address (Volo sends it).
+    pub const DEST_ADDRESS: u16 = 11;
+    /// The call's timeout in milliseconds, as a decimal string.
+    pub const RPC_TIMEOUT: u16 = 12;
+    /// Consistent-hash key.
+    pub const RING_HASH_KEY: u16 = 14;
+    /// Mesh version (Volo sends it).
+    pub const MESH_VERSION: u16 = 16;
+    /// Message type.
+    pub const MSG_TYPE: u16 = 22;
+}
+
+/// What the payload of a TTHeader frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadProtocol {
+    /// A strict binary Thrift message.
+    ThriftBinary,
+    /// A compact Thrift message.
+    ThriftCompact,
+    /// A Kitex Protobuf message (header and body, without a length prefix).
+    KitexProtobuf,
+}
+
+/// A parsed TTHeader frame: the header's fixed fields, access to its key/value headers,
+/// and the payload, all views of the frame.
+#[derive(Debug, Clone)]
+pub struct TTHeader {
+    frame: Bytes,
+    flags: u16,
+    seq_id: i32,
+    protocol_id: u8,
+    /// Offsets of the info blocks within `frame`.
+    info: (usize, usize),
+    /// Where the payload starts, and whether it carries its own 4-byte length.
+    payload_start: usize,
+    payload_framed: bool,
+    payload_protocol: PayloadProtocol,
+}
+
+fn bad(what: &'static str, offset: usize) -> FrameError {
+    FrameError::BadHeader { what, offset }
+}
+
+fn be16(b: &[u8], at: usize) -> Result<u16, FrameError> {
+    b.get(at..at + 2)
+        .map(|s| u16::from_be_bytes([s[0], s[1]]))
+        .ok_or(bad("truncated header", at))
+}
+
+fn be32(b: &[u8], at: usize) -> Result<u32, FrameError> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+        .ok_or(bad("truncated header", at))
+}
+
+/// Walks one info block starting at `at` (its id byte); returns the offset after it.
+fn walk_block(b: &[u8], at: usize, end: usize) -> Result<usize, FrameError> {
+    let id = *b.get(at).ok_or(bad("truncated info block", at))?;
+    let mut p = at + 1;
+    let take = |p: &mut usize, n: usize| -> Result<(), FrameError> {
+        if *p + n > end {
+            return Err(bad("info block runs past the header", *p));
+        }
+        *p += n;
+        Ok(())
+    };
+    match id {
+        info_id::PADDING => {}
+        info_id::KEY_VALUE => {
+            let count = be16(b, p)?;
+            take(&mut p, 2)?;
+            for _ in 0..count {
+                let klen = be16(b, p)? as usize;
+                take(&mut p, 2 + klen)?;
+                let vlen = be16(b, p)? as usize;
+                take(&mut p, 2 + vlen)?;
+            }
+        }
+        info_id::INT_KEY_VALUE => {
+            let count = be16(b, p)?;
+            take(&mut p, 2)?;
+            for _ in 0..count {
+                take(&mut p, 2)?;
+                let vlen = be16(b, p)? as usize;
+                take(&mut p, 2 + vlen)?;
+            }
+        }
+        info_id::ACL_TOKEN => {
+            let len = be16(b, p)? as usize;
+            take(&mut p, 2 + len)?;
+        }
+        _ => return Err(bad("unknown info block id", at)),
+    }
+    Ok(p)
+}
+
+impl TTHeader {
+    /// Parses and validates a whole TTHeader frame (its LENGTH prefix included).
+    pub fn parse(frame: Bytes) -> Result<TTHeader, FrameError> {
+        let b = &frame[..];
+        let length = be32(b, 0)? as usize;
+        if length >= TTHEADER_MAX_LENGTH {
+            return Err(FrameError::BadLength(length));
+        }
+        if length + 4 != b.len() {
+            return Err(bad("LENGTH does not match the frame", 0));
+        }
+        let magic = be16(b, 4)?;
+        if magic != TTHEADER_MAGIC {
+            return Err(FrameError::BadMagic {
+                offset: 4,
+                found: u32::from(magic),
+            });
+        }
+        let flags = be16(b, 6)?;
+        let seq_id = be32(b, 8)? as i32;
+        let header_size = be16(b, 12)? as usize * 4;
+        let header_end = 14 + header_size;
+        if header_end > b.len() {
+            return Err(bad("header size runs past the frame", 12));
+        }
+        let protocol_id = *b.get(14).ok_or(bad("missing protocol id", 14))?;
+        let transforms = *b.get(15).ok_or(bad("missing transform count", 15))? as usize;
+        let info_start = 16 + transforms;
+        if info_start > header_end {
+            return Err(bad("transforms run past the header", 15));
+        }
+        if transforms > 0 {
+            return Err(bad("transforms (compression) are not supported", 16));
+        }
+        let mut p = info_start;
+        while p < header_end {
+            p = walk_block(b, p, header_end)?;
+        }
+        let payload = &b[header_end..];
+        let (framed, magic_at) = match payload.get(..2) {
+            Some([0x80, 0x01]) | Some([0x90, 0x01]) => (false, 0),
+            Some(_) if payload.first() == Some(&0x82) => (false, 0),
+            Some(_) => (true, 4),
+            None => return Err(bad("empty payload", header_end)),
+        };
+        if framed {
+            let inner = be32(payload, 0)? as usize;
+            if inner + 4 != payload.len() {
+                return Err(bad("payload length does not match", header_end));
+            }
+        }
+        let payload_protocol = match (payload.get(magic_at), payload.get(magic_at + 1)) {
+            (Some(0x80), Some(0x01)) => PayloadProtocol::ThriftBinary,
+            (Some(0x82), _) => PayloadProtocol::ThriftCompact,
+            (Some(&hi), Some(&lo)) if u16::from_be_bytes([hi, lo]) == KITEX_PB_MAGIC => {
+                PayloadProtocol::KitexProtobuf
+            }
+            _ => return Err(bad("unknown payload", header_end + magic_at)),
+        };
+        Ok(TTHeader {
+            flags,
+            seq_id,
+            protocol_id,
+            info: (info_start, header_end),
+            payload_start: header_end,
+            payload_framed: framed,
+            payload_protocol,
+            frame,
+        })
+    }
+
+    /// The flags (0x0001: replies may come out of order).
+    pub fn flags(&self) -> u16 {
+        self.flags
+    }
+
+    /// The sequence number.
+    pub fn seq_id(&self) -> i32 {
+        self.seq_id
+    }
+
+    /// The protocol id byte as sent (0 binary, 2 compact, 4 Kitex Protobuf; Kitex sometimes
+    /// sends 0 for Protobuf, so [`payload_protocol`](Self::payload_protocol) decides).
+    pub fn protocol_id(&self) -> u8 {
+        self.protocol_id
+    }
+
+    /// What the payload is, from its own magic.
+    pub fn payload_protocol(&self) -> PayloadProtocol {
+        self.payload_protocol
+    }
+
+    /// Whether the payload carries its own 4-byte length (TTHeader + Framed, Volo's default).
+    pub fn payload_framed(&self) -> bool {
+        self.payload_framed
+    }
+
+    /// The message inside: a Thrift message or a Kitex Protobuf message (header and body),
+    /// without any length prefix. A zero-copy view.
+    pub fn message(&self) -> Bytes {
+        let skip = if self.payload_framed { 4 } else { 0 };
+        self.frame.slice(self.payload_start + skip..)
+    }
+
+    /// The integer-keyed headers.
+    pub fn int_headers(&self) -> IntHeaders<'_> {
+        IntHeaders {
+            blocks: Blocks::new(self),
+            pair: None,
+        }
+    }
+
+    /// The string-keyed headers.
+    pub fn str_headers(&self) -> StrHeaders<'_> {
+        StrHeaders {
+            blocks: Blocks::new(self),
+            pair: None,
+        }
+    }
+
+    /// The value of integer header `key`, as a zero-copy view.
+    pub fn int_header(&self, key: u16) -> Option<Bytes> {
+        self.int_headers()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| self.view(v))
+    }
+
+    /// The value of string header `key`, as a zero-copy view.
+    pub fn str_header(&self, key: &str) -> Option<Bytes> {
+        self.str_headers()
+            .find(|(k, _)| *k == key.as_bytes())
+            .map(|(_, v)| self.view(v))
+    }
+
+    /// The ACL token, if any.
+    pub fn acl_token(&self) -> Option<Bytes> {
+        let b = &self.frame[..];
+        let (mut p, end) = self.info;
+        while p < end {
+            let next = walk_block(b, p, end).ok()?;
+            if b[p] == info_id::ACL_TOKEN {
+                return Some(self.frame.slice(p + 3..next));
+            }
+            p = next;
+        }
+        None
+    }
+
+    fn view(&self, part: &[u8]) -> Bytes {
+        self.frame.slice_ref(part)
+    }
+}
+
+/// Walks validated info blocks.
+#[derive(Debug, Clone)]
+struct Blocks<'a> {
+    b: &'a [u8],
+    p: usize,
+    end: usize,
+}
+
+impl<'a> Blocks<'a> {
+    fn new(h: &'a TTHeader) -> Self {
+        Blocks {
+            b: &h.frame[..],
+            p: h.info.0,
+            end: h.info.1,
+        }
+    }
+
+    /// The next block of kind `id`: its count and the offset of its first pair.
+    fn next_of(&mut self, id: u8) -> Option<(u16, usize)> {
+        while self.p < self.end {
+            let at = self.p;
+            self.p = walk_block(self.b, at, self.end).ok()?;
+            if self.b[at] == id {
+                return Some((be16(self.b, at + 1).ok()?, at + 3));
+            }
+        }
+        None
+    }
+}
+
+/// Iterates integer headers: `(key, value)`.
+#[derive(Debug, Clone)]
+pub struct IntHeaders<'a> {
+    blocks: Blocks<'a>,
+    /// Pairs left in the current block, and the next pair's offset.
+    pair: Option<(u16, usize)>,
+}
+
+impl<'a> Iterator for IntHeaders<'a> {
+    type Item = (u16, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.pair {
+                Some((n, p)) if n > 0 => {
+                    let b = self.blocks.b;
+                    let key = be16(b, p).ok()?;
+                    let vlen = be16(b, p + 2).ok()? as usize;
+                    let value = b.get(p + 4..p + 4 + vlen)?;
+                    self.pair = Some((n - 1, p + 4 + vlen));
+                    return Some((key, value));
+                }
+                _ => self.pair = Some(self.blocks.next_of(info_id::INT_KEY_VALUE)?),
+            }
+        }
+    }
+}
+
+/// Iterates string headers: `(key, value)`.
+#[derive(Debug, Clone)]
+pub struct StrHeaders<'a> {
+    blocks: Blocks<'a>,
+    pair: Option<(u16, usize)>,
+}
+
+impl<'a> Iterator for StrHeaders<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.pair {
+                Some((n, p)) if n > 0 => {
+                    let b = self.blocks.b;
+                    let klen = be16(b, p).ok()? as usize;
+                    let key = b.get(p + 2..p + 2 + klen)?;
+                    let q = p + 2 + klen;
+                    let vlen = be16(b, q).ok()? as usize;
+                    let value = b.get(q + 2..q + 2 + vlen)?;
+                    self.pair = Some((n - 1, q + 2 + vlen));
+                    return Some((key, value));
+                }
+                _ => self.pair = Some(self.blocks.next_of(info_id::KEY_VALUE)?),
+            }
+        }
+    }
+}
+
+/// Writes TTHeader frames. Headers are borrowed, so building one allocates nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TTHeaderBuilder<'a> {
+    /// The sequence number.
+    pub seq_id: i32,
+    /// The flags.
+    pub flags: u16,
+    /// The protocol id byte (0 binary, 2 compact, 4 Kitex Protobuf).
+    pub protocol_id: u8,
+    /// Integer headers.
+    pub ints: &'a [(u16, &'a [u8])],
+    /// String headers.
+    pub strs: &'a [(&'a str, &'a [u8])],
+}
+
+impl TTHeaderBuilder<'_> {
+    fn info_len(&self) -> usize {
+        let ints: usize = self.ints.iter().map(|(_, v)| 4 + v.len()).sum();
+        let strs: usize = self.strs.iter().map(|(k, v)| 4 + k.len() + v.len()).sum();
+        let blocks = if self.ints.is_empty() { 0 } else { 3 + ints }
+            + if self.strs.is_empty() { 0 } else { 3 + strs };
+        2 + blocks // protocol id + transform count
+    }
+
+    /// Appends the header (LENGTH left to [`finish`](Self::finish)); returns the frame's
+    /// start for `finish`. Write the payload next: the Thrift or Kitex Protobuf message,
+    /// optionally wrapped in its own length ([`reserve_length`](super::reserve_length)).
+    pub fn begin(&self, out: &mut BytesMut) -> Result<usize, FrameError> {
+        let info = self.info_len();
+        let padded = info.div_ceil(4) * 4;
+        let header_words = u16::try_from(padded / 4).map_err(|_| FrameError::BadLength(padded))?;
+        out.reserve(14 + padded);
+        let start = reserve_length(out);
+        out.put_u16(TTHEADER_MAGIC);
+        out.put_u16(self.flags);
+        out.put_u32(self.seq_id as u32);
+        out.put_u16(header_words);
+        out.put_u8(self.protocol_id);
+        out.put_u8(0); // no transforms
+        let too_long = |n: usize| u16::try_from(n).map_err(|_| FrameError::BadLength(n));
+        if !self.strs.is_empty() {
+            out.put_u8(info_id::KEY_VALUE);
+            out.put_u16(too_long(self.strs.len())?);
+            for (k, v) in self.strs {
+                out.put_u16(too_long(k.len())?);
+                out.put_slice(k.as_bytes());
+                out.put_u16(too_long(v.len())?);
+                out.put_slice(v);
+            }
+        }
+        if !self.ints.is_empty() {
+            out.put_u8(info_id::INT_KEY_VALUE);
+            out.put_u16(too_long(self.ints.len())?);
+            for (k, v) in self.ints {
+                out.put_u16(*k);
+                out.put_u16(too_long(v.len())?);
+                out.put_slice(v);
+            }
+        }
+        out.put_bytes(0, padded - info);
+        Ok(start)
+    }
+
+    /// Fills the LENGTH of the frame that [`begin`](Self::begin) started at `start`.
+    pub fn finish(out: &mut BytesMut, start: usize) -> Result<(), FrameError> {
+        let len = out.len() - start - 4;
+        if len >= TTHEADER_MAX_LENGTH {
+            return Err(FrameError::BadLength(len));
+        }
+        patch_length(out, start)
+    }
+}
