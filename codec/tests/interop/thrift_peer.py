@@ -53,8 +53,9 @@ def normalized(v):
             x = x.decode("utf-8")
         out[k] = d if x is None else x
     out["maybe"] = v.maybe
-    if out["inner"] is not None:
-        out["inner"] = (out["inner"].id, out["inner"].label)
+    # A struct field of default requiredness that is unset equals an empty struct: some
+    # writers (Apache C++, ours) always write it, others (Python) omit it.
+    out["inner"] = (0, None) if out["inner"] is None else (out["inner"].id, out["inner"].label)
     out["inners"] = [(i.id, i.label) for i in out["inners"]]
     out["color"] = 0 if out["color"] is None else out["color"]
     return out
