@@ -1,0 +1,18 @@
+//! Any bytes through the compact protocol decoders: errors are fine, panics are not.
+#![no_main]
+
+use bytes::Bytes;
+use codec::thrift::{ApplicationException, CompactReader, Message, ProtocolRead, TType};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let bytes = Bytes::copy_from_slice(data);
+    let mut r = CompactReader::new(bytes.clone());
+    if r.read_message_begin().is_ok() {
+        let _ = r.skip(TType::Struct);
+        let _ = r.expect_end();
+    }
+    let _ = CompactReader::new(bytes.clone()).skip(TType::Struct);
+    let _ = CompactReader::new(bytes.clone()).skip(TType::Map);
+    let _ = ApplicationException::decode(&mut CompactReader::new(bytes));
+});
