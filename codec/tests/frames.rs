@@ -324,3 +324,40 @@ fn kitex_protobuf_frames_round_trip() {
     short.truncate(10);
     assert!(KitexPbHeader::parse(&Bytes::from(short)).is_err());
 }
+
+/// `echo.proto`'s request, with `bytes` fields as `bytes::Bytes` (prost-build's `bytes`
+/// option generates the same).
+#[derive(Clone, PartialEq, prost::Message)]
+struct EchoRequest {
+    #[prost(bytes = "bytes", tag = "1")]
+    msg: Bytes,
+}
+
+#[test]
+fn protobuf_bytes_fields_borrow_from_the_frame() {
+    use codec::frame::KitexPbHeader;
+    use prost::Message;
+    let header = KitexPbHeader {
+        kind: MessageType::Call,
+        method: "Echo".into(),
+        seq_id: 1,
+    };
+    let mut out = BytesMut::new();
+    header
+        .encode(
+            &mut out,
+            &EchoRequest {
+                msg: Bytes::from(vec![7u8; 4096]),
+            },
+        )
+        .expect("encode");
+    let frame = out.freeze();
+    let (_, body) = KitexPbHeader::parse(&frame).expect("parse");
+    let req = EchoRequest::decode(body).expect("decode");
+    assert_eq!(req.msg.len(), 4096);
+    let range = frame.as_ptr_range();
+    assert!(
+        range.contains(&req.msg.as_ptr()),
+        "the decoded bytes are a view of the frame, not a copy"
+    );
+}
