@@ -1,7 +1,7 @@
 //! The generated argument and result structs against bytes a Volo client and
-//! server really exchanged (`codec/tests/fixtures/volo/`, Framed transport):
+//! server really exchanged (`codec/tests/fixtures/volo/`):
 //! every call and reply decodes to the values the Volo peer sent, and
-//! survives our re-encoding. Skipped, saying so, if the fixtures are absent.
+//! survives our re-encoding, over both TTHeader (Volo's default) and Framed.
 
 use std::path::Path;
 
@@ -16,29 +16,43 @@ const CALL: u32 = 1;
 const REPLY: u32 = 2;
 const ONEWAY: u32 = 4;
 
-/// `(message type, method name, body)` of each Framed strict-binary message.
-fn messages(file: &str) -> Option<Vec<(u32, String, Bytes)>> {
+/// `(message type, method name, body)` of each message in a captured stream, split with
+/// codec's own framing (TTHeader or Framed, detected from the first bytes).
+fn messages(file: &str) -> Vec<(u32, String, Bytes)> {
+    use codec::frame::{self, Protocol, Split, TTHeader};
+    use codec::thrift::ProtocolRead;
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../codec/tests/fixtures/volo")
         .join(file);
-    let Ok(data) = std::fs::read(&path) else {
-        eprintln!("skipped: no fixture {}", path.display());
-        return None;
-    };
-    let mut data = Bytes::from(data);
+    let data = Bytes::from(
+        std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display())),
+    );
+    let proto = frame::detect(&data)
+        .expect("a known protocol")
+        .expect("enough bytes");
+    let mut rest = data;
     let mut out = Vec::new();
-    let be32 = |b: &mut Bytes| u32::from_be_bytes(b.split_to(4)[..].try_into().expect("4 bytes"));
-    while !data.is_empty() {
-        let len = be32(&mut data) as usize;
-        let mut msg = data.split_to(len);
-        let version = be32(&mut msg);
-        assert_eq!(version & 0xffff_0000, 0x8001_0000, "strict binary");
-        let name_len = be32(&mut msg) as usize;
-        let name = String::from_utf8(msg.split_to(name_len).to_vec()).expect("utf-8 name");
-        let _seq = be32(&mut msg);
-        out.push((version & 0xff, name, msg));
+    while !rest.is_empty() {
+        let Split::Frame(n) =
+            frame::split(proto, &rest, frame::DEFAULT_MAX_FRAME).expect("a valid frame")
+        else {
+            panic!("{file} ends inside a frame");
+        };
+        let f = rest.split_to(n);
+        let msg = match proto {
+            Protocol::TTHeader => TTHeader::parse(f)
+                .expect("a valid TTHeader frame")
+                .message(),
+            Protocol::FramedBinary => f.slice(4..),
+            other => panic!("{file}: unexpected protocol {other:?}"),
+        };
+        let mut r = codec::thrift::BinaryReader::new(msg.clone());
+        let h = r
+            .read_message_begin()
+            .expect("a strict binary message header");
+        out.push((h.kind as u32, h.name.to_string(), msg.slice(r.position()..)));
     }
-    Some(out)
+    out
 }
 
 /// Decodes `body` as `M`, and checks our encoding of it decodes the same.
@@ -51,12 +65,18 @@ fn decode<M: Message + PartialEq + std::fmt::Debug>(body: Bytes) -> M {
 
 #[test]
 fn volo_interop_calls_and_replies_decode() {
-    let (Some(calls), Some(replies)) = (
-        messages("volo-framed-interop-conn0.request.bin"),
-        messages("volo-framed-interop-conn0.reply.bin"),
-    ) else {
-        return;
-    };
+    for transport in ["framed", "ttheader"] {
+        interop_calls_and_replies_decode(
+            messages(&format!("volo-{transport}-interop-conn0.request.bin")),
+            messages(&format!("volo-{transport}-interop-conn0.reply.bin")),
+        );
+    }
+}
+
+fn interop_calls_and_replies_decode(
+    calls: Vec<(u32, String, Bytes)>,
+    replies: Vec<(u32, String, Bytes)>,
+) {
     let full = super::apache::canonical().swap_remove(0);
     let mut roundtrips = Vec::new();
     let mut fail_codes = Vec::new();
@@ -106,12 +126,18 @@ fn volo_interop_calls_and_replies_decode() {
 
 #[test]
 fn volo_echo_calls_and_replies_decode() {
-    let (Some(calls), Some(replies)) = (
-        messages("volo-framed-echo-conn0.request.bin"),
-        messages("volo-framed-echo-conn0.reply.bin"),
-    ) else {
-        return;
-    };
+    for transport in ["framed", "ttheader"] {
+        echo_calls_and_replies_decode(
+            messages(&format!("volo-{transport}-echo-conn0.request.bin")),
+            messages(&format!("volo-{transport}-echo-conn0.reply.bin")),
+        );
+    }
+}
+
+fn echo_calls_and_replies_decode(
+    calls: Vec<(u32, String, Bytes)>,
+    replies: Vec<(u32, String, Bytes)>,
+) {
     assert_eq!(calls.len(), replies.len());
     let mut sizes = Vec::new();
     for ((_, call_name, call), (_, reply_name, reply)) in calls.into_iter().zip(replies) {
