@@ -202,6 +202,24 @@ fn encode_ours<M: Message>(m: &M, out: &mut BytesMut, compact: bool) {
 
 // ----- benches -------------------------------------------------------------------------
 
+/// One benchmark case: a name and the operation to time.
+type Case<'a> = (&'static str, Box<dyn FnMut() + 'a>);
+
+/// Prints each case's allocations per operation, then times them all with criterion.
+fn run_group(c: &mut Criterion, group: &str, mut cases: Vec<Case<'_>>) {
+    println!("{group}: heap allocations per operation");
+    for (name, f) in cases.iter_mut() {
+        let (allocs, bytes) = allocs_per_op(f);
+        println!("  {name:<24} {allocs:>6.1} allocs  {bytes:>8.0} bytes");
+    }
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Elements(1));
+    for (name, f) in cases.iter_mut() {
+        g.bench_function(*name, |b| b.iter(&mut *f));
+    }
+    g.finish();
+}
+
 fn echo(c: &mut Criterion) {
     use prost::Message as _;
     let payload = vec![0x5a; 128];
@@ -212,88 +230,77 @@ fn echo(c: &mut Criterion) {
         msg: Bytes::from(payload.clone()),
     };
     let mut buf = BytesMut::with_capacity(1024);
-    let mut vec_buf = Vec::with_capacity(1024);
     encode_ours(&ours_msg, &mut buf, false);
     let ours_bin = buf.clone().freeze();
     encode_ours(&ours_msg, &mut buf, true);
     let ours_compact = buf.clone().freeze();
+    let mut vec_buf = Vec::with_capacity(1024);
     apache_echo::encode(&payload, &mut vec_buf);
     let apache_bin = vec_buf.clone();
     let pb_bytes = Bytes::from(pb_msg.encode_to_vec());
-    let mut pb_buf = BytesMut::with_capacity(1024);
-
-    report(
+    let (mut b1, mut b2, mut b3) = (buf.clone(), buf.clone(), buf);
+    run_group(
+        c,
         "echo 128 B",
-        &mut [
-            ("ours binary encode", &mut || {
-                encode_ours(black_box(&ours_msg), &mut buf, false)
-            }),
-            ("ours binary decode", &mut || {
-                drop(black_box(ours::echo::EchoEchoArgs::decode(
-                    &mut BinaryReader::new(ours_bin.clone()),
-                )))
-            }),
-            ("ours compact decode", &mut || {
-                drop(black_box(ours::echo::EchoEchoArgs::decode(
-                    &mut CompactReader::new(ours_compact.clone()),
-                )))
-            }),
-            ("apache binary encode", &mut || {
-                vec_buf.clear();
-                apache_echo::encode(black_box(&payload), &mut vec_buf)
-            }),
-            ("apache binary decode", &mut || {
-                black_box(apache_echo::decode(&apache_bin));
-            }),
-            ("prost encode", &mut || {
-                pb_buf.clear();
-                pb_msg.encode(&mut pb_buf).expect("encode")
-            }),
-            ("prost decode", &mut || {
-                drop(black_box(EchoRequest::decode(pb_bytes.clone())))
-            }),
+        vec![
+            (
+                "ours binary encode",
+                Box::new(|| encode_ours(black_box(&ours_msg), &mut b1, false)),
+            ),
+            (
+                "ours compact encode",
+                Box::new(|| encode_ours(black_box(&ours_msg), &mut b2, true)),
+            ),
+            (
+                "ours binary decode",
+                Box::new(|| {
+                    black_box(
+                        ours::echo::EchoEchoArgs::decode(&mut BinaryReader::new(black_box(
+                            ours_bin.clone(),
+                        )))
+                        .ok(),
+                    );
+                }),
+            ),
+            (
+                "ours compact decode",
+                Box::new(|| {
+                    black_box(
+                        ours::echo::EchoEchoArgs::decode(&mut CompactReader::new(black_box(
+                            ours_compact.clone(),
+                        )))
+                        .ok(),
+                    );
+                }),
+            ),
+            (
+                "apache binary encode",
+                Box::new(|| {
+                    vec_buf.clear();
+                    apache_echo::encode(black_box(&payload), &mut vec_buf)
+                }),
+            ),
+            (
+                "apache binary decode",
+                Box::new(|| {
+                    black_box(apache_echo::decode(black_box(&apache_bin)));
+                }),
+            ),
+            (
+                "prost encode",
+                Box::new(|| {
+                    b3.clear();
+                    black_box(&pb_msg).encode(&mut b3).expect("encode")
+                }),
+            ),
+            (
+                "prost decode",
+                Box::new(|| {
+                    black_box(EchoRequest::decode(black_box(pb_bytes.clone())).ok());
+                }),
+            ),
         ],
     );
-
-    let mut g = c.benchmark_group("echo 128 B");
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("ours binary encode", |b| {
-        b.iter(|| encode_ours(black_box(&ours_msg), &mut buf, false))
-    });
-    g.bench_function("ours compact encode", |b| {
-        b.iter(|| encode_ours(black_box(&ours_msg), &mut buf, true))
-    });
-    g.bench_function("ours binary decode", |b| {
-        b.iter(|| {
-            ours::echo::EchoEchoArgs::decode(&mut BinaryReader::new(black_box(ours_bin.clone())))
-        })
-    });
-    g.bench_function("ours compact decode", |b| {
-        b.iter(|| {
-            ours::echo::EchoEchoArgs::decode(&mut CompactReader::new(black_box(
-                ours_compact.clone(),
-            )))
-        })
-    });
-    g.bench_function("apache binary encode", |b| {
-        b.iter(|| {
-            vec_buf.clear();
-            apache_echo::encode(black_box(&payload), &mut vec_buf)
-        })
-    });
-    g.bench_function("apache binary decode", |b| {
-        b.iter(|| apache_echo::decode(black_box(&apache_bin)))
-    });
-    g.bench_function("prost encode", |b| {
-        b.iter(|| {
-            buf.clear();
-            black_box(&pb_msg).encode(&mut buf).expect("encode")
-        })
-    });
-    g.bench_function("prost decode", |b| {
-        b.iter(|| EchoRequest::decode(black_box(pb_bytes.clone())))
-    });
-    g.finish();
 }
 
 fn all_types(c: &mut Criterion) {
@@ -308,121 +315,96 @@ fn all_types(c: &mut Criterion) {
     let ours_bin = buf.clone().freeze();
     encode_ours(&ours_v, &mut buf, true);
     let ours_compact = buf.clone().freeze();
-    let mut vec_buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut v1: Vec<u8> = Vec::with_capacity(4096);
     apache_v
-        .write_to_out_protocol(&mut TBinaryOutputProtocol::new(&mut vec_buf, true))
+        .write_to_out_protocol(&mut TBinaryOutputProtocol::new(&mut v1, true))
         .expect("encode");
-    let apache_bin = vec_buf.clone();
-    vec_buf.clear();
+    let apache_bin = v1.clone();
+    let mut v2: Vec<u8> = Vec::with_capacity(4096);
     apache_v
-        .write_to_out_protocol(&mut TCompactOutputProtocol::new(&mut vec_buf))
+        .write_to_out_protocol(&mut TCompactOutputProtocol::new(&mut v2))
         .expect("encode");
-    let apache_compact = vec_buf.clone();
+    let apache_compact = v2.clone();
     // Same wire format: each side decodes the other's bytes.
+    let ours_reads_apache =
+        ours::interop::AllTypes::decode(&mut BinaryReader::new(Bytes::from(apache_bin.clone())));
     assert_eq!(
-        ours::interop::AllTypes::decode(&mut BinaryReader::new(Bytes::from(apache_bin.clone())))
-            .expect("ours reads apache"),
+        ours_reads_apache.expect("ours reads Apache's bytes"),
         ours_v
     );
-    assert_eq!(
-        apache_interop::AllTypes::read_from_in_protocol(&mut TCompactInputProtocol::new(
-            &ours_compact[..]
-        ))
-        .expect("apache reads ours"),
-        apache_v
+    let apache_reads_ours = apache_interop::AllTypes::read_from_in_protocol(
+        &mut TCompactInputProtocol::new(&ours_compact[..]),
     );
-
-    report(
+    assert_eq!(apache_reads_ours.expect("Apache reads our bytes"), apache_v);
+    let (mut b1, mut b2) = (buf.clone(), buf);
+    run_group(
+        c,
         "AllTypes",
-        &mut [
-            ("ours binary encode", &mut || {
-                encode_ours(black_box(&ours_v), &mut buf, false)
-            }),
-            ("ours binary decode", &mut || {
-                drop(black_box(ours::interop::AllTypes::decode(
-                    &mut BinaryReader::new(ours_bin.clone()),
-                )))
-            }),
-            ("ours compact decode", &mut || {
-                drop(black_box(ours::interop::AllTypes::decode(
-                    &mut CompactReader::new(ours_compact.clone()),
-                )))
-            }),
-            ("apache binary encode", &mut || {
-                vec_buf.clear();
-                apache_v
-                    .write_to_out_protocol(&mut TBinaryOutputProtocol::new(&mut vec_buf, true))
-                    .expect("encode")
-            }),
-            ("apache binary decode", &mut || {
-                drop(black_box(apache_interop::AllTypes::read_from_in_protocol(
-                    &mut TBinaryInputProtocol::new(&apache_bin[..], true),
-                )))
-            }),
+        vec![
+            (
+                "ours binary encode",
+                Box::new(|| encode_ours(black_box(&ours_v), &mut b1, false)),
+            ),
+            (
+                "ours compact encode",
+                Box::new(|| encode_ours(black_box(&ours_v), &mut b2, true)),
+            ),
+            (
+                "ours binary decode",
+                Box::new(|| {
+                    black_box(
+                        ours::interop::AllTypes::decode(&mut BinaryReader::new(black_box(
+                            ours_bin.clone(),
+                        )))
+                        .ok(),
+                    );
+                }),
+            ),
+            (
+                "ours compact decode",
+                Box::new(|| {
+                    black_box(
+                        ours::interop::AllTypes::decode(&mut CompactReader::new(black_box(
+                            ours_compact.clone(),
+                        )))
+                        .ok(),
+                    );
+                }),
+            ),
+            (
+                "apache binary encode",
+                Box::new(|| {
+                    v1.clear();
+                    black_box(&apache_v)
+                        .write_to_out_protocol(&mut TBinaryOutputProtocol::new(&mut v1, true))
+                        .expect("encode")
+                }),
+            ),
+            (
+                "apache compact encode",
+                Box::new(|| {
+                    v2.clear();
+                    black_box(&apache_v)
+                        .write_to_out_protocol(&mut TCompactOutputProtocol::new(&mut v2))
+                        .expect("encode")
+                }),
+            ),
+            (
+                "apache binary decode",
+                Box::new(|| {
+                    let mut p = TBinaryInputProtocol::new(black_box(&apache_bin[..]), true);
+                    black_box(apache_interop::AllTypes::read_from_in_protocol(&mut p).ok());
+                }),
+            ),
+            (
+                "apache compact decode",
+                Box::new(|| {
+                    let mut p = TCompactInputProtocol::new(black_box(&apache_compact[..]));
+                    black_box(apache_interop::AllTypes::read_from_in_protocol(&mut p).ok());
+                }),
+            ),
         ],
     );
-
-    let mut g = c.benchmark_group("AllTypes");
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("ours binary encode", |b| {
-        b.iter(|| encode_ours(black_box(&ours_v), &mut buf, false))
-    });
-    g.bench_function("ours compact encode", |b| {
-        b.iter(|| encode_ours(black_box(&ours_v), &mut buf, true))
-    });
-    g.bench_function("ours binary decode", |b| {
-        b.iter(|| {
-            ours::interop::AllTypes::decode(&mut BinaryReader::new(black_box(ours_bin.clone())))
-        })
-    });
-    g.bench_function("ours compact decode", |b| {
-        b.iter(|| {
-            ours::interop::AllTypes::decode(&mut CompactReader::new(black_box(
-                ours_compact.clone(),
-            )))
-        })
-    });
-    g.bench_function("apache binary encode", |b| {
-        b.iter(|| {
-            vec_buf.clear();
-            black_box(&apache_v)
-                .write_to_out_protocol(&mut TBinaryOutputProtocol::new(&mut vec_buf, true))
-                .expect("encode")
-        })
-    });
-    g.bench_function("apache compact encode", |b| {
-        b.iter(|| {
-            vec_buf.clear();
-            black_box(&apache_v)
-                .write_to_out_protocol(&mut TCompactOutputProtocol::new(&mut vec_buf))
-                .expect("encode")
-        })
-    });
-    g.bench_function("apache binary decode", |b| {
-        b.iter(|| {
-            apache_interop::AllTypes::read_from_in_protocol(&mut TBinaryInputProtocol::new(
-                black_box(&apache_bin[..]),
-                true,
-            ))
-        })
-    });
-    g.bench_function("apache compact decode", |b| {
-        b.iter(|| {
-            apache_interop::AllTypes::read_from_in_protocol(&mut TCompactInputProtocol::new(
-                black_box(&apache_compact[..]),
-            ))
-        })
-    });
-    g.finish();
-}
-
-/// Prints allocations per operation for each case.
-fn report(group: &str, cases: &mut [(&str, &mut dyn FnMut())]) {
-    println!("{group}: heap allocations per operation");
-    for (name, f) in cases.iter_mut() {
-        let (allocs, bytes) = allocs_per_op(f);
-        println!("  {name:<24} {allocs:>6.1} allocs  {bytes:>8.0} bytes");
-    }
 }
 
 criterion_group!(benches, echo, all_types);
