@@ -5,7 +5,9 @@
 mod channel;
 mod conn;
 mod framing;
+mod thrift_framing;
 
 pub use channel::{Channel, ChannelConfig};
 pub use conn::{Done, Encode};
 pub use framing::{ReplyFraming, ReplySplit};
+pub use thrift_framing::ThriftFraming;
