@@ -25,6 +25,7 @@ pub struct Config {
     out_dir: Option<PathBuf>,
     runtime: String,
     service_types: bool,
+    rpc: Option<String>,
     cargo_directives: bool,
 }
 
@@ -55,6 +56,7 @@ impl Config {
             out_dir: None,
             runtime: "::codec".to_owned(),
             service_types: true,
+            rpc: None,
             cargo_directives: true,
         }
     }
@@ -86,6 +88,18 @@ impl Config {
         self
     }
 
+    /// Also generates, for each service, what the `rpc` crate serves and calls: a trait
+    /// with one synchronous method per function, a `{Service}Server` around an
+    /// implementation, `register_{service}`, a typed `{Service}Client`, and a
+    /// `{Service}{Method}Error` enum for functions that declare exceptions. `rpc_crate` is
+    /// the path by which generated code names the `rpc` crate (usually `::rpc`).
+    /// Implies [`service_types`](Config::service_types).
+    pub fn services(&mut self, rpc_crate: impl Into<String>) -> &mut Self {
+        self.rpc = Some(rpc_crate.into());
+        self.service_types = true;
+        self
+    }
+
     /// Whether [`Config::compile`] prints `cargo:rerun-if-changed` for every
     /// IDL file read and `cargo:warning` for every warning (default true).
     pub fn cargo_directives(&mut self, enabled: bool) -> &mut Self {
@@ -102,6 +116,7 @@ impl Config {
         let options = GenOptions {
             runtime: self.runtime.clone(),
             service_types: self.service_types,
+            rpc: self.rpc.clone(),
         };
         let mut modules = Vec::new();
         for (index, file) in program.files.iter().enumerate() {

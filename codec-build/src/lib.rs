@@ -93,12 +93,13 @@ mod gen;
 mod lexer;
 mod parser;
 mod protobuf;
+mod protobuf_rpc;
 mod resolve;
 mod value;
 
 pub use config::{compile, Config, Generated};
 pub use error::{Error, Pos, SemanticError, SemanticErrorKind, SyntaxError, Warning};
 pub use parser::parse;
-pub use protobuf::{compile_protos, compile_protos_to, ProtoError};
+pub use protobuf::{compile_proto_services, compile_protos, compile_protos_to, ProtoError};
 pub use resolve::{DefId, File, Program, RType};
 pub use value::Value;

@@ -53,14 +53,52 @@ pub fn compile_protos_to(
     includes: &[impl AsRef<Path>],
     out_dir: &Path,
 ) -> Result<Vec<PathBuf>, ProtoError> {
+    generate(protos, includes, out_dir, None)
+}
+
+/// Like [`compile_protos`], and also generates, for each service, what the `rpc` crate
+/// serves and calls over Kitex Protobuf: a trait with one synchronous method per RPC, a
+/// `{Service}Server`, `register_{service}` and a typed `{Service}Client`. `rpc_crate` is
+/// how generated code names the `rpc` crate (usually `::rpc`). `out_dir`: `None` for
+/// `$OUT_DIR`.
+///
+/// ```no_run
+/// // build.rs
+/// codec_build::compile_proto_services(&["idl/hello.proto"], &["idl"], "::rpc", None)
+///     .expect("protobuf services");
+/// ```
+pub fn compile_proto_services(
+    protos: &[impl AsRef<Path>],
+    includes: &[impl AsRef<Path>],
+    rpc_crate: &str,
+    out_dir: Option<&Path>,
+) -> Result<Vec<PathBuf>, ProtoError> {
+    let env_out = std::env::var_os("OUT_DIR");
+    let out = match (out_dir, &env_out) {
+        (Some(d), _) => d,
+        (None, Some(d)) => Path::new(d),
+        (None, None) => return Err(ProtoError::MissingOutDir),
+    };
+    generate(protos, includes, out, Some(rpc_crate))
+}
+
+fn generate(
+    protos: &[impl AsRef<Path>],
+    includes: &[impl AsRef<Path>],
+    out_dir: &Path,
+    rpc: Option<&str>,
+) -> Result<Vec<PathBuf>, ProtoError> {
     let fds = protox::compile(protos, includes).map_err(|e| ProtoError::Parse(format!("{e:?}")))?;
     std::fs::create_dir_all(out_dir).map_err(ProtoError::Generate)?;
     let packages: Vec<String> = fds.file.iter().map(|f| f.package().to_string()).collect();
-    prost_build::Config::new()
-        .bytes(["."])
-        .out_dir(out_dir)
-        .compile_fds(fds)
-        .map_err(ProtoError::Generate)?;
+    let mut config = prost_build::Config::new();
+    config.bytes(["."]).out_dir(out_dir);
+    if let Some(rpc) = rpc {
+        config.service_generator(Box::new(crate::protobuf_rpc::RpcServices {
+            rpc: rpc.to_owned(),
+        }));
+    }
+    config.compile_fds(fds).map_err(ProtoError::Generate)?;
     for p in protos {
         println!("cargo:rerun-if-changed={}", p.as_ref().display());
     }

@@ -1,12 +1,17 @@
 //! Errors of RPC calls.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::io;
 
-/// Why a call failed. Each variant says whether trying again can help.
+use codec::thrift::ApplicationException;
+
+/// Why a call failed. `E` is the method's declared exceptions (a generated enum), or
+/// [`Infallible`] for methods that declare none and for the untyped transport. Each variant
+/// says whether trying again can help ([`is_retryable`](CallError::is_retryable)).
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum CallError {
+pub enum CallError<E = Infallible> {
     /// No reply arrived before the call's deadline. A late reply is dropped. Retrying may
     /// help if the server was only slow.
     Timeout,
@@ -18,6 +23,15 @@ pub enum CallError {
     ConnectionLost(String),
     /// The peer sent bytes that are not a valid reply frame; the connection was closed.
     Protocol(String),
+    /// The server answered with an application exception (unknown method, a handler's
+    /// error status, a panic reported as INTERNAL_ERROR, ...).
+    Application(ApplicationException),
+    /// The server answered with one of the method's declared exceptions.
+    Declared(E),
+    /// The reply frame was well formed but its body does not decode as the method's result.
+    Decode(String),
+    /// The request is too large to send (over the frame limit or a length field).
+    TooLarge(String),
     /// The runtime the client runs on has stopped.
     RuntimeStopped,
     /// A blocking call was made on an event-loop thread, where waiting would stall every
@@ -25,7 +39,7 @@ pub enum CallError {
     WouldBlockCore,
 }
 
-impl CallError {
+impl<E> CallError<E> {
     /// Whether sending the same call again might succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -35,13 +49,35 @@ impl CallError {
     }
 }
 
-impl fmt::Display for CallError {
+impl CallError {
+    /// The same error, typed for a method whose declared exceptions are `E`.
+    pub fn widen<E>(self) -> CallError<E> {
+        match self {
+            CallError::Timeout => CallError::Timeout,
+            CallError::Connect(e) => CallError::Connect(e),
+            CallError::ConnectionLost(s) => CallError::ConnectionLost(s),
+            CallError::Protocol(s) => CallError::Protocol(s),
+            CallError::Application(a) => CallError::Application(a),
+            CallError::Declared(never) => match never {},
+            CallError::Decode(s) => CallError::Decode(s),
+            CallError::TooLarge(s) => CallError::TooLarge(s),
+            CallError::RuntimeStopped => CallError::RuntimeStopped,
+            CallError::WouldBlockCore => CallError::WouldBlockCore,
+        }
+    }
+}
+
+impl<E: fmt::Debug> fmt::Display for CallError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CallError::Timeout => f.write_str("call timed out"),
             CallError::Connect(e) => write!(f, "cannot connect: {e}"),
             CallError::ConnectionLost(why) => write!(f, "connection lost during the call: {why}"),
             CallError::Protocol(why) => write!(f, "invalid reply: {why}"),
+            CallError::Application(e) => write!(f, "server error: {e}"),
+            CallError::Declared(e) => write!(f, "declared exception: {e:?}"),
+            CallError::Decode(why) => write!(f, "cannot decode the reply: {why}"),
+            CallError::TooLarge(why) => write!(f, "request too large: {why}"),
             CallError::RuntimeStopped => f.write_str("the client's runtime has stopped"),
             CallError::WouldBlockCore => {
                 f.write_str("blocking call on an event-loop thread (use the callback form there)")
@@ -50,10 +86,11 @@ impl fmt::Display for CallError {
     }
 }
 
-impl std::error::Error for CallError {
+impl<E: fmt::Debug> std::error::Error for CallError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CallError::Connect(e) => Some(e),
+            CallError::Application(e) => Some(e),
             _ => None,
         }
     }

@@ -1,14 +1,32 @@
 //! Kitex-style RPC servers and clients generated from Thrift and Protobuf IDL, served on
 //! `netpoll` through `codec`.
 //!
-//! Under construction. What exists: the client transport ([`client::Channel`]): a small
-//! pool of connections per address on netpoll cores, calls multiplexed by sequence id,
-//! per-call deadlines enforced by the loop's timers (a late reply is dropped), reconnect
-//! after failure, blocking calls from any thread and callback calls for pipelining.
+//! - [`server`]: one port serves Framed, Buffered, TTHeader and Kitex Protobuf; handlers
+//!   are synchronous functions on the core that owns the connection, and may reply later
+//!   through a [`server::Deferred`] handle.
+//! - [`client`]: a small pool of multiplexed connections per address, blocking calls from
+//!   any thread and callback calls for pipelining, deadlines on the loop's timers.
+//! - [`wire`]: envelopes (transport, payload encoding, ids) shared by both sides.
+//!
+//! Generated code (`codec-build` with services enabled) implements
+//! [`server::Service`] and wraps [`client::ThriftClient`] / [`client::PbClient`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
 pub mod client;
 mod error;
+pub mod server;
+mod status;
+pub mod wire;
 
 pub use error::CallError;
+pub use server::{CallContext, Deferred, Reply};
+pub use status::Status;
+
+/// Re-exports for generated code.
+#[doc(hidden)]
+pub mod __private {
+    pub use bytes::BytesMut;
+    pub use codec;
+    pub use prost;
+}

@@ -38,11 +38,14 @@ impl ReplyFraming for TestFraming {
     }
 }
 
-fn encode(payload: Vec<u8>) -> impl FnOnce(&mut BytesMut, i32) + Send + 'static {
+fn encode(
+    payload: Vec<u8>,
+) -> impl FnOnce(&mut BytesMut, i32) -> Result<(), CallError> + Send + 'static {
     move |out: &mut BytesMut, seq: i32| {
         out.extend_from_slice(&((payload.len() + 4) as u32).to_be_bytes());
         out.extend_from_slice(&seq.to_be_bytes());
         out.extend_from_slice(&payload);
+        Ok(())
     }
 }
 

@@ -11,6 +11,7 @@ fn generate(src: &str) -> Result<String, Error> {
     let options = GenOptions {
         runtime: "::codec".to_owned(),
         service_types: true,
+        rpc: None,
     };
     Ok(generate_file(&program, 0, &options)?)
 }
@@ -205,6 +206,7 @@ fn service_types_can_be_turned_off() {
     let options = GenOptions {
         runtime: "crate::rt".to_owned(),
         service_types: false,
+        rpc: None,
     };
     let code = generate_file(&program, 0, &options).expect("generates");
     assert!(!code.contains("SFArgs"));

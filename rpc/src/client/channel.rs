@@ -92,10 +92,10 @@ impl Channel {
     }
 
     /// Sends a call and waits for its reply frame. `encode` writes the request frame for
-    /// the sequence id it is given. `timeout` overrides the channel's call timeout.
+    /// the sequence id it is given (or fails the call, leaving the output as it was). `timeout` overrides the channel's call timeout.
     pub fn call(
         &self,
-        encode: impl FnOnce(&mut BytesMut, i32) + Send + 'static,
+        encode: impl FnOnce(&mut BytesMut, i32) -> Result<(), CallError> + Send + 'static,
         timeout: Option<Duration>,
     ) -> Result<Bytes, CallError> {
         if netpoll::current_core().is_some() {
@@ -113,7 +113,7 @@ impl Channel {
     /// Sends a call; `done` gets the reply frame or the failure, on the connection's core.
     pub fn call_with(
         &self,
-        encode: impl FnOnce(&mut BytesMut, i32) + Send + 'static,
+        encode: impl FnOnce(&mut BytesMut, i32) -> Result<(), CallError> + Send + 'static,
         timeout: Option<Duration>,
         done: impl FnOnce(Result<Bytes, CallError>) + Send + 'static,
     ) {
@@ -122,7 +122,10 @@ impl Channel {
     }
 
     /// Sends a oneway call: no reply is expected, none is waited for.
-    pub fn send_oneway(&self, encode: impl FnOnce(&mut BytesMut, i32) + Send + 'static) {
+    pub fn send_oneway(
+        &self,
+        encode: impl FnOnce(&mut BytesMut, i32) -> Result<(), CallError> + Send + 'static,
+    ) {
         self.dispatch(Box::new(encode), None, None);
     }
 

@@ -10,8 +10,9 @@ use netpoll::{CloseReason, Conn, Core, Handler, Input, TimerId};
 use super::framing::{ReplyFraming, ReplySplit};
 use crate::CallError;
 
-/// Writes one request frame carrying the given sequence id into a connection's output.
-pub type Encode = Box<dyn FnOnce(&mut BytesMut, i32) + Send>;
+/// Writes one request frame carrying the given sequence id into a connection's output, or
+/// says why it cannot (leaving the output as it was).
+pub type Encode = Box<dyn FnOnce(&mut BytesMut, i32) -> Result<(), CallError> + Send>;
 
 /// Receives a call's outcome: the whole reply frame (a zero-copy view of the receive
 /// buffer), or why there is none. Runs on the core that owns the connection.
@@ -52,7 +53,12 @@ impl ClientConn {
             seq = seq.wrapping_add(1);
         }
         self.next_seq = seq.wrapping_add(1);
-        encode(conn.output(), seq);
+        if let Err(e) = encode(conn.output(), seq) {
+            if let Some(done) = done {
+                done(Err(e));
+            }
+            return;
+        }
         if let Some(done) = done {
             let timer = timeout.map(|t| conn.set_timer(conn.now() + t, seq as u32 as u64));
             self.pending.insert(seq, Pending { done, timer });

@@ -1,0 +1,23 @@
+//! Generates the services of the examples: the shared echo and interop IDL (Thrift and
+//! Protobuf) and the quick start's hello service (Protobuf and its Thrift twin).
+use std::path::PathBuf;
+
+fn main() {
+    codec_build::Config::new()
+        .services("::rpc")
+        .compile(&[
+            "../idl/echo.thrift",
+            "../idl/interop.thrift",
+            "idl/hello.thrift",
+        ])
+        .expect("generate Thrift services");
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR is set for build scripts"));
+    // Protobuf packages `echo` and `hello`, kept apart from the Thrift modules.
+    codec_build::compile_proto_services(
+        &["../idl/echo.proto", "idl/hello.proto"],
+        &["../idl", "idl"],
+        "::rpc",
+        Some(&out.join("pb")),
+    )
+    .expect("generate Protobuf services");
+}

@@ -1,0 +1,21 @@
+//! The quick start's client: calls `Hello.SayHello` on 127.0.0.1:8888 and prints the
+//! response. Start `hello_server` first (or pass `--addr HOST:PORT`).
+
+use examples::gen::pb::hello::{HelloClient, Request};
+
+fn main() {
+    let addr = std::env::args()
+        .skip_while(|a| a != "--addr")
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8888".to_owned());
+    let client = HelloClient::connect(addr.as_str()).expect("client");
+    match client.say_hello(Request {
+        message: "Kitex".into(),
+    }) {
+        Ok(resp) => println!("Response: {}", resp.message),
+        Err(e) => {
+            eprintln!("hello_client: {e}");
+            std::process::exit(1);
+        }
+    }
+}

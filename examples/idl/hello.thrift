@@ -1,0 +1,14 @@
+// The quick start's service in Thrift: the twin of hello.proto.
+namespace rs hello_thrift
+
+struct Request {
+    1: string message,
+}
+
+struct Response {
+    1: string message,
+}
+
+service Hello {
+    Response SayHello(1: Request req),
+}

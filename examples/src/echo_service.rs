@@ -1,0 +1,99 @@
+//! The echo server's handlers: `Echo` (Thrift and Protobuf) and `Interop`, behaving as the
+//! IDL's comments say, and [`serve`] to run them all on one port.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use codec::ByteString;
+use rpc::server::{Server, ServerBuilder, ServerError};
+use rpc::{CallContext, Reply};
+
+use crate::gen::{echo, interop, pb};
+
+/// `echo.thrift`: returns the message unchanged (a zero-copy view of the request).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EchoHandler;
+
+impl echo::Echo for EchoHandler {
+    fn echo(&self, _ctx: &CallContext<'_>, msg: Bytes) -> Reply<Bytes> {
+        Reply::ok(msg)
+    }
+}
+
+/// `echo.proto`: the same over Kitex Protobuf.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PbEchoHandler;
+
+impl pb::echo::Echo for PbEchoHandler {
+    fn echo(
+        &self,
+        _ctx: &CallContext<'_>,
+        req: pb::echo::EchoRequest,
+    ) -> Reply<pb::echo::EchoReply> {
+        Reply::ok(pb::echo::EchoReply { msg: req.msg })
+    }
+}
+
+/// `interop.thrift`, as its comments say.
+#[derive(Debug, Clone, Default)]
+pub struct InteropHandler {
+    fired: Arc<AtomicI64>,
+}
+
+impl interop::Interop for InteropHandler {
+    fn roundtrip(&self, _ctx: &CallContext<'_>, v: interop::AllTypes) -> Reply<interop::AllTypes> {
+        Reply::ok(v)
+    }
+
+    fn fail_with(
+        &self,
+        _ctx: &CallContext<'_>,
+        code: i32,
+        message: ByteString,
+    ) -> Reply<i32, interop::InteropFailWithError> {
+        if code == 0 {
+            Reply::ok(code)
+        } else {
+            Reply::err(interop::InteropError { code, message })
+        }
+    }
+
+    fn delayed_echo(&self, ctx: &CallContext<'_>, msg: Bytes, delay_ms: i32) -> Reply<Bytes> {
+        // Waits on the core's timer, not on the core: other calls go on meanwhile.
+        let (later, reply) = ctx.defer();
+        let delay = Duration::from_millis(u64::try_from(delay_ms).unwrap_or(0));
+        let _ = ctx.runtime().spawn(ctx.core(), move |core| {
+            let at = core.now() + delay;
+            core.set_timer(at, move |_| later.complete(Ok(msg)));
+        });
+        reply
+    }
+
+    fn ping(&self, _ctx: &CallContext<'_>) -> Reply<()> {
+        Reply::ok(())
+    }
+
+    fn fire(&self, _ctx: &CallContext<'_>, x: i64) {
+        self.fired.fetch_add(x, Ordering::Relaxed);
+    }
+
+    fn fired_total(&self, _ctx: &CallContext<'_>) -> Reply<i64> {
+        Reply::ok(self.fired.load(Ordering::Relaxed))
+    }
+}
+
+/// A server builder with every echo service registered: Thrift `Echo` and `Interop`, and
+/// Protobuf `Echo`, on one port.
+pub fn builder() -> ServerBuilder {
+    Server::builder()
+        .service(echo::EchoServer::new(EchoHandler))
+        .service(interop::InteropServer::new(InteropHandler::default()))
+        .service(pb::echo::EchoServer::new(PbEchoHandler))
+}
+
+/// Starts the echo server on `addr` with `cores` cores.
+pub fn serve(addr: &str, cores: usize) -> Result<Server, ServerError> {
+    builder().addr(addr).cores(cores).start()
+}

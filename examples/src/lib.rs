@@ -1,0 +1,27 @@
+//! The services behind the examples and the end-to-end tests: generated code for the
+//! shared IDL (`idl/echo.thrift`, `idl/interop.thrift`, `idl/echo.proto`) and the quick
+//! start (`examples/idl/hello.proto` and its Thrift twin), and the echo server's handlers.
+#![forbid(unsafe_code)]
+#![deny(missing_docs, missing_debug_implementations)]
+
+pub mod echo_service;
+
+/// Code generated from the IDL by `codec-build` (see `build.rs`).
+#[allow(missing_docs, clippy::all)]
+pub mod gen {
+    include!(concat!(env!("OUT_DIR"), "/echo.rs"));
+    include!(concat!(env!("OUT_DIR"), "/interop.rs"));
+    include!(concat!(env!("OUT_DIR"), "/hello_thrift.rs"));
+
+    /// Protobuf packages.
+    pub mod pb {
+        /// Package `echo` (`idl/echo.proto`).
+        pub mod echo {
+            include!(concat!(env!("OUT_DIR"), "/pb/echo.rs"));
+        }
+        /// Package `hello` (`examples/idl/hello.proto`).
+        pub mod hello {
+            include!(concat!(env!("OUT_DIR"), "/pb/hello.rs"));
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! Typed clients: [`ThriftClient`] and [`PbClient`] encode calls, send the TTHeader
+//! metadata a Kitex server expects, and decode replies. Generated service clients wrap
+//! them.
+
+use std::fmt;
+use std::io::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use codec::frame::{self, int_key, Protocol};
+use codec::thrift::{ApplicationException, Message, MessageType};
+use codec::ByteString;
+use netpoll::{Runtime, RuntimeHandle};
+use prost::Message as _;
+
+use super::{Channel, ChannelConfig, KitexPbFraming, ReplyFraming, ThriftFraming};
+use crate::wire::{self, Envelope, Headers, Payload, Transport};
+use crate::CallError;
+
+/// How a client frames its calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientTransport {
+    /// TTHeader, bare payload (Kitex's default for Thrift). Carries the metadata headers.
+    TTHeader,
+    /// TTHeader with a length-prefixed payload (`TTHeader|Framed`, Volo's default).
+    TTHeaderFramed,
+    /// Framed (a 4-byte length), understood by Kitex, Volo and Apache servers. For
+    /// Protobuf: Kitex Protobuf's own framing.
+    Framed,
+}
+
+/// Settings of a typed client.
+#[derive(Clone)]
+pub struct ClientBuilder {
+    addr: Result<SocketAddr, String>,
+    transport: ClientTransport,
+    compact: bool,
+    caller: Arc<str>,
+    channel: ChannelConfig,
+    max_frame: usize,
+    runtime: Option<RuntimeHandle>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("addr", &self.addr)
+            .field("transport", &self.transport)
+            .field("compact", &self.compact)
+            .field("caller", &self.caller)
+            .field("channel", &self.channel)
+            .finish()
+    }
+}
+
+/// Why a client could not be made.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The address is invalid or could not be resolved.
+    Addr(String),
+    /// The client's own event loop could not start.
+    Runtime(netpoll::BuildError),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Addr(e) => write!(f, "bad server address: {e}"),
+            ClientError::Runtime(e) => write!(f, "cannot start the client's event loop: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl ClientBuilder {
+    /// A client of the server at `addr`, with the defaults: TTHeader, binary Thrift, one
+    /// connection, 1 s connect timeout, 5 s call timeout, its own one-core event loop.
+    pub fn new(addr: impl ToSocketAddrs) -> ClientBuilder {
+        ClientBuilder {
+            addr: match addr.to_socket_addrs() {
+                Ok(mut a) => a.next().ok_or_else(|| "no address".to_owned()),
+                Err(e) => Err(e.to_string()),
+            },
+            transport: ClientTransport::TTHeader,
+            compact: false,
+            caller: Arc::from("rpc-client"),
+            channel: ChannelConfig::default(),
+            max_frame: frame::DEFAULT_MAX_FRAME,
+            runtime: None,
+        }
+    }
+
+    /// The framing of calls.
+    pub fn transport(mut self, t: ClientTransport) -> Self {
+        self.transport = t;
+        self
+    }
+
+    /// Compact Thrift instead of binary (Thrift clients only).
+    pub fn compact(mut self, compact: bool) -> Self {
+        self.compact = compact;
+        self
+    }
+
+    /// The caller's service name, sent in TTHeader (key 3, FromService).
+    pub fn caller(mut self, name: &str) -> Self {
+        self.caller = Arc::from(name);
+        self
+    }
+
+    /// Connections kept to the server; calls are multiplexed over them.
+    pub fn connections(mut self, n: usize) -> Self {
+        self.channel.connections = n.max(1);
+        self
+    }
+
+    /// How long a connect may take.
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.channel.connect_timeout = t;
+        self
+    }
+
+    /// The deadline of each call (`None`: wait forever). Per call: `with_timeout`.
+    pub fn call_timeout(mut self, t: Option<Duration>) -> Self {
+        self.channel.call_timeout = t;
+        self
+    }
+
+    /// Largest request and reply frame.
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Runs the connections on an existing event loop (a server's, to call other services
+    /// from handlers without leaving the core) instead of the client's own.
+    pub fn runtime(mut self, rt: RuntimeHandle) -> Self {
+        self.runtime = Some(rt);
+        self
+    }
+
+    fn build(
+        self,
+        service: &'static str,
+        payload: Payload,
+        framing: Arc<dyn ReplyFraming>,
+    ) -> Result<Base, ClientError> {
+        let addr = self.addr.map_err(ClientError::Addr)?;
+        let (handle, owned) = match self.runtime {
+            Some(h) => (h, None),
+            None => {
+                let rt = Runtime::builder()
+                    .cores(1)
+                    .thread_name("rpc-client")
+                    .build()
+                    .map_err(ClientError::Runtime)?;
+                (rt.handle().clone(), Some(Arc::new(rt)))
+            }
+        };
+        let transport = match self.transport {
+            ClientTransport::TTHeader => Transport::TTHeader {
+                framed_payload: false,
+            },
+            ClientTransport::TTHeaderFramed => Transport::TTHeader {
+                framed_payload: true,
+            },
+            ClientTransport::Framed if payload == Payload::Protobuf => Transport::KitexProtobuf,
+            ClientTransport::Framed => Transport::Framed,
+        };
+        let split = match (transport, payload) {
+            (Transport::TTHeader { .. }, _) => Protocol::TTHeader,
+            (_, Payload::Protobuf) => Protocol::KitexProtobuf,
+            (_, Payload::ThriftCompact) => Protocol::FramedCompact,
+            _ => Protocol::FramedBinary,
+        };
+        Ok(Base {
+            inner: Arc::new(BaseInner {
+                channel: Channel::new(handle, addr, framing, self.channel.clone()),
+                transport,
+                payload,
+                split,
+                service: ByteString::from_static(service),
+                caller: self.caller,
+                max_frame: self.max_frame,
+                _runtime: owned,
+            }),
+            timeout: self.channel.call_timeout,
+        })
+    }
+
+    /// A Thrift client of `service` (the IDL service name, sent as `isn` and key 6).
+    pub fn thrift(self, service: &'static str) -> Result<ThriftClient, ClientError> {
+        let payload = if self.compact {
+            Payload::ThriftCompact
+        } else {
+            Payload::ThriftBinary
+        };
+        let max = self.max_frame;
+        let framing: Arc<dyn ReplyFraming> = Arc::new(match self.transport {
+            ClientTransport::Framed if self.compact => ThriftFraming::framed_compact(max),
+            ClientTransport::Framed => ThriftFraming::framed_binary(max),
+            _ => ThriftFraming::ttheader(max),
+        });
+        Ok(ThriftClient(self.build(service, payload, framing)?))
+    }
+
+    /// A Kitex Protobuf client of `service`.
+    pub fn protobuf(self, service: &'static str) -> Result<PbClient, ClientError> {
+        let max = self.max_frame;
+        let framing: Arc<dyn ReplyFraming> = Arc::new(match self.transport {
+            ClientTransport::Framed => KitexPbFraming::plain(max),
+            _ => KitexPbFraming::ttheader(max),
+        });
+        Ok(PbClient(self.build(service, Payload::Protobuf, framing)?))
+    }
+}
+
+struct BaseInner {
+    channel: Channel,
+    transport: Transport,
+    payload: Payload,
+    split: Protocol,
+    service: ByteString,
+    caller: Arc<str>,
+    max_frame: usize,
+    /// The client's own event loop, if it has one: stopped when the last clone goes.
+    _runtime: Option<Arc<Runtime>>,
+}
+
+#[derive(Clone)]
+struct Base {
+    inner: Arc<BaseInner>,
+    timeout: Option<Duration>,
+}
+
+impl fmt::Debug for Base {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("service", &&*self.inner.service)
+            .field("addr", &self.inner.channel.addr())
+            .field("transport", &self.inner.transport)
+            .field("payload", &self.inner.payload)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// An RPC timeout in milliseconds as Kitex writes it: ASCII digits.
+struct Millis {
+    buf: [u8; 20],
+    len: usize,
+}
+
+impl Millis {
+    fn new(t: Duration) -> Millis {
+        let mut buf = [0u8; 20];
+        let mut w = &mut buf[..];
+        let _ = write!(w, "{}", t.as_millis().min(u128::from(u64::MAX)));
+        let len = 20 - w.len();
+        Millis { buf, len }
+    }
+}
+
+impl Base {
+    /// The encoder of one call; the frame is written on the connection's core.
+    fn encoder(
+        &self,
+        method: &'static str,
+        kind: MessageType,
+        body: impl FnOnce(&Envelope, &mut BytesMut, &Headers<'_>) -> Result<(), wire::WriteError>
+            + Send
+            + 'static,
+    ) -> impl FnOnce(&mut BytesMut, i32) -> Result<(), CallError> + Send + 'static {
+        let inner = self.inner.clone();
+        let timeout = self.timeout;
+        move |out: &mut BytesMut, seq: i32| {
+            let env = Envelope {
+                transport: inner.transport,
+                payload: inner.payload,
+                method: ByteString::from_static(method),
+                seq_id: seq,
+                header_seq: seq,
+                kind,
+            };
+            let millis = timeout.map(Millis::new);
+            let with_timeout = [
+                (int_key::FROM_SERVICE, inner.caller.as_bytes()),
+                (int_key::TO_SERVICE, inner.service.as_bytes()),
+                (int_key::TO_METHOD, method.as_bytes()),
+                (
+                    int_key::RPC_TIMEOUT,
+                    millis.as_ref().map_or(&[][..], |m| &m.buf[..m.len]),
+                ),
+            ];
+            let ints = if millis.is_some() {
+                &with_timeout[..]
+            } else {
+                &with_timeout[..3]
+            };
+            let strs = [("isn", inner.service.as_bytes().as_ref())];
+            let h = Headers {
+                flags: 0,
+                ints,
+                strs: &strs,
+            };
+            let start = out.len();
+            body(&env, out, &h).map_err(|e| CallError::TooLarge(e.to_string()))?;
+            if out.len() - start > inner.max_frame {
+                out.truncate(start);
+                return Err(CallError::TooLarge(format!(
+                    "the request frame exceeds the {} byte limit",
+                    inner.max_frame
+                )));
+            }
+            Ok(())
+        }
+    }
+
+    /// Parses a reply frame: its body, or the exception it carries.
+    fn open_reply(&self, frame: Bytes) -> Result<(Envelope, Bytes), CallError> {
+        let parsed =
+            wire::parse(self.inner.split, frame).map_err(|e| CallError::Protocol(e.to_string()))?;
+        Ok((parsed.envelope, parsed.body))
+    }
+}
+
+/// A Thrift client: calls encoded in binary or compact Thrift over TTHeader or Framed,
+/// multiplexed over a few connections. Cheap to clone; callable from any thread.
+#[derive(Debug, Clone)]
+pub struct ThriftClient(Base);
+
+impl ThriftClient {
+    /// A builder for a client of the server at `addr`.
+    pub fn builder(addr: impl ToSocketAddrs) -> ClientBuilder {
+        ClientBuilder::new(addr)
+    }
+
+    /// The same client with another per-call deadline.
+    pub fn with_timeout(&self, timeout: Option<Duration>) -> ThriftClient {
+        ThriftClient(Base {
+            inner: self.0.inner.clone(),
+            timeout,
+        })
+    }
+
+    fn thrift_encoder<A: Message + Send + 'static>(
+        &self,
+        method: &'static str,
+        kind: MessageType,
+        args: A,
+    ) -> impl FnOnce(&mut BytesMut, i32) -> Result<(), CallError> + Send + 'static {
+        self.0.encoder(method, kind, move |env, out, h| {
+            wire::write_thrift(env, out, kind, &args, h)
+        })
+    }
+
+    fn decode<R: Message>(&self, frame: Bytes) -> Result<R, CallError> {
+        let (env, body) = self.0.open_reply(frame)?;
+        match env.kind {
+            MessageType::Reply => wire::decode_thrift::<R>(env.payload, body)
+                .map_err(|e| CallError::Decode(e.to_string())),
+            MessageType::Exception => {
+                match wire::decode_thrift::<ApplicationException>(env.payload, body) {
+                    Ok(e) => Err(CallError::Application(e)),
+                    Err(e) => Err(CallError::Decode(e.to_string())),
+                }
+            }
+            k => Err(CallError::Protocol(format!("a {k:?} message in reply"))),
+        }
+    }
+
+    /// Calls `method` with its arguments struct and waits for its result struct.
+    pub fn call<A: Message + Send + 'static, R: Message>(
+        &self,
+        method: &'static str,
+        args: A,
+    ) -> Result<R, CallError> {
+        let frame = self.0.inner.channel.call(
+            self.thrift_encoder(method, MessageType::Call, args),
+            self.0.timeout,
+        )?;
+        self.decode(frame)
+    }
+
+    /// Calls `method` and returns at once; `done` gets the result struct (or the failure)
+    /// on the connection's core. Many calls can be in flight from one thread this way.
+    pub fn call_with<A: Message + Send + 'static, R: Message + 'static>(
+        &self,
+        method: &'static str,
+        args: A,
+        done: impl FnOnce(Result<R, CallError>) + Send + 'static,
+    ) {
+        let me = self.clone();
+        self.0.inner.channel.call_with(
+            self.thrift_encoder(method, MessageType::Call, args),
+            self.0.timeout,
+            move |r| done(r.and_then(|frame| me.decode(frame))),
+        );
+    }
+
+    /// Sends a oneway call: nothing comes back.
+    pub fn oneway<A: Message + Send + 'static>(&self, method: &'static str, args: A) {
+        self.0
+            .inner
+            .channel
+            .send_oneway(self.thrift_encoder(method, MessageType::Oneway, args));
+    }
+}
+
+/// A Kitex Protobuf client: calls over Kitex Protobuf framing or TTHeader, multiplexed over
+/// a few connections. Cheap to clone; callable from any thread.
+#[derive(Debug, Clone)]
+pub struct PbClient(Base);
+
+impl PbClient {
+    /// A builder for a client of the server at `addr`.
+    pub fn builder(addr: impl ToSocketAddrs) -> ClientBuilder {
+        ClientBuilder::new(addr)
+    }
+
+    /// The same client with another per-call deadline.
+    pub fn with_timeout(&self, timeout: Option<Duration>) -> PbClient {
+        PbClient(Base {
+            inner: self.0.inner.clone(),
+            timeout,
+        })
+    }
+
+    fn pb_encoder<A: prost::Message + Send + 'static>(
+        &self,
+        method: &'static str,
+        req: A,
+    ) -> impl FnOnce(&mut BytesMut, i32) -> Result<(), CallError> + Send + 'static {
+        self.0
+            .encoder(method, MessageType::Call, move |env, out, h| {
+                wire::write_pb(env, out, MessageType::Call, &req, h)
+            })
+    }
+
+    fn decode<R: prost::Message + Default>(&self, frame: Bytes) -> Result<R, CallError> {
+        let (env, body) = self.0.open_reply(frame)?;
+        match env.kind {
+            MessageType::Reply => R::decode(body).map_err(|e| CallError::Decode(e.to_string())),
+            MessageType::Exception => match frame::ErrorProto::decode(body) {
+                Ok(e) => Err(CallError::Application(ApplicationException::new(
+                    codec::thrift::ApplicationExceptionKind::from_i32(e.type_id),
+                    e.message,
+                ))),
+                Err(e) => Err(CallError::Decode(e.to_string())),
+            },
+            k => Err(CallError::Protocol(format!("a {k:?} message in reply"))),
+        }
+    }
+
+    /// Calls `method` (its IDL name, such as `SayHello`) and waits for the response.
+    pub fn call<A: prost::Message + Send + 'static, R: prost::Message + Default>(
+        &self,
+        method: &'static str,
+        req: A,
+    ) -> Result<R, CallError> {
+        let frame = self
+            .0
+            .inner
+            .channel
+            .call(self.pb_encoder(method, req), self.0.timeout)?;
+        self.decode(frame)
+    }
+
+    /// Calls `method` and returns at once; `done` gets the response (or the failure) on
+    /// the connection's core.
+    pub fn call_with<A: prost::Message + Send + 'static, R: prost::Message + Default + 'static>(
+        &self,
+        method: &'static str,
+        req: A,
+        done: impl FnOnce(Result<R, CallError>) + Send + 'static,
+    ) {
+        let me = self.clone();
+        self.0
+            .inner
+            .channel
+            .call_with(self.pb_encoder(method, req), self.0.timeout, move |r| {
+                done(r.and_then(|frame| me.decode(frame)))
+            });
+    }
+}

@@ -1,0 +1,254 @@
+//! What a handler sees of its call ([`CallContext`]), what it answers ([`Reply`]), and how
+//! it answers later without blocking its core ([`Deferred`]).
+
+use std::any::Any;
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use codec::frame::{int_key, TTHeader};
+use netpoll::{ConnId, RuntimeHandle};
+
+use super::conn::ServerConn;
+use crate::wire::{Envelope, Headers};
+use crate::Status;
+
+/// Encodes a method's outcome as a whole reply frame in the call's envelope. Generated code
+/// supplies one per method.
+pub type ReplyEncoder<T, E> = fn(&Envelope, Result<T, E>, &mut BytesMut, &Headers<'_>);
+
+/// A handler's answer: a result now, or later through a [`Deferred`] handle.
+#[must_use = "a handler's reply must be returned"]
+#[derive(Debug)]
+pub struct Reply<T, E = Status>(pub(crate) ReplyInner<T, E>);
+
+#[derive(Debug)]
+pub(crate) enum ReplyInner<T, E> {
+    Ready(Result<T, E>),
+    Deferred,
+}
+
+impl<T, E> Reply<T, E> {
+    /// A successful result.
+    pub fn ok(value: T) -> Self {
+        Reply(ReplyInner::Ready(Ok(value)))
+    }
+
+    /// A failure: a declared exception or a [`Status`].
+    pub fn err(error: impl Into<E>) -> Self {
+        Reply(ReplyInner::Ready(Err(error.into())))
+    }
+
+    /// The result, unless the reply was deferred.
+    pub fn into_result(self) -> Option<Result<T, E>> {
+        match self.0 {
+            ReplyInner::Ready(r) => Some(r),
+            ReplyInner::Deferred => None,
+        }
+    }
+}
+
+impl<T, E> From<Result<T, E>> for Reply<T, E> {
+    fn from(r: Result<T, E>) -> Self {
+        Reply(ReplyInner::Ready(r))
+    }
+}
+
+/// Where a deferred reply goes.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub(crate) rt: RuntimeHandle,
+    pub(crate) conn: ConnId,
+    pub(crate) envelope: Envelope,
+    /// The reply's place in the connection's in-order queue (`None`: out of order allowed).
+    pub(crate) slot: Option<u64>,
+}
+
+/// The call a handler is running: its method, ids and headers, and the way to reply later.
+#[derive(Debug)]
+pub struct CallContext<'a> {
+    pub(crate) envelope: &'a Envelope,
+    pub(crate) service: &'static str,
+    pub(crate) ttheader: Option<&'a TTHeader>,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) received: Instant,
+    pub(crate) rt: &'a RuntimeHandle,
+    pub(crate) conn: ConnId,
+    pub(crate) slot: Option<u64>,
+    pub(crate) oneway: bool,
+    /// The method's [`ReplyEncoder`], as `Any` so that [`defer`](Self::defer) can check its
+    /// types.
+    pub(crate) encoder: Option<&'a dyn Any>,
+    pub(crate) deferred: Cell<bool>,
+}
+
+impl CallContext<'_> {
+    /// The method name as called.
+    pub fn method(&self) -> &str {
+        &self.envelope.method
+    }
+
+    /// The IDL name of the service handling the call.
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// The call's sequence id.
+    pub fn seq_id(&self) -> i32 {
+        self.envelope.seq_id
+    }
+
+    /// How the call arrived (transport, encoding, ids).
+    pub fn envelope(&self) -> &Envelope {
+        self.envelope
+    }
+
+    /// The TTHeader the call came in, for its key/value headers (None for other transports).
+    pub fn ttheader(&self) -> Option<&TTHeader> {
+        self.ttheader
+    }
+
+    /// The caller's address.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// The core running the handler (and owning the connection).
+    pub fn core(&self) -> usize {
+        self.conn.core()
+    }
+
+    /// The runtime serving the call, to start client calls or tasks on its cores.
+    pub fn runtime(&self) -> &RuntimeHandle {
+        self.rt
+    }
+
+    /// The caller's timeout (TTHeader key 12, milliseconds), if it sent one.
+    pub fn timeout(&self) -> Option<Duration> {
+        let v = self.ttheader?.int_header(int_key::RPC_TIMEOUT)?;
+        // Kitex writes ASCII digits; Volo may write a raw big-endian integer.
+        let ms = match std::str::from_utf8(&v)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            Some(ms) => ms,
+            None if v.len() <= 8 && !v.is_empty() => {
+                v.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+            }
+            None => return None,
+        };
+        Some(Duration::from_millis(ms))
+    }
+
+    /// When the caller stops waiting: arrival plus [`timeout`](Self::timeout).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.timeout().map(|t| self.received + t)
+    }
+
+    /// Takes over the reply: returns a [`Deferred`] handle to complete later (from any
+    /// thread, or from a callback on this core) and the [`Reply`] the handler returns now.
+    /// The core goes on serving other calls meanwhile. For a oneway call the handle's
+    /// completion is ignored.
+    ///
+    /// The types are those of the method's reply and are inferred from the handler's
+    /// return type.
+    ///
+    /// # Panics
+    ///
+    /// If called twice for one call, or with types other than the method's (only possible
+    /// by naming them explicitly). A handler's panic is answered with INTERNAL_ERROR.
+    pub fn defer<T: Send + 'static, E: Send + 'static>(&self) -> (Deferred<T, E>, Reply<T, E>) {
+        assert!(!self.deferred.replace(true), "defer() called twice");
+        if self.oneway {
+            return (
+                Deferred {
+                    target: None,
+                    encode: None,
+                    _types: PhantomData,
+                },
+                Reply(ReplyInner::Deferred),
+            );
+        }
+        let encode = self
+            .encoder
+            .and_then(|e| e.downcast_ref::<ReplyEncoder<T, E>>())
+            .copied();
+        assert!(
+            encode.is_some(),
+            "defer() with types other than the method's reply"
+        );
+        (
+            Deferred {
+                target: Some(Target {
+                    rt: self.rt.clone(),
+                    conn: self.conn,
+                    envelope: self.envelope.clone(),
+                    slot: self.slot,
+                }),
+                encode,
+                _types: PhantomData,
+            },
+            Reply(ReplyInner::Deferred),
+        )
+    }
+}
+
+/// A reply to send later, from any thread: [`complete`](Deferred::complete) it with the
+/// method's result. Replies on a connection keep the order of their calls unless the
+/// caller allowed otherwise (TTHeader's out-of-order flag), so later calls' replies wait
+/// for this one. Dropping the handle without completing it answers INTERNAL_ERROR.
+pub struct Deferred<T, E = Status> {
+    target: Option<Target>,
+    encode: Option<ReplyEncoder<T, E>>,
+    _types: PhantomData<fn(T, E)>,
+}
+
+impl<T, E> std::fmt::Debug for Deferred<T, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deferred")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+impl<T: Send + 'static, E: Send + 'static> Deferred<T, E> {
+    /// Sends the reply. It is encoded and written on the connection's core; if the
+    /// connection has gone meanwhile, it is dropped.
+    pub fn complete(mut self, result: Result<T, E>) {
+        let (Some(target), Some(encode)) = (self.target.take(), self.encode) else {
+            return;
+        };
+        send(target, move |env, out, h| encode(env, result, out, h));
+    }
+}
+
+impl<T, E> Drop for Deferred<T, E> {
+    fn drop(&mut self) {
+        if let Some(target) = self.target.take() {
+            let status = Status::internal("the handler dropped its deferred reply");
+            send(target, move |env, out, h| {
+                crate::wire::write_status(env, out, &status, h)
+            });
+        }
+    }
+}
+
+fn send(
+    target: Target,
+    write: impl FnOnce(&Envelope, &mut BytesMut, &Headers<'_>) + Send + 'static,
+) {
+    let Target {
+        rt,
+        conn,
+        envelope,
+        slot,
+    } = target;
+    // A stopped core has closed the connection already: nothing to answer.
+    let _ = rt.spawn(conn.core(), move |core| {
+        core.with_handler::<ServerConn, _>(conn, |h, c| {
+            h.deliver(c, slot, |out, hdrs| write(&envelope, out, hdrs))
+        });
+    });
+}

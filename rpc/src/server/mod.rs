@@ -1,0 +1,248 @@
+//! The server: IDL services served on netpoll cores, every protocol on one port.
+//!
+//! ```ignore
+//! use std::time::Duration;
+//! use rpc::server::Server;
+//!
+//! let server = Server::builder()
+//!     .addr("127.0.0.1:8888")
+//!     .cores(1)
+//!     .idle_timeout(Duration::from_secs(60))
+//!     .service(hello_server(MyHello)) // generated: hello::HelloServer::new(MyHello)
+//!     .start()?;
+//! println!("serving on {}", server.local_addr());
+//! server.shutdown(Duration::from_secs(5));
+//! ```
+//!
+//! Each connection's protocol is detected from its first bytes: Framed or Buffered Thrift
+//! (binary or compact), TTHeader (Thrift or Kitex Protobuf payload), or Kitex Protobuf.
+//! Handlers run on the core that owns the connection. Replies keep the order of their calls
+//! unless TTHeader's out-of-order flag allows otherwise.
+
+mod conn;
+mod context;
+mod router;
+mod service;
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use netpoll::{Runtime, RuntimeHandle};
+
+pub use context::{CallContext, Deferred, Reply, ReplyEncoder};
+pub use service::{encode_pb_reply, encode_thrift_reply, Call, Idl, MethodInfo, Service};
+
+use conn::ServerConn;
+use router::Router;
+
+/// What every connection of a server shares.
+pub(crate) struct Shared {
+    router: Router,
+    max_frame: usize,
+    idle_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
+    rt: RuntimeHandle,
+}
+
+/// Why a server could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The listen address is invalid or could not be resolved.
+    Addr(String),
+    /// The event loop could not start (io_uring refused, ...).
+    Runtime(netpoll::BuildError),
+    /// Listening failed (address in use, permission, ...).
+    Listen(std::io::Error),
+    /// Two services have the same name, or no service was registered.
+    Services(String),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::Addr(e) => write!(f, "bad listen address: {e}"),
+            ServerError::Runtime(e) => write!(f, "cannot start the event loop: {e}"),
+            ServerError::Listen(e) => write!(f, "cannot listen: {e}"),
+            ServerError::Services(e) => write!(f, "bad service set: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// Settings of a [`Server`]; start it with [`start`](ServerBuilder::start).
+pub struct ServerBuilder {
+    addr: Result<SocketAddr, String>,
+    cores: Option<usize>,
+    cpus: Option<Vec<usize>>,
+    max_frame: usize,
+    max_connections: Option<usize>,
+    idle_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
+    busy_poll: Duration,
+    services: Vec<Arc<dyn Service>>,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("addr", &self.addr)
+            .field("cores", &self.cores)
+            .field("max_frame", &self.max_frame)
+            .field("max_connections", &self.max_connections)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field(
+                "services",
+                &self.services.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// The address to listen on. Default `127.0.0.1:8888`; port 0 picks a free port.
+    pub fn addr(mut self, addr: impl ToSocketAddrs) -> Self {
+        self.addr = match addr.to_socket_addrs() {
+            Ok(mut a) => a.next().ok_or_else(|| "no address".to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        self
+    }
+
+    /// Event-loop cores (threads). Default: one per CPU the process may run on.
+    pub fn cores(mut self, n: usize) -> Self {
+        self.cores = Some(n.max(1));
+        self
+    }
+
+    /// Pins core `i` to CPU `cpus[i % len]`.
+    pub fn cpus(mut self, cpus: Vec<usize>) -> Self {
+        self.cpus = Some(cpus);
+        self
+    }
+
+    /// Largest frame accepted (default 16 MiB); a larger one closes its connection before
+    /// its body is read.
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Connections served at once, over all cores (split evenly between them); further
+    /// connections are closed as soon as they are accepted. Default: no limit.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = Some(n.max(1));
+        self
+    }
+
+    /// Closes a connection that has had no call in flight and received nothing for this
+    /// long. Default: never.
+    pub fn idle_timeout(mut self, t: Duration) -> Self {
+        self.idle_timeout = Some(t);
+        self
+    }
+
+    /// Closes a connection that started sending a frame and did not finish it within this
+    /// long (slow or stuck senders). Default: never.
+    pub fn read_timeout(mut self, t: Duration) -> Self {
+        self.read_timeout = Some(t);
+        self
+    }
+
+    /// Spin this long for completions before sleeping (see `netpoll`'s `busy_poll`).
+    pub fn busy_poll(mut self, spin: Duration) -> Self {
+        self.busy_poll = spin;
+        self
+    }
+
+    /// Adds a service (a generated `{Service}Server` around an implementation). Calls are
+    /// routed by method name; when several services have a method of the same name, by
+    /// TTHeader's `isn` header, and otherwise to the first service registered.
+    pub fn service(mut self, service: impl Service) -> Self {
+        self.services.push(Arc::new(service));
+        self
+    }
+
+    /// Starts the cores and listens. Returns once every core accepts connections.
+    pub fn start(self) -> Result<Server, ServerError> {
+        let addr = self.addr.map_err(ServerError::Addr)?;
+        let router = Router::new(self.services).map_err(ServerError::Services)?;
+        let mut b = Runtime::builder().thread_name("rpc-server");
+        if let Some(n) = self.cores {
+            b = b.cores(n);
+        }
+        if let Some(cpus) = self.cpus {
+            b = b.cpus(cpus);
+        }
+        let cores = self.cores.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        if let Some(max) = self.max_connections {
+            b = b.max_connections_per_core(max.div_ceil(cores));
+        }
+        if !self.busy_poll.is_zero() {
+            b = b.busy_poll(self.busy_poll);
+        }
+        let rt = b.build().map_err(ServerError::Runtime)?;
+        let shared = Arc::new(Shared {
+            router,
+            max_frame: self.max_frame,
+            idle_timeout: self.idle_timeout,
+            read_timeout: self.read_timeout,
+            rt: rt.handle().clone(),
+        });
+        let local = rt
+            .handle()
+            .listen(addr, move |core| {
+                Box::new(ServerConn::new(shared.clone(), core.now()))
+            })
+            .map_err(ServerError::Listen)?;
+        Ok(Server { rt, local })
+    }
+}
+
+/// A running server. Dropping it stops it at once; [`shutdown`](Server::shutdown) lets
+/// calls in flight finish first.
+#[derive(Debug)]
+pub struct Server {
+    rt: Runtime,
+    local: SocketAddr,
+}
+
+impl Server {
+    /// A builder with the defaults.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            addr: Ok(SocketAddr::from(([127, 0, 0, 1], 8888))),
+            cores: None,
+            cpus: None,
+            max_frame: codec::frame::DEFAULT_MAX_FRAME,
+            max_connections: None,
+            idle_timeout: None,
+            read_timeout: None,
+            busy_poll: Duration::ZERO,
+            services: Vec::new(),
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The server's event loop, to run clients or tasks on its cores.
+    pub fn runtime(&self) -> &RuntimeHandle {
+        self.rt.handle()
+    }
+
+    /// Stops accepting, lets calls in flight finish for up to `grace` (their replies carry
+    /// TTHeader's `crrst` so that Kitex-style clients move to another server), then closes
+    /// every connection and stops the cores.
+    pub fn shutdown(self, grace: Duration) {
+        self.rt.shutdown(grace);
+    }
+}

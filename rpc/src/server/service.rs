@@ -1,0 +1,197 @@
+//! [`Service`]: what generated code implements to serve an IDL service, and the
+//! [`Call`] it is handed for each request.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use bytes::{Bytes, BytesMut};
+use codec::thrift::{Message, MessageType};
+
+use super::conn::Sink;
+use super::context::{CallContext, Reply, ReplyEncoder, ReplyInner};
+use crate::wire::{self, Envelope, Headers, Payload};
+use crate::Status;
+
+/// Which IDL a service comes from, which decides the payloads it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idl {
+    /// Thrift: binary or compact payloads.
+    Thrift,
+    /// Protobuf: Kitex Protobuf payloads.
+    Protobuf,
+}
+
+/// One method of a service.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodInfo {
+    /// The name callers use on the wire.
+    pub name: &'static str,
+    /// Whether callers expect no reply.
+    pub oneway: bool,
+}
+
+/// A served IDL service. Generated code implements it (as `{Service}Server`) around the
+/// user's implementation of the service's trait; register it with
+/// [`ServerBuilder::service`](super::ServerBuilder::service).
+pub trait Service: Send + Sync + 'static {
+    /// The IDL service name (what TTHeader's `isn` names).
+    fn name(&self) -> &'static str;
+    /// Thrift or Protobuf.
+    fn idl(&self) -> Idl;
+    /// The methods, indexed as [`call`](Service::call) receives them.
+    fn methods(&self) -> &'static [MethodInfo];
+    /// Runs method `index` for `call`, on the core that owns the connection.
+    fn call(&self, index: usize, call: Call<'_, '_, '_>);
+}
+
+/// One request being served: decode its arguments, run the handler, reply. Generated code
+/// calls exactly one of its methods.
+#[derive(Debug)]
+pub struct Call<'a, 'c, 'n> {
+    pub(crate) ctx: CallContext<'a>,
+    pub(crate) body: Bytes,
+    pub(crate) sink: &'a mut Sink<'c, 'n>,
+}
+
+impl Call<'_, '_, '_> {
+    /// The call's envelope.
+    pub fn envelope(&self) -> &Envelope {
+        self.ctx.envelope
+    }
+
+    /// Decodes Thrift arguments `A`, runs `handler`, and replies with `encode`. A body that
+    /// does not decode is answered with PROTOCOL_ERROR; a panicking handler with
+    /// INTERNAL_ERROR.
+    pub fn thrift<A: Message, T: Send + 'static, E: Send + 'static>(
+        self,
+        handler: impl FnOnce(&CallContext<'_>, A) -> Reply<T, E>,
+        encode: ReplyEncoder<T, E>,
+    ) {
+        let args = match wire::decode_thrift::<A>(self.ctx.envelope.payload, self.body.clone()) {
+            Ok(a) => a,
+            Err(e) => return self.fail(Status::protocol_error(format!("bad arguments: {e}"))),
+        };
+        self.run(|ctx| handler(ctx, args), encode)
+    }
+
+    /// Decodes Thrift arguments `A` of a oneway call and runs `handler`; nothing is sent
+    /// back, whatever happens.
+    pub fn thrift_oneway<A: Message>(self, handler: impl FnOnce(&CallContext<'_>, A)) {
+        if let Ok(args) = wire::decode_thrift::<A>(self.ctx.envelope.payload, self.body.clone()) {
+            let ctx = &self.ctx;
+            let _ = catch_unwind(AssertUnwindSafe(|| handler(ctx, args)));
+        }
+    }
+
+    /// Decodes a protobuf request `A`, runs `handler`, and replies with `encode`.
+    pub fn protobuf<A: prost::Message + Default, T: Send + 'static, E: Send + 'static>(
+        self,
+        handler: impl FnOnce(&CallContext<'_>, A) -> Reply<T, E>,
+        encode: ReplyEncoder<T, E>,
+    ) {
+        let args = match A::decode(self.body.clone()) {
+            Ok(a) => a,
+            Err(e) => return self.fail(Status::protocol_error(format!("bad request: {e}"))),
+        };
+        self.run(|ctx| handler(ctx, args), encode)
+    }
+
+    /// Answers with an error status (or nothing, for a oneway call).
+    pub fn fail(self, status: Status) {
+        if !self.ctx.oneway {
+            let env = self.ctx.envelope;
+            self.sink.reply(self.ctx.slot, |out, h| {
+                wire::write_status(env, out, &status, h)
+            });
+        }
+    }
+
+    fn run<T: Send + 'static, E: Send + 'static>(
+        self,
+        handler: impl FnOnce(&CallContext<'_>) -> Reply<T, E>,
+        encode: ReplyEncoder<T, E>,
+    ) {
+        let ctx = CallContext {
+            encoder: Some(&encode),
+            ..self.ctx
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(|| handler(&ctx)));
+        let deferred = ctx.deferred.get();
+        let env = ctx.envelope;
+        let slot = ctx.slot;
+        match outcome {
+            Ok(Reply(ReplyInner::Ready(r))) if !deferred => {
+                self.sink.reply(slot, |out, h| encode(env, r, out, h));
+            }
+            // The Deferred handle owns the reply now (and answers even if dropped).
+            _ if deferred => self.sink.deferred(),
+            Ok(_) => self.sink.reply(slot, |out, h| {
+                let s = Status::internal("handler returned a deferred reply it did not create");
+                wire::write_status(env, out, &s, h)
+            }),
+            Err(panic) => {
+                let what = panic_message(&*panic);
+                self.sink.reply(slot, |out, h| {
+                    let s = Status::internal(format!("handler panicked: {what}"));
+                    wire::write_status(env, out, &s, h)
+                });
+            }
+        }
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}
+
+/// Writes a Thrift method's reply: `Ok` as a REPLY carrying the method's result struct,
+/// `Err` as an EXCEPTION carrying the status. A result that cannot be encoded is answered
+/// with INTERNAL_ERROR. Generated [`ReplyEncoder`]s call this.
+pub fn encode_thrift_reply<R: Message>(
+    env: &Envelope,
+    out: &mut BytesMut,
+    h: &Headers<'_>,
+    result: Result<R, Status>,
+) {
+    match result {
+        Ok(r) => {
+            if let Err(e) = wire::write_thrift(env, out, MessageType::Reply, &r, h) {
+                let s = Status::internal(format!("cannot encode the reply: {e}"));
+                wire::write_status(env, out, &s, h);
+            }
+        }
+        Err(s) => wire::write_status(env, out, &s, h),
+    }
+}
+
+/// Writes a Protobuf method's reply: `Ok` as a REPLY carrying the message, `Err` as an
+/// EXCEPTION carrying `ErrorProto`. Generated [`ReplyEncoder`]s call this.
+pub fn encode_pb_reply<R: prost::Message>(
+    env: &Envelope,
+    out: &mut BytesMut,
+    h: &Headers<'_>,
+    result: Result<R, Status>,
+) {
+    match result {
+        Ok(r) => {
+            if let Err(e) = wire::write_pb(env, out, MessageType::Reply, &r, h) {
+                let s = Status::internal(format!("cannot encode the reply: {e}"));
+                wire::write_status(env, out, &s, h);
+            }
+        }
+        Err(s) => wire::write_status(env, out, &s, h),
+    }
+}
+
+/// Whether a service of `idl` accepts `payload`.
+pub(crate) fn accepts(idl: Idl, payload: Payload) -> bool {
+    match idl {
+        Idl::Thrift => payload.is_thrift(),
+        Idl::Protobuf => payload == Payload::Protobuf,
+    }
+}

@@ -1,0 +1,74 @@
+//! [`Status`]: an error a handler returns instead of a result, sent to the caller as a
+//! Thrift `TApplicationException` or a Kitex Protobuf `ErrorProto`.
+
+use std::fmt;
+
+use codec::thrift::{ApplicationException, ApplicationExceptionKind};
+
+/// An application-level error of a call. On the wire it becomes a Thrift EXCEPTION message
+/// carrying a `TApplicationException`, or a Kitex Protobuf EXCEPTION carrying `ErrorProto`,
+/// with [`kind`](Status::kind) as the type and [`message`](Status::message) as the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    kind: ApplicationExceptionKind,
+    message: String,
+}
+
+impl Status {
+    /// A status of the given kind.
+    pub fn new(kind: ApplicationExceptionKind, message: impl Into<String>) -> Status {
+        Status {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// `INTERNAL_ERROR`: the handler failed.
+    pub fn internal(message: impl Into<String>) -> Status {
+        Status::new(ApplicationExceptionKind::InternalError, message)
+    }
+
+    /// `UNKNOWN_METHOD`: no handler for the method.
+    pub fn unknown_method(message: impl Into<String>) -> Status {
+        Status::new(ApplicationExceptionKind::UnknownMethod, message)
+    }
+
+    /// `PROTOCOL_ERROR`: the call could not be decoded.
+    pub fn protocol_error(message: impl Into<String>) -> Status {
+        Status::new(ApplicationExceptionKind::ProtocolError, message)
+    }
+
+    /// `UNKNOWN` (type 0): a failure of no more specific kind.
+    pub fn unknown(message: impl Into<String>) -> Status {
+        Status::new(ApplicationExceptionKind::Unknown, message)
+    }
+
+    /// The error's type.
+    pub fn kind(&self) -> ApplicationExceptionKind {
+        self.kind
+    }
+
+    /// The error's text.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The `TApplicationException` this status is sent as.
+    pub fn to_exception(&self) -> ApplicationException {
+        ApplicationException::new(self.kind, self.message.as_str())
+    }
+}
+
+impl From<ApplicationException> for Status {
+    fn from(e: ApplicationException) -> Status {
+        Status::new(e.kind, &*e.message)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for Status {}
