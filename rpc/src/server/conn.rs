@@ -209,9 +209,9 @@ impl ServerConn {
             sink.reply(slot, |out, h| wire::write_status(env, out, &s, h));
             return Ok(());
         }
-        let route = shared
-            .router
-            .find(&env.method, || tt.and_then(|t| t.str_header("isn")));
+        let route = shared.router.find(&env.method, env.payload, || {
+            tt.and_then(|t| t.str_header("isn"))
+        });
         let declared_oneway = route.is_some_and(|(svc, i)| svc.methods()[i].oneway);
         let oneway = env.kind == MessageType::Oneway || declared_oneway;
         let slot = (!oneway && !out_of_order).then(|| sink.order.take());

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::service::accepts;
 use super::Service;
+use crate::wire::Payload;
 
 /// FNV-1a: method names are short, and the default SipHash costs more than the lookup.
 #[derive(Default)]
@@ -33,20 +35,11 @@ impl Hasher for Fnv {
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
-/// A method's place: service index and method index.
-#[derive(Debug, Clone, Copy)]
-struct Route {
-    service: usize,
-    method: usize,
-    /// Another service has a method of the same name.
-    clash: bool,
-}
-
 /// The services of a server and their methods.
 pub(crate) struct Router {
     services: Vec<Arc<dyn Service>>,
-    by_method: FastMap<Box<str>, Route>,
-    by_service: FastMap<Box<str>, FastMap<Box<str>, usize>>,
+    /// Method name to `(service, method)` indexes, in registration order.
+    by_method: FastMap<Box<str>, Vec<(usize, usize)>>,
 }
 
 impl Router {
@@ -54,58 +47,55 @@ impl Router {
         if services.is_empty() {
             return Err("no service registered".into());
         }
-        let mut by_method: FastMap<Box<str>, Route> = FastMap::default();
-        let mut by_service: FastMap<Box<str>, FastMap<Box<str>, usize>> = FastMap::default();
-        for (si, s) in services.iter().enumerate() {
-            let methods = by_service.entry(s.name().into()).or_default();
-            if !methods.is_empty() {
-                return Err(format!("service {} registered twice", s.name()));
+        for (i, a) in services.iter().enumerate() {
+            if services[..i]
+                .iter()
+                .any(|b| b.name() == a.name() && b.idl() == a.idl())
+            {
+                return Err(format!(
+                    "{:?} service {} registered twice",
+                    a.idl(),
+                    a.name()
+                ));
             }
+        }
+        let mut by_method: FastMap<Box<str>, Vec<(usize, usize)>> = FastMap::default();
+        for (si, s) in services.iter().enumerate() {
             for (mi, m) in s.methods().iter().enumerate() {
-                methods.insert(m.name.into(), mi);
-                by_method
-                    .entry(m.name.into())
-                    .and_modify(|r| r.clash = true)
-                    .or_insert(Route {
-                        service: si,
-                        method: mi,
-                        clash: false,
-                    });
+                by_method.entry(m.name.into()).or_default().push((si, mi));
             }
         }
         Ok(Router {
             services,
             by_method,
-            by_service,
         })
     }
 
-    /// The service and method index for `method`. `isn` (looked up only when several
-    /// services have the method) names the service.
+    /// The service and method index for `method` arriving as `payload`. When several
+    /// services have the method, those accepting the payload are preferred, then the one
+    /// `isn` names (looked up only then), then the first registered.
     pub(crate) fn find(
         &self,
         method: &str,
+        payload: Payload,
         isn: impl FnOnce() -> Option<Bytes>,
     ) -> Option<(&Arc<dyn Service>, usize)> {
-        let r = *self.by_method.get(method)?;
-        if r.clash {
+        let routes = self.by_method.get(method)?;
+        let pick = |(si, mi): (usize, usize)| (&self.services[si], mi);
+        if let [only] = routes[..] {
+            return Some(pick(only));
+        }
+        let fits = |r: &&(usize, usize)| accepts(self.services[r.0].idl(), payload);
+        let mut fitting = routes.iter().filter(fits);
+        let first = fitting.clone().next().or(routes.first()).copied()?;
+        if fitting.clone().nth(1).is_some() {
             if let Some(isn) = isn() {
-                let by_isn = std::str::from_utf8(&isn)
-                    .ok()
-                    .and_then(|name| self.by_service.get(name))
-                    .and_then(|methods| {
-                        let mi = *methods.get(method)?;
-                        let si = self
-                            .services
-                            .iter()
-                            .position(|s| s.name().as_bytes() == &isn[..])?;
-                        Some((&self.services[si], mi))
-                    });
-                if by_isn.is_some() {
-                    return by_isn;
+                if let Some(r) = fitting.find(|r| self.services[r.0].name().as_bytes() == &isn[..])
+                {
+                    return Some(pick(*r));
                 }
             }
         }
-        Some((&self.services[r.service], r.method))
+        Some(pick(first))
     }
 }

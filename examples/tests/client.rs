@@ -1,0 +1,140 @@
+//! The generated clients against our server over every client transport: typed results,
+//! declared exceptions, application errors, timeouts, oneway calls and pipelining.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use codec::thrift::ApplicationExceptionKind;
+use examples::gen::{echo, interop, pb};
+use rpc::client::{ClientBuilder, ClientTransport};
+use rpc::CallError;
+
+fn server() -> rpc::server::Server {
+    examples::echo_service::builder()
+        .addr("127.0.0.1:0")
+        .cores(1)
+        .start()
+        .expect("server starts")
+}
+
+const TRANSPORTS: [ClientTransport; 3] = [
+    ClientTransport::TTHeader,
+    ClientTransport::TTHeaderFramed,
+    ClientTransport::Framed,
+];
+
+#[test]
+fn thrift_clients_call_every_method_over_every_transport() {
+    let s = server();
+    for t in TRANSPORTS {
+        for compact in [false, true] {
+            let what = format!("{t:?} compact={compact}");
+            let b = ClientBuilder::new(s.local_addr())
+                .transport(t)
+                .compact(compact);
+            let c = interop::InteropClient::from_builder(b.clone()).unwrap();
+            let v = interop::AllTypes {
+                i64v: -5,
+                tags: ["a".into(), "b".into()].into_iter().collect(),
+                ..Default::default()
+            };
+            assert_eq!(c.roundtrip(v.clone()).unwrap(), v, "{what}");
+            assert_eq!(c.fail_with(0, "ok".into()).unwrap(), 0, "{what}");
+            match c.fail_with(3, "bad".into()) {
+                Err(CallError::Declared(interop::InteropFailWithError::Err(e))) => {
+                    assert_eq!((e.code, &*e.message), (3, "bad"), "{what}")
+                }
+                other => panic!("{what}: expected the declared exception, got {other:?}"),
+            }
+            c.ping().unwrap();
+            let before = c.fired_total().unwrap();
+            c.fire(2);
+            c.fire(3);
+            // Oneway calls on one connection run in order, before the next call.
+            assert_eq!(c.fired_total().unwrap(), before + 5, "{what}");
+            let late = c.delayed_echo(Bytes::from_static(b"zz"), 20).unwrap();
+            assert_eq!(&late[..], b"zz");
+
+            let e = echo::EchoClient::from_builder(b).unwrap();
+            assert_eq!(
+                &e.echo(Bytes::from_static(b"hey")).unwrap()[..],
+                b"hey",
+                "{what}"
+            );
+        }
+    }
+}
+
+#[test]
+fn protobuf_clients_over_kitex_protobuf_and_ttheader() {
+    let s = server();
+    for t in [ClientTransport::Framed, ClientTransport::TTHeader] {
+        let c = pb::echo::EchoClient::from_builder(ClientBuilder::new(s.local_addr()).transport(t))
+            .unwrap();
+        let r = c
+            .echo(pb::echo::EchoRequest {
+                msg: Bytes::from_static(b"proto"),
+            })
+            .unwrap();
+        assert_eq!(&r.msg[..], b"proto", "{t:?}");
+    }
+}
+
+#[test]
+fn a_call_past_its_deadline_times_out_and_the_client_recovers() {
+    let s = server();
+    let c = interop::InteropClient::connect(s.local_addr()).unwrap();
+    let quick = c.with_timeout(Some(Duration::from_millis(50)));
+    match quick.delayed_echo(Bytes::from_static(b"x"), 300) {
+        Err(CallError::Timeout) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // The late reply is dropped; the next call gets its own reply.
+    assert_eq!(c.fail_with(0, "".into()).unwrap(), 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.fail_with(0, "".into()).unwrap(), 0);
+}
+
+#[test]
+fn application_errors_and_connect_failures_are_typed() {
+    // A Thrift client of a method the server does not have: UNKNOWN_METHOD.
+    let s = examples::echo_service::builder()
+        .addr("127.0.0.1:0")
+        .cores(1)
+        .start()
+        .unwrap();
+    let hello = examples::gen::hello_thrift::HelloClient::connect(s.local_addr()).unwrap();
+    match hello.say_hello(examples::gen::hello_thrift::Request::default()) {
+        Err(CallError::Application(e)) => {
+            assert_eq!(e.kind, ApplicationExceptionKind::UnknownMethod)
+        }
+        other => panic!("expected UNKNOWN_METHOD, got {other:?}"),
+    }
+    let addr = s.local_addr();
+    drop(s);
+    let c = echo::EchoClient::connect(addr).unwrap();
+    match c.echo(Bytes::new()) {
+        Err(e @ CallError::Connect(_)) => assert!(e.is_retryable()),
+        other => panic!("expected a connect error, got {other:?}"),
+    }
+}
+
+#[test]
+fn many_calls_in_flight_from_one_thread() {
+    let s = server();
+    let c =
+        echo::EchoClient::from_builder(ClientBuilder::new(s.local_addr()).connections(4)).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let n = 20_000;
+    for i in 0..n {
+        let tx = tx.clone();
+        let msg = Bytes::from(format!("m{i}"));
+        c.echo_with(msg.clone(), move |r| {
+            let _ = tx.send(r.map(|got| got == msg));
+        });
+    }
+    for _ in 0..n {
+        assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap());
+    }
+}
