@@ -69,7 +69,11 @@ fn core_allocs(s: &rpc::server::Server) -> u64 {
 fn batch(transport: Transport, payload: Payload) -> Vec<u8> {
     let mut out = BytesMut::new();
     for seq in 0..32 {
-        let method = if payload == Payload::Protobuf { "Echo" } else { "echo" };
+        let method = if payload == Payload::Protobuf {
+            "Echo"
+        } else {
+            "echo"
+        };
         let env = Envelope {
             transport,
             payload,
@@ -80,9 +84,21 @@ fn batch(transport: Transport, payload: Payload) -> Vec<u8> {
         };
         let msg = Bytes::from(vec![b'x'; 128]);
         if payload == Payload::Protobuf {
-            wire::write_pb(&env, &mut out, MessageType::Call, &pb::echo::EchoRequest { msg }, &Headers::default())
+            wire::write_pb(
+                &env,
+                &mut out,
+                MessageType::Call,
+                &pb::echo::EchoRequest { msg },
+                &Headers::default(),
+            )
         } else {
-            wire::write_thrift(&env, &mut out, MessageType::Call, &echo::EchoEchoArgs { msg }, &Headers::default())
+            wire::write_thrift(
+                &env,
+                &mut out,
+                MessageType::Call,
+                &echo::EchoEchoArgs { msg },
+                &Headers::default(),
+            )
         }
         .unwrap();
     }
@@ -122,10 +138,28 @@ fn steady_state_calls_allocate_nothing_on_the_server_core() {
         .start()
         .unwrap();
     for (transport, payload, protocol) in [
-        (Transport::Framed, Payload::ThriftBinary, Protocol::FramedBinary),
-        (Transport::TTHeader { framed_payload: false }, Payload::ThriftBinary, Protocol::TTHeader),
-        (Transport::Framed, Payload::ThriftCompact, Protocol::FramedCompact),
-        (Transport::KitexProtobuf, Payload::Protobuf, Protocol::KitexProtobuf),
+        (
+            Transport::Framed,
+            Payload::ThriftBinary,
+            Protocol::FramedBinary,
+        ),
+        (
+            Transport::TTHeader {
+                framed_payload: false,
+            },
+            Payload::ThriftBinary,
+            Protocol::TTHeader,
+        ),
+        (
+            Transport::Framed,
+            Payload::ThriftCompact,
+            Protocol::FramedCompact,
+        ),
+        (
+            Transport::KitexProtobuf,
+            Payload::Protobuf,
+            Protocol::KitexProtobuf,
+        ),
     ] {
         let mut s = TcpStream::connect(server.local_addr()).unwrap();
         s.set_nodelay(true).unwrap();
@@ -135,7 +169,14 @@ fn steady_state_calls_allocate_nothing_on_the_server_core() {
         let before = core_allocs(&server);
         run(&mut s, protocol, &b, 100_000);
         let after = core_allocs(&server);
-        println!("{transport:?} {payload:?}: {} allocations on the core for 100,000 calls", after - before);
-        assert_eq!(after - before, 0, "{transport:?} {payload:?}: the core allocated per call");
+        println!(
+            "{transport:?} {payload:?}: {} allocations on the core for 100,000 calls",
+            after - before
+        );
+        assert_eq!(
+            after - before,
+            0,
+            "{transport:?} {payload:?}: the core allocated per call"
+        );
     }
 }
