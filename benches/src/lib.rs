@@ -11,3 +11,4 @@ pub mod echo;
 pub mod load;
 pub mod plot;
 pub mod protocol;
+pub mod wire_echo;

@@ -1,7 +1,7 @@
 //! `rpc-bench`: load-tests an echo service and reports throughput and latency percentiles.
 //!
 //! ```text
-//! rpc-bench --addr 127.0.0.1:PORT --protocol raw --connections 16 --inflight 32 \
+//! rpc-bench --addr 127.0.0.1:PORT --protocol framed --connections 16 --inflight 32 \
 //!           --payload 128 --duration 10s --warmup 1s [--rate N] [--json]
 //! ```
 
@@ -13,12 +13,17 @@ use std::time::Duration;
 
 use benches::load::{self, LoadConfig, Progress};
 use benches::protocol::{Protocol, RawFramed};
+use benches::wire_echo::{KitexPbEcho, ThriftEcho, ThriftTransport};
 
 const USAGE: &str = "\
 rpc-bench: load-test an echo service
 
   --addr HOST:PORT        server to load (required)
-  --protocol NAME         raw (4-byte length + payload, echoed in order)
+  --protocol NAME         the echo service (idl/echo.thrift, idl/echo.proto) over:
+                          framed (default), buffered, ttheader (Thrift, with Kitex's
+                          headers), kitex-protobuf; or raw (4-byte length + payload,
+                          echoed in order: netpoll without RPC)
+  --thrift-protocol P     binary (default) or compact, for framed/buffered/ttheader
   --connections N         connections in all (default 16)
   --inflight N            calls in flight per connection (default 32); in open loop,
                           the most calls a connection lets queue up
@@ -31,7 +36,8 @@ rpc-bench: load-test an echo service
   --cpus LIST             pin client cores to these CPUs, e.g. 1 or 2,3
   --busy-poll-us US       client cores spin this long before sleeping
   --json                  print one JSON object instead of the table
-  --embedded              start our echo server in this process on the CPUs the client
+  --embedded              start our echo server (examples/echo_server's services; for
+                          raw, a netpoll echo) in this process on the CPUs the client
                           does not use (default: server on CPU 0, client on CPU 1)
   --sweep STEPS           find the closed-loop maximum, then run open loop at STEPS
                           evenly spaced rates up to it; prints a table and writes a
@@ -42,6 +48,7 @@ rpc-bench: load-test an echo service
 struct Cli {
     load: LoadConfig,
     protocol: String,
+    thrift_protocol: String,
     json: bool,
     embedded: bool,
     sweep: Option<usize>,
@@ -82,7 +89,8 @@ fn parse() -> Result<Cli, String> {
             cpus: None,
             busy_poll: Duration::ZERO,
         },
-        protocol: "raw".into(),
+        protocol: "framed".into(),
+        thrift_protocol: "binary".into(),
         json: false,
         embedded: false,
         sweep: None,
@@ -99,6 +107,7 @@ fn parse() -> Result<Cli, String> {
         match flag.as_str() {
             "--addr" => addr = Some(val()?.parse().map_err(|e| format!("--addr: {e}"))?),
             "--protocol" => cli.protocol = val()?,
+            "--thrift-protocol" => cli.thrift_protocol = val()?,
             "--connections" => l.connections = int(val()?)?,
             "--inflight" => l.inflight = int(val()?)?,
             "--payload" => l.payload = int(val()?)?,
@@ -147,13 +156,37 @@ fn parse() -> Result<Cli, String> {
     Ok(cli)
 }
 
-fn protocol(name: &str, payload: usize) -> Result<Arc<dyn Protocol>, String> {
+fn protocol(name: &str, thrift: &str, payload: usize) -> Result<Arc<dyn Protocol>, String> {
+    let max_frame = payload.max(1024) * 2;
+    let compact = match thrift {
+        "binary" => false,
+        "compact" => true,
+        other => return Err(format!("--thrift-protocol {other:?}: binary or compact")),
+    };
+    let thrift = |transport| -> Arc<dyn Protocol> {
+        Arc::new(ThriftEcho {
+            transport,
+            compact,
+            max_frame,
+        })
+    };
     match name {
-        "raw" => Ok(Arc::new(RawFramed {
-            max_frame: payload.max(1024) * 2,
-        })),
-        other => Err(format!("unknown protocol {other:?}; supported: raw")),
+        "raw" => Ok(Arc::new(RawFramed { max_frame })),
+        "framed" => Ok(thrift(ThriftTransport::Framed)),
+        "buffered" => Ok(thrift(ThriftTransport::Buffered)),
+        "ttheader" => Ok(thrift(ThriftTransport::TTHeader)),
+        "kitex-protobuf" => Ok(Arc::new(KitexPbEcho { max_frame })),
+        other => Err(format!(
+            "unknown protocol {other:?}; supported: framed, buffered, ttheader, kitex-protobuf, raw"
+        )),
     }
+}
+
+/// The in-process server of `--embedded`.
+#[allow(dead_code)] // held only to keep the server running
+enum Embedded {
+    Raw(netpoll::Runtime),
+    Rpc(rpc::server::Server),
 }
 
 fn main() {
@@ -164,7 +197,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let proto = match protocol(&cli.protocol, cli.load.payload) {
+    let proto = match protocol(&cli.protocol, &cli.thrift_protocol, cli.load.payload) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("rpc-bench: {e}");
@@ -191,11 +224,26 @@ fn main() {
         } else {
             server_cpus
         };
-        match benches::echo::start(server_cpus.clone(), cli.load.payload.max(1024) * 2) {
-            Ok((rt, addr)) => {
+        let started = if cli.protocol == "raw" {
+            benches::echo::start(server_cpus.clone(), cli.load.payload.max(1024) * 2)
+                .map(|(rt, addr)| (Embedded::Raw(rt), addr))
+        } else {
+            examples::echo_service::builder()
+                .addr("127.0.0.1:0")
+                .cores(server_cpus.len())
+                .cpus(server_cpus.clone())
+                .start()
+                .map(|s| {
+                    let addr = s.local_addr();
+                    (Embedded::Rpc(s), addr)
+                })
+                .map_err(|e| e.into())
+        };
+        match started {
+            Ok((server, addr)) => {
                 eprintln!("embedded echo server on {addr}, CPUs {server_cpus:?}; client on CPUs {client:?}");
                 cli.load.addr = addr;
-                Some(rt)
+                Some(server)
             }
             Err(e) => {
                 eprintln!("rpc-bench: embedded server: {e}");
