@@ -10,4 +10,14 @@ fn main() {
     .join("pb");
     codec_build::compile_protos_to(&["../idl/echo.proto"], &["../idl"], &out)
         .expect("generate echo.proto");
+    // tonic's client and server for the same echo.proto (the gRPC comparison), also
+    // without protoc.
+    let tonic_out = out.with_file_name("tonic");
+    std::fs::create_dir_all(&tonic_out).expect("create OUT_DIR/tonic");
+    let fds = protox::compile(["../idl/echo.proto"], ["../idl"]).expect("parse echo.proto");
+    tonic_prost_build::configure()
+        .bytes(".")
+        .out_dir(&tonic_out)
+        .compile_fds(fds)
+        .expect("generate tonic echo");
 }
