@@ -138,3 +138,60 @@ fn many_calls_in_flight_from_one_thread() {
         assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap());
     }
 }
+
+/// A server that answers each connection's first call with TTHeader's `crrst` set (as a
+/// server shutting down does) and says how many connections it accepted.
+#[test]
+fn a_reply_with_crrst_moves_the_client_to_a_new_connection() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use codec::frame::{Protocol, Split};
+    use codec::thrift::MessageType;
+    use rpc::wire::{self, Headers};
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let mut accepted = 0;
+        for stream in listener.incoming().take(2) {
+            let mut s = stream.unwrap();
+            accepted += 1;
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let frame = loop {
+                if let Ok(Split::Frame(n)) = codec::frame::split(Protocol::TTHeader, &buf, 1 << 20)
+                {
+                    break Bytes::copy_from_slice(&buf[..n]);
+                }
+                let n = s.read(&mut chunk).unwrap();
+                assert!(n > 0, "client closed before calling");
+                buf.extend_from_slice(&chunk[..n]);
+            };
+            let p = wire::parse(Protocol::TTHeader, frame).unwrap();
+            let args: echo::EchoEchoArgs = wire::decode_thrift(p.envelope.payload, p.body).unwrap();
+            let mut out = bytes::BytesMut::new();
+            let h = Headers {
+                strs: &[("crrst", b"1")],
+                ..Headers::default()
+            };
+            let result = echo::EchoEchoResult {
+                success: Some(args.msg),
+            };
+            wire::write_thrift(&p.envelope, &mut out, MessageType::Reply, &result, &h).unwrap();
+            s.write_all(&out).unwrap();
+            // The client closes a retired connection once its calls are answered.
+            let mut rest = [0u8; 16];
+            assert_eq!(
+                s.read(&mut rest).unwrap_or(0),
+                0,
+                "the retired connection stays open"
+            );
+        }
+        accepted
+    });
+    let c = echo::EchoClient::connect(addr).unwrap();
+    assert_eq!(&c.echo(Bytes::from_static(b"one")).unwrap()[..], b"one");
+    assert_eq!(&c.echo(Bytes::from_static(b"two")).unwrap()[..], b"two");
+    assert_eq!(server.join().unwrap(), 2);
+}

@@ -155,7 +155,9 @@ impl Inner {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let live = guard.filter(|id| core.conn(*id).is_some());
+        // A connection the server asked us to leave (TTHeader `crrst`) takes no new calls.
+        let live = guard
+            .filter(|id| core.with_handler::<ClientConn, _>(*id, |h, _| !h.retiring) == Some(true));
         let id = match live {
             Some(id) => id,
             None => {

@@ -28,6 +28,9 @@ pub(crate) struct ClientConn {
     framing: Arc<dyn ReplyFraming>,
     next_seq: i32,
     pending: HashMap<i32, Pending>,
+    /// The server asked us to move away (TTHeader `crrst`): take no new calls, close once
+    /// the calls in flight are answered.
+    pub(crate) retiring: bool,
 }
 
 impl ClientConn {
@@ -36,6 +39,7 @@ impl ClientConn {
             framing,
             next_seq: 0,
             pending: HashMap::new(),
+            retiring: false,
         }
     }
 
@@ -89,12 +93,19 @@ impl Handler for ClientConn {
                         input.need(len);
                         return;
                     };
+                    if !self.retiring && self.framing.asks_to_reconnect(&frame) {
+                        self.retiring = true;
+                    }
                     // A reply nobody waits for (its call timed out) is dropped.
                     if let Some(p) = self.pending.remove(&seq) {
                         if let Some(t) = p.timer {
                             conn.cancel_timer(t);
                         }
                         (p.done)(Ok(frame));
+                    }
+                    if self.retiring && self.pending.is_empty() {
+                        conn.close();
+                        return;
                     }
                 }
                 ReplySplit::Invalid(why) => {

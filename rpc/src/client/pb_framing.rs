@@ -2,7 +2,7 @@
 
 use codec::frame::{self, Protocol, Split};
 
-use super::framing::{ReplyFraming, ReplySplit};
+use super::framing::{ttheader_crrst, ReplyFraming, ReplySplit};
 
 /// Finds Kitex Protobuf reply frames and their sequence ids in place: after the method name
 /// for plain Kitex Protobuf, TTHeader's own sequence number inside TTHeader.
@@ -56,5 +56,9 @@ impl ReplyFraming for KitexPbFraming {
             }
             Err(e) => ReplySplit::Invalid(e.to_string()),
         }
+    }
+
+    fn asks_to_reconnect(&self, frame: &bytes::Bytes) -> bool {
+        self.protocol == Protocol::TTHeader && ttheader_crrst(frame)
     }
 }

@@ -2,7 +2,7 @@
 
 use codec::frame::{self, Protocol, Split};
 
-use super::framing::{ReplyFraming, ReplySplit};
+use super::framing::{ttheader_crrst, ReplyFraming, ReplySplit};
 
 /// Finds Thrift reply frames and their sequence ids, in Framed (binary or compact) or
 /// TTHeader transport, without copying: the id is read in place from the Thrift message
@@ -98,5 +98,9 @@ impl ReplyFraming for ThriftFraming {
             },
             Err(e) => ReplySplit::Invalid(e.to_string()),
         }
+    }
+
+    fn asks_to_reconnect(&self, frame: &bytes::Bytes) -> bool {
+        self.protocol == Protocol::TTHeader && ttheader_crrst(frame)
     }
 }
