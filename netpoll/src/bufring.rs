@@ -18,8 +18,13 @@
 //! its buffer alive, and the buffer comes back to its owning core once the last view is
 //! dropped: the core polls its lent buffers each turn (an atomic load each), so nothing
 //! crosses threads but the refcount.
+//!
+//! The pool grows when the ring runs dry (up to its maximum) and shrinks back: a buffer
+//! that comes back while the ring already holds the starting number of buffers is freed
+//! rather than published again, and its id is reused by the next growth.
 
 use std::io;
+use std::mem;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use bytes::{Bytes, BytesMut};
@@ -49,6 +54,12 @@ pub(crate) struct BufPool {
     lent: Vec<u16>,
     /// Buffers currently published to the kernel.
     in_ring: usize,
+    /// The starting number of buffers, which the pool shrinks back to.
+    base: usize,
+    /// Ids whose buffer was freed after a burst; reused first when growing.
+    freed: Vec<u16>,
+    /// Buffers freed since [`BufPool::shrink`] last reported.
+    freed_recently: usize,
 }
 
 /// Counters describing a pool, for tests and metrics.
@@ -99,6 +110,9 @@ impl BufPool {
             lent_flag: Vec::with_capacity(entries),
             lent: Vec::with_capacity(entries),
             in_ring: 0,
+            base: count.min(entries),
+            freed: Vec::new(),
+            freed_recently: 0,
         };
         pool.grow(count);
         pool.publish();
@@ -111,7 +125,7 @@ impl BufPool {
 
     pub(crate) fn stats(&self) -> PoolStats {
         PoolStats {
-            buffers: self.slots.len(),
+            buffers: self.slots.len() - self.freed.len(),
             in_ring: self.in_ring,
             lent: self.lent.len(),
             buffer_size: self.buf_size,
@@ -120,7 +134,7 @@ impl BufPool {
 
     /// Adds up to `n` new buffers (bounded by the ring's capacity). Returns how many.
     pub(crate) fn grow(&mut self, n: usize) -> usize {
-        let room = self.entries as usize - self.slots.len();
+        let room = self.entries as usize - self.slots.len() + self.freed.len();
         let n = n.min(room);
         for _ in 0..n {
             let mut buf = BytesMut::with_capacity(self.buf_size);
@@ -129,9 +143,17 @@ impl BufPool {
             drop(buf.split());
             let reclaimed = buf.try_reclaim(self.buf_size);
             debug_assert!(reclaimed);
-            let bid = self.slots.len() as u16;
-            self.slots.push(buf);
-            self.lent_flag.push(false);
+            let bid = match self.freed.pop() {
+                Some(bid) => {
+                    self.slots[bid as usize] = buf;
+                    bid
+                }
+                None => {
+                    self.slots.push(buf);
+                    self.lent_flag.push(false);
+                    (self.slots.len() - 1) as u16
+                }
+            };
             self.push_to_ring(bid);
         }
         n
@@ -139,7 +161,17 @@ impl BufPool {
 
     /// Whether the pool may still grow.
     pub(crate) fn can_grow(&self) -> bool {
-        self.slots.len() < self.entries as usize
+        self.slots.len() < self.entries as usize || !self.freed.is_empty()
+    }
+
+    /// Below this many buffers in the ring the pool counts as running low.
+    pub(crate) fn low(&self) -> usize {
+        self.base / 4
+    }
+
+    /// How many buffers were freed (the pool shrank) since the last call.
+    pub(crate) fn shrink(&mut self) -> usize {
+        mem::take(&mut self.freed_recently)
     }
 
     /// Turns a completion's buffer into a view of its first `len` bytes.
@@ -148,7 +180,11 @@ impl BufPool {
     /// refuse to act on rather than trust).
     pub(crate) fn take(&mut self, bid: u16, len: usize) -> Option<Bytes> {
         let i = bid as usize;
-        if i >= self.slots.len() || self.lent_flag[i] || len > self.buf_size {
+        if i >= self.slots.len()
+            || self.lent_flag[i]
+            || len > self.buf_size
+            || self.slots[i].capacity() < self.buf_size
+        {
             return None;
         }
         self.in_ring -= 1;
@@ -167,6 +203,8 @@ impl BufPool {
         if (bid as usize) < self.slots.len() && !self.lent_flag[bid as usize] {
             self.in_ring -= 1;
             self.push_to_ring(bid);
+            // Published at once: counted in the ring, it must be usable by the kernel.
+            self.publish();
         }
     }
 
@@ -179,7 +217,14 @@ impl BufPool {
             if self.slots[bid as usize].try_reclaim(self.buf_size) {
                 self.lent.swap_remove(i);
                 self.lent_flag[bid as usize] = false;
-                self.push_to_ring(bid);
+                if self.in_ring >= self.base {
+                    // The ring is full again after a burst: give this one back.
+                    self.slots[bid as usize] = BytesMut::new();
+                    self.freed.push(bid);
+                    self.freed_recently += 1;
+                } else {
+                    self.push_to_ring(bid);
+                }
                 returned += 1;
             } else {
                 i += 1;

@@ -68,6 +68,9 @@ pub enum CloseReason {
     ConnectFailed(io::Error),
     /// An outbound connect did not complete before its timeout.
     ConnectTimedOut,
+    /// The peer took none of our output for the write timeout
+    /// ([`Builder::write_timeout`](crate::Builder::write_timeout)).
+    WriteTimedOut,
     /// The runtime shut down before the connection closed by itself.
     Shutdown,
     /// The handler panicked; the connection was aborted and the core kept running.
@@ -82,6 +85,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Io(e) => write!(f, "i/o error: {e}"),
             CloseReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
             CloseReason::ConnectTimedOut => f.write_str("connect timed out"),
+            CloseReason::WriteTimedOut => f.write_str("write timed out (peer not reading)"),
             CloseReason::Shutdown => f.write_str("runtime shut down"),
             CloseReason::HandlerPanicked => f.write_str("handler panicked"),
         }

@@ -42,6 +42,8 @@
 //! Requires Linux 6.1 or newer (multishot receive into provided buffer rings, and
 //! `IORING_SETUP_DEFER_TASKRUN`); [`Builder::build`] says what is missing otherwise.
 #![deny(missing_docs, missing_debug_implementations)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 mod bufring;
 mod conn;
@@ -51,6 +53,7 @@ mod handler;
 mod input;
 mod ring;
 mod runtime;
+mod stats;
 mod sys;
 mod timer;
 mod token;
@@ -62,6 +65,7 @@ pub use crate::error::BuildError;
 pub use crate::handler::{CloseReason, Handler};
 pub use crate::input::Input;
 pub use crate::ring::MIN_KERNEL;
-pub use crate::runtime::{Builder, CoreStopped, Runtime, RuntimeHandle};
+pub use crate::runtime::{Builder, CoreStopped, Runtime, RuntimeHandle, DEFAULT_WRITE_TIMEOUT};
+pub use crate::stats::CloseCounts;
 pub use crate::sys::open_fds;
 pub use crate::timer::TimerId;

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use crate::core::{CoreConfig, Factory, Remote, Task};
 use crate::{sys, BuildError, Core, Handler};
 
+/// Default of [`Builder::write_timeout`].
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Configures and starts a [`Runtime`].
 ///
 /// ```no_run
@@ -40,6 +43,7 @@ impl Default for Builder {
                 high_water: 4 * 1024 * 1024,
                 max_connections: 1 << 20,
                 busy_poll: Duration::ZERO,
+                write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             },
         }
     }
@@ -118,6 +122,14 @@ impl Builder {
         self
     }
 
+    /// Aborts a connection whose peer takes none of its pending output for this long (a
+    /// peer that stopped reading), including a connection closing gracefully that waits
+    /// to send its last output. `None` waits forever. Default 30 s.
+    pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.cfg.write_timeout = timeout;
+        self
+    }
+
     /// Starts the cores. Fails with a message saying what the kernel refused and what to do
     /// if io_uring is unavailable.
     pub fn build(self) -> Result<Runtime, BuildError> {
@@ -173,7 +185,7 @@ impl Builder {
                     };
                     let _ = ready_tx.send(Ok(remote));
                     if let Err(e) = core.run() {
-                        eprintln!("netpoll: core {i} stopped: {e}");
+                        tracing::error!(core = i, error = %e, "core stopped");
                     }
                 });
             let handle = match spawned {
@@ -247,8 +259,13 @@ impl Runtime {
                 core.begin_shutdown(deadline)
             }));
         }
+        let me = std::thread::current().id();
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            // Dropped from one of its own cores (the last handle went away in a callback):
+            // that core stops once the callback returns; joining it here would deadlock.
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -291,6 +308,15 @@ impl RuntimeHandle {
     /// Number of cores.
     pub fn cores(&self) -> usize {
         self.cores.len()
+    }
+
+    /// How many connections have closed, by reason, over every core.
+    pub fn close_counts(&self) -> crate::CloseCounts {
+        let mut c = crate::CloseCounts::default();
+        for r in self.cores.iter() {
+            r.stats.add_to(&mut c);
+        }
+        c
     }
 
     /// Runs `task` on core `core` (modulo the number of cores) soon. Wakes the core with an

@@ -22,6 +22,9 @@ pub(crate) enum Op {
     Wake = 6,
     /// A cancellation request; its completion carries nothing we act on.
     Cancel = 7,
+    /// A request to cancel a connection's multishot receive (to pause reading, or to switch
+    /// to an in-place receive); its completion says whether to ask again.
+    CancelRecv = 8,
 }
 
 impl Op {
@@ -34,6 +37,7 @@ impl Op {
             5 => Op::Connect,
             6 => Op::Wake,
             7 => Op::Cancel,
+            8 => Op::CancelRecv,
             _ => return None,
         })
     }
@@ -41,8 +45,8 @@ impl Op {
 
 const GEN_MASK: u32 = 0x00FF_FFFF;
 
-pub(crate) fn encode(op: Op, slot: u32, gen: u32) -> u64 {
-    ((op as u64) << 56) | (((gen & GEN_MASK) as u64) << 32) | slot as u64
+pub(crate) fn encode(op: Op, slot: u32, gen: u64) -> u64 {
+    ((op as u64) << 56) | ((gen & GEN_MASK as u64) << 32) | slot as u64
 }
 
 pub(crate) fn decode(user_data: u64) -> Option<(Op, u32, u32)> {
@@ -51,8 +55,8 @@ pub(crate) fn decode(user_data: u64) -> Option<(Op, u32, u32)> {
 }
 
 /// Truncates a generation to the bits a token carries.
-pub(crate) fn gen_bits(gen: u32) -> u32 {
-    gen & GEN_MASK
+pub(crate) fn gen_bits(gen: u64) -> u32 {
+    (gen & GEN_MASK as u64) as u32
 }
 
 #[cfg(test)]
@@ -69,9 +73,12 @@ mod tests {
             Op::Connect,
             Op::Wake,
             Op::Cancel,
+            Op::CancelRecv,
         ] {
             let t = encode(op, 0xDEAD_BEEF, 0x0123_4567);
             assert_eq!(decode(t), Some((op, 0xDEAD_BEEF, 0x23_4567)));
+            let t = encode(op, 7, 0xFFFF_0000_0123_4567);
+            assert_eq!(decode(t), Some((op, 7, 0x23_4567)));
         }
         assert_eq!(decode(0), None);
     }

@@ -37,6 +37,16 @@ pub(crate) fn shutdown_write(fd: &OwnedFd) -> io::Result<()> {
     cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) }).map(drop)
 }
 
+/// Hands memory the allocator keeps free back to the operating system (glibc keeps freed
+/// memory of its arenas otherwise). A no-op with other C libraries.
+pub(crate) fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers and only walks the allocator's own state.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Pins the calling thread to one CPU.
 pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
     // SAFETY: cpu_set_t is plain data; zeroed is the empty set.

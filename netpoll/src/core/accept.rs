@@ -1,0 +1,162 @@
+//! Listeners: multishot accept, and outbound connect completions.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Duration;
+
+use io_uring::{cqueue, opcode, types};
+
+use super::{Core, Factory, TimerTarget};
+use crate::conn::{ConnectOp, Life};
+use crate::token::{self, Op};
+use crate::CloseReason;
+
+/// How long to wait before accepting again after accept failed (EMFILE and the like).
+const ACCEPT_RETRY: Duration = Duration::from_millis(20);
+
+pub(crate) struct Listener {
+    fd: OwnedFd,
+    factory: Factory,
+    armed: bool,
+    closing: bool,
+}
+
+impl Core {
+    pub(crate) fn add_listener(&mut self, fd: OwnedFd, factory: Factory) {
+        let li = self.listeners.insert(Listener {
+            fd,
+            factory,
+            armed: false,
+            closing: false,
+        }) as u32;
+        self.arm_accept(li);
+    }
+
+    pub(super) fn arm_accept(&mut self, li: u32) {
+        let Some(l) = self.listeners.get_mut(li as usize) else {
+            return;
+        };
+        if l.armed || l.closing {
+            return;
+        }
+        l.armed = true;
+        let entry = opcode::AcceptMulti::new(types::Fd(l.fd.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(token::encode(Op::Accept, li, 0));
+        // SAFETY: multishot accept names no userspace memory.
+        unsafe { self.push(entry) };
+        self.kernel_ops += 1;
+    }
+
+    /// Stops every listener (shutdown).
+    pub(super) fn close_listeners(&mut self) {
+        let listeners: Vec<u32> = self.listeners.iter().map(|(k, _)| k as u32).collect();
+        for li in listeners {
+            let l = &mut self.listeners[li as usize];
+            l.closing = true;
+            if l.armed {
+                self.cancel_op(token::encode(Op::Accept, li, 0));
+            } else {
+                self.listeners.remove(li as usize);
+            }
+        }
+    }
+
+    pub(super) fn on_accept(&mut self, li: u32, res: i32, flags: u32) {
+        let more = cqueue::more(flags);
+        let accepted = (res >= 0).then(|| {
+            // SAFETY: a non-negative accept result is a new descriptor that we now own.
+            unsafe { OwnedFd::from_raw_fd(res) }
+        });
+        let Some(l) = self.listeners.get_mut(li as usize) else {
+            return;
+        };
+        if !more {
+            l.armed = false;
+            self.kernel_ops -= 1;
+        }
+        let closing = l.closing;
+        let factory = l.factory.clone();
+        if let Some(fd) = accepted {
+            if closing || self.shutting_down {
+                // Dropped: closed at once.
+            } else if self.conns.len() >= self.cfg.max_connections {
+                self.remote.stats.count_refused();
+                tracing::debug!(
+                    core = self.id,
+                    "connection refused: max_connections reached"
+                );
+            } else {
+                let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
+                match panic::catch_unwind(AssertUnwindSafe(|| factory(self))) {
+                    Ok(handler) => {
+                        let slot = self.insert_conn(fd, handler);
+                        self.arm_recv(slot);
+                        self.call_handler(slot, |h, c| h.on_open(c));
+                    }
+                    Err(_) => {
+                        tracing::warn!(core = self.id, "a connection factory panicked")
+                    }
+                }
+            }
+        }
+        if more {
+            return;
+        }
+        if closing {
+            self.listeners.remove(li as usize);
+        } else if res >= 0 {
+            self.arm_accept(li);
+        } else if res != -libc::ECANCELED {
+            // EMFILE, ENFILE, ENOBUFS, ENOMEM...: try again shortly instead of spinning.
+            tracing::debug!(
+                core = self.id,
+                error = %io::Error::from_raw_os_error(-res),
+                "accept failed; retrying shortly"
+            );
+            self.timers
+                .insert(self.now + ACCEPT_RETRY, TimerTarget::AcceptRetry(li));
+        }
+    }
+
+    pub(super) fn on_connect(&mut self, slot: u32, gen: u32, res: i32) {
+        let Some(c) = self.conn_state(slot, gen) else {
+            return;
+        };
+        // The kernel is done with the address: take it back and free it.
+        if let ConnectOp::InFlight(addr) = std::mem::replace(&mut c.connect, ConnectOp::Idle) {
+            drop(addr);
+        }
+        self.kernel_ops -= 1;
+        let c = &mut self.conns[slot as usize];
+        if let Some(t) = c.connect_timer.take() {
+            self.timers.cancel(t);
+        }
+        let c = &mut self.conns[slot as usize];
+        if c.life != Life::Connecting {
+            self.closing.push((slot, gen));
+            return;
+        }
+        if res == 0 {
+            c.life = Life::Open;
+            c.last_recv = self.now;
+            if !c.out.is_empty() {
+                self.mark_dirty(slot);
+            }
+            self.arm_recv(slot);
+            self.call_handler(slot, |h, c| h.on_open(c));
+            if self.shutting_down && self.conns[slot as usize].life == Life::Open {
+                self.call_handler(slot, |h, c| h.on_shutdown(c));
+            }
+        } else {
+            let reason = if c.connect_timed_out {
+                CloseReason::ConnectTimedOut
+            } else {
+                CloseReason::ConnectFailed(io::Error::from_raw_os_error(-res))
+            };
+            self.abort(slot, reason);
+        }
+    }
+}

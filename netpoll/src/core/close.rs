@@ -1,0 +1,141 @@
+//! Closing: draining output, sending FIN and lingering for the peer's, aborting, and
+//! releasing a slot once the kernel has handed back everything of it.
+
+use std::mem;
+use std::os::fd::AsRawFd;
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Duration;
+
+use io_uring::{opcode, types};
+
+use super::{Core, TimerTarget};
+use crate::conn::{Life, SendOp};
+use crate::token::{self, Op};
+use crate::{sys, CloseReason};
+
+/// How long a gracefully closed connection waits for the peer's FIN after sending its own.
+const LINGER: Duration = Duration::from_secs(2);
+/// Buffers of closed connections up to this size are kept for new connections; larger ones
+/// go back to the allocator.
+const SPARE_BUFFER_MAX: usize = 64 * 1024;
+
+impl Core {
+    pub(crate) fn close_gracefully(&mut self, slot: u32, reason: CloseReason) {
+        let c = &mut self.conns[slot as usize];
+        match c.life {
+            Life::Open => {
+                c.life = Life::Draining;
+                c.reason.get_or_insert(reason);
+                c.acc.clear(); // input is discarded from now on
+                self.check_drained(slot);
+            }
+            Life::Connecting => self.abort(slot, reason),
+            Life::Draining | Life::Lingering | Life::Closing => {}
+        }
+    }
+
+    /// A draining connection whose output is all sent sends FIN, then lingers for the
+    /// peer's FIN so that unread input does not turn the close into a reset.
+    pub(super) fn check_drained(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        if c.life != Life::Draining || c.send_busy() || c.pending_output() > 0 {
+            return;
+        }
+        if c.eof || sys::shutdown_write(&c.fd).is_err() {
+            let reason = c.reason.take().unwrap_or(CloseReason::Local);
+            self.abort(slot, reason);
+            return;
+        }
+        c.life = Life::Lingering;
+        c.paused = false;
+        c.held = false;
+        let id = self.slot_id(slot);
+        let timer = self
+            .timers
+            .insert(self.now + LINGER, TimerTarget::Linger(id));
+        self.conns[slot as usize].linger_timer = Some(timer);
+        self.arm_recv(slot);
+    }
+
+    /// Closes a connection now: cancels its operations and frees it once the kernel has
+    /// returned everything.
+    pub(crate) fn abort(&mut self, slot: u32, reason: CloseReason) {
+        let c = &mut self.conns[slot as usize];
+        if c.life == Life::Closing {
+            return;
+        }
+        c.life = Life::Closing;
+        c.reason.get_or_insert(reason);
+        let timers = [
+            c.connect_timer.take(),
+            c.linger_timer.take(),
+            c.write_timer.take(),
+        ];
+        let (busy, fd, gen) = (c.kernel_busy(), c.fd.as_raw_fd(), c.gen);
+        for t in timers.into_iter().flatten() {
+            self.timers.cancel(t);
+        }
+        if busy {
+            let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+                .build()
+                .user_data(token::encode(Op::Cancel, slot, gen));
+            // SAFETY: a cancellation names no userspace memory.
+            unsafe { self.push(entry) };
+        }
+        self.closing.push((slot, token::gen_bits(gen)));
+    }
+
+    /// Frees closing connections the kernel no longer holds anything of.
+    pub(super) fn release_closed(&mut self) {
+        let mut i = 0;
+        while i < self.closing.len() {
+            let (slot, gen) = self.closing[i];
+            let (ready, stale) = match self.conn_state(slot, gen) {
+                Some(c) if c.life == Life::Closing => (!c.kernel_busy(), false),
+                _ => (false, true),
+            };
+            if ready || stale {
+                self.closing.swap_remove(i);
+            } else {
+                i += 1;
+            }
+            if ready {
+                self.release(slot);
+            }
+        }
+    }
+
+    fn release(&mut self, slot: u32) {
+        let mut c = self.conns.remove(slot as usize);
+        drop(c.fd); // closes the socket
+        let spare = match mem::replace(
+            &mut c.send,
+            SendOp::Idle {
+                spare: Default::default(),
+            },
+        ) {
+            SendOp::Idle { spare } => spare,
+            SendOp::Busy { .. } => unreachable!("released with a send in flight"),
+        };
+        let mut freed = c.acc.capacity();
+        for mut buf in [mem::take(&mut c.out), spare] {
+            if buf.capacity() <= SPARE_BUFFER_MAX && self.spare.len() < 256 {
+                buf.clear();
+                self.spare.push(buf);
+            } else {
+                freed += buf.capacity();
+            }
+        }
+        if freed > 0 {
+            self.trim_pending = true;
+        }
+        let reason = c.reason.take().unwrap_or(CloseReason::Local);
+        self.remote.stats.count_close(&reason);
+        tracing::debug!(core = self.id, %reason, "connection closed");
+        if let Some(mut handler) = c.handler.take() {
+            if panic::catch_unwind(AssertUnwindSafe(|| handler.on_close(self, reason))).is_err() {
+                tracing::warn!(core = self.id, "on_close panicked");
+            }
+        }
+    }
+}
