@@ -200,7 +200,8 @@ impl BufPool {
 
     /// Puts a buffer the kernel consumed without filling (a zero-length completion) back.
     pub(crate) fn put_back_unused(&mut self, bid: u16) {
-        if (bid as usize) < self.slots.len() && !self.lent_flag[bid as usize] {
+        let i = bid as usize;
+        if i < self.slots.len() && !self.lent_flag[i] && self.slots[i].capacity() >= self.buf_size {
             self.in_ring -= 1;
             self.push_to_ring(bid);
             // Published at once: counted in the ring, it must be usable by the kernel.
@@ -208,8 +209,10 @@ impl BufPool {
         }
     }
 
-    /// Returns every lent buffer whose views are all gone to the ring. Returns how many.
-    pub(crate) fn reclaim(&mut self) -> usize {
+    /// Returns every lent buffer whose views are all gone to the ring, or, if `may_shrink`
+    /// and the ring holds its starting number of buffers already, to the allocator.
+    /// Returns how many came back.
+    pub(crate) fn reclaim(&mut self, may_shrink: bool) -> usize {
         let mut returned = 0;
         let mut i = 0;
         while i < self.lent.len() {
@@ -217,7 +220,7 @@ impl BufPool {
             if self.slots[bid as usize].try_reclaim(self.buf_size) {
                 self.lent.swap_remove(i);
                 self.lent_flag[bid as usize] = false;
-                if self.in_ring >= self.base {
+                if may_shrink && self.in_ring >= self.base {
                     // The ring is full again after a burst: give this one back.
                     self.slots[bid as usize] = BytesMut::new();
                     self.freed.push(bid);

@@ -124,6 +124,9 @@ pub(crate) struct ConnState {
     pub(crate) paused: bool,
     /// Reading paused by the handler ([`Conn::pause_reading`]).
     pub(crate) held: bool,
+    /// The handler resumed reading and the input held meanwhile is not delivered yet:
+    /// EOF must wait for it.
+    pub(crate) redeliver: bool,
     pub(crate) dirty: bool,
     pub(crate) eof: bool,
     /// EOF arrived while input was held back (paused): the handler hears of it after that
@@ -163,6 +166,7 @@ impl ConnState {
             connect: ConnectOp::Idle,
             paused: false,
             held: false,
+            redeliver: false,
             dirty: false,
             eof: false,
             eof_pending: false,

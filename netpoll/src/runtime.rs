@@ -25,6 +25,7 @@ pub struct Builder {
     cpus: Option<Vec<usize>>,
     pin: bool,
     name: String,
+    max_connections: Option<usize>,
     cfg: CoreConfig,
 }
 
@@ -35,6 +36,7 @@ impl Default for Builder {
             cpus: None,
             pin: false,
             name: "netpoll".into(),
+            max_connections: None,
             cfg: CoreConfig {
                 ring_entries: 4096,
                 buffer_size: 16 * 1024,
@@ -113,6 +115,13 @@ impl Builder {
         self
     }
 
+    /// Connections the runtime accepts at most, split evenly over the cores it actually
+    /// starts (overrides [`max_connections_per_core`](Builder::max_connections_per_core)).
+    pub fn max_connections(mut self, total: usize) -> Self {
+        self.max_connections = Some(total.max(1));
+        self
+    }
+
     /// Before sleeping, spin for up to this long reaping completions (default: zero, never
     /// spin). On machines where waking a sleeping thread is slow (virtual machines), a few
     /// tens of microseconds cut the round-trip latency of lightly loaded connections, at
@@ -132,13 +141,16 @@ impl Builder {
 
     /// Starts the cores. Fails with a message saying what the kernel refused and what to do
     /// if io_uring is unavailable.
-    pub fn build(self) -> Result<Runtime, BuildError> {
+    pub fn build(mut self) -> Result<Runtime, BuildError> {
         let allowed = sys::allowed_cpus();
         let n = self.cores.unwrap_or(allowed.len().max(1));
         if n == 0 || n > u16::MAX as usize {
             return Err(BuildError::InvalidConfig(
                 "cores must be between 1 and 65535",
             ));
+        }
+        if let Some(total) = self.max_connections {
+            self.cfg.max_connections = total.div_ceil(n);
         }
         let cfg = &self.cfg;
         if !(512..=1 << 26).contains(&cfg.buffer_size) {

@@ -15,17 +15,17 @@ use slab::Slab;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerId {
     key: u32,
-    gen: u32,
+    gen: u64,
 }
 
 /// Below this many entries the heap is not worth compacting.
 const COMPACT_MIN: usize = 1024;
 
 pub(crate) struct Timers<T> {
-    heap: BinaryHeap<Reverse<(Instant, u64, u32, u32)>>,
-    live: Slab<(u32, T)>,
+    heap: BinaryHeap<Reverse<(Instant, u64, u32, u64)>>,
+    live: Slab<(u64, T)>,
     seq: u64,
-    gen: u32,
+    gen: u64,
 }
 
 impl<T> Timers<T> {

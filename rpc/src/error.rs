@@ -32,6 +32,15 @@ pub enum CallError<E = Infallible> {
     Decode(String),
     /// The request is too large to send (over the frame limit or a length field).
     TooLarge(String),
+    /// The connection already has this many bytes of requests queued that the server has
+    /// not taken, at or over the client's limit: the call was not sent. Retrying later,
+    /// or elsewhere, may help.
+    QueueFull {
+        /// Bytes queued on the connection.
+        queued: usize,
+        /// The limit (`ChannelConfig::max_queued_bytes`).
+        limit: usize,
+    },
     /// The runtime the client runs on has stopped.
     RuntimeStopped,
     /// A blocking call was made on an event-loop thread, where waiting would stall every
@@ -44,7 +53,10 @@ impl<E> CallError<E> {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            CallError::Timeout | CallError::Connect(_) | CallError::ConnectionLost(_)
+            CallError::Timeout
+                | CallError::Connect(_)
+                | CallError::ConnectionLost(_)
+                | CallError::QueueFull { .. }
         )
     }
 }
@@ -61,6 +73,7 @@ impl CallError {
             CallError::Declared(never) => match never {},
             CallError::Decode(s) => CallError::Decode(s),
             CallError::TooLarge(s) => CallError::TooLarge(s),
+            CallError::QueueFull { queued, limit } => CallError::QueueFull { queued, limit },
             CallError::RuntimeStopped => CallError::RuntimeStopped,
             CallError::WouldBlockCore => CallError::WouldBlockCore,
         }
@@ -78,6 +91,11 @@ impl<E: fmt::Debug> fmt::Display for CallError<E> {
             CallError::Declared(e) => write!(f, "declared exception: {e:?}"),
             CallError::Decode(why) => write!(f, "cannot decode the reply: {why}"),
             CallError::TooLarge(why) => write!(f, "request too large: {why}"),
+            CallError::QueueFull { queued, limit } => write!(
+                f,
+                "the connection's send queue is full: {queued} bytes queued, limit {limit}; \
+                 the server is not keeping up"
+            ),
             CallError::RuntimeStopped => f.write_str("the client's runtime has stopped"),
             CallError::WouldBlockCore => {
                 f.write_str("blocking call on an event-loop thread (use the callback form there)")

@@ -38,6 +38,12 @@ impl Status {
         Status::new(ApplicationExceptionKind::ProtocolError, message)
     }
 
+    /// The caller's deadline passed before the call could be served: sent as
+    /// `INTERNAL_ERROR` with a message saying so (Thrift has no timeout type).
+    pub fn deadline_exceeded(message: impl Into<String>) -> Status {
+        Status::new(ApplicationExceptionKind::InternalError, message)
+    }
+
     /// `UNKNOWN` (type 0): a failure of no more specific kind.
     pub fn unknown(message: impl Into<String>) -> Status {
         Status::new(ApplicationExceptionKind::Unknown, message)

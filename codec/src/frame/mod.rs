@@ -9,17 +9,17 @@
 mod error;
 mod framed;
 mod kitex_pb;
+mod splitter;
 mod ttheader;
 
 pub use error::FrameError;
 pub use framed::{encode_framed, patch_length, reserve_length};
 pub use kitex_pb::{ErrorProto, KitexPbHeader, KITEX_PB_MAGIC};
+pub use splitter::Splitter;
 pub use ttheader::{
     info_id, int_key, IntHeaders, PayloadProtocol, StrHeaders, TTHeader, TTHeaderBuilder,
     TTHEADER_MAGIC, TTHEADER_MAX_LENGTH,
 };
-
-use crate::thrift::{BinaryReader, CompactReader, DecodeError, ProtocolRead, TType};
 
 /// Default largest frame: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
@@ -140,29 +140,13 @@ fn split_length_prefixed(
     Ok(Split::Frame(total))
 }
 
-/// An unframed message ends where its parse ends: skip it over what has arrived. Input
-/// that is merely incomplete needs more; anything else malformed is an error.
+/// An unframed message ends where its walk ends. One-shot: a connection that receives a
+/// message in pieces keeps a [`Splitter`] instead, which resumes where it stopped.
 fn split_unframed(buf: &[u8], max_frame: usize, compact: bool) -> Result<Split, FrameError> {
-    let bytes = bytes::Bytes::copy_from_slice(&buf[..buf.len().min(max_frame)]);
-    let result = if compact {
-        skip_message(CompactReader::new(bytes))
+    let protocol = if compact {
+        Protocol::BufferedCompact
     } else {
-        skip_message(BinaryReader::new(bytes))
+        Protocol::BufferedBinary
     };
-    match result {
-        Ok(n) => Ok(Split::Frame(n)),
-        Err(DecodeError::Eof) if buf.len() >= max_frame => Err(FrameError::TooLarge {
-            size: buf.len(),
-            max: max_frame,
-        }),
-        Err(DecodeError::Eof) => Ok(Split::NeedMore(0)),
-        Err(e) => Err(FrameError::Malformed(e)),
-    }
-}
-
-fn skip_message<R: ProtocolRead>(mut r: R) -> Result<usize, DecodeError> {
-    r.read_message_begin()?;
-    r.skip(TType::Struct)?;
-    r.read_message_end()?;
-    Ok(r.position())
+    Splitter::default().split(protocol, buf, max_frame)
 }

@@ -126,9 +126,7 @@ impl Core {
                 freed += buf.capacity();
             }
         }
-        if freed > 0 {
-            self.trim_pending = true;
-        }
+        self.note_freed(freed);
         let reason = c.reason.take().unwrap_or(CloseReason::Local);
         self.remote.stats.count_close(&reason);
         tracing::debug!(core = self.id, %reason, "connection closed");

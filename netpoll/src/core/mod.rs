@@ -72,6 +72,10 @@ pub(crate) const KEEP_BUFFER_MAX: usize = 1024 * 1024;
 /// Freed memory is handed back to the operating system at most this often, and only when
 /// the core is about to sleep.
 const TRIM_INTERVAL: Duration = Duration::from_secs(1);
+/// Freed memory worth handing back: below this, trimming is not worth its cost.
+const TRIM_THRESHOLD: usize = 4 << 20;
+/// The pool shrinks only this long after it last had to grow.
+const SHRINK_AFTER: Duration = Duration::from_secs(1);
 
 /// Per-core settings, from [`Builder`](crate::Builder).
 #[derive(Debug, Clone)]
@@ -146,8 +150,10 @@ pub struct Core {
     wake_buf: Box<u64>,
     wake_armed: bool,
     shutting_down: bool,
-    /// Memory was freed since the last trim.
-    trim_pending: bool,
+    /// Bytes freed (large buffers) since the last trim.
+    freed_bytes: usize,
+    /// When the pool last ran dry and grew.
+    last_grow: Instant,
     last_trim: Instant,
     /// Set by [`Core::inject_failure`]: the loop stops as if the ring had failed.
     injected_failure: bool,
@@ -215,7 +221,8 @@ impl Core {
             wake_buf: Box::new(0),
             wake_armed: false,
             shutting_down: false,
-            trim_pending: false,
+            freed_bytes: 0,
+            last_grow: now,
             last_trim: now,
             injected_failure: false,
         };
@@ -398,18 +405,26 @@ impl Core {
     /// End of turn: deliver input whose reading was resumed, send what was written, return
     /// reclaimed buffers, free closed slots.
     fn maintain(&mut self) {
-        while let Some((slot, gen)) = self.resumed.pop() {
+        // Swapped out first: a handler that pauses and resumes again is seen next turn.
+        let mut resumed = mem::take(&mut self.resumed);
+        for &(slot, gen) in &resumed {
             if self.conns.get(slot as usize).is_some_and(|c| c.gen == gen) {
                 self.restart_reading(slot);
             }
         }
+        resumed.clear();
+        if self.resumed.is_empty() {
+            self.resumed = resumed;
+        }
         self.flush();
-        if self.pool.reclaim() > 0 {
+        // Give pool buffers back to the allocator only once bursts have stopped for a
+        // while, so that a workload near the pool's size does not cycle.
+        let may_shrink = self.now >= self.last_grow + SHRINK_AFTER;
+        if self.pool.reclaim(may_shrink) > 0 {
             self.pool_dry = false;
         }
-        if self.pool.shrink() > 0 {
-            self.trim_pending = true;
-        }
+        let shrunk = self.pool.shrink();
+        self.note_freed(shrunk * self.cfg.buffer_size);
         self.release_closed();
     }
 
@@ -433,9 +448,12 @@ impl Core {
             let soon = Instant::now() + Duration::from_millis(2);
             deadline = Some(deadline.map_or(soon, |d| d.min(soon)));
         }
-        if want == 1 && self.trim_pending && self.now >= self.last_trim + TRIM_INTERVAL {
+        if want == 1
+            && self.freed_bytes >= TRIM_THRESHOLD
+            && self.now >= self.last_trim + TRIM_INTERVAL
+        {
             // About to sleep: a good moment to hand freed memory back to the system.
-            self.trim_pending = false;
+            self.freed_bytes = 0;
             self.last_trim = self.now;
             sys::trim_heap();
         }
@@ -592,6 +610,11 @@ impl Core {
         if panic::catch_unwind(AssertUnwindSafe(move || drop(handler))).is_err() {
             tracing::warn!(core = self.id, "dropping a panicked handler panicked too");
         }
+    }
+
+    /// Counts memory handed back to the allocator, to trim when it adds up.
+    pub(crate) fn note_freed(&mut self, bytes: usize) {
+        self.freed_bytes = self.freed_bytes.saturating_add(bytes);
     }
 
     pub(crate) fn mark_dirty(&mut self, slot: u32) {

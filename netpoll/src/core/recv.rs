@@ -114,7 +114,8 @@ impl Core {
                 // The ring ran dry. The data waits in the socket; grow the pool if allowed,
                 // and otherwise receive directly until buffers come back (re-arming a
                 // multishot receive would only be answered ENOBUFS again, at once).
-                if self.pool.reclaim() == 0 {
+                self.last_grow = self.now;
+                if self.pool.reclaim(false) == 0 {
                     if self.pool.can_grow() {
                         self.pool.grow(self.cfg.buffer_count);
                         self.pool.publish();
@@ -197,7 +198,7 @@ impl Core {
         let c = &mut self.conns[slot as usize];
         c.eof = true;
         match c.life {
-            Life::Open if c.read_stopped() && !c.acc.is_empty() => {
+            Life::Open if (c.read_stopped() || c.redeliver) && !c.acc.is_empty() => {
                 // Input received before the FIN is still held back: deliver it first.
                 c.eof_pending = true;
             }
@@ -296,6 +297,9 @@ impl Core {
         if !c.acc.is_empty() {
             acc.extend_from_slice(&c.acc);
         }
+        if c.life != Life::Open {
+            acc.clear(); // closed by the handler: input is discarded from now on
+        }
         c.acc = acc;
         c.need = need;
         self.maybe_receive_in_place(slot);
@@ -352,6 +356,7 @@ impl Core {
         let c = &mut self.conns[slot as usize];
         if c.held {
             c.held = false;
+            c.redeliver = true;
             let gen = c.gen;
             self.resumed.push((slot, gen));
         }
@@ -363,6 +368,7 @@ impl Core {
         let Some(c) = self.conns.get_mut(slot as usize) else {
             return;
         };
+        c.redeliver = false;
         if c.life != Life::Open || c.read_stopped() {
             return;
         }

@@ -145,7 +145,9 @@ impl Core {
         let now = self.now;
         let c = &mut self.conns[slot as usize];
         c.write_timer = None;
-        if matches!(c.life, Life::Closing | Life::Lingering) || c.pending_output() == 0 {
+        // Only a send the kernel has not finished counts: bytes written this turn and not
+        // yet handed over are not stuck (the next flush starts a send and re-arms).
+        if matches!(c.life, Life::Closing | Life::Lingering) || !c.send_busy() {
             return;
         }
         if now >= c.last_send + limit {

@@ -21,6 +21,9 @@ pub struct ChannelConfig {
     pub connect_timeout: Duration,
     /// Deadline of a call that sets none itself. Default 5 s; `None` waits forever.
     pub call_timeout: Option<Duration>,
+    /// Bytes of requests a connection may have queued and not yet taken by the server;
+    /// a call beyond that fails at once with [`CallError::QueueFull`]. Default 16 MiB.
+    pub max_queued_bytes: usize,
 }
 
 impl Default for ChannelConfig {
@@ -29,6 +32,7 @@ impl Default for ChannelConfig {
             connections: 1,
             connect_timeout: Duration::from_secs(1),
             call_timeout: Some(Duration::from_secs(5)),
+            max_queued_bytes: 16 << 20,
         }
     }
 }
@@ -161,7 +165,10 @@ impl Inner {
         let id = match live {
             Some(id) => id,
             None => {
-                let handler = Box::new(ClientConn::new(self.framing.clone()));
+                let handler = Box::new(ClientConn::new(
+                    self.framing.clone(),
+                    self.cfg.max_queued_bytes,
+                ));
                 match core.connect(self.addr, Some(self.cfg.connect_timeout), handler) {
                     Ok(id) => {
                         *guard = Some(id);

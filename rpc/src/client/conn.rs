@@ -21,6 +21,9 @@ pub type Done = Box<dyn FnOnce(Result<Bytes, CallError>) + Send>;
 struct Pending {
     done: Done,
     timer: Option<TimerId>,
+    /// Where the request sits in the stream of bytes written to the connection.
+    start: u64,
+    len: usize,
 }
 
 /// The handler of a client connection.
@@ -28,17 +31,23 @@ pub(crate) struct ClientConn {
     framing: Arc<dyn ReplyFraming>,
     next_seq: i32,
     pending: HashMap<i32, Pending>,
+    /// Bytes of requests written to the connection so far (less those taken back).
+    written: u64,
+    /// Requests may not be queued beyond this many unsent bytes.
+    max_queued: usize,
     /// The server asked us to move away (TTHeader `crrst`): take no new calls, close once
     /// the calls in flight are answered.
     pub(crate) retiring: bool,
 }
 
 impl ClientConn {
-    pub(crate) fn new(framing: Arc<dyn ReplyFraming>) -> Self {
+    pub(crate) fn new(framing: Arc<dyn ReplyFraming>, max_queued: usize) -> Self {
         ClientConn {
             framing,
             next_seq: 0,
             pending: HashMap::new(),
+            written: 0,
+            max_queued,
             retiring: false,
         }
     }
@@ -56,16 +65,65 @@ impl ClientConn {
         while self.pending.contains_key(&seq) {
             seq = seq.wrapping_add(1);
         }
+        let queued = conn.pending_output();
+        if queued >= self.max_queued {
+            // The server is not taking what we send: fail at once instead of queueing
+            // without bound.
+            if let Some(done) = done {
+                done(Err(CallError::QueueFull {
+                    queued,
+                    limit: self.max_queued,
+                }));
+            }
+            return;
+        }
         self.next_seq = seq.wrapping_add(1);
+        let before = conn.unsent_len();
         if let Err(e) = encode(conn.output(), seq) {
             if let Some(done) = done {
                 done(Err(e));
             }
             return;
         }
+        let len = conn.unsent_len().saturating_sub(before);
+        let start = self.written;
+        self.written += len as u64;
         if let Some(done) = done {
             let timer = timeout.map(|t| conn.set_timer(conn.now() + t, seq as u32 as u64));
-            self.pending.insert(seq, Pending { done, timer });
+            self.pending.insert(
+                seq,
+                Pending {
+                    done,
+                    timer,
+                    start,
+                    len,
+                },
+            );
+        }
+    }
+
+    /// A call timed out: if its request has not been handed to the kernel yet, take its
+    /// bytes back out of the connection's output, so that a backed-up connection does not
+    /// keep sending requests nobody waits for.
+    fn withdraw(&mut self, conn: &mut Conn<'_>, p: &Pending) {
+        let unsent = conn.unsent_len() as u64;
+        let unsent_start = self.written.saturating_sub(unsent);
+        if p.len == 0 || p.start < unsent_start {
+            return; // (partly) with the kernel already: it must go out whole
+        }
+        let at = (p.start - unsent_start) as usize;
+        let out = conn.unsent_output();
+        if at + p.len > out.len() {
+            return;
+        }
+        out.copy_within(at + p.len.., at);
+        let new_len = out.len() - p.len;
+        out.truncate(new_len);
+        self.written -= p.len as u64;
+        for q in self.pending.values_mut() {
+            if q.start > p.start {
+                q.start -= p.len as u64;
+            }
         }
     }
 
@@ -77,6 +135,17 @@ impl ClientConn {
             }
             (p.done)(Err(err()));
         }
+    }
+}
+
+impl Drop for ClientConn {
+    /// The connection's handler is going away with calls still waiting (its core died,
+    /// or a callback panicked and the connection was aborted): they fail now instead of
+    /// waiting forever.
+    fn drop(&mut self) {
+        self.fail_all(None, || {
+            CallError::ConnectionLost("the connection's handler was torn down".into())
+        });
     }
 }
 
@@ -117,8 +186,9 @@ impl Handler for ClientConn {
         }
     }
 
-    fn on_timer(&mut self, _conn: &mut Conn<'_>, token: u64) {
+    fn on_timer(&mut self, conn: &mut Conn<'_>, token: u64) {
         if let Some(p) = self.pending.remove(&(token as u32 as i32)) {
+            self.withdraw(conn, &p);
             (p.done)(Err(CallError::Timeout));
         }
     }

@@ -130,6 +130,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Bytes of requests a connection may queue that the server has not taken yet; calls
+    /// beyond that fail at once with [`CallError::QueueFull`]. Default 16 MiB.
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.channel.max_queued_bytes = bytes.max(1);
+        self
+    }
+
     /// Largest request and reply frame.
     pub fn max_frame(mut self, bytes: usize) -> Self {
         self.max_frame = bytes;
@@ -186,7 +193,7 @@ impl ClientBuilder {
                 service: ByteString::from_static(service),
                 caller: self.caller,
                 max_frame: self.max_frame,
-                _runtime: owned,
+                runtime: owned,
             }),
             timeout: self.channel.call_timeout,
         })
@@ -228,7 +235,21 @@ struct BaseInner {
     caller: Arc<str>,
     max_frame: usize,
     /// The client's own event loop, if it has one: stopped when the last clone goes.
-    _runtime: Option<Arc<Runtime>>,
+    runtime: Option<Arc<Runtime>>,
+}
+
+/// How long dropping a client waits for what it queued (oneway calls, say) to be sent.
+const FLUSH_ON_DROP: Duration = Duration::from_secs(1);
+
+impl Drop for BaseInner {
+    fn drop(&mut self) {
+        // The last handle is gone: stop the client's own event loop, letting queued
+        // requests leave first (within a bound). Dropped from one of its own callbacks,
+        // the loop stops once that callback returns.
+        if let Some(rt) = self.runtime.take().and_then(|rt| Arc::try_unwrap(rt).ok()) {
+            rt.shutdown(FLUSH_ON_DROP);
+        }
+    }
 }
 
 #[derive(Clone)]

@@ -1,19 +1,20 @@
-//! One server connection: protocol detection, framing, dispatch, reply order, deferred
-//! replies, timeouts and graceful shutdown.
+//! One server connection: protocol detection, framing, dispatch, bounds on what one peer
+//! may have in flight, deferred replies, timeouts and graceful shutdown.
 
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use codec::frame::{self, Protocol, Split};
+use codec::frame::{self, Protocol, Split, Splitter};
 use codec::thrift::{ApplicationExceptionKind, MessageType};
-use netpoll::{Conn, Handler, Input, TimerId};
+use netpoll::{CloseReason, Conn, Core, Handler, Input, TimerId};
 
 use super::context::CallContext;
+use super::order::{Order, Sink};
 use super::service::{accepts, Call};
+use super::stats::CloseCause;
 use super::Shared;
 use crate::wire::{self, Headers};
 use crate::Status;
@@ -35,94 +36,26 @@ const CRRST: Headers<'static> = Headers {
     strs: &[("crrst", b"1")],
 };
 
-/// Replies in call order. Every reply that must keep its order takes a slot; a reply
-/// whose earlier slots are not all answered (a deferred reply is pending) is held back.
-#[derive(Debug, Default)]
-pub(crate) struct Order {
-    /// The next slot to hand out.
-    next: u64,
-    /// The oldest unanswered slot.
-    head: u64,
-    /// Replies for slots `head..`: `None` while unanswered. Empty when nothing waits.
-    held: VecDeque<Option<Bytes>>,
-}
-
-impl Order {
-    fn take(&mut self) -> u64 {
-        let s = self.next;
-        self.next += 1;
-        s
-    }
-
-    fn in_flight(&self) -> u64 {
-        self.next - self.head
-    }
-}
-
-/// Where a handler's reply goes: straight into the connection's output, or held back until
-/// earlier replies are written.
-#[derive(Debug)]
-pub(crate) struct Sink<'c, 'n> {
-    conn: &'c mut Conn<'n>,
-    order: &'c mut Order,
-    deferred: &'c mut usize,
-    headers: &'static Headers<'static>,
-}
-
-impl Sink<'_, '_> {
-    /// Writes (or holds) the reply for `slot` (`None`: order does not matter).
-    pub(crate) fn reply(
-        &mut self,
-        slot: Option<u64>,
-        write: impl FnOnce(&mut BytesMut, &Headers<'_>),
-    ) {
-        let o = &mut *self.order;
-        let Some(s) = slot else {
-            write(self.conn.output(), self.headers);
-            return;
-        };
-        if s == o.head {
-            write(self.conn.output(), self.headers);
-            o.head += 1;
-            o.held.pop_front();
-            while let Some(Some(_)) = o.held.front() {
-                if let Some(Some(b)) = o.held.pop_front() {
-                    self.conn.write(&b);
-                }
-                o.head += 1;
-            }
-            return;
-        }
-        // An earlier reply is still pending: keep this one aside, in its place.
-        let mut buf = BytesMut::new();
-        write(&mut buf, self.headers);
-        let at = (s - o.head) as usize;
-        if o.held.len() <= at {
-            o.held.resize(at + 1, None);
-        }
-        o.held[at] = Some(buf.freeze());
-    }
-
-    /// The handler took the reply over with a `Deferred` handle.
-    pub(crate) fn deferred(&mut self) {
-        *self.deferred += 1;
-    }
-}
-
 /// The handler of one server connection.
 pub(crate) struct ServerConn {
     shared: Arc<Shared>,
     protocol: Option<Protocol>,
+    splitter: Splitter,
     peer: Option<SocketAddr>,
     order: Order,
     /// Deferred replies not delivered yet.
     deferred: usize,
+    /// Reading is paused because this peer has too much in flight.
+    throttled: bool,
     /// Close once nothing is in flight (shutdown, or the peer finished sending).
     draining: bool,
     last_active: Instant,
+    /// When the first byte of the frame being received arrived.
     partial_since: Option<Instant>,
     idle_timer: Option<TimerId>,
     read_timer: Option<TimerId>,
+    /// Why this side closed the connection, if it did.
+    cause: Option<CloseCause>,
 }
 
 impl ServerConn {
@@ -130,14 +63,17 @@ impl ServerConn {
         ServerConn {
             shared,
             protocol: None,
+            splitter: Splitter::default(),
             peer: None,
             order: Order::default(),
             deferred: 0,
+            throttled: false,
             draining: false,
             last_active: now,
             partial_since: None,
             idle_timer: None,
             read_timer: None,
+            cause: None,
         }
     }
 
@@ -147,6 +83,39 @@ impl ServerConn {
         } else {
             &NO_HEADERS
         }
+    }
+
+    /// Closes gracefully, recording why.
+    fn close(&mut self, conn: &mut Conn<'_>, cause: CloseCause) {
+        self.cause.get_or_insert(cause);
+        conn.close();
+    }
+
+    /// Closes at once, recording why.
+    fn abort(&mut self, conn: &mut Conn<'_>, cause: CloseCause) {
+        self.cause.get_or_insert(cause);
+        conn.abort();
+    }
+
+    /// Whether this peer has as much in flight as it may: calls whose replies are not
+    /// written yet, or held replies plus queued output over the high-water mark.
+    fn over_limit(&self, conn: &Conn<'_>) -> bool {
+        let limits = &self.shared.limits;
+        self.order.in_flight() as usize + self.deferred >= limits.max_in_flight
+            || self.order.held_bytes() + conn.pending_output() > limits.high_water
+    }
+
+    /// Stops reading while over the limit; reads again once under it.
+    fn throttle(&mut self, conn: &mut Conn<'_>) -> bool {
+        let over = self.over_limit(conn);
+        if over && !self.throttled {
+            self.throttled = true;
+            conn.pause_reading();
+        } else if !over && self.throttled {
+            self.throttled = false;
+            conn.resume_reading();
+        }
+        over
     }
 
     /// A deferred reply arrives (on this core).
@@ -165,11 +134,14 @@ impl ServerConn {
             headers,
         }
         .reply(slot, write);
+        if self.throttled {
+            self.throttle(conn);
+        }
         self.close_if_drained(conn);
     }
 
     fn close_if_drained(&mut self, conn: &mut Conn<'_>) {
-        if self.draining && self.deferred == 0 {
+        if self.draining && self.deferred == 0 && self.order.in_flight() == 0 {
             conn.close();
         }
     }
@@ -180,16 +152,17 @@ impl ServerConn {
         }
     }
 
-    /// Serves one whole frame.
+    /// Serves one whole frame whose first byte arrived at `arrived`.
     fn serve(
         &mut self,
         conn: &mut Conn<'_>,
         protocol: Protocol,
         frame: Bytes,
+        arrived: Instant,
         headers: &'static Headers<'static>,
-    ) -> Result<(), ()> {
+    ) -> Result<(), CloseCause> {
         // A frame whose envelope cannot be read cannot be answered: close.
-        let parsed = wire::parse(protocol, frame).map_err(|_| ())?;
+        let parsed = wire::parse(protocol, frame).map_err(|_| CloseCause::BadFrame)?;
         let env = &parsed.envelope;
         let tt = parsed.ttheader.as_ref();
         let shared = &*self.shared;
@@ -212,13 +185,13 @@ impl ServerConn {
         let route = shared.router.find(&env.method, env.payload, || {
             tt.and_then(|t| t.str_header("isn"))
         });
-        let declared_oneway = route.is_some_and(|(svc, i)| svc.methods()[i].oneway);
-        let oneway = env.kind == MessageType::Oneway || declared_oneway;
-        let slot = (!oneway && !out_of_order).then(|| sink.order.take());
+        // The caller expects a reply exactly when it sent a CALL.
+        let wants_reply = env.kind == MessageType::Call;
+        let slot = (wants_reply && !out_of_order).then(|| sink.order.take());
         let (svc, index) = match route {
             Some((svc, i)) if accepts(svc.idl(), env.payload) => (svc, i),
             found => {
-                if !oneway {
+                if wants_reply {
                     let s = match found {
                         Some((svc, _)) => Status::new(
                             ApplicationExceptionKind::InvalidProtocol,
@@ -236,21 +209,55 @@ impl ServerConn {
                 return Ok(());
             }
         };
+        let method = &svc.methods()[index];
+        if method.oneway == wants_reply {
+            // The message type disagrees with the IDL. A CALL to a oneway method is
+            // answered (its caller waits); a ONEWAY to a two-way method is dropped (its
+            // caller reads nothing). Neither runs the handler.
+            if wants_reply {
+                let s = Status::new(
+                    ApplicationExceptionKind::InvalidMessageType,
+                    format!("{} is oneway: send it as ONEWAY, not CALL", &*env.method),
+                );
+                sink.reply(slot, |out, h| wire::write_status(env, out, &s, h));
+            } else {
+                tracing::debug!(
+                    method = &*env.method,
+                    "ONEWAY message to a two-way method dropped"
+                );
+            }
+            return Ok(());
+        }
         let peer = self.peer;
+        let ctx = CallContext {
+            envelope: env,
+            service: svc.name(),
+            ttheader: tt,
+            peer,
+            received: arrived,
+            rt: &shared.rt,
+            conn: sink.conn.id(),
+            slot,
+            oneway: !wants_reply,
+            encoder: None,
+            deferred: Cell::new(false),
+        };
+        // A caller that stopped waiting is not served: its deadline is when the request's
+        // first byte arrived plus the timeout it sent.
+        if let Some(deadline) = ctx.deadline() {
+            if Instant::now() >= deadline {
+                if wants_reply {
+                    let s = Status::deadline_exceeded(format!(
+                        "the caller's {:?} timeout passed before the handler ran",
+                        ctx.timeout().unwrap_or_default()
+                    ));
+                    sink.reply(slot, |out, h| wire::write_status(env, out, &s, h));
+                }
+                return Ok(());
+            }
+        }
         let call = Call {
-            ctx: CallContext {
-                envelope: env,
-                service: svc.name(),
-                ttheader: tt,
-                peer,
-                received: sink.conn.now(),
-                rt: &shared.rt,
-                conn: sink.conn.id(),
-                slot,
-                oneway,
-                encoder: None,
-                deferred: Cell::new(false),
-            },
+            ctx,
             body: parsed.body.clone(),
             sink: &mut sink,
         };
@@ -276,7 +283,7 @@ impl Handler for ServerConn {
             None => match frame::detect(input.chunk()) {
                 Ok(Some(Protocol::Http2)) | Err(_) => {
                     // Not a protocol served here: nothing can be answered.
-                    conn.abort();
+                    self.abort(conn, CloseCause::UnknownProtocol);
                     return;
                 }
                 Ok(Some(p)) => {
@@ -293,11 +300,17 @@ impl Handler for ServerConn {
         };
         let headers = Self::headers(conn);
         loop {
-            match frame::split(protocol, input.chunk(), self.shared.max_frame) {
+            if self.throttle(conn) {
+                // Too much in flight: the rest waits, unread, until replies go out.
+                return;
+            }
+            let max = self.shared.max_frame;
+            match self.splitter.split(protocol, input.chunk(), max) {
                 Ok(Split::Frame(len)) => {
                     let frame = input.split_to(len);
-                    if self.serve(conn, protocol, frame, headers).is_err() {
-                        conn.close();
+                    let arrived = self.partial_since.take().unwrap_or(now);
+                    if let Err(cause) = self.serve(conn, protocol, frame, arrived, headers) {
+                        self.close(conn, cause);
                         return;
                     }
                 }
@@ -311,9 +324,14 @@ impl Handler for ServerConn {
                     }
                     return;
                 }
-                Err(_) => {
+                Err(e) => {
                     // Too large, or not a frame: the stream cannot be resynchronised.
-                    conn.close();
+                    tracing::debug!(peer = ?self.peer, error = %e, "bad frame; closing");
+                    let cause = match e {
+                        frame::FrameError::TooLarge { .. } => CloseCause::FrameTooLarge,
+                        _ => CloseCause::BadFrame,
+                    };
+                    self.close(conn, cause);
                     return;
                 }
             }
@@ -322,6 +340,7 @@ impl Handler for ServerConn {
 
     fn on_read_closed(&mut self, conn: &mut Conn<'_>) {
         self.draining = true;
+        self.cause.get_or_insert(CloseCause::PeerClosed);
         self.close_if_drained(conn);
     }
 
@@ -333,9 +352,11 @@ impl Handler for ServerConn {
                 let Some(idle) = self.shared.idle_timeout else {
                     return;
                 };
+                // Bytes of a frame still arriving count as activity.
+                self.last_active = self.last_active.max(conn.last_received());
                 let busy = self.deferred > 0 || self.order.in_flight() > 0;
                 if !busy && now >= self.last_active + idle {
-                    conn.close();
+                    self.close(conn, CloseCause::IdleTimeout);
                 } else {
                     let at = if busy {
                         now + idle
@@ -353,7 +374,7 @@ impl Handler for ServerConn {
                 };
                 if now >= since + limit {
                     // A frame started and did not finish in time.
-                    conn.abort();
+                    self.abort(conn, CloseCause::ReadTimeout);
                 } else {
                     self.read_timer = Some(conn.set_timer(since + limit, READ_TIMER));
                 }
@@ -364,6 +385,22 @@ impl Handler for ServerConn {
 
     fn on_shutdown(&mut self, conn: &mut Conn<'_>) {
         self.draining = true;
+        self.cause.get_or_insert(CloseCause::Shutdown);
         self.close_if_drained(conn);
+    }
+
+    fn on_close(&mut self, _core: &mut Core, reason: CloseReason) {
+        let cause = match (&reason, self.cause) {
+            // What netpoll saw decides when it is more specific than our intent.
+            (CloseReason::WriteTimedOut, _) => CloseCause::WriteTimeout,
+            (CloseReason::Io(_), _) => CloseCause::IoError,
+            (CloseReason::HandlerPanicked, _) => CloseCause::Panic,
+            (CloseReason::Shutdown, _) => CloseCause::Shutdown,
+            (_, Some(c)) => c,
+            (CloseReason::PeerClosed, None) => CloseCause::PeerClosed,
+            _ => CloseCause::Other,
+        };
+        self.shared.stats.count(cause);
+        tracing::debug!(peer = ?self.peer, cause = cause.name(), %reason, "server connection closed");
     }
 }

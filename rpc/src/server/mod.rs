@@ -21,8 +21,10 @@
 
 mod conn;
 mod context;
+mod order;
 mod router;
 mod service;
+mod stats;
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -33,9 +35,22 @@ use netpoll::{Runtime, RuntimeHandle};
 
 pub use context::{CallContext, Deferred, Reply, ReplyEncoder};
 pub use service::{encode_pb_reply, encode_thrift_reply, Call, Idl, MethodInfo, Service};
+pub use stats::CloseCounts;
 
 use conn::ServerConn;
 use router::Router;
+
+/// Default of [`ServerBuilder::max_in_flight_per_connection`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+/// Default of [`ServerBuilder::high_water_mark`].
+pub const DEFAULT_HIGH_WATER: usize = 4 << 20;
+
+/// Bounds on what one connection may hold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_in_flight: usize,
+    pub(crate) high_water: usize,
+}
 
 /// What every connection of a server shares.
 pub(crate) struct Shared {
@@ -43,6 +58,8 @@ pub(crate) struct Shared {
     max_frame: usize,
     idle_timeout: Option<Duration>,
     read_timeout: Option<Duration>,
+    limits: Limits,
+    stats: stats::ServerStats,
     rt: RuntimeHandle,
 }
 
@@ -71,7 +88,15 @@ impl fmt::Display for ServerError {
     }
 }
 
-impl std::error::Error for ServerError {}
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServerError::Runtime(e) => Some(e),
+            ServerError::Listen(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Settings of a [`Server`]; start it with [`start`](ServerBuilder::start).
 pub struct ServerBuilder {
@@ -82,6 +107,8 @@ pub struct ServerBuilder {
     max_connections: Option<usize>,
     idle_timeout: Option<Duration>,
     read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    limits: Limits,
     busy_poll: Duration,
     services: Vec<Arc<dyn Service>>,
 }
@@ -95,6 +122,8 @@ impl fmt::Debug for ServerBuilder {
             .field("max_connections", &self.max_connections)
             .field("idle_timeout", &self.idle_timeout)
             .field("read_timeout", &self.read_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("limits", &self.limits)
             .field(
                 "services",
                 &self.services.iter().map(|s| s.name()).collect::<Vec<_>>(),
@@ -132,8 +161,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Connections served at once, over all cores (split evenly between them); further
-    /// connections are closed as soon as they are accepted. Default: no limit.
+    /// Connections served at once, over all cores (split evenly between the cores the
+    /// server starts); further connections are closed as soon as they are accepted.
+    /// Default: no limit.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = Some(n.max(1));
         self
@@ -150,6 +180,31 @@ impl ServerBuilder {
     /// long (slow or stuck senders). Default: never.
     pub fn read_timeout(mut self, t: Duration) -> Self {
         self.read_timeout = Some(t);
+        self
+    }
+
+    /// Aborts a connection whose peer takes none of its replies for this long (it stopped
+    /// reading), including one closing gracefully that waits to send its last replies.
+    /// `None`: never. Default 30 s.
+    pub fn write_timeout(mut self, t: Option<Duration>) -> Self {
+        self.write_timeout = t;
+        self
+    }
+
+    /// Calls one connection may have in flight (received, reply not yet written),
+    /// counting replies held back to keep call order. At the bound the server stops
+    /// reading that connection until replies go out; nothing is lost and the connection
+    /// stays open. Default 4096.
+    pub fn max_in_flight_per_connection(mut self, n: usize) -> Self {
+        self.limits.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Queued output of one connection (replies not yet taken by the peer, plus replies
+    /// held back to keep call order) above which the server stops reading it until the
+    /// peer drains half. Default 4 MiB.
+    pub fn high_water_mark(mut self, bytes: usize) -> Self {
+        self.limits.high_water = bytes.max(1);
         self
     }
 
@@ -178,12 +233,12 @@ impl ServerBuilder {
         if let Some(cpus) = self.cpus {
             b = b.cpus(cpus);
         }
-        let cores = self.cores.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        });
         if let Some(max) = self.max_connections {
-            b = b.max_connections_per_core(max.div_ceil(cores));
+            b = b.max_connections(max);
         }
+        b = b
+            .write_timeout(self.write_timeout)
+            .high_water_mark(self.limits.high_water);
         if !self.busy_poll.is_zero() {
             b = b.busy_poll(self.busy_poll);
         }
@@ -193,24 +248,40 @@ impl ServerBuilder {
             max_frame: self.max_frame,
             idle_timeout: self.idle_timeout,
             read_timeout: self.read_timeout,
+            limits: self.limits,
+            stats: stats::ServerStats::default(),
             rt: rt.handle().clone(),
         });
+        let stats = shared.clone();
         let local = rt
             .handle()
             .listen(addr, move |core| {
                 Box::new(ServerConn::new(shared.clone(), core.now()))
             })
             .map_err(ServerError::Listen)?;
-        Ok(Server { rt, local })
+        Ok(Server {
+            rt,
+            local,
+            shared: stats,
+        })
     }
 }
 
 /// A running server. Dropping it stops it at once; [`shutdown`](Server::shutdown) lets
 /// calls in flight finish first.
-#[derive(Debug)]
 pub struct Server {
     rt: Runtime,
     local: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local", &self.local)
+            .field("runtime", &self.rt)
+            .finish()
+    }
 }
 
 impl Server {
@@ -224,6 +295,11 @@ impl Server {
             max_connections: None,
             idle_timeout: None,
             read_timeout: None,
+            write_timeout: Some(netpoll::DEFAULT_WRITE_TIMEOUT),
+            limits: Limits {
+                max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+                high_water: DEFAULT_HIGH_WATER,
+            },
             busy_poll: Duration::ZERO,
             services: Vec::new(),
         }
@@ -232,6 +308,12 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// How many connections have closed, by reason, since the server started.
+    pub fn close_counts(&self) -> CloseCounts {
+        let refused = self.rt.handle().close_counts().refused;
+        self.shared.stats.snapshot(refused)
     }
 
     /// The server's event loop, to run clients or tasks on its cores.

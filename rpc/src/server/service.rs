@@ -6,8 +6,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use bytes::{Bytes, BytesMut};
 use codec::thrift::{Message, MessageType};
 
-use super::conn::Sink;
 use super::context::{CallContext, Reply, ReplyEncoder, ReplyInner};
+use super::order::Sink;
 use crate::wire::{self, Envelope, Headers, Payload};
 use crate::Status;
 
@@ -122,8 +122,13 @@ impl Call<'_, '_, '_> {
             Ok(Reply(ReplyInner::Ready(r))) if !deferred => {
                 self.sink.reply(slot, |out, h| encode(env, r, out, h));
             }
-            // The Deferred handle owns the reply now (and answers even if dropped).
-            _ if deferred => self.sink.deferred(),
+            // The Deferred handle owns the reply now (and answers even if dropped). A
+            // oneway call's handle answers nothing, so nothing waits for it.
+            _ if deferred => {
+                if !ctx.oneway {
+                    self.sink.deferred();
+                }
+            }
             Ok(_) => self.sink.reply(slot, |out, h| {
                 let s = Status::internal("handler returned a deferred reply it did not create");
                 wire::write_status(env, out, &s, h)
