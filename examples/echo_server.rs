@@ -1,13 +1,21 @@
-//! The echo server every benchmark and interop test uses: `idl/echo.thrift` and
-//! `idl/interop.thrift` (Thrift over TTHeader, Framed or Buffered, binary or compact) and
-//! `idl/echo.proto` (Kitex Protobuf) on one port.
+//! The echo server every benchmark, interop and hostile-peer test uses: `idl/echo.thrift`
+//! and `idl/interop.thrift` (Thrift over TTHeader, Framed or Buffered, binary or compact)
+//! and `idl/echo.proto` (Kitex Protobuf) on one port.
 //!
 //! ```text
-//! cargo build --release --examples
-//! target/release/examples/echo_server --addr 127.0.0.1:9000 --cores 1 [--cpus 0] [--busy-poll-us N]
+//! cargo build --release -p examples --bin echo_server
+//! target/release/echo_server --addr 127.0.0.1:9000 --cores 1 [--cpus 0] [--busy-poll-us N]
 //! ```
+//!
+//! Every bound of the server can be set from the command line (`--help`), so that tests
+//! can run it as a separate process and act on it from outside, as a peer would.
 
 use std::time::Duration;
+
+const USAGE: &str =
+    "usage: echo_server [--addr HOST:PORT] [--cores N] [--cpus 0,1] [--busy-poll-us N]
+       [--max-connections N] [--max-frame BYTES] [--max-in-flight N] [--high-water BYTES]
+       [--idle-timeout-ms MS] [--read-timeout-ms MS] [--write-timeout-ms MS (0: none)]";
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -18,20 +26,19 @@ fn flag(args: &[String], name: &str) -> Option<String> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!(
-            "usage: echo_server [--addr HOST:PORT] [--cores N] [--cpus 0,1] [--busy-poll-us N]"
-        );
+        println!("{USAGE}");
         return;
     }
     let addr = flag(&args, "--addr").unwrap_or_else(|| "127.0.0.1:9000".to_owned());
     let parse = |name: &str| -> Option<usize> {
         flag(&args, name).map(|v| {
             v.parse().unwrap_or_else(|_| {
-                eprintln!("echo_server: {name} wants a number, got {v:?}");
+                eprintln!("echo_server: {name} wants a number, got {v:?}\n{USAGE}");
                 std::process::exit(2)
             })
         })
     };
+    let ms = |n: usize| Duration::from_millis(n as u64);
     let mut b = examples::echo_service::builder().addr(addr.as_str());
     if let Some(n) = parse("--cores") {
         b = b.cores(n);
@@ -48,6 +55,27 @@ fn main() {
     }
     if let Some(us) = parse("--busy-poll-us") {
         b = b.busy_poll(Duration::from_micros(us as u64));
+    }
+    if let Some(n) = parse("--max-connections") {
+        b = b.max_connections(n);
+    }
+    if let Some(n) = parse("--max-frame") {
+        b = b.max_frame(n);
+    }
+    if let Some(n) = parse("--max-in-flight") {
+        b = b.max_in_flight_per_connection(n);
+    }
+    if let Some(n) = parse("--high-water") {
+        b = b.high_water_mark(n);
+    }
+    if let Some(n) = parse("--idle-timeout-ms") {
+        b = b.idle_timeout(ms(n));
+    }
+    if let Some(n) = parse("--read-timeout-ms") {
+        b = b.read_timeout(ms(n));
+    }
+    if let Some(n) = parse("--write-timeout-ms") {
+        b = b.write_timeout((n > 0).then(|| ms(n)));
     }
     let server = match b.start() {
         Ok(s) => s,

@@ -44,10 +44,10 @@ def main():
     ap.add_argument("--duration", default="5s")
     ap.add_argument("--quick", action="store_true", help="only the two 128 B framed rows")
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "examples", "--example", "echo_server",
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "examples", "--bin", "echo_server",
                     "-p", "benches", "--bin", "rpc-bench"], cwd=ROOT, check=True)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    server_bin = os.path.join(target, "release", "examples", "echo_server")
+    server_bin = os.path.join(target, "release", "echo_server")
     bench_bin = os.path.join(target, "release", "rpc-bench")
     addr = "127.0.0.1:19099"
     server = subprocess.Popen(["taskset", "-c", "0", server_bin, "--addr", addr, "--cores", "1", "--cpus", "0"],

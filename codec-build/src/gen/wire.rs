@@ -100,7 +100,14 @@ impl Ctx<'_> {
             _ => ("read_map_begin", "read_map_end", "len"),
         };
         code.line(format!("let {header} = r.{begin}()?;"));
-        let capacity = format!("{rt}::thrift::capacity_hint({header}.{len}, r.remaining())");
+        // Pre-allocate no more memory than the bytes left in the frame could fill.
+        let elem_ty = match ty {
+            RType::List(e) | RType::Set(e) => self.rust_type(e),
+            RType::Map(k, v) => format!("({}, {})", self.rust_type(k), self.rust_type(v)),
+            _ => "u8".to_owned(),
+        };
+        let capacity =
+            format!("{rt}::thrift::capacity_for::<{elem_ty}>({header}.{len}, r.remaining())");
         match ty {
             RType::List(elem) | RType::Set(elem) => {
                 code.line(format!(

@@ -221,7 +221,7 @@ pub mod interop {
                     (9, ::codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
                         ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::I32, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_hint(header0.len, r.remaining()));
+                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<i32>(header0.len, r.remaining()));
                         for _ in 0..header0.len {
                             value.push(r.read_i32()?);
                         }
@@ -231,7 +231,7 @@ pub mod interop {
                     (10, ::codec::thrift::TType::Set) => {
                         let header0 = r.read_set_begin()?;
                         ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Binary, header0.len)?;
-                        let mut value = ::std::collections::HashSet::with_capacity(::codec::thrift::capacity_hint(header0.len, r.remaining()));
+                        let mut value = ::std::collections::HashSet::with_capacity(::codec::thrift::capacity_for::<::codec::ByteString>(header0.len, r.remaining()));
                         for _ in 0..header0.len {
                             value.insert(r.read_string()?);
                         }
@@ -242,7 +242,7 @@ pub mod interop {
                         let header0 = r.read_map_begin()?;
                         ::codec::thrift::expect_elem(header0.key, ::codec::thrift::TType::Binary, header0.len)?;
                         ::codec::thrift::expect_elem(header0.value, ::codec::thrift::TType::I64, header0.len)?;
-                        let mut value = ::std::collections::HashMap::with_capacity(::codec::thrift::capacity_hint(header0.len, r.remaining()));
+                        let mut value = ::std::collections::HashMap::with_capacity(::codec::thrift::capacity_for::<(::codec::ByteString, i64)>(header0.len, r.remaining()));
                         for _ in 0..header0.len {
                             value.insert(r.read_string()?, r.read_i64()?);
                         }
@@ -253,7 +253,7 @@ pub mod interop {
                     (13, ::codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
                         ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Struct, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_hint(header0.len, r.remaining()));
+                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<Inner>(header0.len, r.remaining()));
                         for _ in 0..header0.len {
                             value.push(<Inner as ::codec::thrift::Message>::decode(r)?);
                         }
@@ -264,12 +264,12 @@ pub mod interop {
                         let header0 = r.read_map_begin()?;
                         ::codec::thrift::expect_elem(header0.key, ::codec::thrift::TType::I32, header0.len)?;
                         ::codec::thrift::expect_elem(header0.value, ::codec::thrift::TType::List, header0.len)?;
-                        let mut value = ::std::collections::HashMap::with_capacity(::codec::thrift::capacity_hint(header0.len, r.remaining()));
+                        let mut value = ::std::collections::HashMap::with_capacity(::codec::thrift::capacity_for::<(i32, ::std::vec::Vec<::codec::ByteString>)>(header0.len, r.remaining()));
                         for _ in 0..header0.len {
                             let key0 = r.read_i32()?;
                             let header1 = r.read_list_begin()?;
                             ::codec::thrift::expect_elem(header1.elem, ::codec::thrift::TType::Binary, header1.len)?;
-                            let mut value0 = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_hint(header1.len, r.remaining()));
+                            let mut value0 = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<::codec::ByteString>(header1.len, r.remaining()));
                             for _ in 0..header1.len {
                                 value0.push(r.read_string()?);
                             }

@@ -82,7 +82,7 @@ pub mod kitchen_sink {
                     (2, ::codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
                         ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Struct, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_hint(header0.len, r.remaining()));
+                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<Node>(header0.len, r.remaining()));
                         for _ in 0..header0.len {
                             value.push(<Node as ::codec::thrift::Message>::decode(r)?);
                         }
@@ -192,7 +192,7 @@ pub mod kitchen_sink {
                     (3, ::codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
                         ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Struct, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_hint(header0.len, r.remaining()));
+                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<super::shared::Point>(header0.len, r.remaining()));
                         for _ in 0..header0.len {
                             value.push(<super::shared::Point as ::codec::thrift::Message>::decode(r)?);
                         }
@@ -459,7 +459,7 @@ pub mod kitchen_sink {
                     (3, ::codec::thrift::TType::Set) => {
                         let header0 = r.read_set_begin()?;
                         ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Double, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_hint(header0.len, r.remaining()));
+                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<f64>(header0.len, r.remaining()));
                         for _ in 0..header0.len {
                             value.push(r.read_double()?);
                         }
@@ -470,7 +470,7 @@ pub mod kitchen_sink {
                         let header0 = r.read_map_begin()?;
                         ::codec::thrift::expect_elem(header0.key, ::codec::thrift::TType::Double, header0.len)?;
                         ::codec::thrift::expect_elem(header0.value, ::codec::thrift::TType::Binary, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_hint(header0.len, r.remaining()));
+                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<(f64, ::codec::ByteString)>(header0.len, r.remaining()));
                         for _ in 0..header0.len {
                             value.push((r.read_double()?, r.read_string()?));
                         }
@@ -480,7 +480,7 @@ pub mod kitchen_sink {
                     (5, ::codec::thrift::TType::Set) => {
                         let header0 = r.read_set_begin()?;
                         ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Struct, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_hint(header0.len, r.remaining()));
+                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<super::shared::Point>(header0.len, r.remaining()));
                         for _ in 0..header0.len {
                             value.push(<super::shared::Point as ::codec::thrift::Message>::decode(r)?);
                         }
@@ -491,12 +491,12 @@ pub mod kitchen_sink {
                         let header0 = r.read_map_begin()?;
                         ::codec::thrift::expect_elem(header0.key, ::codec::thrift::TType::I32, header0.len)?;
                         ::codec::thrift::expect_elem(header0.value, ::codec::thrift::TType::Set, header0.len)?;
-                        let mut value = ::std::collections::HashMap::with_capacity(::codec::thrift::capacity_hint(header0.len, r.remaining()));
+                        let mut value = ::std::collections::HashMap::with_capacity(::codec::thrift::capacity_for::<(Weekday, ::std::collections::HashSet<i64>)>(header0.len, r.remaining()));
                         for _ in 0..header0.len {
                             let key0 = Weekday(r.read_i32()?);
                             let header1 = r.read_set_begin()?;
                             ::codec::thrift::expect_elem(header1.elem, ::codec::thrift::TType::I64, header1.len)?;
-                            let mut value0 = ::std::collections::HashSet::with_capacity(::codec::thrift::capacity_hint(header1.len, r.remaining()));
+                            let mut value0 = ::std::collections::HashSet::with_capacity(::codec::thrift::capacity_for::<i64>(header1.len, r.remaining()));
                             for _ in 0..header1.len {
                                 value0.insert(r.read_i64()?);
                             }
@@ -511,16 +511,16 @@ pub mod kitchen_sink {
                     (9, ::codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
                         ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::List, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_hint(header0.len, r.remaining()));
+                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<::std::vec::Vec<::std::collections::HashMap<::codec::ByteString, ::codec::bytes::Bytes>>>(header0.len, r.remaining()));
                         for _ in 0..header0.len {
                             let header1 = r.read_list_begin()?;
                             ::codec::thrift::expect_elem(header1.elem, ::codec::thrift::TType::Map, header1.len)?;
-                            let mut item0 = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_hint(header1.len, r.remaining()));
+                            let mut item0 = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<::std::collections::HashMap<::codec::ByteString, ::codec::bytes::Bytes>>(header1.len, r.remaining()));
                             for _ in 0..header1.len {
                                 let header2 = r.read_map_begin()?;
                                 ::codec::thrift::expect_elem(header2.key, ::codec::thrift::TType::Binary, header2.len)?;
                                 ::codec::thrift::expect_elem(header2.value, ::codec::thrift::TType::Binary, header2.len)?;
-                                let mut item1 = ::std::collections::HashMap::with_capacity(::codec::thrift::capacity_hint(header2.len, r.remaining()));
+                                let mut item1 = ::std::collections::HashMap::with_capacity(::codec::thrift::capacity_for::<(::codec::ByteString, ::codec::bytes::Bytes)>(header2.len, r.remaining()));
                                 for _ in 0..header2.len {
                                     item1.insert(r.read_string()?, r.read_binary()?);
                                 }
@@ -537,7 +537,7 @@ pub mod kitchen_sink {
                         let header0 = r.read_map_begin()?;
                         ::codec::thrift::expect_elem(header0.key, ::codec::thrift::TType::Binary, header0.len)?;
                         ::codec::thrift::expect_elem(header0.value, ::codec::thrift::TType::I64, header0.len)?;
-                        let mut value = ::std::collections::HashMap::with_capacity(::codec::thrift::capacity_hint(header0.len, r.remaining()));
+                        let mut value = ::std::collections::HashMap::with_capacity(::codec::thrift::capacity_for::<(::codec::ByteString, i64)>(header0.len, r.remaining()));
                         for _ in 0..header0.len {
                             value.insert(r.read_string()?, r.read_i64()?);
                         }
@@ -553,7 +553,7 @@ pub mod kitchen_sink {
                     (17, ::codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
                         ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Bool, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_hint(header0.len, r.remaining()));
+                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<bool>(header0.len, r.remaining()));
                         for _ in 0..header0.len {
                             value.push(r.read_bool()?);
                         }
@@ -569,7 +569,7 @@ pub mod kitchen_sink {
                     (24, ::codec::thrift::TType::Set) => {
                         let header0 = r.read_set_begin()?;
                         ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Uuid, header0.len)?;
-                        let mut value = ::std::collections::HashSet::with_capacity(::codec::thrift::capacity_hint(header0.len, r.remaining()));
+                        let mut value = ::std::collections::HashSet::with_capacity(::codec::thrift::capacity_for::<[u8; 16]>(header0.len, r.remaining()));
                         for _ in 0..header0.len {
                             value.insert(r.read_uuid()?);
                         }
@@ -921,7 +921,7 @@ pub mod kitchen_sink {
                     (2, ::codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
                         ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Struct, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_hint(header0.len, r.remaining()));
+                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<W>(header0.len, r.remaining()));
                         for _ in 0..header0.len {
                             value.push(<W as ::codec::thrift::Message>::decode(r)?);
                         }
@@ -1565,7 +1565,7 @@ pub mod kitchen_sink {
                     (0, ::codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
                         ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Struct, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_hint(header0.len, r.remaining()));
+                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<Node>(header0.len, r.remaining()));
                         for _ in 0..header0.len {
                             value.push(<Node as ::codec::thrift::Message>::decode(r)?);
                         }

@@ -92,8 +92,8 @@ fn first8(buf: &[u8]) -> [u8; 8] {
 /// What [`split`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
-    /// The frame is not complete: at least this many bytes are needed in all (0 when the
-    /// total cannot be known yet, as in unframed protocols).
+    /// The frame is not complete: at least this many bytes are needed in all (for an
+    /// unframed message, a lower bound that grows as more of it is walked; 0 if unknown).
     NeedMore(usize),
     /// A whole frame of this many bytes starts the input.
     Frame(usize),

@@ -183,6 +183,14 @@ pub fn capacity_hint(len: usize, remaining: usize) -> usize {
     len.min(remaining)
 }
 
+/// A capacity for a collection about to receive `len` decoded elements of type `T` with
+/// `remaining` bytes left in the frame: no more elements than bytes left (every element
+/// takes at least one byte on the wire), and no more memory than those bytes, however
+/// large `T` is in memory. A collection that needs more grows as elements arrive.
+pub fn capacity_for<T>(len: usize, remaining: usize) -> usize {
+    len.min(remaining / std::mem::size_of::<T>().max(1))
+}
+
 /// A type that encodes to and decodes from Thrift, in either protocol.
 pub trait Message: Sized {
     /// Decodes one value.
@@ -466,4 +474,22 @@ pub(crate) fn checked_len(n: i64, remaining: usize) -> Result<usize, DecodeError
         return Err(DecodeError::Eof);
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod capacity_tests {
+    use super::*;
+
+    /// Finding 15 of the soundness review: the bound was on the element count only, so a
+    /// 16 MiB frame could make a decoder reserve 16M elements of a large struct
+    /// (gigabytes). It is now on the memory.
+    #[test]
+    fn preallocation_never_exceeds_the_bytes_left() {
+        let remaining = 16 << 20;
+        assert_eq!(capacity_for::<u8>(usize::MAX, remaining), remaining);
+        let n = capacity_for::<[u8; 256]>(usize::MAX, remaining);
+        assert!(n * 256 <= remaining);
+        assert_eq!(capacity_for::<u64>(3, remaining), 3);
+        assert_eq!(capacity_for::<()>(10, 5), 5);
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -27,6 +28,16 @@ impl Raw {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         stream.set_nodelay(true).unwrap();
+        Raw {
+            stream,
+            transport,
+            payload,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Speaks `transport`/`payload` over an already connected stream.
+    pub fn wrap(stream: TcpStream, transport: Transport, payload: Payload) -> Raw {
         Raw {
             stream,
             transport,
@@ -158,4 +169,96 @@ pub fn thrift_shapes() -> Vec<(Transport, Payload)> {
         }
     }
     v
+}
+
+/// A running `echo_server` process, killed on drop.
+pub struct EchoServer {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl EchoServer {
+    pub fn start(flags: &[&str]) -> EchoServer {
+        let mut cmd = Command::new(Self::binary());
+        cmd.args(["--addr", "127.0.0.1:0", "--cores", "1"])
+            .args(flags);
+        Self::spawn(cmd)
+    }
+
+    /// Starts the server (with the default number of cores) inside the cgroup whose
+    /// `cgroup.procs` is at `procs`.
+    pub fn start_in_cgroup(procs: &str, flags: &[&str]) -> EchoServer {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("echo $$ > {procs} && exec \"$0\" \"$@\""))
+            .arg(Self::binary())
+            .args(["--addr", "127.0.0.1:0"])
+            .args(flags);
+        Self::spawn(cmd)
+    }
+
+    /// This build's `echo_server`, or the one `ECHO_SERVER_BIN` names (to run these tests
+    /// against another build, an older commit's say).
+    fn binary() -> String {
+        std::env::var("ECHO_SERVER_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_echo_server").to_owned())
+    }
+
+    fn spawn(mut cmd: Command) -> EchoServer {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start echo_server");
+        let mut out = child.stdout.take().expect("stdout");
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while out.read(&mut b).expect("read stdout") == 1 && b[0] != b'\n' {
+            line.push(b[0]);
+        }
+        let line = String::from_utf8(line).expect("utf-8");
+        let addr = line
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("echo_server said {line:?}"));
+        EchoServer { child, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A field of /proc/PID/status, in KiB.
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        s.lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in status"))
+    }
+
+    pub fn rss_mib(&self) -> f64 {
+        self.status_kib("VmRSS:") as f64 / 1024.0
+    }
+
+    pub fn vsize_mib(&self) -> f64 {
+        self.status_kib("VmSize:") as f64 / 1024.0
+    }
+
+    /// CPU time (user + system) the process has used, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("stat");
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        ticks as f64 / 100.0
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -156,6 +156,9 @@ impl Core {
                 pending = c.pending_output(),
                 "peer took no output for the write timeout; aborting"
             );
+            // Drop what the kernel still buffers too: the peer sees a reset, not a
+            // truncated stream that looks complete.
+            let _ = socket2::SockRef::from(&c.fd).set_linger(Some(std::time::Duration::ZERO));
             self.abort(slot, CloseReason::WriteTimedOut);
         } else {
             self.arm_write_timer(slot);

@@ -50,8 +50,14 @@ pub(crate) struct ServerConn {
     /// Close once nothing is in flight (shutdown, or the peer finished sending).
     draining: bool,
     last_active: Instant,
-    /// When the first byte of the frame being received arrived.
+    /// When the first byte of the frame being received arrived (for the read timeout).
     partial_since: Option<Instant>,
+    /// When the oldest byte not yet served arrived: a partial frame, or whole frames left
+    /// unread while reading was paused. A call's deadline counts from its arrival.
+    pending_since: Option<Instant>,
+    /// The unserved input is whole frames held back while throttled (all arrived by
+    /// `pending_since`), not just the start of one frame.
+    held_frames: bool,
     idle_timer: Option<TimerId>,
     read_timer: Option<TimerId>,
     /// Why this side closed the connection, if it did.
@@ -71,6 +77,8 @@ impl ServerConn {
             draining: false,
             last_active: now,
             partial_since: None,
+            pending_since: None,
+            held_frames: false,
             idle_timer: None,
             read_timer: None,
             cause: None,
@@ -99,10 +107,15 @@ impl ServerConn {
 
     /// Whether this peer has as much in flight as it may: calls whose replies are not
     /// written yet, or held replies plus queued output over the high-water mark.
+    ///
+    /// Every state this returns true in has a deferred reply outstanding (only those hold
+    /// replies back), whose delivery checks again; queued output alone is netpoll's own
+    /// back-pressure, which resumes by itself as the peer drains.
     fn over_limit(&self, conn: &Conn<'_>) -> bool {
         let limits = &self.shared.limits;
+        let held = self.order.held_bytes();
         self.order.in_flight() as usize + self.deferred >= limits.max_in_flight
-            || self.order.held_bytes() + conn.pending_output() > limits.high_water
+            || (held > 0 && held + conn.pending_output() > limits.high_water)
     }
 
     /// Stops reading while over the limit; reads again once under it.
@@ -299,17 +312,32 @@ impl Handler for ServerConn {
             },
         };
         let headers = Self::headers(conn);
+        // The first frame began with the oldest unserved byte; the frames after it arrived
+        // now, unless they were held back whole while throttled.
+        let oldest = self.pending_since.take().unwrap_or(now);
+        let later = if self.held_frames { oldest } else { now };
+        self.held_frames = false;
+        let mut arrived = oldest;
         loop {
             if self.throttle(conn) {
-                // Too much in flight: the rest waits, unread, until replies go out.
+                // Too much in flight: the rest waits, unread, until replies go out. It is
+                // not a slow sender, so the read timeout does not run meanwhile.
+                if !input.is_empty() {
+                    self.pending_since = Some(arrived);
+                    self.held_frames = true;
+                }
+                self.partial_since = None;
                 return;
             }
             let max = self.shared.max_frame;
             match self.splitter.split(protocol, input.chunk(), max) {
                 Ok(Split::Frame(len)) => {
                     let frame = input.split_to(len);
-                    let arrived = self.partial_since.take().unwrap_or(now);
-                    if let Err(cause) = self.serve(conn, protocol, frame, arrived, headers) {
+                    // A frame finished: the read timeout restarts with the next one.
+                    self.partial_since = None;
+                    let at = arrived;
+                    arrived = later;
+                    if let Err(cause) = self.serve(conn, protocol, frame, at, headers) {
                         self.close(conn, cause);
                         return;
                     }
@@ -319,7 +347,8 @@ impl Handler for ServerConn {
                     if input.is_empty() {
                         self.partial_since = None;
                     } else {
-                        let since = *self.partial_since.get_or_insert(now);
+                        self.pending_since = Some(arrived);
+                        let since = *self.partial_since.get_or_insert(arrived);
                         self.arm_read_timer(conn, since);
                     }
                     return;
