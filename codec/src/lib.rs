@@ -11,6 +11,7 @@
 pub use bytes;
 
 mod byte_string;
+pub mod envelope;
 pub mod frame;
 pub mod thrift;
 

@@ -77,6 +77,15 @@ pub enum CloseReason {
     HandlerPanicked,
 }
 
+impl std::error::Error for CloseReason {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CloseReason::Io(e) | CloseReason::ConnectFailed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -3,8 +3,36 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 
 use codec::thrift::ApplicationException;
+
+/// The underlying error of a [`CallError`], kept whole (its own `source()` chain
+/// included) and shared, because one failure (a lost connection, say) fails every call
+/// that was waiting on it.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// A cause that is a plain statement, for failures with no underlying error.
+#[derive(Debug, Clone)]
+pub struct Reason(pub String);
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reason {}
+
+/// Makes a [`Cause`] of an error.
+pub fn cause(e: impl std::error::Error + Send + Sync + 'static) -> Cause {
+    Arc::new(e)
+}
+
+/// Makes a [`Cause`] of a statement.
+pub fn reason(why: impl Into<String>) -> Cause {
+    Arc::new(Reason(why.into()))
+}
 
 /// Why a call failed. `E` is the method's declared exceptions (a generated enum), or
 /// [`Infallible`] for methods that declare none and for the untyped transport. Each variant
@@ -20,18 +48,18 @@ pub enum CallError<E = Infallible> {
     Connect(io::Error),
     /// The connection closed while the call was in flight; the call may or may not have
     /// been executed. Retrying is safe only for idempotent calls.
-    ConnectionLost(String),
+    ConnectionLost(Cause),
     /// The peer sent bytes that are not a valid reply frame; the connection was closed.
-    Protocol(String),
+    Protocol(Cause),
     /// The server answered with an application exception (unknown method, a handler's
     /// error status, a panic reported as INTERNAL_ERROR, ...).
     Application(ApplicationException),
     /// The server answered with one of the method's declared exceptions.
     Declared(E),
     /// The reply frame was well formed but its body does not decode as the method's result.
-    Decode(String),
+    Decode(Cause),
     /// The request is too large to send (over the frame limit or a length field).
-    TooLarge(String),
+    TooLarge(Cause),
     /// The connection already has this many bytes of requests queued that the server has
     /// not taken, at or over the client's limit: the call was not sent. Retrying later,
     /// or elsewhere, may help.
@@ -109,6 +137,10 @@ impl<E: fmt::Debug> std::error::Error for CallError<E> {
         match self {
             CallError::Connect(e) => Some(e),
             CallError::Application(e) => Some(e),
+            CallError::ConnectionLost(c)
+            | CallError::Protocol(c)
+            | CallError::Decode(c)
+            | CallError::TooLarge(c) => Some(&**c),
             _ => None,
         }
     }

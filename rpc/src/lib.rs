@@ -19,7 +19,7 @@ pub mod server;
 mod status;
 pub mod wire;
 
-pub use error::CallError;
+pub use error::{cause, reason, CallError, Cause, Reason};
 pub use server::{CallContext, Deferred, Reply};
 pub use status::Status;
 

@@ -26,7 +26,7 @@ impl ReplyFraming for TestFraming {
         };
         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
         if !(4..=MAX_FRAME).contains(&len) {
-            return ReplySplit::Invalid(format!("frame length {len}"));
+            return ReplySplit::Invalid(rpc::reason(format!("frame length {len}")));
         }
         if input.len() < 4 + len {
             return ReplySplit::NeedMore(4 + len);

@@ -67,7 +67,14 @@ impl fmt::Display for FrameError {
     }
 }
 
-impl std::error::Error for FrameError {}
+impl std::error::Error for FrameError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FrameError::Malformed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<DecodeError> for FrameError {
     fn from(e: DecodeError) -> Self {

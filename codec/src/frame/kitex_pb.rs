@@ -38,29 +38,58 @@ impl KitexPbHeader {
     /// protobuf body, a zero-copy view of `frame`.
     pub fn parse(frame: &Bytes) -> Result<(KitexPbHeader, Bytes), FrameError> {
         let mut b = frame.clone();
-        let bad = |what, offset| FrameError::BadHeader { what, offset };
-        if b.len() < 12 {
-            return Err(bad("Kitex Protobuf frame shorter than its header", b.len()));
+        if b.len() < 4 {
+            return Err(FrameError::BadHeader {
+                what: "Kitex Protobuf frame shorter than its header",
+                offset: b.len(),
+            });
         }
         let len = b.get_u32() as usize;
         if len != b.len() {
-            return Err(bad("length prefix does not match the frame", 0));
+            return Err(FrameError::BadHeader {
+                what: "length prefix does not match the frame",
+                offset: 0,
+            });
+        }
+        Self::parse_message(b).map_err(|e| match e {
+            FrameError::BadHeader { what, offset } => FrameError::BadHeader {
+                what,
+                offset: offset + 4,
+            },
+            FrameError::BadMagic { offset, found } => FrameError::BadMagic {
+                offset: offset + 4,
+                found,
+            },
+            e => e,
+        })
+    }
+
+    /// Parses the header of a message without its length prefix (as carried in a Kitex
+    /// Protobuf frame after the length, or as a TTHeader payload); returns it and the
+    /// protobuf body, a zero-copy view of `message`.
+    pub fn parse_message(mut b: Bytes) -> Result<(KitexPbHeader, Bytes), FrameError> {
+        let bad = |what, offset| FrameError::BadHeader { what, offset };
+        if b.len() < 12 {
+            return Err(bad(
+                "Kitex Protobuf message shorter than its header",
+                b.len(),
+            ));
         }
         let magic = b.get_u16();
         if magic != KITEX_PB_MAGIC {
             return Err(FrameError::BadMagic {
-                offset: 4,
+                offset: 0,
                 found: u32::from(magic),
             });
         }
         let kind = MessageType::from_u8(u8::try_from(b.get_u16()).unwrap_or(0))
-            .ok_or(bad("message type", 6))?;
+            .ok_or(bad("message type", 2))?;
         let name_len = b.get_u32() as usize;
         if name_len > b.len().saturating_sub(4) {
-            return Err(bad("method name length", 8));
+            return Err(bad("method name length", 4));
         }
         let method = ByteString::from_utf8(b.split_to(name_len))
-            .ok_or(bad("method name is not UTF-8", 12))?;
+            .ok_or(bad("method name is not UTF-8", 8))?;
         let seq_id = b.get_u32() as i32;
         Ok((
             KitexPbHeader {
@@ -72,6 +101,29 @@ impl KitexPbHeader {
         ))
     }
 
+    /// The sequence id of a whole frame (length prefix included), read in place.
+    pub fn peek_seq_id(frame: &[u8]) -> Option<i32> {
+        let be32 = |at: usize| {
+            frame
+                .get(at..at.checked_add(4)?)
+                .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+        };
+        // length, magic, type, name length, name, seq.
+        let name = be32(8)? as usize;
+        be32(12usize.checked_add(name)?).map(|v| v as i32)
+    }
+
+    /// Appends this header without a length prefix (magic, type, name, sequence id),
+    /// reserving room for a body of `body_len` bytes.
+    pub fn write_message_header(&self, out: &mut BytesMut, body_len: usize) {
+        out.reserve(12 + self.method.len() + body_len);
+        out.put_u16(KITEX_PB_MAGIC);
+        out.put_u16(self.kind as u16);
+        out.put_u32(self.method.len() as u32);
+        out.put_slice(self.method.as_bytes());
+        out.put_u32(self.seq_id as u32);
+    }
+
     /// Appends a whole frame: this header and `body`'s protobuf encoding, with the length
     /// filled in place.
     pub fn encode<M: prost::Message>(
@@ -79,13 +131,9 @@ impl KitexPbHeader {
         out: &mut BytesMut,
         body: &M,
     ) -> Result<(), FrameError> {
-        out.reserve(16 + self.method.len() + body.encoded_len());
+        out.reserve(4);
         let at = reserve_length(out);
-        out.put_u16(KITEX_PB_MAGIC);
-        out.put_u16(self.kind as u16);
-        out.put_u32(self.method.len() as u32);
-        out.put_slice(self.method.as_bytes());
-        out.put_u32(self.seq_id as u32);
+        self.write_message_header(out, body.encoded_len());
         body.encode(out)
             .map_err(|_| FrameError::BadLength(body.encoded_len()))?;
         patch_length(out, at)

@@ -17,8 +17,8 @@ pub use framed::{encode_framed, patch_length, reserve_length};
 pub use kitex_pb::{ErrorProto, KitexPbHeader, KITEX_PB_MAGIC};
 pub use splitter::Splitter;
 pub use ttheader::{
-    info_id, int_key, IntHeaders, PayloadProtocol, StrHeaders, TTHeader, TTHeaderBuilder,
-    TTHEADER_MAGIC, TTHEADER_MAX_LENGTH,
+    decode_timeout, flags, has_str_header, info_id, int_key, str_key, IntHeaders, PayloadProtocol,
+    StrHeaders, TTHeader, TTHeaderBuilder, TimeoutValue, TTHEADER_MAGIC, TTHEADER_MAX_LENGTH,
 };
 
 /// Default largest frame: 16 MiB.

@@ -51,6 +51,88 @@ pub mod int_key {
     pub const MSG_TYPE: u16 = 22;
 }
 
+/// String header keys with a meaning to Kitex.
+pub mod str_key {
+    /// The IDL service name a call is for (routes calls when services share method
+    /// names).
+    pub const IDL_SERVICE_NAME: &str = "isn";
+    /// Sent by a server shutting down gracefully: the client should stop using the
+    /// connection ("connection reset").
+    pub const CONNECTION_RESET: &str = "crrst";
+}
+
+/// Header flags.
+pub mod flags {
+    /// Replies may come back in any order (the caller matches them by sequence number).
+    pub const OUT_OF_ORDER: u16 = 0x0001;
+}
+
+/// The value of [`int_key::RPC_TIMEOUT`] for `timeout`, as Kitex writes it: milliseconds in
+/// ASCII digits. Kept on the stack: `as_bytes` borrows it.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeoutValue {
+    buf: [u8; 20],
+    len: usize,
+}
+
+impl TimeoutValue {
+    /// Encodes `timeout` (whole milliseconds, saturating).
+    pub fn new(timeout: std::time::Duration) -> TimeoutValue {
+        let mut ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut digits = [0u8; 20];
+        let mut n = 0;
+        loop {
+            digits[n] = b'0' + (ms % 10) as u8;
+            n += 1;
+            ms /= 10;
+            if ms == 0 {
+                break;
+            }
+        }
+        let mut buf = [0u8; 20];
+        for i in 0..n {
+            buf[i] = digits[n - 1 - i];
+        }
+        TimeoutValue { buf, len: n }
+    }
+
+    /// The header value.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Reads a [`int_key::RPC_TIMEOUT`] value: Kitex writes ASCII digits, Volo may write a raw
+/// big-endian integer.
+pub fn decode_timeout(v: &[u8]) -> Option<std::time::Duration> {
+    let ms = match std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        Some(ms) => ms,
+        None if v.len() <= 8 && !v.is_empty() => {
+            v.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+        }
+        None => return None,
+    };
+    Some(std::time::Duration::from_millis(ms))
+}
+
+/// Whether a whole TTHeader frame carries the string header `key`, looked up without
+/// parsing the frame when its header holds no info blocks at all (the common case for
+/// replies).
+pub fn has_str_header(frame: &Bytes, key: &str) -> bool {
+    // Header size in 4-byte words at offset 12; one word is the protocol id, the transform
+    // count and padding only.
+    let words = frame
+        .get(12..14)
+        .map_or(0, |w| u16::from_be_bytes([w[0], w[1]]));
+    if words <= 1 {
+        return false;
+    }
+    TTHeader::parse(frame.clone()).is_ok_and(|t| t.str_header(key).is_some())
+}
+
 /// What the payload of a TTHeader frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadProtocol {
@@ -267,6 +349,11 @@ impl TTHeader {
         self.str_headers()
             .find(|(k, _)| *k == key.as_bytes())
             .map(|(_, v)| self.view(v))
+    }
+
+    /// The caller's timeout ([`int_key::RPC_TIMEOUT`]), if it sent one.
+    pub fn rpc_timeout(&self) -> Option<std::time::Duration> {
+        decode_timeout(&self.int_header(int_key::RPC_TIMEOUT)?)
     }
 
     /// The ACL token, if any.

@@ -191,9 +191,9 @@ impl Inner {
             }
         });
         if let Some((_, Some(done))) = pending {
-            done(Err(CallError::ConnectionLost(
-                "the connection closed before the call was sent".into(),
-            )));
+            done(Err(CallError::ConnectionLost(crate::reason(
+                "the connection closed before the call was sent",
+            ))));
         }
     }
 }

@@ -144,7 +144,7 @@ impl Drop for ClientConn {
     /// waiting forever.
     fn drop(&mut self) {
         self.fail_all(None, || {
-            CallError::ConnectionLost("the connection's handler was torn down".into())
+            CallError::ConnectionLost(crate::reason("the connection's handler was torn down"))
         });
     }
 }
@@ -201,13 +201,11 @@ impl Handler for ClientConn {
     }
 
     fn on_close(&mut self, core: &mut Core, reason: CloseReason) {
-        let describe = reason.to_string();
         match reason {
             CloseReason::ConnectFailed(e) => {
-                let kind = e.kind();
-                let msg = e.to_string();
+                let (kind, shared) = (e.kind(), Arc::new(e));
                 self.fail_all(Some(core), || {
-                    CallError::Connect(std::io::Error::new(kind, msg.clone()))
+                    CallError::Connect(std::io::Error::new(kind, shared.clone()))
                 });
             }
             CloseReason::ConnectTimedOut => {
@@ -218,7 +216,10 @@ impl Handler for ClientConn {
                     ))
                 });
             }
-            _ => self.fail_all(Some(core), || CallError::ConnectionLost(describe.clone())),
+            reason => {
+                let why = crate::cause(reason);
+                self.fail_all(Some(core), || CallError::ConnectionLost(why.clone()))
+            }
         }
     }
 }

@@ -30,31 +30,17 @@ impl KitexPbFraming {
     }
 }
 
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-}
-
 impl ReplyFraming for KitexPbFraming {
     fn split(&self, input: &[u8]) -> ReplySplit {
         match frame::split(self.protocol, input, self.max_frame) {
             Ok(Split::NeedMore(n)) => ReplySplit::NeedMore(n),
             Ok(Split::Frame(len)) => {
-                let f = &input[..len];
-                let seq = match self.protocol {
-                    Protocol::TTHeader => be32(f, 8),
-                    // length, magic, type, name length, name, seq.
-                    _ => be32(f, 8).and_then(|n| be32(f, 12usize.checked_add(n as usize)?)),
-                };
-                match seq {
-                    Some(seq) => ReplySplit::Reply {
-                        len,
-                        seq: seq as i32,
-                    },
-                    None => ReplySplit::Invalid("truncated Kitex Protobuf header".into()),
+                match codec::envelope::peek_seq_id(self.protocol, &input[..len]) {
+                    Ok(seq) => ReplySplit::Reply { len, seq },
+                    Err(why) => ReplySplit::Invalid(crate::reason(why)),
                 }
             }
-            Err(e) => ReplySplit::Invalid(e.to_string()),
+            Err(e) => ReplySplit::Invalid(crate::cause(e)),
         }
     }
 

@@ -3,7 +3,6 @@
 //! them.
 
 use std::fmt;
-use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +33,7 @@ pub enum ClientTransport {
 /// Settings of a typed client.
 #[derive(Clone)]
 pub struct ClientBuilder {
-    addr: Result<SocketAddr, String>,
+    addr: Result<SocketAddr, crate::Cause>,
     transport: ClientTransport,
     compact: bool,
     caller: Arc<str>,
@@ -60,7 +59,7 @@ impl fmt::Debug for ClientBuilder {
 #[non_exhaustive]
 pub enum ClientError {
     /// The address is invalid or could not be resolved.
-    Addr(String),
+    Addr(crate::Cause),
     /// The client's own event loop could not start.
     Runtime(netpoll::BuildError),
 }
@@ -74,7 +73,14 @@ impl fmt::Display for ClientError {
     }
 }
 
-impl std::error::Error for ClientError {}
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Addr(e) => Some(&**e),
+            ClientError::Runtime(e) => Some(e),
+        }
+    }
+}
 
 impl ClientBuilder {
     /// A client of the server at `addr`, with the defaults: TTHeader, binary Thrift, one
@@ -82,8 +88,10 @@ impl ClientBuilder {
     pub fn new(addr: impl ToSocketAddrs) -> ClientBuilder {
         ClientBuilder {
             addr: match addr.to_socket_addrs() {
-                Ok(mut a) => a.next().ok_or_else(|| "no address".to_owned()),
-                Err(e) => Err(e.to_string()),
+                Ok(mut a) => a
+                    .next()
+                    .ok_or_else(|| crate::reason("the name resolved to no address")),
+                Err(e) => Err(crate::cause(e)),
             },
             transport: ClientTransport::TTHeader,
             compact: false,
@@ -270,22 +278,6 @@ impl fmt::Debug for Base {
     }
 }
 
-/// An RPC timeout in milliseconds as Kitex writes it: ASCII digits.
-struct Millis {
-    buf: [u8; 20],
-    len: usize,
-}
-
-impl Millis {
-    fn new(t: Duration) -> Millis {
-        let mut buf = [0u8; 20];
-        let mut w = &mut buf[..];
-        let _ = write!(w, "{}", t.as_millis().min(u128::from(u64::MAX)));
-        let len = 20 - w.len();
-        Millis { buf, len }
-    }
-}
-
 impl Base {
     /// The encoder of one call; the frame is written on the connection's core.
     fn encoder(
@@ -307,14 +299,14 @@ impl Base {
                 header_seq: seq,
                 kind,
             };
-            let millis = timeout.map(Millis::new);
+            let millis = timeout.map(frame::TimeoutValue::new);
             let with_timeout = [
                 (int_key::FROM_SERVICE, inner.caller.as_bytes()),
                 (int_key::TO_SERVICE, inner.service.as_bytes()),
                 (int_key::TO_METHOD, method.as_bytes()),
                 (
                     int_key::RPC_TIMEOUT,
-                    millis.as_ref().map_or(&[][..], |m| &m.buf[..m.len]),
+                    millis.as_ref().map_or(&[][..], |m| m.as_bytes()),
                 ),
             ];
             let ints = if millis.is_some() {
@@ -322,20 +314,23 @@ impl Base {
             } else {
                 &with_timeout[..3]
             };
-            let strs = [("isn", inner.service.as_bytes().as_ref())];
+            let strs = [(
+                frame::str_key::IDL_SERVICE_NAME,
+                inner.service.as_bytes().as_ref(),
+            )];
             let h = Headers {
                 flags: 0,
                 ints,
                 strs: &strs,
             };
             let start = out.len();
-            body(&env, out, &h).map_err(|e| CallError::TooLarge(e.to_string()))?;
+            body(&env, out, &h).map_err(|e| CallError::TooLarge(crate::cause(e)))?;
             if out.len() - start > inner.max_frame {
                 out.truncate(start);
-                return Err(CallError::TooLarge(format!(
+                return Err(CallError::TooLarge(crate::reason(format!(
                     "the request frame exceeds the {} byte limit",
                     inner.max_frame
-                )));
+                ))));
             }
             Ok(())
         }
@@ -343,8 +338,8 @@ impl Base {
 
     /// Parses a reply frame: its body, or the exception it carries.
     fn open_reply(&self, frame: Bytes) -> Result<(Envelope, Bytes), CallError> {
-        let parsed =
-            wire::parse(self.inner.split, frame).map_err(|e| CallError::Protocol(e.to_string()))?;
+        let parsed = wire::parse(self.inner.split, frame)
+            .map_err(|e| CallError::Protocol(crate::cause(e)))?;
         Ok((parsed.envelope, parsed.body))
     }
 }
@@ -383,14 +378,16 @@ impl ThriftClient {
         let (env, body) = self.0.open_reply(frame)?;
         match env.kind {
             MessageType::Reply => wire::decode_thrift::<R>(env.payload, body)
-                .map_err(|e| CallError::Decode(e.to_string())),
+                .map_err(|e| CallError::Decode(crate::cause(e))),
             MessageType::Exception => {
                 match wire::decode_thrift::<ApplicationException>(env.payload, body) {
                     Ok(e) => Err(CallError::Application(e)),
-                    Err(e) => Err(CallError::Decode(e.to_string())),
+                    Err(e) => Err(CallError::Decode(crate::cause(e))),
                 }
             }
-            k => Err(CallError::Protocol(format!("a {k:?} message in reply"))),
+            k => Err(CallError::Protocol(crate::reason(format!(
+                "a {k:?} message in reply"
+            )))),
         }
     }
 
@@ -465,15 +462,17 @@ impl PbClient {
     fn decode<R: prost::Message + Default>(&self, frame: Bytes) -> Result<R, CallError> {
         let (env, body) = self.0.open_reply(frame)?;
         match env.kind {
-            MessageType::Reply => R::decode(body).map_err(|e| CallError::Decode(e.to_string())),
+            MessageType::Reply => R::decode(body).map_err(|e| CallError::Decode(crate::cause(e))),
             MessageType::Exception => match frame::ErrorProto::decode(body) {
                 Ok(e) => Err(CallError::Application(ApplicationException::new(
                     codec::thrift::ApplicationExceptionKind::from_i32(e.type_id),
                     e.message,
                 ))),
-                Err(e) => Err(CallError::Decode(e.to_string())),
+                Err(e) => Err(CallError::Decode(crate::cause(e))),
             },
-            k => Err(CallError::Protocol(format!("a {k:?} message in reply"))),
+            k => Err(CallError::Protocol(crate::reason(format!(
+                "a {k:?} message in reply"
+            )))),
         }
     }
 

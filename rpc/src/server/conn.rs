@@ -22,9 +22,6 @@ use crate::Status;
 const IDLE_TIMER: u64 = 1;
 const READ_TIMER: u64 = 2;
 
-/// TTHeader flag: replies may come back in any order.
-const OUT_OF_ORDER: u16 = 0x0001;
-
 const NO_HEADERS: Headers<'static> = Headers {
     flags: 0,
     ints: &[],
@@ -33,7 +30,7 @@ const NO_HEADERS: Headers<'static> = Headers {
 const CRRST: Headers<'static> = Headers {
     flags: 0,
     ints: &[],
-    strs: &[("crrst", b"1")],
+    strs: &[(frame::str_key::CONNECTION_RESET, b"1")],
 };
 
 /// The handler of one server connection.
@@ -179,7 +176,7 @@ impl ServerConn {
         let env = &parsed.envelope;
         let tt = parsed.ttheader.as_ref();
         let shared = &*self.shared;
-        let out_of_order = tt.is_some_and(|t| t.flags() & OUT_OF_ORDER != 0);
+        let out_of_order = tt.is_some_and(|t| t.flags() & frame::flags::OUT_OF_ORDER != 0);
         let mut sink = Sink {
             conn,
             order: &mut self.order,
@@ -196,7 +193,7 @@ impl ServerConn {
             return Ok(());
         }
         let route = shared.router.find(&env.method, env.payload, || {
-            tt.and_then(|t| t.str_header("isn"))
+            tt.and_then(|t| t.str_header(frame::str_key::IDL_SERVICE_NAME))
         });
         // The caller expects a reply exactly when it sent a CALL.
         let wants_reply = env.kind == MessageType::Call;

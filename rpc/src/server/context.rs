@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use codec::frame::{int_key, TTHeader};
+use codec::frame::TTHeader;
 use netpoll::{ConnId, RuntimeHandle};
 
 use super::conn::ServerConn;
@@ -127,19 +127,7 @@ impl CallContext<'_> {
 
     /// The caller's timeout (TTHeader key 12, milliseconds), if it sent one.
     pub fn timeout(&self) -> Option<Duration> {
-        let v = self.ttheader?.int_header(int_key::RPC_TIMEOUT)?;
-        // Kitex writes ASCII digits; Volo may write a raw big-endian integer.
-        let ms = match std::str::from_utf8(&v)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            Some(ms) => ms,
-            None if v.len() <= 8 && !v.is_empty() => {
-                v.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
-            }
-            None => return None,
-        };
-        Some(Duration::from_millis(ms))
+        self.ttheader?.rpc_timeout()
     }
 
     /// When the caller stops waiting: arrival plus [`timeout`](Self::timeout).

@@ -68,7 +68,7 @@ pub(crate) struct Shared {
 #[non_exhaustive]
 pub enum ServerError {
     /// The listen address is invalid or could not be resolved.
-    Addr(String),
+    Addr(crate::Cause),
     /// The event loop could not start (io_uring refused, ...).
     Runtime(netpoll::BuildError),
     /// Listening failed (address in use, permission, ...).
@@ -91,16 +91,17 @@ impl fmt::Display for ServerError {
 impl std::error::Error for ServerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
+            ServerError::Addr(e) => Some(&**e),
             ServerError::Runtime(e) => Some(e),
             ServerError::Listen(e) => Some(e),
-            _ => None,
+            ServerError::Services(_) => None,
         }
     }
 }
 
 /// Settings of a [`Server`]; start it with [`start`](ServerBuilder::start).
 pub struct ServerBuilder {
-    addr: Result<SocketAddr, String>,
+    addr: Result<SocketAddr, crate::Cause>,
     cores: Option<usize>,
     cpus: Option<Vec<usize>>,
     max_frame: usize,
@@ -136,8 +137,10 @@ impl ServerBuilder {
     /// The address to listen on. Default `127.0.0.1:8888`; port 0 picks a free port.
     pub fn addr(mut self, addr: impl ToSocketAddrs) -> Self {
         self.addr = match addr.to_socket_addrs() {
-            Ok(mut a) => a.next().ok_or_else(|| "no address".to_owned()),
-            Err(e) => Err(e.to_string()),
+            Ok(mut a) => a
+                .next()
+                .ok_or_else(|| crate::reason("the name resolved to no address")),
+            Err(e) => Err(crate::cause(e)),
         };
         self
     }

@@ -99,3 +99,96 @@ impl Router {
         Some(pick(first))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{Call, Idl, MethodInfo};
+
+    struct Svc {
+        name: &'static str,
+        idl: Idl,
+        methods: &'static [MethodInfo],
+    }
+
+    impl Service for Svc {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn idl(&self) -> Idl {
+            self.idl
+        }
+        fn methods(&self) -> &'static [MethodInfo] {
+            self.methods
+        }
+        fn call(&self, _index: usize, _call: Call<'_, '_, '_>) {}
+    }
+
+    const ECHO: &[MethodInfo] = &[
+        MethodInfo {
+            name: "ping",
+            oneway: false,
+        },
+        MethodInfo {
+            name: "echo",
+            oneway: false,
+        },
+    ];
+
+    fn svc(name: &'static str, idl: Idl) -> Arc<dyn Service> {
+        Arc::new(Svc {
+            name,
+            idl,
+            methods: ECHO,
+        })
+    }
+
+    fn pick(
+        r: &Router,
+        method: &str,
+        payload: Payload,
+        isn: Option<&'static str>,
+    ) -> Option<(&'static str, usize)> {
+        r.find(method, payload, || {
+            isn.map(|s| Bytes::from_static(s.as_bytes()))
+        })
+        .map(|(s, i)| (s.name(), i))
+    }
+
+    #[test]
+    fn routes_by_method_then_payload_then_isn_then_registration() {
+        let r = Router::new(vec![
+            svc("A", Idl::Thrift),
+            svc("B", Idl::Thrift),
+            svc("P", Idl::Protobuf),
+        ])
+        .unwrap();
+        assert_eq!(pick(&r, "nope", Payload::ThriftBinary, None), None);
+        // Protobuf payloads go to the Protobuf service whatever isn says.
+        assert_eq!(
+            pick(&r, "echo", Payload::Protobuf, Some("A")),
+            Some(("P", 1))
+        );
+        // Thrift: isn decides between Thrift services, else the first registered.
+        assert_eq!(
+            pick(&r, "echo", Payload::ThriftBinary, Some("B")),
+            Some(("B", 1))
+        );
+        assert_eq!(
+            pick(&r, "ping", Payload::ThriftCompact, None),
+            Some(("A", 0))
+        );
+        assert_eq!(
+            pick(&r, "ping", Payload::ThriftCompact, Some("Z")),
+            Some(("A", 0))
+        );
+    }
+
+    #[test]
+    fn a_service_set_must_be_valid() {
+        assert!(Router::new(Vec::new()).is_err());
+        assert!(Router::new(vec![svc("A", Idl::Thrift), svc("A", Idl::Thrift)]).is_err());
+        // The same name in both IDLs is fine (Kitex serves both on one port).
+        assert!(Router::new(vec![svc("A", Idl::Thrift), svc("A", Idl::Protobuf)]).is_ok());
+    }
+}
