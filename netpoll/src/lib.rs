@@ -57,6 +57,7 @@ mod stats;
 mod sys;
 mod timer;
 mod token;
+mod wake;
 
 pub use crate::bufring::PoolStats;
 pub use crate::conn::{Conn, ConnId};

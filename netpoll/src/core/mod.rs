@@ -32,7 +32,6 @@ use std::mem::{self, ManuallyDrop};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +44,7 @@ use crate::conn::{ConnState, ConnectOp, Life};
 use crate::stats::CoreStats;
 use crate::timer::Timers;
 use crate::token::{self, Op};
+use crate::wake::WakeFlag;
 use crate::{sys, BuildError, CloseReason, Conn, ConnId, Handler, TimerId};
 
 pub(crate) use accept::Listener;
@@ -94,7 +94,7 @@ pub(crate) struct CoreConfig {
 pub(crate) struct Remote {
     pub(crate) tx: crossbeam_channel::Sender<Task>,
     eventfd: OwnedFd,
-    sleeping: AtomicBool,
+    wake: WakeFlag,
     pub(crate) stats: Arc<CoreStats>,
 }
 
@@ -102,9 +102,9 @@ impl Remote {
     /// Queues a task; wakes the core only if it is (about to be) asleep.
     pub(crate) fn send(&self, task: Task) -> Result<(), Task> {
         self.tx.send(task).map_err(|e| e.0)?;
-        // Pairs with the SeqCst store in `Core::wait`: either the core sees the task before
-        // it sleeps, or we see `sleeping` and wake it.
-        if self.sleeping.swap(false, Ordering::SeqCst) {
+        // Either the core sees the task before it sleeps, or we see that it sleeps and
+        // wake it (see `wake`).
+        if self.wake.notify() {
             sys::eventfd_signal(self.eventfd.as_raw_fd());
         }
         Ok(())
@@ -193,7 +193,7 @@ impl Core {
         let remote = Arc::new(Remote {
             tx,
             eventfd: sys::eventfd()?,
-            sleeping: AtomicBool::new(false),
+            wake: WakeFlag::default(),
             stats: Arc::new(CoreStats::default()),
         });
         let cq = ring.params().cq_entries() as usize;
@@ -436,8 +436,8 @@ impl Core {
         if !self.rx.is_empty() || !self.dirty.is_empty() || !self.resumed.is_empty() {
             want = 0;
         } else {
-            self.remote.sleeping.store(true, Ordering::SeqCst);
-            if !self.rx.is_empty() {
+            let rx = &self.rx;
+            if !self.remote.wake.prepare_sleep(|| !rx.is_empty()) {
                 want = 0;
             }
         }
@@ -474,7 +474,7 @@ impl Core {
                 }
             }
         };
-        self.remote.sleeping.store(false, Ordering::Relaxed);
+        self.remote.wake.awake();
         match result {
             Ok(_) => Ok(()),
             Err(e) => match e.raw_os_error() {
