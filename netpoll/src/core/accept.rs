@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use io_uring::{cqueue, opcode, types};
 
+use super::state::{ConnectOp, Life};
 use super::{Core, Factory, TimerTarget};
-use crate::conn::{ConnectOp, Life};
 use crate::token::{self, Op};
 use crate::CloseReason;
 

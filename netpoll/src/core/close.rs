@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use io_uring::{opcode, types};
 
+use super::state::{Life, SendOp};
 use super::{Core, TimerTarget};
-use crate::conn::{Life, SendOp};
 use crate::token::{self, Op};
 use crate::{sys, CloseReason};
 

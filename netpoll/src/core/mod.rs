@@ -12,19 +12,20 @@
 //! direct receive ([`RecvOp::Direct`]), the socket address of a connect
 //! ([`ConnectOp::InFlight`]), the wake-up word, and every pool buffer published in the
 //! buffer ring. Each lives inside the state of the operation that uses it (see
-//! [`crate::conn`]), so nothing else can reach it. `kernel_ops` counts the operations whose
+//! [`state`]), so nothing else can reach it. `kernel_ops` counts the operations whose
 //! final completion has not arrived; a connection's slot is freed only once none of its
 //! operations is outstanding, and if a core is ever dropped with operations outstanding,
 //! their memory is leaked rather than freed under the kernel.
 //!
-//! [`SendOp::Busy`]: crate::conn::SendOp::Busy
-//! [`RecvOp::Direct`]: crate::conn::RecvOp::Direct
-//! [`ConnectOp::InFlight`]: crate::conn::ConnectOp::InFlight
+//! [`SendOp::Busy`]: state::SendOp::Busy
+//! [`RecvOp::Direct`]: state::RecvOp::Direct
+//! [`ConnectOp::InFlight`]: state::ConnectOp::InFlight
 
 mod accept;
 mod close;
 mod recv;
 mod send;
+mod state;
 mod submit;
 
 use std::io;
@@ -40,12 +41,13 @@ use io_uring::{opcode, squeue, types, IoUring};
 use slab::Slab;
 
 use crate::bufring::{BufPool, PoolStats};
-use crate::conn::{ConnState, ConnectOp, Life};
 use crate::stats::CoreStats;
 use crate::timer::Timers;
 use crate::token::{self, Op};
 use crate::wake::WakeFlag;
 use crate::{sys, BuildError, CloseReason, Conn, ConnId, Handler, TimerId};
+pub(crate) use state::ConnState;
+use state::{ConnectOp, Life};
 
 pub(crate) use accept::Listener;
 

@@ -9,8 +9,8 @@ use std::os::fd::AsRawFd;
 use bytes::{Buf, Bytes, BytesMut};
 use io_uring::{cqueue, opcode, types};
 
+use super::state::{Life, RecvOp};
 use super::{Core, KEEP_BUFFER_MAX};
-use crate::conn::{Life, RecvOp};
 use crate::token::{self, Op};
 use crate::{CloseReason, Input};
 

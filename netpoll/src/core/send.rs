@@ -7,8 +7,8 @@ use std::os::fd::AsRawFd;
 use bytes::BytesMut;
 use io_uring::{opcode, types};
 
+use super::state::{Life, SendOp};
 use super::{Core, TimerTarget, KEEP_BUFFER_MAX};
-use crate::conn::{Life, SendOp};
 use crate::token::{self, Op};
 use crate::CloseReason;
 

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use io_uring::{opcode, squeue, types};
 
+use super::state::RecvOp;
 use super::Core;
-use crate::conn::RecvOp;
 use crate::token::{self, Op};
 
 impl Core {

@@ -9,9 +9,9 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use codec::frame::{self, Protocol, Split, Splitter};
 use codec::thrift::{ApplicationExceptionKind, MessageType};
-use netpoll::{CloseReason, Conn, Core, Handler, Input, TimerId};
+use netpoll::{CloseReason, Conn, ConnId, Core, Handler, Input, TimerId};
 
-use super::context::CallContext;
+use super::context::{CallContext, WriteReply};
 use super::order::{Order, Sink};
 use super::service::{accepts, Call};
 use super::stats::CloseCause;
@@ -244,6 +244,7 @@ impl ServerConn {
             service: svc.name(),
             ttheader: tt,
             peer,
+            deliver: deliver_reply,
             received: arrived,
             rt: &shared.rt,
             conn: sink.conn.id(),
@@ -274,6 +275,11 @@ impl ServerConn {
         svc.call(index, call);
         Ok(())
     }
+}
+
+/// Delivers a deferred reply to its server connection (the `Deliver` of its calls).
+fn deliver_reply(core: &mut Core, conn: ConnId, slot: Option<u64>, write: WriteReply) {
+    core.with_handler::<ServerConn, _>(conn, |h, c| h.deliver(c, slot, write));
 }
 
 impl Handler for ServerConn {

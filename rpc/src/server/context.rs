@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use codec::frame::TTHeader;
-use netpoll::{ConnId, RuntimeHandle};
+use netpoll::{ConnId, Core, RuntimeHandle};
 
-use super::conn::ServerConn;
 use crate::wire::{Envelope, Headers};
 use crate::Status;
 
@@ -56,9 +55,18 @@ impl<T, E> From<Result<T, E>> for Reply<T, E> {
     }
 }
 
+/// Writes a reply (or holds it in its place) into a connection's output.
+pub(crate) type WriteReply = Box<dyn FnOnce(&mut BytesMut, &Headers<'_>)>;
+
+/// Hands a deferred reply to connection `conn` on its core, in its in-order `slot`. The
+/// server connection that created the call supplies it, so that this module needs nothing
+/// of the connection's type.
+pub(crate) type Deliver = fn(&mut Core, ConnId, Option<u64>, WriteReply);
+
 /// Where a deferred reply goes.
 #[derive(Debug)]
 pub(crate) struct Target {
+    pub(crate) deliver: Deliver,
     pub(crate) rt: RuntimeHandle,
     pub(crate) conn: ConnId,
     pub(crate) envelope: Envelope,
@@ -73,6 +81,7 @@ pub struct CallContext<'a> {
     pub(crate) service: &'static str,
     pub(crate) ttheader: Option<&'a TTHeader>,
     pub(crate) peer: Option<SocketAddr>,
+    pub(crate) deliver: Deliver,
     pub(crate) received: Instant,
     pub(crate) rt: &'a RuntimeHandle,
     pub(crate) conn: ConnId,
@@ -170,6 +179,7 @@ impl CallContext<'_> {
         (
             Deferred {
                 target: Some(Target {
+                    deliver: self.deliver,
                     rt: self.rt.clone(),
                     conn: self.conn,
                     envelope: self.envelope.clone(),
@@ -228,6 +238,7 @@ fn send(
     write: impl FnOnce(&Envelope, &mut BytesMut, &Headers<'_>) + Send + 'static,
 ) {
     let Target {
+        deliver,
         rt,
         conn,
         envelope,
@@ -235,8 +246,11 @@ fn send(
     } = target;
     // A stopped core has closed the connection already: nothing to answer.
     let _ = rt.spawn(conn.core(), move |core| {
-        core.with_handler::<ServerConn, _>(conn, |h, c| {
-            h.deliver(c, slot, |out, hdrs| write(&envelope, out, hdrs))
-        });
+        deliver(
+            core,
+            conn,
+            slot,
+            Box::new(move |out, hdrs| write(&envelope, out, hdrs)),
+        );
     });
 }
