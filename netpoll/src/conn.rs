@@ -115,7 +115,7 @@ impl Conn<'_> {
     }
 
     /// Stops reading from this connection until [`resume_reading`](Conn::resume_reading):
-    /// bytes already received stay queued and [`Handler::on_data`] is not called. The
+    /// bytes already received stay queued and [`Handler::on_data`](crate::Handler::on_data) is not called. The
     /// peer's further bytes wait in the kernel's socket buffer, and TCP flow control slows
     /// the peer down. A handler uses it to bound the work it accepts from one peer.
     pub fn pause_reading(&mut self) {
@@ -141,7 +141,7 @@ impl Conn<'_> {
     }
 
     /// Closes the connection gracefully: pending output is sent, then FIN; further input is
-    /// discarded. [`Handler::on_close`] follows once everything is released.
+    /// discarded. [`Handler::on_close`](crate::Handler::on_close) follows once everything is released.
     pub fn close(&mut self) {
         let slot = self.slot;
         self.core.close_gracefully(slot, CloseReason::Local);
@@ -153,7 +153,7 @@ impl Conn<'_> {
         self.core.abort(slot, CloseReason::Local);
     }
 
-    /// Sets a timer; at `deadline` the handler's [`Handler::on_timer`] gets `token`.
+    /// Sets a timer; at `deadline` the handler's [`Handler::on_timer`](crate::Handler::on_timer) gets `token`.
     /// Timers of a closed connection never fire.
     pub fn set_timer(&mut self, deadline: Instant, token: u64) -> TimerId {
         let id = self.id();

@@ -1,5 +1,5 @@
 //! Messages on the wire, as `codec` reads and writes them ([`codec::envelope`]), plus
-//! [`write_status`]: an error reply carrying a [`Status`](crate::Status).
+//! [`write_status`]: an error reply carrying a [`crate::Status`].
 
 pub use codec::envelope::{
     decode_thrift, parse, peek_seq_id, write_pb, write_thrift, Envelope, Headers, Parsed, Payload,

@@ -5,8 +5,8 @@ use std::fmt;
 use super::TType;
 
 /// Why bytes could not be decoded as a Thrift value. A decoder returns one of these for
-/// any input it cannot decode; it never panics. [`ProtocolRead::position`]
-/// (super::ProtocolRead::position) tells where the reader stopped.
+/// any input it cannot decode; it never panics.
+/// [`ProtocolRead::position`](super::ProtocolRead::position) tells where the reader stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DecodeError {
