@@ -386,6 +386,13 @@ fn calls_whose_deadline_passed_are_not_run() {
             &h,
         ));
     }
+    // A timeout of 0 means none (Kitex's convention), not "already expired".
+    let zero = [(int_key::RPC_TIMEOUT, &b"0"[..])];
+    let h = Headers {
+        ints: &zero,
+        ..Headers::default()
+    };
+    batch.extend(frame(tt, "echo", 4, MessageType::Call, &echo_args(10), &h));
     raw.stream.write_all(&batch).unwrap();
     let p = raw.read().expect("slow reply");
     assert_eq!(p.envelope.seq_id, 1);
@@ -397,6 +404,45 @@ fn calls_whose_deadline_passed_are_not_run() {
     assert_eq!(p.envelope.seq_id, 3);
     let r: echo::EchoEchoResult = reply(p);
     assert_eq!(r.success.map(|b| b.len()), Some(10));
+    let p = raw.read().expect("reply to the call without a timeout");
+    assert_eq!(p.envelope.seq_id, 4);
+    let _: echo::EchoEchoResult = reply(p);
+}
+
+/// A frame whose start arrived while the connection was throttled (too many calls in
+/// flight) was not slow to arrive: its read timeout starts when reading resumes, not when
+/// its first bytes came in.
+#[test]
+fn the_read_timeout_does_not_count_time_spent_throttled() {
+    let server = EchoServer::start(&["--max-in-flight", "1", "--read-timeout-ms", "300"]);
+    let mut raw = Raw::connect(server.addr, Transport::Framed, Payload::ThriftBinary);
+    let h = Headers::default();
+    let mut batch = frame(
+        Transport::Framed,
+        "delayed_echo",
+        1,
+        MessageType::Call,
+        &delayed(1000),
+        &h,
+    );
+    let next = frame(
+        Transport::Framed,
+        "echo",
+        2,
+        MessageType::Call,
+        &echo_args(100),
+        &h,
+    );
+    let half = next.len() / 2;
+    batch.extend_from_slice(&next[..half]);
+    raw.stream.write_all(&batch).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    raw.stream.write_all(&next[half..]).unwrap();
+    assert_eq!(raw.read().expect("slow reply").envelope.seq_id, 1);
+    let p = raw
+        .read()
+        .expect("the held call's reply, not a cut connection");
+    assert_eq!(p.envelope.seq_id, 2);
 }
 
 /// Finding 17: `max_connections` was split by `available_parallelism()`, which counts a

@@ -380,3 +380,22 @@ fn connection_limit_idle_and_read_timeouts() {
         t0.elapsed()
     );
 }
+
+/// A graceful shutdown while a connection is throttled (it has as many calls in flight as
+/// it may, behind a slow one) still answers the calls it received and had not read yet.
+#[test]
+fn graceful_shutdown_answers_calls_held_while_throttled() {
+    let s = start(examples::echo_service::builder().max_in_flight_per_connection(1));
+    let mut c = Raw::connect(s.local_addr(), Transport::Framed, Payload::ThriftBinary);
+    c.send_thrift("delayed_echo", 1, &delayed(500), 0);
+    c.send_thrift("echo", 2, &echo_args(b"held"), 0);
+    std::thread::sleep(Duration::from_millis(100));
+    let stopper = std::thread::spawn(move || s.shutdown(Duration::from_secs(5)));
+    let first = c.read().expect("the slow reply");
+    assert_eq!(first.envelope.seq_id, 1);
+    let second = c.read().expect("the held call's reply");
+    assert_eq!(second.envelope.seq_id, 2);
+    let r: echo::EchoEchoResult = reply(second);
+    assert_eq!(r.success.as_deref(), Some(&b"held"[..]));
+    stopper.join().unwrap();
+}

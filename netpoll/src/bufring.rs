@@ -20,8 +20,10 @@
 //! crosses threads but the refcount.
 //!
 //! The pool grows when the ring runs dry (up to its maximum) and shrinks back: a buffer
-//! that comes back while the ring already holds the starting number of buffers is freed
-//! rather than published again, and its id is reused by the next growth.
+//! that comes back while the ring already holds the starting number of buffers is kept on
+//! standby instead of being published again. Standby buffers refill the ring when it runs
+//! low, and are freed once the pool has not had to grow for a while ([`BufPool::shrink`]);
+//! a freed buffer's id is reused by the next growth.
 
 use std::io;
 use std::mem;
@@ -56,8 +58,10 @@ pub(crate) struct BufPool {
     in_ring: usize,
     /// The starting number of buffers, which the pool shrinks back to.
     base: usize,
-    /// Ids whose buffer was freed after a burst; reused first when growing.
+    /// Ids whose buffer was freed after a burst; reused when growing.
     freed: Vec<u16>,
+    /// Buffers that came back while the ring was full: neither lent nor published.
+    standby: Vec<u16>,
     /// Buffers freed since [`BufPool::shrink`] last reported.
     freed_recently: usize,
 }
@@ -112,6 +116,7 @@ impl BufPool {
             in_ring: 0,
             base: count.min(entries),
             freed: Vec::new(),
+            standby: Vec::new(),
             freed_recently: 0,
         };
         pool.grow(count);
@@ -134,9 +139,16 @@ impl BufPool {
 
     /// Adds up to `n` new buffers (bounded by the ring's capacity). Returns how many.
     pub(crate) fn grow(&mut self, n: usize) -> usize {
+        let mut added = 0;
+        // Standby buffers first: they cost nothing.
+        while added < n {
+            let Some(bid) = self.standby.pop() else { break };
+            self.push_to_ring(bid);
+            added += 1;
+        }
         let room = self.entries as usize - self.slots.len() + self.freed.len();
-        let n = n.min(room);
-        for _ in 0..n {
+        let fresh = (n - added).min(room);
+        for _ in 0..fresh {
             let mut buf = BytesMut::with_capacity(self.buf_size);
             // Promote the buffer to the shared representation now, so that splitting views
             // off it later never allocates.
@@ -156,12 +168,14 @@ impl BufPool {
             };
             self.push_to_ring(bid);
         }
-        n
+        added + fresh
     }
 
     /// Whether the pool may still grow.
     pub(crate) fn can_grow(&self) -> bool {
-        self.slots.len() < self.entries as usize || !self.freed.is_empty()
+        self.slots.len() < self.entries as usize
+            || !self.freed.is_empty()
+            || !self.standby.is_empty()
     }
 
     /// Below this many buffers in the ring the pool counts as running low.
@@ -169,8 +183,26 @@ impl BufPool {
         self.base / 4
     }
 
-    /// How many buffers were freed (the pool shrank) since the last call.
-    pub(crate) fn shrink(&mut self) -> usize {
+    /// Tops the ring up from standby when it runs low. If `may_shrink` (the pool has not
+    /// had to grow for a while), frees the standby buffers. Returns how many buffers were
+    /// freed.
+    pub(crate) fn shrink(&mut self, may_shrink: bool) -> usize {
+        let mut refilled = false;
+        while self.in_ring < self.base {
+            let Some(bid) = self.standby.pop() else { break };
+            self.push_to_ring(bid);
+            refilled = true;
+        }
+        if refilled {
+            self.publish();
+        }
+        if may_shrink {
+            for bid in self.standby.drain(..) {
+                self.slots[bid as usize] = BytesMut::new();
+                self.freed.push(bid);
+                self.freed_recently += 1;
+            }
+        }
         mem::take(&mut self.freed_recently)
     }
 
@@ -209,10 +241,9 @@ impl BufPool {
         }
     }
 
-    /// Returns every lent buffer whose views are all gone to the ring, or, if `may_shrink`
-    /// and the ring holds its starting number of buffers already, to the allocator.
-    /// Returns how many came back.
-    pub(crate) fn reclaim(&mut self, may_shrink: bool) -> usize {
+    /// Returns every lent buffer whose views are all gone to the ring, or to standby if the
+    /// ring holds its starting number of buffers already. Returns how many came back.
+    pub(crate) fn reclaim(&mut self) -> usize {
         let mut returned = 0;
         let mut i = 0;
         while i < self.lent.len() {
@@ -220,11 +251,9 @@ impl BufPool {
             if self.slots[bid as usize].try_reclaim(self.buf_size) {
                 self.lent.swap_remove(i);
                 self.lent_flag[bid as usize] = false;
-                if may_shrink && self.in_ring >= self.base {
-                    // The ring is full again after a burst: give this one back.
-                    self.slots[bid as usize] = BytesMut::new();
-                    self.freed.push(bid);
-                    self.freed_recently += 1;
+                if self.in_ring >= self.base {
+                    // The ring is full again after a burst: keep this one aside.
+                    self.standby.push(bid);
                 } else {
                     self.push_to_ring(bid);
                 }
@@ -237,6 +266,11 @@ impl BufPool {
             self.publish();
         }
         returned
+    }
+
+    /// Whether buffers wait on standby (to be freed once the pool may shrink).
+    pub(crate) fn has_standby(&self) -> bool {
+        !self.standby.is_empty()
     }
 
     /// Buffers lent and not yet reclaimed.

@@ -146,6 +146,13 @@ impl Scan {
         }
         let result = self.walk(buf, max_frame, compact);
         match result {
+            Ok(n) if n > max_frame => {
+                self.reset();
+                Err(FrameError::TooLarge {
+                    size: n,
+                    max: max_frame,
+                })
+            }
             Ok(n) => {
                 self.reset();
                 Ok(Split::Frame(n))
@@ -596,6 +603,15 @@ mod tests {
         m.extend_from_slice(&(16_000_000u32).to_be_bytes());
         let err = Splitter::default()
             .split(Protocol::BufferedBinary, &m, 1 << 20)
+            .unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_whole_message_over_the_limit_is_refused_too() {
+        let m = message(false);
+        let err = Splitter::default()
+            .split(Protocol::BufferedBinary, &m, m.len() - 1)
             .unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { .. }), "{err:?}");
     }

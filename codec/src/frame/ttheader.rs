@@ -76,9 +76,13 @@ pub struct TimeoutValue {
 }
 
 impl TimeoutValue {
-    /// Encodes `timeout` (whole milliseconds, saturating).
+    /// Encodes `timeout` in whole milliseconds, saturating, and at least 1 for a non-zero
+    /// timeout (0 means "no timeout" to Kitex).
     pub fn new(timeout: std::time::Duration) -> TimeoutValue {
         let mut ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        if ms == 0 && !timeout.is_zero() {
+            ms = 1;
+        }
         let mut digits = [0u8; 20];
         let mut n = 0;
         loop {
@@ -103,7 +107,7 @@ impl TimeoutValue {
 }
 
 /// Reads a [`int_key::RPC_TIMEOUT`] value: Kitex writes ASCII digits, Volo may write a raw
-/// big-endian integer.
+/// big-endian integer. 0 means no timeout (`None`), as in Kitex.
 pub fn decode_timeout(v: &[u8]) -> Option<std::time::Duration> {
     let ms = match std::str::from_utf8(v)
         .ok()
@@ -115,7 +119,7 @@ pub fn decode_timeout(v: &[u8]) -> Option<std::time::Duration> {
         }
         None => return None,
     };
-    Some(std::time::Duration::from_millis(ms))
+    (ms > 0).then(|| std::time::Duration::from_millis(ms))
 }
 
 /// Whether a whole TTHeader frame carries the string header `key`, looked up without

@@ -421,11 +421,11 @@ impl Core {
         self.flush();
         // Give pool buffers back to the allocator only once bursts have stopped for a
         // while, so that a workload near the pool's size does not cycle.
-        let may_shrink = self.now >= self.last_grow + SHRINK_AFTER;
-        if self.pool.reclaim(may_shrink) > 0 {
+        if self.pool.reclaim() > 0 {
             self.pool_dry = false;
         }
-        let shrunk = self.pool.shrink();
+        let may_shrink = self.now >= self.last_grow + SHRINK_AFTER;
+        let shrunk = self.pool.shrink(may_shrink);
         self.note_freed(shrunk * self.cfg.buffer_size);
         self.release_closed();
     }
@@ -449,6 +449,16 @@ impl Core {
         if self.pool.lent() > 0 && (self.pool_dry || self.pool.in_ring() < self.pool.low()) {
             let soon = Instant::now() + Duration::from_millis(2);
             deadline = Some(deadline.map_or(soon, |d| d.min(soon)));
+        }
+        // Wake up to shrink the pool, and to hand freed memory back, even if nothing else
+        // happens by then.
+        if self.pool.has_standby() {
+            let at = self.last_grow + SHRINK_AFTER;
+            deadline = Some(deadline.map_or(at, |d| d.min(at)));
+        }
+        if self.freed_bytes >= TRIM_THRESHOLD {
+            let at = self.last_trim + TRIM_INTERVAL;
+            deadline = Some(deadline.map_or(at, |d| d.min(at)));
         }
         if want == 1
             && self.freed_bytes >= TRIM_THRESHOLD

@@ -115,7 +115,7 @@ impl Core {
                 // and otherwise receive directly until buffers come back (re-arming a
                 // multishot receive would only be answered ENOBUFS again, at once).
                 self.last_grow = self.now;
-                if self.pool.reclaim(false) == 0 {
+                if self.pool.reclaim() == 0 {
                     if self.pool.can_grow() {
                         self.pool.grow(self.cfg.buffer_count);
                         self.pool.publish();

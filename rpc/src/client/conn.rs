@@ -31,8 +31,11 @@ pub(crate) struct ClientConn {
     framing: Arc<dyn ReplyFraming>,
     next_seq: i32,
     pending: HashMap<i32, Pending>,
-    /// Bytes of requests written to the connection so far (less those taken back).
+    /// Bytes of requests written to the connection so far.
     written: u64,
+    /// Timed-out requests still in the unsent output, by stream position: dropped once
+    /// they reach its front.
+    withdrawn: std::collections::BTreeMap<u64, usize>,
     /// Requests may not be queued beyond this many unsent bytes.
     max_queued: usize,
     /// The server asked us to move away (TTHeader `crrst`): take no new calls, close once
@@ -47,6 +50,7 @@ impl ClientConn {
             next_seq: 0,
             pending: HashMap::new(),
             written: 0,
+            withdrawn: std::collections::BTreeMap::new(),
             max_queued,
             retiring: false,
         }
@@ -69,17 +73,24 @@ impl ClientConn {
         if queued >= self.max_queued {
             // The server is not taking what we send: fail at once instead of queueing
             // without bound.
-            if let Some(done) = done {
-                done(Err(CallError::QueueFull {
+            match done {
+                Some(done) => done(Err(CallError::QueueFull {
                     queued,
                     limit: self.max_queued,
-                }));
+                })),
+                None => tracing::warn!(
+                    queued,
+                    limit = self.max_queued,
+                    "oneway call dropped: the connection's send queue is full"
+                ),
             }
             return;
         }
         self.next_seq = seq.wrapping_add(1);
         let before = conn.unsent_len();
         if let Err(e) = encode(conn.output(), seq) {
+            // An encoder must leave the output as it was; make sure of it.
+            conn.unsent_output().truncate(before);
             if let Some(done) = done {
                 done(Err(e));
             }
@@ -102,27 +113,41 @@ impl ClientConn {
         }
     }
 
-    /// A call timed out: if its request has not been handed to the kernel yet, take its
-    /// bytes back out of the connection's output, so that a backed-up connection does not
-    /// keep sending requests nobody waits for.
+    /// A call timed out: if its request has not been handed to the kernel yet, its bytes
+    /// are taken back out of the connection's output, so that a backed-up connection does
+    /// not go on to send requests nobody waits for.
+    ///
+    /// Calls time out oldest first, so a withdrawn request is almost always the first of
+    /// the unsent output, and dropping it from the front costs nothing. One further back
+    /// is remembered and dropped when everything before it has gone (sent or withdrawn):
+    /// each withdrawal is O(log n), never a shift of the rest of the queue.
     fn withdraw(&mut self, conn: &mut Conn<'_>, p: &Pending) {
-        let unsent = conn.unsent_len() as u64;
-        let unsent_start = self.written.saturating_sub(unsent);
-        if p.len == 0 || p.start < unsent_start {
-            return; // (partly) with the kernel already: it must go out whole
+        if p.len > 0 && p.start >= self.unsent_start(conn) {
+            self.withdrawn.insert(p.start, p.len);
         }
-        let at = (p.start - unsent_start) as usize;
-        let out = conn.unsent_output();
-        if at + p.len > out.len() {
-            return;
-        }
-        out.copy_within(at + p.len.., at);
-        let new_len = out.len() - p.len;
-        out.truncate(new_len);
-        self.written -= p.len as u64;
-        for q in self.pending.values_mut() {
-            if q.start > p.start {
-                q.start -= p.len as u64;
+        self.drop_withdrawn_front(conn);
+    }
+
+    /// Where the output not yet handed to the kernel starts, in the stream of request
+    /// bytes: that output is always a suffix of everything written.
+    fn unsent_start(&self, conn: &Conn<'_>) -> u64 {
+        self.written.saturating_sub(conn.unsent_len() as u64)
+    }
+
+    /// Drops withdrawn requests that start the unsent output (and forgets those the kernel
+    /// took meanwhile).
+    fn drop_withdrawn_front(&mut self, conn: &mut Conn<'_>) {
+        while let Some((&start, &len)) = self.withdrawn.first_key_value() {
+            let unsent_start = self.unsent_start(conn);
+            if start < unsent_start {
+                self.withdrawn.remove(&start); // sent already: it goes out whole
+            } else if start == unsent_start && len <= conn.unsent_len() {
+                self.withdrawn.remove(&start);
+                // Dropped from the front: the stream position of everything after it is
+                // unchanged (the bytes count as gone), so no other call moves.
+                bytes::Buf::advance(conn.unsent_output(), len);
+            } else {
+                break;
             }
         }
     }

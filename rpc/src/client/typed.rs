@@ -246,7 +246,9 @@ struct BaseInner {
     runtime: Option<Arc<Runtime>>,
 }
 
-/// How long dropping a client waits for what it queued (oneway calls, say) to be sent.
+/// How long dropping a client waits for what it queued (oneway calls, say) to be sent,
+/// and for calls in flight. Dropped on an event-loop thread, the wait happens on a thread
+/// of its own instead.
 const FLUSH_ON_DROP: Duration = Duration::from_secs(1);
 
 impl Drop for BaseInner {
@@ -255,7 +257,16 @@ impl Drop for BaseInner {
         // requests leave first (within a bound). Dropped from one of its own callbacks,
         // the loop stops once that callback returns.
         if let Some(rt) = self.runtime.take().and_then(|rt| Arc::try_unwrap(rt).ok()) {
-            rt.shutdown(FLUSH_ON_DROP);
+            if netpoll::current_core().is_some() {
+                // On an event loop (a server handler, or one of this client's own
+                // callbacks): waiting here would stall that loop. Let the flush finish on
+                // a thread of its own.
+                let _ = std::thread::Builder::new()
+                    .name("rpc-client-drop".into())
+                    .spawn(move || rt.shutdown(FLUSH_ON_DROP));
+            } else {
+                rt.shutdown(FLUSH_ON_DROP);
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use codec::thrift::{ApplicationExceptionKind, MessageType};
 use netpoll::{CloseReason, Conn, ConnId, Core, Handler, Input, TimerId};
 
 use super::context::{CallContext, WriteReply};
-use super::order::{Order, Sink};
+use super::order::{Deferrals, Order, Sink};
 use super::service::{accepts, Call};
 use super::stats::CloseCause;
 use super::Shared;
@@ -41,7 +41,7 @@ pub(crate) struct ServerConn {
     peer: Option<SocketAddr>,
     order: Order,
     /// Deferred replies not delivered yet.
-    deferred: usize,
+    deferred: Deferrals,
     /// Reading is paused because this peer has too much in flight.
     throttled: bool,
     /// Close once nothing is in flight (shutdown, or the peer finished sending).
@@ -69,7 +69,7 @@ impl ServerConn {
             splitter: Splitter::default(),
             peer: None,
             order: Order::default(),
-            deferred: 0,
+            deferred: Deferrals::default(),
             throttled: false,
             draining: false,
             last_active: now,
@@ -111,7 +111,7 @@ impl ServerConn {
     fn over_limit(&self, conn: &Conn<'_>) -> bool {
         let limits = &self.shared.limits;
         let held = self.order.held_bytes();
-        self.order.in_flight() as usize + self.deferred >= limits.max_in_flight
+        self.order.in_flight() as usize + self.deferred.unordered >= limits.max_in_flight
             || (held > 0 && held + conn.pending_output() > limits.high_water)
     }
 
@@ -135,7 +135,7 @@ impl ServerConn {
         slot: Option<u64>,
         write: impl FnOnce(&mut BytesMut, &Headers<'_>),
     ) {
-        self.deferred = self.deferred.saturating_sub(1);
+        self.deferred.remove(slot);
         let headers = Self::headers(conn);
         Sink {
             conn,
@@ -150,8 +150,15 @@ impl ServerConn {
         self.close_if_drained(conn);
     }
 
+    /// Closes a draining connection once every call it received is answered, including
+    /// calls still unread because the connection was throttled.
     fn close_if_drained(&mut self, conn: &mut Conn<'_>) {
-        if self.draining && self.deferred == 0 && self.order.in_flight() == 0 {
+        if self.draining
+            && self.deferred.all == 0
+            && self.order.in_flight() == 0
+            && !self.throttled
+            && !self.held_frames
+        {
             conn.close();
         }
     }
@@ -275,23 +282,9 @@ impl ServerConn {
         svc.call(index, call);
         Ok(())
     }
-}
 
-/// Delivers a deferred reply to its server connection (the `Deliver` of its calls).
-fn deliver_reply(core: &mut Core, conn: ConnId, slot: Option<u64>, write: WriteReply) {
-    core.with_handler::<ServerConn, _>(conn, |h, c| h.deliver(c, slot, write));
-}
-
-impl Handler for ServerConn {
-    fn on_open(&mut self, conn: &mut Conn<'_>) {
-        self.peer = conn.peer_addr().ok();
-        self.last_active = conn.now();
-        if let Some(idle) = self.shared.idle_timeout {
-            self.idle_timer = Some(conn.set_timer(conn.now() + idle, IDLE_TIMER));
-        }
-    }
-
-    fn on_data(&mut self, conn: &mut Conn<'_>, input: &mut Input<'_>) {
+    /// Serves the whole frames of `input`, as far as the bounds allow.
+    fn read(&mut self, conn: &mut Conn<'_>, input: &mut Input<'_>) {
         let now = conn.now();
         self.last_active = now;
         let protocol = match self.protocol {
@@ -318,7 +311,8 @@ impl Handler for ServerConn {
         // The first frame began with the oldest unserved byte; the frames after it arrived
         // now, unless they were held back whole while throttled.
         let oldest = self.pending_since.take().unwrap_or(now);
-        let later = if self.held_frames { oldest } else { now };
+        let resumed = self.held_frames;
+        let later = if resumed { oldest } else { now };
         self.held_frames = false;
         let mut arrived = oldest;
         loop {
@@ -351,7 +345,10 @@ impl Handler for ServerConn {
                         self.partial_since = None;
                     } else {
                         self.pending_since = Some(arrived);
-                        let since = *self.partial_since.get_or_insert(arrived);
+                        // A frame held while throttled was not slow to arrive: its read
+                        // timeout starts when reading resumed.
+                        let start = if resumed { now } else { arrived };
+                        let since = *self.partial_since.get_or_insert(start);
                         self.arm_read_timer(conn, since);
                     }
                     return;
@@ -367,6 +364,29 @@ impl Handler for ServerConn {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Delivers a deferred reply to its server connection (the `Deliver` of its calls).
+fn deliver_reply(core: &mut Core, conn: ConnId, slot: Option<u64>, write: WriteReply) {
+    core.with_handler::<ServerConn, _>(conn, |h, c| h.deliver(c, slot, write));
+}
+
+impl Handler for ServerConn {
+    fn on_open(&mut self, conn: &mut Conn<'_>) {
+        self.peer = conn.peer_addr().ok();
+        self.last_active = conn.now();
+        if let Some(idle) = self.shared.idle_timeout {
+            self.idle_timer = Some(conn.set_timer(conn.now() + idle, IDLE_TIMER));
+        }
+    }
+
+    fn on_data(&mut self, conn: &mut Conn<'_>, input: &mut Input<'_>) {
+        self.read(conn, input);
+        if self.draining {
+            // Input held while throttled may have been the last thing to answer.
+            self.close_if_drained(conn);
         }
     }
 
@@ -386,7 +406,7 @@ impl Handler for ServerConn {
                 };
                 // Bytes of a frame still arriving count as activity.
                 self.last_active = self.last_active.max(conn.last_received());
-                let busy = self.deferred > 0 || self.order.in_flight() > 0;
+                let busy = self.deferred.all > 0 || self.order.in_flight() > 0;
                 if !busy && now >= self.last_active + idle {
                     self.close(conn, CloseCause::IdleTimeout);
                 } else {

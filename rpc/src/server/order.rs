@@ -77,13 +77,37 @@ impl Order {
     }
 }
 
+/// Replies handed to `Deferred` handles and not delivered yet.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Deferrals {
+    /// All of them.
+    pub(crate) all: usize,
+    /// Those without an in-order slot (the caller allowed any order); the others are
+    /// counted by [`Order::in_flight`] already.
+    pub(crate) unordered: usize,
+}
+
+impl Deferrals {
+    pub(crate) fn add(&mut self, slot: Option<u64>) {
+        self.all += 1;
+        self.unordered += usize::from(slot.is_none());
+    }
+
+    pub(crate) fn remove(&mut self, slot: Option<u64>) {
+        self.all = self.all.saturating_sub(1);
+        if slot.is_none() {
+            self.unordered = self.unordered.saturating_sub(1);
+        }
+    }
+}
+
 /// Where a handler's reply goes: straight into the connection's output, or held back until
 /// earlier replies are written.
 #[derive(Debug)]
 pub(crate) struct Sink<'c, 'n> {
     pub(crate) conn: &'c mut Conn<'n>,
     pub(crate) order: &'c mut Order,
-    pub(crate) deferred: &'c mut usize,
+    pub(crate) deferred: &'c mut Deferrals,
     pub(crate) headers: &'static Headers<'static>,
 }
 
@@ -110,9 +134,9 @@ impl Sink<'_, '_> {
         }
     }
 
-    /// The handler took the reply over with a `Deferred` handle.
-    pub(crate) fn deferred(&mut self) {
-        *self.deferred += 1;
+    /// The handler took the reply for `slot` over with a `Deferred` handle.
+    pub(crate) fn deferred(&mut self, slot: Option<u64>) {
+        self.deferred.add(slot);
     }
 }
 

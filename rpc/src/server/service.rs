@@ -126,7 +126,7 @@ impl Call<'_, '_, '_> {
             // oneway call's handle answers nothing, so nothing waits for it.
             _ if deferred => {
                 if !ctx.oneway {
-                    self.sink.deferred();
+                    self.sink.deferred(slot);
                 }
             }
             Ok(_) => self.sink.reply(slot, |out, h| {
