@@ -99,6 +99,10 @@ fn finding_03_trickling_a_buffered_message_costs_no_cpu() {
         std::thread::sleep(Duration::from_micros(200));
     }
     let used = server.cpu_seconds() - cpu0;
+    println!(
+        "finding 3: {used:.3} s of server CPU for {} one-byte segments",
+        tail - 1
+    );
     s.write_all(&msg[msg.len() - 1..]).expect("last byte");
     let mut raw = Raw::wrap(s, Transport::Buffered, Payload::ThriftBinary);
     let r: echo::EchoEchoResult = reply(raw.read().expect("reply"));
@@ -116,10 +120,23 @@ fn finding_03_trickling_a_buffered_message_costs_no_cpu() {
 /// their bytes count toward the high-water mark): past it the server stops reading, TCP
 /// pushes back on the peer, and every call is still answered, in order. Afterwards the
 /// memory goes back.
+///
+/// "Idle" is measured after a little traffic has cycled through the receive pool: its
+/// starting buffers (1024 x 16 KiB per core, a configured, fixed cost in the README's
+/// bounds) become resident once the kernel has written into them, burst or not. What is
+/// checked is that the burst's own memory goes back.
 #[test]
 fn finding_04_calls_behind_a_slow_one_are_bounded_and_memory_returns() {
     let server = EchoServer::start(&["--max-in-flight", "1024"]);
-    std::thread::sleep(Duration::from_millis(200));
+    {
+        // Warm-up: twice round the pool's ring.
+        let mut warm = Raw::connect(server.addr, Transport::Framed, Payload::ThriftBinary);
+        for i in 0..2048 {
+            warm.send_thrift("echo", i, &echo_args(15_000), 0);
+            let _: echo::EchoEchoResult = reply(warm.read().expect("warm-up reply"));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
     let idle_rss = server.rss_mib();
     let s = connect(server.addr);
     let mut w = s.try_clone().expect("clone");
@@ -179,6 +196,7 @@ fn finding_04_calls_behind_a_slow_one_are_bounded_and_memory_returns() {
     // Memory goes back: 5 s after the peer is gone, within 16 MiB of the idle start.
     std::thread::sleep(Duration::from_secs(5));
     let after = server.rss_mib();
+    println!("finding 4: RSS idle {idle_rss:.1} MiB, throttled peak {peak:.1} MiB, 5 s after {after:.1} MiB");
     assert!(
         after - idle_rss < 16.0,
         "RSS {after:.1} MiB 5 s after the burst, {idle_rss:.1} MiB idle (peak {peak:.1})"
@@ -346,6 +364,11 @@ fn finding_16_declared_frame_sizes_cost_only_what_arrived() {
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     let (rss, vm) = (server.rss_mib(), server.vsize_mib());
+    println!(
+        "finding 16: 1,000 peers declaring 16 MiB: RSS +{:.1} MiB, address space +{:.1} MiB",
+        rss - rss0,
+        vm - vm0
+    );
     drop(conns);
     assert!(rss - rss0 < 24.0, "RSS grew {:.1} MiB", rss - rss0);
     assert!(vm - vm0 < 64.0, "address space grew {:.1} MiB", vm - vm0);
