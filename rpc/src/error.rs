@@ -77,6 +77,22 @@ pub enum CallError<E = Infallible> {
 }
 
 impl<E> CallError<E> {
+    /// The kind of the failure, in the vocabulary servers, middleware and metrics share.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            CallError::Timeout => K::DeadlineExceeded,
+            CallError::Connect(_) | CallError::ConnectionLost(_) | CallError::RuntimeStopped => {
+                K::Unavailable
+            }
+            CallError::Protocol(_) | CallError::Decode(_) => K::Protocol,
+            CallError::Application(e) => e.kind.into(),
+            CallError::Declared(_) => K::Declared,
+            CallError::TooLarge(_) | CallError::QueueFull { .. } => K::ResourceExhausted,
+            CallError::WouldBlockCore => K::Internal,
+        }
+    }
+
     /// Whether sending the same call again might succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(

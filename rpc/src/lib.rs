@@ -14,11 +14,13 @@
 #![deny(missing_docs, missing_debug_implementations)]
 
 pub mod client;
+mod call;
 mod error;
 pub mod server;
 mod status;
 pub mod wire;
 
+pub use call::{CallInfo, ErrorCodes, ErrorKind, Outcome, Side};
 pub use error::{cause, reason, CallError, Cause, Reason};
 pub use server::{CallContext, Deferred, Reply};
 pub use status::Status;

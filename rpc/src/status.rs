@@ -5,20 +5,22 @@ use std::fmt;
 
 use codec::thrift::{ApplicationException, ApplicationExceptionKind};
 
+use crate::ErrorKind;
+
 /// An application-level error of a call. On the wire it becomes a Thrift EXCEPTION message
 /// carrying a `TApplicationException`, or a Kitex Protobuf EXCEPTION carrying `ErrorProto`,
-/// with [`kind`](Status::kind) as the type and [`message`](Status::message) as the text.
+/// with [`kind`](Status::kind)'s type and [`message`](Status::message) as the text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
-    kind: ApplicationExceptionKind,
+    kind: ErrorKind,
     message: String,
 }
 
 impl Status {
-    /// A status of the given kind.
-    pub fn new(kind: ApplicationExceptionKind, message: impl Into<String>) -> Status {
+    /// A status of the given kind (an [`ErrorKind`], or a Thrift exception type).
+    pub fn new(kind: impl Into<ErrorKind>, message: impl Into<String>) -> Status {
         Status {
-            kind,
+            kind: kind.into(),
             message: message.into(),
         }
     }
@@ -41,7 +43,7 @@ impl Status {
     /// The caller's deadline passed before the call could be served: sent as
     /// `INTERNAL_ERROR` with a message saying so (Thrift has no timeout type).
     pub fn deadline_exceeded(message: impl Into<String>) -> Status {
-        Status::new(ApplicationExceptionKind::InternalError, message)
+        Status::new(ErrorKind::DeadlineExceeded, message)
     }
 
     /// `UNKNOWN` (type 0): a failure of no more specific kind.
@@ -49,8 +51,8 @@ impl Status {
         Status::new(ApplicationExceptionKind::Unknown, message)
     }
 
-    /// The error's type.
-    pub fn kind(&self) -> ApplicationExceptionKind {
+    /// The error's kind.
+    pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
@@ -61,7 +63,7 @@ impl Status {
 
     /// The `TApplicationException` this status is sent as.
     pub fn to_exception(&self) -> ApplicationException {
-        ApplicationException::new(self.kind, self.message.as_str())
+        ApplicationException::new(self.kind.into(), self.message.as_str())
     }
 }
 
@@ -73,7 +75,7 @@ impl From<ApplicationException> for Status {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}: {}", self.kind, self.message)
+        write!(f, "{}: {}", self.kind, self.message)
     }
 }
 

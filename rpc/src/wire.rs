@@ -19,7 +19,7 @@ pub fn write_status(env: &Envelope, out: &mut BytesMut, status: &Status, h: &Hea
         write_thrift(env, out, MessageType::Exception, &status.to_exception(), h)
     } else {
         let e = frame::ErrorProto {
-            type_id: status.kind().to_i32(),
+            type_id: status.kind().thrift_type(),
             message: status.message().to_owned(),
         };
         write_pb(env, out, MessageType::Exception, &e, h)

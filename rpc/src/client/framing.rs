@@ -1,5 +1,7 @@
 //! How a client finds reply frames and their sequence ids in a connection's input.
 
+use codec::frame::{self, Protocol, Split};
+
 /// The outcome of looking at the start of a connection's unconsumed input.
 #[derive(Debug, Clone)]
 pub enum ReplySplit {
@@ -29,7 +31,67 @@ pub trait ReplyFraming: Send + Sync + 'static {
     }
 }
 
-/// Whether a TTHeader frame carries the `crrst` string header.
-pub(crate) fn ttheader_crrst(frame: &bytes::Bytes) -> bool {
-    codec::frame::has_str_header(frame, codec::frame::str_key::CONNECTION_RESET)
+/// Finds reply frames of one protocol and their sequence ids in place, with `codec`'s
+/// splitting and peeks: the message header's id for Framed Thrift and Kitex Protobuf,
+/// TTHeader's own sequence number inside TTHeader (as Kitex multiplexes). The full decode
+/// of a reply is left to its caller.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameReplies {
+    protocol: Protocol,
+    max_frame: usize,
+}
+
+/// The framing of Thrift replies (the same type as [`KitexPbFraming`]).
+pub type ThriftFraming = FrameReplies;
+/// The framing of Kitex Protobuf replies (the same type as [`ThriftFraming`]).
+pub type KitexPbFraming = FrameReplies;
+
+impl FrameReplies {
+    /// Replies in `protocol`, refusing frames over `max_frame` bytes.
+    pub fn new(protocol: Protocol, max_frame: usize) -> Self {
+        FrameReplies {
+            protocol,
+            max_frame,
+        }
+    }
+
+    /// Framed transport, strict binary Thrift.
+    pub fn framed_binary(max_frame: usize) -> Self {
+        Self::new(Protocol::FramedBinary, max_frame)
+    }
+
+    /// Framed transport, compact Thrift.
+    pub fn framed_compact(max_frame: usize) -> Self {
+        Self::new(Protocol::FramedCompact, max_frame)
+    }
+
+    /// TTHeader (bare or framed payload; Thrift binary or compact, or Kitex Protobuf).
+    pub fn ttheader(max_frame: usize) -> Self {
+        Self::new(Protocol::TTHeader, max_frame)
+    }
+
+    /// Kitex Protobuf's own framing.
+    pub fn plain(max_frame: usize) -> Self {
+        Self::new(Protocol::KitexProtobuf, max_frame)
+    }
+}
+
+impl ReplyFraming for FrameReplies {
+    fn split(&self, input: &[u8]) -> ReplySplit {
+        match frame::split(self.protocol, input, self.max_frame) {
+            Ok(Split::NeedMore(n)) => ReplySplit::NeedMore(n),
+            Ok(Split::Frame(len)) => {
+                match codec::envelope::peek_seq_id(self.protocol, &input[..len]) {
+                    Ok(seq) => ReplySplit::Reply { len, seq },
+                    Err(why) => ReplySplit::Invalid(crate::reason(why)),
+                }
+            }
+            Err(e) => ReplySplit::Invalid(crate::cause(e)),
+        }
+    }
+
+    fn asks_to_reconnect(&self, frame: &bytes::Bytes) -> bool {
+        self.protocol == Protocol::TTHeader
+            && frame::has_str_header(frame, frame::str_key::CONNECTION_RESET)
+    }
 }

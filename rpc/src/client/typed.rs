@@ -1,6 +1,6 @@
-//! Typed clients: [`ThriftClient`] and [`PbClient`] encode calls, send the TTHeader
-//! metadata a Kitex server expects, and decode replies. Generated service clients wrap
-//! them.
+//! [`Client`]: one client, generic over the payload encoding ([`Thrift`] or
+//! [`Protobuf`]). It encodes calls, sends the TTHeader metadata a Kitex server expects,
+//! and decodes replies. Generated service clients wrap it.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -209,18 +209,20 @@ impl ClientBuilder {
 
     /// A Thrift client of `service` (the IDL service name, sent as `isn` and key 6).
     pub fn thrift(self, service: &'static str) -> Result<ThriftClient, ClientError> {
-        let payload = if self.compact {
-            Payload::ThriftCompact
-        } else {
-            Payload::ThriftBinary
+        let codec = Thrift {
+            compact: self.compact,
         };
+        let payload = codec.payload();
         let max = self.max_frame;
         let framing: Arc<dyn ReplyFraming> = Arc::new(match self.transport {
             ClientTransport::Framed if self.compact => ThriftFraming::framed_compact(max),
             ClientTransport::Framed => ThriftFraming::framed_binary(max),
             _ => ThriftFraming::ttheader(max),
         });
-        Ok(ThriftClient(self.build(service, payload, framing)?))
+        Ok(Client {
+            base: self.build(service, payload, framing)?,
+            codec,
+        })
     }
 
     /// A Kitex Protobuf client of `service`.
@@ -230,7 +232,10 @@ impl ClientBuilder {
             ClientTransport::Framed => KitexPbFraming::plain(max),
             _ => KitexPbFraming::ttheader(max),
         });
-        Ok(PbClient(self.build(service, Payload::Protobuf, framing)?))
+        Ok(Client {
+            base: self.build(service, Payload::Protobuf, framing)?,
+            codec: Protobuf,
+        })
     }
 }
 
@@ -355,166 +360,206 @@ impl Base {
     }
 }
 
-/// A Thrift client: calls encoded in binary or compact Thrift over TTHeader or Framed,
-/// multiplexed over a few connections. Cheap to clone; callable from any thread.
-#[derive(Debug, Clone)]
-pub struct ThriftClient(Base);
+/// The payload encoding of a [`Client`]'s calls: Thrift (binary or compact) or Kitex
+/// Protobuf. What a client can send and receive with it is said by [`Request`] and
+/// [`Response`]; generated code never names either.
+pub trait PayloadCodec: Clone + Send + Sync + fmt::Debug + 'static {
+    /// The encoding on the wire.
+    fn payload(&self) -> Payload;
+    /// Reads the body of an EXCEPTION reply: the application error it carries.
+    fn read_exception(&self, body: Bytes) -> Result<ApplicationException, CallError>;
+}
 
-impl ThriftClient {
+/// Thrift payloads, binary or compact.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Thrift {
+    /// Compact protocol instead of binary.
+    pub compact: bool,
+}
+
+/// Kitex Protobuf payloads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Protobuf;
+
+impl PayloadCodec for Thrift {
+    fn payload(&self) -> Payload {
+        if self.compact {
+            Payload::ThriftCompact
+        } else {
+            Payload::ThriftBinary
+        }
+    }
+
+    fn read_exception(&self, body: Bytes) -> Result<ApplicationException, CallError> {
+        wire::decode_thrift::<ApplicationException>(self.payload(), body)
+            .map_err(|e| CallError::Decode(crate::cause(e)))
+    }
+}
+
+impl PayloadCodec for Protobuf {
+    fn payload(&self) -> Payload {
+        Payload::Protobuf
+    }
+
+    fn read_exception(&self, body: Bytes) -> Result<ApplicationException, CallError> {
+        let e = frame::ErrorProto::decode(body).map_err(|e| CallError::Decode(crate::cause(e)))?;
+        Ok(ApplicationException::new(
+            codec::thrift::ApplicationExceptionKind::from_i32(e.type_id),
+            e.message,
+        ))
+    }
+}
+
+/// A request a client of codec `C` can send: for [`Thrift`], any Thrift message (the
+/// generated `{Service}{Method}Args`); for [`Protobuf`], any protobuf message.
+pub trait Request<C>: Send + 'static {
+    /// Writes the whole request frame in `env`'s shape.
+    fn write(
+        &self,
+        env: &Envelope,
+        out: &mut BytesMut,
+        kind: MessageType,
+        h: &Headers<'_>,
+    ) -> Result<(), wire::WriteError>;
+}
+
+/// A response a client of codec `C` can read: for [`Thrift`], the generated
+/// `{Service}{Method}Result`; for [`Protobuf`], the method's output message.
+pub trait Response<C>: Sized {
+    /// Decodes the body of a REPLY.
+    fn read(payload: Payload, body: Bytes) -> Result<Self, CallError>;
+}
+
+impl<M: Message + Send + 'static> Request<Thrift> for M {
+    fn write(
+        &self,
+        env: &Envelope,
+        out: &mut BytesMut,
+        kind: MessageType,
+        h: &Headers<'_>,
+    ) -> Result<(), wire::WriteError> {
+        wire::write_thrift(env, out, kind, self, h)
+    }
+}
+
+impl<M: Message> Response<Thrift> for M {
+    fn read(payload: Payload, body: Bytes) -> Result<Self, CallError> {
+        wire::decode_thrift::<M>(payload, body).map_err(|e| CallError::Decode(crate::cause(e)))
+    }
+}
+
+impl<M: prost::Message + Send + 'static> Request<Protobuf> for M {
+    fn write(
+        &self,
+        env: &Envelope,
+        out: &mut BytesMut,
+        kind: MessageType,
+        h: &Headers<'_>,
+    ) -> Result<(), wire::WriteError> {
+        wire::write_pb(env, out, kind, self, h)
+    }
+}
+
+impl<M: prost::Message + Default> Response<Protobuf> for M {
+    fn read(_payload: Payload, body: Bytes) -> Result<Self, CallError> {
+        M::decode(body).map_err(|e| CallError::Decode(crate::cause(e)))
+    }
+}
+
+/// A client of one service: calls encoded with codec `C` over TTHeader or Framed,
+/// multiplexed over a few connections. Cheap to clone; callable from any thread. The one
+/// client every generated service client wraps.
+#[derive(Clone)]
+pub struct Client<C: PayloadCodec> {
+    base: Base,
+    codec: C,
+}
+
+/// A Thrift client (binary or compact).
+pub type ThriftClient = Client<Thrift>;
+/// A Kitex Protobuf client.
+pub type PbClient = Client<Protobuf>;
+
+impl<C: PayloadCodec> fmt::Debug for Client<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.base.fmt(f)
+    }
+}
+
+impl<C: PayloadCodec> Client<C> {
     /// A builder for a client of the server at `addr`.
     pub fn builder(addr: impl ToSocketAddrs) -> ClientBuilder {
         ClientBuilder::new(addr)
     }
 
     /// The same client with another per-call deadline.
-    pub fn with_timeout(&self, timeout: Option<Duration>) -> ThriftClient {
-        ThriftClient(Base {
-            inner: self.0.inner.clone(),
-            timeout,
-        })
+    pub fn with_timeout(&self, timeout: Option<Duration>) -> Self {
+        Client {
+            base: Base {
+                inner: self.base.inner.clone(),
+                timeout,
+            },
+            codec: self.codec.clone(),
+        }
     }
 
-    fn thrift_encoder<A: Message + Send + 'static>(
+    fn encoder<A: Request<C>>(
         &self,
         method: &'static str,
         kind: MessageType,
         args: A,
     ) -> impl FnOnce(&mut BytesMut, i32) -> Result<(), CallError> + Send + 'static {
-        self.0.encoder(method, kind, move |env, out, h| {
-            wire::write_thrift(env, out, kind, &args, h)
+        self.base.encoder(method, kind, move |env, out, h| {
+            args.write(env, out, kind, h)
         })
     }
 
-    fn decode<R: Message>(&self, frame: Bytes) -> Result<R, CallError> {
-        let (env, body) = self.0.open_reply(frame)?;
+    /// Decodes a reply frame: the result, or the error it carries.
+    fn decode<R: Response<C>>(&self, frame: Bytes) -> Result<R, CallError> {
+        let (env, body) = self.base.open_reply(frame)?;
         match env.kind {
-            MessageType::Reply => wire::decode_thrift::<R>(env.payload, body)
-                .map_err(|e| CallError::Decode(crate::cause(e))),
-            MessageType::Exception => {
-                match wire::decode_thrift::<ApplicationException>(env.payload, body) {
-                    Ok(e) => Err(CallError::Application(e)),
-                    Err(e) => Err(CallError::Decode(crate::cause(e))),
-                }
-            }
+            MessageType::Reply => R::read(env.payload, body),
+            MessageType::Exception => Err(CallError::Application(self.codec.read_exception(body)?)),
             k => Err(CallError::Protocol(crate::reason(format!(
                 "a {k:?} message in reply"
             )))),
         }
     }
 
-    /// Calls `method` with its arguments struct and waits for its result struct.
-    pub fn call<A: Message + Send + 'static, R: Message>(
+    /// Calls `method` (its IDL name) with its request and waits for the response.
+    pub fn call<A: Request<C>, R: Response<C>>(
         &self,
         method: &'static str,
         args: A,
     ) -> Result<R, CallError> {
-        let frame = self.0.inner.channel.call(
-            self.thrift_encoder(method, MessageType::Call, args),
-            self.0.timeout,
+        let frame = self.base.inner.channel.call(
+            self.encoder(method, MessageType::Call, args),
+            self.base.timeout,
         )?;
         self.decode(frame)
     }
 
-    /// Calls `method` and returns at once; `done` gets the result struct (or the failure)
-    /// on the connection's core. Many calls can be in flight from one thread this way.
-    pub fn call_with<A: Message + Send + 'static, R: Message + 'static>(
+    /// Calls `method` and returns at once; `done` gets the response (or the failure) on
+    /// the connection's core. Many calls can be in flight from one thread this way.
+    pub fn call_with<A: Request<C>, R: Response<C> + 'static>(
         &self,
         method: &'static str,
         args: A,
         done: impl FnOnce(Result<R, CallError>) + Send + 'static,
     ) {
         let me = self.clone();
-        self.0.inner.channel.call_with(
-            self.thrift_encoder(method, MessageType::Call, args),
-            self.0.timeout,
+        self.base.inner.channel.call_with(
+            self.encoder(method, MessageType::Call, args),
+            self.base.timeout,
             move |r| done(r.and_then(|frame| me.decode(frame))),
         );
     }
 
     /// Sends a oneway call: nothing comes back.
-    pub fn oneway<A: Message + Send + 'static>(&self, method: &'static str, args: A) {
-        self.0
+    pub fn oneway<A: Request<C>>(&self, method: &'static str, args: A) {
+        self.base
             .inner
             .channel
-            .send_oneway(self.thrift_encoder(method, MessageType::Oneway, args));
-    }
-}
-
-/// A Kitex Protobuf client: calls over Kitex Protobuf framing or TTHeader, multiplexed over
-/// a few connections. Cheap to clone; callable from any thread.
-#[derive(Debug, Clone)]
-pub struct PbClient(Base);
-
-impl PbClient {
-    /// A builder for a client of the server at `addr`.
-    pub fn builder(addr: impl ToSocketAddrs) -> ClientBuilder {
-        ClientBuilder::new(addr)
-    }
-
-    /// The same client with another per-call deadline.
-    pub fn with_timeout(&self, timeout: Option<Duration>) -> PbClient {
-        PbClient(Base {
-            inner: self.0.inner.clone(),
-            timeout,
-        })
-    }
-
-    fn pb_encoder<A: prost::Message + Send + 'static>(
-        &self,
-        method: &'static str,
-        req: A,
-    ) -> impl FnOnce(&mut BytesMut, i32) -> Result<(), CallError> + Send + 'static {
-        self.0
-            .encoder(method, MessageType::Call, move |env, out, h| {
-                wire::write_pb(env, out, MessageType::Call, &req, h)
-            })
-    }
-
-    fn decode<R: prost::Message + Default>(&self, frame: Bytes) -> Result<R, CallError> {
-        let (env, body) = self.0.open_reply(frame)?;
-        match env.kind {
-            MessageType::Reply => R::decode(body).map_err(|e| CallError::Decode(crate::cause(e))),
-            MessageType::Exception => match frame::ErrorProto::decode(body) {
-                Ok(e) => Err(CallError::Application(ApplicationException::new(
-                    codec::thrift::ApplicationExceptionKind::from_i32(e.type_id),
-                    e.message,
-                ))),
-                Err(e) => Err(CallError::Decode(crate::cause(e))),
-            },
-            k => Err(CallError::Protocol(crate::reason(format!(
-                "a {k:?} message in reply"
-            )))),
-        }
-    }
-
-    /// Calls `method` (its IDL name, such as `SayHello`) and waits for the response.
-    pub fn call<A: prost::Message + Send + 'static, R: prost::Message + Default>(
-        &self,
-        method: &'static str,
-        req: A,
-    ) -> Result<R, CallError> {
-        let frame = self
-            .0
-            .inner
-            .channel
-            .call(self.pb_encoder(method, req), self.0.timeout)?;
-        self.decode(frame)
-    }
-
-    /// Calls `method` and returns at once; `done` gets the response (or the failure) on
-    /// the connection's core.
-    pub fn call_with<A: prost::Message + Send + 'static, R: prost::Message + Default + 'static>(
-        &self,
-        method: &'static str,
-        req: A,
-        done: impl FnOnce(Result<R, CallError>) + Send + 'static,
-    ) {
-        let me = self.clone();
-        self.0
-            .inner
-            .channel
-            .call_with(self.pb_encoder(method, req), self.0.timeout, move |r| {
-                done(r.and_then(|frame| me.decode(frame)))
-            });
+            .send_oneway(self.encoder(method, MessageType::Oneway, args));
     }
 }

@@ -178,6 +178,7 @@ impl ServerConn {
         arrived: Instant,
         headers: &'static Headers<'static>,
     ) -> Result<(), CloseCause> {
+        let frame_len = frame.len();
         // A frame whose envelope cannot be read cannot be answered: close.
         let parsed = wire::parse(protocol, frame).map_err(|_| CloseCause::BadFrame)?;
         let env = &parsed.envelope;
@@ -251,6 +252,7 @@ impl ServerConn {
             service: svc.name(),
             ttheader: tt,
             peer,
+            request_bytes: frame_len,
             deliver: deliver_reply,
             received: arrived,
             rt: &shared.rt,

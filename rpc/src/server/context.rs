@@ -81,6 +81,7 @@ pub struct CallContext<'a> {
     pub(crate) service: &'static str,
     pub(crate) ttheader: Option<&'a TTHeader>,
     pub(crate) peer: Option<SocketAddr>,
+    pub(crate) request_bytes: usize,
     pub(crate) deliver: Deliver,
     pub(crate) received: Instant,
     pub(crate) rt: &'a RuntimeHandle,
@@ -94,6 +95,22 @@ pub struct CallContext<'a> {
 }
 
 impl CallContext<'_> {
+    /// The call, described as server, client and middleware all describe calls.
+    pub fn info(&self) -> crate::CallInfo<'_> {
+        crate::CallInfo {
+            side: crate::Side::Server,
+            service: self.service,
+            method: &self.envelope.method,
+            transport: self.envelope.transport,
+            payload: self.envelope.payload,
+            peer: self.peer,
+            seq_id: self.envelope.seq_id,
+            request_bytes: self.request_bytes,
+            deadline: self.deadline(),
+            headers: self.ttheader,
+        }
+    }
+
     /// The method name as called.
     pub fn method(&self) -> &str {
         &self.envelope.method

@@ -1,0 +1,230 @@
+//! One description of a call for server, client and middleware alike ([`CallInfo`],
+//! [`Outcome`]), and one table of error kinds ([`ErrorKind`]) with their Thrift, Kitex
+//! Protobuf and gRPC codes.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use codec::frame::TTHeader;
+use codec::thrift::ApplicationExceptionKind;
+
+use crate::wire::{Payload, Transport};
+
+/// What kind of failure ended a call: one vocabulary for servers, clients, middleware
+/// and metrics, whatever the protocol. [`ErrorKind::TABLE`] maps each kind to the codes
+/// each protocol puts on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A failure of no more specific kind.
+    Unknown,
+    /// The server has no such service or method.
+    UnknownMethod,
+    /// The message type was not what the method takes (CALL vs ONEWAY, say).
+    InvalidMessageType,
+    /// A reply named another method.
+    WrongMethodName,
+    /// A reply's sequence id matched no call.
+    BadSequenceId,
+    /// A reply carried no result.
+    MissingResult,
+    /// The handler failed (returned an error status, or panicked).
+    Internal,
+    /// The request or reply could not be decoded.
+    Protocol,
+    /// A transform (compression) the peer does not support.
+    InvalidTransform,
+    /// A protocol the peer does not serve for this method.
+    InvalidProtocol,
+    /// A client type the server does not support.
+    UnsupportedClientType,
+    /// The caller's deadline passed.
+    DeadlineExceeded,
+    /// The peer could not be reached, or the connection was lost.
+    Unavailable,
+    /// A bound was reached (queue full, request too large).
+    ResourceExhausted,
+    /// The method answered with one of its declared exceptions.
+    Declared,
+    /// A Thrift exception type this table does not know, kept as it came.
+    Other(i32),
+}
+
+/// One row of [`ErrorKind::TABLE`].
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCodes {
+    /// The kind.
+    pub kind: ErrorKind,
+    /// Its name in metrics and logs (`snake_case`).
+    pub name: &'static str,
+    /// The `TApplicationException` type (and Kitex Protobuf `ErrorProto` type) it is sent
+    /// as. Thrift has no type for some kinds; they are sent as `INTERNAL_ERROR` (6).
+    pub thrift: i32,
+    /// The gRPC status code it maps to.
+    pub grpc: u8,
+}
+
+impl ErrorKind {
+    /// Every kind with its codes: the one place they are defined.
+    pub const TABLE: &'static [ErrorCodes] = &[
+        row(ErrorKind::Unknown, "unknown", 0, 2),
+        row(ErrorKind::UnknownMethod, "unknown_method", 1, 12),
+        row(ErrorKind::InvalidMessageType, "invalid_message_type", 2, 13),
+        row(ErrorKind::WrongMethodName, "wrong_method_name", 3, 13),
+        row(ErrorKind::BadSequenceId, "bad_sequence_id", 4, 13),
+        row(ErrorKind::MissingResult, "missing_result", 5, 13),
+        row(ErrorKind::Internal, "internal", 6, 13),
+        row(ErrorKind::Protocol, "protocol", 7, 13),
+        row(ErrorKind::InvalidTransform, "invalid_transform", 8, 12),
+        row(ErrorKind::InvalidProtocol, "invalid_protocol", 9, 12),
+        row(ErrorKind::UnsupportedClientType, "unsupported_client_type", 10, 12),
+        row(ErrorKind::DeadlineExceeded, "deadline_exceeded", 6, 4),
+        row(ErrorKind::Unavailable, "unavailable", 6, 14),
+        row(ErrorKind::ResourceExhausted, "resource_exhausted", 6, 8),
+        row(ErrorKind::Declared, "declared", 0, 2),
+    ];
+
+    fn codes(self) -> Option<&'static ErrorCodes> {
+        Self::TABLE.iter().find(|r| r.kind == self)
+    }
+
+    /// The name of the kind in metrics and logs.
+    pub fn name(self) -> &'static str {
+        self.codes().map_or("other", |c| c.name)
+    }
+
+    /// The Thrift `TApplicationException` type (also Kitex Protobuf's `ErrorProto` type)
+    /// this kind is sent as.
+    pub fn thrift_type(self) -> i32 {
+        match self {
+            ErrorKind::Other(t) => t,
+            k => k.codes().map_or(0, |c| c.thrift),
+        }
+    }
+
+    /// The gRPC status code this kind maps to.
+    pub fn grpc_code(self) -> u8 {
+        self.codes().map_or(2, |c| c.grpc)
+    }
+
+    /// The kind a Thrift `TApplicationException` type (or `ErrorProto` type) stands for.
+    /// Types shared by several kinds (6) read as [`ErrorKind::Internal`].
+    pub fn from_thrift_type(t: i32) -> ErrorKind {
+        match t {
+            0 => ErrorKind::Unknown,
+            1 => ErrorKind::UnknownMethod,
+            2 => ErrorKind::InvalidMessageType,
+            3 => ErrorKind::WrongMethodName,
+            4 => ErrorKind::BadSequenceId,
+            5 => ErrorKind::MissingResult,
+            6 => ErrorKind::Internal,
+            7 => ErrorKind::Protocol,
+            8 => ErrorKind::InvalidTransform,
+            9 => ErrorKind::InvalidProtocol,
+            10 => ErrorKind::UnsupportedClientType,
+            t => ErrorKind::Other(t),
+        }
+    }
+}
+
+const fn row(kind: ErrorKind, name: &'static str, thrift: i32, grpc: u8) -> ErrorCodes {
+    ErrorCodes {
+        kind,
+        name,
+        thrift,
+        grpc,
+    }
+}
+
+impl From<ApplicationExceptionKind> for ErrorKind {
+    fn from(k: ApplicationExceptionKind) -> ErrorKind {
+        ErrorKind::from_thrift_type(k.to_i32())
+    }
+}
+
+impl From<ErrorKind> for ApplicationExceptionKind {
+    fn from(k: ErrorKind) -> ApplicationExceptionKind {
+        ApplicationExceptionKind::from_i32(k.thrift_type())
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ErrorKind::Other(t) => write!(f, "exception type {t}"),
+            k => f.write_str(k.name()),
+        }
+    }
+}
+
+/// Which side of a call is describing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The server serving it.
+    Server,
+    /// The client making it.
+    Client,
+}
+
+/// One call, described the same way on the server and on the client: what is called,
+/// how, with whom, until when, and with which metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct CallInfo<'a> {
+    /// Which side describes the call.
+    pub side: Side,
+    /// The IDL service name.
+    pub service: &'a str,
+    /// The method name as called.
+    pub method: &'a str,
+    /// How the call is framed.
+    pub transport: Transport,
+    /// How it is encoded.
+    pub payload: Payload,
+    /// The other side's address, when known.
+    pub peer: Option<SocketAddr>,
+    /// The call's sequence id on its connection.
+    pub seq_id: i32,
+    /// Bytes of the request frame.
+    pub request_bytes: usize,
+    /// When the caller stops waiting, if it said.
+    pub deadline: Option<Instant>,
+    /// The TTHeader carrying the call's metadata (key/value headers), for TTHeader calls.
+    pub headers: Option<&'a TTHeader>,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// `None` when it succeeded, else the kind of failure.
+    pub error: Option<ErrorKind>,
+    /// Bytes of the reply frame (0 when there was none).
+    pub response_bytes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_one_row_and_thrift_types_round_trip() {
+        for (i, r) in ErrorKind::TABLE.iter().enumerate() {
+            assert_eq!(
+                ErrorKind::TABLE.iter().filter(|x| x.kind == r.kind).count(),
+                1,
+                "{:?} twice",
+                r.kind
+            );
+            assert!(!r.name.is_empty(), "row {i}");
+        }
+        for t in 0..=10 {
+            assert_eq!(ErrorKind::from_thrift_type(t).thrift_type(), t);
+        }
+        assert_eq!(ErrorKind::from_thrift_type(99), ErrorKind::Other(99));
+        assert_eq!(ErrorKind::Other(99).thrift_type(), 99);
+        assert_eq!(ErrorKind::DeadlineExceeded.grpc_code(), 4);
+        assert_eq!(ErrorKind::UnknownMethod.grpc_code(), 12);
+        assert_eq!(ErrorKind::Unavailable.grpc_code(), 14);
+        let k: ErrorKind = ApplicationExceptionKind::ProtocolError.into();
+        assert_eq!(k, ErrorKind::Protocol);
+    }
+}
