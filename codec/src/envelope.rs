@@ -29,6 +29,9 @@ pub enum Transport {
     },
     /// Kitex Protobuf's own framing (a 4-byte length, then magic 0x9001).
     KitexProtobuf,
+    /// A framing plugged in by the application (the number says which): messages are
+    /// written alone here, and the framing wraps them.
+    Custom(u16),
 }
 
 /// What the message is encoded with.
@@ -165,6 +168,26 @@ pub fn parse(protocol: frame::Protocol, frame: Bytes) -> Result<Parsed, WireErro
             )))
         }
     };
+    parse_in(transport, payload, message, tt)
+}
+
+/// Parses a message taken out of its frame by a framing of the application's own
+/// ([`Transport::Custom`]): a Thrift message (binary or compact) or a Kitex Protobuf message
+/// without its length.
+pub fn parse_message(
+    transport: Transport,
+    payload: Payload,
+    message: Bytes,
+) -> Result<Parsed, WireError> {
+    parse_in(transport, payload, message, None)
+}
+
+fn parse_in(
+    transport: Transport,
+    payload: Payload,
+    message: Bytes,
+    tt: Option<TTHeader>,
+) -> Result<Parsed, WireError> {
     let (header, body) = match payload {
         Payload::ThriftBinary => thrift_header(BinaryReader::new(message.clone()), &message)?,
         Payload::ThriftCompact => thrift_header(CompactReader::new(message.clone()), &message)?,
@@ -234,7 +257,7 @@ fn begin(env: &Envelope, out: &mut BytesMut, h: &Headers<'_>) -> Result<Open, Fr
             frame::reserve_length(out);
             None
         }
-        Transport::Buffered => None,
+        Transport::Buffered | Transport::Custom(_) => None,
         Transport::TTHeader { framed_payload } => {
             let b = TTHeaderBuilder {
                 seq_id: env.header_seq,
@@ -260,7 +283,7 @@ fn end(env: &Envelope, out: &mut BytesMut, open: Open) -> Result<(), FrameError>
     }
     match env.transport {
         Transport::Framed | Transport::KitexProtobuf => frame::patch_length(out, open.start),
-        Transport::Buffered => Ok(()),
+        Transport::Buffered | Transport::Custom(_) => Ok(()),
         Transport::TTHeader { .. } => TTHeaderBuilder::finish(out, open.start),
     }
 }

@@ -1,10 +1,12 @@
 //! The services behind the examples and the end-to-end tests: generated code for the
 //! shared IDL (`idl/echo.thrift`, `idl/interop.thrift`, `idl/echo.proto`) and the quick
-//! start (`examples/idl/hello.proto` and its Thrift twin), and the echo server's handlers.
+//! start (`examples/idl/hello.proto` and its Thrift twin), the echo server's handlers, and
+//! small implementations of the extension points ([`extensions`]).
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
 pub mod echo_service;
+pub mod extensions;
 
 /// Code generated from the IDL by `codec-build` (see `build.rs`).
 #[allow(missing_docs, clippy::all)]

@@ -77,7 +77,12 @@ impl ErrorKind {
         row(ErrorKind::Protocol, "protocol", 7, 13),
         row(ErrorKind::InvalidTransform, "invalid_transform", 8, 12),
         row(ErrorKind::InvalidProtocol, "invalid_protocol", 9, 12),
-        row(ErrorKind::UnsupportedClientType, "unsupported_client_type", 10, 12),
+        row(
+            ErrorKind::UnsupportedClientType,
+            "unsupported_client_type",
+            10,
+            12,
+        ),
         row(ErrorKind::DeadlineExceeded, "deadline_exceeded", 6, 4),
         row(ErrorKind::Unavailable, "unavailable", 6, 14),
         row(ErrorKind::ResourceExhausted, "resource_exhausted", 6, 8),

@@ -13,8 +13,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
-pub mod client;
 mod call;
+pub mod client;
 mod error;
 pub mod server;
 mod status;

@@ -2,8 +2,8 @@
 //! [`write_status`]: an error reply carrying a [`crate::Status`].
 
 pub use codec::envelope::{
-    decode_thrift, parse, peek_seq_id, write_pb, write_thrift, Envelope, Headers, Parsed, Payload,
-    Transport, WireError, WriteError,
+    decode_thrift, parse, parse_message, peek_seq_id, write_pb, write_thrift, Envelope, Headers,
+    Parsed, Payload, Transport, WireError, WriteError,
 };
 
 use bytes::BytesMut;

@@ -12,11 +12,12 @@ use codec::thrift::{ApplicationExceptionKind, MessageType};
 use netpoll::{CloseReason, Conn, ConnId, Core, Handler, Input, TimerId};
 
 use super::context::{CallContext, WriteReply};
+use super::framing::{Detect, Framing};
 use super::order::{Deferrals, Order, Sink};
 use super::service::{accepts, Call};
 use super::stats::CloseCause;
 use super::Shared;
-use crate::wire::{self, Headers};
+use crate::wire::{self, Headers, Transport};
 use crate::Status;
 
 const IDLE_TIMER: u64 = 1;
@@ -33,10 +34,19 @@ const CRRST: Headers<'static> = Headers {
     strs: &[(frame::str_key::CONNECTION_RESET, b"1")],
 };
 
+/// What a connection speaks.
+#[derive(Debug, Clone, Copy)]
+enum Proto {
+    /// A built-in protocol.
+    Builtin(Protocol),
+    /// The application's framing with this index.
+    Custom(u16),
+}
+
 /// The handler of one server connection.
 pub(crate) struct ServerConn {
     shared: Arc<Shared>,
-    protocol: Option<Protocol>,
+    protocol: Option<Proto>,
     splitter: Splitter,
     peer: Option<SocketAddr>,
     order: Order,
@@ -137,11 +147,13 @@ impl ServerConn {
     ) {
         self.deferred.remove(slot);
         let headers = Self::headers(conn);
+        let framing = framing_of(&self.shared, self.protocol);
         Sink {
             conn,
             order: &mut self.order,
             deferred: &mut self.deferred,
             headers,
+            framing,
         }
         .reply(slot, write);
         if self.throttled {
@@ -173,23 +185,36 @@ impl ServerConn {
     fn serve(
         &mut self,
         conn: &mut Conn<'_>,
-        protocol: Protocol,
+        protocol: Proto,
         frame: Bytes,
         arrived: Instant,
         headers: &'static Headers<'static>,
     ) -> Result<(), CloseCause> {
         let frame_len = frame.len();
+        let shared = &*self.shared;
         // A frame whose envelope cannot be read cannot be answered: close.
-        let parsed = wire::parse(protocol, frame).map_err(|_| CloseCause::BadFrame)?;
+        let (parsed, framing) = match protocol {
+            Proto::Builtin(p) => (
+                wire::parse(p, frame).map_err(|_| CloseCause::BadFrame)?,
+                None,
+            ),
+            Proto::Custom(i) => {
+                let f = &*shared.framings[usize::from(i)];
+                let (payload, message) = f.unwrap(frame).map_err(|_| CloseCause::BadFrame)?;
+                let parsed = wire::parse_message(Transport::Custom(i), payload, message)
+                    .map_err(|_| CloseCause::BadFrame)?;
+                (parsed, Some(f))
+            }
+        };
         let env = &parsed.envelope;
         let tt = parsed.ttheader.as_ref();
-        let shared = &*self.shared;
         let out_of_order = tt.is_some_and(|t| t.flags() & frame::flags::OUT_OF_ORDER != 0);
         let mut sink = Sink {
             conn,
             order: &mut self.order,
             deferred: &mut self.deferred,
             headers,
+            framing,
         };
         if !matches!(env.kind, MessageType::Call | MessageType::Oneway) {
             let slot = (!out_of_order).then(|| sink.order.take());
@@ -291,8 +316,8 @@ impl ServerConn {
         self.last_active = now;
         let protocol = match self.protocol {
             Some(p) => p,
-            None => match frame::detect(input.chunk()) {
-                Ok(Some(Protocol::Http2)) | Err(_) => {
+            None => match self.detect(input.chunk()) {
+                Err(()) => {
                     // Not a protocol served here: nothing can be answered.
                     self.abort(conn, CloseCause::UnknownProtocol);
                     return;
@@ -329,7 +354,11 @@ impl ServerConn {
                 return;
             }
             let max = self.shared.max_frame;
-            match self.splitter.split(protocol, input.chunk(), max) {
+            let split = match protocol {
+                Proto::Builtin(p) => self.splitter.split(p, input.chunk(), max),
+                Proto::Custom(i) => self.shared.framings[usize::from(i)].split(input.chunk(), max),
+            };
+            match split {
                 Ok(Split::Frame(len)) => {
                     let frame = input.split_to(len);
                     // A frame finished: the read timeout restarts with the next one.
@@ -367,6 +396,35 @@ impl ServerConn {
                 }
             }
         }
+    }
+}
+
+impl ServerConn {
+    /// What a new connection speaks, from its first bytes: the application's framings
+    /// look first, then the built-in protocols. `Ok(None)`: not enough bytes yet.
+    fn detect(&self, head: &[u8]) -> Result<Option<Proto>, ()> {
+        let mut undecided = false;
+        for (i, f) in self.shared.framings.iter().enumerate() {
+            match f.detect(head) {
+                Detect::Yes => return Ok(Some(Proto::Custom(i as u16))),
+                Detect::NeedMore => undecided = true,
+                Detect::No => {}
+            }
+        }
+        match frame::detect(head) {
+            Ok(Some(Protocol::Http2)) | Err(_) if !undecided => Err(()),
+            Ok(Some(Protocol::Http2)) | Err(_) | Ok(None) => Ok(None),
+            Ok(Some(_)) if undecided => Ok(None),
+            Ok(Some(p)) => Ok(Some(Proto::Builtin(p))),
+        }
+    }
+}
+
+/// The connection's framing, when it is one of the application's own.
+fn framing_of(shared: &Shared, protocol: Option<Proto>) -> Option<&dyn Framing> {
+    match protocol {
+        Some(Proto::Custom(i)) => shared.framings.get(usize::from(i)).map(|f| &**f),
+        _ => None,
     }
 }
 

@@ -21,6 +21,7 @@
 
 mod conn;
 mod context;
+mod framing;
 mod order;
 mod router;
 mod service;
@@ -34,6 +35,7 @@ use std::time::Duration;
 use netpoll::{Runtime, RuntimeHandle};
 
 pub use context::{CallContext, Deferred, Reply, ReplyEncoder};
+pub use framing::{Detect, Framing};
 pub use service::{encode_pb_reply, encode_thrift_reply, Call, Idl, MethodInfo, Service};
 pub use stats::CloseCounts;
 
@@ -60,6 +62,7 @@ pub(crate) struct Shared {
     read_timeout: Option<Duration>,
     limits: Limits,
     stats: stats::ServerStats,
+    framings: Vec<Arc<dyn Framing>>,
     rt: RuntimeHandle,
 }
 
@@ -112,6 +115,7 @@ pub struct ServerBuilder {
     limits: Limits,
     busy_poll: Duration,
     services: Vec<Arc<dyn Service>>,
+    framings: Vec<Arc<dyn Framing>>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -217,6 +221,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves a framing of the application's own on the same port, beside the built-in
+    /// protocols: connections it recognises (see [`Framing::detect`]) are served with it.
+    /// Up to 65,535 framings.
+    pub fn framing(mut self, framing: impl Framing) -> Self {
+        if self.framings.len() < u16::MAX as usize {
+            self.framings.push(Arc::new(framing));
+        }
+        self
+    }
+
     /// Adds a service (a generated `{Service}Server` around an implementation). Calls are
     /// routed by method name; when several services have a method of the same name, by
     /// TTHeader's `isn` header, and otherwise to the first service registered.
@@ -253,6 +267,7 @@ impl ServerBuilder {
             read_timeout: self.read_timeout,
             limits: self.limits,
             stats: stats::ServerStats::default(),
+            framings: self.framings,
             rt: rt.handle().clone(),
         });
         let stats = shared.clone();
@@ -305,6 +320,7 @@ impl Server {
             },
             busy_poll: Duration::ZERO,
             services: Vec::new(),
+            framings: Vec::new(),
         }
     }
 

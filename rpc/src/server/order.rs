@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use netpoll::Conn;
 
+use super::framing::Framing;
 use crate::wire::Headers;
 
 /// Slots of the calls on one connection whose replies must keep their order.
@@ -109,6 +110,27 @@ pub(crate) struct Sink<'c, 'n> {
     pub(crate) order: &'c mut Order,
     pub(crate) deferred: &'c mut Deferrals,
     pub(crate) headers: &'static Headers<'static>,
+    /// The connection's framing, when it is one of the application's own.
+    pub(crate) framing: Option<&'c dyn Framing>,
+}
+
+/// Writes one reply into `out`, inside the connection's own framing if it has one.
+fn emit(
+    out: &mut BytesMut,
+    framing: Option<&dyn Framing>,
+    headers: &Headers<'_>,
+    write: impl FnOnce(&mut BytesMut, &Headers<'_>),
+) {
+    let Some(f) = framing else {
+        return write(out, headers);
+    };
+    let start = out.len();
+    let at = f.begin_reply(out);
+    write(out, headers);
+    if let Err(e) = f.finish_reply(out, at) {
+        tracing::warn!(framing = f.name(), error = %e, "a reply could not be framed; dropped");
+        out.truncate(start);
+    }
 }
 
 impl Sink<'_, '_> {
@@ -122,15 +144,15 @@ impl Sink<'_, '_> {
             Some(s) if !self.order.is_next(s) => {
                 // An earlier reply is still pending: keep this one aside, in its place.
                 let mut buf = BytesMut::new();
-                write(&mut buf, self.headers);
+                emit(&mut buf, self.framing, self.headers, write);
                 self.order.hold(s, buf.freeze());
             }
             Some(_) => {
-                write(self.conn.output(), self.headers);
+                emit(self.conn.output(), self.framing, self.headers, write);
                 let conn = &mut *self.conn;
                 self.order.advance(|b| conn.write(b));
             }
-            None => write(self.conn.output(), self.headers),
+            None => emit(self.conn.output(), self.framing, self.headers, write),
         }
     }
 

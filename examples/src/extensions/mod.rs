@@ -1,0 +1,7 @@
+//! Small implementations of the framework's extension points, each the smallest that
+//! shows the trait at work (the real ones come with service governance and observability):
+//!
+//! - [`framing::MagicFraming`]: a protocol of our own, served on the same port as the
+//!   built-in ones and detected the same way ([`rpc::server::Framing`]).
+
+pub mod framing;
