@@ -93,6 +93,7 @@ impl Raw {
             (Transport::Framed, _) => Protocol::FramedBinary,
             (Transport::Buffered, Payload::ThriftCompact) => Protocol::BufferedCompact,
             (Transport::Buffered, _) => Protocol::BufferedBinary,
+            (Transport::Custom(_), _) => panic!("a custom framing has no built-in protocol"),
         }
     }
 
