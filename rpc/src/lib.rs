@@ -16,12 +16,14 @@
 mod call;
 pub mod client;
 mod error;
+mod middleware;
 pub mod server;
 mod status;
 pub mod wire;
 
 pub use call::{CallInfo, ErrorCodes, ErrorKind, Outcome, Side};
 pub use error::{cause, reason, CallError, Cause, Reason};
+pub use middleware::{Metadata, Middleware};
 pub use server::{CallContext, Deferred, Reply};
 pub use status::Status;
 

@@ -117,6 +117,18 @@ impl Ctx<'_> {
             code.line("Self::Status(s)");
             code.close("}");
             code.close("}");
+            code.line("");
+            code.open(format!(
+                "impl {rpc}::server::ReplyError for {}Error {{",
+                f.prefix
+            ));
+            code.open(format!("fn error_kind(&self) -> {rpc}::ErrorKind {{"));
+            code.open("match self {");
+            code.line("Self::Status(s) => s.kind(),");
+            code.line(format!("_ => {rpc}::ErrorKind::Declared,"));
+            code.close("}");
+            code.close("}");
+            code.close("}");
             let mut tys: Vec<&String> = f.throws.iter().map(|t| &t.1).collect();
             tys.sort();
             for (variant, ty, _) in &f.throws {

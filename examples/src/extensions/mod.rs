@@ -3,5 +3,8 @@
 //!
 //! - [`framing::MagicFraming`]: a protocol of our own, served on the same port as the
 //!   built-in ones and detected the same way ([`rpc::server::Framing`]).
+//! - [`middleware::CallStats`] and [`middleware::Deny`]: code around every call of a
+//!   server or client ([`rpc::Middleware`]).
 
 pub mod framing;
+pub mod middleware;

@@ -16,7 +16,7 @@ use prost::Message as _;
 
 use super::{Channel, ChannelConfig, KitexPbFraming, ReplyFraming, ThriftFraming};
 use crate::wire::{self, Envelope, Headers, Payload, Transport};
-use crate::CallError;
+use crate::{CallError, Metadata};
 
 /// How a client frames its calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,7 @@ pub struct ClientBuilder {
     channel: ChannelConfig,
     max_frame: usize,
     runtime: Option<RuntimeHandle>,
+    middleware: Vec<Arc<dyn crate::middleware::DynMiddleware>>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -99,6 +100,7 @@ impl ClientBuilder {
             channel: ChannelConfig::default(),
             max_frame: frame::DEFAULT_MAX_FRAME,
             runtime: None,
+            middleware: Vec::new(),
         }
     }
 
@@ -148,6 +150,14 @@ impl ClientBuilder {
     /// Largest request and reply frame.
     pub fn max_frame(mut self, bytes: usize) -> Self {
         self.max_frame = bytes;
+        self
+    }
+
+    /// Runs `m` around every call of the client (see [`Middleware`](crate::Middleware)):
+    /// before it is sent, and when its reply or failure arrives. Several run in the order
+    /// they were added at the start, in reverse order at the end.
+    pub fn middleware(mut self, m: impl crate::Middleware) -> Self {
+        self.middleware.push(Arc::new(m));
         self
     }
 
@@ -201,6 +211,7 @@ impl ClientBuilder {
                 service: ByteString::from_static(service),
                 caller: self.caller,
                 max_frame: self.max_frame,
+                middleware: self.middleware.into(),
                 runtime: owned,
             }),
             timeout: self.channel.call_timeout,
@@ -247,6 +258,7 @@ struct BaseInner {
     service: ByteString,
     caller: Arc<str>,
     max_frame: usize,
+    middleware: crate::middleware::Stack,
     /// The client's own event loop, if it has one: stopped when the last clone goes.
     runtime: Option<Arc<Runtime>>,
 }
@@ -300,6 +312,7 @@ impl Base {
         &self,
         method: &'static str,
         kind: MessageType,
+        meta: Metadata,
         body: impl FnOnce(&Envelope, &mut BytesMut, &Headers<'_>) -> Result<(), wire::WriteError>
             + Send
             + 'static,
@@ -330,14 +343,22 @@ impl Base {
             } else {
                 &with_timeout[..3]
             };
-            let strs = [(
+            let isn = [(
                 frame::str_key::IDL_SERVICE_NAME,
                 inner.service.as_bytes().as_ref(),
             )];
+            // Headers a middleware added (a trace context, say) travel too.
+            let with_meta: Vec<(&str, &[u8])>;
+            let strs: &[(&str, &[u8])] = if meta.is_empty() {
+                &isn
+            } else {
+                with_meta = isn.iter().copied().chain(meta.iter()).collect();
+                &with_meta
+            };
             let h = Headers {
                 flags: 0,
                 ints,
-                strs: &strs,
+                strs,
             };
             let start = out.len();
             body(&env, out, &h).map_err(|e| CallError::TooLarge(crate::cause(e)))?;
@@ -507,11 +528,29 @@ impl<C: PayloadCodec> Client<C> {
         &self,
         method: &'static str,
         kind: MessageType,
+        meta: Metadata,
         args: A,
     ) -> impl FnOnce(&mut BytesMut, i32) -> Result<(), CallError> + Send + 'static {
-        self.base.encoder(method, kind, move |env, out, h| {
+        self.base.encoder(method, kind, meta, move |env, out, h| {
             args.write(env, out, kind, h)
         })
+    }
+
+    /// Starts the client's middlewares on a call of `method`.
+    fn start(&self, method: &'static str) -> Result<(Option<Watch>, Metadata), CallError> {
+        let mut meta = Metadata::default();
+        if self.base.inner.middleware.is_empty() {
+            return Ok((None, meta));
+        }
+        let call = ClientCall {
+            inner: self.base.inner.clone(),
+            method,
+            deadline: self.base.timeout.map(|t| std::time::Instant::now() + t),
+        };
+        match crate::middleware::start(&self.base.inner.middleware, &call.info(), &mut meta) {
+            Ok(running) => Ok((running.map(|running| Watch { call, running }), meta)),
+            Err(status) => Err(CallError::Application(status.to_exception())),
+        }
     }
 
     /// Decodes a reply frame: the result, or the error it carries.
@@ -532,11 +571,17 @@ impl<C: PayloadCodec> Client<C> {
         method: &'static str,
         args: A,
     ) -> Result<R, CallError> {
+        let (watch, meta) = self.start(method)?;
         let frame = self.base.inner.channel.call(
-            self.encoder(method, MessageType::Call, args),
+            self.encoder(method, MessageType::Call, meta, args),
             self.base.timeout,
-        )?;
-        self.decode(frame)
+        );
+        let len = frame.as_ref().map_or(0, Bytes::len);
+        let result = frame.and_then(|f| self.decode(f));
+        if let Some(w) = watch {
+            w.end(result.as_ref().err(), len);
+        }
+        result
     }
 
     /// Calls `method` and returns at once; `done` gets the response (or the failure) on
@@ -547,19 +592,77 @@ impl<C: PayloadCodec> Client<C> {
         args: A,
         done: impl FnOnce(Result<R, CallError>) + Send + 'static,
     ) {
+        let (watch, meta) = match self.start(method) {
+            Ok(x) => x,
+            Err(e) => return done(Err(e)),
+        };
         let me = self.clone();
         self.base.inner.channel.call_with(
-            self.encoder(method, MessageType::Call, args),
+            self.encoder(method, MessageType::Call, meta, args),
             self.base.timeout,
-            move |r| done(r.and_then(|frame| me.decode(frame))),
+            move |r| {
+                let len = r.as_ref().map_or(0, Bytes::len);
+                let result = r.and_then(|frame| me.decode(frame));
+                if let Some(w) = watch {
+                    w.end(result.as_ref().err(), len);
+                }
+                done(result)
+            },
         );
     }
 
     /// Sends a oneway call: nothing comes back.
     pub fn oneway<A: Request<C>>(&self, method: &'static str, args: A) {
+        let Ok((watch, meta)) = self.start(method) else {
+            return; // rejected by a middleware: not sent
+        };
         self.base
             .inner
             .channel
-            .send_oneway(self.encoder(method, MessageType::Oneway, args));
+            .send_oneway(self.encoder(method, MessageType::Oneway, meta, args));
+        if let Some(w) = watch {
+            w.end(None, 0);
+        }
+    }
+}
+
+/// A client call as its middlewares see it.
+struct ClientCall {
+    inner: Arc<BaseInner>,
+    method: &'static str,
+    deadline: Option<std::time::Instant>,
+}
+
+impl ClientCall {
+    fn info(&self) -> crate::CallInfo<'_> {
+        crate::CallInfo {
+            side: crate::Side::Client,
+            service: &self.inner.service,
+            method: self.method,
+            transport: self.inner.transport,
+            payload: self.inner.payload,
+            peer: Some(self.inner.channel.addr()),
+            // Assigned on the connection's core when the call is sent.
+            seq_id: 0,
+            request_bytes: 0,
+            deadline: self.deadline,
+            headers: None,
+        }
+    }
+}
+
+/// The middlewares running on one client call, until it ends.
+struct Watch {
+    call: ClientCall,
+    running: crate::middleware::Running,
+}
+
+impl Watch {
+    fn end(self, error: Option<&CallError>, response_bytes: usize) {
+        let outcome = crate::Outcome {
+            error: error.map(CallError::kind),
+            response_bytes,
+        };
+        self.running.end(&self.call.info(), &outcome);
     }
 }

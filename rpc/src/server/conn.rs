@@ -1,7 +1,7 @@
 //! One server connection: protocol detection, framing, dispatch, bounds on what one peer
 //! may have in flight, deferred replies, timeouts and graceful shutdown.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +17,7 @@ use super::order::{Deferrals, Order, Sink};
 use super::service::{accepts, Call};
 use super::stats::CloseCause;
 use super::Shared;
+use crate::middleware;
 use crate::wire::{self, Headers, Transport};
 use crate::Status;
 
@@ -286,6 +287,7 @@ impl ServerConn {
             oneway: !wants_reply,
             encoder: None,
             deferred: Cell::new(false),
+            mw: RefCell::new(None),
         };
         // A caller that stopped waiting is not served: its deadline is when the request's
         // first byte arrived plus the timeout it sent.
@@ -299,6 +301,19 @@ impl ServerConn {
                     sink.reply(slot, |out, h| wire::write_status(env, out, &s, h));
                 }
                 return Ok(());
+            }
+        }
+        // Middlewares see the call before its handler, and may answer it instead.
+        if !shared.middleware.is_empty() {
+            let mut meta = crate::Metadata::default();
+            match middleware::start(&shared.middleware, &ctx.info(), &mut meta) {
+                Ok(running) => *ctx.mw.borrow_mut() = running,
+                Err(status) => {
+                    if wants_reply {
+                        sink.reply(slot, |out, h| wire::write_status(env, out, &status, h));
+                    }
+                    return Ok(());
+                }
             }
         }
         let call = Call {

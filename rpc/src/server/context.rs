@@ -2,7 +2,7 @@
 //! it answers later without blocking its core ([`Deferred`]).
 
 use std::any::Any;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,12 +11,27 @@ use bytes::BytesMut;
 use codec::frame::TTHeader;
 use netpoll::{ConnId, Core, RuntimeHandle};
 
+use crate::middleware::Running;
 use crate::wire::{Envelope, Headers};
-use crate::Status;
+use crate::{ErrorKind, Status};
 
 /// Encodes a method's outcome as a whole reply frame in the call's envelope. Generated code
 /// supplies one per method.
 pub type ReplyEncoder<T, E> = fn(&Envelope, Result<T, E>, &mut BytesMut, &Headers<'_>);
+
+/// What kind of failure a handler's error is, for middleware and metrics: implemented for
+/// [`Status`] and for the generated `{Service}{Method}Error` enums, whose declared
+/// exceptions are [`ErrorKind::Declared`].
+pub trait ReplyError {
+    /// The kind.
+    fn error_kind(&self) -> ErrorKind;
+}
+
+impl ReplyError for Status {
+    fn error_kind(&self) -> ErrorKind {
+        self.kind()
+    }
+}
 
 /// A handler's answer: a result now, or later through a [`Deferred`] handle.
 #[must_use = "a handler's reply must be returned"]
@@ -63,7 +78,7 @@ pub(crate) type WriteReply = Box<dyn FnOnce(&mut BytesMut, &Headers<'_>)>;
 /// of the connection's type.
 pub(crate) type Deliver = fn(&mut Core, ConnId, Option<u64>, WriteReply);
 
-/// Where a deferred reply goes.
+/// Where a deferred reply goes, and what the middlewares need to end the call.
 #[derive(Debug)]
 pub(crate) struct Target {
     pub(crate) deliver: Deliver,
@@ -72,6 +87,11 @@ pub(crate) struct Target {
     pub(crate) envelope: Envelope,
     /// The reply's place in the connection's in-order queue (`None`: out of order allowed).
     pub(crate) slot: Option<u64>,
+    pub(crate) service: &'static str,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) request_bytes: usize,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) mw: Option<Running>,
 }
 
 /// The call a handler is running: its method, ids and headers, and the way to reply later.
@@ -92,6 +112,8 @@ pub struct CallContext<'a> {
     /// types.
     pub(crate) encoder: Option<&'a dyn Any>,
     pub(crate) deferred: Cell<bool>,
+    /// The middlewares that started the call, until it ends.
+    pub(crate) mw: RefCell<Option<Running>>,
 }
 
 impl CallContext<'_> {
@@ -173,7 +195,9 @@ impl CallContext<'_> {
     ///
     /// If called twice for one call, or with types other than the method's (only possible
     /// by naming them explicitly). A handler's panic is answered with INTERNAL_ERROR.
-    pub fn defer<T: Send + 'static, E: Send + 'static>(&self) -> (Deferred<T, E>, Reply<T, E>) {
+    pub fn defer<T: Send + 'static, E: ReplyError + Send + 'static>(
+        &self,
+    ) -> (Deferred<T, E>, Reply<T, E>) {
         assert!(!self.deferred.replace(true), "defer() called twice");
         if self.oneway {
             return (
@@ -201,6 +225,11 @@ impl CallContext<'_> {
                     conn: self.conn,
                     envelope: self.envelope.clone(),
                     slot: self.slot,
+                    service: self.service,
+                    peer: self.peer,
+                    request_bytes: self.request_bytes,
+                    deadline: self.deadline(),
+                    mw: self.mw.borrow_mut().take(),
                 }),
                 encode,
                 _types: PhantomData,
@@ -228,14 +257,17 @@ impl<T, E> std::fmt::Debug for Deferred<T, E> {
     }
 }
 
-impl<T: Send + 'static, E: Send + 'static> Deferred<T, E> {
+impl<T: Send + 'static, E: ReplyError + Send + 'static> Deferred<T, E> {
     /// Sends the reply. It is encoded and written on the connection's core; if the
     /// connection has gone meanwhile, it is dropped.
     pub fn complete(mut self, result: Result<T, E>) {
         let (Some(target), Some(encode)) = (self.target.take(), self.encode) else {
             return;
         };
-        send(target, move |env, out, h| encode(env, result, out, h));
+        let error = result.as_ref().err().map(ReplyError::error_kind);
+        send(target, error, move |env, out, h| {
+            encode(env, result, out, h)
+        });
     }
 }
 
@@ -243,15 +275,18 @@ impl<T, E> Drop for Deferred<T, E> {
     fn drop(&mut self) {
         if let Some(target) = self.target.take() {
             let status = Status::internal("the handler dropped its deferred reply");
-            send(target, move |env, out, h| {
-                crate::wire::write_status(env, out, &status, h)
-            });
+            send(
+                target,
+                Some(crate::ErrorKind::Internal),
+                move |env, out, h| crate::wire::write_status(env, out, &status, h),
+            );
         }
     }
 }
 
 fn send(
     target: Target,
+    error: Option<crate::ErrorKind>,
     write: impl FnOnce(&Envelope, &mut BytesMut, &Headers<'_>) + Send + 'static,
 ) {
     let Target {
@@ -260,14 +295,46 @@ fn send(
         conn,
         envelope,
         slot,
+        service,
+        peer,
+        request_bytes,
+        deadline,
+        mw,
     } = target;
-    // A stopped core has closed the connection already: nothing to answer.
+    // A stopped core has closed the connection already: nothing to answer (the
+    // middlewares, dropped with the task, are not told).
     let _ = rt.spawn(conn.core(), move |core| {
+        let envelope = std::rc::Rc::new(envelope);
+        let written = std::rc::Rc::new(Cell::new(0usize));
+        let (env, n) = (envelope.clone(), written.clone());
         deliver(
             core,
             conn,
             slot,
-            Box::new(move |out, hdrs| write(&envelope, out, hdrs)),
+            Box::new(move |out, hdrs| {
+                let before = out.len();
+                write(&env, out, hdrs);
+                n.set(out.len() - before);
+            }),
         );
+        if let Some(mw) = mw {
+            let info = crate::CallInfo {
+                side: crate::Side::Server,
+                service,
+                method: &envelope.method,
+                transport: envelope.transport,
+                payload: envelope.payload,
+                peer,
+                seq_id: envelope.seq_id,
+                request_bytes,
+                deadline,
+                headers: None,
+            };
+            let outcome = crate::Outcome {
+                error,
+                response_bytes: written.get(),
+            };
+            mw.end(&info, &outcome);
+        }
     });
 }

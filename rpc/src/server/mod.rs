@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use netpoll::{Runtime, RuntimeHandle};
 
-pub use context::{CallContext, Deferred, Reply, ReplyEncoder};
+pub use context::{CallContext, Deferred, Reply, ReplyEncoder, ReplyError};
 pub use framing::{Detect, Framing};
 pub use service::{encode_pb_reply, encode_thrift_reply, Call, Idl, MethodInfo, Service};
 pub use stats::CloseCounts;
@@ -63,6 +63,7 @@ pub(crate) struct Shared {
     limits: Limits,
     stats: stats::ServerStats,
     framings: Vec<Arc<dyn Framing>>,
+    middleware: crate::middleware::Stack,
     rt: RuntimeHandle,
 }
 
@@ -116,6 +117,7 @@ pub struct ServerBuilder {
     busy_poll: Duration,
     services: Vec<Arc<dyn Service>>,
     framings: Vec<Arc<dyn Framing>>,
+    middleware: Vec<Arc<dyn crate::middleware::DynMiddleware>>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -231,6 +233,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs `m` around every call the server serves (see [`Middleware`](crate::Middleware)).
+    /// Several run in the order they were added at the start of a call, and in reverse
+    /// order at its end. A middleware that panics takes its connection down.
+    pub fn middleware(mut self, m: impl crate::Middleware) -> Self {
+        self.middleware.push(Arc::new(m));
+        self
+    }
+
     /// Adds a service (a generated `{Service}Server` around an implementation). Calls are
     /// routed by method name; when several services have a method of the same name, by
     /// TTHeader's `isn` header, and otherwise to the first service registered.
@@ -268,6 +278,7 @@ impl ServerBuilder {
             limits: self.limits,
             stats: stats::ServerStats::default(),
             framings: self.framings,
+            middleware: self.middleware.into(),
             rt: rt.handle().clone(),
         });
         let stats = shared.clone();
@@ -321,6 +332,7 @@ impl Server {
             busy_poll: Duration::ZERO,
             services: Vec::new(),
             framings: Vec::new(),
+            middleware: Vec::new(),
         }
     }
 

@@ -6,10 +6,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use bytes::{Bytes, BytesMut};
 use codec::thrift::{Message, MessageType};
 
-use super::context::{CallContext, Reply, ReplyEncoder, ReplyInner};
+use super::context::{CallContext, Reply, ReplyEncoder, ReplyError, ReplyInner};
 use super::order::Sink;
 use crate::wire::{self, Envelope, Headers, Payload};
-use crate::Status;
+use crate::{ErrorKind, Outcome, Status};
 
 /// Which IDL a service comes from, which decides the payloads it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +61,7 @@ impl Call<'_, '_, '_> {
     /// Decodes Thrift arguments `A`, runs `handler`, and replies with `encode`. A body that
     /// does not decode is answered with PROTOCOL_ERROR; a panicking handler with
     /// INTERNAL_ERROR.
-    pub fn thrift<A: Message, T: Send + 'static, E: Send + 'static>(
+    pub fn thrift<A: Message, T: Send + 'static, E: ReplyError + Send + 'static>(
         self,
         handler: impl FnOnce(&CallContext<'_>, A) -> Reply<T, E>,
         encode: ReplyEncoder<T, E>,
@@ -76,14 +76,24 @@ impl Call<'_, '_, '_> {
     /// Decodes Thrift arguments `A` of a oneway call and runs `handler`; nothing is sent
     /// back, whatever happens.
     pub fn thrift_oneway<A: Message>(self, handler: impl FnOnce(&CallContext<'_>, A)) {
-        if let Ok(args) = wire::decode_thrift::<A>(self.ctx.envelope.payload, self.body.clone()) {
-            let ctx = &self.ctx;
-            let _ = catch_unwind(AssertUnwindSafe(|| handler(ctx, args)));
-        }
+        let error = match wire::decode_thrift::<A>(self.ctx.envelope.payload, self.body.clone()) {
+            Ok(args) => {
+                let ctx = &self.ctx;
+                catch_unwind(AssertUnwindSafe(|| handler(ctx, args)))
+                    .err()
+                    .map(|_| ErrorKind::Internal)
+            }
+            Err(_) => Some(ErrorKind::Protocol),
+        };
+        finish(&self.ctx, error, 0);
     }
 
     /// Decodes a protobuf request `A`, runs `handler`, and replies with `encode`.
-    pub fn protobuf<A: prost::Message + Default, T: Send + 'static, E: Send + 'static>(
+    pub fn protobuf<
+        A: prost::Message + Default,
+        T: Send + 'static,
+        E: ReplyError + Send + 'static,
+    >(
         self,
         handler: impl FnOnce(&CallContext<'_>, A) -> Reply<T, E>,
         encode: ReplyEncoder<T, E>,
@@ -97,15 +107,19 @@ impl Call<'_, '_, '_> {
 
     /// Answers with an error status (or nothing, for a oneway call).
     pub fn fail(self, status: Status) {
+        let mut bytes = 0;
         if !self.ctx.oneway {
             let env = self.ctx.envelope;
             self.sink.reply(self.ctx.slot, |out, h| {
-                wire::write_status(env, out, &status, h)
+                let before = out.len();
+                wire::write_status(env, out, &status, h);
+                bytes = out.len() - before;
             });
         }
+        finish(&self.ctx, Some(status.kind()), bytes);
     }
 
-    fn run<T: Send + 'static, E: Send + 'static>(
+    fn run<T: Send + 'static, E: ReplyError + Send + 'static>(
         self,
         handler: impl FnOnce(&CallContext<'_>) -> Reply<T, E>,
         encode: ReplyEncoder<T, E>,
@@ -118,29 +132,61 @@ impl Call<'_, '_, '_> {
         let deferred = ctx.deferred.get();
         let env = ctx.envelope;
         let slot = ctx.slot;
-        match outcome {
+        let mut bytes = 0;
+        let error = match outcome {
             Ok(Reply(ReplyInner::Ready(r))) if !deferred => {
-                self.sink.reply(slot, |out, h| encode(env, r, out, h));
+                let error = r.as_ref().err().map(ReplyError::error_kind);
+                self.sink.reply(slot, |out, h| {
+                    let before = out.len();
+                    encode(env, r, out, h);
+                    bytes = out.len() - before;
+                });
+                error
             }
-            // The Deferred handle owns the reply now (and answers even if dropped). A
-            // oneway call's handle answers nothing, so nothing waits for it.
+            // The Deferred handle owns the reply now (and answers even if dropped), and
+            // ends the middlewares when it does. A oneway call's handle answers nothing,
+            // so nothing waits for it.
             _ if deferred => {
                 if !ctx.oneway {
                     self.sink.deferred(slot);
                 }
+                return;
             }
-            Ok(_) => self.sink.reply(slot, |out, h| {
-                let s = Status::internal("handler returned a deferred reply it did not create");
-                wire::write_status(env, out, &s, h)
-            }),
+            Ok(_) => {
+                self.sink.reply(slot, |out, h| {
+                    let s = Status::internal("handler returned a deferred reply it did not create");
+                    let before = out.len();
+                    wire::write_status(env, out, &s, h);
+                    bytes = out.len() - before;
+                });
+                Some(ErrorKind::Internal)
+            }
             Err(panic) => {
                 let what = panic_message(&*panic);
                 self.sink.reply(slot, |out, h| {
                     let s = Status::internal(format!("handler panicked: {what}"));
-                    wire::write_status(env, out, &s, h)
+                    let before = out.len();
+                    wire::write_status(env, out, &s, h);
+                    bytes = out.len() - before;
                 });
+                Some(ErrorKind::Internal)
             }
-        }
+        };
+        finish(&ctx, error, bytes);
+    }
+}
+
+/// Ends the call for the middlewares that started it.
+fn finish(ctx: &CallContext<'_>, error: Option<ErrorKind>, response_bytes: usize) {
+    let running = ctx.mw.borrow_mut().take();
+    if let Some(running) = running {
+        running.end(
+            &ctx.info(),
+            &Outcome {
+                error,
+                response_bytes,
+            },
+        );
     }
 }
 

@@ -1,0 +1,143 @@
+//! The extension points at work, with the small implementations in
+//! `examples/src/extensions`: a framing of our own on the same port as the built-in
+//! protocols, and middleware on server and client.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use codec::frame::Split;
+use codec::thrift::MessageType;
+use codec::ByteString;
+use examples::extensions::framing::MagicFraming;
+use examples::extensions::middleware::{CallStats, Deny};
+use examples::gen::{echo, interop};
+use rpc::client::{ClientBuilder, ClientTransport};
+use rpc::server::Framing;
+use rpc::wire::{self, Envelope, Headers, Payload, Transport};
+use rpc::CallError;
+
+fn npf1_call(addr: std::net::SocketAddr, payload: Payload, seq: i32, msg: &'static [u8]) -> Bytes {
+    let env = Envelope {
+        transport: Transport::Buffered,
+        payload,
+        method: ByteString::from_static("echo"),
+        seq_id: seq,
+        header_seq: seq,
+        kind: MessageType::Call,
+    };
+    let mut message = BytesMut::new();
+    let args = echo::EchoEchoArgs {
+        msg: Bytes::from_static(msg),
+    };
+    wire::write_thrift(
+        &env,
+        &mut message,
+        MessageType::Call,
+        &args,
+        &Headers::default(),
+    )
+    .unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Byte by byte at first: detection must wait for the whole magic.
+    let framed = MagicFraming::frame(payload, &message);
+    for b in &framed[..3] {
+        s.write_all(std::slice::from_ref(b)).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.write_all(&framed[3..]).unwrap();
+    let mut buf = BytesMut::new();
+    let frame = loop {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Split::Frame(len) = MagicFraming.split(&buf, 1 << 20).unwrap() {
+            break buf.split_to(len).freeze();
+        }
+    };
+    let (p, m) = MagicFraming.unwrap(frame).unwrap();
+    assert_eq!(p, payload);
+    let parsed = wire::parse_message(Transport::Buffered, p, m).unwrap();
+    assert_eq!(parsed.envelope.seq_id, seq);
+    let r: echo::EchoEchoResult = wire::decode_thrift(p, parsed.body).unwrap();
+    r.success.unwrap()
+}
+
+#[test]
+fn a_framing_of_our_own_is_served_beside_the_built_in_protocols() {
+    let server = examples::echo_service::builder()
+        .addr("127.0.0.1:0")
+        .cores(1)
+        .framing(MagicFraming)
+        .start()
+        .unwrap();
+    for payload in [Payload::ThriftBinary, Payload::ThriftCompact] {
+        assert_eq!(
+            &npf1_call(server.local_addr(), payload, 7, b"npf1")[..],
+            b"npf1"
+        );
+    }
+    for t in [ClientTransport::Framed, ClientTransport::TTHeader] {
+        let c =
+            echo::EchoClient::from_builder(ClientBuilder::new(server.local_addr()).transport(t))
+                .unwrap();
+        assert_eq!(
+            &c.echo(Bytes::from_static(b"built-in")).unwrap()[..],
+            b"built-in"
+        );
+    }
+}
+
+#[test]
+fn middleware_runs_around_calls_on_both_sides_and_can_reject_them() {
+    let server_stats = Arc::new(CallStats::default());
+    let client_stats = Arc::new(CallStats::default());
+    let server = examples::echo_service::builder()
+        .addr("127.0.0.1:0")
+        .cores(1)
+        .middleware(server_stats.clone())
+        .middleware(Deny("fail_with"))
+        .start()
+        .unwrap();
+    let b = ClientBuilder::new(server.local_addr()).middleware(client_stats.clone());
+    let e = echo::EchoClient::from_builder(b.clone()).unwrap();
+    let i = interop::InteropClient::from_builder(b.clone()).unwrap();
+    for _ in 0..3 {
+        e.echo(Bytes::from_static(b"x")).unwrap();
+    }
+    assert_eq!(
+        &i.delayed_echo(Bytes::from_static(b"later"), 30).unwrap()[..],
+        b"later"
+    );
+    match i.fail_with(1, "no".into()) {
+        Err(CallError::Application(a)) => assert!(a.message.contains("not allowed"), "{a:?}"),
+        other => panic!("expected the server's middleware to reject it, got {other:?}"),
+    }
+
+    let echo_s = server_stats.method("echo");
+    assert_eq!(echo_s.calls, 3);
+    assert!(echo_s.errors.is_empty());
+    assert_eq!(
+        echo_s.ids_seen,
+        ["echo-0", "echo-1", "echo-2"],
+        "call ids travel in headers"
+    );
+    // A deferred reply ends the call when it is written.
+    assert_eq!(server_stats.method("delayed_echo").calls, 1);
+    // Rejected by the middleware after it: ended with the rejection's kind.
+    let denied = server_stats.method("fail_with");
+    assert_eq!(denied.calls, 1);
+    assert_eq!(denied.errors.get("resource_exhausted"), Some(&1));
+
+    assert_eq!(client_stats.method("echo").calls, 3);
+    assert_eq!(client_stats.method("fail_with").errors.len(), 1);
+
+    // A client-side middleware rejects before sending: the server never sees the call.
+    let denied_here = interop::InteropClient::from_builder(b.middleware(Deny("ping"))).unwrap();
+    assert!(matches!(denied_here.ping(), Err(CallError::Application(_))));
+    assert_eq!(server_stats.method("ping").calls, 0);
+}

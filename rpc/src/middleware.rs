@@ -1,0 +1,179 @@
+//! [`Middleware`]: code that runs around every call of a server or a client, as Kitex's
+//! middleware does: to trace, measure, log, limit or reject calls.
+//!
+//! Handlers are synchronous and replies may come later (a deferred reply, a client's
+//! callback), so a middleware is not a wrapper around a `next` function: it is told when
+//! a call starts, may reject it there, and is told how it ended, with whatever state it
+//! kept in between. Both sides describe the call the same way ([`CallInfo`]) and its end
+//! the same way ([`Outcome`]).
+//!
+//! ```
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use rpc::{CallInfo, Metadata, Middleware, Outcome, Status};
+//!
+//! /// Counts calls that failed.
+//! #[derive(Default)]
+//! struct Failures(AtomicU64);
+//!
+//! impl Middleware for Failures {
+//!     type State = ();
+//!     fn start(&self, _call: &CallInfo<'_>, _meta: &mut Metadata) -> Result<(), Status> {
+//!         Ok(())
+//!     }
+//!     fn end(&self, _: (), _call: &CallInfo<'_>, outcome: &Outcome) {
+//!         if outcome.error.is_some() {
+//!             self.0.fetch_add(1, Ordering::Relaxed);
+//!         }
+//!     }
+//! }
+//! ```
+
+use std::any::Any;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::{CallInfo, Outcome, Status};
+
+/// Code run around every call; register it with `ServerBuilder::middleware` or
+/// `ClientBuilder::middleware`. Several run in registration order at the start of a call
+/// and in reverse order at its end.
+pub trait Middleware: Send + Sync + 'static {
+    /// What the middleware keeps from the start of a call to its end (a start time, a
+    /// span).
+    type State: Send + 'static;
+
+    /// A call starts: on a server, before its handler runs; on a client, before it is
+    /// sent. An `Err` rejects the call with that status: the server answers it without
+    /// running the handler; the client fails it with `CallError::Application` without
+    /// sending it. On a client, headers put in `meta` travel with the request (TTHeader
+    /// string headers), as a trace context does.
+    fn start(&self, call: &CallInfo<'_>, meta: &mut Metadata) -> Result<Self::State, Status>;
+
+    /// The call ended (on a server, when its reply was written; on a client, when its
+    /// reply or failure arrived). Called exactly once for every call `start` accepted.
+    fn end(&self, state: Self::State, call: &CallInfo<'_>, outcome: &Outcome);
+}
+
+/// A shared middleware (to read what it gathered while it runs) is a middleware.
+impl<M: Middleware> Middleware for Arc<M> {
+    type State = M::State;
+
+    fn start(&self, call: &CallInfo<'_>, meta: &mut Metadata) -> Result<Self::State, Status> {
+        (**self).start(call, meta)
+    }
+
+    fn end(&self, state: Self::State, call: &CallInfo<'_>, outcome: &Outcome) {
+        (**self).end(state, call, outcome)
+    }
+}
+
+/// Headers a client's middleware adds to a request.
+#[derive(Debug, Default, Clone)]
+pub struct Metadata {
+    pub(crate) entries: Vec<(String, Bytes)>,
+}
+
+impl Metadata {
+    /// Adds a string-keyed header.
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<Bytes>) {
+        self.entries.push((key.into(), value.into()));
+    }
+
+    /// The headers added so far.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), &v[..]))
+    }
+
+    /// Whether none was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// A middleware with its state type erased, so that a server or client can hold several.
+pub(crate) trait DynMiddleware: Send + Sync {
+    fn start(
+        &self,
+        call: &CallInfo<'_>,
+        meta: &mut Metadata,
+    ) -> Result<Box<dyn Any + Send>, Status>;
+    fn end(&self, state: Box<dyn Any + Send>, call: &CallInfo<'_>, outcome: &Outcome);
+}
+
+impl<M: Middleware> DynMiddleware for M {
+    fn start(
+        &self,
+        call: &CallInfo<'_>,
+        meta: &mut Metadata,
+    ) -> Result<Box<dyn Any + Send>, Status> {
+        Middleware::start(self, call, meta).map(|s| Box::new(s) as Box<dyn Any + Send>)
+    }
+
+    fn end(&self, state: Box<dyn Any + Send>, call: &CallInfo<'_>, outcome: &Outcome) {
+        if let Ok(state) = state.downcast::<M::State>() {
+            Middleware::end(self, *state, call, outcome);
+        }
+    }
+}
+
+/// The middlewares of a server or client.
+pub(crate) type Stack = Arc<[Arc<dyn DynMiddleware>]>;
+
+/// The middlewares that accepted one call, with their states, until it ends.
+pub(crate) struct Running {
+    stack: Stack,
+    states: Vec<Box<dyn Any + Send>>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("middlewares", &self.states.len())
+            .finish()
+    }
+}
+
+/// Starts `stack` on a call. On a rejection, the middlewares already started are ended
+/// with the rejection as the outcome, and the status is returned.
+pub(crate) fn start(
+    stack: &Stack,
+    call: &CallInfo<'_>,
+    meta: &mut Metadata,
+) -> Result<Option<Running>, Status> {
+    if stack.is_empty() {
+        return Ok(None);
+    }
+    let mut states = Vec::with_capacity(stack.len());
+    for m in stack.iter() {
+        match m.start(call, meta) {
+            Ok(s) => states.push(s),
+            Err(status) => {
+                let outcome = Outcome {
+                    error: Some(status.kind()),
+                    response_bytes: 0,
+                };
+                Running {
+                    stack: stack.clone(),
+                    states,
+                }
+                .end(call, &outcome);
+                return Err(status);
+            }
+        }
+    }
+    Ok(Some(Running {
+        stack: stack.clone(),
+        states,
+    }))
+}
+
+impl Running {
+    /// Ends the call for every middleware that started it, in reverse order.
+    pub(crate) fn end(mut self, call: &CallInfo<'_>, outcome: &Outcome) {
+        while let Some(state) = self.states.pop() {
+            let m = &self.stack[self.states.len()];
+            m.end(state, call, outcome);
+        }
+    }
+}
