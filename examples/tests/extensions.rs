@@ -141,3 +141,53 @@ fn middleware_runs_around_calls_on_both_sides_and_can_reject_them() {
     assert!(matches!(denied_here.ping(), Err(CallError::Application(_))));
     assert_eq!(server_stats.method("ping").calls, 0);
 }
+
+/// The resolver and balancer traits, with the smallest implementations: the instances of
+/// a service come from a list, and calls go to each in turn. (Clients use them once
+/// service governance lands; here they drive plain clients, one per instance.)
+#[test]
+fn a_resolver_finds_instances_and_a_balancer_spreads_calls() {
+    use examples::extensions::discovery::{HostPorts, RoundRobin};
+    use rpc::discovery::{LoadBalancer, Resolver};
+
+    let servers: Vec<_> = (0..3)
+        .map(|_| {
+            examples::echo_service::builder()
+                .addr("127.0.0.1:0")
+                .cores(1)
+                .start()
+                .unwrap()
+        })
+        .collect();
+    let addrs: Vec<_> = servers.iter().map(|s| s.local_addr()).collect();
+    let resolver = HostPorts::default().with("Echo", &addrs);
+    assert!(resolver.resolve("Nope").is_err());
+    let instances: Arc<[rpc::discovery::Instance]> = resolver.resolve("Echo").unwrap().into();
+    assert_eq!(instances.len(), 3);
+    let picker = RoundRobin.picker(instances.clone());
+    let clients: Vec<_> = instances
+        .iter()
+        .map(|i| echo::EchoClient::from_builder(ClientBuilder::new(i.addr)).unwrap())
+        .collect();
+    let info = rpc::CallInfo {
+        side: rpc::Side::Client,
+        service: "Echo",
+        method: "echo",
+        transport: Transport::TTHeader {
+            framed_payload: false,
+        },
+        payload: Payload::ThriftBinary,
+        peer: None,
+        seq_id: 0,
+        request_bytes: 0,
+        deadline: None,
+        headers: None,
+    };
+    let mut hits = [0usize; 3];
+    for _ in 0..9 {
+        let i = picker.pick(&info).unwrap();
+        hits[i] += 1;
+        clients[i].echo(Bytes::from_static(b"rr")).unwrap();
+    }
+    assert_eq!(hits, [3, 3, 3]);
+}

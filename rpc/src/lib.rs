@@ -15,6 +15,7 @@
 
 mod call;
 pub mod client;
+pub mod discovery;
 mod error;
 mod middleware;
 pub mod server;

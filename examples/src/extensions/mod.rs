@@ -5,6 +5,9 @@
 //!   built-in ones and detected the same way ([`rpc::server::Framing`]).
 //! - [`middleware::CallStats`] and [`middleware::Deny`]: code around every call of a
 //!   server or client ([`rpc::Middleware`]).
+//! - [`discovery::HostPorts`] and [`discovery::RoundRobin`]: finding a service's
+//!   instances and choosing one per call ([`rpc::discovery`]).
 
+pub mod discovery;
 pub mod framing;
 pub mod middleware;
