@@ -95,6 +95,7 @@ mod parser;
 mod protobuf;
 mod protobuf_rpc;
 mod resolve;
+mod services;
 mod value;
 
 pub use config::{compile, Config, Generated};

@@ -12,7 +12,7 @@ mod structs;
 pub(crate) mod types;
 mod unions;
 mod wire;
-mod writer;
+pub(crate) mod writer;
 
 use crate::ast::{Definition, StructKind};
 use crate::error::SemanticError;

@@ -1,0 +1,388 @@
+//! Renders a [`ServiceDesc`]: the service trait, its reply encoders, `{Service}Server`,
+//! `register_{service}`, the client's result unpacking and `{Service}Client`.
+
+use super::{Idl, MethodDesc, ServiceDesc, Shape, Streaming};
+use crate::gen::writer::Code;
+
+/// Appends the `rpc` items of `s` to `code`. `rpc` and `rt` are how generated code names
+/// the `rpc` and `codec` crates.
+pub(crate) fn emit(code: &mut Code, s: &ServiceDesc, rpc: &str, rt: &str) {
+    let idl = &s.wire_name;
+    let methods: Vec<&MethodDesc> = s
+        .methods
+        .iter()
+        .filter(|m| m.streaming == Streaming::Unary)
+        .collect();
+    for m in s.methods.iter().filter(|m| m.streaming != Streaming::Unary) {
+        code.line(format!(
+            "// `{idl}.{}` streams: not generated (streaming is not supported yet).",
+            m.wire_name
+        ));
+    }
+    trait_(code, s, &methods, rpc);
+    reply_encoders(code, s, &methods, rpc);
+    server(code, s, &methods, rpc);
+    unpackers(code, s, &methods, rpc, rt);
+    client(code, s, &methods, rpc);
+}
+
+fn docs(code: &mut Code, lines: &[String]) {
+    for l in lines {
+        if l.trim().is_empty() {
+            code.line("///");
+        } else {
+            code.line(format!("/// {}", l.trim_end()));
+        }
+    }
+}
+
+fn params(m: &MethodDesc) -> String {
+    m.params.iter().map(|(n, t)| format!(", {n}: {t}")).collect()
+}
+
+fn trait_(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) {
+    let (svc, idl) = (&s.rust_name, &s.wire_name);
+    code.line("");
+    docs(code, &s.doc);
+    code.line(format!(
+        "/// The `{idl}` service: implement it, and serve it with [`{svc}Server`]. Methods \
+         run on the core that owns the connection and must not block it: to wait, take \
+         the reply with `ctx.defer()`."
+    ));
+    code.open(format!("pub trait {svc}: Send + Sync + 'static {{"));
+    for m in methods {
+        docs(code, &m.doc);
+        if m.doc.is_empty() {
+            code.line(format!("/// `{idl}.{}`.", m.wire_name));
+        }
+        let p = params(m);
+        if m.oneway {
+            code.line(format!(
+                "fn {}(&self, ctx: &{rpc}::CallContext<'_>{p});",
+                m.rust_name
+            ));
+        } else {
+            code.line(format!(
+                "fn {}(&self, ctx: &{rpc}::CallContext<'_>{p}) -> {rpc}::Reply<{}, {}>;",
+                m.rust_name,
+                m.ret,
+                m.error_type(rpc)
+            ));
+        }
+    }
+    code.close("}");
+}
+
+fn reply_encoders(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) {
+    for m in methods.iter().filter(|m| !m.oneway) {
+        let local = m.local(&s.rust_name);
+        code.line("");
+        code.line("#[allow(non_snake_case)]");
+        code.open(format!(
+            "fn __{local}_reply(env: &{rpc}::wire::Envelope, r: ::std::result::Result<{}, {}>, \
+             out: &mut {rpc}::__private::BytesMut, h: &{rpc}::wire::Headers<'_>) {{",
+            m.ret,
+            m.error_type(rpc)
+        ));
+        match &m.shape {
+            Shape::Protobuf => {
+                code.line(format!("{rpc}::server::encode_pb_reply(env, out, h, r)"));
+            }
+            Shape::Thrift {
+                types,
+                returns,
+                throws,
+                ..
+            } => {
+                let result = |set: Option<&str>| -> String {
+                    let mut fields = Vec::new();
+                    if *returns {
+                        fields.push(if set == Some("success") {
+                            "success: ::std::option::Option::Some(v)".to_owned()
+                        } else {
+                            "success: ::std::option::Option::None".to_owned()
+                        });
+                    }
+                    for (_, _, name) in throws {
+                        fields.push(if set == Some(name.as_str()) {
+                            format!("{name}: ::std::option::Option::Some(e)")
+                        } else {
+                            format!("{name}: ::std::option::Option::None")
+                        });
+                    }
+                    format!("{types}Result {{ {} }}", fields.join(", "))
+                };
+                code.open("let r = match r {");
+                let ok = if *returns { "v" } else { "()" };
+                code.line(format!(
+                    "::std::result::Result::Ok({ok}) => ::std::result::Result::Ok({}),",
+                    result(Some("success"))
+                ));
+                if throws.is_empty() {
+                    code.line("::std::result::Result::Err(s) => ::std::result::Result::Err(s),");
+                } else {
+                    for (variant, _, name) in throws {
+                        code.line(format!(
+                            "::std::result::Result::Err({types}Error::{variant}(e)) => ::std::result::Result::Ok({}),",
+                            result(Some(name))
+                        ));
+                    }
+                    code.line(format!(
+                        "::std::result::Result::Err({types}Error::Status(s)) => ::std::result::Result::Err(s),"
+                    ));
+                }
+                code.close("};");
+                code.line(format!("{rpc}::server::encode_thrift_reply(env, out, h, r)"));
+            }
+        }
+        code.close("}");
+    }
+}
+
+fn server(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) {
+    let (svc, idl, snake) = (&s.rust_name, &s.wire_name, &s.snake);
+    let methods_const = format!("__{}_METHODS", snake.to_uppercase());
+    code.line("");
+    code.line(format!(
+        "/// Serves an implementation of [`{svc}`]: register it with \
+         `ServerBuilder::service` or [`register_{snake}`]."
+    ));
+    code.line(format!("pub struct {svc}Server<S>(S);"));
+    code.line("");
+    code.open(format!("impl<S: {svc}> {svc}Server<S> {{"));
+    code.line("/// Wraps an implementation.");
+    code.open("pub fn new(service: S) -> Self {");
+    code.line("Self(service)");
+    code.close("}");
+    code.close("}");
+    code.line("");
+    code.open(format!("impl<S> ::std::fmt::Debug for {svc}Server<S> {{"));
+    code.open("fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {");
+    code.line(format!("f.write_str(\"{svc}Server\")"));
+    code.close("}");
+    code.close("}");
+    code.line("");
+    code.open(format!(
+        "const {methods_const}: &[{rpc}::server::MethodInfo] = &["
+    ));
+    for m in methods {
+        code.line(format!(
+            "{rpc}::server::MethodInfo {{ name: \"{}\", oneway: {} }},",
+            m.wire_name, m.oneway
+        ));
+    }
+    code.close("];");
+    code.line("");
+    code.open(format!(
+        "impl<S: {svc}> {rpc}::server::Service for {svc}Server<S> {{"
+    ));
+    code.open("fn name(&self) -> &'static str {");
+    code.line(format!("\"{idl}\""));
+    code.close("}");
+    code.open(format!("fn idl(&self) -> {rpc}::server::Idl {{"));
+    code.line(match s.idl {
+        Idl::Thrift => format!("{rpc}::server::Idl::Thrift"),
+        Idl::Protobuf => format!("{rpc}::server::Idl::Protobuf"),
+    });
+    code.close("}");
+    code.open(format!(
+        "fn methods(&self) -> &'static [{rpc}::server::MethodInfo] {{"
+    ));
+    code.line(methods_const.clone());
+    code.close("}");
+    code.open(format!(
+        "fn call(&self, index: usize, call: {rpc}::server::Call<'_, '_, '_>) {{"
+    ));
+    code.open("match index {");
+    for (i, m) in methods.iter().enumerate() {
+        let local = m.local(svc);
+        match &m.shape {
+            Shape::Thrift { types, .. } => {
+                let args: String = m.params.iter().map(|(n, _)| format!(", a.{n}")).collect();
+                let a = if m.params.is_empty() { "_a" } else { "a" };
+                if m.oneway {
+                    code.line(format!(
+                        "{i} => call.thrift_oneway(|ctx, {a}: {types}Args| self.0.{}(ctx{args})),",
+                        m.rust_name
+                    ));
+                } else {
+                    code.line(format!(
+                        "{i} => call.thrift(|ctx, {a}: {types}Args| self.0.{}(ctx{args}), __{local}_reply),",
+                        m.rust_name
+                    ));
+                }
+            }
+            Shape::Protobuf => {
+                let input = &m.params[0].1;
+                code.line(format!(
+                    "{i} => call.protobuf(|ctx, req: {input}| self.0.{}(ctx, req), __{local}_reply),",
+                    m.rust_name
+                ));
+            }
+        }
+    }
+    code.line(format!(
+        "_ => call.fail({rpc}::Status::unknown_method(\"no such method\")),"
+    ));
+    code.close("}");
+    code.close("}");
+    code.close("}");
+    code.line("");
+    code.line(format!(
+        "/// Registers an implementation of [`{svc}`] on a server being built."
+    ));
+    code.open(format!(
+        "pub fn register_{snake}<S: {svc}>(builder: {rpc}::server::ServerBuilder, service: S) -> {rpc}::server::ServerBuilder {{"
+    ));
+    code.line(format!("builder.service({svc}Server::new(service))"));
+    code.close("}");
+}
+
+/// Thrift results arrive packed in `{Method}Result` structs: unpack them for the client.
+fn unpackers(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str, rt: &str) {
+    for m in methods.iter().filter(|m| !m.oneway) {
+        let Shape::Thrift {
+            types,
+            returns,
+            throws,
+            ..
+        } = &m.shape
+        else {
+            continue;
+        };
+        let local = m.local(&s.rust_name);
+        code.line("");
+        code.line("#[allow(non_snake_case)]");
+        code.open(format!(
+            "fn __{local}_unpack({r}: {types}Result) -> ::std::result::Result<{}, {}> {{",
+            m.ret,
+            m.client_error(rpc),
+            r = if !returns && throws.is_empty() {
+                "_r"
+            } else {
+                "r"
+            }
+        ));
+        if *returns {
+            code.open("if let ::std::option::Option::Some(v) = r.success {");
+            code.line("return ::std::result::Result::Ok(v);");
+            code.close("}");
+        }
+        for (variant, _, name) in throws {
+            code.open(format!(
+                "if let ::std::option::Option::Some(e) = r.{name} {{"
+            ));
+            code.line(format!(
+                "return ::std::result::Result::Err({rpc}::CallError::Declared({types}Error::{variant}(e)));"
+            ));
+            code.close("}");
+        }
+        if *returns {
+            code.line(format!(
+                "::std::result::Result::Err({rpc}::CallError::Application({rt}::thrift::ApplicationException::new({rt}::thrift::ApplicationExceptionKind::MissingResult, \"{}: the reply has no result\")))",
+                m.wire_name
+            ));
+        } else {
+            code.line("::std::result::Result::Ok(())");
+        }
+        code.close("}");
+    }
+}
+
+fn client(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) {
+    let (svc, idl) = (&s.rust_name, &s.wire_name);
+    let (inner, builder_fn, defaults) = match s.idl {
+        Idl::Thrift => ("ThriftClient", "thrift", "TTHeader, binary"),
+        Idl::Protobuf => ("PbClient", "protobuf", "TTHeader"),
+    };
+    code.line("");
+    code.line(format!(
+        "/// A client of the `{idl}` service: blocking methods callable from any thread, \
+         and `_with` methods that hand the result to a callback (for many calls in flight)."
+    ));
+    code.line("#[derive(Debug, Clone)]");
+    code.line(format!("pub struct {svc}Client({rpc}::client::{inner});"));
+    code.line("");
+    code.open(format!("impl {svc}Client {{"));
+    code.line(format!(
+        "/// A client of the server at `addr` with the defaults ({defaults})."
+    ));
+    code.open(format!(
+        "pub fn connect(addr: impl ::std::net::ToSocketAddrs) -> ::std::result::Result<Self, {rpc}::client::ClientError> {{"
+    ));
+    code.line(format!(
+        "{rpc}::client::ClientBuilder::new(addr).{builder_fn}(\"{idl}\").map(Self)"
+    ));
+    code.close("}");
+    code.line("/// A client with the settings of `builder`.");
+    code.open(format!(
+        "pub fn from_builder(builder: {rpc}::client::ClientBuilder) -> ::std::result::Result<Self, {rpc}::client::ClientError> {{"
+    ));
+    code.line(format!("builder.{builder_fn}(\"{idl}\").map(Self)"));
+    code.close("}");
+    code.line("/// The same client with another per-call deadline.");
+    code.open(
+        "pub fn with_timeout(&self, timeout: ::std::option::Option<::std::time::Duration>) -> Self {",
+    );
+    code.line("Self(self.0.with_timeout(timeout))");
+    code.close("}");
+    for m in methods {
+        let p = params(m);
+        let wire = &m.wire_name;
+        let (request, widen, unpack) = match &m.shape {
+            Shape::Thrift { types, throws, .. } => {
+                let fields: Vec<&str> = m.params.iter().map(|(n, _)| n.as_str()).collect();
+                (
+                    format!("{types}Args {{ {} }}", fields.join(", ")),
+                    if throws.is_empty() {
+                        ""
+                    } else {
+                        ".map_err(|e| e.widen())"
+                    },
+                    Some((types.clone(), m.local(svc))),
+                )
+            }
+            Shape::Protobuf => (m.params[0].0.clone(), "", None),
+        };
+        docs(code, &m.doc);
+        if m.oneway {
+            code.line(format!("/// Sends `{idl}.{wire}` (oneway: nothing comes back)."));
+            code.open(format!("pub fn {}(&self{p}) {{", m.rust_name));
+            code.line(format!("self.0.oneway(\"{wire}\", {request})"));
+            code.close("}");
+            continue;
+        }
+        let err = m.client_error(rpc);
+        code.line(format!("/// Calls `{idl}.{wire}` and waits for its result."));
+        code.open(format!(
+            "pub fn {}(&self{p}) -> ::std::result::Result<{}, {err}> {{",
+            m.rust_name, m.ret
+        ));
+        match &unpack {
+            Some((types, local)) => {
+                code.line(format!(
+                    "let r: {types}Result = self.0.call(\"{wire}\", {request}){widen}?;"
+                ));
+                code.line(format!("__{local}_unpack(r)"));
+            }
+            None => code.line(format!("self.0.call(\"{wire}\", {request})")),
+        }
+        code.close("}");
+        code.line(format!(
+            "/// Calls `{idl}.{wire}` and returns at once; `done` gets the result on the \
+             connection's core."
+        ));
+        code.open(format!(
+            "pub fn {}_with(&self{p}, done: impl FnOnce(::std::result::Result<{}, {err}>) + Send + 'static) {{",
+            m.rust_name, m.ret
+        ));
+        match &unpack {
+            Some((types, local)) => code.line(format!(
+                "self.0.call_with(\"{wire}\", {request}, move |r: ::std::result::Result<{types}Result, {rpc}::CallError>| done(r{widen}.and_then(__{local}_unpack)))"
+            )),
+            None => code.line(format!("self.0.call_with(\"{wire}\", {request}, done)")),
+        }
+        code.close("}");
+    }
+    code.close("}");
+}
