@@ -122,7 +122,7 @@ impl Config {
         for (index, file) in program.files.iter().enumerate() {
             modules.push((
                 file.module.clone(),
-                generate_file(&program, index, &options)?,
+                crate::gen::format_source(generate_file(&program, index, &options)?),
             ));
         }
         Ok(Generated {

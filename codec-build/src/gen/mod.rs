@@ -110,6 +110,26 @@ pub(crate) fn generate_file(
     Ok(code.finish())
 }
 
+/// Formats generated Rust the way rustfmt would lay it out (prettyplease), keeping the
+/// `@generated` line first. Source that does not parse (a generator bug) is returned as
+/// it is, so that the compiler reports it where it is.
+pub(crate) fn format_source(source: String) -> String {
+    let (header, rest) = match source.split_once('\n') {
+        Some((h, r)) if h.starts_with("// @generated") => (Some(h), r),
+        _ => (None, source.as_str()),
+    };
+    match syn::parse_file(rest) {
+        Ok(file) => {
+            let body = prettyplease::unparse(&file);
+            match header {
+                Some(h) => format!("{h}\n\n{body}"),
+                None => body,
+            }
+        }
+        Err(_) => source,
+    }
+}
+
 impl Ctx<'_> {
     /// Fails if two definitions of the file map to one Rust item name.
     fn check_item_names(&self, service_types: bool, rpc: bool) -> Result<(), SemanticError> {

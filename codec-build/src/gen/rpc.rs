@@ -3,8 +3,8 @@
 //! implementation, a `register_{service}` function, and a typed `{Service}Client`.
 
 use crate::ast::{Definition, Requiredness, Service};
-use crate::services::{Idl, MethodDesc, ServiceDesc, Shape, Streaming};
 use crate::error::SemanticError;
+use crate::services::{Idl, MethodDesc, ServiceDesc, Shape, Streaming};
 
 use super::names::{field_name, snake_case, type_name, upper_camel};
 use super::writer::Code;
@@ -144,7 +144,7 @@ impl Ctx<'_> {
                     code.close("}");
                 }
             }
-                }
+        }
         let desc = ServiceDesc {
             idl: Idl::Thrift,
             wire_name: idl.clone(),

@@ -271,3 +271,28 @@ fn mutated_idl_never_panics() {
         let _ = generate(&src);
     }
 }
+
+/// What the generator writes is Rust that parses (formatting relies on it, and a
+/// generator bug shows here rather than in a user's build), services included.
+#[test]
+fn generated_code_parses_as_rust() {
+    let src = format!(
+        "{}\nservice Child extends Interop {{ i32 more(1: i32 x) throws (1: InteropError e) }}",
+        include_str!("../../../idl/interop.thrift")
+    );
+    let path = PathBuf::from("t.thrift");
+    let doc = parse(&path, &src, &mut Vec::new()).expect("parse");
+    let program = Program::from_document(path, doc).expect("check");
+    let options = GenOptions {
+        runtime: "::codec".to_owned(),
+        service_types: true,
+        rpc: Some("::rpc".to_owned()),
+    };
+    let code = generate_file(&program, 0, &options).expect("generate");
+    if let Err(e) = syn::parse_file(&code) {
+        panic!("generated code does not parse: {e}\n{code}");
+    }
+    let formatted = format_source(code);
+    assert!(formatted.starts_with("// @generated"));
+    assert!(formatted.contains("pub trait Child"));
+}

@@ -37,7 +37,10 @@ fn docs(code: &mut Code, lines: &[String]) {
 }
 
 fn params(m: &MethodDesc) -> String {
-    m.params.iter().map(|(n, t)| format!(", {n}: {t}")).collect()
+    m.params
+        .iter()
+        .map(|(n, t)| format!(", {n}: {t}"))
+        .collect()
 }
 
 fn trait_(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) {
@@ -132,7 +135,9 @@ fn reply_encoders(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc
                     ));
                 }
                 code.close("};");
-                code.line(format!("{rpc}::server::encode_thrift_reply(env, out, h, r)"));
+                code.line(format!(
+                    "{rpc}::server::encode_thrift_reply(env, out, h, r)"
+                ));
             }
         }
         code.close("}");
@@ -346,14 +351,18 @@ fn client(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
         };
         docs(code, &m.doc);
         if m.oneway {
-            code.line(format!("/// Sends `{idl}.{wire}` (oneway: nothing comes back)."));
+            code.line(format!(
+                "/// Sends `{idl}.{wire}` (oneway: nothing comes back)."
+            ));
             code.open(format!("pub fn {}(&self{p}) {{", m.rust_name));
             code.line(format!("self.0.oneway(\"{wire}\", {request})"));
             code.close("}");
             continue;
         }
         let err = m.client_error(rpc);
-        code.line(format!("/// Calls `{idl}.{wire}` and waits for its result."));
+        code.line(format!(
+            "/// Calls `{idl}.{wire}` and waits for its result."
+        ));
         code.open(format!(
             "pub fn {}(&self{p}) -> ::std::result::Result<{}, {err}> {{",
             m.rust_name, m.ret

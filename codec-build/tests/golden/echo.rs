@@ -3,16 +3,12 @@
 /// Types generated from `echo.thrift`.
 pub mod echo {
     #![allow(clippy::approx_constant, clippy::large_enum_variant)]
-
-    // Service `Echo`.
-
     /// The arguments of `Echo.echo`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct EchoEchoArgs {
         /// Field 1: `msg`.
         pub msg: ::codec::bytes::Bytes,
     }
-
     impl ::codec::thrift::Message for EchoEchoArgs {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -21,7 +17,9 @@ pub mod echo {
             let mut f_msg = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Binary) => f_msg = ::std::option::Option::Some(r.read_binary()?),
+                    (1, ::codec::thrift::TType::Binary) => {
+                        f_msg = ::std::option::Option::Some(r.read_binary()?);
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
@@ -31,7 +29,6 @@ pub mod echo {
                 msg: f_msg.unwrap_or_default(),
             })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -44,7 +41,6 @@ pub mod echo {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("EchoEchoArgs");
             len += l.field_begin_len(::codec::thrift::TType::Binary, 1);
@@ -55,14 +51,12 @@ pub mod echo {
             len
         }
     }
-
     /// The reply of `Echo.echo`: `success` or one declared exception (all unset for a `void` success).
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct EchoEchoResult {
         /// Field 0: the return value, when the call succeeded.
         pub success: ::std::option::Option<::codec::bytes::Bytes>,
     }
-
     impl ::codec::thrift::Message for EchoEchoResult {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -71,17 +65,16 @@ pub mod echo {
             let mut f_success = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (0, ::codec::thrift::TType::Binary) => f_success = ::std::option::Option::Some(r.read_binary()?),
+                    (0, ::codec::thrift::TType::Binary) => {
+                        f_success = ::std::option::Option::Some(r.read_binary()?);
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
             }
             r.read_struct_end()?;
-            ::std::result::Result::Ok(Self {
-                success: f_success,
-            })
+            ::std::result::Result::Ok(Self { success: f_success })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -96,7 +89,6 @@ pub mod echo {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("EchoEchoResult");
             if let ::std::option::Option::Some(value) = &self.success {

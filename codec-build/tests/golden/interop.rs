@@ -3,14 +3,12 @@
 /// Types generated from `interop.thrift`.
 pub mod interop {
     #![allow(clippy::approx_constant, clippy::large_enum_variant)]
-
     /// The Thrift enum `Color`.
     ///
     /// A newtype over the wire value, so that values this code does not know
     /// (sent by a peer with a newer IDL) are kept rather than rejected.
     #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
     pub struct Color(pub i32);
-
     impl Color {
         /// `RED` = 1.
         pub const RED: Self = Self(1);
@@ -18,10 +16,8 @@ pub mod interop {
         pub const GREEN: Self = Self(2);
         /// `BLUE` = 42.
         pub const BLUE: Self = Self(42);
-
         /// The declared values, in IDL order.
         pub const VALUES: &'static [Self] = &[Self::RED, Self::GREEN, Self::BLUE];
-
         /// The IDL name of this value, or `None` for a value the IDL does not declare.
         pub fn name(self) -> ::std::option::Option<&'static str> {
             match self.0 {
@@ -32,7 +28,6 @@ pub mod interop {
             }
         }
     }
-
     impl ::std::fmt::Debug for Color {
         fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
             match self.name() {
@@ -41,19 +36,16 @@ pub mod interop {
             }
         }
     }
-
     impl ::std::convert::From<i32> for Color {
         fn from(value: i32) -> Self {
             Self(value)
         }
     }
-
     impl ::std::convert::From<Color> for i32 {
         fn from(value: Color) -> Self {
             value.0
         }
     }
-
     /// The Thrift struct `Inner`.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct Inner {
@@ -62,7 +54,6 @@ pub mod interop {
         /// Field 2: optional `label`.
         pub label: ::std::option::Option<::codec::ByteString>,
     }
-
     impl ::codec::thrift::Message for Inner {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -72,19 +63,26 @@ pub mod interop {
             let mut f_label = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I32) => f_id = ::std::option::Option::Some(r.read_i32()?),
-                    (2, ::codec::thrift::TType::Binary) => f_label = ::std::option::Option::Some(r.read_string()?),
+                    (1, ::codec::thrift::TType::I32) => {
+                        f_id = ::std::option::Option::Some(r.read_i32()?);
+                    }
+                    (2, ::codec::thrift::TType::Binary) => {
+                        f_label = ::std::option::Option::Some(r.read_string()?);
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
             }
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {
-                id: f_id.ok_or(::codec::thrift::DecodeError::MissingField { owner: "Inner", field: "id" })?,
+                id: f_id
+                    .ok_or(::codec::thrift::DecodeError::MissingField {
+                        owner: "Inner",
+                        field: "id",
+                    })?,
                 label: f_label,
             })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -102,7 +100,6 @@ pub mod interop {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("Inner");
             len += l.field_begin_len(::codec::thrift::TType::I32, 1);
@@ -118,7 +115,6 @@ pub mod interop {
             len
         }
     }
-
     /// The Thrift struct `AllTypes`.
     #[derive(Debug, Clone, PartialEq)]
     pub struct AllTypes {
@@ -149,7 +145,10 @@ pub mod interop {
         /// Field 13: `inners`.
         pub inners: ::std::vec::Vec<Inner>,
         /// Field 14: `nested`.
-        pub nested: ::std::collections::HashMap<i32, ::std::vec::Vec<::codec::ByteString>>,
+        pub nested: ::std::collections::HashMap<
+            i32,
+            ::std::vec::Vec<::codec::ByteString>,
+        >,
         /// Field 15: `color`.
         pub color: Color,
         /// Field 16: optional `maybe`.
@@ -159,7 +158,6 @@ pub mod interop {
         /// Field 18: `small`.
         pub small: i8,
     }
-
     impl ::std::default::Default for AllTypes {
         fn default() -> Self {
             Self {
@@ -184,7 +182,6 @@ pub mod interop {
             }
         }
     }
-
     impl ::codec::thrift::Message for AllTypes {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -210,18 +207,42 @@ pub mod interop {
             let mut f_small = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Bool) => f_b = ::std::option::Option::Some(r.read_bool()?),
-                    (2, ::codec::thrift::TType::I8) => f_i8v = ::std::option::Option::Some(r.read_i8()?),
-                    (3, ::codec::thrift::TType::I16) => f_i16v = ::std::option::Option::Some(r.read_i16()?),
-                    (4, ::codec::thrift::TType::I32) => f_i32v = ::std::option::Option::Some(r.read_i32()?),
-                    (5, ::codec::thrift::TType::I64) => f_i64v = ::std::option::Option::Some(r.read_i64()?),
-                    (6, ::codec::thrift::TType::Double) => f_dbl = ::std::option::Option::Some(r.read_double()?),
-                    (7, ::codec::thrift::TType::Binary) => f_str = ::std::option::Option::Some(r.read_string()?),
-                    (8, ::codec::thrift::TType::Binary) => f_bin = ::std::option::Option::Some(r.read_binary()?),
+                    (1, ::codec::thrift::TType::Bool) => {
+                        f_b = ::std::option::Option::Some(r.read_bool()?);
+                    }
+                    (2, ::codec::thrift::TType::I8) => {
+                        f_i8v = ::std::option::Option::Some(r.read_i8()?);
+                    }
+                    (3, ::codec::thrift::TType::I16) => {
+                        f_i16v = ::std::option::Option::Some(r.read_i16()?);
+                    }
+                    (4, ::codec::thrift::TType::I32) => {
+                        f_i32v = ::std::option::Option::Some(r.read_i32()?);
+                    }
+                    (5, ::codec::thrift::TType::I64) => {
+                        f_i64v = ::std::option::Option::Some(r.read_i64()?);
+                    }
+                    (6, ::codec::thrift::TType::Double) => {
+                        f_dbl = ::std::option::Option::Some(r.read_double()?);
+                    }
+                    (7, ::codec::thrift::TType::Binary) => {
+                        f_str = ::std::option::Option::Some(r.read_string()?);
+                    }
+                    (8, ::codec::thrift::TType::Binary) => {
+                        f_bin = ::std::option::Option::Some(r.read_binary()?);
+                    }
                     (9, ::codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::I32, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<i32>(header0.len, r.remaining()));
+                        ::codec::thrift::expect_elem(
+                            header0.elem,
+                            ::codec::thrift::TType::I32,
+                            header0.len,
+                        )?;
+                        let mut value = ::std::vec::Vec::with_capacity(
+                            ::codec::thrift::capacity_for::<
+                                i32,
+                            >(header0.len, r.remaining()),
+                        );
                         for _ in 0..header0.len {
                             value.push(r.read_i32()?);
                         }
@@ -230,8 +251,16 @@ pub mod interop {
                     }
                     (10, ::codec::thrift::TType::Set) => {
                         let header0 = r.read_set_begin()?;
-                        ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Binary, header0.len)?;
-                        let mut value = ::std::collections::HashSet::with_capacity(::codec::thrift::capacity_for::<::codec::ByteString>(header0.len, r.remaining()));
+                        ::codec::thrift::expect_elem(
+                            header0.elem,
+                            ::codec::thrift::TType::Binary,
+                            header0.len,
+                        )?;
+                        let mut value = ::std::collections::HashSet::with_capacity(
+                            ::codec::thrift::capacity_for::<
+                                ::codec::ByteString,
+                            >(header0.len, r.remaining()),
+                        );
                         for _ in 0..header0.len {
                             value.insert(r.read_string()?);
                         }
@@ -240,20 +269,44 @@ pub mod interop {
                     }
                     (11, ::codec::thrift::TType::Map) => {
                         let header0 = r.read_map_begin()?;
-                        ::codec::thrift::expect_elem(header0.key, ::codec::thrift::TType::Binary, header0.len)?;
-                        ::codec::thrift::expect_elem(header0.value, ::codec::thrift::TType::I64, header0.len)?;
-                        let mut value = ::std::collections::HashMap::with_capacity(::codec::thrift::capacity_for::<(::codec::ByteString, i64)>(header0.len, r.remaining()));
+                        ::codec::thrift::expect_elem(
+                            header0.key,
+                            ::codec::thrift::TType::Binary,
+                            header0.len,
+                        )?;
+                        ::codec::thrift::expect_elem(
+                            header0.value,
+                            ::codec::thrift::TType::I64,
+                            header0.len,
+                        )?;
+                        let mut value = ::std::collections::HashMap::with_capacity(
+                            ::codec::thrift::capacity_for::<
+                                (::codec::ByteString, i64),
+                            >(header0.len, r.remaining()),
+                        );
                         for _ in 0..header0.len {
                             value.insert(r.read_string()?, r.read_i64()?);
                         }
                         r.read_map_end()?;
                         f_counts = ::std::option::Option::Some(value);
                     }
-                    (12, ::codec::thrift::TType::Struct) => f_inner = ::std::option::Option::Some(<Inner as ::codec::thrift::Message>::decode(r)?),
+                    (12, ::codec::thrift::TType::Struct) => {
+                        f_inner = ::std::option::Option::Some(
+                            <Inner as ::codec::thrift::Message>::decode(r)?,
+                        );
+                    }
                     (13, ::codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Struct, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<Inner>(header0.len, r.remaining()));
+                        ::codec::thrift::expect_elem(
+                            header0.elem,
+                            ::codec::thrift::TType::Struct,
+                            header0.len,
+                        )?;
+                        let mut value = ::std::vec::Vec::with_capacity(
+                            ::codec::thrift::capacity_for::<
+                                Inner,
+                            >(header0.len, r.remaining()),
+                        );
                         for _ in 0..header0.len {
                             value.push(<Inner as ::codec::thrift::Message>::decode(r)?);
                         }
@@ -262,14 +315,34 @@ pub mod interop {
                     }
                     (14, ::codec::thrift::TType::Map) => {
                         let header0 = r.read_map_begin()?;
-                        ::codec::thrift::expect_elem(header0.key, ::codec::thrift::TType::I32, header0.len)?;
-                        ::codec::thrift::expect_elem(header0.value, ::codec::thrift::TType::List, header0.len)?;
-                        let mut value = ::std::collections::HashMap::with_capacity(::codec::thrift::capacity_for::<(i32, ::std::vec::Vec<::codec::ByteString>)>(header0.len, r.remaining()));
+                        ::codec::thrift::expect_elem(
+                            header0.key,
+                            ::codec::thrift::TType::I32,
+                            header0.len,
+                        )?;
+                        ::codec::thrift::expect_elem(
+                            header0.value,
+                            ::codec::thrift::TType::List,
+                            header0.len,
+                        )?;
+                        let mut value = ::std::collections::HashMap::with_capacity(
+                            ::codec::thrift::capacity_for::<
+                                (i32, ::std::vec::Vec<::codec::ByteString>),
+                            >(header0.len, r.remaining()),
+                        );
                         for _ in 0..header0.len {
                             let key0 = r.read_i32()?;
                             let header1 = r.read_list_begin()?;
-                            ::codec::thrift::expect_elem(header1.elem, ::codec::thrift::TType::Binary, header1.len)?;
-                            let mut value0 = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<::codec::ByteString>(header1.len, r.remaining()));
+                            ::codec::thrift::expect_elem(
+                                header1.elem,
+                                ::codec::thrift::TType::Binary,
+                                header1.len,
+                            )?;
+                            let mut value0 = ::std::vec::Vec::with_capacity(
+                                ::codec::thrift::capacity_for::<
+                                    ::codec::ByteString,
+                                >(header1.len, r.remaining()),
+                            );
                             for _ in 0..header1.len {
                                 value0.push(r.read_string()?);
                             }
@@ -279,10 +352,18 @@ pub mod interop {
                         r.read_map_end()?;
                         f_nested = ::std::option::Option::Some(value);
                     }
-                    (15, ::codec::thrift::TType::I32) => f_color = ::std::option::Option::Some(Color(r.read_i32()?)),
-                    (16, ::codec::thrift::TType::Binary) => f_maybe = ::std::option::Option::Some(r.read_string()?),
-                    (17, ::codec::thrift::TType::Binary) => f_with_default = ::std::option::Option::Some(r.read_string()?),
-                    (18, ::codec::thrift::TType::I8) => f_small = ::std::option::Option::Some(r.read_i8()?),
+                    (15, ::codec::thrift::TType::I32) => {
+                        f_color = ::std::option::Option::Some(Color(r.read_i32()?));
+                    }
+                    (16, ::codec::thrift::TType::Binary) => {
+                        f_maybe = ::std::option::Option::Some(r.read_string()?);
+                    }
+                    (17, ::codec::thrift::TType::Binary) => {
+                        f_with_default = ::std::option::Option::Some(r.read_string()?);
+                    }
+                    (18, ::codec::thrift::TType::I8) => {
+                        f_small = ::std::option::Option::Some(r.read_i8()?);
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
@@ -305,11 +386,11 @@ pub mod interop {
                 nested: f_nested.unwrap_or_default(),
                 color: f_color.unwrap_or_default(),
                 maybe: f_maybe,
-                with_default: f_with_default.unwrap_or_else(|| ::codec::ByteString::from_static("default")),
+                with_default: f_with_default
+                    .unwrap_or_else(|| ::codec::ByteString::from_static("default")),
                 small: f_small.unwrap_or_default(),
             })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -340,21 +421,31 @@ pub mod interop {
             w.write_binary(&self.bin)?;
             w.write_field_end()?;
             w.write_field_begin(::codec::thrift::TType::List, 9)?;
-            w.write_list_begin(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::I32, len: self.ints.len() })?;
+            w.write_list_begin(::codec::thrift::ListHeader {
+                elem: ::codec::thrift::TType::I32,
+                len: self.ints.len(),
+            })?;
             for item0 in self.ints.iter() {
                 w.write_i32(*item0)?;
             }
             w.write_list_end()?;
             w.write_field_end()?;
             w.write_field_begin(::codec::thrift::TType::Set, 10)?;
-            w.write_set_begin(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Binary, len: self.tags.len() })?;
+            w.write_set_begin(::codec::thrift::ListHeader {
+                elem: ::codec::thrift::TType::Binary,
+                len: self.tags.len(),
+            })?;
             for item0 in self.tags.iter() {
                 w.write_string(item0)?;
             }
             w.write_set_end()?;
             w.write_field_end()?;
             w.write_field_begin(::codec::thrift::TType::Map, 11)?;
-            w.write_map_begin(::codec::thrift::MapHeader { key: ::codec::thrift::TType::Binary, value: ::codec::thrift::TType::I64, len: self.counts.len() })?;
+            w.write_map_begin(::codec::thrift::MapHeader {
+                key: ::codec::thrift::TType::Binary,
+                value: ::codec::thrift::TType::I64,
+                len: self.counts.len(),
+            })?;
             for (key0, value0) in self.counts.iter() {
                 w.write_string(key0)?;
                 w.write_i64(*value0)?;
@@ -365,17 +456,27 @@ pub mod interop {
             <Inner as ::codec::thrift::Message>::encode(&self.inner, w)?;
             w.write_field_end()?;
             w.write_field_begin(::codec::thrift::TType::List, 13)?;
-            w.write_list_begin(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Struct, len: self.inners.len() })?;
+            w.write_list_begin(::codec::thrift::ListHeader {
+                elem: ::codec::thrift::TType::Struct,
+                len: self.inners.len(),
+            })?;
             for item0 in self.inners.iter() {
                 <Inner as ::codec::thrift::Message>::encode(item0, w)?;
             }
             w.write_list_end()?;
             w.write_field_end()?;
             w.write_field_begin(::codec::thrift::TType::Map, 14)?;
-            w.write_map_begin(::codec::thrift::MapHeader { key: ::codec::thrift::TType::I32, value: ::codec::thrift::TType::List, len: self.nested.len() })?;
+            w.write_map_begin(::codec::thrift::MapHeader {
+                key: ::codec::thrift::TType::I32,
+                value: ::codec::thrift::TType::List,
+                len: self.nested.len(),
+            })?;
             for (key0, value0) in self.nested.iter() {
                 w.write_i32(*key0)?;
-                w.write_list_begin(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Binary, len: value0.len() })?;
+                w.write_list_begin(::codec::thrift::ListHeader {
+                    elem: ::codec::thrift::TType::Binary,
+                    len: value0.len(),
+                })?;
                 for item1 in value0.iter() {
                     w.write_string(item1)?;
                 }
@@ -401,7 +502,6 @@ pub mod interop {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("AllTypes");
             len += l.field_begin_len(::codec::thrift::TType::Bool, 1);
@@ -429,21 +529,37 @@ pub mod interop {
             len += l.binary_len(&self.bin);
             len += l.field_end_len();
             len += l.field_begin_len(::codec::thrift::TType::List, 9);
-            len += l.list_begin_len(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::I32, len: self.ints.len() });
+            len
+                += l
+                    .list_begin_len(::codec::thrift::ListHeader {
+                        elem: ::codec::thrift::TType::I32,
+                        len: self.ints.len(),
+                    });
             for item0 in self.ints.iter() {
                 len += l.i32_len(*item0);
             }
             len += l.list_end_len();
             len += l.field_end_len();
             len += l.field_begin_len(::codec::thrift::TType::Set, 10);
-            len += l.set_begin_len(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Binary, len: self.tags.len() });
+            len
+                += l
+                    .set_begin_len(::codec::thrift::ListHeader {
+                        elem: ::codec::thrift::TType::Binary,
+                        len: self.tags.len(),
+                    });
             for item0 in self.tags.iter() {
                 len += l.string_len(item0);
             }
             len += l.set_end_len();
             len += l.field_end_len();
             len += l.field_begin_len(::codec::thrift::TType::Map, 11);
-            len += l.map_begin_len(::codec::thrift::MapHeader { key: ::codec::thrift::TType::Binary, value: ::codec::thrift::TType::I64, len: self.counts.len() });
+            len
+                += l
+                    .map_begin_len(::codec::thrift::MapHeader {
+                        key: ::codec::thrift::TType::Binary,
+                        value: ::codec::thrift::TType::I64,
+                        len: self.counts.len(),
+                    });
             for (key0, value0) in self.counts.iter() {
                 len += l.string_len(key0);
                 len += l.i64_len(*value0);
@@ -454,17 +570,33 @@ pub mod interop {
             len += <Inner as ::codec::thrift::Message>::encoded_len(&self.inner, l);
             len += l.field_end_len();
             len += l.field_begin_len(::codec::thrift::TType::List, 13);
-            len += l.list_begin_len(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Struct, len: self.inners.len() });
+            len
+                += l
+                    .list_begin_len(::codec::thrift::ListHeader {
+                        elem: ::codec::thrift::TType::Struct,
+                        len: self.inners.len(),
+                    });
             for item0 in self.inners.iter() {
                 len += <Inner as ::codec::thrift::Message>::encoded_len(item0, l);
             }
             len += l.list_end_len();
             len += l.field_end_len();
             len += l.field_begin_len(::codec::thrift::TType::Map, 14);
-            len += l.map_begin_len(::codec::thrift::MapHeader { key: ::codec::thrift::TType::I32, value: ::codec::thrift::TType::List, len: self.nested.len() });
+            len
+                += l
+                    .map_begin_len(::codec::thrift::MapHeader {
+                        key: ::codec::thrift::TType::I32,
+                        value: ::codec::thrift::TType::List,
+                        len: self.nested.len(),
+                    });
             for (key0, value0) in self.nested.iter() {
                 len += l.i32_len(*key0);
-                len += l.list_begin_len(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Binary, len: value0.len() });
+                len
+                    += l
+                        .list_begin_len(::codec::thrift::ListHeader {
+                            elem: ::codec::thrift::TType::Binary,
+                            len: value0.len(),
+                        });
                 for item1 in value0.iter() {
                     len += l.string_len(item1);
                 }
@@ -491,7 +623,6 @@ pub mod interop {
             len
         }
     }
-
     /// The Thrift exception `InteropError`.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct InteropError {
@@ -500,15 +631,12 @@ pub mod interop {
         /// Field 2: `message`.
         pub message: ::codec::ByteString,
     }
-
     impl ::std::fmt::Display for InteropError {
         fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-            write!(f, "InteropError: {}", &*self.message)
+            write!(f, "InteropError: {}", &* self.message)
         }
     }
-
     impl ::std::error::Error for InteropError {}
-
     impl ::codec::thrift::Message for InteropError {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -518,8 +646,12 @@ pub mod interop {
             let mut f_message = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I32) => f_code = ::std::option::Option::Some(r.read_i32()?),
-                    (2, ::codec::thrift::TType::Binary) => f_message = ::std::option::Option::Some(r.read_string()?),
+                    (1, ::codec::thrift::TType::I32) => {
+                        f_code = ::std::option::Option::Some(r.read_i32()?);
+                    }
+                    (2, ::codec::thrift::TType::Binary) => {
+                        f_message = ::std::option::Option::Some(r.read_string()?);
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
@@ -530,7 +662,6 @@ pub mod interop {
                 message: f_message.unwrap_or_default(),
             })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -546,7 +677,6 @@ pub mod interop {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("InteropError");
             len += l.field_begin_len(::codec::thrift::TType::I32, 1);
@@ -560,16 +690,12 @@ pub mod interop {
             len
         }
     }
-
-    // Service `Interop`.
-
     /// The arguments of `Interop.roundtrip`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Default)]
     pub struct InteropRoundtripArgs {
         /// Field 1: `v`.
         pub v: AllTypes,
     }
-
     impl ::codec::thrift::Message for InteropRoundtripArgs {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -578,17 +704,18 @@ pub mod interop {
             let mut f_v = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Struct) => f_v = ::std::option::Option::Some(<AllTypes as ::codec::thrift::Message>::decode(r)?),
+                    (1, ::codec::thrift::TType::Struct) => {
+                        f_v = ::std::option::Option::Some(
+                            <AllTypes as ::codec::thrift::Message>::decode(r)?,
+                        );
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
             }
             r.read_struct_end()?;
-            ::std::result::Result::Ok(Self {
-                v: f_v.unwrap_or_default(),
-            })
+            ::std::result::Result::Ok(Self { v: f_v.unwrap_or_default() })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -601,7 +728,6 @@ pub mod interop {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("InteropRoundtripArgs");
             len += l.field_begin_len(::codec::thrift::TType::Struct, 1);
@@ -612,14 +738,12 @@ pub mod interop {
             len
         }
     }
-
     /// The reply of `Interop.roundtrip`: `success` or one declared exception (all unset for a `void` success).
     #[derive(Debug, Clone, PartialEq, Default)]
     pub struct InteropRoundtripResult {
         /// Field 0: the return value, when the call succeeded.
         pub success: ::std::option::Option<AllTypes>,
     }
-
     impl ::codec::thrift::Message for InteropRoundtripResult {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -628,17 +752,18 @@ pub mod interop {
             let mut f_success = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (0, ::codec::thrift::TType::Struct) => f_success = ::std::option::Option::Some(<AllTypes as ::codec::thrift::Message>::decode(r)?),
+                    (0, ::codec::thrift::TType::Struct) => {
+                        f_success = ::std::option::Option::Some(
+                            <AllTypes as ::codec::thrift::Message>::decode(r)?,
+                        );
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
             }
             r.read_struct_end()?;
-            ::std::result::Result::Ok(Self {
-                success: f_success,
-            })
+            ::std::result::Result::Ok(Self { success: f_success })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -653,7 +778,6 @@ pub mod interop {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("InteropRoundtripResult");
             if let ::std::option::Option::Some(value) = &self.success {
@@ -666,7 +790,6 @@ pub mod interop {
             len
         }
     }
-
     /// The arguments of `Interop.fail_with`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct InteropFailWithArgs {
@@ -675,7 +798,6 @@ pub mod interop {
         /// Field 2: `message`.
         pub message: ::codec::ByteString,
     }
-
     impl ::codec::thrift::Message for InteropFailWithArgs {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -685,8 +807,12 @@ pub mod interop {
             let mut f_message = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I32) => f_code = ::std::option::Option::Some(r.read_i32()?),
-                    (2, ::codec::thrift::TType::Binary) => f_message = ::std::option::Option::Some(r.read_string()?),
+                    (1, ::codec::thrift::TType::I32) => {
+                        f_code = ::std::option::Option::Some(r.read_i32()?);
+                    }
+                    (2, ::codec::thrift::TType::Binary) => {
+                        f_message = ::std::option::Option::Some(r.read_string()?);
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
@@ -697,7 +823,6 @@ pub mod interop {
                 message: f_message.unwrap_or_default(),
             })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -713,7 +838,6 @@ pub mod interop {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("InteropFailWithArgs");
             len += l.field_begin_len(::codec::thrift::TType::I32, 1);
@@ -727,7 +851,6 @@ pub mod interop {
             len
         }
     }
-
     /// The reply of `Interop.fail_with`: `success` or one declared exception (all unset for a `void` success).
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct InteropFailWithResult {
@@ -736,7 +859,6 @@ pub mod interop {
         /// Field 1: set when the call threw `err`.
         pub err: ::std::option::Option<InteropError>,
     }
-
     impl ::codec::thrift::Message for InteropFailWithResult {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -746,8 +868,14 @@ pub mod interop {
             let mut f_err = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (0, ::codec::thrift::TType::I32) => f_success = ::std::option::Option::Some(r.read_i32()?),
-                    (1, ::codec::thrift::TType::Struct) => f_err = ::std::option::Option::Some(<InteropError as ::codec::thrift::Message>::decode(r)?),
+                    (0, ::codec::thrift::TType::I32) => {
+                        f_success = ::std::option::Option::Some(r.read_i32()?);
+                    }
+                    (1, ::codec::thrift::TType::Struct) => {
+                        f_err = ::std::option::Option::Some(
+                            <InteropError as ::codec::thrift::Message>::decode(r)?,
+                        );
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
@@ -758,7 +886,6 @@ pub mod interop {
                 err: f_err,
             })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -778,7 +905,6 @@ pub mod interop {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("InteropFailWithResult");
             if let ::std::option::Option::Some(value) = &self.success {
@@ -796,7 +922,6 @@ pub mod interop {
             len
         }
     }
-
     /// The arguments of `Interop.delayed_echo`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct InteropDelayedEchoArgs {
@@ -805,7 +930,6 @@ pub mod interop {
         /// Field 2: `delay_ms`.
         pub delay_ms: i32,
     }
-
     impl ::codec::thrift::Message for InteropDelayedEchoArgs {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -815,8 +939,12 @@ pub mod interop {
             let mut f_delay_ms = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Binary) => f_msg = ::std::option::Option::Some(r.read_binary()?),
-                    (2, ::codec::thrift::TType::I32) => f_delay_ms = ::std::option::Option::Some(r.read_i32()?),
+                    (1, ::codec::thrift::TType::Binary) => {
+                        f_msg = ::std::option::Option::Some(r.read_binary()?);
+                    }
+                    (2, ::codec::thrift::TType::I32) => {
+                        f_delay_ms = ::std::option::Option::Some(r.read_i32()?);
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
@@ -827,7 +955,6 @@ pub mod interop {
                 delay_ms: f_delay_ms.unwrap_or_default(),
             })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -843,7 +970,6 @@ pub mod interop {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("InteropDelayedEchoArgs");
             len += l.field_begin_len(::codec::thrift::TType::Binary, 1);
@@ -857,14 +983,12 @@ pub mod interop {
             len
         }
     }
-
     /// The reply of `Interop.delayed_echo`: `success` or one declared exception (all unset for a `void` success).
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct InteropDelayedEchoResult {
         /// Field 0: the return value, when the call succeeded.
         pub success: ::std::option::Option<::codec::bytes::Bytes>,
     }
-
     impl ::codec::thrift::Message for InteropDelayedEchoResult {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -873,17 +997,16 @@ pub mod interop {
             let mut f_success = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (0, ::codec::thrift::TType::Binary) => f_success = ::std::option::Option::Some(r.read_binary()?),
+                    (0, ::codec::thrift::TType::Binary) => {
+                        f_success = ::std::option::Option::Some(r.read_binary()?);
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
             }
             r.read_struct_end()?;
-            ::std::result::Result::Ok(Self {
-                success: f_success,
-            })
+            ::std::result::Result::Ok(Self { success: f_success })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -898,7 +1021,6 @@ pub mod interop {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("InteropDelayedEchoResult");
             if let ::std::option::Option::Some(value) = &self.success {
@@ -911,11 +1033,9 @@ pub mod interop {
             len
         }
     }
-
     /// The arguments of `Interop.ping`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct InteropPingArgs {}
-
     impl ::codec::thrift::Message for InteropPingArgs {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -928,7 +1048,6 @@ pub mod interop {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {})
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -938,7 +1057,6 @@ pub mod interop {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("InteropPingArgs");
             len += l.field_stop_len();
@@ -946,11 +1064,9 @@ pub mod interop {
             len
         }
     }
-
     /// The reply of `Interop.ping`: `success` or one declared exception (all unset for a `void` success).
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct InteropPingResult {}
-
     impl ::codec::thrift::Message for InteropPingResult {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -963,7 +1079,6 @@ pub mod interop {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {})
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -973,7 +1088,6 @@ pub mod interop {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("InteropPingResult");
             len += l.field_stop_len();
@@ -981,14 +1095,12 @@ pub mod interop {
             len
         }
     }
-
     /// The arguments of `Interop.fire`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct InteropFireArgs {
         /// Field 1: `x`.
         pub x: i64,
     }
-
     impl ::codec::thrift::Message for InteropFireArgs {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -997,17 +1109,16 @@ pub mod interop {
             let mut f_x = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I64) => f_x = ::std::option::Option::Some(r.read_i64()?),
+                    (1, ::codec::thrift::TType::I64) => {
+                        f_x = ::std::option::Option::Some(r.read_i64()?);
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
             }
             r.read_struct_end()?;
-            ::std::result::Result::Ok(Self {
-                x: f_x.unwrap_or_default(),
-            })
+            ::std::result::Result::Ok(Self { x: f_x.unwrap_or_default() })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -1020,7 +1131,6 @@ pub mod interop {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("InteropFireArgs");
             len += l.field_begin_len(::codec::thrift::TType::I64, 1);
@@ -1031,11 +1141,9 @@ pub mod interop {
             len
         }
     }
-
     /// The arguments of `Interop.fired_total`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct InteropFiredTotalArgs {}
-
     impl ::codec::thrift::Message for InteropFiredTotalArgs {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -1048,7 +1156,6 @@ pub mod interop {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {})
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -1058,7 +1165,6 @@ pub mod interop {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("InteropFiredTotalArgs");
             len += l.field_stop_len();
@@ -1066,14 +1172,12 @@ pub mod interop {
             len
         }
     }
-
     /// The reply of `Interop.fired_total`: `success` or one declared exception (all unset for a `void` success).
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct InteropFiredTotalResult {
         /// Field 0: the return value, when the call succeeded.
         pub success: ::std::option::Option<i64>,
     }
-
     impl ::codec::thrift::Message for InteropFiredTotalResult {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -1082,17 +1186,16 @@ pub mod interop {
             let mut f_success = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (0, ::codec::thrift::TType::I64) => f_success = ::std::option::Option::Some(r.read_i64()?),
+                    (0, ::codec::thrift::TType::I64) => {
+                        f_success = ::std::option::Option::Some(r.read_i64()?);
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
             }
             r.read_struct_end()?;
-            ::std::result::Result::Ok(Self {
-                success: f_success,
-            })
+            ::std::result::Result::Ok(Self { success: f_success })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -1107,7 +1210,6 @@ pub mod interop {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("InteropFiredTotalResult");
             if let ::std::option::Option::Some(value) = &self.success {

@@ -3,60 +3,59 @@
 /// Types generated from `kitchen_sink.thrift`.
 pub mod kitchen_sink {
     #![allow(clippy::approx_constant, clippy::large_enum_variant)]
-
     /// The Thrift typedef `Timestamp`.
     pub type Timestamp = i64;
-
     /// The Thrift typedef `Path`.
     pub type Path = ::std::vec::Vec<super::shared::Point>;
-
     /// The Thrift typedef `Clock`.
     pub type Clock = ::std::collections::HashMap<::codec::ByteString, i64>;
-
     /// The Thrift constant `EPOCH`.
     pub const EPOCH: i64 = 0;
-
     /// The Thrift constant `PI`.
     pub const PI: f64 = 3.14159;
-
     /// The Thrift constant `GREETING`.
     pub const GREETING: &str = "it's \"quoted\"";
-
     /// The Thrift constant `MAGIC`.
     pub const MAGIC: &[u8] = b"\\x";
-
     /// The Thrift constant `ENABLED`.
     pub const ENABLED: bool = true;
-
     /// The Thrift constant `DEFAULT_LEVEL`.
     pub const DEFAULT_LEVEL: super::shared::Level = super::shared::Level::MEDIUM;
-
     /// The Thrift constant `PRIMES`.
     pub fn primes() -> ::std::vec::Vec<i32> {
         ::std::vec![2, 3, 5, 7]
     }
-
     /// The Thrift constant `NAMES`.
     pub fn names() -> ::std::collections::HashSet<::codec::ByteString> {
-        ::std::collections::HashSet::from([::codec::ByteString::from_static("a"), ::codec::ByteString::from_static("b")])
+        ::std::collections::HashSet::from([
+            ::codec::ByteString::from_static("a"),
+            ::codec::ByteString::from_static("b"),
+        ])
     }
-
     /// The Thrift constant `TABLE`.
-    pub fn table() -> ::std::collections::HashMap<::codec::ByteString, ::std::vec::Vec<i16>> {
-        ::std::collections::HashMap::from([(::codec::ByteString::from_static("one"), ::std::vec![1]), (::codec::ByteString::from_static("none"), ::std::vec::Vec::new())])
+    pub fn table() -> ::std::collections::HashMap<
+        ::codec::ByteString,
+        ::std::vec::Vec<i16>,
+    > {
+        ::std::collections::HashMap::from([
+            (::codec::ByteString::from_static("one"), ::std::vec![1]),
+            (::codec::ByteString::from_static("none"), ::std::vec::Vec::new()),
+        ])
     }
-
     /// The Thrift constant `ORIGIN`.
     pub fn origin() -> super::shared::Point {
-        super::shared::Point { x: 0.0, y: 0.5 }
+        super::shared::Point {
+            x: 0.0,
+            y: 0.5,
+        }
     }
-
     /// The Thrift constant `LIMIT`.
     pub const LIMIT: i32 = 100;
-
     /// The Thrift constant `NIL`.
-    pub const NIL: [u8; 16] = [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
-
+    pub const NIL: [u8; 16] = [
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00,
+    ];
     /// A tree: recursive through a list and directly through `parent`.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct Node {
@@ -67,7 +66,6 @@ pub mod kitchen_sink {
         /// Field 3: optional `parent`.
         pub parent: ::std::option::Option<::std::boxed::Box<Node>>,
     }
-
     impl ::codec::thrift::Message for Node {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -78,11 +76,21 @@ pub mod kitchen_sink {
             let mut f_parent = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Binary) => f_name = ::std::option::Option::Some(r.read_string()?),
+                    (1, ::codec::thrift::TType::Binary) => {
+                        f_name = ::std::option::Option::Some(r.read_string()?);
+                    }
                     (2, ::codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Struct, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<Node>(header0.len, r.remaining()));
+                        ::codec::thrift::expect_elem(
+                            header0.elem,
+                            ::codec::thrift::TType::Struct,
+                            header0.len,
+                        )?;
+                        let mut value = ::std::vec::Vec::with_capacity(
+                            ::codec::thrift::capacity_for::<
+                                Node,
+                            >(header0.len, r.remaining()),
+                        );
                         for _ in 0..header0.len {
                             value.push(<Node as ::codec::thrift::Message>::decode(r)?);
                         }
@@ -91,7 +99,9 @@ pub mod kitchen_sink {
                     }
                     (3, ::codec::thrift::TType::Struct) => {
                         let value = <Node as ::codec::thrift::Message>::decode(r)?;
-                        f_parent = ::std::option::Option::Some(::std::boxed::Box::new(value));
+                        f_parent = ::std::option::Option::Some(
+                            ::std::boxed::Box::new(value),
+                        );
                     }
                     (_, ttype) => r.skip(ttype)?,
                 }
@@ -99,12 +109,15 @@ pub mod kitchen_sink {
             }
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {
-                name: f_name.ok_or(::codec::thrift::DecodeError::MissingField { owner: "Node", field: "name" })?,
+                name: f_name
+                    .ok_or(::codec::thrift::DecodeError::MissingField {
+                        owner: "Node",
+                        field: "name",
+                    })?,
                 children: f_children.unwrap_or_default(),
                 parent: f_parent,
             })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -114,7 +127,10 @@ pub mod kitchen_sink {
             w.write_string(&self.name)?;
             w.write_field_end()?;
             w.write_field_begin(::codec::thrift::TType::List, 2)?;
-            w.write_list_begin(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Struct, len: self.children.len() })?;
+            w.write_list_begin(::codec::thrift::ListHeader {
+                elem: ::codec::thrift::TType::Struct,
+                len: self.children.len(),
+            })?;
             for item0 in self.children.iter() {
                 <Node as ::codec::thrift::Message>::encode(item0, w)?;
             }
@@ -129,14 +145,18 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("Node");
             len += l.field_begin_len(::codec::thrift::TType::Binary, 1);
             len += l.string_len(&self.name);
             len += l.field_end_len();
             len += l.field_begin_len(::codec::thrift::TType::List, 2);
-            len += l.list_begin_len(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Struct, len: self.children.len() });
+            len
+                += l
+                    .list_begin_len(::codec::thrift::ListHeader {
+                        elem: ::codec::thrift::TType::Struct,
+                        len: self.children.len(),
+                    });
             for item0 in self.children.iter() {
                 len += <Node as ::codec::thrift::Message>::encoded_len(item0, l);
             }
@@ -152,7 +172,6 @@ pub mod kitchen_sink {
             len
         }
     }
-
     /// Shapes.
     #[derive(Debug, Clone, PartialEq)]
     pub enum Shape {
@@ -165,13 +184,11 @@ pub mod kitchen_sink {
         /// Field 4: `nested`.
         Nested(::std::boxed::Box<Shape>),
     }
-
     impl ::std::default::Default for Shape {
         fn default() -> Self {
             Self::CircleRadius(::std::default::Default::default())
         }
     }
-
     impl ::codec::thrift::Message for Shape {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -182,19 +199,40 @@ pub mod kitchen_sink {
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
                     (1, ::codec::thrift::TType::Double) => {
-                        result = ::std::option::Option::Some(Self::CircleRadius(r.read_double()?));
+                        result = ::std::option::Option::Some(
+                            Self::CircleRadius(r.read_double()?),
+                        );
                         fields_set += 1;
                     }
                     (2, ::codec::thrift::TType::Struct) => {
-                        result = ::std::option::Option::Some(Self::Point(<super::shared::Point as ::codec::thrift::Message>::decode(r)?));
+                        result = ::std::option::Option::Some(
+                            Self::Point(
+                                <super::shared::Point as ::codec::thrift::Message>::decode(
+                                    r,
+                                )?,
+                            ),
+                        );
                         fields_set += 1;
                     }
                     (3, ::codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Struct, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<super::shared::Point>(header0.len, r.remaining()));
+                        ::codec::thrift::expect_elem(
+                            header0.elem,
+                            ::codec::thrift::TType::Struct,
+                            header0.len,
+                        )?;
+                        let mut value = ::std::vec::Vec::with_capacity(
+                            ::codec::thrift::capacity_for::<
+                                super::shared::Point,
+                            >(header0.len, r.remaining()),
+                        );
                         for _ in 0..header0.len {
-                            value.push(<super::shared::Point as ::codec::thrift::Message>::decode(r)?);
+                            value
+                                .push(
+                                    <super::shared::Point as ::codec::thrift::Message>::decode(
+                                        r,
+                                    )?,
+                                );
                         }
                         r.read_list_end()?;
                         result = ::std::option::Option::Some(Self::Polygon(value));
@@ -202,7 +240,9 @@ pub mod kitchen_sink {
                     }
                     (4, ::codec::thrift::TType::Struct) => {
                         let value = <Shape as ::codec::thrift::Message>::decode(r)?;
-                        result = ::std::option::Option::Some(Self::Nested(::std::boxed::Box::new(value)));
+                        result = ::std::option::Option::Some(
+                            Self::Nested(::std::boxed::Box::new(value)),
+                        );
                         fields_set += 1;
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -211,11 +251,17 @@ pub mod kitchen_sink {
             }
             r.read_struct_end()?;
             match result {
-                ::std::option::Option::Some(value) if fields_set == 1 => ::std::result::Result::Ok(value),
-                _ => ::std::result::Result::Err(::codec::thrift::DecodeError::InvalidUnion { owner: "Shape", fields_set }),
+                ::std::option::Option::Some(value) if fields_set == 1 => {
+                    ::std::result::Result::Ok(value)
+                }
+                _ => {
+                    ::std::result::Result::Err(::codec::thrift::DecodeError::InvalidUnion {
+                        owner: "Shape",
+                        fields_set,
+                    })
+                }
             }
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -229,14 +275,23 @@ pub mod kitchen_sink {
                 }
                 Self::Point(value) => {
                     w.write_field_begin(::codec::thrift::TType::Struct, 2)?;
-                    <super::shared::Point as ::codec::thrift::Message>::encode(value, w)?;
+                    <super::shared::Point as ::codec::thrift::Message>::encode(
+                        value,
+                        w,
+                    )?;
                     w.write_field_end()?;
                 }
                 Self::Polygon(value) => {
                     w.write_field_begin(::codec::thrift::TType::List, 3)?;
-                    w.write_list_begin(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Struct, len: value.len() })?;
+                    w.write_list_begin(::codec::thrift::ListHeader {
+                        elem: ::codec::thrift::TType::Struct,
+                        len: value.len(),
+                    })?;
                     for item0 in value.iter() {
-                        <super::shared::Point as ::codec::thrift::Message>::encode(item0, w)?;
+                        <super::shared::Point as ::codec::thrift::Message>::encode(
+                            item0,
+                            w,
+                        )?;
                     }
                     w.write_list_end()?;
                     w.write_field_end()?;
@@ -251,7 +306,6 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("Shape");
             match self {
@@ -262,14 +316,27 @@ pub mod kitchen_sink {
                 }
                 Self::Point(value) => {
                     len += l.field_begin_len(::codec::thrift::TType::Struct, 2);
-                    len += <super::shared::Point as ::codec::thrift::Message>::encoded_len(value, l);
+                    len
+                        += <super::shared::Point as ::codec::thrift::Message>::encoded_len(
+                            value,
+                            l,
+                        );
                     len += l.field_end_len();
                 }
                 Self::Polygon(value) => {
                     len += l.field_begin_len(::codec::thrift::TType::List, 3);
-                    len += l.list_begin_len(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Struct, len: value.len() });
+                    len
+                        += l
+                            .list_begin_len(::codec::thrift::ListHeader {
+                                elem: ::codec::thrift::TType::Struct,
+                                len: value.len(),
+                            });
                     for item0 in value.iter() {
-                        len += <super::shared::Point as ::codec::thrift::Message>::encoded_len(item0, l);
+                        len
+                            += <super::shared::Point as ::codec::thrift::Message>::encoded_len(
+                                item0,
+                                l,
+                            );
                     }
                     len += l.list_end_len();
                     len += l.field_end_len();
@@ -285,14 +352,12 @@ pub mod kitchen_sink {
             len
         }
     }
-
     /// The Thrift enum `Weekday`.
     ///
     /// A newtype over the wire value, so that values this code does not know
     /// (sent by a peer with a newer IDL) are kept rather than rejected.
     #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
     pub struct Weekday(pub i32);
-
     impl Weekday {
         /// `MONDAY` = 1.
         pub const MONDAY: Self = Self(1);
@@ -302,10 +367,13 @@ pub mod kitchen_sink {
         pub const WEDNESDAY: Self = Self(3);
         /// `SUNDAY` = 7.
         pub const SUNDAY: Self = Self(7);
-
         /// The declared values, in IDL order.
-        pub const VALUES: &'static [Self] = &[Self::MONDAY, Self::TUESDAY, Self::WEDNESDAY, Self::SUNDAY];
-
+        pub const VALUES: &'static [Self] = &[
+            Self::MONDAY,
+            Self::TUESDAY,
+            Self::WEDNESDAY,
+            Self::SUNDAY,
+        ];
         /// The IDL name of this value, or `None` for a value the IDL does not declare.
         pub fn name(self) -> ::std::option::Option<&'static str> {
             match self.0 {
@@ -317,7 +385,6 @@ pub mod kitchen_sink {
             }
         }
     }
-
     impl ::std::fmt::Debug for Weekday {
         fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
             match self.name() {
@@ -326,19 +393,16 @@ pub mod kitchen_sink {
             }
         }
     }
-
     impl ::std::convert::From<i32> for Weekday {
         fn from(value: i32) -> Self {
             Self(value)
         }
     }
-
     impl ::std::convert::From<Weekday> for i32 {
         fn from(value: Weekday) -> Self {
             value.0
         }
     }
-
     /// The Thrift struct `Everything`.
     #[derive(Debug, Clone, PartialEq)]
     pub struct Everything {
@@ -353,13 +417,25 @@ pub mod kitchen_sink {
         /// Field 5: `points`.
         pub points: ::std::vec::Vec<super::shared::Point>,
         /// Field 6: `schedule`.
-        pub schedule: ::std::collections::HashMap<Weekday, ::std::collections::HashSet<i64>>,
+        pub schedule: ::std::collections::HashMap<
+            Weekday,
+            ::std::collections::HashSet<i64>,
+        >,
         /// Field 7: `level`.
         pub level: super::shared::Level,
         /// Field 8: `shape`.
         pub shape: Shape,
         /// Field 9: optional `deep`.
-        pub deep: ::std::option::Option<::std::vec::Vec<::std::vec::Vec<::std::collections::HashMap<::codec::ByteString, ::codec::bytes::Bytes>>>>,
+        pub deep: ::std::option::Option<
+            ::std::vec::Vec<
+                ::std::vec::Vec<
+                    ::std::collections::HashMap<
+                        ::codec::ByteString,
+                        ::codec::bytes::Bytes,
+                    >,
+                >,
+            >,
+        >,
         /// Field 10: `clock`.
         pub clock: ::std::collections::HashMap<::codec::ByteString, i64>,
         /// Field 11: `type`.
@@ -391,16 +467,19 @@ pub mod kitchen_sink {
         /// Field 24: optional `seen`.
         pub seen: ::std::option::Option<::std::collections::HashSet<[u8; 16]>>,
     }
-
     impl ::std::default::Default for Everything {
         fn default() -> Self {
             Self {
                 id: 5,
-                note: ::std::option::Option::Some(::codec::ByteString::from_static("n/a")),
+                note: ::std::option::Option::Some(
+                    ::codec::ByteString::from_static("n/a"),
+                ),
                 measures: ::std::default::Default::default(),
                 by_measure: ::std::default::Default::default(),
                 points: ::std::default::Default::default(),
-                schedule: ::std::collections::HashMap::from([(Weekday::MONDAY, ::std::collections::HashSet::from([1, 2]))]),
+                schedule: ::std::collections::HashMap::from([
+                    (Weekday::MONDAY, ::std::collections::HashSet::from([1, 2])),
+                ]),
                 level: super::shared::Level::HIGH,
                 shape: ::std::default::Default::default(),
                 deep: ::std::default::Default::default(),
@@ -409,20 +488,28 @@ pub mod kitchen_sink {
                 self_: ::std::default::Default::default(),
                 at: 0,
                 flag: true,
-                origin: super::shared::Point { x: 0.0, y: 0.5 },
+                origin: super::shared::Point {
+                    x: 0.0,
+                    y: 0.5,
+                },
                 tree: ::std::default::Default::default(),
                 bits: ::std::default::Default::default(),
                 tiny: -1,
                 short_one: 300,
                 ratio: 2.0,
                 fallback: Shape::CircleRadius(1.5),
-                r#where: ::std::option::Option::Some(super::shared::Point { x: 1.0, y: 2.0 }),
-                trace: [0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff],
+                r#where: ::std::option::Option::Some(super::shared::Point {
+                    x: 1.0,
+                    y: 2.0,
+                }),
+                trace: [
+                    0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa,
+                    0xbb, 0xcc, 0xdd, 0xee, 0xff,
+                ],
                 seen: ::std::default::Default::default(),
             }
         }
     }
-
     impl ::codec::thrift::Message for Everything {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -454,12 +541,24 @@ pub mod kitchen_sink {
             let mut f_seen = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I64) => f_id = ::std::option::Option::Some(r.read_i64()?),
-                    (2, ::codec::thrift::TType::Binary) => f_note = ::std::option::Option::Some(r.read_string()?),
+                    (1, ::codec::thrift::TType::I64) => {
+                        f_id = ::std::option::Option::Some(r.read_i64()?);
+                    }
+                    (2, ::codec::thrift::TType::Binary) => {
+                        f_note = ::std::option::Option::Some(r.read_string()?);
+                    }
                     (3, ::codec::thrift::TType::Set) => {
                         let header0 = r.read_set_begin()?;
-                        ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Double, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<f64>(header0.len, r.remaining()));
+                        ::codec::thrift::expect_elem(
+                            header0.elem,
+                            ::codec::thrift::TType::Double,
+                            header0.len,
+                        )?;
+                        let mut value = ::std::vec::Vec::with_capacity(
+                            ::codec::thrift::capacity_for::<
+                                f64,
+                            >(header0.len, r.remaining()),
+                        );
                         for _ in 0..header0.len {
                             value.push(r.read_double()?);
                         }
@@ -468,9 +567,21 @@ pub mod kitchen_sink {
                     }
                     (4, ::codec::thrift::TType::Map) => {
                         let header0 = r.read_map_begin()?;
-                        ::codec::thrift::expect_elem(header0.key, ::codec::thrift::TType::Double, header0.len)?;
-                        ::codec::thrift::expect_elem(header0.value, ::codec::thrift::TType::Binary, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<(f64, ::codec::ByteString)>(header0.len, r.remaining()));
+                        ::codec::thrift::expect_elem(
+                            header0.key,
+                            ::codec::thrift::TType::Double,
+                            header0.len,
+                        )?;
+                        ::codec::thrift::expect_elem(
+                            header0.value,
+                            ::codec::thrift::TType::Binary,
+                            header0.len,
+                        )?;
+                        let mut value = ::std::vec::Vec::with_capacity(
+                            ::codec::thrift::capacity_for::<
+                                (f64, ::codec::ByteString),
+                            >(header0.len, r.remaining()),
+                        );
                         for _ in 0..header0.len {
                             value.push((r.read_double()?, r.read_string()?));
                         }
@@ -479,24 +590,57 @@ pub mod kitchen_sink {
                     }
                     (5, ::codec::thrift::TType::Set) => {
                         let header0 = r.read_set_begin()?;
-                        ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Struct, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<super::shared::Point>(header0.len, r.remaining()));
+                        ::codec::thrift::expect_elem(
+                            header0.elem,
+                            ::codec::thrift::TType::Struct,
+                            header0.len,
+                        )?;
+                        let mut value = ::std::vec::Vec::with_capacity(
+                            ::codec::thrift::capacity_for::<
+                                super::shared::Point,
+                            >(header0.len, r.remaining()),
+                        );
                         for _ in 0..header0.len {
-                            value.push(<super::shared::Point as ::codec::thrift::Message>::decode(r)?);
+                            value
+                                .push(
+                                    <super::shared::Point as ::codec::thrift::Message>::decode(
+                                        r,
+                                    )?,
+                                );
                         }
                         r.read_set_end()?;
                         f_points = ::std::option::Option::Some(value);
                     }
                     (6, ::codec::thrift::TType::Map) => {
                         let header0 = r.read_map_begin()?;
-                        ::codec::thrift::expect_elem(header0.key, ::codec::thrift::TType::I32, header0.len)?;
-                        ::codec::thrift::expect_elem(header0.value, ::codec::thrift::TType::Set, header0.len)?;
-                        let mut value = ::std::collections::HashMap::with_capacity(::codec::thrift::capacity_for::<(Weekday, ::std::collections::HashSet<i64>)>(header0.len, r.remaining()));
+                        ::codec::thrift::expect_elem(
+                            header0.key,
+                            ::codec::thrift::TType::I32,
+                            header0.len,
+                        )?;
+                        ::codec::thrift::expect_elem(
+                            header0.value,
+                            ::codec::thrift::TType::Set,
+                            header0.len,
+                        )?;
+                        let mut value = ::std::collections::HashMap::with_capacity(
+                            ::codec::thrift::capacity_for::<
+                                (Weekday, ::std::collections::HashSet<i64>),
+                            >(header0.len, r.remaining()),
+                        );
                         for _ in 0..header0.len {
                             let key0 = Weekday(r.read_i32()?);
                             let header1 = r.read_set_begin()?;
-                            ::codec::thrift::expect_elem(header1.elem, ::codec::thrift::TType::I64, header1.len)?;
-                            let mut value0 = ::std::collections::HashSet::with_capacity(::codec::thrift::capacity_for::<i64>(header1.len, r.remaining()));
+                            ::codec::thrift::expect_elem(
+                                header1.elem,
+                                ::codec::thrift::TType::I64,
+                                header1.len,
+                            )?;
+                            let mut value0 = ::std::collections::HashSet::with_capacity(
+                                ::codec::thrift::capacity_for::<
+                                    i64,
+                                >(header1.len, r.remaining()),
+                            );
                             for _ in 0..header1.len {
                                 value0.insert(r.read_i64()?);
                             }
@@ -506,21 +650,65 @@ pub mod kitchen_sink {
                         r.read_map_end()?;
                         f_schedule = ::std::option::Option::Some(value);
                     }
-                    (7, ::codec::thrift::TType::I32) => f_level = ::std::option::Option::Some(super::shared::Level(r.read_i32()?)),
-                    (8, ::codec::thrift::TType::Struct) => f_shape = ::std::option::Option::Some(<Shape as ::codec::thrift::Message>::decode(r)?),
+                    (7, ::codec::thrift::TType::I32) => {
+                        f_level = ::std::option::Option::Some(
+                            super::shared::Level(r.read_i32()?),
+                        );
+                    }
+                    (8, ::codec::thrift::TType::Struct) => {
+                        f_shape = ::std::option::Option::Some(
+                            <Shape as ::codec::thrift::Message>::decode(r)?,
+                        );
+                    }
                     (9, ::codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::List, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<::std::vec::Vec<::std::collections::HashMap<::codec::ByteString, ::codec::bytes::Bytes>>>(header0.len, r.remaining()));
+                        ::codec::thrift::expect_elem(
+                            header0.elem,
+                            ::codec::thrift::TType::List,
+                            header0.len,
+                        )?;
+                        let mut value = ::std::vec::Vec::with_capacity(
+                            ::codec::thrift::capacity_for::<
+                                ::std::vec::Vec<
+                                    ::std::collections::HashMap<
+                                        ::codec::ByteString,
+                                        ::codec::bytes::Bytes,
+                                    >,
+                                >,
+                            >(header0.len, r.remaining()),
+                        );
                         for _ in 0..header0.len {
                             let header1 = r.read_list_begin()?;
-                            ::codec::thrift::expect_elem(header1.elem, ::codec::thrift::TType::Map, header1.len)?;
-                            let mut item0 = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<::std::collections::HashMap<::codec::ByteString, ::codec::bytes::Bytes>>(header1.len, r.remaining()));
+                            ::codec::thrift::expect_elem(
+                                header1.elem,
+                                ::codec::thrift::TType::Map,
+                                header1.len,
+                            )?;
+                            let mut item0 = ::std::vec::Vec::with_capacity(
+                                ::codec::thrift::capacity_for::<
+                                    ::std::collections::HashMap<
+                                        ::codec::ByteString,
+                                        ::codec::bytes::Bytes,
+                                    >,
+                                >(header1.len, r.remaining()),
+                            );
                             for _ in 0..header1.len {
                                 let header2 = r.read_map_begin()?;
-                                ::codec::thrift::expect_elem(header2.key, ::codec::thrift::TType::Binary, header2.len)?;
-                                ::codec::thrift::expect_elem(header2.value, ::codec::thrift::TType::Binary, header2.len)?;
-                                let mut item1 = ::std::collections::HashMap::with_capacity(::codec::thrift::capacity_for::<(::codec::ByteString, ::codec::bytes::Bytes)>(header2.len, r.remaining()));
+                                ::codec::thrift::expect_elem(
+                                    header2.key,
+                                    ::codec::thrift::TType::Binary,
+                                    header2.len,
+                                )?;
+                                ::codec::thrift::expect_elem(
+                                    header2.value,
+                                    ::codec::thrift::TType::Binary,
+                                    header2.len,
+                                )?;
+                                let mut item1 = ::std::collections::HashMap::with_capacity(
+                                    ::codec::thrift::capacity_for::<
+                                        (::codec::ByteString, ::codec::bytes::Bytes),
+                                    >(header2.len, r.remaining()),
+                                );
                                 for _ in 0..header2.len {
                                     item1.insert(r.read_string()?, r.read_binary()?);
                                 }
@@ -535,41 +723,105 @@ pub mod kitchen_sink {
                     }
                     (10, ::codec::thrift::TType::Map) => {
                         let header0 = r.read_map_begin()?;
-                        ::codec::thrift::expect_elem(header0.key, ::codec::thrift::TType::Binary, header0.len)?;
-                        ::codec::thrift::expect_elem(header0.value, ::codec::thrift::TType::I64, header0.len)?;
-                        let mut value = ::std::collections::HashMap::with_capacity(::codec::thrift::capacity_for::<(::codec::ByteString, i64)>(header0.len, r.remaining()));
+                        ::codec::thrift::expect_elem(
+                            header0.key,
+                            ::codec::thrift::TType::Binary,
+                            header0.len,
+                        )?;
+                        ::codec::thrift::expect_elem(
+                            header0.value,
+                            ::codec::thrift::TType::I64,
+                            header0.len,
+                        )?;
+                        let mut value = ::std::collections::HashMap::with_capacity(
+                            ::codec::thrift::capacity_for::<
+                                (::codec::ByteString, i64),
+                            >(header0.len, r.remaining()),
+                        );
                         for _ in 0..header0.len {
                             value.insert(r.read_string()?, r.read_i64()?);
                         }
                         r.read_map_end()?;
                         f_clock = ::std::option::Option::Some(value);
                     }
-                    (11, ::codec::thrift::TType::Binary) => f_type = ::std::option::Option::Some(r.read_string()?),
-                    (12, ::codec::thrift::TType::I32) => f_self_ = ::std::option::Option::Some(r.read_i32()?),
-                    (13, ::codec::thrift::TType::I64) => f_at = ::std::option::Option::Some(r.read_i64()?),
-                    (14, ::codec::thrift::TType::Bool) => f_flag = ::std::option::Option::Some(r.read_bool()?),
-                    (15, ::codec::thrift::TType::Struct) => f_origin = ::std::option::Option::Some(<super::shared::Point as ::codec::thrift::Message>::decode(r)?),
-                    (16, ::codec::thrift::TType::Struct) => f_tree = ::std::option::Option::Some(<Node as ::codec::thrift::Message>::decode(r)?),
+                    (11, ::codec::thrift::TType::Binary) => {
+                        f_type = ::std::option::Option::Some(r.read_string()?);
+                    }
+                    (12, ::codec::thrift::TType::I32) => {
+                        f_self_ = ::std::option::Option::Some(r.read_i32()?);
+                    }
+                    (13, ::codec::thrift::TType::I64) => {
+                        f_at = ::std::option::Option::Some(r.read_i64()?);
+                    }
+                    (14, ::codec::thrift::TType::Bool) => {
+                        f_flag = ::std::option::Option::Some(r.read_bool()?);
+                    }
+                    (15, ::codec::thrift::TType::Struct) => {
+                        f_origin = ::std::option::Option::Some(
+                            <super::shared::Point as ::codec::thrift::Message>::decode(
+                                r,
+                            )?,
+                        );
+                    }
+                    (16, ::codec::thrift::TType::Struct) => {
+                        f_tree = ::std::option::Option::Some(
+                            <Node as ::codec::thrift::Message>::decode(r)?,
+                        );
+                    }
                     (17, ::codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Bool, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<bool>(header0.len, r.remaining()));
+                        ::codec::thrift::expect_elem(
+                            header0.elem,
+                            ::codec::thrift::TType::Bool,
+                            header0.len,
+                        )?;
+                        let mut value = ::std::vec::Vec::with_capacity(
+                            ::codec::thrift::capacity_for::<
+                                bool,
+                            >(header0.len, r.remaining()),
+                        );
                         for _ in 0..header0.len {
                             value.push(r.read_bool()?);
                         }
                         r.read_list_end()?;
                         f_bits = ::std::option::Option::Some(value);
                     }
-                    (18, ::codec::thrift::TType::I8) => f_tiny = ::std::option::Option::Some(r.read_i8()?),
-                    (19, ::codec::thrift::TType::I16) => f_short_one = ::std::option::Option::Some(r.read_i16()?),
-                    (20, ::codec::thrift::TType::Double) => f_ratio = ::std::option::Option::Some(r.read_double()?),
-                    (21, ::codec::thrift::TType::Struct) => f_fallback = ::std::option::Option::Some(<Shape as ::codec::thrift::Message>::decode(r)?),
-                    (22, ::codec::thrift::TType::Struct) => f_where = ::std::option::Option::Some(<super::shared::Point as ::codec::thrift::Message>::decode(r)?),
-                    (23, ::codec::thrift::TType::Uuid) => f_trace = ::std::option::Option::Some(r.read_uuid()?),
+                    (18, ::codec::thrift::TType::I8) => {
+                        f_tiny = ::std::option::Option::Some(r.read_i8()?);
+                    }
+                    (19, ::codec::thrift::TType::I16) => {
+                        f_short_one = ::std::option::Option::Some(r.read_i16()?);
+                    }
+                    (20, ::codec::thrift::TType::Double) => {
+                        f_ratio = ::std::option::Option::Some(r.read_double()?);
+                    }
+                    (21, ::codec::thrift::TType::Struct) => {
+                        f_fallback = ::std::option::Option::Some(
+                            <Shape as ::codec::thrift::Message>::decode(r)?,
+                        );
+                    }
+                    (22, ::codec::thrift::TType::Struct) => {
+                        f_where = ::std::option::Option::Some(
+                            <super::shared::Point as ::codec::thrift::Message>::decode(
+                                r,
+                            )?,
+                        );
+                    }
+                    (23, ::codec::thrift::TType::Uuid) => {
+                        f_trace = ::std::option::Option::Some(r.read_uuid()?);
+                    }
                     (24, ::codec::thrift::TType::Set) => {
                         let header0 = r.read_set_begin()?;
-                        ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Uuid, header0.len)?;
-                        let mut value = ::std::collections::HashSet::with_capacity(::codec::thrift::capacity_for::<[u8; 16]>(header0.len, r.remaining()));
+                        ::codec::thrift::expect_elem(
+                            header0.elem,
+                            ::codec::thrift::TType::Uuid,
+                            header0.len,
+                        )?;
+                        let mut value = ::std::collections::HashSet::with_capacity(
+                            ::codec::thrift::capacity_for::<
+                                [u8; 16],
+                            >(header0.len, r.remaining()),
+                        );
                         for _ in 0..header0.len {
                             value.insert(r.read_uuid()?);
                         }
@@ -582,12 +834,19 @@ pub mod kitchen_sink {
             }
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {
-                id: f_id.ok_or(::codec::thrift::DecodeError::MissingField { owner: "Everything", field: "id" })?,
+                id: f_id
+                    .ok_or(::codec::thrift::DecodeError::MissingField {
+                        owner: "Everything",
+                        field: "id",
+                    })?,
                 note: f_note,
                 measures: f_measures.unwrap_or_default(),
                 by_measure: f_by_measure.unwrap_or_default(),
                 points: f_points.unwrap_or_default(),
-                schedule: f_schedule.unwrap_or_else(|| ::std::collections::HashMap::from([(Weekday::MONDAY, ::std::collections::HashSet::from([1, 2]))])),
+                schedule: f_schedule
+                    .unwrap_or_else(|| ::std::collections::HashMap::from([
+                        (Weekday::MONDAY, ::std::collections::HashSet::from([1, 2])),
+                    ])),
                 level: f_level.unwrap_or(super::shared::Level::HIGH),
                 shape: f_shape.unwrap_or_default(),
                 deep: f_deep,
@@ -596,7 +855,11 @@ pub mod kitchen_sink {
                 self_: f_self_.unwrap_or_default(),
                 at: f_at.unwrap_or(0),
                 flag: f_flag.unwrap_or(true),
-                origin: f_origin.unwrap_or(super::shared::Point { x: 0.0, y: 0.5 }),
+                origin: f_origin
+                    .unwrap_or(super::shared::Point {
+                        x: 0.0,
+                        y: 0.5,
+                    }),
                 tree: f_tree,
                 bits: f_bits.unwrap_or_default(),
                 tiny: f_tiny.unwrap_or(-1),
@@ -604,11 +867,14 @@ pub mod kitchen_sink {
                 ratio: f_ratio.unwrap_or(2.0),
                 fallback: f_fallback.unwrap_or(Shape::CircleRadius(1.5)),
                 r#where: f_where,
-                trace: f_trace.unwrap_or([0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]),
+                trace: f_trace
+                    .unwrap_or([
+                        0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa,
+                        0xbb, 0xcc, 0xdd, 0xee, 0xff,
+                    ]),
                 seen: f_seen,
             })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -623,14 +889,21 @@ pub mod kitchen_sink {
                 w.write_field_end()?;
             }
             w.write_field_begin(::codec::thrift::TType::Set, 3)?;
-            w.write_set_begin(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Double, len: self.measures.len() })?;
+            w.write_set_begin(::codec::thrift::ListHeader {
+                elem: ::codec::thrift::TType::Double,
+                len: self.measures.len(),
+            })?;
             for item0 in self.measures.iter() {
                 w.write_double(*item0)?;
             }
             w.write_set_end()?;
             w.write_field_end()?;
             w.write_field_begin(::codec::thrift::TType::Map, 4)?;
-            w.write_map_begin(::codec::thrift::MapHeader { key: ::codec::thrift::TType::Double, value: ::codec::thrift::TType::Binary, len: self.by_measure.len() })?;
+            w.write_map_begin(::codec::thrift::MapHeader {
+                key: ::codec::thrift::TType::Double,
+                value: ::codec::thrift::TType::Binary,
+                len: self.by_measure.len(),
+            })?;
             for (key0, value0) in self.by_measure.iter() {
                 w.write_double(*key0)?;
                 w.write_string(value0)?;
@@ -638,17 +911,27 @@ pub mod kitchen_sink {
             w.write_map_end()?;
             w.write_field_end()?;
             w.write_field_begin(::codec::thrift::TType::Set, 5)?;
-            w.write_set_begin(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Struct, len: self.points.len() })?;
+            w.write_set_begin(::codec::thrift::ListHeader {
+                elem: ::codec::thrift::TType::Struct,
+                len: self.points.len(),
+            })?;
             for item0 in self.points.iter() {
                 <super::shared::Point as ::codec::thrift::Message>::encode(item0, w)?;
             }
             w.write_set_end()?;
             w.write_field_end()?;
             w.write_field_begin(::codec::thrift::TType::Map, 6)?;
-            w.write_map_begin(::codec::thrift::MapHeader { key: ::codec::thrift::TType::I32, value: ::codec::thrift::TType::Set, len: self.schedule.len() })?;
+            w.write_map_begin(::codec::thrift::MapHeader {
+                key: ::codec::thrift::TType::I32,
+                value: ::codec::thrift::TType::Set,
+                len: self.schedule.len(),
+            })?;
             for (key0, value0) in self.schedule.iter() {
                 w.write_i32(key0.0)?;
-                w.write_set_begin(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::I64, len: value0.len() })?;
+                w.write_set_begin(::codec::thrift::ListHeader {
+                    elem: ::codec::thrift::TType::I64,
+                    len: value0.len(),
+                })?;
                 for item1 in value0.iter() {
                     w.write_i64(*item1)?;
                 }
@@ -664,11 +947,21 @@ pub mod kitchen_sink {
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.deep {
                 w.write_field_begin(::codec::thrift::TType::List, 9)?;
-                w.write_list_begin(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::List, len: value.len() })?;
+                w.write_list_begin(::codec::thrift::ListHeader {
+                    elem: ::codec::thrift::TType::List,
+                    len: value.len(),
+                })?;
                 for item0 in value.iter() {
-                    w.write_list_begin(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Map, len: item0.len() })?;
+                    w.write_list_begin(::codec::thrift::ListHeader {
+                        elem: ::codec::thrift::TType::Map,
+                        len: item0.len(),
+                    })?;
                     for item1 in item0.iter() {
-                        w.write_map_begin(::codec::thrift::MapHeader { key: ::codec::thrift::TType::Binary, value: ::codec::thrift::TType::Binary, len: item1.len() })?;
+                        w.write_map_begin(::codec::thrift::MapHeader {
+                            key: ::codec::thrift::TType::Binary,
+                            value: ::codec::thrift::TType::Binary,
+                            len: item1.len(),
+                        })?;
                         for (key2, value2) in item1.iter() {
                             w.write_string(key2)?;
                             w.write_binary(value2)?;
@@ -681,7 +974,11 @@ pub mod kitchen_sink {
                 w.write_field_end()?;
             }
             w.write_field_begin(::codec::thrift::TType::Map, 10)?;
-            w.write_map_begin(::codec::thrift::MapHeader { key: ::codec::thrift::TType::Binary, value: ::codec::thrift::TType::I64, len: self.clock.len() })?;
+            w.write_map_begin(::codec::thrift::MapHeader {
+                key: ::codec::thrift::TType::Binary,
+                value: ::codec::thrift::TType::I64,
+                len: self.clock.len(),
+            })?;
             for (key0, value0) in self.clock.iter() {
                 w.write_string(key0)?;
                 w.write_i64(*value0)?;
@@ -709,7 +1006,10 @@ pub mod kitchen_sink {
                 w.write_field_end()?;
             }
             w.write_field_begin(::codec::thrift::TType::List, 17)?;
-            w.write_list_begin(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Bool, len: self.bits.len() })?;
+            w.write_list_begin(::codec::thrift::ListHeader {
+                elem: ::codec::thrift::TType::Bool,
+                len: self.bits.len(),
+            })?;
             for item0 in self.bits.iter() {
                 w.write_bool(*item0)?;
             }
@@ -737,7 +1037,10 @@ pub mod kitchen_sink {
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.seen {
                 w.write_field_begin(::codec::thrift::TType::Set, 24)?;
-                w.write_set_begin(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Uuid, len: value.len() })?;
+                w.write_set_begin(::codec::thrift::ListHeader {
+                    elem: ::codec::thrift::TType::Uuid,
+                    len: value.len(),
+                })?;
                 for item0 in value.iter() {
                     w.write_uuid(item0)?;
                 }
@@ -748,7 +1051,6 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("Everything");
             len += l.field_begin_len(::codec::thrift::TType::I64, 1);
@@ -760,14 +1062,25 @@ pub mod kitchen_sink {
                 len += l.field_end_len();
             }
             len += l.field_begin_len(::codec::thrift::TType::Set, 3);
-            len += l.set_begin_len(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Double, len: self.measures.len() });
+            len
+                += l
+                    .set_begin_len(::codec::thrift::ListHeader {
+                        elem: ::codec::thrift::TType::Double,
+                        len: self.measures.len(),
+                    });
             for item0 in self.measures.iter() {
                 len += l.double_len(*item0);
             }
             len += l.set_end_len();
             len += l.field_end_len();
             len += l.field_begin_len(::codec::thrift::TType::Map, 4);
-            len += l.map_begin_len(::codec::thrift::MapHeader { key: ::codec::thrift::TType::Double, value: ::codec::thrift::TType::Binary, len: self.by_measure.len() });
+            len
+                += l
+                    .map_begin_len(::codec::thrift::MapHeader {
+                        key: ::codec::thrift::TType::Double,
+                        value: ::codec::thrift::TType::Binary,
+                        len: self.by_measure.len(),
+                    });
             for (key0, value0) in self.by_measure.iter() {
                 len += l.double_len(*key0);
                 len += l.string_len(value0);
@@ -775,17 +1088,37 @@ pub mod kitchen_sink {
             len += l.map_end_len();
             len += l.field_end_len();
             len += l.field_begin_len(::codec::thrift::TType::Set, 5);
-            len += l.set_begin_len(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Struct, len: self.points.len() });
+            len
+                += l
+                    .set_begin_len(::codec::thrift::ListHeader {
+                        elem: ::codec::thrift::TType::Struct,
+                        len: self.points.len(),
+                    });
             for item0 in self.points.iter() {
-                len += <super::shared::Point as ::codec::thrift::Message>::encoded_len(item0, l);
+                len
+                    += <super::shared::Point as ::codec::thrift::Message>::encoded_len(
+                        item0,
+                        l,
+                    );
             }
             len += l.set_end_len();
             len += l.field_end_len();
             len += l.field_begin_len(::codec::thrift::TType::Map, 6);
-            len += l.map_begin_len(::codec::thrift::MapHeader { key: ::codec::thrift::TType::I32, value: ::codec::thrift::TType::Set, len: self.schedule.len() });
+            len
+                += l
+                    .map_begin_len(::codec::thrift::MapHeader {
+                        key: ::codec::thrift::TType::I32,
+                        value: ::codec::thrift::TType::Set,
+                        len: self.schedule.len(),
+                    });
             for (key0, value0) in self.schedule.iter() {
                 len += l.i32_len(key0.0);
-                len += l.set_begin_len(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::I64, len: value0.len() });
+                len
+                    += l
+                        .set_begin_len(::codec::thrift::ListHeader {
+                            elem: ::codec::thrift::TType::I64,
+                            len: value0.len(),
+                        });
                 for item1 in value0.iter() {
                     len += l.i64_len(*item1);
                 }
@@ -801,11 +1134,27 @@ pub mod kitchen_sink {
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.deep {
                 len += l.field_begin_len(::codec::thrift::TType::List, 9);
-                len += l.list_begin_len(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::List, len: value.len() });
+                len
+                    += l
+                        .list_begin_len(::codec::thrift::ListHeader {
+                            elem: ::codec::thrift::TType::List,
+                            len: value.len(),
+                        });
                 for item0 in value.iter() {
-                    len += l.list_begin_len(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Map, len: item0.len() });
+                    len
+                        += l
+                            .list_begin_len(::codec::thrift::ListHeader {
+                                elem: ::codec::thrift::TType::Map,
+                                len: item0.len(),
+                            });
                     for item1 in item0.iter() {
-                        len += l.map_begin_len(::codec::thrift::MapHeader { key: ::codec::thrift::TType::Binary, value: ::codec::thrift::TType::Binary, len: item1.len() });
+                        len
+                            += l
+                                .map_begin_len(::codec::thrift::MapHeader {
+                                    key: ::codec::thrift::TType::Binary,
+                                    value: ::codec::thrift::TType::Binary,
+                                    len: item1.len(),
+                                });
                         for (key2, value2) in item1.iter() {
                             len += l.string_len(key2);
                             len += l.binary_len(value2);
@@ -818,7 +1167,13 @@ pub mod kitchen_sink {
                 len += l.field_end_len();
             }
             len += l.field_begin_len(::codec::thrift::TType::Map, 10);
-            len += l.map_begin_len(::codec::thrift::MapHeader { key: ::codec::thrift::TType::Binary, value: ::codec::thrift::TType::I64, len: self.clock.len() });
+            len
+                += l
+                    .map_begin_len(::codec::thrift::MapHeader {
+                        key: ::codec::thrift::TType::Binary,
+                        value: ::codec::thrift::TType::I64,
+                        len: self.clock.len(),
+                    });
             for (key0, value0) in self.clock.iter() {
                 len += l.string_len(key0);
                 len += l.i64_len(*value0);
@@ -838,7 +1193,11 @@ pub mod kitchen_sink {
             len += l.bool_len(self.flag);
             len += l.field_end_len();
             len += l.field_begin_len(::codec::thrift::TType::Struct, 15);
-            len += <super::shared::Point as ::codec::thrift::Message>::encoded_len(&self.origin, l);
+            len
+                += <super::shared::Point as ::codec::thrift::Message>::encoded_len(
+                    &self.origin,
+                    l,
+                );
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.tree {
                 len += l.field_begin_len(::codec::thrift::TType::Struct, 16);
@@ -846,7 +1205,12 @@ pub mod kitchen_sink {
                 len += l.field_end_len();
             }
             len += l.field_begin_len(::codec::thrift::TType::List, 17);
-            len += l.list_begin_len(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Bool, len: self.bits.len() });
+            len
+                += l
+                    .list_begin_len(::codec::thrift::ListHeader {
+                        elem: ::codec::thrift::TType::Bool,
+                        len: self.bits.len(),
+                    });
             for item0 in self.bits.iter() {
                 len += l.bool_len(*item0);
             }
@@ -866,7 +1230,11 @@ pub mod kitchen_sink {
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.r#where {
                 len += l.field_begin_len(::codec::thrift::TType::Struct, 22);
-                len += <super::shared::Point as ::codec::thrift::Message>::encoded_len(value, l);
+                len
+                    += <super::shared::Point as ::codec::thrift::Message>::encoded_len(
+                        value,
+                        l,
+                    );
                 len += l.field_end_len();
             }
             len += l.field_begin_len(::codec::thrift::TType::Uuid, 23);
@@ -874,7 +1242,12 @@ pub mod kitchen_sink {
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.seen {
                 len += l.field_begin_len(::codec::thrift::TType::Set, 24);
-                len += l.set_begin_len(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Uuid, len: value.len() });
+                len
+                    += l
+                        .set_begin_len(::codec::thrift::ListHeader {
+                            elem: ::codec::thrift::TType::Uuid,
+                            len: value.len(),
+                        });
                 for item0 in value.iter() {
                     len += l.uuid_len(item0);
                 }
@@ -886,7 +1259,6 @@ pub mod kitchen_sink {
             len
         }
     }
-
     /// The Thrift struct `R`.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct R {
@@ -901,7 +1273,6 @@ pub mod kitchen_sink {
         /// Field 5: `field`.
         pub field: i32,
     }
-
     impl ::codec::thrift::Message for R {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -920,17 +1291,31 @@ pub mod kitchen_sink {
                     }
                     (2, ::codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Struct, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<W>(header0.len, r.remaining()));
+                        ::codec::thrift::expect_elem(
+                            header0.elem,
+                            ::codec::thrift::TType::Struct,
+                            header0.len,
+                        )?;
+                        let mut value = ::std::vec::Vec::with_capacity(
+                            ::codec::thrift::capacity_for::<
+                                W,
+                            >(header0.len, r.remaining()),
+                        );
                         for _ in 0..header0.len {
                             value.push(<W as ::codec::thrift::Message>::decode(r)?);
                         }
                         r.read_list_end()?;
                         f_w = ::std::option::Option::Some(value);
                     }
-                    (3, ::codec::thrift::TType::I32) => f_len = ::std::option::Option::Some(r.read_i32()?),
-                    (4, ::codec::thrift::TType::I32) => f_value = ::std::option::Option::Some(r.read_i32()?),
-                    (5, ::codec::thrift::TType::I32) => f_field = ::std::option::Option::Some(r.read_i32()?),
+                    (3, ::codec::thrift::TType::I32) => {
+                        f_len = ::std::option::Option::Some(r.read_i32()?);
+                    }
+                    (4, ::codec::thrift::TType::I32) => {
+                        f_value = ::std::option::Option::Some(r.read_i32()?);
+                    }
+                    (5, ::codec::thrift::TType::I32) => {
+                        f_field = ::std::option::Option::Some(r.read_i32()?);
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
@@ -944,7 +1329,6 @@ pub mod kitchen_sink {
                 field: f_field.unwrap_or_default(),
             })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -956,7 +1340,10 @@ pub mod kitchen_sink {
                 w.write_field_end()?;
             }
             w.write_field_begin(::codec::thrift::TType::List, 2)?;
-            w.write_list_begin(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Struct, len: self.w.len() })?;
+            w.write_list_begin(::codec::thrift::ListHeader {
+                elem: ::codec::thrift::TType::Struct,
+                len: self.w.len(),
+            })?;
             for item0 in self.w.iter() {
                 <W as ::codec::thrift::Message>::encode(item0, w)?;
             }
@@ -975,7 +1362,6 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("R");
             if let ::std::option::Option::Some(value) = &self.r {
@@ -984,7 +1370,12 @@ pub mod kitchen_sink {
                 len += l.field_end_len();
             }
             len += l.field_begin_len(::codec::thrift::TType::List, 2);
-            len += l.list_begin_len(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Struct, len: self.w.len() });
+            len
+                += l
+                    .list_begin_len(::codec::thrift::ListHeader {
+                        elem: ::codec::thrift::TType::Struct,
+                        len: self.w.len(),
+                    });
             for item0 in self.w.iter() {
                 len += <W as ::codec::thrift::Message>::encoded_len(item0, l);
             }
@@ -1004,7 +1395,6 @@ pub mod kitchen_sink {
             len
         }
     }
-
     /// The Thrift struct `W`.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct W {
@@ -1013,7 +1403,6 @@ pub mod kitchen_sink {
         /// Field 2: `item0`.
         pub item0: i32,
     }
-
     impl ::codec::thrift::Message for W {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -1023,8 +1412,12 @@ pub mod kitchen_sink {
             let mut f_item0 = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I32) => f_l = ::std::option::Option::Some(r.read_i32()?),
-                    (2, ::codec::thrift::TType::I32) => f_item0 = ::std::option::Option::Some(r.read_i32()?),
+                    (1, ::codec::thrift::TType::I32) => {
+                        f_l = ::std::option::Option::Some(r.read_i32()?);
+                    }
+                    (2, ::codec::thrift::TType::I32) => {
+                        f_item0 = ::std::option::Option::Some(r.read_i32()?);
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
@@ -1035,7 +1428,6 @@ pub mod kitchen_sink {
                 item0: f_item0.unwrap_or_default(),
             })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -1051,7 +1443,6 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("W");
             len += l.field_begin_len(::codec::thrift::TType::I32, 1);
@@ -1065,14 +1456,12 @@ pub mod kitchen_sink {
             len
         }
     }
-
     /// The Thrift struct `L`.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct L {
         /// Field 1: optional `next`.
         pub next: ::std::option::Option<::std::boxed::Box<L>>,
     }
-
     impl ::codec::thrift::Message for L {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -1083,18 +1472,17 @@ pub mod kitchen_sink {
                 match (field.id, field.ttype) {
                     (1, ::codec::thrift::TType::Struct) => {
                         let value = <L as ::codec::thrift::Message>::decode(r)?;
-                        f_next = ::std::option::Option::Some(::std::boxed::Box::new(value));
+                        f_next = ::std::option::Option::Some(
+                            ::std::boxed::Box::new(value),
+                        );
                     }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
             }
             r.read_struct_end()?;
-            ::std::result::Result::Ok(Self {
-                next: f_next,
-            })
+            ::std::result::Result::Ok(Self { next: f_next })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -1109,7 +1497,6 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("L");
             if let ::std::option::Option::Some(value) = &self.next {
@@ -1122,22 +1509,18 @@ pub mod kitchen_sink {
             len
         }
     }
-
     /// The Thrift exception `NotFound`.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct NotFound {
         /// Field 1: `what`.
         pub what: ::codec::ByteString,
     }
-
     impl ::std::fmt::Display for NotFound {
         fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
             ::std::fmt::Debug::fmt(self, f)
         }
     }
-
     impl ::std::error::Error for NotFound {}
-
     impl ::codec::thrift::Message for NotFound {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -1146,7 +1529,9 @@ pub mod kitchen_sink {
             let mut f_what = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Binary) => f_what = ::std::option::Option::Some(r.read_string()?),
+                    (1, ::codec::thrift::TType::Binary) => {
+                        f_what = ::std::option::Option::Some(r.read_string()?);
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
@@ -1156,7 +1541,6 @@ pub mod kitchen_sink {
                 what: f_what.unwrap_or_default(),
             })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -1169,7 +1553,6 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("NotFound");
             len += l.field_begin_len(::codec::thrift::TType::Binary, 1);
@@ -1180,22 +1563,18 @@ pub mod kitchen_sink {
             len
         }
     }
-
     /// The Thrift exception `Overloaded`.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct Overloaded {
         /// Field 1: `retry_after_ms`.
         pub retry_after_ms: i32,
     }
-
     impl ::std::fmt::Display for Overloaded {
         fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
             ::std::fmt::Debug::fmt(self, f)
         }
     }
-
     impl ::std::error::Error for Overloaded {}
-
     impl ::codec::thrift::Message for Overloaded {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -1204,7 +1583,9 @@ pub mod kitchen_sink {
             let mut f_retry_after_ms = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I32) => f_retry_after_ms = ::std::option::Option::Some(r.read_i32()?),
+                    (1, ::codec::thrift::TType::I32) => {
+                        f_retry_after_ms = ::std::option::Option::Some(r.read_i32()?);
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
@@ -1214,7 +1595,6 @@ pub mod kitchen_sink {
                 retry_after_ms: f_retry_after_ms.unwrap_or_default(),
             })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -1227,7 +1607,6 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("Overloaded");
             len += l.field_begin_len(::codec::thrift::TType::I32, 1);
@@ -1238,13 +1617,9 @@ pub mod kitchen_sink {
             len
         }
     }
-
-    // Service `Base`.
-
     /// The arguments of `Base.ping`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct BasePingArgs {}
-
     impl ::codec::thrift::Message for BasePingArgs {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -1257,7 +1632,6 @@ pub mod kitchen_sink {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {})
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -1267,7 +1641,6 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("BasePingArgs");
             len += l.field_stop_len();
@@ -1275,11 +1648,9 @@ pub mod kitchen_sink {
             len
         }
     }
-
     /// The reply of `Base.ping`: `success` or one declared exception (all unset for a `void` success).
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct BasePingResult {}
-
     impl ::codec::thrift::Message for BasePingResult {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -1292,7 +1663,6 @@ pub mod kitchen_sink {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {})
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -1302,7 +1672,6 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("BasePingResult");
             len += l.field_stop_len();
@@ -1310,9 +1679,6 @@ pub mod kitchen_sink {
             len
         }
     }
-
-    // Service `Store`.
-
     /// The arguments of `Store.fetch`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct StoreFetchArgs {
@@ -1321,7 +1687,6 @@ pub mod kitchen_sink {
         /// Field 2: optional `min_level`.
         pub min_level: ::std::option::Option<super::shared::Level>,
     }
-
     impl ::codec::thrift::Message for StoreFetchArgs {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -1331,8 +1696,14 @@ pub mod kitchen_sink {
             let mut f_min_level = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I64) => f_id = ::std::option::Option::Some(r.read_i64()?),
-                    (2, ::codec::thrift::TType::I32) => f_min_level = ::std::option::Option::Some(super::shared::Level(r.read_i32()?)),
+                    (1, ::codec::thrift::TType::I64) => {
+                        f_id = ::std::option::Option::Some(r.read_i64()?);
+                    }
+                    (2, ::codec::thrift::TType::I32) => {
+                        f_min_level = ::std::option::Option::Some(
+                            super::shared::Level(r.read_i32()?),
+                        );
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
@@ -1343,7 +1714,6 @@ pub mod kitchen_sink {
                 min_level: f_min_level,
             })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -1361,7 +1731,6 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("StoreFetchArgs");
             len += l.field_begin_len(::codec::thrift::TType::I64, 1);
@@ -1377,7 +1746,6 @@ pub mod kitchen_sink {
             len
         }
     }
-
     /// The reply of `Store.fetch`: `success` or one declared exception (all unset for a `void` success).
     #[derive(Debug, Clone, PartialEq, Default)]
     pub struct StoreFetchResult {
@@ -1388,7 +1756,6 @@ pub mod kitchen_sink {
         /// Field 2: set when the call threw `busy`.
         pub busy: ::std::option::Option<Overloaded>,
     }
-
     impl ::codec::thrift::Message for StoreFetchResult {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -1399,9 +1766,21 @@ pub mod kitchen_sink {
             let mut f_busy = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (0, ::codec::thrift::TType::Struct) => f_success = ::std::option::Option::Some(<Everything as ::codec::thrift::Message>::decode(r)?),
-                    (1, ::codec::thrift::TType::Struct) => f_missing = ::std::option::Option::Some(<NotFound as ::codec::thrift::Message>::decode(r)?),
-                    (2, ::codec::thrift::TType::Struct) => f_busy = ::std::option::Option::Some(<Overloaded as ::codec::thrift::Message>::decode(r)?),
+                    (0, ::codec::thrift::TType::Struct) => {
+                        f_success = ::std::option::Option::Some(
+                            <Everything as ::codec::thrift::Message>::decode(r)?,
+                        );
+                    }
+                    (1, ::codec::thrift::TType::Struct) => {
+                        f_missing = ::std::option::Option::Some(
+                            <NotFound as ::codec::thrift::Message>::decode(r)?,
+                        );
+                    }
+                    (2, ::codec::thrift::TType::Struct) => {
+                        f_busy = ::std::option::Option::Some(
+                            <Overloaded as ::codec::thrift::Message>::decode(r)?,
+                        );
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
@@ -1413,7 +1792,6 @@ pub mod kitchen_sink {
                 busy: f_busy,
             })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -1438,7 +1816,6 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("StoreFetchResult");
             if let ::std::option::Option::Some(value) = &self.success {
@@ -1461,14 +1838,12 @@ pub mod kitchen_sink {
             len
         }
     }
-
     /// The arguments of `Store.log`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct StoreLogArgs {
         /// Field 1: `line`.
         pub line: ::codec::ByteString,
     }
-
     impl ::codec::thrift::Message for StoreLogArgs {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -1477,7 +1852,9 @@ pub mod kitchen_sink {
             let mut f_line = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Binary) => f_line = ::std::option::Option::Some(r.read_string()?),
+                    (1, ::codec::thrift::TType::Binary) => {
+                        f_line = ::std::option::Option::Some(r.read_string()?);
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
@@ -1487,7 +1864,6 @@ pub mod kitchen_sink {
                 line: f_line.unwrap_or_default(),
             })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -1500,7 +1876,6 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("StoreLogArgs");
             len += l.field_begin_len(::codec::thrift::TType::Binary, 1);
@@ -1511,11 +1886,9 @@ pub mod kitchen_sink {
             len
         }
     }
-
     /// The arguments of `Store.trees`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct StoreTreesArgs {}
-
     impl ::codec::thrift::Message for StoreTreesArgs {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -1528,7 +1901,6 @@ pub mod kitchen_sink {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {})
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -1538,7 +1910,6 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("StoreTreesArgs");
             len += l.field_stop_len();
@@ -1546,14 +1917,12 @@ pub mod kitchen_sink {
             len
         }
     }
-
     /// The reply of `Store.trees`: `success` or one declared exception (all unset for a `void` success).
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct StoreTreesResult {
         /// Field 0: the return value, when the call succeeded.
         pub success: ::std::option::Option<::std::vec::Vec<Node>>,
     }
-
     impl ::codec::thrift::Message for StoreTreesResult {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -1564,8 +1933,16 @@ pub mod kitchen_sink {
                 match (field.id, field.ttype) {
                     (0, ::codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(header0.elem, ::codec::thrift::TType::Struct, header0.len)?;
-                        let mut value = ::std::vec::Vec::with_capacity(::codec::thrift::capacity_for::<Node>(header0.len, r.remaining()));
+                        ::codec::thrift::expect_elem(
+                            header0.elem,
+                            ::codec::thrift::TType::Struct,
+                            header0.len,
+                        )?;
+                        let mut value = ::std::vec::Vec::with_capacity(
+                            ::codec::thrift::capacity_for::<
+                                Node,
+                            >(header0.len, r.remaining()),
+                        );
                         for _ in 0..header0.len {
                             value.push(<Node as ::codec::thrift::Message>::decode(r)?);
                         }
@@ -1577,11 +1954,8 @@ pub mod kitchen_sink {
                 r.read_field_end()?;
             }
             r.read_struct_end()?;
-            ::std::result::Result::Ok(Self {
-                success: f_success,
-            })
+            ::std::result::Result::Ok(Self { success: f_success })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -1589,7 +1963,10 @@ pub mod kitchen_sink {
             w.write_struct_begin("StoreTreesResult")?;
             if let ::std::option::Option::Some(value) = &self.success {
                 w.write_field_begin(::codec::thrift::TType::List, 0)?;
-                w.write_list_begin(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Struct, len: value.len() })?;
+                w.write_list_begin(::codec::thrift::ListHeader {
+                    elem: ::codec::thrift::TType::Struct,
+                    len: value.len(),
+                })?;
                 for item0 in value.iter() {
                     <Node as ::codec::thrift::Message>::encode(item0, w)?;
                 }
@@ -1600,12 +1977,16 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("StoreTreesResult");
             if let ::std::option::Option::Some(value) = &self.success {
                 len += l.field_begin_len(::codec::thrift::TType::List, 0);
-                len += l.list_begin_len(::codec::thrift::ListHeader { elem: ::codec::thrift::TType::Struct, len: value.len() });
+                len
+                    += l
+                        .list_begin_len(::codec::thrift::ListHeader {
+                            elem: ::codec::thrift::TType::Struct,
+                            len: value.len(),
+                        });
                 for item0 in value.iter() {
                     len += <Node as ::codec::thrift::Message>::encoded_len(item0, l);
                 }

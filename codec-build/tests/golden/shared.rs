@@ -3,14 +3,12 @@
 /// Types generated from `shared.thrift`.
 pub mod shared {
     #![allow(clippy::approx_constant, clippy::large_enum_variant)]
-
     /// The Thrift enum `Level`.
     ///
     /// A newtype over the wire value, so that values this code does not know
     /// (sent by a peer with a newer IDL) are kept rather than rejected.
     #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
     pub struct Level(pub i32);
-
     impl Level {
         /// `LOW` = 0.
         pub const LOW: Self = Self(0);
@@ -18,10 +16,8 @@ pub mod shared {
         pub const MEDIUM: Self = Self(1);
         /// `HIGH` = 2.
         pub const HIGH: Self = Self(2);
-
         /// The declared values, in IDL order.
         pub const VALUES: &'static [Self] = &[Self::LOW, Self::MEDIUM, Self::HIGH];
-
         /// The IDL name of this value, or `None` for a value the IDL does not declare.
         pub fn name(self) -> ::std::option::Option<&'static str> {
             match self.0 {
@@ -32,7 +28,6 @@ pub mod shared {
             }
         }
     }
-
     impl ::std::fmt::Debug for Level {
         fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
             match self.name() {
@@ -41,19 +36,16 @@ pub mod shared {
             }
         }
     }
-
     impl ::std::convert::From<i32> for Level {
         fn from(value: i32) -> Self {
             Self(value)
         }
     }
-
     impl ::std::convert::From<Level> for i32 {
         fn from(value: Level) -> Self {
             value.0
         }
     }
-
     /// The Thrift struct `Point`.
     #[derive(Debug, Clone, PartialEq, Default)]
     pub struct Point {
@@ -62,7 +54,6 @@ pub mod shared {
         /// Field 2: `y`.
         pub y: f64,
     }
-
     impl ::codec::thrift::Message for Point {
         fn decode<__R: ::codec::thrift::ProtocolRead>(
             r: &mut __R,
@@ -72,8 +63,12 @@ pub mod shared {
             let mut f_y = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Double) => f_x = ::std::option::Option::Some(r.read_double()?),
-                    (2, ::codec::thrift::TType::Double) => f_y = ::std::option::Option::Some(r.read_double()?),
+                    (1, ::codec::thrift::TType::Double) => {
+                        f_x = ::std::option::Option::Some(r.read_double()?);
+                    }
+                    (2, ::codec::thrift::TType::Double) => {
+                        f_y = ::std::option::Option::Some(r.read_double()?);
+                    }
                     (_, ttype) => r.skip(ttype)?,
                 }
                 r.read_field_end()?;
@@ -84,7 +79,6 @@ pub mod shared {
                 y: f_y.unwrap_or_default(),
             })
         }
-
         fn encode<__W: ::codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
@@ -100,7 +94,6 @@ pub mod shared {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-
         fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
             let mut len = l.struct_begin_len("Point");
             len += l.field_begin_len(::codec::thrift::TType::Double, 1);
@@ -114,7 +107,6 @@ pub mod shared {
             len
         }
     }
-
     /// The Thrift constant `SHARED_LIMIT`.
     pub const SHARED_LIMIT: i32 = 100;
 }
