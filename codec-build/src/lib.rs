@@ -12,7 +12,8 @@
 //! ```
 //!
 //! ```ignore
-//! // src/lib.rs: each Thrift file becomes `pub mod <rs namespace or file stem>`.
+//! // src/lib.rs: each Thrift file becomes `pub mod <rs namespace or file stem>`
+//! // (`rpc::include_thrift!("interop")` does the same for crates that use `rpc`).
 //! include!(concat!(env!("OUT_DIR"), "/interop.rs"));
 //! include!(concat!(env!("OUT_DIR"), "/echo.rs"));
 //!

@@ -11,19 +11,19 @@ pub mod extensions;
 /// Code generated from the IDL by `codec-build` (see `build.rs`).
 #[allow(missing_docs, clippy::all)]
 pub mod gen {
-    include!(concat!(env!("OUT_DIR"), "/echo.rs"));
-    include!(concat!(env!("OUT_DIR"), "/interop.rs"));
-    include!(concat!(env!("OUT_DIR"), "/hello_thrift.rs"));
+    rpc::include_thrift!("echo");
+    rpc::include_thrift!("interop");
+    rpc::include_thrift!("hello_thrift");
 
     /// Protobuf packages.
     pub mod pb {
         /// Package `echo` (`idl/echo.proto`).
         pub mod echo {
-            include!(concat!(env!("OUT_DIR"), "/pb/echo.rs"));
+            rpc::include_proto!("pb/echo");
         }
         /// Package `hello` (`examples/idl/hello.proto`).
         pub mod hello {
-            include!(concat!(env!("OUT_DIR"), "/pb/hello.rs"));
+            rpc::include_proto!("pb/hello");
         }
     }
 }

@@ -28,6 +28,34 @@ pub use middleware::{Metadata, Middleware};
 pub use server::{CallContext, Deferred, Reply};
 pub use status::Status;
 
+/// Includes the code `codec-build` generated from a Thrift file into `OUT_DIR`: give
+/// the module name (the file's `rs` namespace, or its stem). It declares `pub mod <name>`.
+///
+/// ```ignore
+/// rpc::include_thrift!("echo"); // pub mod echo { ... }
+/// ```
+#[macro_export]
+macro_rules! include_thrift {
+    ($module:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/", $module, ".rs"));
+    };
+}
+
+/// Includes the code `codec-build` generated for a Protobuf package into `OUT_DIR` (or
+/// into a directory under it: `"dir/package"`), in the manner of tonic's `include_proto!`.
+///
+/// ```ignore
+/// pub mod hello {
+///     rpc::include_proto!("hello");
+/// }
+/// ```
+#[macro_export]
+macro_rules! include_proto {
+    ($package:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
+    };
+}
+
 /// Re-exports for generated code.
 #[doc(hidden)]
 pub mod __private {
