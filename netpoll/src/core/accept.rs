@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use io_uring::{cqueue, opcode, types};
 
-use super::state::{ConnectOp, Life};
+use super::lifecycle::Life;
+use super::state::ConnectOp;
 use super::{Core, Factory, TimerTarget};
 use crate::token::{self, Op};
 use crate::CloseReason;
@@ -135,19 +136,19 @@ impl Core {
             self.timers.cancel(t);
         }
         let c = &mut self.conns[slot as usize];
-        if c.life != Life::Connecting {
+        if !c.lc.is(Life::Connecting) {
             self.closing.push((slot, gen));
             return;
         }
         if res == 0 {
-            c.life = Life::Open;
+            c.lc.connected();
             c.last_recv = self.now;
             if !c.out.is_empty() {
                 self.mark_dirty(slot);
             }
             self.arm_recv(slot);
             self.call_handler(slot, |h, c| h.on_open(c));
-            if self.shutting_down && self.conns[slot as usize].life == Life::Open {
+            if self.shutting_down && self.conns[slot as usize].lc.is(Life::Open) {
                 self.call_handler(slot, |h, c| h.on_shutdown(c));
             }
         } else {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use io_uring::{opcode, types};
 
-use super::state::{Life, SendOp};
+use super::lifecycle::{Drained, Life, OnClose};
+use super::state::SendOp;
 use super::{Core, TimerTarget};
 use crate::token::{self, Op};
 use crate::{sys, CloseReason};
@@ -22,15 +23,14 @@ const SPARE_BUFFER_MAX: usize = 64 * 1024;
 impl Core {
     pub(crate) fn close_gracefully(&mut self, slot: u32, reason: CloseReason) {
         let c = &mut self.conns[slot as usize];
-        match c.life {
-            Life::Open => {
-                c.life = Life::Draining;
+        match c.lc.close() {
+            OnClose::Drain => {
                 c.reason.get_or_insert(reason);
                 c.acc.clear(); // input is discarded from now on
                 self.check_drained(slot);
             }
-            Life::Connecting => self.abort(slot, reason),
-            Life::Draining | Life::Lingering | Life::Closing => {}
+            OnClose::Abort => self.abort(slot, reason),
+            OnClose::Nothing => {}
         }
     }
 
@@ -38,17 +38,16 @@ impl Core {
     /// peer's FIN so that unread input does not turn the close into a reset.
     pub(super) fn check_drained(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
-        if c.life != Life::Draining || c.send_busy() || c.pending_output() > 0 {
+        let (pending, busy) = (c.pending_output(), c.send_busy());
+        let step = c.lc.drained(pending, busy);
+        if step == Drained::NotYet {
             return;
         }
-        if c.eof || sys::shutdown_write(&c.fd).is_err() {
+        if step == Drained::Abort || sys::shutdown_write(&c.fd).is_err() {
             let reason = c.reason.take().unwrap_or(CloseReason::Local);
             self.abort(slot, reason);
             return;
         }
-        c.life = Life::Lingering;
-        c.paused = false;
-        c.held = false;
         let id = self.slot_id(slot);
         let timer = self
             .timers
@@ -61,10 +60,9 @@ impl Core {
     /// returned everything.
     pub(crate) fn abort(&mut self, slot: u32, reason: CloseReason) {
         let c = &mut self.conns[slot as usize];
-        if c.life == Life::Closing {
+        if !c.lc.abort() {
             return;
         }
-        c.life = Life::Closing;
         c.reason.get_or_insert(reason);
         let timers = [
             c.connect_timer.take(),
@@ -91,7 +89,7 @@ impl Core {
         while i < self.closing.len() {
             let (slot, gen) = self.closing[i];
             let (ready, stale) = match self.conn_state(slot, gen) {
-                Some(c) if c.life == Life::Closing => (!c.kernel_busy(), false),
+                Some(c) if c.lc.is(Life::Closing) => (!c.kernel_busy(), false),
                 _ => (false, true),
             };
             if ready || stale {

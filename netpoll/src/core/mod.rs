@@ -23,6 +23,7 @@
 
 mod accept;
 mod close;
+mod lifecycle;
 mod recv;
 mod send;
 mod state;
@@ -46,8 +47,9 @@ use crate::timer::Timers;
 use crate::token::{self, Op};
 use crate::wake::WakeFlag;
 use crate::{sys, BuildError, CloseReason, Conn, ConnId, Handler, TimerId};
+use lifecycle::{Life, Lifecycle};
 pub(crate) use state::ConnState;
-use state::{ConnectOp, Life};
+use state::ConnectOp;
 
 pub(crate) use accept::Listener;
 
@@ -355,7 +357,7 @@ impl Core {
         let slot = self.insert_conn(fd, handler);
         let id = self.slot_id(slot);
         let c = &mut self.conns[slot as usize];
-        c.life = Life::Connecting;
+        c.lc = Lifecycle::connecting();
         c.outbound = true;
         let sockaddr = Box::new(socket2::SockAddr::from(addr));
         let entry = opcode::Connect::new(
@@ -515,7 +517,7 @@ impl Core {
                     if let Some(slot) = self.slot_of(id) {
                         let c = &mut self.conns[slot as usize];
                         c.connect_timer = None;
-                        if c.life == Life::Connecting {
+                        if c.lc.is(Life::Connecting) {
                             c.connect_timed_out = true;
                             let target = token::encode(Op::Connect, slot, c.gen);
                             self.cancel_op(target);
@@ -525,7 +527,7 @@ impl Core {
                 TimerTarget::Linger(id) => {
                     if let Some(slot) = self.slot_of(id) {
                         self.conns[slot as usize].linger_timer = None;
-                        if self.conns[slot as usize].life == Life::Lingering {
+                        if self.conns[slot as usize].lc.is(Life::Lingering) {
                             self.abort(slot, CloseReason::Local);
                         }
                     }
@@ -651,7 +653,7 @@ impl Core {
             // A connection still connecting hears of the shutdown once connected (output
             // queued on it, a oneway call say, is sent first); the deadline closes it if
             // it never connects.
-            if self.conns[slot as usize].life == Life::Open {
+            if self.conns[slot as usize].lc.is(Life::Open) {
                 self.call_handler(slot, |h, c| h.on_shutdown(c));
             }
         }
@@ -694,7 +696,7 @@ impl Core {
     fn live_slot(&self, id: ConnId) -> Option<u32> {
         let slot = self.slot_of(id)?;
         matches!(
-            self.conns[slot as usize].life,
+            self.conns[slot as usize].lc.phase(),
             Life::Connecting | Life::Open | Life::Draining
         )
         .then_some(slot)

@@ -9,7 +9,8 @@ use std::os::fd::AsRawFd;
 use bytes::{Buf, Bytes, BytesMut};
 use io_uring::{cqueue, opcode, types};
 
-use super::state::{Life, RecvOp};
+use super::lifecycle::{Life, OnEof};
+use super::state::RecvOp;
 use super::{Core, KEEP_BUFFER_MAX};
 use crate::token::{self, Op};
 use crate::{CloseReason, Input};
@@ -27,17 +28,12 @@ const DIRECT_RECV_PROVEN: usize = 64 * 1024;
 impl Core {
     pub(super) fn arm_recv(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
-        let reading = match c.life {
-            Life::Open => !c.read_stopped(),
-            Life::Draining | Life::Lingering => true,
-            Life::Connecting | Life::Closing => false,
-        };
-        if !matches!(c.recv, RecvOp::Idle) || c.eof || !reading {
+        if !matches!(c.recv, RecvOp::Idle) || !c.lc.wants_recv() {
             return;
         }
         let fd = types::Fd(c.fd.as_raw_fd());
         let missing = c.need.saturating_sub(c.acc.len());
-        let large = c.life == Life::Open
+        let large = c.lc.is(Life::Open)
             && missing >= DIRECT_RECV_LARGE
             && c.acc.len() >= DIRECT_RECV_PROVEN;
         if self.pool.in_ring() > 0 && !self.pool_dry && !large {
@@ -155,14 +151,12 @@ impl Core {
                 } else {
                     c.acc.extend_from_slice(&buf);
                 }
-                match c.life {
-                    Life::Open if !c.read_stopped() => {
-                        if c.need == 0 || c.acc.len() >= c.need {
-                            self.call_data_acc(slot);
-                        }
+                if c.lc.delivering() {
+                    if c.need == 0 || c.acc.len() >= c.need {
+                        self.call_data_acc(slot);
                     }
-                    Life::Open => {}
-                    _ => c.acc.clear(),
+                } else if !c.lc.is(Life::Open) {
+                    c.acc.clear(); // closing: input is discarded
                 }
             }
             other => {
@@ -187,7 +181,7 @@ impl Core {
         let Some(c) = self.conn_state(slot, gen) else {
             return;
         };
-        if c.life == Life::Closing {
+        if c.lc.is(Life::Closing) {
             self.closing.push((slot, gen));
         } else {
             self.arm_recv(slot);
@@ -196,25 +190,22 @@ impl Core {
 
     fn on_eof(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
-        c.eof = true;
-        match c.life {
-            Life::Open if (c.read_stopped() || c.redeliver) && !c.acc.is_empty() => {
-                // Input received before the FIN is still held back: deliver it first.
-                c.eof_pending = true;
-            }
-            Life::Open => {
+        let held_input = !c.acc.is_empty();
+        match c.lc.peer_closed(held_input) {
+            // Input received before the FIN is still held back: it is delivered first.
+            OnEof::Defer | OnEof::Ignore => {}
+            OnEof::Notify => {
                 c.reason.get_or_insert(CloseReason::PeerClosed);
                 self.call_handler(slot, |h, c| h.on_read_closed(c));
             }
-            Life::Lingering => self.abort(slot, CloseReason::PeerClosed),
-            Life::Draining => self.check_drained(slot),
-            Life::Connecting | Life::Closing => {}
+            OnEof::Abort => self.abort(slot, CloseReason::PeerClosed),
+            OnEof::CheckDrained => self.check_drained(slot),
         }
     }
 
     pub(super) fn fail(&mut self, slot: u32, neg_errno: i32) {
         let c = &self.conns[slot as usize];
-        if c.life != Life::Closing {
+        if !c.lc.is(Life::Closing) {
             self.abort(
                 slot,
                 CloseReason::Io(io::Error::from_raw_os_error(-neg_errno)),
@@ -227,10 +218,10 @@ impl Core {
     fn deliver(&mut self, slot: u32, mut view: Bytes) {
         loop {
             let c = &mut self.conns[slot as usize];
-            if c.life != Life::Open {
+            if !c.lc.is(Life::Open) {
                 return; // closing: input is discarded
             }
-            if c.read_stopped() {
+            if c.lc.read_stopped() {
                 // A multishot receive still running after reading stopped (its cancel has
                 // not landed, or missed): keep the bytes and ask again.
                 c.acc.extend_from_slice(&view);
@@ -250,7 +241,7 @@ impl Core {
                     return;
                 };
                 c.need = need;
-                if !view.is_empty() && c.life == Life::Open {
+                if !view.is_empty() && c.lc.is(Life::Open) {
                     // Trust the declared size only as far as twice what arrived.
                     let reserve = need.min(2 * view.len()).max(view.len());
                     c.acc.reserve(reserve);
@@ -297,7 +288,7 @@ impl Core {
         if !c.acc.is_empty() {
             acc.extend_from_slice(&c.acc);
         }
-        if c.life != Life::Open {
+        if !c.lc.is(Life::Open) {
             acc.clear(); // closed by the handler: input is discarded from now on
         }
         c.acc = acc;
@@ -310,7 +301,7 @@ impl Core {
     /// buffer (see `arm_recv`).
     fn maybe_receive_in_place(&mut self, slot: u32) {
         let c = &self.conns[slot as usize];
-        if c.life == Life::Open
+        if c.lc.is(Life::Open)
             && c.acc.len() >= DIRECT_RECV_PROVEN
             && c.need.saturating_sub(c.acc.len()) >= DIRECT_RECV_LARGE
         {
@@ -320,7 +311,7 @@ impl Core {
 
     /// Asks the kernel to stop the connection's multishot receive, unless it was asked
     /// already and has not answered yet.
-    fn cancel_multishot(&mut self, slot: u32) {
+    pub(super) fn cancel_multishot(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
         if let RecvOp::Multi { cancelling } = &mut c.recv {
             if !*cancelling {
@@ -332,21 +323,9 @@ impl Core {
         }
     }
 
-    /// Stops reading from a connection whose peer does not drain its output.
-    pub(super) fn pause(&mut self, slot: u32) {
-        self.conns[slot as usize].paused = true;
-        self.cancel_multishot(slot);
-    }
-
-    /// The peer drained enough of our output: read again.
-    pub(super) fn resume(&mut self, slot: u32) {
-        self.conns[slot as usize].paused = false;
-        self.restart_reading(slot);
-    }
-
     /// [`Conn::pause_reading`](crate::Conn::pause_reading).
     pub(crate) fn hold_reading(&mut self, slot: u32) {
-        self.conns[slot as usize].held = true;
+        self.conns[slot as usize].lc.hold();
         self.cancel_multishot(slot);
     }
 
@@ -354,9 +333,7 @@ impl Core {
     /// at the end of the turn, once the calling handler has returned.
     pub(crate) fn release_reading(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
-        if c.held {
-            c.held = false;
-            c.redeliver = true;
+        if c.lc.release() {
             let gen = c.gen;
             self.resumed.push((slot, gen));
         }
@@ -368,22 +345,22 @@ impl Core {
         let Some(c) = self.conns.get_mut(slot as usize) else {
             return;
         };
-        c.redeliver = false;
-        if c.life != Life::Open || c.read_stopped() {
+        if !c.lc.restart() {
             return;
         }
         if !c.acc.is_empty() && (c.need == 0 || c.acc.len() >= c.need) {
             self.call_data_acc(slot);
         }
-        let c = &mut self.conns[slot as usize];
-        if c.life != Life::Open || c.read_stopped() {
-            return; // stopped again by what was just delivered; EOF still waits
-        }
-        if c.eof_pending {
-            c.eof_pending = false;
+        let Some(c) = self.conns.get_mut(slot as usize) else {
+            return;
+        };
+        if c.lc.after_redelivery() {
             c.reason.get_or_insert(CloseReason::PeerClosed);
             self.call_handler(slot, |h, c| h.on_read_closed(c));
             return;
+        }
+        if !c.lc.delivering() {
+            return; // stopped again by what was just delivered; EOF still waits
         }
         self.arm_recv(slot);
     }

@@ -7,7 +7,8 @@ use std::os::fd::AsRawFd;
 use bytes::BytesMut;
 use io_uring::{opcode, types};
 
-use super::state::{Life, SendOp};
+use super::lifecycle::Life;
+use super::state::SendOp;
 use super::{Core, TimerTarget, KEEP_BUFFER_MAX};
 use crate::token::{self, Op};
 use crate::CloseReason;
@@ -21,7 +22,7 @@ impl Core {
                 continue;
             };
             c.dirty = false;
-            match c.life {
+            match c.lc.phase() {
                 Life::Open | Life::Draining => {}
                 // Written before the connect completed: sent once it does.
                 Life::Connecting => continue,
@@ -37,13 +38,11 @@ impl Core {
                     self.start_send(slot, buf, 0);
                 }
             }
-            let c = &self.conns[slot as usize];
-            if c.life == Life::Open
-                && !c.outbound
-                && !c.paused
-                && c.pending_output() > self.cfg.high_water
-            {
-                self.pause(slot);
+            let c = &mut self.conns[slot as usize];
+            let (outbound, pending) = (c.outbound, c.pending_output());
+            if c.lc.output_queued(outbound, pending, self.cfg.high_water) {
+                // Stop reading a peer that does not drain our output.
+                self.cancel_multishot(slot);
             }
         }
         dirty.clear();
@@ -89,7 +88,7 @@ impl Core {
         };
         self.kernel_ops -= 1;
         let c = &mut self.conns[slot as usize];
-        if c.life == Life::Closing {
+        if c.lc.is(Life::Closing) {
             self.closing.push((slot, gen));
             return;
         }
@@ -113,11 +112,13 @@ impl Core {
         if !c.out.is_empty() {
             self.mark_dirty(slot);
         }
-        let c = &self.conns[slot as usize];
-        if c.paused && c.pending_output() <= self.cfg.high_water / 2 {
-            self.resume(slot);
+        let c = &mut self.conns[slot as usize];
+        let pending = c.pending_output();
+        if c.lc.output_sent(pending, self.cfg.high_water) {
+            // The peer drained enough of our output: read again.
+            self.restart_reading(slot);
         }
-        if self.conns[slot as usize].life == Life::Draining {
+        if self.conns[slot as usize].lc.is(Life::Draining) {
             self.check_drained(slot);
         }
     }
@@ -147,7 +148,7 @@ impl Core {
         c.write_timer = None;
         // Only a send the kernel has not finished counts: bytes written this turn and not
         // yet handed over are not stuck (the next flush starts a send and re-arms).
-        if matches!(c.life, Life::Closing | Life::Lingering) || !c.send_busy() {
+        if matches!(c.lc.phase(), Life::Closing | Life::Lingering) || !c.send_busy() {
             return;
         }
         if now >= c.last_send + limit {

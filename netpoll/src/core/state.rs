@@ -21,22 +21,8 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::lifecycle::{Life, Lifecycle};
 use crate::{CloseReason, Handler, TimerId};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Life {
-    /// Outbound connect in flight.
-    Connecting,
-    /// Reading and writing.
-    Open,
-    /// Closed by us: pending output is being sent, input is discarded.
-    Draining,
-    /// Output sent and FIN sent; waiting for the peer's FIN (or a timeout) before closing,
-    /// so unread input does not turn our close into a reset that destroys sent data.
-    Lingering,
-    /// Waiting for the kernel to hand back every buffer before the slot is freed.
-    Closing,
-}
 
 /// The receive operation of a connection.
 #[derive(Debug)]
@@ -85,7 +71,7 @@ pub(super) enum ConnectOp {
 pub(crate) struct ConnState {
     pub(super) fd: OwnedFd,
     pub(super) gen: u64,
-    pub(super) life: Life,
+    pub(super) lc: Lifecycle,
     pub(super) outbound: bool,
     pub(super) handler: Option<Box<dyn Handler>>,
     /// Bytes of a message that spans receive buffers (or input held while paused). Never
@@ -98,18 +84,7 @@ pub(crate) struct ConnState {
     pub(super) send: SendOp,
     pub(super) recv: RecvOp,
     pub(super) connect: ConnectOp,
-    /// Reading paused because too much output is queued.
-    pub(super) paused: bool,
-    /// Reading paused by the handler ([`Conn::pause_reading`]).
-    pub(super) held: bool,
-    /// The handler resumed reading and the input held meanwhile is not delivered yet:
-    /// EOF must wait for it.
-    pub(super) redeliver: bool,
     pub(super) dirty: bool,
-    pub(super) eof: bool,
-    /// EOF arrived while input was held back (paused): the handler hears of it after that
-    /// input has been delivered.
-    pub(super) eof_pending: bool,
     /// When bytes last arrived (or the connection opened).
     pub(super) last_recv: Instant,
     /// When the kernel last took some of our output (or output was first queued).
@@ -133,7 +108,7 @@ impl ConnState {
         ConnState {
             fd,
             gen,
-            life: Life::Open,
+            lc: Lifecycle::open(),
             outbound: false,
             handler: Some(handler),
             acc: BytesMut::new(),
@@ -142,12 +117,7 @@ impl ConnState {
             send: SendOp::Idle { spare },
             recv: RecvOp::Idle,
             connect: ConnectOp::Idle,
-            paused: false,
-            held: false,
-            redeliver: false,
             dirty: false,
-            eof: false,
-            eof_pending: false,
             last_recv: now,
             last_send: now,
             write_timer: None,
@@ -181,11 +151,6 @@ impl ConnState {
         )
     }
 
-    /// Whether reading is stopped for now (back-pressure or the handler's request).
-    pub(super) fn read_stopped(&self) -> bool {
-        self.paused || self.held
-    }
-
     /// The connection's generation (see [`ConnId`](crate::ConnId)).
     pub(crate) fn gen(&self) -> u64 {
         self.gen
@@ -213,17 +178,17 @@ impl ConnState {
 
     /// Reading is paused because the peer does not drain our output.
     pub(crate) fn write_blocked(&self) -> bool {
-        self.paused
+        self.lc.paused()
     }
 
     /// Reading is paused by the handler.
     pub(crate) fn reading_held(&self) -> bool {
-        self.held
+        self.lc.held()
     }
 
     /// Open for reading and writing.
     pub(crate) fn is_open(&self) -> bool {
-        self.life == Life::Open
+        self.lc.is(Life::Open)
     }
 
     /// The socket.
