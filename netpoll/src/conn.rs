@@ -109,6 +109,13 @@ impl Conn<'_> {
         self.core.conns[self.slot as usize].unsent()
     }
 
+    /// Bytes received and not yet handed to the handler (held while reading was paused,
+    /// or the start of a message still arriving). Inside [`Handler::on_data`](crate::Handler::on_data)
+    /// the input being handled is not counted.
+    pub fn unread_len(&self) -> usize {
+        self.state().unread_len()
+    }
+
     /// Whether reading is paused because the peer is not draining our output.
     pub fn is_write_blocked(&self) -> bool {
         self.state().write_blocked()

@@ -166,6 +166,11 @@ impl ConnState {
         &mut self.out
     }
 
+    /// Bytes received and not yet handed to the handler.
+    pub(crate) fn unread_len(&self) -> usize {
+        self.acc.len()
+    }
+
     /// How many bytes of output are not yet handed to the kernel.
     pub(crate) fn unsent_len(&self) -> usize {
         self.out.len()
