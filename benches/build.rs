@@ -1,6 +1,6 @@
 fn main() {
     // Our generated types for the benchmarks (and, later, the bench client's protocols).
-    codec_build::compile(&["../idl/echo.thrift", "../idl/interop.thrift"])
+    netpoll_codec_build::compile(&["../idl/echo.thrift", "../idl/interop.thrift"])
         .expect("generate IDL types");
     // echo.proto through prost, without protoc; in its own directory (its package is
     // also called `echo`).
@@ -8,7 +8,7 @@ fn main() {
         std::env::var_os("OUT_DIR").expect("OUT_DIR is set for build scripts"),
     )
     .join("pb");
-    codec_build::compile_protos_to(&["../idl/echo.proto"], &["../idl"], &out)
+    netpoll_codec_build::compile_protos_to(&["../idl/echo.proto"], &["../idl"], &out)
         .expect("generate echo.proto");
     // tonic's client and server for the same echo.proto (the gRPC comparison), also
     // without protoc.

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 fn main() {
-    codec_build::Config::new()
-        .services("::rpc")
+    netpoll_codec_build::Config::new()
+        .services("::netpoll_rpc")
         .compile(&[
             "../idl/echo.thrift",
             "../idl/interop.thrift",
@@ -13,10 +13,10 @@ fn main() {
         .expect("generate Thrift services");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR is set for build scripts"));
     // Protobuf packages `echo` and `hello`, kept apart from the Thrift modules.
-    codec_build::compile_proto_services(
+    netpoll_codec_build::compile_proto_services(
         &["../idl/echo.proto", "idl/hello.proto"],
         &["../idl", "idl"],
-        "::rpc",
+        "::netpoll_rpc",
         Some(&out.join("pb")),
     )
     .expect("generate Protobuf services");

@@ -10,13 +10,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use bytes::{Bytes, BytesMut};
-use codec::frame::Split;
-use codec::thrift::MessageType;
-use codec::ByteString;
 use examples::extensions::framing::MagicFraming;
 use examples::gen::echo;
-use rpc::server::Framing;
-use rpc::wire::{self, Envelope, Headers, Payload, Transport};
+use netpoll_codec::frame::Split;
+use netpoll_codec::thrift::MessageType;
+use netpoll_codec::ByteString;
+use netpoll_rpc::server::Framing;
+use netpoll_rpc::wire::{self, Envelope, Headers, Payload, Transport};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = examples::echo_service::builder()
@@ -73,8 +73,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The built-in protocols still work on the same port.
     let c = echo::EchoClient::from_builder(
-        rpc::client::ClientBuilder::new(server.local_addr())
-            .transport(rpc::client::ClientTransport::Framed),
+        netpoll_rpc::client::ClientBuilder::new(server.local_addr())
+            .transport(netpoll_rpc::client::ClientTransport::Framed),
     )?;
     let back = c.echo(Bytes::from_static(b"over Framed"))?;
     println!("Framed reply: {:?}", String::from_utf8_lossy(&back));

@@ -8,8 +8,8 @@
 //! ```
 
 use examples::gen::hello_thrift::{register_hello, Hello, Request, Response};
-use rpc::server::Server;
-use rpc::{CallContext, Reply};
+use netpoll_rpc::server::Server;
+use netpoll_rpc::{CallContext, Reply};
 
 struct HelloImpl;
 

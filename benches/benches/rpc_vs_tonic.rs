@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use examples::gen::pb::echo as ours;
-use rpc::client::{ClientBuilder, ClientTransport};
+use netpoll_rpc::client::{ClientBuilder, ClientTransport};
 
 mod grpc {
     include!(concat!(env!("OUT_DIR"), "/tonic/echo.rs"));
@@ -49,7 +49,7 @@ fn pin(cpu: usize) {
 // ----- ours ---------------------------------------------------------------------------
 
 struct Ours {
-    _server: rpc::server::Server,
+    _server: netpoll_rpc::server::Server,
     _client_rt: netpoll::Runtime,
     client: ours::EchoClient,
 }

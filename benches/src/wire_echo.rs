@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use bytes::{BufMut, BytesMut};
-use codec::frame::{self, int_key, Protocol as Wire, Split, TTHeaderBuilder};
+use netpoll_codec::frame::{self, int_key, Protocol as Wire, Split, TTHeaderBuilder};
 
 use crate::protocol::{Decoded, Protocol, ReplyError};
 
@@ -318,8 +318,8 @@ impl Protocol for KitexPbEcho {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use codec::thrift::MessageType;
-    use rpc::wire::{self, Headers, Payload};
+    use netpoll_codec::thrift::MessageType;
+    use netpoll_rpc::wire::{self, Headers, Payload};
 
     /// Serves one encoded request the way our server does, and returns the reply bytes.
     fn serve(request: &[u8], wire_proto: Wire) -> BytesMut {

@@ -13,7 +13,7 @@ use crate::resolve::Program;
 /// ```no_run
 /// // build.rs
 /// fn main() -> Result<(), Box<dyn std::error::Error>> {
-///     codec_build::Config::new()
+///     netpoll_codec_build::Config::new()
 ///         .include_dir("idl")
 ///         .compile(&["idl/interop.thrift"])?;
 ///     Ok(())
@@ -54,7 +54,7 @@ impl Config {
         Self {
             include_dirs: Vec::new(),
             out_dir: None,
-            runtime: "::codec".to_owned(),
+            runtime: "::netpoll_codec".to_owned(),
             service_types: true,
             rpc: None,
             cargo_directives: true,
@@ -192,8 +192,8 @@ impl Config {
 ///
 /// ```no_run
 /// // build.rs
-/// fn main() -> Result<(), codec_build::Error> {
-///     codec_build::compile(&["idl/echo.thrift"])?;
+/// fn main() -> Result<(), netpoll_codec_build::Error> {
+///     netpoll_codec_build::compile(&["idl/echo.thrift"])?;
 ///     Ok(())
 /// }
 /// ```

@@ -3,8 +3,8 @@
 //!
 //! ```no_run
 //! // build.rs
-//! fn main() -> Result<(), codec_build::Error> {
-//!     codec_build::Config::new()
+//! fn main() -> Result<(), netpoll_codec_build::Error> {
+//!     netpoll_codec_build::Config::new()
 //!         .include_dir("idl")
 //!         .compile(&["idl/interop.thrift", "idl/echo.thrift"])?;
 //!     Ok(())
@@ -13,7 +13,7 @@
 //!
 //! ```ignore
 //! // src/lib.rs: each Thrift file becomes `pub mod <rs namespace or file stem>`
-//! // (`rpc::include_thrift!("interop")` does the same for crates that use `rpc`).
+//! // (`netpoll_rpc::include_thrift!("interop")` does the same for crates that use `rpc`).
 //! include!(concat!(env!("OUT_DIR"), "/interop.rs"));
 //! include!(concat!(env!("OUT_DIR"), "/echo.rs"));
 //!
@@ -26,7 +26,7 @@
 //! | Thrift | Rust |
 //! |---|---|
 //! | `bool`, `byte`/`i8`, `i16`, `i32`, `i64`, `double` | `bool`, `i8`, `i16`, `i32`, `i64`, `f64` |
-//! | `string` / `binary` | `codec::ByteString` / `bytes::Bytes` (via `codec::bytes`) |
+//! | `string` / `binary` | `netpoll_codec::ByteString` / `bytes::Bytes` (via `netpoll_codec::bytes`) |
 //! | `list<T>` | `Vec<T>` |
 //! | `set<T>` | `HashSet<T>` when `T` is `Hash + Eq`, else `Vec<T>` (doubles, structs with maps, ...) |
 //! | `map<K, V>` | `HashMap<K, V>` when `K` is `Hash + Eq`, else `Vec<(K, V)>` |
@@ -37,12 +37,12 @@
 //! | `const` | `pub const` for scalars, enums and strings (`&str`), else `pub fn` building the value |
 //!
 //! Structs, exceptions, unions and the per-method `{Service}{Method}Args` and
-//! `{Service}{Method}Result` structs implement `codec::thrift::Message`.
+//! `{Service}{Method}Result` structs implement `netpoll_codec::thrift::Message`.
 //! Decoders skip unknown fields and fields whose wire type does not match,
 //! fill absent default-requiredness fields with their IDL default, and fail
 //! on missing required fields and on unions with zero or several fields set.
 //!
-//! # What generated code needs from the runtime (`codec::thrift`)
+//! # What generated code needs from the runtime (`netpoll_codec::thrift`)
 //!
 //! Generated code names the runtime by path (`::codec` unless
 //! [`Config::runtime_crate`] says otherwise) and uses exactly this:

@@ -36,7 +36,7 @@ impl std::error::Error for ProtoError {}
 ///
 /// ```no_run
 /// // build.rs
-/// codec_build::compile_protos(&["idl/echo.proto"], &["idl"]).expect("protobuf");
+/// netpoll_codec_build::compile_protos(&["idl/echo.proto"], &["idl"]).expect("protobuf");
 /// // src/lib.rs: include!(concat!(env!("OUT_DIR"), "/echo.rs"));
 /// ```
 pub fn compile_protos(
@@ -64,7 +64,7 @@ pub fn compile_protos_to(
 ///
 /// ```no_run
 /// // build.rs
-/// codec_build::compile_proto_services(&["idl/hello.proto"], &["idl"], "::rpc", None)
+/// netpoll_codec_build::compile_proto_services(&["idl/hello.proto"], &["idl"], "::netpoll_rpc", None)
 ///     .expect("protobuf services");
 /// ```
 pub fn compile_proto_services(

@@ -50,7 +50,7 @@ impl ServiceGenerator for RpcServices {
     fn generate(&mut self, s: Service, buf: &mut String) {
         let mut code = Code::default();
         // Generated protobuf code names `prost` through the `rpc` crate's re-export.
-        let rt = format!("{}::__private::codec", self.rpc);
+        let rt = format!("{}::__private::netpoll_codec", self.rpc);
         emit(&mut code, &describe(&s), &self.rpc, &rt);
         buf.push_str(&code.finish());
     }

@@ -16,7 +16,7 @@ fn temp_dir(test: &str) -> PathBuf {
 #[test]
 fn compile_writes_one_file_per_module_including_includes() {
     let out = temp_dir("writes");
-    let written = codec_build::Config::new()
+    let written = netpoll_codec_build::Config::new()
         .out_dir(&out)
         .cargo_directives(false)
         .compile(&[idl("tests/idl/kitchen_sink.thrift")])
@@ -36,7 +36,7 @@ fn compile_writes_one_file_per_module_including_includes() {
         .and_then(|m| m.modified())
         .expect("mtime");
     std::thread::sleep(std::time::Duration::from_millis(20));
-    codec_build::Config::new()
+    netpoll_codec_build::Config::new()
         .out_dir(&out)
         .cargo_directives(false)
         .compile(&[idl("tests/idl/kitchen_sink.thrift")])
@@ -53,11 +53,14 @@ fn without_out_dir_outside_build_rs_is_an_error() {
     if std::env::var_os("OUT_DIR").is_some() {
         return;
     }
-    let err = codec_build::Config::new()
+    let err = netpoll_codec_build::Config::new()
         .cargo_directives(false)
         .compile(&[idl("../idl/echo.thrift")])
         .unwrap_err();
-    assert!(matches!(err, codec_build::Error::MissingOutDir), "{err}");
+    assert!(
+        matches!(err, netpoll_codec_build::Error::MissingOutDir),
+        "{err}"
+    );
 }
 
 #[test]
@@ -66,7 +69,7 @@ fn errors_name_the_file_and_position() {
     fs::create_dir_all(&dir).expect("mkdir");
     let bad = dir.join("bad.thrift");
     fs::write(&bad, "struct S {\n  1: i32 a\n  1: i32 b\n}\n").expect("write");
-    let err = codec_build::Config::new()
+    let err = netpoll_codec_build::Config::new()
         .out_dir(&dir)
         .cargo_directives(false)
         .compile(&[&bad])
@@ -78,7 +81,7 @@ fn errors_name_the_file_and_position() {
     );
 
     fs::write(&bad, "struct S {\n  1: i32\n}\n").expect("write");
-    let err = codec_build::Config::new()
+    let err = netpoll_codec_build::Config::new()
         .out_dir(&dir)
         .compile(&[&bad])
         .unwrap_err();
@@ -96,7 +99,7 @@ fn implicit_field_ids_warn() {
     fs::create_dir_all(&dir).expect("mkdir");
     let file = dir.join("w.thrift");
     fs::write(&file, "struct S { i32 a }").expect("write");
-    let generated = codec_build::Config::new()
+    let generated = netpoll_codec_build::Config::new()
         .generate(&[&file])
         .expect("generates");
     assert_eq!(generated.warnings.len(), 1);

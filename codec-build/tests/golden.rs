@@ -2,7 +2,7 @@
 //! `tests/golden/` (which `tests/roundtrip.rs` compiles and runs).
 //!
 //! After an intended change to the generator, refresh them with
-//! `UPDATE_GOLDEN=1 cargo test -p codec-build --test golden`.
+//! `UPDATE_GOLDEN=1 cargo test -p netpoll-codec-build --test golden`.
 
 use std::fs;
 use std::path::PathBuf;
@@ -38,7 +38,7 @@ fn has(haystack: &str, needle: &str) -> bool {
 }
 
 fn generate() -> Vec<(String, String)> {
-    let generated = codec_build::Config::new()
+    let generated = netpoll_codec_build::Config::new()
         .generate(&[
             idl("interop.thrift"),
             idl("echo.thrift"),
@@ -82,11 +82,11 @@ fn interop_contains_the_expected_items() {
         "pub const BLUE: Self = Self(42);",
         "pub struct Inner {",
         "pub id: i32,",
-        "pub label: ::std::option::Option<::codec::ByteString>,",
+        "pub label: ::std::option::Option<::netpoll_codec::ByteString>,",
         "pub struct AllTypes {",
-        "pub tags: ::std::collections::HashSet<::codec::ByteString>,",
-        "pub nested: ::std::collections::HashMap<i32, ::std::vec::Vec<::codec::ByteString>>,",
-        "with_default: ::codec::ByteString::from_static(\"default\"),",
+        "pub tags: ::std::collections::HashSet<::netpoll_codec::ByteString>,",
+        "pub nested: ::std::collections::HashMap<i32, ::std::vec::Vec<::netpoll_codec::ByteString>>,",
+        "with_default: ::netpoll_codec::ByteString::from_static(\"default\"),",
         "pub struct InteropError {",
         "impl ::std::error::Error for InteropError {}",
         "pub struct InteropRoundtripArgs {",
@@ -110,9 +110,9 @@ fn echo_contains_the_expected_items() {
     for item in [
         "pub mod echo {",
         "pub struct EchoEchoArgs {",
-        "pub msg: ::codec::bytes::Bytes,",
+        "pub msg: ::netpoll_codec::bytes::Bytes,",
         "pub struct EchoEchoResult {",
-        "pub success: ::std::option::Option<::codec::bytes::Bytes>,",
+        "pub success: ::std::option::Option<::netpoll_codec::bytes::Bytes>,",
     ] {
         assert!(has(echo, item), "missing `{item}`");
     }
@@ -139,8 +139,8 @@ fn check_golden(path: PathBuf, source: &str) {
 /// compiles and runs).
 #[test]
 fn service_golden_files_are_current() {
-    let generated = codec_build::Config::new()
-        .services("::rpc")
+    let generated = netpoll_codec_build::Config::new()
+        .services("::netpoll_rpc")
         .generate(&[test_idl("kitchen_sink.thrift")])
         .unwrap_or_else(|e| panic!("generation failed: {e}"));
     assert!(generated.warnings.is_empty(), "{:?}", generated.warnings);
@@ -148,9 +148,13 @@ fn service_golden_files_are_current() {
         check_golden(golden(&format!("rpc/{module}")), source);
     }
     let out = std::env::temp_dir().join(format!("codec-build-golden-{}", std::process::id()));
-    let written =
-        codec_build::compile_proto_services(&[idl("echo.proto")], &[idl("")], "::rpc", Some(&out))
-            .expect("protobuf services");
+    let written = netpoll_codec_build::compile_proto_services(
+        &[idl("echo.proto")],
+        &[idl("")],
+        "::netpoll_rpc",
+        Some(&out),
+    )
+    .expect("protobuf services");
     assert_eq!(written.len(), 1);
     let source = fs::read_to_string(&written[0]).expect("read generated protobuf");
     let _ = fs::remove_dir_all(&out);

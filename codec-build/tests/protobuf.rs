@@ -4,8 +4,9 @@
 fn echo_proto_compiles_with_bytes_fields() {
     let dir = std::env::temp_dir().join(format!("codec-build-proto-{}", std::process::id()));
     let idl = concat!(env!("CARGO_MANIFEST_DIR"), "/../idl");
-    let written = codec_build::compile_protos_to(&[format!("{idl}/echo.proto")], &[idl], &dir)
-        .expect("compile");
+    let written =
+        netpoll_codec_build::compile_protos_to(&[format!("{idl}/echo.proto")], &[idl], &dir)
+            .expect("compile");
     assert_eq!(written, vec![dir.join("echo.rs")]);
     let code = std::fs::read_to_string(dir.join("echo.rs")).expect("generated file");
     assert!(code.contains("pub struct EchoRequest"), "{code}");
@@ -25,8 +26,12 @@ fn a_broken_proto_is_a_clear_error() {
         "syntax = \"proto3\";\nmessage M { int32 = 1; }\n",
     )
     .expect("write");
-    let err = codec_build::compile_protos_to(&[dir.join("bad.proto")], &[&dir], &dir.join("out"))
-        .expect_err("must fail");
-    assert!(matches!(err, codec_build::ProtoError::Parse(_)), "{err}");
+    let err =
+        netpoll_codec_build::compile_protos_to(&[dir.join("bad.proto")], &[&dir], &dir.join("out"))
+            .expect_err("must fail");
+    assert!(
+        matches!(err, netpoll_codec_build::ProtoError::Parse(_)),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -14,12 +14,12 @@ include!("golden/shared.rs");
 include!("golden/kitchen_sink.rs");
 
 use bytes::{BufMut, Bytes, BytesMut};
-use codec::thrift::{
+use interop::{AllTypes, Color, Inner, InteropError};
+use netpoll_codec::thrift::{
     BinaryLen, BinaryReader, BinaryWriter, CompactLen, CompactReader, CompactWriter, DecodeError,
     Message, ProtocolRead, TType,
 };
-use codec::ByteString;
-use interop::{AllTypes, Color, Inner, InteropError};
+use netpoll_codec::ByteString;
 
 fn full() -> AllTypes {
     AllTypes {

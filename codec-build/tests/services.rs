@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use kitchen_sink::{Everything, Node, NotFound, Store, StoreClient, StoreFetchError};
-use rpc::client::ClientBuilder;
-use rpc::{CallContext, CallError, Reply};
+use netpoll_rpc::client::ClientBuilder;
+use netpoll_rpc::{CallContext, CallError, Reply};
 
 #[derive(Default)]
 struct MyStore {
@@ -45,7 +45,7 @@ impl Store for MyStore {
         })
     }
 
-    fn log(&self, _ctx: &CallContext<'_>, _line: codec::ByteString) {
+    fn log(&self, _ctx: &CallContext<'_>, _line: netpoll_codec::ByteString) {
         self.logged.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -67,7 +67,7 @@ fn generated_servers_and_clients_serve_and_call_every_method() {
     let store = MyStore::default();
     let logged = store.logged.clone();
     let server = kitchen_sink::register_store(
-        pb::register_echo(rpc::server::Server::builder(), MyEcho),
+        pb::register_echo(netpoll_rpc::server::Server::builder(), MyEcho),
         store,
     )
     .addr("127.0.0.1:0")

@@ -1,4 +1,4 @@
 fn main() {
     // The generated decoders are fuzzed too: generate them the way users do.
-    codec_build::compile(&["../../idl/interop.thrift"]).expect("generate interop.thrift");
+    netpoll_codec_build::compile(&["../../idl/interop.thrift"]).expect("generate interop.thrift");
 }

@@ -3,10 +3,10 @@
 //! detection, hostile input and random chunking.
 
 use bytes::{Bytes, BytesMut};
-use codec::frame::{
+use netpoll_codec::frame::{
     self, int_key, FrameError, PayloadProtocol, Protocol, Split, TTHeader, TTHeaderBuilder,
 };
-use codec::thrift::{BinaryReader, MessageType, ProtocolRead};
+use netpoll_codec::thrift::{BinaryReader, MessageType, ProtocolRead};
 use proptest::prelude::*;
 
 fn fixture(name: &str) -> Bytes {
@@ -292,13 +292,13 @@ proptest! {
         }
         let b = Bytes::from(data);
         let _ = TTHeader::parse(b.clone());
-        let _ = codec::frame::KitexPbHeader::parse(&b);
+        let _ = netpoll_codec::frame::KitexPbHeader::parse(&b);
     }
 }
 
 #[test]
 fn kitex_protobuf_frames_round_trip() {
-    use codec::frame::{ErrorProto, KitexPbHeader};
+    use netpoll_codec::frame::{ErrorProto, KitexPbHeader};
     use prost::Message;
     let header = KitexPbHeader {
         kind: MessageType::Exception,
@@ -335,7 +335,7 @@ struct EchoRequest {
 
 #[test]
 fn protobuf_bytes_fields_borrow_from_the_frame() {
-    use codec::frame::KitexPbHeader;
+    use netpoll_codec::frame::KitexPbHeader;
     use prost::Message;
     let header = KitexPbHeader {
         kind: MessageType::Call,

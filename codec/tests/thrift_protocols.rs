@@ -3,8 +3,8 @@
 //! allocations).
 
 use bytes::{Bytes, BytesMut};
-use codec::thrift::*;
-use codec::ByteString;
+use netpoll_codec::thrift::*;
+use netpoll_codec::ByteString;
 use proptest::prelude::*;
 
 fn header(name: &str, kind: MessageType, seq_id: i32) -> MessageHeader {

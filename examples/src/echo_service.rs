@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use codec::ByteString;
-use rpc::server::{Server, ServerBuilder, ServerError};
-use rpc::{CallContext, Reply};
+use netpoll_codec::ByteString;
+use netpoll_rpc::server::{Server, ServerBuilder, ServerError};
+use netpoll_rpc::{CallContext, Reply};
 
 use crate::gen::{echo, interop, pb};
 

@@ -11,19 +11,19 @@ pub mod extensions;
 /// Code generated from the IDL by `codec-build` (see `build.rs`).
 #[allow(missing_docs, clippy::all)]
 pub mod gen {
-    rpc::include_thrift!("echo");
-    rpc::include_thrift!("interop");
-    rpc::include_thrift!("hello_thrift");
+    netpoll_rpc::include_thrift!("echo");
+    netpoll_rpc::include_thrift!("interop");
+    netpoll_rpc::include_thrift!("hello_thrift");
 
     /// Protobuf packages.
     pub mod pb {
         /// Package `echo` (`idl/echo.proto`).
         pub mod echo {
-            rpc::include_proto!("pb/echo");
+            netpoll_rpc::include_proto!("pb/echo");
         }
         /// Package `hello` (`examples/idl/hello.proto`).
         pub mod hello {
-            rpc::include_proto!("pb/hello");
+            netpoll_rpc::include_proto!("pb/hello");
         }
     }
 }

@@ -5,12 +5,12 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use codec::thrift::ApplicationExceptionKind;
 use examples::gen::{echo, interop, pb};
-use rpc::client::{ClientBuilder, ClientTransport};
-use rpc::CallError;
+use netpoll_codec::thrift::ApplicationExceptionKind;
+use netpoll_rpc::client::{ClientBuilder, ClientTransport};
+use netpoll_rpc::CallError;
 
-fn server() -> rpc::server::Server {
+fn server() -> netpoll_rpc::server::Server {
     examples::echo_service::builder()
         .addr("127.0.0.1:0")
         .cores(1)
@@ -146,9 +146,9 @@ fn a_reply_with_crrst_moves_the_client_to_a_new_connection() {
     use std::io::{Read, Write};
     use std::net::TcpListener;
 
-    use codec::frame::{Protocol, Split};
-    use codec::thrift::MessageType;
-    use rpc::wire::{self, Headers};
+    use netpoll_codec::frame::{Protocol, Split};
+    use netpoll_codec::thrift::MessageType;
+    use netpoll_rpc::wire::{self, Headers};
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -160,7 +160,8 @@ fn a_reply_with_crrst_moves_the_client_to_a_new_connection() {
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
             let frame = loop {
-                if let Ok(Split::Frame(n)) = codec::frame::split(Protocol::TTHeader, &buf, 1 << 20)
+                if let Ok(Split::Frame(n)) =
+                    netpoll_codec::frame::split(Protocol::TTHeader, &buf, 1 << 20)
                 {
                     break Bytes::copy_from_slice(&buf[..n]);
                 }

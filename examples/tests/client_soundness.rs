@@ -10,11 +10,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use codec::frame::{self, Protocol, Split};
 use common::EchoServer;
 use examples::gen::{echo, interop};
-use rpc::client::{ClientBuilder, ClientTransport};
-use rpc::CallError;
+use netpoll_codec::frame::{self, Protocol, Split};
+use netpoll_rpc::client::{ClientBuilder, ClientTransport};
+use netpoll_rpc::CallError;
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -8,16 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use codec::frame::Split;
-use codec::thrift::MessageType;
-use codec::ByteString;
 use examples::extensions::framing::MagicFraming;
 use examples::extensions::middleware::{CallStats, Deny};
 use examples::gen::{echo, interop};
-use rpc::client::{ClientBuilder, ClientTransport};
-use rpc::server::Framing;
-use rpc::wire::{self, Envelope, Headers, Payload, Transport};
-use rpc::CallError;
+use netpoll_codec::frame::Split;
+use netpoll_codec::thrift::MessageType;
+use netpoll_codec::ByteString;
+use netpoll_rpc::client::{ClientBuilder, ClientTransport};
+use netpoll_rpc::server::Framing;
+use netpoll_rpc::wire::{self, Envelope, Headers, Payload, Transport};
+use netpoll_rpc::CallError;
 
 fn npf1_call(addr: std::net::SocketAddr, payload: Payload, seq: i32, msg: &'static [u8]) -> Bytes {
     let env = Envelope {
@@ -148,7 +148,7 @@ fn middleware_runs_around_calls_on_both_sides_and_can_reject_them() {
 #[test]
 fn a_resolver_finds_instances_and_a_balancer_spreads_calls() {
     use examples::extensions::discovery::{HostPorts, RoundRobin};
-    use rpc::discovery::{LoadBalancer, Resolver};
+    use netpoll_rpc::discovery::{LoadBalancer, Resolver};
 
     let servers: Vec<_> = (0..3)
         .map(|_| {
@@ -162,15 +162,16 @@ fn a_resolver_finds_instances_and_a_balancer_spreads_calls() {
     let addrs: Vec<_> = servers.iter().map(|s| s.local_addr()).collect();
     let resolver = HostPorts::default().with("Echo", &addrs);
     assert!(resolver.resolve("Nope").is_err());
-    let instances: Arc<[rpc::discovery::Instance]> = resolver.resolve("Echo").unwrap().into();
+    let instances: Arc<[netpoll_rpc::discovery::Instance]> =
+        resolver.resolve("Echo").unwrap().into();
     assert_eq!(instances.len(), 3);
     let picker = RoundRobin.picker(instances.clone());
     let clients: Vec<_> = instances
         .iter()
         .map(|i| echo::EchoClient::from_builder(ClientBuilder::new(i.addr)).unwrap())
         .collect();
-    let info = rpc::CallInfo {
-        side: rpc::Side::Client,
+    let info = netpoll_rpc::CallInfo {
+        side: netpoll_rpc::Side::Client,
         service: "Echo",
         method: "echo",
         transport: Transport::TTHeader {

@@ -11,12 +11,12 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use codec::frame::int_key;
-use codec::thrift::{ApplicationExceptionKind, Message, MessageType};
-use codec::ByteString;
 use common::{exception, reply, EchoServer, Raw};
 use examples::gen::{echo, interop};
-use rpc::wire::{self, Envelope, Headers, Payload, Transport};
+use netpoll_codec::frame::int_key;
+use netpoll_codec::thrift::{ApplicationExceptionKind, Message, MessageType};
+use netpoll_codec::ByteString;
+use netpoll_rpc::wire::{self, Envelope, Headers, Payload, Transport};
 
 /// One whole request frame.
 fn frame<M: Message>(

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use examples::gen::{echo, interop};
-use rpc::client::{ClientBuilder, ClientTransport};
-use rpc::CallError;
+use netpoll_rpc::client::{ClientBuilder, ClientTransport};
+use netpoll_rpc::CallError;
 
 fn peer_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/thrift_peer.py")

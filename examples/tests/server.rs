@@ -8,12 +8,12 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use codec::thrift::{ApplicationExceptionKind, MessageType};
 use common::{exception, reply, thrift_shapes, Raw};
 use examples::gen::{echo, hello_thrift, interop, pb};
-use rpc::server::Server;
-use rpc::wire::{Payload, Transport};
-use rpc::{CallContext, Reply};
+use netpoll_codec::thrift::{ApplicationExceptionKind, MessageType};
+use netpoll_rpc::server::Server;
+use netpoll_rpc::wire::{Payload, Transport};
+use netpoll_rpc::{CallContext, Reply};
 
 /// `SayHello` panics when asked to.
 struct Panicky;
@@ -33,7 +33,7 @@ impl hello_thrift::Hello for Panicky {
     }
 }
 
-fn start(b: rpc::server::ServerBuilder) -> Server {
+fn start(b: netpoll_rpc::server::ServerBuilder) -> Server {
     b.service(hello_thrift::HelloServer::new(Panicky))
         .addr("127.0.0.1:0")
         .cores(1)
@@ -135,7 +135,7 @@ fn kitex_protobuf_alone_and_in_ttheader() {
         c.send_pb("Nope", 10, &pb::echo::EchoRequest::default());
         let parsed = c.read().expect("reply");
         assert_eq!(parsed.envelope.kind, MessageType::Exception);
-        let e: codec::frame::ErrorProto = prost::Message::decode(parsed.body).unwrap();
+        let e: netpoll_codec::frame::ErrorProto = prost::Message::decode(parsed.body).unwrap();
         assert_eq!(e.type_id, 1, "{e:?}");
         // A Protobuf call of a Thrift-only method is refused, not misread.
         c.send_pb("ping", 11, &pb::echo::EchoRequest::default());
@@ -296,7 +296,7 @@ fn pipelined_calls_all_come_back_with_their_ids() {
         let mut batch = bytes::BytesMut::new();
         for i in 0..2000 {
             let env = c.envelope("echo", i, MessageType::Call);
-            rpc::wire::write_thrift(
+            netpoll_rpc::wire::write_thrift(
                 &env,
                 &mut batch,
                 MessageType::Call,

@@ -9,11 +9,11 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use codec::frame::{self, Protocol, Split};
-use codec::thrift::MessageType;
-use codec::ByteString;
 use examples::gen::{echo, pb};
-use rpc::wire::{self, Envelope, Headers, Payload, Transport};
+use netpoll_codec::frame::{self, Protocol, Split};
+use netpoll_codec::thrift::MessageType;
+use netpoll_codec::ByteString;
+use netpoll_rpc::wire::{self, Envelope, Headers, Payload, Transport};
 
 struct Counting;
 
@@ -55,7 +55,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-fn core_allocs(s: &rpc::server::Server) -> u64 {
+fn core_allocs(s: &netpoll_rpc::server::Server) -> u64 {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     s.runtime()
         .spawn(0, move |_| {

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use codec::frame::TTHeader;
-use codec::thrift::ApplicationExceptionKind;
+use netpoll_codec::frame::TTHeader;
+use netpoll_codec::thrift::ApplicationExceptionKind;
 
 use crate::wire::{Payload, Transport};
 

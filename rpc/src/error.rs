@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
-use codec::thrift::ApplicationException;
+use netpoll_codec::thrift::ApplicationException;
 
 /// The underlying error of a [`CallError`], kept whole (its own `source()` chain
 /// included) and shared, because one failure (a lost connection, say) fails every call

@@ -32,7 +32,7 @@ pub use status::Status;
 /// the module name (the file's `rs` namespace, or its stem). It declares `pub mod <name>`.
 ///
 /// ```ignore
-/// rpc::include_thrift!("echo"); // pub mod echo { ... }
+/// netpoll_rpc::include_thrift!("echo"); // pub mod echo { ... }
 /// ```
 #[macro_export]
 macro_rules! include_thrift {
@@ -46,7 +46,7 @@ macro_rules! include_thrift {
 ///
 /// ```ignore
 /// pub mod hello {
-///     rpc::include_proto!("hello");
+///     netpoll_rpc::include_proto!("hello");
 /// }
 /// ```
 #[macro_export]
@@ -60,6 +60,6 @@ macro_rules! include_proto {
 #[doc(hidden)]
 pub mod __private {
     pub use bytes::BytesMut;
-    pub use codec;
+    pub use netpoll_codec;
     pub use prost;
 }

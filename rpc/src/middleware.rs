@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU64, Ordering};
-//! use rpc::{CallInfo, Metadata, Middleware, Outcome, Status};
+//! use netpoll_rpc::{CallInfo, Metadata, Middleware, Outcome, Status};
 //!
 //! /// Counts calls that failed.
 //! #[derive(Default)]

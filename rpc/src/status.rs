@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use codec::thrift::{ApplicationException, ApplicationExceptionKind};
+use netpoll_codec::thrift::{ApplicationException, ApplicationExceptionKind};
 
 use crate::ErrorKind;
 

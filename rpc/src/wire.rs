@@ -1,14 +1,14 @@
-//! Messages on the wire, as `codec` reads and writes them ([`codec::envelope`]), plus
+//! Messages on the wire, as `codec` reads and writes them ([`netpoll_codec::envelope`]), plus
 //! [`write_status`]: an error reply carrying a [`crate::Status`].
 
-pub use codec::envelope::{
+pub use netpoll_codec::envelope::{
     decode_thrift, parse, parse_message, peek_seq_id, write_pb, write_thrift, Envelope, Headers,
     Parsed, Payload, Transport, WireError, WriteError,
 };
 
 use bytes::BytesMut;
-use codec::frame;
-use codec::thrift::MessageType;
+use netpoll_codec::frame;
+use netpoll_codec::thrift::MessageType;
 
 use crate::Status;
 
@@ -31,7 +31,7 @@ pub fn write_status(env: &Envelope, out: &mut BytesMut, status: &Status, h: &Hea
 #[cfg(test)]
 mod tests {
     use super::*;
-    use codec::ByteString;
+    use netpoll_codec::ByteString;
 
     fn env(protocol: frame::Protocol) -> Envelope {
         let (transport, payload) = match protocol {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use netpoll::{Conn, Handler, Input, Runtime};
-use rpc::client::{Channel, ChannelConfig, ReplyFraming, ReplySplit};
-use rpc::CallError;
+use netpoll_rpc::client::{Channel, ChannelConfig, ReplyFraming, ReplySplit};
+use netpoll_rpc::CallError;
 
 const MAX_FRAME: usize = 1 << 20;
 
@@ -26,7 +26,7 @@ impl ReplyFraming for TestFraming {
         };
         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
         if !(4..=MAX_FRAME).contains(&len) {
-            return ReplySplit::Invalid(rpc::reason(format!("frame length {len}")));
+            return ReplySplit::Invalid(netpoll_rpc::reason(format!("frame length {len}")));
         }
         if input.len() < 4 + len {
             return ReplySplit::NeedMore(4 + len);

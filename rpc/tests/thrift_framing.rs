@@ -1,6 +1,6 @@
 //! Thrift reply framing on the replies a Volo server really sent.
 
-use rpc::client::{ReplyFraming, ReplySplit, ThriftFraming};
+use netpoll_rpc::client::{ReplyFraming, ReplySplit, ThriftFraming};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!(
@@ -72,7 +72,7 @@ fn partial_and_oversized_replies() {
 
 #[test]
 fn compact_and_versionless_headers_give_their_sequence_ids() {
-    use codec::thrift::{
+    use netpoll_codec::thrift::{
         ApplicationException, ApplicationExceptionKind, MessageHeader, MessageType,
     };
     let header = MessageHeader {
@@ -82,7 +82,7 @@ fn compact_and_versionless_headers_give_their_sequence_ids() {
     };
     let body = ApplicationException::new(ApplicationExceptionKind::UnknownMethod, "no");
     let mut out = bytes::BytesMut::new();
-    codec::frame::encode_framed(&mut out, &header, &body, true).expect("encode");
+    netpoll_codec::frame::encode_framed(&mut out, &header, &body, true).expect("encode");
     let f = ThriftFraming::framed_compact(1 << 20);
     assert!(matches!(f.split(&out), ReplySplit::Reply { len, seq: 300 } if len == out.len()));
     // Versionless binary: name length, name, type byte, sequence id, then the struct.

@@ -186,7 +186,7 @@ fn protocol(name: &str, thrift: &str, payload: usize) -> Result<Arc<dyn Protocol
 #[allow(dead_code)] // held only to keep the server running
 enum Embedded {
     Raw(netpoll::Runtime),
-    Rpc(rpc::server::Server),
+    Rpc(netpoll_rpc::server::Server),
 }
 
 fn main() {

@@ -1,5 +1,5 @@
 //! Services for the `rpc` crate: per service, a trait with one synchronous method per
-//! function, a `{Service}Server` implementing `rpc::server::Service` around an
+//! function, a `{Service}Server` implementing `netpoll_rpc::server::Service` around an
 //! implementation, a `register_{service}` function, and a typed `{Service}Client`.
 
 use crate::ast::{Definition, Requiredness, Service};

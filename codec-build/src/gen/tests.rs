@@ -9,7 +9,7 @@ fn generate(src: &str) -> Result<String, Error> {
     let doc = parse(&path, src, &mut Vec::new())?;
     let program = Program::from_document(path, doc)?;
     let options = GenOptions {
-        runtime: "::codec".to_owned(),
+        runtime: "::netpoll_codec".to_owned(),
         service_types: true,
         rpc: None,
     };
@@ -46,7 +46,7 @@ fn names_are_converted_and_escaped() {
     for item in [
         "pub struct MyStruct {",
         "pub foo_bar: i32,",
-        "pub r#type: ::codec::ByteString,",
+        "pub r#type: ::netpoll_codec::ByteString,",
         "pub self_: i32,",
         "pub struct Kind(pub i32);",
         "pub const LOW_VALUE: Self = Self(0);",
@@ -135,8 +135,8 @@ fn constants() {
         "pub const X: E = E::A;",
         "pub const UNKNOWN: E = E(9);",
         "0xff];",
-        "pub fn l() -> ::std::vec::Vec<::codec::ByteString> {",
-        "::std::vec![::codec::ByteString::from_static(\"x\")]",
+        "pub fn l() -> ::std::vec::Vec<::netpoll_codec::ByteString> {",
+        "::std::vec![::netpoll_codec::ByteString::from_static(\"x\")]",
         "::std::collections::HashMap::new()",
     ] {
         assert!(code.contains(item), "missing `{item}` in\n{code}");
@@ -157,7 +157,7 @@ fn decoders_handle_requiredness() {
         "struct S { 1: required i32 a, 2: optional i32 b, 3: i32 c, 4: i32 d = 4, 5: required string e = \"x\" }",
     );
     for item in [
-        "a: f_a.ok_or(::codec::thrift::DecodeError::MissingField { owner: \"S\", field: \"a\" })?,",
+        "a: f_a.ok_or(::netpoll_codec::thrift::DecodeError::MissingField { owner: \"S\", field: \"a\" })?,",
         "b: f_b,",
         "c: f_c.unwrap_or_default(),",
         "d: f_d.unwrap_or(4),",
@@ -171,8 +171,8 @@ fn decoders_handle_requiredness() {
 #[test]
 fn implicit_negative_ids_are_matched_and_written() {
     let code = gen_ok("struct S { i32 a, i64 b }");
-    assert!(code.contains("(-1, ::codec::thrift::TType::I32) => f_a ="));
-    assert!(code.contains("w.write_field_begin(::codec::thrift::TType::I64, -2)?;"));
+    assert!(code.contains("(-1, ::netpoll_codec::thrift::TType::I32) => f_a ="));
+    assert!(code.contains("w.write_field_begin(::netpoll_codec::thrift::TType::I64, -2)?;"));
 }
 
 #[test]
@@ -284,9 +284,9 @@ fn generated_code_parses_as_rust() {
     let doc = parse(&path, &src, &mut Vec::new()).expect("parse");
     let program = Program::from_document(path, doc).expect("check");
     let options = GenOptions {
-        runtime: "::codec".to_owned(),
+        runtime: "::netpoll_codec".to_owned(),
         service_types: true,
-        rpc: Some("::rpc".to_owned()),
+        rpc: Some("::netpoll_rpc".to_owned()),
     };
     let code = generate_file(&program, 0, &options).expect("generate");
     if let Err(e) = syn::parse_file(&code) {

@@ -3,7 +3,7 @@
 //! | Thrift | Rust |
 //! |---|---|
 //! | `bool`, `byte`/`i8`, `i16`, `i32`, `i64`, `double` | `bool`, `i8`, `i16`, `i32`, `i64`, `f64` |
-//! | `string` | `codec::ByteString` |
+//! | `string` | `netpoll_codec::ByteString` |
 //! | `binary` | `bytes::Bytes` |
 //! | `list<T>` | `Vec<T>` |
 //! | `set<T>` | `HashSet<T>` if `T: Hash + Eq`, else `Vec<T>` |

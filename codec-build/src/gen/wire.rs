@@ -1,4 +1,4 @@
-//! Encoding and decoding of values against the `codec::thrift` protocol
+//! Encoding and decoding of values against the `netpoll_codec::thrift` protocol
 //! traits. Every call the generated code makes into the runtime is spelled
 //! here.
 

@@ -7,17 +7,17 @@ pub mod echo {
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct EchoEchoArgs {
         /// Field 1: `msg`.
-        pub msg: ::codec::bytes::Bytes,
+        pub msg: ::netpoll_codec::bytes::Bytes,
     }
-    impl ::codec::thrift::Message for EchoEchoArgs {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for EchoEchoArgs {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_msg = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Binary) => {
+                    (1, ::netpoll_codec::thrift::TType::Binary) => {
                         f_msg = ::std::option::Option::Some(r.read_binary()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -29,21 +29,24 @@ pub mod echo {
                 msg: f_msg.unwrap_or_default(),
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("EchoEchoArgs")?;
-            w.write_field_begin(::codec::thrift::TType::Binary, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 1)?;
             w.write_binary(&self.msg)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("EchoEchoArgs");
-            len += l.field_begin_len(::codec::thrift::TType::Binary, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 1);
             len += l.binary_len(&self.msg);
             len += l.field_end_len();
             len += l.field_stop_len();
@@ -55,17 +58,17 @@ pub mod echo {
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct EchoEchoResult {
         /// Field 0: the return value, when the call succeeded.
-        pub success: ::std::option::Option<::codec::bytes::Bytes>,
+        pub success: ::std::option::Option<::netpoll_codec::bytes::Bytes>,
     }
-    impl ::codec::thrift::Message for EchoEchoResult {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for EchoEchoResult {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_success = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (0, ::codec::thrift::TType::Binary) => {
+                    (0, ::netpoll_codec::thrift::TType::Binary) => {
                         f_success = ::std::option::Option::Some(r.read_binary()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -75,13 +78,13 @@ pub mod echo {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self { success: f_success })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("EchoEchoResult")?;
             if let ::std::option::Option::Some(value) = &self.success {
-                w.write_field_begin(::codec::thrift::TType::Binary, 0)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 0)?;
                 w.write_binary(value)?;
                 w.write_field_end()?;
             }
@@ -89,10 +92,13 @@ pub mod echo {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("EchoEchoResult");
             if let ::std::option::Option::Some(value) = &self.success {
-                len += l.field_begin_len(::codec::thrift::TType::Binary, 0);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 0);
                 len += l.binary_len(value);
                 len += l.field_end_len();
             }

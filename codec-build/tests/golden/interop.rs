@@ -52,21 +52,21 @@ pub mod interop {
         /// Field 1: required `id`.
         pub id: i32,
         /// Field 2: optional `label`.
-        pub label: ::std::option::Option<::codec::ByteString>,
+        pub label: ::std::option::Option<::netpoll_codec::ByteString>,
     }
-    impl ::codec::thrift::Message for Inner {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for Inner {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_id = ::std::option::Option::None;
             let mut f_label = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I32) => {
+                    (1, ::netpoll_codec::thrift::TType::I32) => {
                         f_id = ::std::option::Option::Some(r.read_i32()?);
                     }
-                    (2, ::codec::thrift::TType::Binary) => {
+                    (2, ::netpoll_codec::thrift::TType::Binary) => {
                         f_label = ::std::option::Option::Some(r.read_string()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -76,23 +76,23 @@ pub mod interop {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {
                 id: f_id
-                    .ok_or(::codec::thrift::DecodeError::MissingField {
+                    .ok_or(::netpoll_codec::thrift::DecodeError::MissingField {
                         owner: "Inner",
                         field: "id",
                     })?,
                 label: f_label,
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("Inner")?;
-            w.write_field_begin(::codec::thrift::TType::I32, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 1)?;
             w.write_i32(self.id)?;
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.label {
-                w.write_field_begin(::codec::thrift::TType::Binary, 2)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 2)?;
                 w.write_string(value)?;
                 w.write_field_end()?;
             }
@@ -100,13 +100,16 @@ pub mod interop {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("Inner");
-            len += l.field_begin_len(::codec::thrift::TType::I32, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 1);
             len += l.i32_len(self.id);
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.label {
-                len += l.field_begin_len(::codec::thrift::TType::Binary, 2);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 2);
                 len += l.string_len(value);
                 len += l.field_end_len();
             }
@@ -131,15 +134,15 @@ pub mod interop {
         /// Field 6: `dbl`.
         pub dbl: f64,
         /// Field 7: `str`.
-        pub str: ::codec::ByteString,
+        pub str: ::netpoll_codec::ByteString,
         /// Field 8: `bin`.
-        pub bin: ::codec::bytes::Bytes,
+        pub bin: ::netpoll_codec::bytes::Bytes,
         /// Field 9: `ints`.
         pub ints: ::std::vec::Vec<i32>,
         /// Field 10: `tags`.
-        pub tags: ::std::collections::HashSet<::codec::ByteString>,
+        pub tags: ::std::collections::HashSet<::netpoll_codec::ByteString>,
         /// Field 11: `counts`.
-        pub counts: ::std::collections::HashMap<::codec::ByteString, i64>,
+        pub counts: ::std::collections::HashMap<::netpoll_codec::ByteString, i64>,
         /// Field 12: `inner`.
         pub inner: Inner,
         /// Field 13: `inners`.
@@ -147,14 +150,14 @@ pub mod interop {
         /// Field 14: `nested`.
         pub nested: ::std::collections::HashMap<
             i32,
-            ::std::vec::Vec<::codec::ByteString>,
+            ::std::vec::Vec<::netpoll_codec::ByteString>,
         >,
         /// Field 15: `color`.
         pub color: Color,
         /// Field 16: optional `maybe`.
-        pub maybe: ::std::option::Option<::codec::ByteString>,
+        pub maybe: ::std::option::Option<::netpoll_codec::ByteString>,
         /// Field 17: `with_default`.
-        pub with_default: ::codec::ByteString,
+        pub with_default: ::netpoll_codec::ByteString,
         /// Field 18: `small`.
         pub small: i8,
     }
@@ -177,15 +180,15 @@ pub mod interop {
                 nested: ::std::default::Default::default(),
                 color: ::std::default::Default::default(),
                 maybe: ::std::default::Default::default(),
-                with_default: ::codec::ByteString::from_static("default"),
+                with_default: ::netpoll_codec::ByteString::from_static("default"),
                 small: ::std::default::Default::default(),
             }
         }
     }
-    impl ::codec::thrift::Message for AllTypes {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for AllTypes {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_b = ::std::option::Option::None;
             let mut f_i8v = ::std::option::Option::None;
@@ -207,39 +210,39 @@ pub mod interop {
             let mut f_small = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Bool) => {
+                    (1, ::netpoll_codec::thrift::TType::Bool) => {
                         f_b = ::std::option::Option::Some(r.read_bool()?);
                     }
-                    (2, ::codec::thrift::TType::I8) => {
+                    (2, ::netpoll_codec::thrift::TType::I8) => {
                         f_i8v = ::std::option::Option::Some(r.read_i8()?);
                     }
-                    (3, ::codec::thrift::TType::I16) => {
+                    (3, ::netpoll_codec::thrift::TType::I16) => {
                         f_i16v = ::std::option::Option::Some(r.read_i16()?);
                     }
-                    (4, ::codec::thrift::TType::I32) => {
+                    (4, ::netpoll_codec::thrift::TType::I32) => {
                         f_i32v = ::std::option::Option::Some(r.read_i32()?);
                     }
-                    (5, ::codec::thrift::TType::I64) => {
+                    (5, ::netpoll_codec::thrift::TType::I64) => {
                         f_i64v = ::std::option::Option::Some(r.read_i64()?);
                     }
-                    (6, ::codec::thrift::TType::Double) => {
+                    (6, ::netpoll_codec::thrift::TType::Double) => {
                         f_dbl = ::std::option::Option::Some(r.read_double()?);
                     }
-                    (7, ::codec::thrift::TType::Binary) => {
+                    (7, ::netpoll_codec::thrift::TType::Binary) => {
                         f_str = ::std::option::Option::Some(r.read_string()?);
                     }
-                    (8, ::codec::thrift::TType::Binary) => {
+                    (8, ::netpoll_codec::thrift::TType::Binary) => {
                         f_bin = ::std::option::Option::Some(r.read_binary()?);
                     }
-                    (9, ::codec::thrift::TType::List) => {
+                    (9, ::netpoll_codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::I32,
+                            ::netpoll_codec::thrift::TType::I32,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 i32,
                             >(header0.len, r.remaining()),
                         );
@@ -249,16 +252,16 @@ pub mod interop {
                         r.read_list_end()?;
                         f_ints = ::std::option::Option::Some(value);
                     }
-                    (10, ::codec::thrift::TType::Set) => {
+                    (10, ::netpoll_codec::thrift::TType::Set) => {
                         let header0 = r.read_set_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Binary,
+                            ::netpoll_codec::thrift::TType::Binary,
                             header0.len,
                         )?;
                         let mut value = ::std::collections::HashSet::with_capacity(
-                            ::codec::thrift::capacity_for::<
-                                ::codec::ByteString,
+                            ::netpoll_codec::thrift::capacity_for::<
+                                ::netpoll_codec::ByteString,
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
@@ -267,21 +270,21 @@ pub mod interop {
                         r.read_set_end()?;
                         f_tags = ::std::option::Option::Some(value);
                     }
-                    (11, ::codec::thrift::TType::Map) => {
+                    (11, ::netpoll_codec::thrift::TType::Map) => {
                         let header0 = r.read_map_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.key,
-                            ::codec::thrift::TType::Binary,
+                            ::netpoll_codec::thrift::TType::Binary,
                             header0.len,
                         )?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.value,
-                            ::codec::thrift::TType::I64,
+                            ::netpoll_codec::thrift::TType::I64,
                             header0.len,
                         )?;
                         let mut value = ::std::collections::HashMap::with_capacity(
-                            ::codec::thrift::capacity_for::<
-                                (::codec::ByteString, i64),
+                            ::netpoll_codec::thrift::capacity_for::<
+                                (::netpoll_codec::ByteString, i64),
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
@@ -290,57 +293,60 @@ pub mod interop {
                         r.read_map_end()?;
                         f_counts = ::std::option::Option::Some(value);
                     }
-                    (12, ::codec::thrift::TType::Struct) => {
+                    (12, ::netpoll_codec::thrift::TType::Struct) => {
                         f_inner = ::std::option::Option::Some(
-                            <Inner as ::codec::thrift::Message>::decode(r)?,
+                            <Inner as ::netpoll_codec::thrift::Message>::decode(r)?,
                         );
                     }
-                    (13, ::codec::thrift::TType::List) => {
+                    (13, ::netpoll_codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Struct,
+                            ::netpoll_codec::thrift::TType::Struct,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 Inner,
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
-                            value.push(<Inner as ::codec::thrift::Message>::decode(r)?);
+                            value
+                                .push(
+                                    <Inner as ::netpoll_codec::thrift::Message>::decode(r)?,
+                                );
                         }
                         r.read_list_end()?;
                         f_inners = ::std::option::Option::Some(value);
                     }
-                    (14, ::codec::thrift::TType::Map) => {
+                    (14, ::netpoll_codec::thrift::TType::Map) => {
                         let header0 = r.read_map_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.key,
-                            ::codec::thrift::TType::I32,
+                            ::netpoll_codec::thrift::TType::I32,
                             header0.len,
                         )?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.value,
-                            ::codec::thrift::TType::List,
+                            ::netpoll_codec::thrift::TType::List,
                             header0.len,
                         )?;
                         let mut value = ::std::collections::HashMap::with_capacity(
-                            ::codec::thrift::capacity_for::<
-                                (i32, ::std::vec::Vec<::codec::ByteString>),
+                            ::netpoll_codec::thrift::capacity_for::<
+                                (i32, ::std::vec::Vec<::netpoll_codec::ByteString>),
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
                             let key0 = r.read_i32()?;
                             let header1 = r.read_list_begin()?;
-                            ::codec::thrift::expect_elem(
+                            ::netpoll_codec::thrift::expect_elem(
                                 header1.elem,
-                                ::codec::thrift::TType::Binary,
+                                ::netpoll_codec::thrift::TType::Binary,
                                 header1.len,
                             )?;
                             let mut value0 = ::std::vec::Vec::with_capacity(
-                                ::codec::thrift::capacity_for::<
-                                    ::codec::ByteString,
+                                ::netpoll_codec::thrift::capacity_for::<
+                                    ::netpoll_codec::ByteString,
                                 >(header1.len, r.remaining()),
                             );
                             for _ in 0..header1.len {
@@ -352,16 +358,16 @@ pub mod interop {
                         r.read_map_end()?;
                         f_nested = ::std::option::Option::Some(value);
                     }
-                    (15, ::codec::thrift::TType::I32) => {
+                    (15, ::netpoll_codec::thrift::TType::I32) => {
                         f_color = ::std::option::Option::Some(Color(r.read_i32()?));
                     }
-                    (16, ::codec::thrift::TType::Binary) => {
+                    (16, ::netpoll_codec::thrift::TType::Binary) => {
                         f_maybe = ::std::option::Option::Some(r.read_string()?);
                     }
-                    (17, ::codec::thrift::TType::Binary) => {
+                    (17, ::netpoll_codec::thrift::TType::Binary) => {
                         f_with_default = ::std::option::Option::Some(r.read_string()?);
                     }
-                    (18, ::codec::thrift::TType::I8) => {
+                    (18, ::netpoll_codec::thrift::TType::I8) => {
                         f_small = ::std::option::Option::Some(r.read_i8()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -387,42 +393,44 @@ pub mod interop {
                 color: f_color.unwrap_or_default(),
                 maybe: f_maybe,
                 with_default: f_with_default
-                    .unwrap_or_else(|| ::codec::ByteString::from_static("default")),
+                    .unwrap_or_else(|| ::netpoll_codec::ByteString::from_static(
+                        "default",
+                    )),
                 small: f_small.unwrap_or_default(),
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("AllTypes")?;
-            w.write_field_begin(::codec::thrift::TType::Bool, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Bool, 1)?;
             w.write_bool(self.b)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I8, 2)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I8, 2)?;
             w.write_i8(self.i8v)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I16, 3)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I16, 3)?;
             w.write_i16(self.i16v)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I32, 4)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 4)?;
             w.write_i32(self.i32v)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I64, 5)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I64, 5)?;
             w.write_i64(self.i64v)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Double, 6)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Double, 6)?;
             w.write_double(self.dbl)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Binary, 7)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 7)?;
             w.write_string(&self.str)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Binary, 8)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 8)?;
             w.write_binary(&self.bin)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::List, 9)?;
-            w.write_list_begin(::codec::thrift::ListHeader {
-                elem: ::codec::thrift::TType::I32,
+            w.write_field_begin(::netpoll_codec::thrift::TType::List, 9)?;
+            w.write_list_begin(::netpoll_codec::thrift::ListHeader {
+                elem: ::netpoll_codec::thrift::TType::I32,
                 len: self.ints.len(),
             })?;
             for item0 in self.ints.iter() {
@@ -430,9 +438,9 @@ pub mod interop {
             }
             w.write_list_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Set, 10)?;
-            w.write_set_begin(::codec::thrift::ListHeader {
-                elem: ::codec::thrift::TType::Binary,
+            w.write_field_begin(::netpoll_codec::thrift::TType::Set, 10)?;
+            w.write_set_begin(::netpoll_codec::thrift::ListHeader {
+                elem: ::netpoll_codec::thrift::TType::Binary,
                 len: self.tags.len(),
             })?;
             for item0 in self.tags.iter() {
@@ -440,10 +448,10 @@ pub mod interop {
             }
             w.write_set_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Map, 11)?;
-            w.write_map_begin(::codec::thrift::MapHeader {
-                key: ::codec::thrift::TType::Binary,
-                value: ::codec::thrift::TType::I64,
+            w.write_field_begin(::netpoll_codec::thrift::TType::Map, 11)?;
+            w.write_map_begin(::netpoll_codec::thrift::MapHeader {
+                key: ::netpoll_codec::thrift::TType::Binary,
+                value: ::netpoll_codec::thrift::TType::I64,
                 len: self.counts.len(),
             })?;
             for (key0, value0) in self.counts.iter() {
@@ -452,29 +460,29 @@ pub mod interop {
             }
             w.write_map_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Struct, 12)?;
-            <Inner as ::codec::thrift::Message>::encode(&self.inner, w)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 12)?;
+            <Inner as ::netpoll_codec::thrift::Message>::encode(&self.inner, w)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::List, 13)?;
-            w.write_list_begin(::codec::thrift::ListHeader {
-                elem: ::codec::thrift::TType::Struct,
+            w.write_field_begin(::netpoll_codec::thrift::TType::List, 13)?;
+            w.write_list_begin(::netpoll_codec::thrift::ListHeader {
+                elem: ::netpoll_codec::thrift::TType::Struct,
                 len: self.inners.len(),
             })?;
             for item0 in self.inners.iter() {
-                <Inner as ::codec::thrift::Message>::encode(item0, w)?;
+                <Inner as ::netpoll_codec::thrift::Message>::encode(item0, w)?;
             }
             w.write_list_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Map, 14)?;
-            w.write_map_begin(::codec::thrift::MapHeader {
-                key: ::codec::thrift::TType::I32,
-                value: ::codec::thrift::TType::List,
+            w.write_field_begin(::netpoll_codec::thrift::TType::Map, 14)?;
+            w.write_map_begin(::netpoll_codec::thrift::MapHeader {
+                key: ::netpoll_codec::thrift::TType::I32,
+                value: ::netpoll_codec::thrift::TType::List,
                 len: self.nested.len(),
             })?;
             for (key0, value0) in self.nested.iter() {
                 w.write_i32(*key0)?;
-                w.write_list_begin(::codec::thrift::ListHeader {
-                    elem: ::codec::thrift::TType::Binary,
+                w.write_list_begin(::netpoll_codec::thrift::ListHeader {
+                    elem: ::netpoll_codec::thrift::TType::Binary,
                     len: value0.len(),
                 })?;
                 for item1 in value0.iter() {
@@ -484,55 +492,58 @@ pub mod interop {
             }
             w.write_map_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I32, 15)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 15)?;
             w.write_i32(self.color.0)?;
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.maybe {
-                w.write_field_begin(::codec::thrift::TType::Binary, 16)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 16)?;
                 w.write_string(value)?;
                 w.write_field_end()?;
             }
-            w.write_field_begin(::codec::thrift::TType::Binary, 17)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 17)?;
             w.write_string(&self.with_default)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I8, 18)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I8, 18)?;
             w.write_i8(self.small)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("AllTypes");
-            len += l.field_begin_len(::codec::thrift::TType::Bool, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Bool, 1);
             len += l.bool_len(self.b);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I8, 2);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I8, 2);
             len += l.i8_len(self.i8v);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I16, 3);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I16, 3);
             len += l.i16_len(self.i16v);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I32, 4);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 4);
             len += l.i32_len(self.i32v);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I64, 5);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I64, 5);
             len += l.i64_len(self.i64v);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Double, 6);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Double, 6);
             len += l.double_len(self.dbl);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Binary, 7);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 7);
             len += l.string_len(&self.str);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Binary, 8);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 8);
             len += l.binary_len(&self.bin);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::List, 9);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::List, 9);
             len
                 += l
-                    .list_begin_len(::codec::thrift::ListHeader {
-                        elem: ::codec::thrift::TType::I32,
+                    .list_begin_len(::netpoll_codec::thrift::ListHeader {
+                        elem: ::netpoll_codec::thrift::TType::I32,
                         len: self.ints.len(),
                     });
             for item0 in self.ints.iter() {
@@ -540,11 +551,11 @@ pub mod interop {
             }
             len += l.list_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Set, 10);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Set, 10);
             len
                 += l
-                    .set_begin_len(::codec::thrift::ListHeader {
-                        elem: ::codec::thrift::TType::Binary,
+                    .set_begin_len(::netpoll_codec::thrift::ListHeader {
+                        elem: ::netpoll_codec::thrift::TType::Binary,
                         len: self.tags.len(),
                     });
             for item0 in self.tags.iter() {
@@ -552,12 +563,12 @@ pub mod interop {
             }
             len += l.set_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Map, 11);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Map, 11);
             len
                 += l
-                    .map_begin_len(::codec::thrift::MapHeader {
-                        key: ::codec::thrift::TType::Binary,
-                        value: ::codec::thrift::TType::I64,
+                    .map_begin_len(::netpoll_codec::thrift::MapHeader {
+                        key: ::netpoll_codec::thrift::TType::Binary,
+                        value: ::netpoll_codec::thrift::TType::I64,
                         len: self.counts.len(),
                     });
             for (key0, value0) in self.counts.iter() {
@@ -566,35 +577,43 @@ pub mod interop {
             }
             len += l.map_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Struct, 12);
-            len += <Inner as ::codec::thrift::Message>::encoded_len(&self.inner, l);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 12);
+            len
+                += <Inner as ::netpoll_codec::thrift::Message>::encoded_len(
+                    &self.inner,
+                    l,
+                );
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::List, 13);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::List, 13);
             len
                 += l
-                    .list_begin_len(::codec::thrift::ListHeader {
-                        elem: ::codec::thrift::TType::Struct,
+                    .list_begin_len(::netpoll_codec::thrift::ListHeader {
+                        elem: ::netpoll_codec::thrift::TType::Struct,
                         len: self.inners.len(),
                     });
             for item0 in self.inners.iter() {
-                len += <Inner as ::codec::thrift::Message>::encoded_len(item0, l);
+                len
+                    += <Inner as ::netpoll_codec::thrift::Message>::encoded_len(
+                        item0,
+                        l,
+                    );
             }
             len += l.list_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Map, 14);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Map, 14);
             len
                 += l
-                    .map_begin_len(::codec::thrift::MapHeader {
-                        key: ::codec::thrift::TType::I32,
-                        value: ::codec::thrift::TType::List,
+                    .map_begin_len(::netpoll_codec::thrift::MapHeader {
+                        key: ::netpoll_codec::thrift::TType::I32,
+                        value: ::netpoll_codec::thrift::TType::List,
                         len: self.nested.len(),
                     });
             for (key0, value0) in self.nested.iter() {
                 len += l.i32_len(*key0);
                 len
                     += l
-                        .list_begin_len(::codec::thrift::ListHeader {
-                            elem: ::codec::thrift::TType::Binary,
+                        .list_begin_len(::netpoll_codec::thrift::ListHeader {
+                            elem: ::netpoll_codec::thrift::TType::Binary,
                             len: value0.len(),
                         });
                 for item1 in value0.iter() {
@@ -604,18 +623,18 @@ pub mod interop {
             }
             len += l.map_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I32, 15);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 15);
             len += l.i32_len(self.color.0);
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.maybe {
-                len += l.field_begin_len(::codec::thrift::TType::Binary, 16);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 16);
                 len += l.string_len(value);
                 len += l.field_end_len();
             }
-            len += l.field_begin_len(::codec::thrift::TType::Binary, 17);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 17);
             len += l.string_len(&self.with_default);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I8, 18);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I8, 18);
             len += l.i8_len(self.small);
             len += l.field_end_len();
             len += l.field_stop_len();
@@ -629,7 +648,7 @@ pub mod interop {
         /// Field 1: `code`.
         pub code: i32,
         /// Field 2: `message`.
-        pub message: ::codec::ByteString,
+        pub message: ::netpoll_codec::ByteString,
     }
     impl ::std::fmt::Display for InteropError {
         fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -637,19 +656,19 @@ pub mod interop {
         }
     }
     impl ::std::error::Error for InteropError {}
-    impl ::codec::thrift::Message for InteropError {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for InteropError {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_code = ::std::option::Option::None;
             let mut f_message = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I32) => {
+                    (1, ::netpoll_codec::thrift::TType::I32) => {
                         f_code = ::std::option::Option::Some(r.read_i32()?);
                     }
-                    (2, ::codec::thrift::TType::Binary) => {
+                    (2, ::netpoll_codec::thrift::TType::Binary) => {
                         f_message = ::std::option::Option::Some(r.read_string()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -662,27 +681,30 @@ pub mod interop {
                 message: f_message.unwrap_or_default(),
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("InteropError")?;
-            w.write_field_begin(::codec::thrift::TType::I32, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 1)?;
             w.write_i32(self.code)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Binary, 2)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 2)?;
             w.write_string(&self.message)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("InteropError");
-            len += l.field_begin_len(::codec::thrift::TType::I32, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 1);
             len += l.i32_len(self.code);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Binary, 2);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 2);
             len += l.string_len(&self.message);
             len += l.field_end_len();
             len += l.field_stop_len();
@@ -696,17 +718,17 @@ pub mod interop {
         /// Field 1: `v`.
         pub v: AllTypes,
     }
-    impl ::codec::thrift::Message for InteropRoundtripArgs {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for InteropRoundtripArgs {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_v = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Struct) => {
+                    (1, ::netpoll_codec::thrift::TType::Struct) => {
                         f_v = ::std::option::Option::Some(
-                            <AllTypes as ::codec::thrift::Message>::decode(r)?,
+                            <AllTypes as ::netpoll_codec::thrift::Message>::decode(r)?,
                         );
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -716,22 +738,29 @@ pub mod interop {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self { v: f_v.unwrap_or_default() })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("InteropRoundtripArgs")?;
-            w.write_field_begin(::codec::thrift::TType::Struct, 1)?;
-            <AllTypes as ::codec::thrift::Message>::encode(&self.v, w)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 1)?;
+            <AllTypes as ::netpoll_codec::thrift::Message>::encode(&self.v, w)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("InteropRoundtripArgs");
-            len += l.field_begin_len(::codec::thrift::TType::Struct, 1);
-            len += <AllTypes as ::codec::thrift::Message>::encoded_len(&self.v, l);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 1);
+            len
+                += <AllTypes as ::netpoll_codec::thrift::Message>::encoded_len(
+                    &self.v,
+                    l,
+                );
             len += l.field_end_len();
             len += l.field_stop_len();
             len += l.struct_end_len();
@@ -744,17 +773,17 @@ pub mod interop {
         /// Field 0: the return value, when the call succeeded.
         pub success: ::std::option::Option<AllTypes>,
     }
-    impl ::codec::thrift::Message for InteropRoundtripResult {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for InteropRoundtripResult {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_success = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (0, ::codec::thrift::TType::Struct) => {
+                    (0, ::netpoll_codec::thrift::TType::Struct) => {
                         f_success = ::std::option::Option::Some(
-                            <AllTypes as ::codec::thrift::Message>::decode(r)?,
+                            <AllTypes as ::netpoll_codec::thrift::Message>::decode(r)?,
                         );
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -764,25 +793,32 @@ pub mod interop {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self { success: f_success })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("InteropRoundtripResult")?;
             if let ::std::option::Option::Some(value) = &self.success {
-                w.write_field_begin(::codec::thrift::TType::Struct, 0)?;
-                <AllTypes as ::codec::thrift::Message>::encode(value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 0)?;
+                <AllTypes as ::netpoll_codec::thrift::Message>::encode(value, w)?;
                 w.write_field_end()?;
             }
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("InteropRoundtripResult");
             if let ::std::option::Option::Some(value) = &self.success {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 0);
-                len += <AllTypes as ::codec::thrift::Message>::encoded_len(value, l);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 0);
+                len
+                    += <AllTypes as ::netpoll_codec::thrift::Message>::encoded_len(
+                        value,
+                        l,
+                    );
                 len += l.field_end_len();
             }
             len += l.field_stop_len();
@@ -796,21 +832,21 @@ pub mod interop {
         /// Field 1: `code`.
         pub code: i32,
         /// Field 2: `message`.
-        pub message: ::codec::ByteString,
+        pub message: ::netpoll_codec::ByteString,
     }
-    impl ::codec::thrift::Message for InteropFailWithArgs {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for InteropFailWithArgs {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_code = ::std::option::Option::None;
             let mut f_message = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I32) => {
+                    (1, ::netpoll_codec::thrift::TType::I32) => {
                         f_code = ::std::option::Option::Some(r.read_i32()?);
                     }
-                    (2, ::codec::thrift::TType::Binary) => {
+                    (2, ::netpoll_codec::thrift::TType::Binary) => {
                         f_message = ::std::option::Option::Some(r.read_string()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -823,27 +859,30 @@ pub mod interop {
                 message: f_message.unwrap_or_default(),
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("InteropFailWithArgs")?;
-            w.write_field_begin(::codec::thrift::TType::I32, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 1)?;
             w.write_i32(self.code)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Binary, 2)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 2)?;
             w.write_string(&self.message)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("InteropFailWithArgs");
-            len += l.field_begin_len(::codec::thrift::TType::I32, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 1);
             len += l.i32_len(self.code);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Binary, 2);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 2);
             len += l.string_len(&self.message);
             len += l.field_end_len();
             len += l.field_stop_len();
@@ -859,21 +898,23 @@ pub mod interop {
         /// Field 1: set when the call threw `err`.
         pub err: ::std::option::Option<InteropError>,
     }
-    impl ::codec::thrift::Message for InteropFailWithResult {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for InteropFailWithResult {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_success = ::std::option::Option::None;
             let mut f_err = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (0, ::codec::thrift::TType::I32) => {
+                    (0, ::netpoll_codec::thrift::TType::I32) => {
                         f_success = ::std::option::Option::Some(r.read_i32()?);
                     }
-                    (1, ::codec::thrift::TType::Struct) => {
+                    (1, ::netpoll_codec::thrift::TType::Struct) => {
                         f_err = ::std::option::Option::Some(
-                            <InteropError as ::codec::thrift::Message>::decode(r)?,
+                            <InteropError as ::netpoll_codec::thrift::Message>::decode(
+                                r,
+                            )?,
                         );
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -886,35 +927,42 @@ pub mod interop {
                 err: f_err,
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("InteropFailWithResult")?;
             if let ::std::option::Option::Some(value) = &self.success {
-                w.write_field_begin(::codec::thrift::TType::I32, 0)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::I32, 0)?;
                 w.write_i32(*value)?;
                 w.write_field_end()?;
             }
             if let ::std::option::Option::Some(value) = &self.err {
-                w.write_field_begin(::codec::thrift::TType::Struct, 1)?;
-                <InteropError as ::codec::thrift::Message>::encode(value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 1)?;
+                <InteropError as ::netpoll_codec::thrift::Message>::encode(value, w)?;
                 w.write_field_end()?;
             }
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("InteropFailWithResult");
             if let ::std::option::Option::Some(value) = &self.success {
-                len += l.field_begin_len(::codec::thrift::TType::I32, 0);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 0);
                 len += l.i32_len(*value);
                 len += l.field_end_len();
             }
             if let ::std::option::Option::Some(value) = &self.err {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 1);
-                len += <InteropError as ::codec::thrift::Message>::encoded_len(value, l);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 1);
+                len
+                    += <InteropError as ::netpoll_codec::thrift::Message>::encoded_len(
+                        value,
+                        l,
+                    );
                 len += l.field_end_len();
             }
             len += l.field_stop_len();
@@ -926,23 +974,23 @@ pub mod interop {
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct InteropDelayedEchoArgs {
         /// Field 1: `msg`.
-        pub msg: ::codec::bytes::Bytes,
+        pub msg: ::netpoll_codec::bytes::Bytes,
         /// Field 2: `delay_ms`.
         pub delay_ms: i32,
     }
-    impl ::codec::thrift::Message for InteropDelayedEchoArgs {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for InteropDelayedEchoArgs {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_msg = ::std::option::Option::None;
             let mut f_delay_ms = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Binary) => {
+                    (1, ::netpoll_codec::thrift::TType::Binary) => {
                         f_msg = ::std::option::Option::Some(r.read_binary()?);
                     }
-                    (2, ::codec::thrift::TType::I32) => {
+                    (2, ::netpoll_codec::thrift::TType::I32) => {
                         f_delay_ms = ::std::option::Option::Some(r.read_i32()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -955,27 +1003,30 @@ pub mod interop {
                 delay_ms: f_delay_ms.unwrap_or_default(),
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("InteropDelayedEchoArgs")?;
-            w.write_field_begin(::codec::thrift::TType::Binary, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 1)?;
             w.write_binary(&self.msg)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I32, 2)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 2)?;
             w.write_i32(self.delay_ms)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("InteropDelayedEchoArgs");
-            len += l.field_begin_len(::codec::thrift::TType::Binary, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 1);
             len += l.binary_len(&self.msg);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I32, 2);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 2);
             len += l.i32_len(self.delay_ms);
             len += l.field_end_len();
             len += l.field_stop_len();
@@ -987,17 +1038,17 @@ pub mod interop {
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct InteropDelayedEchoResult {
         /// Field 0: the return value, when the call succeeded.
-        pub success: ::std::option::Option<::codec::bytes::Bytes>,
+        pub success: ::std::option::Option<::netpoll_codec::bytes::Bytes>,
     }
-    impl ::codec::thrift::Message for InteropDelayedEchoResult {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for InteropDelayedEchoResult {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_success = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (0, ::codec::thrift::TType::Binary) => {
+                    (0, ::netpoll_codec::thrift::TType::Binary) => {
                         f_success = ::std::option::Option::Some(r.read_binary()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -1007,13 +1058,13 @@ pub mod interop {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self { success: f_success })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("InteropDelayedEchoResult")?;
             if let ::std::option::Option::Some(value) = &self.success {
-                w.write_field_begin(::codec::thrift::TType::Binary, 0)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 0)?;
                 w.write_binary(value)?;
                 w.write_field_end()?;
             }
@@ -1021,10 +1072,13 @@ pub mod interop {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("InteropDelayedEchoResult");
             if let ::std::option::Option::Some(value) = &self.success {
-                len += l.field_begin_len(::codec::thrift::TType::Binary, 0);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 0);
                 len += l.binary_len(value);
                 len += l.field_end_len();
             }
@@ -1036,10 +1090,10 @@ pub mod interop {
     /// The arguments of `Interop.ping`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct InteropPingArgs {}
-    impl ::codec::thrift::Message for InteropPingArgs {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for InteropPingArgs {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 r.skip(field.ttype)?;
@@ -1048,16 +1102,19 @@ pub mod interop {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {})
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("InteropPingArgs")?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("InteropPingArgs");
             len += l.field_stop_len();
             len += l.struct_end_len();
@@ -1067,10 +1124,10 @@ pub mod interop {
     /// The reply of `Interop.ping`: `success` or one declared exception (all unset for a `void` success).
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct InteropPingResult {}
-    impl ::codec::thrift::Message for InteropPingResult {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for InteropPingResult {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 r.skip(field.ttype)?;
@@ -1079,16 +1136,19 @@ pub mod interop {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {})
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("InteropPingResult")?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("InteropPingResult");
             len += l.field_stop_len();
             len += l.struct_end_len();
@@ -1101,15 +1161,15 @@ pub mod interop {
         /// Field 1: `x`.
         pub x: i64,
     }
-    impl ::codec::thrift::Message for InteropFireArgs {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for InteropFireArgs {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_x = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I64) => {
+                    (1, ::netpoll_codec::thrift::TType::I64) => {
                         f_x = ::std::option::Option::Some(r.read_i64()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -1119,21 +1179,24 @@ pub mod interop {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self { x: f_x.unwrap_or_default() })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("InteropFireArgs")?;
-            w.write_field_begin(::codec::thrift::TType::I64, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I64, 1)?;
             w.write_i64(self.x)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("InteropFireArgs");
-            len += l.field_begin_len(::codec::thrift::TType::I64, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I64, 1);
             len += l.i64_len(self.x);
             len += l.field_end_len();
             len += l.field_stop_len();
@@ -1144,10 +1207,10 @@ pub mod interop {
     /// The arguments of `Interop.fired_total`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct InteropFiredTotalArgs {}
-    impl ::codec::thrift::Message for InteropFiredTotalArgs {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for InteropFiredTotalArgs {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 r.skip(field.ttype)?;
@@ -1156,16 +1219,19 @@ pub mod interop {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {})
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("InteropFiredTotalArgs")?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("InteropFiredTotalArgs");
             len += l.field_stop_len();
             len += l.struct_end_len();
@@ -1178,15 +1244,15 @@ pub mod interop {
         /// Field 0: the return value, when the call succeeded.
         pub success: ::std::option::Option<i64>,
     }
-    impl ::codec::thrift::Message for InteropFiredTotalResult {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for InteropFiredTotalResult {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_success = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (0, ::codec::thrift::TType::I64) => {
+                    (0, ::netpoll_codec::thrift::TType::I64) => {
                         f_success = ::std::option::Option::Some(r.read_i64()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -1196,13 +1262,13 @@ pub mod interop {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self { success: f_success })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("InteropFiredTotalResult")?;
             if let ::std::option::Option::Some(value) = &self.success {
-                w.write_field_begin(::codec::thrift::TType::I64, 0)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::I64, 0)?;
                 w.write_i64(*value)?;
                 w.write_field_end()?;
             }
@@ -1210,10 +1276,13 @@ pub mod interop {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("InteropFiredTotalResult");
             if let ::std::option::Option::Some(value) = &self.success {
-                len += l.field_begin_len(::codec::thrift::TType::I64, 0);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::I64, 0);
                 len += l.i64_len(*value);
                 len += l.field_end_len();
             }

@@ -8,7 +8,7 @@ pub mod kitchen_sink {
     /// The Thrift typedef `Path`.
     pub type Path = ::std::vec::Vec<super::shared::Point>;
     /// The Thrift typedef `Clock`.
-    pub type Clock = ::std::collections::HashMap<::codec::ByteString, i64>;
+    pub type Clock = ::std::collections::HashMap<::netpoll_codec::ByteString, i64>;
     /// The Thrift constant `EPOCH`.
     pub const EPOCH: i64 = 0;
     /// The Thrift constant `PI`.
@@ -26,20 +26,20 @@ pub mod kitchen_sink {
         ::std::vec![2, 3, 5, 7]
     }
     /// The Thrift constant `NAMES`.
-    pub fn names() -> ::std::collections::HashSet<::codec::ByteString> {
+    pub fn names() -> ::std::collections::HashSet<::netpoll_codec::ByteString> {
         ::std::collections::HashSet::from([
-            ::codec::ByteString::from_static("a"),
-            ::codec::ByteString::from_static("b"),
+            ::netpoll_codec::ByteString::from_static("a"),
+            ::netpoll_codec::ByteString::from_static("b"),
         ])
     }
     /// The Thrift constant `TABLE`.
     pub fn table() -> ::std::collections::HashMap<
-        ::codec::ByteString,
+        ::netpoll_codec::ByteString,
         ::std::vec::Vec<i16>,
     > {
         ::std::collections::HashMap::from([
-            (::codec::ByteString::from_static("one"), ::std::vec![1]),
-            (::codec::ByteString::from_static("none"), ::std::vec::Vec::new()),
+            (::netpoll_codec::ByteString::from_static("one"), ::std::vec![1]),
+            (::netpoll_codec::ByteString::from_static("none"), ::std::vec::Vec::new()),
         ])
     }
     /// The Thrift constant `ORIGIN`.
@@ -60,45 +60,50 @@ pub mod kitchen_sink {
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct Node {
         /// Field 1: required `name`.
-        pub name: ::codec::ByteString,
+        pub name: ::netpoll_codec::ByteString,
         /// Field 2: `children`.
         pub children: ::std::vec::Vec<Node>,
         /// Field 3: optional `parent`.
         pub parent: ::std::option::Option<::std::boxed::Box<Node>>,
     }
-    impl ::codec::thrift::Message for Node {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for Node {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_name = ::std::option::Option::None;
             let mut f_children = ::std::option::Option::None;
             let mut f_parent = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Binary) => {
+                    (1, ::netpoll_codec::thrift::TType::Binary) => {
                         f_name = ::std::option::Option::Some(r.read_string()?);
                     }
-                    (2, ::codec::thrift::TType::List) => {
+                    (2, ::netpoll_codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Struct,
+                            ::netpoll_codec::thrift::TType::Struct,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 Node,
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
-                            value.push(<Node as ::codec::thrift::Message>::decode(r)?);
+                            value
+                                .push(
+                                    <Node as ::netpoll_codec::thrift::Message>::decode(r)?,
+                                );
                         }
                         r.read_list_end()?;
                         f_children = ::std::option::Option::Some(value);
                     }
-                    (3, ::codec::thrift::TType::Struct) => {
-                        let value = <Node as ::codec::thrift::Message>::decode(r)?;
+                    (3, ::netpoll_codec::thrift::TType::Struct) => {
+                        let value = <Node as ::netpoll_codec::thrift::Message>::decode(
+                            r,
+                        )?;
                         f_parent = ::std::option::Option::Some(
                             ::std::boxed::Box::new(value),
                         );
@@ -110,7 +115,7 @@ pub mod kitchen_sink {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {
                 name: f_name
-                    .ok_or(::codec::thrift::DecodeError::MissingField {
+                    .ok_or(::netpoll_codec::thrift::DecodeError::MissingField {
                         owner: "Node",
                         field: "name",
                     })?,
@@ -118,53 +123,60 @@ pub mod kitchen_sink {
                 parent: f_parent,
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("Node")?;
-            w.write_field_begin(::codec::thrift::TType::Binary, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 1)?;
             w.write_string(&self.name)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::List, 2)?;
-            w.write_list_begin(::codec::thrift::ListHeader {
-                elem: ::codec::thrift::TType::Struct,
+            w.write_field_begin(::netpoll_codec::thrift::TType::List, 2)?;
+            w.write_list_begin(::netpoll_codec::thrift::ListHeader {
+                elem: ::netpoll_codec::thrift::TType::Struct,
                 len: self.children.len(),
             })?;
             for item0 in self.children.iter() {
-                <Node as ::codec::thrift::Message>::encode(item0, w)?;
+                <Node as ::netpoll_codec::thrift::Message>::encode(item0, w)?;
             }
             w.write_list_end()?;
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.parent {
-                w.write_field_begin(::codec::thrift::TType::Struct, 3)?;
-                <Node as ::codec::thrift::Message>::encode(&**value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 3)?;
+                <Node as ::netpoll_codec::thrift::Message>::encode(&**value, w)?;
                 w.write_field_end()?;
             }
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("Node");
-            len += l.field_begin_len(::codec::thrift::TType::Binary, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 1);
             len += l.string_len(&self.name);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::List, 2);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::List, 2);
             len
                 += l
-                    .list_begin_len(::codec::thrift::ListHeader {
-                        elem: ::codec::thrift::TType::Struct,
+                    .list_begin_len(::netpoll_codec::thrift::ListHeader {
+                        elem: ::netpoll_codec::thrift::TType::Struct,
                         len: self.children.len(),
                     });
             for item0 in self.children.iter() {
-                len += <Node as ::codec::thrift::Message>::encoded_len(item0, l);
+                len += <Node as ::netpoll_codec::thrift::Message>::encoded_len(item0, l);
             }
             len += l.list_end_len();
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.parent {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 3);
-                len += <Node as ::codec::thrift::Message>::encoded_len(&**value, l);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 3);
+                len
+                    += <Node as ::netpoll_codec::thrift::Message>::encoded_len(
+                        &**value,
+                        l,
+                    );
                 len += l.field_end_len();
             }
             len += l.field_stop_len();
@@ -189,47 +201,47 @@ pub mod kitchen_sink {
             Self::CircleRadius(::std::default::Default::default())
         }
     }
-    impl ::codec::thrift::Message for Shape {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for Shape {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut result: ::std::option::Option<Self> = ::std::option::Option::None;
             let mut fields_set = 0usize;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Double) => {
+                    (1, ::netpoll_codec::thrift::TType::Double) => {
                         result = ::std::option::Option::Some(
                             Self::CircleRadius(r.read_double()?),
                         );
                         fields_set += 1;
                     }
-                    (2, ::codec::thrift::TType::Struct) => {
+                    (2, ::netpoll_codec::thrift::TType::Struct) => {
                         result = ::std::option::Option::Some(
                             Self::Point(
-                                <super::shared::Point as ::codec::thrift::Message>::decode(
+                                <super::shared::Point as ::netpoll_codec::thrift::Message>::decode(
                                     r,
                                 )?,
                             ),
                         );
                         fields_set += 1;
                     }
-                    (3, ::codec::thrift::TType::List) => {
+                    (3, ::netpoll_codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Struct,
+                            ::netpoll_codec::thrift::TType::Struct,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 super::shared::Point,
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
                             value
                                 .push(
-                                    <super::shared::Point as ::codec::thrift::Message>::decode(
+                                    <super::shared::Point as ::netpoll_codec::thrift::Message>::decode(
                                         r,
                                     )?,
                                 );
@@ -238,8 +250,10 @@ pub mod kitchen_sink {
                         result = ::std::option::Option::Some(Self::Polygon(value));
                         fields_set += 1;
                     }
-                    (4, ::codec::thrift::TType::Struct) => {
-                        let value = <Shape as ::codec::thrift::Message>::decode(r)?;
+                    (4, ::netpoll_codec::thrift::TType::Struct) => {
+                        let value = <Shape as ::netpoll_codec::thrift::Message>::decode(
+                            r,
+                        )?;
                         result = ::std::option::Option::Some(
                             Self::Nested(::std::boxed::Box::new(value)),
                         );
@@ -255,40 +269,40 @@ pub mod kitchen_sink {
                     ::std::result::Result::Ok(value)
                 }
                 _ => {
-                    ::std::result::Result::Err(::codec::thrift::DecodeError::InvalidUnion {
+                    ::std::result::Result::Err(::netpoll_codec::thrift::DecodeError::InvalidUnion {
                         owner: "Shape",
                         fields_set,
                     })
                 }
             }
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("Shape")?;
             match self {
                 Self::CircleRadius(value) => {
-                    w.write_field_begin(::codec::thrift::TType::Double, 1)?;
+                    w.write_field_begin(::netpoll_codec::thrift::TType::Double, 1)?;
                     w.write_double(*value)?;
                     w.write_field_end()?;
                 }
                 Self::Point(value) => {
-                    w.write_field_begin(::codec::thrift::TType::Struct, 2)?;
-                    <super::shared::Point as ::codec::thrift::Message>::encode(
+                    w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 2)?;
+                    <super::shared::Point as ::netpoll_codec::thrift::Message>::encode(
                         value,
                         w,
                     )?;
                     w.write_field_end()?;
                 }
                 Self::Polygon(value) => {
-                    w.write_field_begin(::codec::thrift::TType::List, 3)?;
-                    w.write_list_begin(::codec::thrift::ListHeader {
-                        elem: ::codec::thrift::TType::Struct,
+                    w.write_field_begin(::netpoll_codec::thrift::TType::List, 3)?;
+                    w.write_list_begin(::netpoll_codec::thrift::ListHeader {
+                        elem: ::netpoll_codec::thrift::TType::Struct,
                         len: value.len(),
                     })?;
                     for item0 in value.iter() {
-                        <super::shared::Point as ::codec::thrift::Message>::encode(
+                        <super::shared::Point as ::netpoll_codec::thrift::Message>::encode(
                             item0,
                             w,
                         )?;
@@ -297,8 +311,8 @@ pub mod kitchen_sink {
                     w.write_field_end()?;
                 }
                 Self::Nested(value) => {
-                    w.write_field_begin(::codec::thrift::TType::Struct, 4)?;
-                    <Shape as ::codec::thrift::Message>::encode(&**value, w)?;
+                    w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 4)?;
+                    <Shape as ::netpoll_codec::thrift::Message>::encode(&**value, w)?;
                     w.write_field_end()?;
                 }
             }
@@ -306,34 +320,37 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("Shape");
             match self {
                 Self::CircleRadius(value) => {
-                    len += l.field_begin_len(::codec::thrift::TType::Double, 1);
+                    len += l.field_begin_len(::netpoll_codec::thrift::TType::Double, 1);
                     len += l.double_len(*value);
                     len += l.field_end_len();
                 }
                 Self::Point(value) => {
-                    len += l.field_begin_len(::codec::thrift::TType::Struct, 2);
+                    len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 2);
                     len
-                        += <super::shared::Point as ::codec::thrift::Message>::encoded_len(
+                        += <super::shared::Point as ::netpoll_codec::thrift::Message>::encoded_len(
                             value,
                             l,
                         );
                     len += l.field_end_len();
                 }
                 Self::Polygon(value) => {
-                    len += l.field_begin_len(::codec::thrift::TType::List, 3);
+                    len += l.field_begin_len(::netpoll_codec::thrift::TType::List, 3);
                     len
                         += l
-                            .list_begin_len(::codec::thrift::ListHeader {
-                                elem: ::codec::thrift::TType::Struct,
+                            .list_begin_len(::netpoll_codec::thrift::ListHeader {
+                                elem: ::netpoll_codec::thrift::TType::Struct,
                                 len: value.len(),
                             });
                     for item0 in value.iter() {
                         len
-                            += <super::shared::Point as ::codec::thrift::Message>::encoded_len(
+                            += <super::shared::Point as ::netpoll_codec::thrift::Message>::encoded_len(
                                 item0,
                                 l,
                             );
@@ -342,8 +359,12 @@ pub mod kitchen_sink {
                     len += l.field_end_len();
                 }
                 Self::Nested(value) => {
-                    len += l.field_begin_len(::codec::thrift::TType::Struct, 4);
-                    len += <Shape as ::codec::thrift::Message>::encoded_len(&**value, l);
+                    len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 4);
+                    len
+                        += <Shape as ::netpoll_codec::thrift::Message>::encoded_len(
+                            &**value,
+                            l,
+                        );
                     len += l.field_end_len();
                 }
             }
@@ -409,11 +430,11 @@ pub mod kitchen_sink {
         /// Field 1: required `id`.
         pub id: i64,
         /// Field 2: optional `note`.
-        pub note: ::std::option::Option<::codec::ByteString>,
+        pub note: ::std::option::Option<::netpoll_codec::ByteString>,
         /// Field 3: `measures`.
         pub measures: ::std::vec::Vec<f64>,
         /// Field 4: `by_measure`.
-        pub by_measure: ::std::vec::Vec<(f64, ::codec::ByteString)>,
+        pub by_measure: ::std::vec::Vec<(f64, ::netpoll_codec::ByteString)>,
         /// Field 5: `points`.
         pub points: ::std::vec::Vec<super::shared::Point>,
         /// Field 6: `schedule`.
@@ -430,16 +451,16 @@ pub mod kitchen_sink {
             ::std::vec::Vec<
                 ::std::vec::Vec<
                     ::std::collections::HashMap<
-                        ::codec::ByteString,
-                        ::codec::bytes::Bytes,
+                        ::netpoll_codec::ByteString,
+                        ::netpoll_codec::bytes::Bytes,
                     >,
                 >,
             >,
         >,
         /// Field 10: `clock`.
-        pub clock: ::std::collections::HashMap<::codec::ByteString, i64>,
+        pub clock: ::std::collections::HashMap<::netpoll_codec::ByteString, i64>,
         /// Field 11: `type`.
-        pub r#type: ::codec::ByteString,
+        pub r#type: ::netpoll_codec::ByteString,
         /// Field 12: `self`.
         pub self_: i32,
         /// Field 13: `at`.
@@ -472,7 +493,7 @@ pub mod kitchen_sink {
             Self {
                 id: 5,
                 note: ::std::option::Option::Some(
-                    ::codec::ByteString::from_static("n/a"),
+                    ::netpoll_codec::ByteString::from_static("n/a"),
                 ),
                 measures: ::std::default::Default::default(),
                 by_measure: ::std::default::Default::default(),
@@ -510,10 +531,10 @@ pub mod kitchen_sink {
             }
         }
     }
-    impl ::codec::thrift::Message for Everything {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for Everything {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_id = ::std::option::Option::None;
             let mut f_note = ::std::option::Option::None;
@@ -541,21 +562,21 @@ pub mod kitchen_sink {
             let mut f_seen = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I64) => {
+                    (1, ::netpoll_codec::thrift::TType::I64) => {
                         f_id = ::std::option::Option::Some(r.read_i64()?);
                     }
-                    (2, ::codec::thrift::TType::Binary) => {
+                    (2, ::netpoll_codec::thrift::TType::Binary) => {
                         f_note = ::std::option::Option::Some(r.read_string()?);
                     }
-                    (3, ::codec::thrift::TType::Set) => {
+                    (3, ::netpoll_codec::thrift::TType::Set) => {
                         let header0 = r.read_set_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Double,
+                            ::netpoll_codec::thrift::TType::Double,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 f64,
                             >(header0.len, r.remaining()),
                         );
@@ -565,21 +586,21 @@ pub mod kitchen_sink {
                         r.read_set_end()?;
                         f_measures = ::std::option::Option::Some(value);
                     }
-                    (4, ::codec::thrift::TType::Map) => {
+                    (4, ::netpoll_codec::thrift::TType::Map) => {
                         let header0 = r.read_map_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.key,
-                            ::codec::thrift::TType::Double,
+                            ::netpoll_codec::thrift::TType::Double,
                             header0.len,
                         )?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.value,
-                            ::codec::thrift::TType::Binary,
+                            ::netpoll_codec::thrift::TType::Binary,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
-                                (f64, ::codec::ByteString),
+                            ::netpoll_codec::thrift::capacity_for::<
+                                (f64, ::netpoll_codec::ByteString),
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
@@ -588,22 +609,22 @@ pub mod kitchen_sink {
                         r.read_map_end()?;
                         f_by_measure = ::std::option::Option::Some(value);
                     }
-                    (5, ::codec::thrift::TType::Set) => {
+                    (5, ::netpoll_codec::thrift::TType::Set) => {
                         let header0 = r.read_set_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Struct,
+                            ::netpoll_codec::thrift::TType::Struct,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 super::shared::Point,
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
                             value
                                 .push(
-                                    <super::shared::Point as ::codec::thrift::Message>::decode(
+                                    <super::shared::Point as ::netpoll_codec::thrift::Message>::decode(
                                         r,
                                     )?,
                                 );
@@ -611,33 +632,33 @@ pub mod kitchen_sink {
                         r.read_set_end()?;
                         f_points = ::std::option::Option::Some(value);
                     }
-                    (6, ::codec::thrift::TType::Map) => {
+                    (6, ::netpoll_codec::thrift::TType::Map) => {
                         let header0 = r.read_map_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.key,
-                            ::codec::thrift::TType::I32,
+                            ::netpoll_codec::thrift::TType::I32,
                             header0.len,
                         )?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.value,
-                            ::codec::thrift::TType::Set,
+                            ::netpoll_codec::thrift::TType::Set,
                             header0.len,
                         )?;
                         let mut value = ::std::collections::HashMap::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 (Weekday, ::std::collections::HashSet<i64>),
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
                             let key0 = Weekday(r.read_i32()?);
                             let header1 = r.read_set_begin()?;
-                            ::codec::thrift::expect_elem(
+                            ::netpoll_codec::thrift::expect_elem(
                                 header1.elem,
-                                ::codec::thrift::TType::I64,
+                                ::netpoll_codec::thrift::TType::I64,
                                 header1.len,
                             )?;
                             let mut value0 = ::std::collections::HashSet::with_capacity(
-                                ::codec::thrift::capacity_for::<
+                                ::netpoll_codec::thrift::capacity_for::<
                                     i64,
                                 >(header1.len, r.remaining()),
                             );
@@ -650,63 +671,63 @@ pub mod kitchen_sink {
                         r.read_map_end()?;
                         f_schedule = ::std::option::Option::Some(value);
                     }
-                    (7, ::codec::thrift::TType::I32) => {
+                    (7, ::netpoll_codec::thrift::TType::I32) => {
                         f_level = ::std::option::Option::Some(
                             super::shared::Level(r.read_i32()?),
                         );
                     }
-                    (8, ::codec::thrift::TType::Struct) => {
+                    (8, ::netpoll_codec::thrift::TType::Struct) => {
                         f_shape = ::std::option::Option::Some(
-                            <Shape as ::codec::thrift::Message>::decode(r)?,
+                            <Shape as ::netpoll_codec::thrift::Message>::decode(r)?,
                         );
                     }
-                    (9, ::codec::thrift::TType::List) => {
+                    (9, ::netpoll_codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::List,
+                            ::netpoll_codec::thrift::TType::List,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 ::std::vec::Vec<
                                     ::std::collections::HashMap<
-                                        ::codec::ByteString,
-                                        ::codec::bytes::Bytes,
+                                        ::netpoll_codec::ByteString,
+                                        ::netpoll_codec::bytes::Bytes,
                                     >,
                                 >,
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
                             let header1 = r.read_list_begin()?;
-                            ::codec::thrift::expect_elem(
+                            ::netpoll_codec::thrift::expect_elem(
                                 header1.elem,
-                                ::codec::thrift::TType::Map,
+                                ::netpoll_codec::thrift::TType::Map,
                                 header1.len,
                             )?;
                             let mut item0 = ::std::vec::Vec::with_capacity(
-                                ::codec::thrift::capacity_for::<
+                                ::netpoll_codec::thrift::capacity_for::<
                                     ::std::collections::HashMap<
-                                        ::codec::ByteString,
-                                        ::codec::bytes::Bytes,
+                                        ::netpoll_codec::ByteString,
+                                        ::netpoll_codec::bytes::Bytes,
                                     >,
                                 >(header1.len, r.remaining()),
                             );
                             for _ in 0..header1.len {
                                 let header2 = r.read_map_begin()?;
-                                ::codec::thrift::expect_elem(
+                                ::netpoll_codec::thrift::expect_elem(
                                     header2.key,
-                                    ::codec::thrift::TType::Binary,
+                                    ::netpoll_codec::thrift::TType::Binary,
                                     header2.len,
                                 )?;
-                                ::codec::thrift::expect_elem(
+                                ::netpoll_codec::thrift::expect_elem(
                                     header2.value,
-                                    ::codec::thrift::TType::Binary,
+                                    ::netpoll_codec::thrift::TType::Binary,
                                     header2.len,
                                 )?;
                                 let mut item1 = ::std::collections::HashMap::with_capacity(
-                                    ::codec::thrift::capacity_for::<
-                                        (::codec::ByteString, ::codec::bytes::Bytes),
+                                    ::netpoll_codec::thrift::capacity_for::<
+                                        (::netpoll_codec::ByteString, ::netpoll_codec::bytes::Bytes),
                                     >(header2.len, r.remaining()),
                                 );
                                 for _ in 0..header2.len {
@@ -721,21 +742,21 @@ pub mod kitchen_sink {
                         r.read_list_end()?;
                         f_deep = ::std::option::Option::Some(value);
                     }
-                    (10, ::codec::thrift::TType::Map) => {
+                    (10, ::netpoll_codec::thrift::TType::Map) => {
                         let header0 = r.read_map_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.key,
-                            ::codec::thrift::TType::Binary,
+                            ::netpoll_codec::thrift::TType::Binary,
                             header0.len,
                         )?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.value,
-                            ::codec::thrift::TType::I64,
+                            ::netpoll_codec::thrift::TType::I64,
                             header0.len,
                         )?;
                         let mut value = ::std::collections::HashMap::with_capacity(
-                            ::codec::thrift::capacity_for::<
-                                (::codec::ByteString, i64),
+                            ::netpoll_codec::thrift::capacity_for::<
+                                (::netpoll_codec::ByteString, i64),
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
@@ -744,39 +765,39 @@ pub mod kitchen_sink {
                         r.read_map_end()?;
                         f_clock = ::std::option::Option::Some(value);
                     }
-                    (11, ::codec::thrift::TType::Binary) => {
+                    (11, ::netpoll_codec::thrift::TType::Binary) => {
                         f_type = ::std::option::Option::Some(r.read_string()?);
                     }
-                    (12, ::codec::thrift::TType::I32) => {
+                    (12, ::netpoll_codec::thrift::TType::I32) => {
                         f_self_ = ::std::option::Option::Some(r.read_i32()?);
                     }
-                    (13, ::codec::thrift::TType::I64) => {
+                    (13, ::netpoll_codec::thrift::TType::I64) => {
                         f_at = ::std::option::Option::Some(r.read_i64()?);
                     }
-                    (14, ::codec::thrift::TType::Bool) => {
+                    (14, ::netpoll_codec::thrift::TType::Bool) => {
                         f_flag = ::std::option::Option::Some(r.read_bool()?);
                     }
-                    (15, ::codec::thrift::TType::Struct) => {
+                    (15, ::netpoll_codec::thrift::TType::Struct) => {
                         f_origin = ::std::option::Option::Some(
-                            <super::shared::Point as ::codec::thrift::Message>::decode(
+                            <super::shared::Point as ::netpoll_codec::thrift::Message>::decode(
                                 r,
                             )?,
                         );
                     }
-                    (16, ::codec::thrift::TType::Struct) => {
+                    (16, ::netpoll_codec::thrift::TType::Struct) => {
                         f_tree = ::std::option::Option::Some(
-                            <Node as ::codec::thrift::Message>::decode(r)?,
+                            <Node as ::netpoll_codec::thrift::Message>::decode(r)?,
                         );
                     }
-                    (17, ::codec::thrift::TType::List) => {
+                    (17, ::netpoll_codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Bool,
+                            ::netpoll_codec::thrift::TType::Bool,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 bool,
                             >(header0.len, r.remaining()),
                         );
@@ -786,39 +807,39 @@ pub mod kitchen_sink {
                         r.read_list_end()?;
                         f_bits = ::std::option::Option::Some(value);
                     }
-                    (18, ::codec::thrift::TType::I8) => {
+                    (18, ::netpoll_codec::thrift::TType::I8) => {
                         f_tiny = ::std::option::Option::Some(r.read_i8()?);
                     }
-                    (19, ::codec::thrift::TType::I16) => {
+                    (19, ::netpoll_codec::thrift::TType::I16) => {
                         f_short_one = ::std::option::Option::Some(r.read_i16()?);
                     }
-                    (20, ::codec::thrift::TType::Double) => {
+                    (20, ::netpoll_codec::thrift::TType::Double) => {
                         f_ratio = ::std::option::Option::Some(r.read_double()?);
                     }
-                    (21, ::codec::thrift::TType::Struct) => {
+                    (21, ::netpoll_codec::thrift::TType::Struct) => {
                         f_fallback = ::std::option::Option::Some(
-                            <Shape as ::codec::thrift::Message>::decode(r)?,
+                            <Shape as ::netpoll_codec::thrift::Message>::decode(r)?,
                         );
                     }
-                    (22, ::codec::thrift::TType::Struct) => {
+                    (22, ::netpoll_codec::thrift::TType::Struct) => {
                         f_where = ::std::option::Option::Some(
-                            <super::shared::Point as ::codec::thrift::Message>::decode(
+                            <super::shared::Point as ::netpoll_codec::thrift::Message>::decode(
                                 r,
                             )?,
                         );
                     }
-                    (23, ::codec::thrift::TType::Uuid) => {
+                    (23, ::netpoll_codec::thrift::TType::Uuid) => {
                         f_trace = ::std::option::Option::Some(r.read_uuid()?);
                     }
-                    (24, ::codec::thrift::TType::Set) => {
+                    (24, ::netpoll_codec::thrift::TType::Set) => {
                         let header0 = r.read_set_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Uuid,
+                            ::netpoll_codec::thrift::TType::Uuid,
                             header0.len,
                         )?;
                         let mut value = ::std::collections::HashSet::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 [u8; 16],
                             >(header0.len, r.remaining()),
                         );
@@ -835,7 +856,7 @@ pub mod kitchen_sink {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {
                 id: f_id
-                    .ok_or(::codec::thrift::DecodeError::MissingField {
+                    .ok_or(::netpoll_codec::thrift::DecodeError::MissingField {
                         owner: "Everything",
                         field: "id",
                     })?,
@@ -875,22 +896,22 @@ pub mod kitchen_sink {
                 seen: f_seen,
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("Everything")?;
-            w.write_field_begin(::codec::thrift::TType::I64, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I64, 1)?;
             w.write_i64(self.id)?;
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.note {
-                w.write_field_begin(::codec::thrift::TType::Binary, 2)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 2)?;
                 w.write_string(value)?;
                 w.write_field_end()?;
             }
-            w.write_field_begin(::codec::thrift::TType::Set, 3)?;
-            w.write_set_begin(::codec::thrift::ListHeader {
-                elem: ::codec::thrift::TType::Double,
+            w.write_field_begin(::netpoll_codec::thrift::TType::Set, 3)?;
+            w.write_set_begin(::netpoll_codec::thrift::ListHeader {
+                elem: ::netpoll_codec::thrift::TType::Double,
                 len: self.measures.len(),
             })?;
             for item0 in self.measures.iter() {
@@ -898,10 +919,10 @@ pub mod kitchen_sink {
             }
             w.write_set_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Map, 4)?;
-            w.write_map_begin(::codec::thrift::MapHeader {
-                key: ::codec::thrift::TType::Double,
-                value: ::codec::thrift::TType::Binary,
+            w.write_field_begin(::netpoll_codec::thrift::TType::Map, 4)?;
+            w.write_map_begin(::netpoll_codec::thrift::MapHeader {
+                key: ::netpoll_codec::thrift::TType::Double,
+                value: ::netpoll_codec::thrift::TType::Binary,
                 len: self.by_measure.len(),
             })?;
             for (key0, value0) in self.by_measure.iter() {
@@ -910,26 +931,29 @@ pub mod kitchen_sink {
             }
             w.write_map_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Set, 5)?;
-            w.write_set_begin(::codec::thrift::ListHeader {
-                elem: ::codec::thrift::TType::Struct,
+            w.write_field_begin(::netpoll_codec::thrift::TType::Set, 5)?;
+            w.write_set_begin(::netpoll_codec::thrift::ListHeader {
+                elem: ::netpoll_codec::thrift::TType::Struct,
                 len: self.points.len(),
             })?;
             for item0 in self.points.iter() {
-                <super::shared::Point as ::codec::thrift::Message>::encode(item0, w)?;
+                <super::shared::Point as ::netpoll_codec::thrift::Message>::encode(
+                    item0,
+                    w,
+                )?;
             }
             w.write_set_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Map, 6)?;
-            w.write_map_begin(::codec::thrift::MapHeader {
-                key: ::codec::thrift::TType::I32,
-                value: ::codec::thrift::TType::Set,
+            w.write_field_begin(::netpoll_codec::thrift::TType::Map, 6)?;
+            w.write_map_begin(::netpoll_codec::thrift::MapHeader {
+                key: ::netpoll_codec::thrift::TType::I32,
+                value: ::netpoll_codec::thrift::TType::Set,
                 len: self.schedule.len(),
             })?;
             for (key0, value0) in self.schedule.iter() {
                 w.write_i32(key0.0)?;
-                w.write_set_begin(::codec::thrift::ListHeader {
-                    elem: ::codec::thrift::TType::I64,
+                w.write_set_begin(::netpoll_codec::thrift::ListHeader {
+                    elem: ::netpoll_codec::thrift::TType::I64,
                     len: value0.len(),
                 })?;
                 for item1 in value0.iter() {
@@ -939,27 +963,27 @@ pub mod kitchen_sink {
             }
             w.write_map_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I32, 7)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 7)?;
             w.write_i32(self.level.0)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Struct, 8)?;
-            <Shape as ::codec::thrift::Message>::encode(&self.shape, w)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 8)?;
+            <Shape as ::netpoll_codec::thrift::Message>::encode(&self.shape, w)?;
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.deep {
-                w.write_field_begin(::codec::thrift::TType::List, 9)?;
-                w.write_list_begin(::codec::thrift::ListHeader {
-                    elem: ::codec::thrift::TType::List,
+                w.write_field_begin(::netpoll_codec::thrift::TType::List, 9)?;
+                w.write_list_begin(::netpoll_codec::thrift::ListHeader {
+                    elem: ::netpoll_codec::thrift::TType::List,
                     len: value.len(),
                 })?;
                 for item0 in value.iter() {
-                    w.write_list_begin(::codec::thrift::ListHeader {
-                        elem: ::codec::thrift::TType::Map,
+                    w.write_list_begin(::netpoll_codec::thrift::ListHeader {
+                        elem: ::netpoll_codec::thrift::TType::Map,
                         len: item0.len(),
                     })?;
                     for item1 in item0.iter() {
-                        w.write_map_begin(::codec::thrift::MapHeader {
-                            key: ::codec::thrift::TType::Binary,
-                            value: ::codec::thrift::TType::Binary,
+                        w.write_map_begin(::netpoll_codec::thrift::MapHeader {
+                            key: ::netpoll_codec::thrift::TType::Binary,
+                            value: ::netpoll_codec::thrift::TType::Binary,
                             len: item1.len(),
                         })?;
                         for (key2, value2) in item1.iter() {
@@ -973,10 +997,10 @@ pub mod kitchen_sink {
                 w.write_list_end()?;
                 w.write_field_end()?;
             }
-            w.write_field_begin(::codec::thrift::TType::Map, 10)?;
-            w.write_map_begin(::codec::thrift::MapHeader {
-                key: ::codec::thrift::TType::Binary,
-                value: ::codec::thrift::TType::I64,
+            w.write_field_begin(::netpoll_codec::thrift::TType::Map, 10)?;
+            w.write_map_begin(::netpoll_codec::thrift::MapHeader {
+                key: ::netpoll_codec::thrift::TType::Binary,
+                value: ::netpoll_codec::thrift::TType::I64,
                 len: self.clock.len(),
             })?;
             for (key0, value0) in self.clock.iter() {
@@ -985,29 +1009,32 @@ pub mod kitchen_sink {
             }
             w.write_map_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Binary, 11)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 11)?;
             w.write_string(&self.r#type)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I32, 12)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 12)?;
             w.write_i32(self.self_)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I64, 13)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I64, 13)?;
             w.write_i64(self.at)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Bool, 14)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Bool, 14)?;
             w.write_bool(self.flag)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Struct, 15)?;
-            <super::shared::Point as ::codec::thrift::Message>::encode(&self.origin, w)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 15)?;
+            <super::shared::Point as ::netpoll_codec::thrift::Message>::encode(
+                &self.origin,
+                w,
+            )?;
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.tree {
-                w.write_field_begin(::codec::thrift::TType::Struct, 16)?;
-                <Node as ::codec::thrift::Message>::encode(value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 16)?;
+                <Node as ::netpoll_codec::thrift::Message>::encode(value, w)?;
                 w.write_field_end()?;
             }
-            w.write_field_begin(::codec::thrift::TType::List, 17)?;
-            w.write_list_begin(::codec::thrift::ListHeader {
-                elem: ::codec::thrift::TType::Bool,
+            w.write_field_begin(::netpoll_codec::thrift::TType::List, 17)?;
+            w.write_list_begin(::netpoll_codec::thrift::ListHeader {
+                elem: ::netpoll_codec::thrift::TType::Bool,
                 len: self.bits.len(),
             })?;
             for item0 in self.bits.iter() {
@@ -1015,30 +1042,33 @@ pub mod kitchen_sink {
             }
             w.write_list_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I8, 18)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I8, 18)?;
             w.write_i8(self.tiny)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I16, 19)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I16, 19)?;
             w.write_i16(self.short_one)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Double, 20)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Double, 20)?;
             w.write_double(self.ratio)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Struct, 21)?;
-            <Shape as ::codec::thrift::Message>::encode(&self.fallback, w)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 21)?;
+            <Shape as ::netpoll_codec::thrift::Message>::encode(&self.fallback, w)?;
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.r#where {
-                w.write_field_begin(::codec::thrift::TType::Struct, 22)?;
-                <super::shared::Point as ::codec::thrift::Message>::encode(value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 22)?;
+                <super::shared::Point as ::netpoll_codec::thrift::Message>::encode(
+                    value,
+                    w,
+                )?;
                 w.write_field_end()?;
             }
-            w.write_field_begin(::codec::thrift::TType::Uuid, 23)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Uuid, 23)?;
             w.write_uuid(&self.trace)?;
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.seen {
-                w.write_field_begin(::codec::thrift::TType::Set, 24)?;
-                w.write_set_begin(::codec::thrift::ListHeader {
-                    elem: ::codec::thrift::TType::Uuid,
+                w.write_field_begin(::netpoll_codec::thrift::TType::Set, 24)?;
+                w.write_set_begin(::netpoll_codec::thrift::ListHeader {
+                    elem: ::netpoll_codec::thrift::TType::Uuid,
                     len: value.len(),
                 })?;
                 for item0 in value.iter() {
@@ -1051,21 +1081,24 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("Everything");
-            len += l.field_begin_len(::codec::thrift::TType::I64, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I64, 1);
             len += l.i64_len(self.id);
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.note {
-                len += l.field_begin_len(::codec::thrift::TType::Binary, 2);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 2);
                 len += l.string_len(value);
                 len += l.field_end_len();
             }
-            len += l.field_begin_len(::codec::thrift::TType::Set, 3);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Set, 3);
             len
                 += l
-                    .set_begin_len(::codec::thrift::ListHeader {
-                        elem: ::codec::thrift::TType::Double,
+                    .set_begin_len(::netpoll_codec::thrift::ListHeader {
+                        elem: ::netpoll_codec::thrift::TType::Double,
                         len: self.measures.len(),
                     });
             for item0 in self.measures.iter() {
@@ -1073,12 +1106,12 @@ pub mod kitchen_sink {
             }
             len += l.set_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Map, 4);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Map, 4);
             len
                 += l
-                    .map_begin_len(::codec::thrift::MapHeader {
-                        key: ::codec::thrift::TType::Double,
-                        value: ::codec::thrift::TType::Binary,
+                    .map_begin_len(::netpoll_codec::thrift::MapHeader {
+                        key: ::netpoll_codec::thrift::TType::Double,
+                        value: ::netpoll_codec::thrift::TType::Binary,
                         len: self.by_measure.len(),
                     });
             for (key0, value0) in self.by_measure.iter() {
@@ -1087,36 +1120,36 @@ pub mod kitchen_sink {
             }
             len += l.map_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Set, 5);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Set, 5);
             len
                 += l
-                    .set_begin_len(::codec::thrift::ListHeader {
-                        elem: ::codec::thrift::TType::Struct,
+                    .set_begin_len(::netpoll_codec::thrift::ListHeader {
+                        elem: ::netpoll_codec::thrift::TType::Struct,
                         len: self.points.len(),
                     });
             for item0 in self.points.iter() {
                 len
-                    += <super::shared::Point as ::codec::thrift::Message>::encoded_len(
+                    += <super::shared::Point as ::netpoll_codec::thrift::Message>::encoded_len(
                         item0,
                         l,
                     );
             }
             len += l.set_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Map, 6);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Map, 6);
             len
                 += l
-                    .map_begin_len(::codec::thrift::MapHeader {
-                        key: ::codec::thrift::TType::I32,
-                        value: ::codec::thrift::TType::Set,
+                    .map_begin_len(::netpoll_codec::thrift::MapHeader {
+                        key: ::netpoll_codec::thrift::TType::I32,
+                        value: ::netpoll_codec::thrift::TType::Set,
                         len: self.schedule.len(),
                     });
             for (key0, value0) in self.schedule.iter() {
                 len += l.i32_len(key0.0);
                 len
                     += l
-                        .set_begin_len(::codec::thrift::ListHeader {
-                            elem: ::codec::thrift::TType::I64,
+                        .set_begin_len(::netpoll_codec::thrift::ListHeader {
+                            elem: ::netpoll_codec::thrift::TType::I64,
                             len: value0.len(),
                         });
                 for item1 in value0.iter() {
@@ -1126,33 +1159,37 @@ pub mod kitchen_sink {
             }
             len += l.map_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I32, 7);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 7);
             len += l.i32_len(self.level.0);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Struct, 8);
-            len += <Shape as ::codec::thrift::Message>::encoded_len(&self.shape, l);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 8);
+            len
+                += <Shape as ::netpoll_codec::thrift::Message>::encoded_len(
+                    &self.shape,
+                    l,
+                );
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.deep {
-                len += l.field_begin_len(::codec::thrift::TType::List, 9);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::List, 9);
                 len
                     += l
-                        .list_begin_len(::codec::thrift::ListHeader {
-                            elem: ::codec::thrift::TType::List,
+                        .list_begin_len(::netpoll_codec::thrift::ListHeader {
+                            elem: ::netpoll_codec::thrift::TType::List,
                             len: value.len(),
                         });
                 for item0 in value.iter() {
                     len
                         += l
-                            .list_begin_len(::codec::thrift::ListHeader {
-                                elem: ::codec::thrift::TType::Map,
+                            .list_begin_len(::netpoll_codec::thrift::ListHeader {
+                                elem: ::netpoll_codec::thrift::TType::Map,
                                 len: item0.len(),
                             });
                     for item1 in item0.iter() {
                         len
                             += l
-                                .map_begin_len(::codec::thrift::MapHeader {
-                                    key: ::codec::thrift::TType::Binary,
-                                    value: ::codec::thrift::TType::Binary,
+                                .map_begin_len(::netpoll_codec::thrift::MapHeader {
+                                    key: ::netpoll_codec::thrift::TType::Binary,
+                                    value: ::netpoll_codec::thrift::TType::Binary,
                                     len: item1.len(),
                                 });
                         for (key2, value2) in item1.iter() {
@@ -1166,12 +1203,12 @@ pub mod kitchen_sink {
                 len += l.list_end_len();
                 len += l.field_end_len();
             }
-            len += l.field_begin_len(::codec::thrift::TType::Map, 10);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Map, 10);
             len
                 += l
-                    .map_begin_len(::codec::thrift::MapHeader {
-                        key: ::codec::thrift::TType::Binary,
-                        value: ::codec::thrift::TType::I64,
+                    .map_begin_len(::netpoll_codec::thrift::MapHeader {
+                        key: ::netpoll_codec::thrift::TType::Binary,
+                        value: ::netpoll_codec::thrift::TType::I64,
                         len: self.clock.len(),
                     });
             for (key0, value0) in self.clock.iter() {
@@ -1180,35 +1217,35 @@ pub mod kitchen_sink {
             }
             len += l.map_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Binary, 11);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 11);
             len += l.string_len(&self.r#type);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I32, 12);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 12);
             len += l.i32_len(self.self_);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I64, 13);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I64, 13);
             len += l.i64_len(self.at);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Bool, 14);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Bool, 14);
             len += l.bool_len(self.flag);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Struct, 15);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 15);
             len
-                += <super::shared::Point as ::codec::thrift::Message>::encoded_len(
+                += <super::shared::Point as ::netpoll_codec::thrift::Message>::encoded_len(
                     &self.origin,
                     l,
                 );
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.tree {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 16);
-                len += <Node as ::codec::thrift::Message>::encoded_len(value, l);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 16);
+                len += <Node as ::netpoll_codec::thrift::Message>::encoded_len(value, l);
                 len += l.field_end_len();
             }
-            len += l.field_begin_len(::codec::thrift::TType::List, 17);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::List, 17);
             len
                 += l
-                    .list_begin_len(::codec::thrift::ListHeader {
-                        elem: ::codec::thrift::TType::Bool,
+                    .list_begin_len(::netpoll_codec::thrift::ListHeader {
+                        elem: ::netpoll_codec::thrift::TType::Bool,
                         len: self.bits.len(),
                     });
             for item0 in self.bits.iter() {
@@ -1216,36 +1253,40 @@ pub mod kitchen_sink {
             }
             len += l.list_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I8, 18);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I8, 18);
             len += l.i8_len(self.tiny);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I16, 19);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I16, 19);
             len += l.i16_len(self.short_one);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Double, 20);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Double, 20);
             len += l.double_len(self.ratio);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Struct, 21);
-            len += <Shape as ::codec::thrift::Message>::encoded_len(&self.fallback, l);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 21);
+            len
+                += <Shape as ::netpoll_codec::thrift::Message>::encoded_len(
+                    &self.fallback,
+                    l,
+                );
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.r#where {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 22);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 22);
                 len
-                    += <super::shared::Point as ::codec::thrift::Message>::encoded_len(
+                    += <super::shared::Point as ::netpoll_codec::thrift::Message>::encoded_len(
                         value,
                         l,
                     );
                 len += l.field_end_len();
             }
-            len += l.field_begin_len(::codec::thrift::TType::Uuid, 23);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Uuid, 23);
             len += l.uuid_len(&self.trace);
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.seen {
-                len += l.field_begin_len(::codec::thrift::TType::Set, 24);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Set, 24);
                 len
                     += l
-                        .set_begin_len(::codec::thrift::ListHeader {
-                            elem: ::codec::thrift::TType::Uuid,
+                        .set_begin_len(::netpoll_codec::thrift::ListHeader {
+                            elem: ::netpoll_codec::thrift::TType::Uuid,
                             len: value.len(),
                         });
                 for item0 in value.iter() {
@@ -1273,10 +1314,10 @@ pub mod kitchen_sink {
         /// Field 5: `field`.
         pub field: i32,
     }
-    impl ::codec::thrift::Message for R {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for R {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_r = ::std::option::Option::None;
             let mut f_w = ::std::option::Option::None;
@@ -1285,35 +1326,36 @@ pub mod kitchen_sink {
             let mut f_field = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Struct) => {
-                        let value = <R as ::codec::thrift::Message>::decode(r)?;
+                    (1, ::netpoll_codec::thrift::TType::Struct) => {
+                        let value = <R as ::netpoll_codec::thrift::Message>::decode(r)?;
                         f_r = ::std::option::Option::Some(::std::boxed::Box::new(value));
                     }
-                    (2, ::codec::thrift::TType::List) => {
+                    (2, ::netpoll_codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Struct,
+                            ::netpoll_codec::thrift::TType::Struct,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 W,
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
-                            value.push(<W as ::codec::thrift::Message>::decode(r)?);
+                            value
+                                .push(<W as ::netpoll_codec::thrift::Message>::decode(r)?);
                         }
                         r.read_list_end()?;
                         f_w = ::std::option::Option::Some(value);
                     }
-                    (3, ::codec::thrift::TType::I32) => {
+                    (3, ::netpoll_codec::thrift::TType::I32) => {
                         f_len = ::std::option::Option::Some(r.read_i32()?);
                     }
-                    (4, ::codec::thrift::TType::I32) => {
+                    (4, ::netpoll_codec::thrift::TType::I32) => {
                         f_value = ::std::option::Option::Some(r.read_i32()?);
                     }
-                    (5, ::codec::thrift::TType::I32) => {
+                    (5, ::netpoll_codec::thrift::TType::I32) => {
                         f_field = ::std::option::Option::Some(r.read_i32()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -1329,65 +1371,68 @@ pub mod kitchen_sink {
                 field: f_field.unwrap_or_default(),
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("R")?;
             if let ::std::option::Option::Some(value) = &self.r {
-                w.write_field_begin(::codec::thrift::TType::Struct, 1)?;
-                <R as ::codec::thrift::Message>::encode(&**value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 1)?;
+                <R as ::netpoll_codec::thrift::Message>::encode(&**value, w)?;
                 w.write_field_end()?;
             }
-            w.write_field_begin(::codec::thrift::TType::List, 2)?;
-            w.write_list_begin(::codec::thrift::ListHeader {
-                elem: ::codec::thrift::TType::Struct,
+            w.write_field_begin(::netpoll_codec::thrift::TType::List, 2)?;
+            w.write_list_begin(::netpoll_codec::thrift::ListHeader {
+                elem: ::netpoll_codec::thrift::TType::Struct,
                 len: self.w.len(),
             })?;
             for item0 in self.w.iter() {
-                <W as ::codec::thrift::Message>::encode(item0, w)?;
+                <W as ::netpoll_codec::thrift::Message>::encode(item0, w)?;
             }
             w.write_list_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I32, 3)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 3)?;
             w.write_i32(self.len)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I32, 4)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 4)?;
             w.write_i32(self.value)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I32, 5)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 5)?;
             w.write_i32(self.field)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("R");
             if let ::std::option::Option::Some(value) = &self.r {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 1);
-                len += <R as ::codec::thrift::Message>::encoded_len(&**value, l);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 1);
+                len += <R as ::netpoll_codec::thrift::Message>::encoded_len(&**value, l);
                 len += l.field_end_len();
             }
-            len += l.field_begin_len(::codec::thrift::TType::List, 2);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::List, 2);
             len
                 += l
-                    .list_begin_len(::codec::thrift::ListHeader {
-                        elem: ::codec::thrift::TType::Struct,
+                    .list_begin_len(::netpoll_codec::thrift::ListHeader {
+                        elem: ::netpoll_codec::thrift::TType::Struct,
                         len: self.w.len(),
                     });
             for item0 in self.w.iter() {
-                len += <W as ::codec::thrift::Message>::encoded_len(item0, l);
+                len += <W as ::netpoll_codec::thrift::Message>::encoded_len(item0, l);
             }
             len += l.list_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I32, 3);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 3);
             len += l.i32_len(self.len);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I32, 4);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 4);
             len += l.i32_len(self.value);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I32, 5);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 5);
             len += l.i32_len(self.field);
             len += l.field_end_len();
             len += l.field_stop_len();
@@ -1403,19 +1448,19 @@ pub mod kitchen_sink {
         /// Field 2: `item0`.
         pub item0: i32,
     }
-    impl ::codec::thrift::Message for W {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for W {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_l = ::std::option::Option::None;
             let mut f_item0 = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I32) => {
+                    (1, ::netpoll_codec::thrift::TType::I32) => {
                         f_l = ::std::option::Option::Some(r.read_i32()?);
                     }
-                    (2, ::codec::thrift::TType::I32) => {
+                    (2, ::netpoll_codec::thrift::TType::I32) => {
                         f_item0 = ::std::option::Option::Some(r.read_i32()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -1428,27 +1473,30 @@ pub mod kitchen_sink {
                 item0: f_item0.unwrap_or_default(),
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("W")?;
-            w.write_field_begin(::codec::thrift::TType::I32, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 1)?;
             w.write_i32(self.l)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I32, 2)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 2)?;
             w.write_i32(self.item0)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("W");
-            len += l.field_begin_len(::codec::thrift::TType::I32, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 1);
             len += l.i32_len(self.l);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I32, 2);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 2);
             len += l.i32_len(self.item0);
             len += l.field_end_len();
             len += l.field_stop_len();
@@ -1462,16 +1510,16 @@ pub mod kitchen_sink {
         /// Field 1: optional `next`.
         pub next: ::std::option::Option<::std::boxed::Box<L>>,
     }
-    impl ::codec::thrift::Message for L {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for L {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_next = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Struct) => {
-                        let value = <L as ::codec::thrift::Message>::decode(r)?;
+                    (1, ::netpoll_codec::thrift::TType::Struct) => {
+                        let value = <L as ::netpoll_codec::thrift::Message>::decode(r)?;
                         f_next = ::std::option::Option::Some(
                             ::std::boxed::Box::new(value),
                         );
@@ -1483,25 +1531,28 @@ pub mod kitchen_sink {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self { next: f_next })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("L")?;
             if let ::std::option::Option::Some(value) = &self.next {
-                w.write_field_begin(::codec::thrift::TType::Struct, 1)?;
-                <L as ::codec::thrift::Message>::encode(&**value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 1)?;
+                <L as ::netpoll_codec::thrift::Message>::encode(&**value, w)?;
                 w.write_field_end()?;
             }
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("L");
             if let ::std::option::Option::Some(value) = &self.next {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 1);
-                len += <L as ::codec::thrift::Message>::encoded_len(&**value, l);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 1);
+                len += <L as ::netpoll_codec::thrift::Message>::encoded_len(&**value, l);
                 len += l.field_end_len();
             }
             len += l.field_stop_len();
@@ -1513,7 +1564,7 @@ pub mod kitchen_sink {
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct NotFound {
         /// Field 1: `what`.
-        pub what: ::codec::ByteString,
+        pub what: ::netpoll_codec::ByteString,
     }
     impl ::std::fmt::Display for NotFound {
         fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -1521,15 +1572,15 @@ pub mod kitchen_sink {
         }
     }
     impl ::std::error::Error for NotFound {}
-    impl ::codec::thrift::Message for NotFound {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for NotFound {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_what = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Binary) => {
+                    (1, ::netpoll_codec::thrift::TType::Binary) => {
                         f_what = ::std::option::Option::Some(r.read_string()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -1541,21 +1592,24 @@ pub mod kitchen_sink {
                 what: f_what.unwrap_or_default(),
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("NotFound")?;
-            w.write_field_begin(::codec::thrift::TType::Binary, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 1)?;
             w.write_string(&self.what)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("NotFound");
-            len += l.field_begin_len(::codec::thrift::TType::Binary, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 1);
             len += l.string_len(&self.what);
             len += l.field_end_len();
             len += l.field_stop_len();
@@ -1575,15 +1629,15 @@ pub mod kitchen_sink {
         }
     }
     impl ::std::error::Error for Overloaded {}
-    impl ::codec::thrift::Message for Overloaded {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for Overloaded {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_retry_after_ms = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I32) => {
+                    (1, ::netpoll_codec::thrift::TType::I32) => {
                         f_retry_after_ms = ::std::option::Option::Some(r.read_i32()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -1595,21 +1649,24 @@ pub mod kitchen_sink {
                 retry_after_ms: f_retry_after_ms.unwrap_or_default(),
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("Overloaded")?;
-            w.write_field_begin(::codec::thrift::TType::I32, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 1)?;
             w.write_i32(self.retry_after_ms)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("Overloaded");
-            len += l.field_begin_len(::codec::thrift::TType::I32, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 1);
             len += l.i32_len(self.retry_after_ms);
             len += l.field_end_len();
             len += l.field_stop_len();
@@ -1620,10 +1677,10 @@ pub mod kitchen_sink {
     /// The arguments of `Base.ping`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct BasePingArgs {}
-    impl ::codec::thrift::Message for BasePingArgs {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for BasePingArgs {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 r.skip(field.ttype)?;
@@ -1632,16 +1689,19 @@ pub mod kitchen_sink {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {})
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("BasePingArgs")?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("BasePingArgs");
             len += l.field_stop_len();
             len += l.struct_end_len();
@@ -1651,10 +1711,10 @@ pub mod kitchen_sink {
     /// The reply of `Base.ping`: `success` or one declared exception (all unset for a `void` success).
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct BasePingResult {}
-    impl ::codec::thrift::Message for BasePingResult {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for BasePingResult {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 r.skip(field.ttype)?;
@@ -1663,16 +1723,19 @@ pub mod kitchen_sink {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {})
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("BasePingResult")?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("BasePingResult");
             len += l.field_stop_len();
             len += l.struct_end_len();
@@ -1687,19 +1750,19 @@ pub mod kitchen_sink {
         /// Field 2: optional `min_level`.
         pub min_level: ::std::option::Option<super::shared::Level>,
     }
-    impl ::codec::thrift::Message for StoreFetchArgs {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for StoreFetchArgs {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_id = ::std::option::Option::None;
             let mut f_min_level = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I64) => {
+                    (1, ::netpoll_codec::thrift::TType::I64) => {
                         f_id = ::std::option::Option::Some(r.read_i64()?);
                     }
-                    (2, ::codec::thrift::TType::I32) => {
+                    (2, ::netpoll_codec::thrift::TType::I32) => {
                         f_min_level = ::std::option::Option::Some(
                             super::shared::Level(r.read_i32()?),
                         );
@@ -1714,16 +1777,16 @@ pub mod kitchen_sink {
                 min_level: f_min_level,
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("StoreFetchArgs")?;
-            w.write_field_begin(::codec::thrift::TType::I64, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I64, 1)?;
             w.write_i64(self.id)?;
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.min_level {
-                w.write_field_begin(::codec::thrift::TType::I32, 2)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::I32, 2)?;
                 w.write_i32(value.0)?;
                 w.write_field_end()?;
             }
@@ -1731,13 +1794,16 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("StoreFetchArgs");
-            len += l.field_begin_len(::codec::thrift::TType::I64, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I64, 1);
             len += l.i64_len(self.id);
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.min_level {
-                len += l.field_begin_len(::codec::thrift::TType::I32, 2);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 2);
                 len += l.i32_len(value.0);
                 len += l.field_end_len();
             }
@@ -1756,29 +1822,29 @@ pub mod kitchen_sink {
         /// Field 2: set when the call threw `busy`.
         pub busy: ::std::option::Option<Overloaded>,
     }
-    impl ::codec::thrift::Message for StoreFetchResult {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for StoreFetchResult {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_success = ::std::option::Option::None;
             let mut f_missing = ::std::option::Option::None;
             let mut f_busy = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (0, ::codec::thrift::TType::Struct) => {
+                    (0, ::netpoll_codec::thrift::TType::Struct) => {
                         f_success = ::std::option::Option::Some(
-                            <Everything as ::codec::thrift::Message>::decode(r)?,
+                            <Everything as ::netpoll_codec::thrift::Message>::decode(r)?,
                         );
                     }
-                    (1, ::codec::thrift::TType::Struct) => {
+                    (1, ::netpoll_codec::thrift::TType::Struct) => {
                         f_missing = ::std::option::Option::Some(
-                            <NotFound as ::codec::thrift::Message>::decode(r)?,
+                            <NotFound as ::netpoll_codec::thrift::Message>::decode(r)?,
                         );
                     }
-                    (2, ::codec::thrift::TType::Struct) => {
+                    (2, ::netpoll_codec::thrift::TType::Struct) => {
                         f_busy = ::std::option::Option::Some(
-                            <Overloaded as ::codec::thrift::Message>::decode(r)?,
+                            <Overloaded as ::netpoll_codec::thrift::Message>::decode(r)?,
                         );
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -1792,45 +1858,60 @@ pub mod kitchen_sink {
                 busy: f_busy,
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("StoreFetchResult")?;
             if let ::std::option::Option::Some(value) = &self.success {
-                w.write_field_begin(::codec::thrift::TType::Struct, 0)?;
-                <Everything as ::codec::thrift::Message>::encode(value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 0)?;
+                <Everything as ::netpoll_codec::thrift::Message>::encode(value, w)?;
                 w.write_field_end()?;
             }
             if let ::std::option::Option::Some(value) = &self.missing {
-                w.write_field_begin(::codec::thrift::TType::Struct, 1)?;
-                <NotFound as ::codec::thrift::Message>::encode(value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 1)?;
+                <NotFound as ::netpoll_codec::thrift::Message>::encode(value, w)?;
                 w.write_field_end()?;
             }
             if let ::std::option::Option::Some(value) = &self.busy {
-                w.write_field_begin(::codec::thrift::TType::Struct, 2)?;
-                <Overloaded as ::codec::thrift::Message>::encode(value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 2)?;
+                <Overloaded as ::netpoll_codec::thrift::Message>::encode(value, w)?;
                 w.write_field_end()?;
             }
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("StoreFetchResult");
             if let ::std::option::Option::Some(value) = &self.success {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 0);
-                len += <Everything as ::codec::thrift::Message>::encoded_len(value, l);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 0);
+                len
+                    += <Everything as ::netpoll_codec::thrift::Message>::encoded_len(
+                        value,
+                        l,
+                    );
                 len += l.field_end_len();
             }
             if let ::std::option::Option::Some(value) = &self.missing {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 1);
-                len += <NotFound as ::codec::thrift::Message>::encoded_len(value, l);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 1);
+                len
+                    += <NotFound as ::netpoll_codec::thrift::Message>::encoded_len(
+                        value,
+                        l,
+                    );
                 len += l.field_end_len();
             }
             if let ::std::option::Option::Some(value) = &self.busy {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 2);
-                len += <Overloaded as ::codec::thrift::Message>::encoded_len(value, l);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 2);
+                len
+                    += <Overloaded as ::netpoll_codec::thrift::Message>::encoded_len(
+                        value,
+                        l,
+                    );
                 len += l.field_end_len();
             }
             len += l.field_stop_len();
@@ -1842,17 +1923,17 @@ pub mod kitchen_sink {
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct StoreLogArgs {
         /// Field 1: `line`.
-        pub line: ::codec::ByteString,
+        pub line: ::netpoll_codec::ByteString,
     }
-    impl ::codec::thrift::Message for StoreLogArgs {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for StoreLogArgs {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_line = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Binary) => {
+                    (1, ::netpoll_codec::thrift::TType::Binary) => {
                         f_line = ::std::option::Option::Some(r.read_string()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -1864,21 +1945,24 @@ pub mod kitchen_sink {
                 line: f_line.unwrap_or_default(),
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("StoreLogArgs")?;
-            w.write_field_begin(::codec::thrift::TType::Binary, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 1)?;
             w.write_string(&self.line)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("StoreLogArgs");
-            len += l.field_begin_len(::codec::thrift::TType::Binary, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 1);
             len += l.string_len(&self.line);
             len += l.field_end_len();
             len += l.field_stop_len();
@@ -1889,10 +1973,10 @@ pub mod kitchen_sink {
     /// The arguments of `Store.trees`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct StoreTreesArgs {}
-    impl ::codec::thrift::Message for StoreTreesArgs {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for StoreTreesArgs {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 r.skip(field.ttype)?;
@@ -1901,16 +1985,19 @@ pub mod kitchen_sink {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {})
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("StoreTreesArgs")?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("StoreTreesArgs");
             len += l.field_stop_len();
             len += l.struct_end_len();
@@ -1923,28 +2010,31 @@ pub mod kitchen_sink {
         /// Field 0: the return value, when the call succeeded.
         pub success: ::std::option::Option<::std::vec::Vec<Node>>,
     }
-    impl ::codec::thrift::Message for StoreTreesResult {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for StoreTreesResult {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_success = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (0, ::codec::thrift::TType::List) => {
+                    (0, ::netpoll_codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Struct,
+                            ::netpoll_codec::thrift::TType::Struct,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 Node,
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
-                            value.push(<Node as ::codec::thrift::Message>::decode(r)?);
+                            value
+                                .push(
+                                    <Node as ::netpoll_codec::thrift::Message>::decode(r)?,
+                                );
                         }
                         r.read_list_end()?;
                         f_success = ::std::option::Option::Some(value);
@@ -1956,19 +2046,19 @@ pub mod kitchen_sink {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self { success: f_success })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("StoreTreesResult")?;
             if let ::std::option::Option::Some(value) = &self.success {
-                w.write_field_begin(::codec::thrift::TType::List, 0)?;
-                w.write_list_begin(::codec::thrift::ListHeader {
-                    elem: ::codec::thrift::TType::Struct,
+                w.write_field_begin(::netpoll_codec::thrift::TType::List, 0)?;
+                w.write_list_begin(::netpoll_codec::thrift::ListHeader {
+                    elem: ::netpoll_codec::thrift::TType::Struct,
                     len: value.len(),
                 })?;
                 for item0 in value.iter() {
-                    <Node as ::codec::thrift::Message>::encode(item0, w)?;
+                    <Node as ::netpoll_codec::thrift::Message>::encode(item0, w)?;
                 }
                 w.write_list_end()?;
                 w.write_field_end()?;
@@ -1977,18 +2067,25 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("StoreTreesResult");
             if let ::std::option::Option::Some(value) = &self.success {
-                len += l.field_begin_len(::codec::thrift::TType::List, 0);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::List, 0);
                 len
                     += l
-                        .list_begin_len(::codec::thrift::ListHeader {
-                            elem: ::codec::thrift::TType::Struct,
+                        .list_begin_len(::netpoll_codec::thrift::ListHeader {
+                            elem: ::netpoll_codec::thrift::TType::Struct,
                             len: value.len(),
                         });
                 for item0 in value.iter() {
-                    len += <Node as ::codec::thrift::Message>::encoded_len(item0, l);
+                    len
+                        += <Node as ::netpoll_codec::thrift::Message>::encoded_len(
+                            item0,
+                            l,
+                        );
                 }
                 len += l.list_end_len();
                 len += l.field_end_len();

@@ -19,8 +19,8 @@ const ONEWAY: u32 = 4;
 /// `(message type, method name, body)` of each message in a captured stream, split with
 /// codec's own framing (TTHeader or Framed, detected from the first bytes).
 fn messages(file: &str) -> Vec<(u32, String, Bytes)> {
-    use codec::frame::{self, Protocol, Split, TTHeader};
-    use codec::thrift::ProtocolRead;
+    use netpoll_codec::frame::{self, Protocol, Split, TTHeader};
+    use netpoll_codec::thrift::ProtocolRead;
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../codec/tests/fixtures/volo")
         .join(file);
@@ -46,7 +46,7 @@ fn messages(file: &str) -> Vec<(u32, String, Bytes)> {
             Protocol::FramedBinary => f.slice(4..),
             other => panic!("{file}: unexpected protocol {other:?}"),
         };
-        let mut r = codec::thrift::BinaryReader::new(msg.clone());
+        let mut r = netpoll_codec::thrift::BinaryReader::new(msg.clone());
         let h = r
             .read_message_begin()
             .expect("a strict binary message header");

@@ -5,8 +5,8 @@
 #![no_main]
 
 use bytes::Bytes;
-use codec::envelope;
-use codec::frame::{self, KitexPbHeader, Protocol, Split, Splitter, TTHeader};
+use netpoll_codec::envelope;
+use netpoll_codec::frame::{self, KitexPbHeader, Protocol, Split, Splitter, TTHeader};
 use libfuzzer_sys::fuzz_target;
 
 const PROTOCOLS: [Protocol; 6] = [

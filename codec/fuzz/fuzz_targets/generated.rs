@@ -2,7 +2,7 @@
 #![no_main]
 
 use bytes::Bytes;
-use codec::thrift::{BinaryReader, CompactReader, Message};
+use netpoll_codec::thrift::{BinaryReader, CompactReader, Message};
 use libfuzzer_sys::fuzz_target;
 
 mod generated {
@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let bytes = Bytes::copy_from_slice(data);
     if let Ok(v) = AllTypes::decode(&mut BinaryReader::new(bytes.clone())) {
         // Whatever decodes must re-encode.
-        let mut w = codec::thrift::BinaryWriter::default();
+        let mut w = netpoll_codec::thrift::BinaryWriter::default();
         v.encode(&mut w).expect("a decoded value encodes");
     }
     let _ = AllTypes::decode(&mut CompactReader::new(bytes.clone()));

@@ -2,7 +2,7 @@
 #![no_main]
 
 use bytes::Bytes;
-use codec::thrift::{ApplicationException, CompactReader, Message, ProtocolRead, TType};
+use netpoll_codec::thrift::{ApplicationException, CompactReader, Message, ProtocolRead, TType};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

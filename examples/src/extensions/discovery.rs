@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use rpc::discovery::{Instance, LoadBalancer, Picker, ResolveError, Resolver};
-use rpc::CallInfo;
+use netpoll_rpc::discovery::{Instance, LoadBalancer, Picker, ResolveError, Resolver};
+use netpoll_rpc::CallInfo;
 
 /// Instances given by hand, per service.
 #[derive(Debug, Default, Clone)]
@@ -36,7 +36,7 @@ impl Resolver for HostPorts {
             Some(list) if !list.is_empty() => Ok(list.clone()),
             _ => Err(ResolveError {
                 service: service.to_owned(),
-                cause: rpc::reason("no host ports given for this service"),
+                cause: netpoll_rpc::reason("no host ports given for this service"),
             }),
         }
     }

@@ -4,9 +4,9 @@
 //! the same port as Framed, Buffered, TTHeader and Kitex Protobuf, by the same services.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use codec::frame::{FrameError, Split};
-use rpc::server::{Detect, Framing};
-use rpc::wire::Payload;
+use netpoll_codec::frame::{FrameError, Split};
+use netpoll_rpc::server::{Detect, Framing};
+use netpoll_rpc::wire::Payload;
 
 /// The magic a connection of this framing starts with.
 pub const MAGIC: &[u8; 4] = b"NPF1";

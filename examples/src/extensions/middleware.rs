@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rpc::{CallInfo, ErrorKind, Metadata, Middleware, Outcome, Side, Status};
+use netpoll_rpc::{CallInfo, ErrorKind, Metadata, Middleware, Outcome, Side, Status};
 
 /// The header [`CallStats`] carries its call id in.
 pub const CALL_ID: &str = "x-call-id";

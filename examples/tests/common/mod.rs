@@ -8,10 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use codec::frame::{self, Protocol, Split};
-use codec::thrift::{Message, MessageType};
-use codec::ByteString;
-use rpc::wire::{self, Envelope, Headers, Parsed, Payload, Transport};
+use netpoll_codec::frame::{self, Protocol, Split};
+use netpoll_codec::thrift::{Message, MessageType};
+use netpoll_codec::ByteString;
+use netpoll_rpc::wire::{self, Envelope, Headers, Parsed, Payload, Transport};
 
 /// A blocking raw connection speaking one protocol.
 pub struct Raw {
@@ -143,7 +143,7 @@ pub fn reply<M: Message>(p: Parsed) -> M {
 }
 
 /// Decodes an EXCEPTION body.
-pub fn exception(p: Parsed) -> codec::thrift::ApplicationException {
+pub fn exception(p: Parsed) -> netpoll_codec::thrift::ApplicationException {
     assert_eq!(
         p.envelope.kind,
         MessageType::Exception,

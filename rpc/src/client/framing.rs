@@ -1,6 +1,6 @@
 //! How a client finds reply frames and their sequence ids in a connection's input.
 
-use codec::frame::{self, Protocol, Split};
+use netpoll_codec::frame::{self, Protocol, Split};
 
 /// The outcome of looking at the start of a connection's unconsumed input.
 #[derive(Debug, Clone)]
@@ -81,7 +81,7 @@ impl ReplyFraming for FrameReplies {
         match frame::split(self.protocol, input, self.max_frame) {
             Ok(Split::NeedMore(n)) => ReplySplit::NeedMore(n),
             Ok(Split::Frame(len)) => {
-                match codec::envelope::peek_seq_id(self.protocol, &input[..len]) {
+                match netpoll_codec::envelope::peek_seq_id(self.protocol, &input[..len]) {
                     Ok(seq) => ReplySplit::Reply { len, seq },
                     Err(why) => ReplySplit::Invalid(crate::reason(why)),
                 }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use codec::frame::{self, int_key, Protocol};
-use codec::thrift::{ApplicationException, Message, MessageType};
-use codec::ByteString;
 use netpoll::{Runtime, RuntimeHandle};
+use netpoll_codec::frame::{self, int_key, Protocol};
+use netpoll_codec::thrift::{ApplicationException, Message, MessageType};
+use netpoll_codec::ByteString;
 use prost::Message as _;
 
 use super::{Channel, ChannelConfig, KitexPbFraming, ReplyFraming, ThriftFraming};
@@ -425,7 +425,7 @@ impl PayloadCodec for Protobuf {
     fn read_exception(&self, body: Bytes) -> Result<ApplicationException, CallError> {
         let e = frame::ErrorProto::decode(body).map_err(|e| CallError::Decode(crate::cause(e)))?;
         Ok(ApplicationException::new(
-            codec::thrift::ApplicationExceptionKind::from_i32(e.type_id),
+            netpoll_codec::thrift::ApplicationExceptionKind::from_i32(e.type_id),
             e.message,
         ))
     }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use codec::frame::{self, Protocol, Split, Splitter};
-use codec::thrift::{ApplicationExceptionKind, MessageType};
 use netpoll::{CloseReason, Conn, ConnId, Core, Handler, Input, TimerId};
+use netpoll_codec::frame::{self, Protocol, Split, Splitter};
+use netpoll_codec::thrift::{ApplicationExceptionKind, MessageType};
 
 use super::context::{CallContext, WriteReply};
 use super::framing::{Detect, Framing};
@@ -23,6 +23,11 @@ use crate::Status;
 
 const IDLE_TIMER: u64 = 1;
 const READ_TIMER: u64 = 2;
+const DRAIN_READ_TIMER: u64 = 3;
+
+/// How long a draining connection reads after it stops being throttled, for calls the
+/// peer sent that the throttle left in the socket, before it closes.
+const DRAIN_READ: std::time::Duration = std::time::Duration::from_millis(20);
 
 const NO_HEADERS: Headers<'static> = Headers {
     flags: 0,
@@ -70,6 +75,9 @@ pub(crate) struct ServerConn {
     read_timer: Option<TimerId>,
     /// Why this side closed the connection, if it did.
     cause: Option<CloseCause>,
+    /// Draining, it stopped being throttled: it reads what the throttle left in the socket
+    /// for a moment before closing.
+    drain_reading: bool,
 }
 
 impl ServerConn {
@@ -90,6 +98,7 @@ impl ServerConn {
             idle_timer: None,
             read_timer: None,
             cause: None,
+            drain_reading: false,
         }
     }
 
@@ -157,8 +166,11 @@ impl ServerConn {
             framing,
         }
         .reply(slot, write);
-        if self.throttled {
-            self.throttle(conn);
+        if self.throttled && !self.throttle(conn) && self.draining && !self.drain_reading {
+            // Calls the throttle left unread may still be in the socket: read them before
+            // closing.
+            self.drain_reading = true;
+            conn.set_timer(conn.now() + DRAIN_READ, DRAIN_READ_TIMER);
         }
         self.close_if_drained(conn);
     }
@@ -171,6 +183,8 @@ impl ServerConn {
             && self.order.in_flight() == 0
             && !self.throttled
             && !self.held_frames
+            && !self.drain_reading
+            && conn.unread_len() == 0
         {
             conn.close();
         }
@@ -492,6 +506,10 @@ impl Handler for ServerConn {
                     };
                     self.idle_timer = Some(conn.set_timer(at, IDLE_TIMER));
                 }
+            }
+            DRAIN_READ_TIMER => {
+                self.drain_reading = false;
+                self.close_if_drained(conn);
             }
             READ_TIMER => {
                 self.read_timer = None;

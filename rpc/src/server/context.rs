@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use codec::frame::TTHeader;
 use netpoll::{ConnId, Core, RuntimeHandle};
+use netpoll_codec::frame::TTHeader;
 
 use crate::middleware::Running;
 use crate::wire::{Envelope, Headers};

@@ -4,7 +4,7 @@
 //! it unchanged.
 
 use bytes::{Bytes, BytesMut};
-use codec::frame::{FrameError, Split};
+use netpoll_codec::frame::{FrameError, Split};
 
 use crate::wire::Payload;
 
@@ -32,7 +32,7 @@ pub trait Framing: Send + Sync + 'static {
     fn detect(&self, head: &[u8]) -> Detect;
 
     /// Finds the first whole frame in `buf`, as
-    /// [`codec::frame::split`] does for the built-in protocols: refuse frames over
+    /// [`netpoll_codec::frame::split`] does for the built-in protocols: refuse frames over
     /// `max_frame` bytes as soon as their length is known.
     fn split(&self, buf: &[u8], max_frame: usize) -> Result<Split, FrameError>;
 

@@ -2,7 +2,7 @@
 //!
 //! ```ignore
 //! use std::time::Duration;
-//! use rpc::server::Server;
+//! use netpoll_rpc::server::Server;
 //!
 //! let server = Server::builder()
 //!     .addr("127.0.0.1:8888")
@@ -320,7 +320,7 @@ impl Server {
             addr: Ok(SocketAddr::from(([127, 0, 0, 1], 8888))),
             cores: None,
             cpus: None,
-            max_frame: codec::frame::DEFAULT_MAX_FRAME,
+            max_frame: netpoll_codec::frame::DEFAULT_MAX_FRAME,
             max_connections: None,
             idle_timeout: None,
             read_timeout: None,

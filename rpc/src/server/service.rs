@@ -4,7 +4,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::{Bytes, BytesMut};
-use codec::thrift::{Message, MessageType};
+use netpoll_codec::thrift::{Message, MessageType};
 
 use super::context::{CallContext, Reply, ReplyEncoder, ReplyError, ReplyInner};
 use super::order::Sink;

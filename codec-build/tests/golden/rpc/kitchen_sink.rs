@@ -8,7 +8,7 @@ pub mod kitchen_sink {
     /// The Thrift typedef `Path`.
     pub type Path = ::std::vec::Vec<super::shared::Point>;
     /// The Thrift typedef `Clock`.
-    pub type Clock = ::std::collections::HashMap<::codec::ByteString, i64>;
+    pub type Clock = ::std::collections::HashMap<::netpoll_codec::ByteString, i64>;
     /// The Thrift constant `EPOCH`.
     pub const EPOCH: i64 = 0;
     /// The Thrift constant `PI`.
@@ -26,20 +26,20 @@ pub mod kitchen_sink {
         ::std::vec![2, 3, 5, 7]
     }
     /// The Thrift constant `NAMES`.
-    pub fn names() -> ::std::collections::HashSet<::codec::ByteString> {
+    pub fn names() -> ::std::collections::HashSet<::netpoll_codec::ByteString> {
         ::std::collections::HashSet::from([
-            ::codec::ByteString::from_static("a"),
-            ::codec::ByteString::from_static("b"),
+            ::netpoll_codec::ByteString::from_static("a"),
+            ::netpoll_codec::ByteString::from_static("b"),
         ])
     }
     /// The Thrift constant `TABLE`.
     pub fn table() -> ::std::collections::HashMap<
-        ::codec::ByteString,
+        ::netpoll_codec::ByteString,
         ::std::vec::Vec<i16>,
     > {
         ::std::collections::HashMap::from([
-            (::codec::ByteString::from_static("one"), ::std::vec![1]),
-            (::codec::ByteString::from_static("none"), ::std::vec::Vec::new()),
+            (::netpoll_codec::ByteString::from_static("one"), ::std::vec![1]),
+            (::netpoll_codec::ByteString::from_static("none"), ::std::vec::Vec::new()),
         ])
     }
     /// The Thrift constant `ORIGIN`.
@@ -60,45 +60,50 @@ pub mod kitchen_sink {
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct Node {
         /// Field 1: required `name`.
-        pub name: ::codec::ByteString,
+        pub name: ::netpoll_codec::ByteString,
         /// Field 2: `children`.
         pub children: ::std::vec::Vec<Node>,
         /// Field 3: optional `parent`.
         pub parent: ::std::option::Option<::std::boxed::Box<Node>>,
     }
-    impl ::codec::thrift::Message for Node {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for Node {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_name = ::std::option::Option::None;
             let mut f_children = ::std::option::Option::None;
             let mut f_parent = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Binary) => {
+                    (1, ::netpoll_codec::thrift::TType::Binary) => {
                         f_name = ::std::option::Option::Some(r.read_string()?);
                     }
-                    (2, ::codec::thrift::TType::List) => {
+                    (2, ::netpoll_codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Struct,
+                            ::netpoll_codec::thrift::TType::Struct,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 Node,
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
-                            value.push(<Node as ::codec::thrift::Message>::decode(r)?);
+                            value
+                                .push(
+                                    <Node as ::netpoll_codec::thrift::Message>::decode(r)?,
+                                );
                         }
                         r.read_list_end()?;
                         f_children = ::std::option::Option::Some(value);
                     }
-                    (3, ::codec::thrift::TType::Struct) => {
-                        let value = <Node as ::codec::thrift::Message>::decode(r)?;
+                    (3, ::netpoll_codec::thrift::TType::Struct) => {
+                        let value = <Node as ::netpoll_codec::thrift::Message>::decode(
+                            r,
+                        )?;
                         f_parent = ::std::option::Option::Some(
                             ::std::boxed::Box::new(value),
                         );
@@ -110,7 +115,7 @@ pub mod kitchen_sink {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {
                 name: f_name
-                    .ok_or(::codec::thrift::DecodeError::MissingField {
+                    .ok_or(::netpoll_codec::thrift::DecodeError::MissingField {
                         owner: "Node",
                         field: "name",
                     })?,
@@ -118,53 +123,60 @@ pub mod kitchen_sink {
                 parent: f_parent,
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("Node")?;
-            w.write_field_begin(::codec::thrift::TType::Binary, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 1)?;
             w.write_string(&self.name)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::List, 2)?;
-            w.write_list_begin(::codec::thrift::ListHeader {
-                elem: ::codec::thrift::TType::Struct,
+            w.write_field_begin(::netpoll_codec::thrift::TType::List, 2)?;
+            w.write_list_begin(::netpoll_codec::thrift::ListHeader {
+                elem: ::netpoll_codec::thrift::TType::Struct,
                 len: self.children.len(),
             })?;
             for item0 in self.children.iter() {
-                <Node as ::codec::thrift::Message>::encode(item0, w)?;
+                <Node as ::netpoll_codec::thrift::Message>::encode(item0, w)?;
             }
             w.write_list_end()?;
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.parent {
-                w.write_field_begin(::codec::thrift::TType::Struct, 3)?;
-                <Node as ::codec::thrift::Message>::encode(&**value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 3)?;
+                <Node as ::netpoll_codec::thrift::Message>::encode(&**value, w)?;
                 w.write_field_end()?;
             }
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("Node");
-            len += l.field_begin_len(::codec::thrift::TType::Binary, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 1);
             len += l.string_len(&self.name);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::List, 2);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::List, 2);
             len
                 += l
-                    .list_begin_len(::codec::thrift::ListHeader {
-                        elem: ::codec::thrift::TType::Struct,
+                    .list_begin_len(::netpoll_codec::thrift::ListHeader {
+                        elem: ::netpoll_codec::thrift::TType::Struct,
                         len: self.children.len(),
                     });
             for item0 in self.children.iter() {
-                len += <Node as ::codec::thrift::Message>::encoded_len(item0, l);
+                len += <Node as ::netpoll_codec::thrift::Message>::encoded_len(item0, l);
             }
             len += l.list_end_len();
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.parent {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 3);
-                len += <Node as ::codec::thrift::Message>::encoded_len(&**value, l);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 3);
+                len
+                    += <Node as ::netpoll_codec::thrift::Message>::encoded_len(
+                        &**value,
+                        l,
+                    );
                 len += l.field_end_len();
             }
             len += l.field_stop_len();
@@ -189,47 +201,47 @@ pub mod kitchen_sink {
             Self::CircleRadius(::std::default::Default::default())
         }
     }
-    impl ::codec::thrift::Message for Shape {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for Shape {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut result: ::std::option::Option<Self> = ::std::option::Option::None;
             let mut fields_set = 0usize;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Double) => {
+                    (1, ::netpoll_codec::thrift::TType::Double) => {
                         result = ::std::option::Option::Some(
                             Self::CircleRadius(r.read_double()?),
                         );
                         fields_set += 1;
                     }
-                    (2, ::codec::thrift::TType::Struct) => {
+                    (2, ::netpoll_codec::thrift::TType::Struct) => {
                         result = ::std::option::Option::Some(
                             Self::Point(
-                                <super::shared::Point as ::codec::thrift::Message>::decode(
+                                <super::shared::Point as ::netpoll_codec::thrift::Message>::decode(
                                     r,
                                 )?,
                             ),
                         );
                         fields_set += 1;
                     }
-                    (3, ::codec::thrift::TType::List) => {
+                    (3, ::netpoll_codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Struct,
+                            ::netpoll_codec::thrift::TType::Struct,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 super::shared::Point,
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
                             value
                                 .push(
-                                    <super::shared::Point as ::codec::thrift::Message>::decode(
+                                    <super::shared::Point as ::netpoll_codec::thrift::Message>::decode(
                                         r,
                                     )?,
                                 );
@@ -238,8 +250,10 @@ pub mod kitchen_sink {
                         result = ::std::option::Option::Some(Self::Polygon(value));
                         fields_set += 1;
                     }
-                    (4, ::codec::thrift::TType::Struct) => {
-                        let value = <Shape as ::codec::thrift::Message>::decode(r)?;
+                    (4, ::netpoll_codec::thrift::TType::Struct) => {
+                        let value = <Shape as ::netpoll_codec::thrift::Message>::decode(
+                            r,
+                        )?;
                         result = ::std::option::Option::Some(
                             Self::Nested(::std::boxed::Box::new(value)),
                         );
@@ -255,40 +269,40 @@ pub mod kitchen_sink {
                     ::std::result::Result::Ok(value)
                 }
                 _ => {
-                    ::std::result::Result::Err(::codec::thrift::DecodeError::InvalidUnion {
+                    ::std::result::Result::Err(::netpoll_codec::thrift::DecodeError::InvalidUnion {
                         owner: "Shape",
                         fields_set,
                     })
                 }
             }
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("Shape")?;
             match self {
                 Self::CircleRadius(value) => {
-                    w.write_field_begin(::codec::thrift::TType::Double, 1)?;
+                    w.write_field_begin(::netpoll_codec::thrift::TType::Double, 1)?;
                     w.write_double(*value)?;
                     w.write_field_end()?;
                 }
                 Self::Point(value) => {
-                    w.write_field_begin(::codec::thrift::TType::Struct, 2)?;
-                    <super::shared::Point as ::codec::thrift::Message>::encode(
+                    w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 2)?;
+                    <super::shared::Point as ::netpoll_codec::thrift::Message>::encode(
                         value,
                         w,
                     )?;
                     w.write_field_end()?;
                 }
                 Self::Polygon(value) => {
-                    w.write_field_begin(::codec::thrift::TType::List, 3)?;
-                    w.write_list_begin(::codec::thrift::ListHeader {
-                        elem: ::codec::thrift::TType::Struct,
+                    w.write_field_begin(::netpoll_codec::thrift::TType::List, 3)?;
+                    w.write_list_begin(::netpoll_codec::thrift::ListHeader {
+                        elem: ::netpoll_codec::thrift::TType::Struct,
                         len: value.len(),
                     })?;
                     for item0 in value.iter() {
-                        <super::shared::Point as ::codec::thrift::Message>::encode(
+                        <super::shared::Point as ::netpoll_codec::thrift::Message>::encode(
                             item0,
                             w,
                         )?;
@@ -297,8 +311,8 @@ pub mod kitchen_sink {
                     w.write_field_end()?;
                 }
                 Self::Nested(value) => {
-                    w.write_field_begin(::codec::thrift::TType::Struct, 4)?;
-                    <Shape as ::codec::thrift::Message>::encode(&**value, w)?;
+                    w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 4)?;
+                    <Shape as ::netpoll_codec::thrift::Message>::encode(&**value, w)?;
                     w.write_field_end()?;
                 }
             }
@@ -306,34 +320,37 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("Shape");
             match self {
                 Self::CircleRadius(value) => {
-                    len += l.field_begin_len(::codec::thrift::TType::Double, 1);
+                    len += l.field_begin_len(::netpoll_codec::thrift::TType::Double, 1);
                     len += l.double_len(*value);
                     len += l.field_end_len();
                 }
                 Self::Point(value) => {
-                    len += l.field_begin_len(::codec::thrift::TType::Struct, 2);
+                    len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 2);
                     len
-                        += <super::shared::Point as ::codec::thrift::Message>::encoded_len(
+                        += <super::shared::Point as ::netpoll_codec::thrift::Message>::encoded_len(
                             value,
                             l,
                         );
                     len += l.field_end_len();
                 }
                 Self::Polygon(value) => {
-                    len += l.field_begin_len(::codec::thrift::TType::List, 3);
+                    len += l.field_begin_len(::netpoll_codec::thrift::TType::List, 3);
                     len
                         += l
-                            .list_begin_len(::codec::thrift::ListHeader {
-                                elem: ::codec::thrift::TType::Struct,
+                            .list_begin_len(::netpoll_codec::thrift::ListHeader {
+                                elem: ::netpoll_codec::thrift::TType::Struct,
                                 len: value.len(),
                             });
                     for item0 in value.iter() {
                         len
-                            += <super::shared::Point as ::codec::thrift::Message>::encoded_len(
+                            += <super::shared::Point as ::netpoll_codec::thrift::Message>::encoded_len(
                                 item0,
                                 l,
                             );
@@ -342,8 +359,12 @@ pub mod kitchen_sink {
                     len += l.field_end_len();
                 }
                 Self::Nested(value) => {
-                    len += l.field_begin_len(::codec::thrift::TType::Struct, 4);
-                    len += <Shape as ::codec::thrift::Message>::encoded_len(&**value, l);
+                    len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 4);
+                    len
+                        += <Shape as ::netpoll_codec::thrift::Message>::encoded_len(
+                            &**value,
+                            l,
+                        );
                     len += l.field_end_len();
                 }
             }
@@ -409,11 +430,11 @@ pub mod kitchen_sink {
         /// Field 1: required `id`.
         pub id: i64,
         /// Field 2: optional `note`.
-        pub note: ::std::option::Option<::codec::ByteString>,
+        pub note: ::std::option::Option<::netpoll_codec::ByteString>,
         /// Field 3: `measures`.
         pub measures: ::std::vec::Vec<f64>,
         /// Field 4: `by_measure`.
-        pub by_measure: ::std::vec::Vec<(f64, ::codec::ByteString)>,
+        pub by_measure: ::std::vec::Vec<(f64, ::netpoll_codec::ByteString)>,
         /// Field 5: `points`.
         pub points: ::std::vec::Vec<super::shared::Point>,
         /// Field 6: `schedule`.
@@ -430,16 +451,16 @@ pub mod kitchen_sink {
             ::std::vec::Vec<
                 ::std::vec::Vec<
                     ::std::collections::HashMap<
-                        ::codec::ByteString,
-                        ::codec::bytes::Bytes,
+                        ::netpoll_codec::ByteString,
+                        ::netpoll_codec::bytes::Bytes,
                     >,
                 >,
             >,
         >,
         /// Field 10: `clock`.
-        pub clock: ::std::collections::HashMap<::codec::ByteString, i64>,
+        pub clock: ::std::collections::HashMap<::netpoll_codec::ByteString, i64>,
         /// Field 11: `type`.
-        pub r#type: ::codec::ByteString,
+        pub r#type: ::netpoll_codec::ByteString,
         /// Field 12: `self`.
         pub self_: i32,
         /// Field 13: `at`.
@@ -472,7 +493,7 @@ pub mod kitchen_sink {
             Self {
                 id: 5,
                 note: ::std::option::Option::Some(
-                    ::codec::ByteString::from_static("n/a"),
+                    ::netpoll_codec::ByteString::from_static("n/a"),
                 ),
                 measures: ::std::default::Default::default(),
                 by_measure: ::std::default::Default::default(),
@@ -510,10 +531,10 @@ pub mod kitchen_sink {
             }
         }
     }
-    impl ::codec::thrift::Message for Everything {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for Everything {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_id = ::std::option::Option::None;
             let mut f_note = ::std::option::Option::None;
@@ -541,21 +562,21 @@ pub mod kitchen_sink {
             let mut f_seen = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I64) => {
+                    (1, ::netpoll_codec::thrift::TType::I64) => {
                         f_id = ::std::option::Option::Some(r.read_i64()?);
                     }
-                    (2, ::codec::thrift::TType::Binary) => {
+                    (2, ::netpoll_codec::thrift::TType::Binary) => {
                         f_note = ::std::option::Option::Some(r.read_string()?);
                     }
-                    (3, ::codec::thrift::TType::Set) => {
+                    (3, ::netpoll_codec::thrift::TType::Set) => {
                         let header0 = r.read_set_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Double,
+                            ::netpoll_codec::thrift::TType::Double,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 f64,
                             >(header0.len, r.remaining()),
                         );
@@ -565,21 +586,21 @@ pub mod kitchen_sink {
                         r.read_set_end()?;
                         f_measures = ::std::option::Option::Some(value);
                     }
-                    (4, ::codec::thrift::TType::Map) => {
+                    (4, ::netpoll_codec::thrift::TType::Map) => {
                         let header0 = r.read_map_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.key,
-                            ::codec::thrift::TType::Double,
+                            ::netpoll_codec::thrift::TType::Double,
                             header0.len,
                         )?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.value,
-                            ::codec::thrift::TType::Binary,
+                            ::netpoll_codec::thrift::TType::Binary,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
-                                (f64, ::codec::ByteString),
+                            ::netpoll_codec::thrift::capacity_for::<
+                                (f64, ::netpoll_codec::ByteString),
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
@@ -588,22 +609,22 @@ pub mod kitchen_sink {
                         r.read_map_end()?;
                         f_by_measure = ::std::option::Option::Some(value);
                     }
-                    (5, ::codec::thrift::TType::Set) => {
+                    (5, ::netpoll_codec::thrift::TType::Set) => {
                         let header0 = r.read_set_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Struct,
+                            ::netpoll_codec::thrift::TType::Struct,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 super::shared::Point,
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
                             value
                                 .push(
-                                    <super::shared::Point as ::codec::thrift::Message>::decode(
+                                    <super::shared::Point as ::netpoll_codec::thrift::Message>::decode(
                                         r,
                                     )?,
                                 );
@@ -611,33 +632,33 @@ pub mod kitchen_sink {
                         r.read_set_end()?;
                         f_points = ::std::option::Option::Some(value);
                     }
-                    (6, ::codec::thrift::TType::Map) => {
+                    (6, ::netpoll_codec::thrift::TType::Map) => {
                         let header0 = r.read_map_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.key,
-                            ::codec::thrift::TType::I32,
+                            ::netpoll_codec::thrift::TType::I32,
                             header0.len,
                         )?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.value,
-                            ::codec::thrift::TType::Set,
+                            ::netpoll_codec::thrift::TType::Set,
                             header0.len,
                         )?;
                         let mut value = ::std::collections::HashMap::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 (Weekday, ::std::collections::HashSet<i64>),
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
                             let key0 = Weekday(r.read_i32()?);
                             let header1 = r.read_set_begin()?;
-                            ::codec::thrift::expect_elem(
+                            ::netpoll_codec::thrift::expect_elem(
                                 header1.elem,
-                                ::codec::thrift::TType::I64,
+                                ::netpoll_codec::thrift::TType::I64,
                                 header1.len,
                             )?;
                             let mut value0 = ::std::collections::HashSet::with_capacity(
-                                ::codec::thrift::capacity_for::<
+                                ::netpoll_codec::thrift::capacity_for::<
                                     i64,
                                 >(header1.len, r.remaining()),
                             );
@@ -650,63 +671,63 @@ pub mod kitchen_sink {
                         r.read_map_end()?;
                         f_schedule = ::std::option::Option::Some(value);
                     }
-                    (7, ::codec::thrift::TType::I32) => {
+                    (7, ::netpoll_codec::thrift::TType::I32) => {
                         f_level = ::std::option::Option::Some(
                             super::shared::Level(r.read_i32()?),
                         );
                     }
-                    (8, ::codec::thrift::TType::Struct) => {
+                    (8, ::netpoll_codec::thrift::TType::Struct) => {
                         f_shape = ::std::option::Option::Some(
-                            <Shape as ::codec::thrift::Message>::decode(r)?,
+                            <Shape as ::netpoll_codec::thrift::Message>::decode(r)?,
                         );
                     }
-                    (9, ::codec::thrift::TType::List) => {
+                    (9, ::netpoll_codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::List,
+                            ::netpoll_codec::thrift::TType::List,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 ::std::vec::Vec<
                                     ::std::collections::HashMap<
-                                        ::codec::ByteString,
-                                        ::codec::bytes::Bytes,
+                                        ::netpoll_codec::ByteString,
+                                        ::netpoll_codec::bytes::Bytes,
                                     >,
                                 >,
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
                             let header1 = r.read_list_begin()?;
-                            ::codec::thrift::expect_elem(
+                            ::netpoll_codec::thrift::expect_elem(
                                 header1.elem,
-                                ::codec::thrift::TType::Map,
+                                ::netpoll_codec::thrift::TType::Map,
                                 header1.len,
                             )?;
                             let mut item0 = ::std::vec::Vec::with_capacity(
-                                ::codec::thrift::capacity_for::<
+                                ::netpoll_codec::thrift::capacity_for::<
                                     ::std::collections::HashMap<
-                                        ::codec::ByteString,
-                                        ::codec::bytes::Bytes,
+                                        ::netpoll_codec::ByteString,
+                                        ::netpoll_codec::bytes::Bytes,
                                     >,
                                 >(header1.len, r.remaining()),
                             );
                             for _ in 0..header1.len {
                                 let header2 = r.read_map_begin()?;
-                                ::codec::thrift::expect_elem(
+                                ::netpoll_codec::thrift::expect_elem(
                                     header2.key,
-                                    ::codec::thrift::TType::Binary,
+                                    ::netpoll_codec::thrift::TType::Binary,
                                     header2.len,
                                 )?;
-                                ::codec::thrift::expect_elem(
+                                ::netpoll_codec::thrift::expect_elem(
                                     header2.value,
-                                    ::codec::thrift::TType::Binary,
+                                    ::netpoll_codec::thrift::TType::Binary,
                                     header2.len,
                                 )?;
                                 let mut item1 = ::std::collections::HashMap::with_capacity(
-                                    ::codec::thrift::capacity_for::<
-                                        (::codec::ByteString, ::codec::bytes::Bytes),
+                                    ::netpoll_codec::thrift::capacity_for::<
+                                        (::netpoll_codec::ByteString, ::netpoll_codec::bytes::Bytes),
                                     >(header2.len, r.remaining()),
                                 );
                                 for _ in 0..header2.len {
@@ -721,21 +742,21 @@ pub mod kitchen_sink {
                         r.read_list_end()?;
                         f_deep = ::std::option::Option::Some(value);
                     }
-                    (10, ::codec::thrift::TType::Map) => {
+                    (10, ::netpoll_codec::thrift::TType::Map) => {
                         let header0 = r.read_map_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.key,
-                            ::codec::thrift::TType::Binary,
+                            ::netpoll_codec::thrift::TType::Binary,
                             header0.len,
                         )?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.value,
-                            ::codec::thrift::TType::I64,
+                            ::netpoll_codec::thrift::TType::I64,
                             header0.len,
                         )?;
                         let mut value = ::std::collections::HashMap::with_capacity(
-                            ::codec::thrift::capacity_for::<
-                                (::codec::ByteString, i64),
+                            ::netpoll_codec::thrift::capacity_for::<
+                                (::netpoll_codec::ByteString, i64),
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
@@ -744,39 +765,39 @@ pub mod kitchen_sink {
                         r.read_map_end()?;
                         f_clock = ::std::option::Option::Some(value);
                     }
-                    (11, ::codec::thrift::TType::Binary) => {
+                    (11, ::netpoll_codec::thrift::TType::Binary) => {
                         f_type = ::std::option::Option::Some(r.read_string()?);
                     }
-                    (12, ::codec::thrift::TType::I32) => {
+                    (12, ::netpoll_codec::thrift::TType::I32) => {
                         f_self_ = ::std::option::Option::Some(r.read_i32()?);
                     }
-                    (13, ::codec::thrift::TType::I64) => {
+                    (13, ::netpoll_codec::thrift::TType::I64) => {
                         f_at = ::std::option::Option::Some(r.read_i64()?);
                     }
-                    (14, ::codec::thrift::TType::Bool) => {
+                    (14, ::netpoll_codec::thrift::TType::Bool) => {
                         f_flag = ::std::option::Option::Some(r.read_bool()?);
                     }
-                    (15, ::codec::thrift::TType::Struct) => {
+                    (15, ::netpoll_codec::thrift::TType::Struct) => {
                         f_origin = ::std::option::Option::Some(
-                            <super::shared::Point as ::codec::thrift::Message>::decode(
+                            <super::shared::Point as ::netpoll_codec::thrift::Message>::decode(
                                 r,
                             )?,
                         );
                     }
-                    (16, ::codec::thrift::TType::Struct) => {
+                    (16, ::netpoll_codec::thrift::TType::Struct) => {
                         f_tree = ::std::option::Option::Some(
-                            <Node as ::codec::thrift::Message>::decode(r)?,
+                            <Node as ::netpoll_codec::thrift::Message>::decode(r)?,
                         );
                     }
-                    (17, ::codec::thrift::TType::List) => {
+                    (17, ::netpoll_codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Bool,
+                            ::netpoll_codec::thrift::TType::Bool,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 bool,
                             >(header0.len, r.remaining()),
                         );
@@ -786,39 +807,39 @@ pub mod kitchen_sink {
                         r.read_list_end()?;
                         f_bits = ::std::option::Option::Some(value);
                     }
-                    (18, ::codec::thrift::TType::I8) => {
+                    (18, ::netpoll_codec::thrift::TType::I8) => {
                         f_tiny = ::std::option::Option::Some(r.read_i8()?);
                     }
-                    (19, ::codec::thrift::TType::I16) => {
+                    (19, ::netpoll_codec::thrift::TType::I16) => {
                         f_short_one = ::std::option::Option::Some(r.read_i16()?);
                     }
-                    (20, ::codec::thrift::TType::Double) => {
+                    (20, ::netpoll_codec::thrift::TType::Double) => {
                         f_ratio = ::std::option::Option::Some(r.read_double()?);
                     }
-                    (21, ::codec::thrift::TType::Struct) => {
+                    (21, ::netpoll_codec::thrift::TType::Struct) => {
                         f_fallback = ::std::option::Option::Some(
-                            <Shape as ::codec::thrift::Message>::decode(r)?,
+                            <Shape as ::netpoll_codec::thrift::Message>::decode(r)?,
                         );
                     }
-                    (22, ::codec::thrift::TType::Struct) => {
+                    (22, ::netpoll_codec::thrift::TType::Struct) => {
                         f_where = ::std::option::Option::Some(
-                            <super::shared::Point as ::codec::thrift::Message>::decode(
+                            <super::shared::Point as ::netpoll_codec::thrift::Message>::decode(
                                 r,
                             )?,
                         );
                     }
-                    (23, ::codec::thrift::TType::Uuid) => {
+                    (23, ::netpoll_codec::thrift::TType::Uuid) => {
                         f_trace = ::std::option::Option::Some(r.read_uuid()?);
                     }
-                    (24, ::codec::thrift::TType::Set) => {
+                    (24, ::netpoll_codec::thrift::TType::Set) => {
                         let header0 = r.read_set_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Uuid,
+                            ::netpoll_codec::thrift::TType::Uuid,
                             header0.len,
                         )?;
                         let mut value = ::std::collections::HashSet::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 [u8; 16],
                             >(header0.len, r.remaining()),
                         );
@@ -835,7 +856,7 @@ pub mod kitchen_sink {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {
                 id: f_id
-                    .ok_or(::codec::thrift::DecodeError::MissingField {
+                    .ok_or(::netpoll_codec::thrift::DecodeError::MissingField {
                         owner: "Everything",
                         field: "id",
                     })?,
@@ -875,22 +896,22 @@ pub mod kitchen_sink {
                 seen: f_seen,
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("Everything")?;
-            w.write_field_begin(::codec::thrift::TType::I64, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I64, 1)?;
             w.write_i64(self.id)?;
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.note {
-                w.write_field_begin(::codec::thrift::TType::Binary, 2)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 2)?;
                 w.write_string(value)?;
                 w.write_field_end()?;
             }
-            w.write_field_begin(::codec::thrift::TType::Set, 3)?;
-            w.write_set_begin(::codec::thrift::ListHeader {
-                elem: ::codec::thrift::TType::Double,
+            w.write_field_begin(::netpoll_codec::thrift::TType::Set, 3)?;
+            w.write_set_begin(::netpoll_codec::thrift::ListHeader {
+                elem: ::netpoll_codec::thrift::TType::Double,
                 len: self.measures.len(),
             })?;
             for item0 in self.measures.iter() {
@@ -898,10 +919,10 @@ pub mod kitchen_sink {
             }
             w.write_set_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Map, 4)?;
-            w.write_map_begin(::codec::thrift::MapHeader {
-                key: ::codec::thrift::TType::Double,
-                value: ::codec::thrift::TType::Binary,
+            w.write_field_begin(::netpoll_codec::thrift::TType::Map, 4)?;
+            w.write_map_begin(::netpoll_codec::thrift::MapHeader {
+                key: ::netpoll_codec::thrift::TType::Double,
+                value: ::netpoll_codec::thrift::TType::Binary,
                 len: self.by_measure.len(),
             })?;
             for (key0, value0) in self.by_measure.iter() {
@@ -910,26 +931,29 @@ pub mod kitchen_sink {
             }
             w.write_map_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Set, 5)?;
-            w.write_set_begin(::codec::thrift::ListHeader {
-                elem: ::codec::thrift::TType::Struct,
+            w.write_field_begin(::netpoll_codec::thrift::TType::Set, 5)?;
+            w.write_set_begin(::netpoll_codec::thrift::ListHeader {
+                elem: ::netpoll_codec::thrift::TType::Struct,
                 len: self.points.len(),
             })?;
             for item0 in self.points.iter() {
-                <super::shared::Point as ::codec::thrift::Message>::encode(item0, w)?;
+                <super::shared::Point as ::netpoll_codec::thrift::Message>::encode(
+                    item0,
+                    w,
+                )?;
             }
             w.write_set_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Map, 6)?;
-            w.write_map_begin(::codec::thrift::MapHeader {
-                key: ::codec::thrift::TType::I32,
-                value: ::codec::thrift::TType::Set,
+            w.write_field_begin(::netpoll_codec::thrift::TType::Map, 6)?;
+            w.write_map_begin(::netpoll_codec::thrift::MapHeader {
+                key: ::netpoll_codec::thrift::TType::I32,
+                value: ::netpoll_codec::thrift::TType::Set,
                 len: self.schedule.len(),
             })?;
             for (key0, value0) in self.schedule.iter() {
                 w.write_i32(key0.0)?;
-                w.write_set_begin(::codec::thrift::ListHeader {
-                    elem: ::codec::thrift::TType::I64,
+                w.write_set_begin(::netpoll_codec::thrift::ListHeader {
+                    elem: ::netpoll_codec::thrift::TType::I64,
                     len: value0.len(),
                 })?;
                 for item1 in value0.iter() {
@@ -939,27 +963,27 @@ pub mod kitchen_sink {
             }
             w.write_map_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I32, 7)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 7)?;
             w.write_i32(self.level.0)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Struct, 8)?;
-            <Shape as ::codec::thrift::Message>::encode(&self.shape, w)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 8)?;
+            <Shape as ::netpoll_codec::thrift::Message>::encode(&self.shape, w)?;
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.deep {
-                w.write_field_begin(::codec::thrift::TType::List, 9)?;
-                w.write_list_begin(::codec::thrift::ListHeader {
-                    elem: ::codec::thrift::TType::List,
+                w.write_field_begin(::netpoll_codec::thrift::TType::List, 9)?;
+                w.write_list_begin(::netpoll_codec::thrift::ListHeader {
+                    elem: ::netpoll_codec::thrift::TType::List,
                     len: value.len(),
                 })?;
                 for item0 in value.iter() {
-                    w.write_list_begin(::codec::thrift::ListHeader {
-                        elem: ::codec::thrift::TType::Map,
+                    w.write_list_begin(::netpoll_codec::thrift::ListHeader {
+                        elem: ::netpoll_codec::thrift::TType::Map,
                         len: item0.len(),
                     })?;
                     for item1 in item0.iter() {
-                        w.write_map_begin(::codec::thrift::MapHeader {
-                            key: ::codec::thrift::TType::Binary,
-                            value: ::codec::thrift::TType::Binary,
+                        w.write_map_begin(::netpoll_codec::thrift::MapHeader {
+                            key: ::netpoll_codec::thrift::TType::Binary,
+                            value: ::netpoll_codec::thrift::TType::Binary,
                             len: item1.len(),
                         })?;
                         for (key2, value2) in item1.iter() {
@@ -973,10 +997,10 @@ pub mod kitchen_sink {
                 w.write_list_end()?;
                 w.write_field_end()?;
             }
-            w.write_field_begin(::codec::thrift::TType::Map, 10)?;
-            w.write_map_begin(::codec::thrift::MapHeader {
-                key: ::codec::thrift::TType::Binary,
-                value: ::codec::thrift::TType::I64,
+            w.write_field_begin(::netpoll_codec::thrift::TType::Map, 10)?;
+            w.write_map_begin(::netpoll_codec::thrift::MapHeader {
+                key: ::netpoll_codec::thrift::TType::Binary,
+                value: ::netpoll_codec::thrift::TType::I64,
                 len: self.clock.len(),
             })?;
             for (key0, value0) in self.clock.iter() {
@@ -985,29 +1009,32 @@ pub mod kitchen_sink {
             }
             w.write_map_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Binary, 11)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 11)?;
             w.write_string(&self.r#type)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I32, 12)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 12)?;
             w.write_i32(self.self_)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I64, 13)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I64, 13)?;
             w.write_i64(self.at)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Bool, 14)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Bool, 14)?;
             w.write_bool(self.flag)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Struct, 15)?;
-            <super::shared::Point as ::codec::thrift::Message>::encode(&self.origin, w)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 15)?;
+            <super::shared::Point as ::netpoll_codec::thrift::Message>::encode(
+                &self.origin,
+                w,
+            )?;
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.tree {
-                w.write_field_begin(::codec::thrift::TType::Struct, 16)?;
-                <Node as ::codec::thrift::Message>::encode(value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 16)?;
+                <Node as ::netpoll_codec::thrift::Message>::encode(value, w)?;
                 w.write_field_end()?;
             }
-            w.write_field_begin(::codec::thrift::TType::List, 17)?;
-            w.write_list_begin(::codec::thrift::ListHeader {
-                elem: ::codec::thrift::TType::Bool,
+            w.write_field_begin(::netpoll_codec::thrift::TType::List, 17)?;
+            w.write_list_begin(::netpoll_codec::thrift::ListHeader {
+                elem: ::netpoll_codec::thrift::TType::Bool,
                 len: self.bits.len(),
             })?;
             for item0 in self.bits.iter() {
@@ -1015,30 +1042,33 @@ pub mod kitchen_sink {
             }
             w.write_list_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I8, 18)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I8, 18)?;
             w.write_i8(self.tiny)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I16, 19)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I16, 19)?;
             w.write_i16(self.short_one)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Double, 20)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Double, 20)?;
             w.write_double(self.ratio)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Struct, 21)?;
-            <Shape as ::codec::thrift::Message>::encode(&self.fallback, w)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 21)?;
+            <Shape as ::netpoll_codec::thrift::Message>::encode(&self.fallback, w)?;
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.r#where {
-                w.write_field_begin(::codec::thrift::TType::Struct, 22)?;
-                <super::shared::Point as ::codec::thrift::Message>::encode(value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 22)?;
+                <super::shared::Point as ::netpoll_codec::thrift::Message>::encode(
+                    value,
+                    w,
+                )?;
                 w.write_field_end()?;
             }
-            w.write_field_begin(::codec::thrift::TType::Uuid, 23)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Uuid, 23)?;
             w.write_uuid(&self.trace)?;
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.seen {
-                w.write_field_begin(::codec::thrift::TType::Set, 24)?;
-                w.write_set_begin(::codec::thrift::ListHeader {
-                    elem: ::codec::thrift::TType::Uuid,
+                w.write_field_begin(::netpoll_codec::thrift::TType::Set, 24)?;
+                w.write_set_begin(::netpoll_codec::thrift::ListHeader {
+                    elem: ::netpoll_codec::thrift::TType::Uuid,
                     len: value.len(),
                 })?;
                 for item0 in value.iter() {
@@ -1051,21 +1081,24 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("Everything");
-            len += l.field_begin_len(::codec::thrift::TType::I64, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I64, 1);
             len += l.i64_len(self.id);
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.note {
-                len += l.field_begin_len(::codec::thrift::TType::Binary, 2);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 2);
                 len += l.string_len(value);
                 len += l.field_end_len();
             }
-            len += l.field_begin_len(::codec::thrift::TType::Set, 3);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Set, 3);
             len
                 += l
-                    .set_begin_len(::codec::thrift::ListHeader {
-                        elem: ::codec::thrift::TType::Double,
+                    .set_begin_len(::netpoll_codec::thrift::ListHeader {
+                        elem: ::netpoll_codec::thrift::TType::Double,
                         len: self.measures.len(),
                     });
             for item0 in self.measures.iter() {
@@ -1073,12 +1106,12 @@ pub mod kitchen_sink {
             }
             len += l.set_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Map, 4);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Map, 4);
             len
                 += l
-                    .map_begin_len(::codec::thrift::MapHeader {
-                        key: ::codec::thrift::TType::Double,
-                        value: ::codec::thrift::TType::Binary,
+                    .map_begin_len(::netpoll_codec::thrift::MapHeader {
+                        key: ::netpoll_codec::thrift::TType::Double,
+                        value: ::netpoll_codec::thrift::TType::Binary,
                         len: self.by_measure.len(),
                     });
             for (key0, value0) in self.by_measure.iter() {
@@ -1087,36 +1120,36 @@ pub mod kitchen_sink {
             }
             len += l.map_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Set, 5);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Set, 5);
             len
                 += l
-                    .set_begin_len(::codec::thrift::ListHeader {
-                        elem: ::codec::thrift::TType::Struct,
+                    .set_begin_len(::netpoll_codec::thrift::ListHeader {
+                        elem: ::netpoll_codec::thrift::TType::Struct,
                         len: self.points.len(),
                     });
             for item0 in self.points.iter() {
                 len
-                    += <super::shared::Point as ::codec::thrift::Message>::encoded_len(
+                    += <super::shared::Point as ::netpoll_codec::thrift::Message>::encoded_len(
                         item0,
                         l,
                     );
             }
             len += l.set_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Map, 6);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Map, 6);
             len
                 += l
-                    .map_begin_len(::codec::thrift::MapHeader {
-                        key: ::codec::thrift::TType::I32,
-                        value: ::codec::thrift::TType::Set,
+                    .map_begin_len(::netpoll_codec::thrift::MapHeader {
+                        key: ::netpoll_codec::thrift::TType::I32,
+                        value: ::netpoll_codec::thrift::TType::Set,
                         len: self.schedule.len(),
                     });
             for (key0, value0) in self.schedule.iter() {
                 len += l.i32_len(key0.0);
                 len
                     += l
-                        .set_begin_len(::codec::thrift::ListHeader {
-                            elem: ::codec::thrift::TType::I64,
+                        .set_begin_len(::netpoll_codec::thrift::ListHeader {
+                            elem: ::netpoll_codec::thrift::TType::I64,
                             len: value0.len(),
                         });
                 for item1 in value0.iter() {
@@ -1126,33 +1159,37 @@ pub mod kitchen_sink {
             }
             len += l.map_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I32, 7);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 7);
             len += l.i32_len(self.level.0);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Struct, 8);
-            len += <Shape as ::codec::thrift::Message>::encoded_len(&self.shape, l);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 8);
+            len
+                += <Shape as ::netpoll_codec::thrift::Message>::encoded_len(
+                    &self.shape,
+                    l,
+                );
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.deep {
-                len += l.field_begin_len(::codec::thrift::TType::List, 9);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::List, 9);
                 len
                     += l
-                        .list_begin_len(::codec::thrift::ListHeader {
-                            elem: ::codec::thrift::TType::List,
+                        .list_begin_len(::netpoll_codec::thrift::ListHeader {
+                            elem: ::netpoll_codec::thrift::TType::List,
                             len: value.len(),
                         });
                 for item0 in value.iter() {
                     len
                         += l
-                            .list_begin_len(::codec::thrift::ListHeader {
-                                elem: ::codec::thrift::TType::Map,
+                            .list_begin_len(::netpoll_codec::thrift::ListHeader {
+                                elem: ::netpoll_codec::thrift::TType::Map,
                                 len: item0.len(),
                             });
                     for item1 in item0.iter() {
                         len
                             += l
-                                .map_begin_len(::codec::thrift::MapHeader {
-                                    key: ::codec::thrift::TType::Binary,
-                                    value: ::codec::thrift::TType::Binary,
+                                .map_begin_len(::netpoll_codec::thrift::MapHeader {
+                                    key: ::netpoll_codec::thrift::TType::Binary,
+                                    value: ::netpoll_codec::thrift::TType::Binary,
                                     len: item1.len(),
                                 });
                         for (key2, value2) in item1.iter() {
@@ -1166,12 +1203,12 @@ pub mod kitchen_sink {
                 len += l.list_end_len();
                 len += l.field_end_len();
             }
-            len += l.field_begin_len(::codec::thrift::TType::Map, 10);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Map, 10);
             len
                 += l
-                    .map_begin_len(::codec::thrift::MapHeader {
-                        key: ::codec::thrift::TType::Binary,
-                        value: ::codec::thrift::TType::I64,
+                    .map_begin_len(::netpoll_codec::thrift::MapHeader {
+                        key: ::netpoll_codec::thrift::TType::Binary,
+                        value: ::netpoll_codec::thrift::TType::I64,
                         len: self.clock.len(),
                     });
             for (key0, value0) in self.clock.iter() {
@@ -1180,35 +1217,35 @@ pub mod kitchen_sink {
             }
             len += l.map_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Binary, 11);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 11);
             len += l.string_len(&self.r#type);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I32, 12);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 12);
             len += l.i32_len(self.self_);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I64, 13);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I64, 13);
             len += l.i64_len(self.at);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Bool, 14);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Bool, 14);
             len += l.bool_len(self.flag);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Struct, 15);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 15);
             len
-                += <super::shared::Point as ::codec::thrift::Message>::encoded_len(
+                += <super::shared::Point as ::netpoll_codec::thrift::Message>::encoded_len(
                     &self.origin,
                     l,
                 );
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.tree {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 16);
-                len += <Node as ::codec::thrift::Message>::encoded_len(value, l);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 16);
+                len += <Node as ::netpoll_codec::thrift::Message>::encoded_len(value, l);
                 len += l.field_end_len();
             }
-            len += l.field_begin_len(::codec::thrift::TType::List, 17);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::List, 17);
             len
                 += l
-                    .list_begin_len(::codec::thrift::ListHeader {
-                        elem: ::codec::thrift::TType::Bool,
+                    .list_begin_len(::netpoll_codec::thrift::ListHeader {
+                        elem: ::netpoll_codec::thrift::TType::Bool,
                         len: self.bits.len(),
                     });
             for item0 in self.bits.iter() {
@@ -1216,36 +1253,40 @@ pub mod kitchen_sink {
             }
             len += l.list_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I8, 18);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I8, 18);
             len += l.i8_len(self.tiny);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I16, 19);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I16, 19);
             len += l.i16_len(self.short_one);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Double, 20);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Double, 20);
             len += l.double_len(self.ratio);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Struct, 21);
-            len += <Shape as ::codec::thrift::Message>::encoded_len(&self.fallback, l);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 21);
+            len
+                += <Shape as ::netpoll_codec::thrift::Message>::encoded_len(
+                    &self.fallback,
+                    l,
+                );
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.r#where {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 22);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 22);
                 len
-                    += <super::shared::Point as ::codec::thrift::Message>::encoded_len(
+                    += <super::shared::Point as ::netpoll_codec::thrift::Message>::encoded_len(
                         value,
                         l,
                     );
                 len += l.field_end_len();
             }
-            len += l.field_begin_len(::codec::thrift::TType::Uuid, 23);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Uuid, 23);
             len += l.uuid_len(&self.trace);
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.seen {
-                len += l.field_begin_len(::codec::thrift::TType::Set, 24);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Set, 24);
                 len
                     += l
-                        .set_begin_len(::codec::thrift::ListHeader {
-                            elem: ::codec::thrift::TType::Uuid,
+                        .set_begin_len(::netpoll_codec::thrift::ListHeader {
+                            elem: ::netpoll_codec::thrift::TType::Uuid,
                             len: value.len(),
                         });
                 for item0 in value.iter() {
@@ -1273,10 +1314,10 @@ pub mod kitchen_sink {
         /// Field 5: `field`.
         pub field: i32,
     }
-    impl ::codec::thrift::Message for R {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for R {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_r = ::std::option::Option::None;
             let mut f_w = ::std::option::Option::None;
@@ -1285,35 +1326,36 @@ pub mod kitchen_sink {
             let mut f_field = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Struct) => {
-                        let value = <R as ::codec::thrift::Message>::decode(r)?;
+                    (1, ::netpoll_codec::thrift::TType::Struct) => {
+                        let value = <R as ::netpoll_codec::thrift::Message>::decode(r)?;
                         f_r = ::std::option::Option::Some(::std::boxed::Box::new(value));
                     }
-                    (2, ::codec::thrift::TType::List) => {
+                    (2, ::netpoll_codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Struct,
+                            ::netpoll_codec::thrift::TType::Struct,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 W,
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
-                            value.push(<W as ::codec::thrift::Message>::decode(r)?);
+                            value
+                                .push(<W as ::netpoll_codec::thrift::Message>::decode(r)?);
                         }
                         r.read_list_end()?;
                         f_w = ::std::option::Option::Some(value);
                     }
-                    (3, ::codec::thrift::TType::I32) => {
+                    (3, ::netpoll_codec::thrift::TType::I32) => {
                         f_len = ::std::option::Option::Some(r.read_i32()?);
                     }
-                    (4, ::codec::thrift::TType::I32) => {
+                    (4, ::netpoll_codec::thrift::TType::I32) => {
                         f_value = ::std::option::Option::Some(r.read_i32()?);
                     }
-                    (5, ::codec::thrift::TType::I32) => {
+                    (5, ::netpoll_codec::thrift::TType::I32) => {
                         f_field = ::std::option::Option::Some(r.read_i32()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -1329,65 +1371,68 @@ pub mod kitchen_sink {
                 field: f_field.unwrap_or_default(),
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("R")?;
             if let ::std::option::Option::Some(value) = &self.r {
-                w.write_field_begin(::codec::thrift::TType::Struct, 1)?;
-                <R as ::codec::thrift::Message>::encode(&**value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 1)?;
+                <R as ::netpoll_codec::thrift::Message>::encode(&**value, w)?;
                 w.write_field_end()?;
             }
-            w.write_field_begin(::codec::thrift::TType::List, 2)?;
-            w.write_list_begin(::codec::thrift::ListHeader {
-                elem: ::codec::thrift::TType::Struct,
+            w.write_field_begin(::netpoll_codec::thrift::TType::List, 2)?;
+            w.write_list_begin(::netpoll_codec::thrift::ListHeader {
+                elem: ::netpoll_codec::thrift::TType::Struct,
                 len: self.w.len(),
             })?;
             for item0 in self.w.iter() {
-                <W as ::codec::thrift::Message>::encode(item0, w)?;
+                <W as ::netpoll_codec::thrift::Message>::encode(item0, w)?;
             }
             w.write_list_end()?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I32, 3)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 3)?;
             w.write_i32(self.len)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I32, 4)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 4)?;
             w.write_i32(self.value)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I32, 5)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 5)?;
             w.write_i32(self.field)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("R");
             if let ::std::option::Option::Some(value) = &self.r {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 1);
-                len += <R as ::codec::thrift::Message>::encoded_len(&**value, l);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 1);
+                len += <R as ::netpoll_codec::thrift::Message>::encoded_len(&**value, l);
                 len += l.field_end_len();
             }
-            len += l.field_begin_len(::codec::thrift::TType::List, 2);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::List, 2);
             len
                 += l
-                    .list_begin_len(::codec::thrift::ListHeader {
-                        elem: ::codec::thrift::TType::Struct,
+                    .list_begin_len(::netpoll_codec::thrift::ListHeader {
+                        elem: ::netpoll_codec::thrift::TType::Struct,
                         len: self.w.len(),
                     });
             for item0 in self.w.iter() {
-                len += <W as ::codec::thrift::Message>::encoded_len(item0, l);
+                len += <W as ::netpoll_codec::thrift::Message>::encoded_len(item0, l);
             }
             len += l.list_end_len();
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I32, 3);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 3);
             len += l.i32_len(self.len);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I32, 4);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 4);
             len += l.i32_len(self.value);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I32, 5);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 5);
             len += l.i32_len(self.field);
             len += l.field_end_len();
             len += l.field_stop_len();
@@ -1403,19 +1448,19 @@ pub mod kitchen_sink {
         /// Field 2: `item0`.
         pub item0: i32,
     }
-    impl ::codec::thrift::Message for W {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for W {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_l = ::std::option::Option::None;
             let mut f_item0 = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I32) => {
+                    (1, ::netpoll_codec::thrift::TType::I32) => {
                         f_l = ::std::option::Option::Some(r.read_i32()?);
                     }
-                    (2, ::codec::thrift::TType::I32) => {
+                    (2, ::netpoll_codec::thrift::TType::I32) => {
                         f_item0 = ::std::option::Option::Some(r.read_i32()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -1428,27 +1473,30 @@ pub mod kitchen_sink {
                 item0: f_item0.unwrap_or_default(),
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("W")?;
-            w.write_field_begin(::codec::thrift::TType::I32, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 1)?;
             w.write_i32(self.l)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::I32, 2)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 2)?;
             w.write_i32(self.item0)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("W");
-            len += l.field_begin_len(::codec::thrift::TType::I32, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 1);
             len += l.i32_len(self.l);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::I32, 2);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 2);
             len += l.i32_len(self.item0);
             len += l.field_end_len();
             len += l.field_stop_len();
@@ -1462,16 +1510,16 @@ pub mod kitchen_sink {
         /// Field 1: optional `next`.
         pub next: ::std::option::Option<::std::boxed::Box<L>>,
     }
-    impl ::codec::thrift::Message for L {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for L {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_next = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Struct) => {
-                        let value = <L as ::codec::thrift::Message>::decode(r)?;
+                    (1, ::netpoll_codec::thrift::TType::Struct) => {
+                        let value = <L as ::netpoll_codec::thrift::Message>::decode(r)?;
                         f_next = ::std::option::Option::Some(
                             ::std::boxed::Box::new(value),
                         );
@@ -1483,25 +1531,28 @@ pub mod kitchen_sink {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self { next: f_next })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("L")?;
             if let ::std::option::Option::Some(value) = &self.next {
-                w.write_field_begin(::codec::thrift::TType::Struct, 1)?;
-                <L as ::codec::thrift::Message>::encode(&**value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 1)?;
+                <L as ::netpoll_codec::thrift::Message>::encode(&**value, w)?;
                 w.write_field_end()?;
             }
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("L");
             if let ::std::option::Option::Some(value) = &self.next {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 1);
-                len += <L as ::codec::thrift::Message>::encoded_len(&**value, l);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 1);
+                len += <L as ::netpoll_codec::thrift::Message>::encoded_len(&**value, l);
                 len += l.field_end_len();
             }
             len += l.field_stop_len();
@@ -1513,7 +1564,7 @@ pub mod kitchen_sink {
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct NotFound {
         /// Field 1: `what`.
-        pub what: ::codec::ByteString,
+        pub what: ::netpoll_codec::ByteString,
     }
     impl ::std::fmt::Display for NotFound {
         fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -1521,15 +1572,15 @@ pub mod kitchen_sink {
         }
     }
     impl ::std::error::Error for NotFound {}
-    impl ::codec::thrift::Message for NotFound {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for NotFound {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_what = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Binary) => {
+                    (1, ::netpoll_codec::thrift::TType::Binary) => {
                         f_what = ::std::option::Option::Some(r.read_string()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -1541,21 +1592,24 @@ pub mod kitchen_sink {
                 what: f_what.unwrap_or_default(),
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("NotFound")?;
-            w.write_field_begin(::codec::thrift::TType::Binary, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 1)?;
             w.write_string(&self.what)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("NotFound");
-            len += l.field_begin_len(::codec::thrift::TType::Binary, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 1);
             len += l.string_len(&self.what);
             len += l.field_end_len();
             len += l.field_stop_len();
@@ -1575,15 +1629,15 @@ pub mod kitchen_sink {
         }
     }
     impl ::std::error::Error for Overloaded {}
-    impl ::codec::thrift::Message for Overloaded {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for Overloaded {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_retry_after_ms = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I32) => {
+                    (1, ::netpoll_codec::thrift::TType::I32) => {
                         f_retry_after_ms = ::std::option::Option::Some(r.read_i32()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -1595,21 +1649,24 @@ pub mod kitchen_sink {
                 retry_after_ms: f_retry_after_ms.unwrap_or_default(),
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("Overloaded")?;
-            w.write_field_begin(::codec::thrift::TType::I32, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I32, 1)?;
             w.write_i32(self.retry_after_ms)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("Overloaded");
-            len += l.field_begin_len(::codec::thrift::TType::I32, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 1);
             len += l.i32_len(self.retry_after_ms);
             len += l.field_end_len();
             len += l.field_stop_len();
@@ -1620,10 +1677,10 @@ pub mod kitchen_sink {
     /// The arguments of `Base.ping`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct BasePingArgs {}
-    impl ::codec::thrift::Message for BasePingArgs {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for BasePingArgs {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 r.skip(field.ttype)?;
@@ -1632,16 +1689,19 @@ pub mod kitchen_sink {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {})
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("BasePingArgs")?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("BasePingArgs");
             len += l.field_stop_len();
             len += l.struct_end_len();
@@ -1651,10 +1711,10 @@ pub mod kitchen_sink {
     /// The reply of `Base.ping`: `success` or one declared exception (all unset for a `void` success).
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct BasePingResult {}
-    impl ::codec::thrift::Message for BasePingResult {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for BasePingResult {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 r.skip(field.ttype)?;
@@ -1663,16 +1723,19 @@ pub mod kitchen_sink {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {})
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("BasePingResult")?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("BasePingResult");
             len += l.field_stop_len();
             len += l.struct_end_len();
@@ -1682,20 +1745,23 @@ pub mod kitchen_sink {
     /// The `Base` service: implement it, and serve it with [`BaseServer`]. Methods run on the core that owns the connection and must not block it: to wait, take the reply with `ctx.defer()`.
     pub trait Base: Send + Sync + 'static {
         /// `Base.ping`.
-        fn ping(&self, ctx: &::rpc::CallContext<'_>) -> ::rpc::Reply<(), ::rpc::Status>;
+        fn ping(
+            &self,
+            ctx: &::netpoll_rpc::CallContext<'_>,
+        ) -> ::netpoll_rpc::Reply<(), ::netpoll_rpc::Status>;
     }
     #[allow(non_snake_case)]
     fn __BasePing_reply(
-        env: &::rpc::wire::Envelope,
-        r: ::std::result::Result<(), ::rpc::Status>,
-        out: &mut ::rpc::__private::BytesMut,
-        h: &::rpc::wire::Headers<'_>,
+        env: &::netpoll_rpc::wire::Envelope,
+        r: ::std::result::Result<(), ::netpoll_rpc::Status>,
+        out: &mut ::netpoll_rpc::__private::BytesMut,
+        h: &::netpoll_rpc::wire::Headers<'_>,
     ) {
         let r = match r {
             ::std::result::Result::Ok(()) => ::std::result::Result::Ok(BasePingResult {}),
             ::std::result::Result::Err(s) => ::std::result::Result::Err(s),
         };
-        ::rpc::server::encode_thrift_reply(env, out, h, r)
+        ::netpoll_rpc::server::encode_thrift_reply(env, out, h, r)
     }
     /// Serves an implementation of [`Base`]: register it with `ServerBuilder::service` or [`register_base`].
     pub struct BaseServer<S>(S);
@@ -1710,23 +1776,23 @@ pub mod kitchen_sink {
             f.write_str("BaseServer")
         }
     }
-    const __BASE_METHODS: &[::rpc::server::MethodInfo] = &[
-        ::rpc::server::MethodInfo {
+    const __BASE_METHODS: &[::netpoll_rpc::server::MethodInfo] = &[
+        ::netpoll_rpc::server::MethodInfo {
             name: "ping",
             oneway: false,
         },
     ];
-    impl<S: Base> ::rpc::server::Service for BaseServer<S> {
+    impl<S: Base> ::netpoll_rpc::server::Service for BaseServer<S> {
         fn name(&self) -> &'static str {
             "Base"
         }
-        fn idl(&self) -> ::rpc::server::Idl {
-            ::rpc::server::Idl::Thrift
+        fn idl(&self) -> ::netpoll_rpc::server::Idl {
+            ::netpoll_rpc::server::Idl::Thrift
         }
-        fn methods(&self) -> &'static [::rpc::server::MethodInfo] {
+        fn methods(&self) -> &'static [::netpoll_rpc::server::MethodInfo] {
             __BASE_METHODS
         }
-        fn call(&self, index: usize, call: ::rpc::server::Call<'_, '_, '_>) {
+        fn call(&self, index: usize, call: ::netpoll_rpc::server::Call<'_, '_, '_>) {
             match index {
                 0 => {
                     call.thrift(
@@ -1734,37 +1800,37 @@ pub mod kitchen_sink {
                         __BasePing_reply,
                     )
                 }
-                _ => call.fail(::rpc::Status::unknown_method("no such method")),
+                _ => call.fail(::netpoll_rpc::Status::unknown_method("no such method")),
             }
         }
     }
     /// Registers an implementation of [`Base`] on a server being built.
     pub fn register_base<S: Base>(
-        builder: ::rpc::server::ServerBuilder,
+        builder: ::netpoll_rpc::server::ServerBuilder,
         service: S,
-    ) -> ::rpc::server::ServerBuilder {
+    ) -> ::netpoll_rpc::server::ServerBuilder {
         builder.service(BaseServer::new(service))
     }
     #[allow(non_snake_case)]
     fn __BasePing_unpack(
         _r: BasePingResult,
-    ) -> ::std::result::Result<(), ::rpc::CallError> {
+    ) -> ::std::result::Result<(), ::netpoll_rpc::CallError> {
         ::std::result::Result::Ok(())
     }
     /// A client of the `Base` service: blocking methods callable from any thread, and `_with` methods that hand the result to a callback (for many calls in flight).
     #[derive(Debug, Clone)]
-    pub struct BaseClient(::rpc::client::ThriftClient);
+    pub struct BaseClient(::netpoll_rpc::client::ThriftClient);
     impl BaseClient {
         /// A client of the server at `addr` with the defaults (TTHeader, binary).
         pub fn connect(
             addr: impl ::std::net::ToSocketAddrs,
-        ) -> ::std::result::Result<Self, ::rpc::client::ClientError> {
-            ::rpc::client::ClientBuilder::new(addr).thrift("Base").map(Self)
+        ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
+            ::netpoll_rpc::client::ClientBuilder::new(addr).thrift("Base").map(Self)
         }
         /// A client with the settings of `builder`.
         pub fn from_builder(
-            builder: ::rpc::client::ClientBuilder,
-        ) -> ::std::result::Result<Self, ::rpc::client::ClientError> {
+            builder: ::netpoll_rpc::client::ClientBuilder,
+        ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
             builder.thrift("Base").map(Self)
         }
         /// The same client with another per-call deadline.
@@ -1775,7 +1841,7 @@ pub mod kitchen_sink {
             Self(self.0.with_timeout(timeout))
         }
         /// Calls `Base.ping` and waits for its result.
-        pub fn ping(&self) -> ::std::result::Result<(), ::rpc::CallError> {
+        pub fn ping(&self) -> ::std::result::Result<(), ::netpoll_rpc::CallError> {
             let r: BasePingResult = self.0.call("ping", BasePingArgs {})?;
             __BasePing_unpack(r)
         }
@@ -1783,16 +1849,19 @@ pub mod kitchen_sink {
         pub fn ping_with(
             &self,
             done: impl FnOnce(
-                ::std::result::Result<(), ::rpc::CallError>,
+                ::std::result::Result<(), ::netpoll_rpc::CallError>,
             ) + Send + 'static,
         ) {
             self.0
                 .call_with(
                     "ping",
                     BasePingArgs {},
-                    move |r: ::std::result::Result<BasePingResult, ::rpc::CallError>| done(
-                        r.and_then(__BasePing_unpack),
-                    ),
+                    move |
+                        r: ::std::result::Result<
+                            BasePingResult,
+                            ::netpoll_rpc::CallError,
+                        >|
+                    done(r.and_then(__BasePing_unpack)),
                 )
         }
     }
@@ -1804,19 +1873,19 @@ pub mod kitchen_sink {
         /// Field 2: optional `min_level`.
         pub min_level: ::std::option::Option<super::shared::Level>,
     }
-    impl ::codec::thrift::Message for StoreFetchArgs {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for StoreFetchArgs {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_id = ::std::option::Option::None;
             let mut f_min_level = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::I64) => {
+                    (1, ::netpoll_codec::thrift::TType::I64) => {
                         f_id = ::std::option::Option::Some(r.read_i64()?);
                     }
-                    (2, ::codec::thrift::TType::I32) => {
+                    (2, ::netpoll_codec::thrift::TType::I32) => {
                         f_min_level = ::std::option::Option::Some(
                             super::shared::Level(r.read_i32()?),
                         );
@@ -1831,16 +1900,16 @@ pub mod kitchen_sink {
                 min_level: f_min_level,
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("StoreFetchArgs")?;
-            w.write_field_begin(::codec::thrift::TType::I64, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::I64, 1)?;
             w.write_i64(self.id)?;
             w.write_field_end()?;
             if let ::std::option::Option::Some(value) = &self.min_level {
-                w.write_field_begin(::codec::thrift::TType::I32, 2)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::I32, 2)?;
                 w.write_i32(value.0)?;
                 w.write_field_end()?;
             }
@@ -1848,13 +1917,16 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("StoreFetchArgs");
-            len += l.field_begin_len(::codec::thrift::TType::I64, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::I64, 1);
             len += l.i64_len(self.id);
             len += l.field_end_len();
             if let ::std::option::Option::Some(value) = &self.min_level {
-                len += l.field_begin_len(::codec::thrift::TType::I32, 2);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::I32, 2);
                 len += l.i32_len(value.0);
                 len += l.field_end_len();
             }
@@ -1873,29 +1945,29 @@ pub mod kitchen_sink {
         /// Field 2: set when the call threw `busy`.
         pub busy: ::std::option::Option<Overloaded>,
     }
-    impl ::codec::thrift::Message for StoreFetchResult {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for StoreFetchResult {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_success = ::std::option::Option::None;
             let mut f_missing = ::std::option::Option::None;
             let mut f_busy = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (0, ::codec::thrift::TType::Struct) => {
+                    (0, ::netpoll_codec::thrift::TType::Struct) => {
                         f_success = ::std::option::Option::Some(
-                            <Everything as ::codec::thrift::Message>::decode(r)?,
+                            <Everything as ::netpoll_codec::thrift::Message>::decode(r)?,
                         );
                     }
-                    (1, ::codec::thrift::TType::Struct) => {
+                    (1, ::netpoll_codec::thrift::TType::Struct) => {
                         f_missing = ::std::option::Option::Some(
-                            <NotFound as ::codec::thrift::Message>::decode(r)?,
+                            <NotFound as ::netpoll_codec::thrift::Message>::decode(r)?,
                         );
                     }
-                    (2, ::codec::thrift::TType::Struct) => {
+                    (2, ::netpoll_codec::thrift::TType::Struct) => {
                         f_busy = ::std::option::Option::Some(
-                            <Overloaded as ::codec::thrift::Message>::decode(r)?,
+                            <Overloaded as ::netpoll_codec::thrift::Message>::decode(r)?,
                         );
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -1909,45 +1981,60 @@ pub mod kitchen_sink {
                 busy: f_busy,
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("StoreFetchResult")?;
             if let ::std::option::Option::Some(value) = &self.success {
-                w.write_field_begin(::codec::thrift::TType::Struct, 0)?;
-                <Everything as ::codec::thrift::Message>::encode(value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 0)?;
+                <Everything as ::netpoll_codec::thrift::Message>::encode(value, w)?;
                 w.write_field_end()?;
             }
             if let ::std::option::Option::Some(value) = &self.missing {
-                w.write_field_begin(::codec::thrift::TType::Struct, 1)?;
-                <NotFound as ::codec::thrift::Message>::encode(value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 1)?;
+                <NotFound as ::netpoll_codec::thrift::Message>::encode(value, w)?;
                 w.write_field_end()?;
             }
             if let ::std::option::Option::Some(value) = &self.busy {
-                w.write_field_begin(::codec::thrift::TType::Struct, 2)?;
-                <Overloaded as ::codec::thrift::Message>::encode(value, w)?;
+                w.write_field_begin(::netpoll_codec::thrift::TType::Struct, 2)?;
+                <Overloaded as ::netpoll_codec::thrift::Message>::encode(value, w)?;
                 w.write_field_end()?;
             }
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("StoreFetchResult");
             if let ::std::option::Option::Some(value) = &self.success {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 0);
-                len += <Everything as ::codec::thrift::Message>::encoded_len(value, l);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 0);
+                len
+                    += <Everything as ::netpoll_codec::thrift::Message>::encoded_len(
+                        value,
+                        l,
+                    );
                 len += l.field_end_len();
             }
             if let ::std::option::Option::Some(value) = &self.missing {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 1);
-                len += <NotFound as ::codec::thrift::Message>::encoded_len(value, l);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 1);
+                len
+                    += <NotFound as ::netpoll_codec::thrift::Message>::encoded_len(
+                        value,
+                        l,
+                    );
                 len += l.field_end_len();
             }
             if let ::std::option::Option::Some(value) = &self.busy {
-                len += l.field_begin_len(::codec::thrift::TType::Struct, 2);
-                len += <Overloaded as ::codec::thrift::Message>::encoded_len(value, l);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::Struct, 2);
+                len
+                    += <Overloaded as ::netpoll_codec::thrift::Message>::encoded_len(
+                        value,
+                        l,
+                    );
                 len += l.field_end_len();
             }
             len += l.field_stop_len();
@@ -1959,17 +2046,17 @@ pub mod kitchen_sink {
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct StoreLogArgs {
         /// Field 1: `line`.
-        pub line: ::codec::ByteString,
+        pub line: ::netpoll_codec::ByteString,
     }
-    impl ::codec::thrift::Message for StoreLogArgs {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for StoreLogArgs {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_line = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Binary) => {
+                    (1, ::netpoll_codec::thrift::TType::Binary) => {
                         f_line = ::std::option::Option::Some(r.read_string()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -1981,21 +2068,24 @@ pub mod kitchen_sink {
                 line: f_line.unwrap_or_default(),
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("StoreLogArgs")?;
-            w.write_field_begin(::codec::thrift::TType::Binary, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Binary, 1)?;
             w.write_string(&self.line)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("StoreLogArgs");
-            len += l.field_begin_len(::codec::thrift::TType::Binary, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Binary, 1);
             len += l.string_len(&self.line);
             len += l.field_end_len();
             len += l.field_stop_len();
@@ -2006,10 +2096,10 @@ pub mod kitchen_sink {
     /// The arguments of `Store.trees`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
     pub struct StoreTreesArgs {}
-    impl ::codec::thrift::Message for StoreTreesArgs {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for StoreTreesArgs {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 r.skip(field.ttype)?;
@@ -2018,16 +2108,19 @@ pub mod kitchen_sink {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self {})
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("StoreTreesArgs")?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("StoreTreesArgs");
             len += l.field_stop_len();
             len += l.struct_end_len();
@@ -2040,28 +2133,31 @@ pub mod kitchen_sink {
         /// Field 0: the return value, when the call succeeded.
         pub success: ::std::option::Option<::std::vec::Vec<Node>>,
     }
-    impl ::codec::thrift::Message for StoreTreesResult {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for StoreTreesResult {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_success = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (0, ::codec::thrift::TType::List) => {
+                    (0, ::netpoll_codec::thrift::TType::List) => {
                         let header0 = r.read_list_begin()?;
-                        ::codec::thrift::expect_elem(
+                        ::netpoll_codec::thrift::expect_elem(
                             header0.elem,
-                            ::codec::thrift::TType::Struct,
+                            ::netpoll_codec::thrift::TType::Struct,
                             header0.len,
                         )?;
                         let mut value = ::std::vec::Vec::with_capacity(
-                            ::codec::thrift::capacity_for::<
+                            ::netpoll_codec::thrift::capacity_for::<
                                 Node,
                             >(header0.len, r.remaining()),
                         );
                         for _ in 0..header0.len {
-                            value.push(<Node as ::codec::thrift::Message>::decode(r)?);
+                            value
+                                .push(
+                                    <Node as ::netpoll_codec::thrift::Message>::decode(r)?,
+                                );
                         }
                         r.read_list_end()?;
                         f_success = ::std::option::Option::Some(value);
@@ -2073,19 +2169,19 @@ pub mod kitchen_sink {
             r.read_struct_end()?;
             ::std::result::Result::Ok(Self { success: f_success })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("StoreTreesResult")?;
             if let ::std::option::Option::Some(value) = &self.success {
-                w.write_field_begin(::codec::thrift::TType::List, 0)?;
-                w.write_list_begin(::codec::thrift::ListHeader {
-                    elem: ::codec::thrift::TType::Struct,
+                w.write_field_begin(::netpoll_codec::thrift::TType::List, 0)?;
+                w.write_list_begin(::netpoll_codec::thrift::ListHeader {
+                    elem: ::netpoll_codec::thrift::TType::Struct,
                     len: value.len(),
                 })?;
                 for item0 in value.iter() {
-                    <Node as ::codec::thrift::Message>::encode(item0, w)?;
+                    <Node as ::netpoll_codec::thrift::Message>::encode(item0, w)?;
                 }
                 w.write_list_end()?;
                 w.write_field_end()?;
@@ -2094,18 +2190,25 @@ pub mod kitchen_sink {
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("StoreTreesResult");
             if let ::std::option::Option::Some(value) = &self.success {
-                len += l.field_begin_len(::codec::thrift::TType::List, 0);
+                len += l.field_begin_len(::netpoll_codec::thrift::TType::List, 0);
                 len
                     += l
-                        .list_begin_len(::codec::thrift::ListHeader {
-                            elem: ::codec::thrift::TType::Struct,
+                        .list_begin_len(::netpoll_codec::thrift::ListHeader {
+                            elem: ::netpoll_codec::thrift::TType::Struct,
                             len: value.len(),
                         });
                 for item0 in value.iter() {
-                    len += <Node as ::codec::thrift::Message>::encoded_len(item0, l);
+                    len
+                        += <Node as ::netpoll_codec::thrift::Message>::encoded_len(
+                            item0,
+                            l,
+                        );
                 }
                 len += l.list_end_len();
                 len += l.field_end_len();
@@ -2123,18 +2226,18 @@ pub mod kitchen_sink {
         /// The declared exception `busy`.
         Busy(Overloaded),
         /// An application error, sent as a `TApplicationException`.
-        Status(::rpc::Status),
+        Status(::netpoll_rpc::Status),
     }
-    impl ::std::convert::From<::rpc::Status> for StoreFetchError {
-        fn from(s: ::rpc::Status) -> Self {
+    impl ::std::convert::From<::netpoll_rpc::Status> for StoreFetchError {
+        fn from(s: ::netpoll_rpc::Status) -> Self {
             Self::Status(s)
         }
     }
-    impl ::rpc::server::ReplyError for StoreFetchError {
-        fn error_kind(&self) -> ::rpc::ErrorKind {
+    impl ::netpoll_rpc::server::ReplyError for StoreFetchError {
+        fn error_kind(&self) -> ::netpoll_rpc::ErrorKind {
             match self {
                 Self::Status(s) => s.kind(),
-                _ => ::rpc::ErrorKind::Declared,
+                _ => ::netpoll_rpc::ErrorKind::Declared,
             }
         }
     }
@@ -2151,41 +2254,48 @@ pub mod kitchen_sink {
     /// The `Store` service: implement it, and serve it with [`StoreServer`]. Methods run on the core that owns the connection and must not block it: to wait, take the reply with `ctx.defer()`.
     pub trait Store: Send + Sync + 'static {
         /// `Store.ping`.
-        fn ping(&self, ctx: &::rpc::CallContext<'_>) -> ::rpc::Reply<(), ::rpc::Status>;
+        fn ping(
+            &self,
+            ctx: &::netpoll_rpc::CallContext<'_>,
+        ) -> ::netpoll_rpc::Reply<(), ::netpoll_rpc::Status>;
         /// `Store.fetch`.
         fn fetch(
             &self,
-            ctx: &::rpc::CallContext<'_>,
+            ctx: &::netpoll_rpc::CallContext<'_>,
             id: i64,
             min_level: ::std::option::Option<super::shared::Level>,
-        ) -> ::rpc::Reply<Everything, StoreFetchError>;
+        ) -> ::netpoll_rpc::Reply<Everything, StoreFetchError>;
         /// `Store.log`.
-        fn log(&self, ctx: &::rpc::CallContext<'_>, line: ::codec::ByteString);
+        fn log(
+            &self,
+            ctx: &::netpoll_rpc::CallContext<'_>,
+            line: ::netpoll_codec::ByteString,
+        );
         /// `Store.trees`.
         fn trees(
             &self,
-            ctx: &::rpc::CallContext<'_>,
-        ) -> ::rpc::Reply<::std::vec::Vec<Node>, ::rpc::Status>;
+            ctx: &::netpoll_rpc::CallContext<'_>,
+        ) -> ::netpoll_rpc::Reply<::std::vec::Vec<Node>, ::netpoll_rpc::Status>;
     }
     #[allow(non_snake_case)]
     fn __StorePing_reply(
-        env: &::rpc::wire::Envelope,
-        r: ::std::result::Result<(), ::rpc::Status>,
-        out: &mut ::rpc::__private::BytesMut,
-        h: &::rpc::wire::Headers<'_>,
+        env: &::netpoll_rpc::wire::Envelope,
+        r: ::std::result::Result<(), ::netpoll_rpc::Status>,
+        out: &mut ::netpoll_rpc::__private::BytesMut,
+        h: &::netpoll_rpc::wire::Headers<'_>,
     ) {
         let r = match r {
             ::std::result::Result::Ok(()) => ::std::result::Result::Ok(BasePingResult {}),
             ::std::result::Result::Err(s) => ::std::result::Result::Err(s),
         };
-        ::rpc::server::encode_thrift_reply(env, out, h, r)
+        ::netpoll_rpc::server::encode_thrift_reply(env, out, h, r)
     }
     #[allow(non_snake_case)]
     fn __StoreFetch_reply(
-        env: &::rpc::wire::Envelope,
+        env: &::netpoll_rpc::wire::Envelope,
         r: ::std::result::Result<Everything, StoreFetchError>,
-        out: &mut ::rpc::__private::BytesMut,
-        h: &::rpc::wire::Headers<'_>,
+        out: &mut ::netpoll_rpc::__private::BytesMut,
+        h: &::netpoll_rpc::wire::Headers<'_>,
     ) {
         let r = match r {
             ::std::result::Result::Ok(v) => {
@@ -2213,14 +2323,14 @@ pub mod kitchen_sink {
                 ::std::result::Result::Err(s)
             }
         };
-        ::rpc::server::encode_thrift_reply(env, out, h, r)
+        ::netpoll_rpc::server::encode_thrift_reply(env, out, h, r)
     }
     #[allow(non_snake_case)]
     fn __StoreTrees_reply(
-        env: &::rpc::wire::Envelope,
-        r: ::std::result::Result<::std::vec::Vec<Node>, ::rpc::Status>,
-        out: &mut ::rpc::__private::BytesMut,
-        h: &::rpc::wire::Headers<'_>,
+        env: &::netpoll_rpc::wire::Envelope,
+        r: ::std::result::Result<::std::vec::Vec<Node>, ::netpoll_rpc::Status>,
+        out: &mut ::netpoll_rpc::__private::BytesMut,
+        h: &::netpoll_rpc::wire::Headers<'_>,
     ) {
         let r = match r {
             ::std::result::Result::Ok(v) => {
@@ -2230,7 +2340,7 @@ pub mod kitchen_sink {
             }
             ::std::result::Result::Err(s) => ::std::result::Result::Err(s),
         };
-        ::rpc::server::encode_thrift_reply(env, out, h, r)
+        ::netpoll_rpc::server::encode_thrift_reply(env, out, h, r)
     }
     /// Serves an implementation of [`Store`]: register it with `ServerBuilder::service` or [`register_store`].
     pub struct StoreServer<S>(S);
@@ -2245,35 +2355,35 @@ pub mod kitchen_sink {
             f.write_str("StoreServer")
         }
     }
-    const __STORE_METHODS: &[::rpc::server::MethodInfo] = &[
-        ::rpc::server::MethodInfo {
+    const __STORE_METHODS: &[::netpoll_rpc::server::MethodInfo] = &[
+        ::netpoll_rpc::server::MethodInfo {
             name: "ping",
             oneway: false,
         },
-        ::rpc::server::MethodInfo {
+        ::netpoll_rpc::server::MethodInfo {
             name: "fetch",
             oneway: false,
         },
-        ::rpc::server::MethodInfo {
+        ::netpoll_rpc::server::MethodInfo {
             name: "log",
             oneway: true,
         },
-        ::rpc::server::MethodInfo {
+        ::netpoll_rpc::server::MethodInfo {
             name: "trees",
             oneway: false,
         },
     ];
-    impl<S: Store> ::rpc::server::Service for StoreServer<S> {
+    impl<S: Store> ::netpoll_rpc::server::Service for StoreServer<S> {
         fn name(&self) -> &'static str {
             "Store"
         }
-        fn idl(&self) -> ::rpc::server::Idl {
-            ::rpc::server::Idl::Thrift
+        fn idl(&self) -> ::netpoll_rpc::server::Idl {
+            ::netpoll_rpc::server::Idl::Thrift
         }
-        fn methods(&self) -> &'static [::rpc::server::MethodInfo] {
+        fn methods(&self) -> &'static [::netpoll_rpc::server::MethodInfo] {
             __STORE_METHODS
         }
-        fn call(&self, index: usize, call: ::rpc::server::Call<'_, '_, '_>) {
+        fn call(&self, index: usize, call: ::netpoll_rpc::server::Call<'_, '_, '_>) {
             match index {
                 0 => {
                     call.thrift(
@@ -2294,44 +2404,44 @@ pub mod kitchen_sink {
                         __StoreTrees_reply,
                     )
                 }
-                _ => call.fail(::rpc::Status::unknown_method("no such method")),
+                _ => call.fail(::netpoll_rpc::Status::unknown_method("no such method")),
             }
         }
     }
     /// Registers an implementation of [`Store`] on a server being built.
     pub fn register_store<S: Store>(
-        builder: ::rpc::server::ServerBuilder,
+        builder: ::netpoll_rpc::server::ServerBuilder,
         service: S,
-    ) -> ::rpc::server::ServerBuilder {
+    ) -> ::netpoll_rpc::server::ServerBuilder {
         builder.service(StoreServer::new(service))
     }
     #[allow(non_snake_case)]
     fn __StorePing_unpack(
         _r: BasePingResult,
-    ) -> ::std::result::Result<(), ::rpc::CallError> {
+    ) -> ::std::result::Result<(), ::netpoll_rpc::CallError> {
         ::std::result::Result::Ok(())
     }
     #[allow(non_snake_case)]
     fn __StoreFetch_unpack(
         r: StoreFetchResult,
-    ) -> ::std::result::Result<Everything, ::rpc::CallError<StoreFetchError>> {
+    ) -> ::std::result::Result<Everything, ::netpoll_rpc::CallError<StoreFetchError>> {
         if let ::std::option::Option::Some(v) = r.success {
             return ::std::result::Result::Ok(v);
         }
         if let ::std::option::Option::Some(e) = r.missing {
             return ::std::result::Result::Err(
-                ::rpc::CallError::Declared(StoreFetchError::Missing(e)),
+                ::netpoll_rpc::CallError::Declared(StoreFetchError::Missing(e)),
             );
         }
         if let ::std::option::Option::Some(e) = r.busy {
             return ::std::result::Result::Err(
-                ::rpc::CallError::Declared(StoreFetchError::Busy(e)),
+                ::netpoll_rpc::CallError::Declared(StoreFetchError::Busy(e)),
             );
         }
         ::std::result::Result::Err(
-            ::rpc::CallError::Application(
-                ::codec::thrift::ApplicationException::new(
-                    ::codec::thrift::ApplicationExceptionKind::MissingResult,
+            ::netpoll_rpc::CallError::Application(
+                ::netpoll_codec::thrift::ApplicationException::new(
+                    ::netpoll_codec::thrift::ApplicationExceptionKind::MissingResult,
                     "fetch: the reply has no result",
                 ),
             ),
@@ -2340,14 +2450,14 @@ pub mod kitchen_sink {
     #[allow(non_snake_case)]
     fn __StoreTrees_unpack(
         r: StoreTreesResult,
-    ) -> ::std::result::Result<::std::vec::Vec<Node>, ::rpc::CallError> {
+    ) -> ::std::result::Result<::std::vec::Vec<Node>, ::netpoll_rpc::CallError> {
         if let ::std::option::Option::Some(v) = r.success {
             return ::std::result::Result::Ok(v);
         }
         ::std::result::Result::Err(
-            ::rpc::CallError::Application(
-                ::codec::thrift::ApplicationException::new(
-                    ::codec::thrift::ApplicationExceptionKind::MissingResult,
+            ::netpoll_rpc::CallError::Application(
+                ::netpoll_codec::thrift::ApplicationException::new(
+                    ::netpoll_codec::thrift::ApplicationExceptionKind::MissingResult,
                     "trees: the reply has no result",
                 ),
             ),
@@ -2355,18 +2465,18 @@ pub mod kitchen_sink {
     }
     /// A client of the `Store` service: blocking methods callable from any thread, and `_with` methods that hand the result to a callback (for many calls in flight).
     #[derive(Debug, Clone)]
-    pub struct StoreClient(::rpc::client::ThriftClient);
+    pub struct StoreClient(::netpoll_rpc::client::ThriftClient);
     impl StoreClient {
         /// A client of the server at `addr` with the defaults (TTHeader, binary).
         pub fn connect(
             addr: impl ::std::net::ToSocketAddrs,
-        ) -> ::std::result::Result<Self, ::rpc::client::ClientError> {
-            ::rpc::client::ClientBuilder::new(addr).thrift("Store").map(Self)
+        ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
+            ::netpoll_rpc::client::ClientBuilder::new(addr).thrift("Store").map(Self)
         }
         /// A client with the settings of `builder`.
         pub fn from_builder(
-            builder: ::rpc::client::ClientBuilder,
-        ) -> ::std::result::Result<Self, ::rpc::client::ClientError> {
+            builder: ::netpoll_rpc::client::ClientBuilder,
+        ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
             builder.thrift("Store").map(Self)
         }
         /// The same client with another per-call deadline.
@@ -2377,7 +2487,7 @@ pub mod kitchen_sink {
             Self(self.0.with_timeout(timeout))
         }
         /// Calls `Store.ping` and waits for its result.
-        pub fn ping(&self) -> ::std::result::Result<(), ::rpc::CallError> {
+        pub fn ping(&self) -> ::std::result::Result<(), ::netpoll_rpc::CallError> {
             let r: BasePingResult = self.0.call("ping", BasePingArgs {})?;
             __StorePing_unpack(r)
         }
@@ -2385,16 +2495,19 @@ pub mod kitchen_sink {
         pub fn ping_with(
             &self,
             done: impl FnOnce(
-                ::std::result::Result<(), ::rpc::CallError>,
+                ::std::result::Result<(), ::netpoll_rpc::CallError>,
             ) + Send + 'static,
         ) {
             self.0
                 .call_with(
                     "ping",
                     BasePingArgs {},
-                    move |r: ::std::result::Result<BasePingResult, ::rpc::CallError>| done(
-                        r.and_then(__StorePing_unpack),
-                    ),
+                    move |
+                        r: ::std::result::Result<
+                            BasePingResult,
+                            ::netpoll_rpc::CallError,
+                        >|
+                    done(r.and_then(__StorePing_unpack)),
                 )
         }
         /// Calls `Store.fetch` and waits for its result.
@@ -2402,7 +2515,10 @@ pub mod kitchen_sink {
             &self,
             id: i64,
             min_level: ::std::option::Option<super::shared::Level>,
-        ) -> ::std::result::Result<Everything, ::rpc::CallError<StoreFetchError>> {
+        ) -> ::std::result::Result<
+            Everything,
+            ::netpoll_rpc::CallError<StoreFetchError>,
+        > {
             let r: StoreFetchResult = self
                 .0
                 .call("fetch", StoreFetchArgs { id, min_level })
@@ -2415,26 +2531,32 @@ pub mod kitchen_sink {
             id: i64,
             min_level: ::std::option::Option<super::shared::Level>,
             done: impl FnOnce(
-                ::std::result::Result<Everything, ::rpc::CallError<StoreFetchError>>,
+                ::std::result::Result<
+                    Everything,
+                    ::netpoll_rpc::CallError<StoreFetchError>,
+                >,
             ) + Send + 'static,
         ) {
             self.0
                 .call_with(
                     "fetch",
                     StoreFetchArgs { id, min_level },
-                    move |r: ::std::result::Result<StoreFetchResult, ::rpc::CallError>| done(
-                        r.map_err(|e| e.widen()).and_then(__StoreFetch_unpack),
-                    ),
+                    move |
+                        r: ::std::result::Result<
+                            StoreFetchResult,
+                            ::netpoll_rpc::CallError,
+                        >|
+                    done(r.map_err(|e| e.widen()).and_then(__StoreFetch_unpack)),
                 )
         }
         /// Sends `Store.log` (oneway: nothing comes back).
-        pub fn log(&self, line: ::codec::ByteString) {
+        pub fn log(&self, line: ::netpoll_codec::ByteString) {
             self.0.oneway("log", StoreLogArgs { line })
         }
         /// Calls `Store.trees` and waits for its result.
         pub fn trees(
             &self,
-        ) -> ::std::result::Result<::std::vec::Vec<Node>, ::rpc::CallError> {
+        ) -> ::std::result::Result<::std::vec::Vec<Node>, ::netpoll_rpc::CallError> {
             let r: StoreTreesResult = self.0.call("trees", StoreTreesArgs {})?;
             __StoreTrees_unpack(r)
         }
@@ -2442,16 +2564,19 @@ pub mod kitchen_sink {
         pub fn trees_with(
             &self,
             done: impl FnOnce(
-                ::std::result::Result<::std::vec::Vec<Node>, ::rpc::CallError>,
+                ::std::result::Result<::std::vec::Vec<Node>, ::netpoll_rpc::CallError>,
             ) + Send + 'static,
         ) {
             self.0
                 .call_with(
                     "trees",
                     StoreTreesArgs {},
-                    move |r: ::std::result::Result<StoreTreesResult, ::rpc::CallError>| done(
-                        r.and_then(__StoreTrees_unpack),
-                    ),
+                    move |
+                        r: ::std::result::Result<
+                            StoreTreesResult,
+                            ::netpoll_rpc::CallError,
+                        >|
+                    done(r.and_then(__StoreTrees_unpack)),
                 )
         }
     }

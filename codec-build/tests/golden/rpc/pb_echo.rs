@@ -14,18 +14,18 @@ pub trait Echo: Send + Sync + 'static {
     /// `Echo.Echo`.
     fn echo(
         &self,
-        ctx: &::rpc::CallContext<'_>,
+        ctx: &::netpoll_rpc::CallContext<'_>,
         req: EchoRequest,
-    ) -> ::rpc::Reply<EchoReply, ::rpc::Status>;
+    ) -> ::netpoll_rpc::Reply<EchoReply, ::netpoll_rpc::Status>;
 }
 #[allow(non_snake_case)]
 fn __Echo_echo_reply(
-    env: &::rpc::wire::Envelope,
-    r: ::std::result::Result<EchoReply, ::rpc::Status>,
-    out: &mut ::rpc::__private::BytesMut,
-    h: &::rpc::wire::Headers<'_>,
+    env: &::netpoll_rpc::wire::Envelope,
+    r: ::std::result::Result<EchoReply, ::netpoll_rpc::Status>,
+    out: &mut ::netpoll_rpc::__private::BytesMut,
+    h: &::netpoll_rpc::wire::Headers<'_>,
 ) {
-    ::rpc::server::encode_pb_reply(env, out, h, r)
+    ::netpoll_rpc::server::encode_pb_reply(env, out, h, r)
 }
 /// Serves an implementation of [`Echo`]: register it with `ServerBuilder::service` or [`register_echo`].
 pub struct EchoServer<S>(S);
@@ -40,23 +40,23 @@ impl<S> ::std::fmt::Debug for EchoServer<S> {
         f.write_str("EchoServer")
     }
 }
-const __ECHO_METHODS: &[::rpc::server::MethodInfo] = &[
-    ::rpc::server::MethodInfo {
+const __ECHO_METHODS: &[::netpoll_rpc::server::MethodInfo] = &[
+    ::netpoll_rpc::server::MethodInfo {
         name: "Echo",
         oneway: false,
     },
 ];
-impl<S: Echo> ::rpc::server::Service for EchoServer<S> {
+impl<S: Echo> ::netpoll_rpc::server::Service for EchoServer<S> {
     fn name(&self) -> &'static str {
         "Echo"
     }
-    fn idl(&self) -> ::rpc::server::Idl {
-        ::rpc::server::Idl::Protobuf
+    fn idl(&self) -> ::netpoll_rpc::server::Idl {
+        ::netpoll_rpc::server::Idl::Protobuf
     }
-    fn methods(&self) -> &'static [::rpc::server::MethodInfo] {
+    fn methods(&self) -> &'static [::netpoll_rpc::server::MethodInfo] {
         __ECHO_METHODS
     }
-    fn call(&self, index: usize, call: ::rpc::server::Call<'_, '_, '_>) {
+    fn call(&self, index: usize, call: ::netpoll_rpc::server::Call<'_, '_, '_>) {
         match index {
             0 => {
                 call.protobuf(
@@ -64,31 +64,31 @@ impl<S: Echo> ::rpc::server::Service for EchoServer<S> {
                     __Echo_echo_reply,
                 )
             }
-            _ => call.fail(::rpc::Status::unknown_method("no such method")),
+            _ => call.fail(::netpoll_rpc::Status::unknown_method("no such method")),
         }
     }
 }
 /// Registers an implementation of [`Echo`] on a server being built.
 pub fn register_echo<S: Echo>(
-    builder: ::rpc::server::ServerBuilder,
+    builder: ::netpoll_rpc::server::ServerBuilder,
     service: S,
-) -> ::rpc::server::ServerBuilder {
+) -> ::netpoll_rpc::server::ServerBuilder {
     builder.service(EchoServer::new(service))
 }
 /// A client of the `Echo` service: blocking methods callable from any thread, and `_with` methods that hand the result to a callback (for many calls in flight).
 #[derive(Debug, Clone)]
-pub struct EchoClient(::rpc::client::PbClient);
+pub struct EchoClient(::netpoll_rpc::client::PbClient);
 impl EchoClient {
     /// A client of the server at `addr` with the defaults (TTHeader).
     pub fn connect(
         addr: impl ::std::net::ToSocketAddrs,
-    ) -> ::std::result::Result<Self, ::rpc::client::ClientError> {
-        ::rpc::client::ClientBuilder::new(addr).protobuf("Echo").map(Self)
+    ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
+        ::netpoll_rpc::client::ClientBuilder::new(addr).protobuf("Echo").map(Self)
     }
     /// A client with the settings of `builder`.
     pub fn from_builder(
-        builder: ::rpc::client::ClientBuilder,
-    ) -> ::std::result::Result<Self, ::rpc::client::ClientError> {
+        builder: ::netpoll_rpc::client::ClientBuilder,
+    ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
         builder.protobuf("Echo").map(Self)
     }
     /// The same client with another per-call deadline.
@@ -102,7 +102,7 @@ impl EchoClient {
     pub fn echo(
         &self,
         req: EchoRequest,
-    ) -> ::std::result::Result<EchoReply, ::rpc::CallError> {
+    ) -> ::std::result::Result<EchoReply, ::netpoll_rpc::CallError> {
         self.0.call("Echo", req)
     }
     /// Calls `Echo.Echo` and returns at once; `done` gets the result on the connection's core.
@@ -110,7 +110,7 @@ impl EchoClient {
         &self,
         req: EchoRequest,
         done: impl FnOnce(
-            ::std::result::Result<EchoReply, ::rpc::CallError>,
+            ::std::result::Result<EchoReply, ::netpoll_rpc::CallError>,
         ) + Send + 'static,
     ) {
         self.0.call_with("Echo", req, done)

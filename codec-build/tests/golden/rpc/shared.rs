@@ -54,19 +54,19 @@ pub mod shared {
         /// Field 2: `y`.
         pub y: f64,
     }
-    impl ::codec::thrift::Message for Point {
-        fn decode<__R: ::codec::thrift::ProtocolRead>(
+    impl ::netpoll_codec::thrift::Message for Point {
+        fn decode<__R: ::netpoll_codec::thrift::ProtocolRead>(
             r: &mut __R,
-        ) -> ::std::result::Result<Self, ::codec::thrift::DecodeError> {
+        ) -> ::std::result::Result<Self, ::netpoll_codec::thrift::DecodeError> {
             r.read_struct_begin()?;
             let mut f_x = ::std::option::Option::None;
             let mut f_y = ::std::option::Option::None;
             while let ::std::option::Option::Some(field) = r.read_field_begin()? {
                 match (field.id, field.ttype) {
-                    (1, ::codec::thrift::TType::Double) => {
+                    (1, ::netpoll_codec::thrift::TType::Double) => {
                         f_x = ::std::option::Option::Some(r.read_double()?);
                     }
-                    (2, ::codec::thrift::TType::Double) => {
+                    (2, ::netpoll_codec::thrift::TType::Double) => {
                         f_y = ::std::option::Option::Some(r.read_double()?);
                     }
                     (_, ttype) => r.skip(ttype)?,
@@ -79,27 +79,30 @@ pub mod shared {
                 y: f_y.unwrap_or_default(),
             })
         }
-        fn encode<__W: ::codec::thrift::ProtocolWrite>(
+        fn encode<__W: ::netpoll_codec::thrift::ProtocolWrite>(
             &self,
             w: &mut __W,
-        ) -> ::std::result::Result<(), ::codec::thrift::EncodeError> {
+        ) -> ::std::result::Result<(), ::netpoll_codec::thrift::EncodeError> {
             w.write_struct_begin("Point")?;
-            w.write_field_begin(::codec::thrift::TType::Double, 1)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Double, 1)?;
             w.write_double(self.x)?;
             w.write_field_end()?;
-            w.write_field_begin(::codec::thrift::TType::Double, 2)?;
+            w.write_field_begin(::netpoll_codec::thrift::TType::Double, 2)?;
             w.write_double(self.y)?;
             w.write_field_end()?;
             w.write_field_stop()?;
             w.write_struct_end()?;
             ::std::result::Result::Ok(())
         }
-        fn encoded_len<__L: ::codec::thrift::ProtocolLen>(&self, l: &mut __L) -> usize {
+        fn encoded_len<__L: ::netpoll_codec::thrift::ProtocolLen>(
+            &self,
+            l: &mut __L,
+        ) -> usize {
             let mut len = l.struct_begin_len("Point");
-            len += l.field_begin_len(::codec::thrift::TType::Double, 1);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Double, 1);
             len += l.double_len(self.x);
             len += l.field_end_len();
-            len += l.field_begin_len(::codec::thrift::TType::Double, 2);
+            len += l.field_begin_len(::netpoll_codec::thrift::TType::Double, 2);
             len += l.double_len(self.y);
             len += l.field_end_len();
             len += l.field_stop_len();
