@@ -10,7 +10,7 @@ fn main() {
         .unwrap_or_else(|| "127.0.0.1:8888".to_owned());
     let client = HelloClient::connect(addr.as_str()).expect("client");
     match client.say_hello(Request {
-        message: "Kitex".into(),
+        name: "Kitex".into(),
     }) {
         Ok(resp) => println!("Response: {}", resp.message),
         Err(e) => {

@@ -15,7 +15,7 @@ struct HelloImpl;
 impl Hello for HelloImpl {
     fn say_hello(&self, _ctx: &CallContext<'_>, req: Request) -> Reply<Response> {
         Reply::ok(Response {
-            message: format!("Hello {}", req.message),
+            message: format!("Hello {}", req.name),
         })
     }
 }

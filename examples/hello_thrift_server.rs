@@ -16,7 +16,7 @@ struct HelloImpl;
 impl Hello for HelloImpl {
     fn say_hello(&self, _ctx: &CallContext<'_>, req: Request) -> Reply<Response> {
         Reply::ok(Response {
-            message: format!("Hello {}", &*req.message).into(),
+            message: format!("Hello {}", &*req.name).into(),
         })
     }
 }

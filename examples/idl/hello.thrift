@@ -2,7 +2,7 @@
 namespace rs hello_thrift
 
 struct Request {
-    1: string message,
+    1: string name,
 }
 
 struct Response {

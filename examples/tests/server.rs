@@ -24,12 +24,10 @@ impl hello_thrift::Hello for Panicky {
         _ctx: &CallContext<'_>,
         req: hello_thrift::Request,
     ) -> Reply<hello_thrift::Response> {
-        if &*req.message == "panic" {
+        if &*req.name == "panic" {
             panic!("asked to panic");
         }
-        Reply::ok(hello_thrift::Response {
-            message: req.message,
-        })
+        Reply::ok(hello_thrift::Response { message: req.name })
     }
 }
 
@@ -221,7 +219,7 @@ fn a_panicking_handler_gets_internal_error_and_the_server_keeps_serving() {
         Payload::ThriftBinary,
     );
     let req = |m: &'static str| hello_thrift::HelloSayHelloArgs {
-        req: hello_thrift::Request { message: m.into() },
+        req: hello_thrift::Request { name: m.into() },
     };
     c.send_thrift("SayHello", 1, &req("panic"), 0);
     let e = exception(c.read().expect("reply"));
