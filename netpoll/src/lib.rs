@@ -45,13 +45,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
-mod bufring;
 mod conn;
 mod core;
 mod error;
 mod handler;
 mod input;
-mod ring;
 mod runtime;
 mod stats;
 mod sys;
@@ -59,14 +57,14 @@ mod timer;
 mod token;
 mod wake;
 
-pub use crate::bufring::PoolStats;
 pub use crate::conn::{Conn, ConnId};
 pub use crate::core::{current_core, Core};
 pub use crate::error::BuildError;
 pub use crate::handler::{CloseReason, Handler};
 pub use crate::input::Input;
-pub use crate::ring::MIN_KERNEL;
 pub use crate::runtime::{Builder, CoreStopped, Runtime, RuntimeHandle, DEFAULT_WRITE_TIMEOUT};
 pub use crate::stats::CloseCounts;
 pub use crate::sys::open_fds;
+pub use crate::sys::uring::bufring::PoolStats;
+pub use crate::sys::uring::ring::MIN_KERNEL;
 pub use crate::timer::TimerId;

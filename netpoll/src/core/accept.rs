@@ -5,12 +5,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
-use io_uring::{cqueue, opcode, types};
-
 use super::lifecycle::Life;
 use super::state::ConnectOp;
 use super::{Core, Factory, TimerTarget};
-use crate::token::{self, Op};
+use crate::sys::uring::Op;
+use crate::token::{self, Op as Kind};
 use crate::CloseReason;
 
 /// How long to wait before accepting again after accept failed (EMFILE and the like).
@@ -42,12 +41,11 @@ impl Core {
             return;
         }
         l.armed = true;
-        let entry = opcode::AcceptMulti::new(types::Fd(l.fd.as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(token::encode(Op::Accept, li, 0));
+        let op = Op::AcceptMulti {
+            fd: l.fd.as_raw_fd(),
+        };
         // SAFETY: multishot accept names no userspace memory.
-        unsafe { self.push(entry) };
+        unsafe { self.push(op, token::encode(Kind::Accept, li, 0)) };
         self.kernel_ops += 1;
     }
 
@@ -58,15 +56,14 @@ impl Core {
             let l = &mut self.listeners[li as usize];
             l.closing = true;
             if l.armed {
-                self.cancel_op(token::encode(Op::Accept, li, 0));
+                self.cancel_op(token::encode(Kind::Accept, li, 0));
             } else {
                 self.listeners.remove(li as usize);
             }
         }
     }
 
-    pub(super) fn on_accept(&mut self, li: u32, res: i32, flags: u32) {
-        let more = cqueue::more(flags);
+    pub(super) fn on_accept(&mut self, li: u32, res: i32, more: bool) {
         let accepted = (res >= 0).then(|| {
             // SAFETY: a non-negative accept result is a new descriptor that we now own.
             unsafe { OwnedFd::from_raw_fd(res) }

@@ -6,12 +6,11 @@ use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
-use io_uring::{opcode, types};
-
 use super::lifecycle::{Drained, Life, OnClose};
 use super::state::SendOp;
 use super::{Core, TimerTarget};
-use crate::token::{self, Op};
+use crate::sys::uring::Op;
+use crate::token::{self, Op as Kind};
 use crate::{sys, CloseReason};
 
 /// How long a gracefully closed connection waits for the peer's FIN after sending its own.
@@ -74,11 +73,8 @@ impl Core {
             self.timers.cancel(t);
         }
         if busy {
-            let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
-                .build()
-                .user_data(token::encode(Op::Cancel, slot, gen));
             // SAFETY: a cancellation names no userspace memory.
-            unsafe { self.push(entry) };
+            unsafe { self.push(Op::CancelFd { fd }, token::encode(Kind::Cancel, slot, gen)) };
         }
         self.closing.push((slot, token::gen_bits(gen)));
     }

@@ -1,7 +1,11 @@
-//! [`Core`]: one event loop, owning one io_uring instance, its connections, timers and
-//! buffer pools. A core runs on its own thread and shares nothing on the hot path.
+//! [`Core`]: one event loop, owning one backend driver, its connections, timers and buffer
+//! pools. A core runs on its own thread and shares nothing on the hot path.
 //!
-//! The loop is split by concern: `submit` (the submission queue and completion dispatch),
+//! The core names no io_uring type: it hands backend-neutral operations to the driver
+//! (`sys::uring::Driver`, today the only one) and reads back decoded completions. The
+//! connection lifecycle is a kernel-free state machine (`lifecycle`).
+//!
+//! The loop is split by concern: `submit` (operations out, completions dispatched),
 //! `accept`, `recv`, `send`, `close` (draining, lingering, aborting and releasing), and
 //! this file (the loop, timers, tasks and lookups).
 //!
@@ -38,13 +42,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use io_uring::{opcode, squeue, types, IoUring};
 use slab::Slab;
 
-use crate::bufring::{BufPool, PoolStats};
 use crate::stats::CoreStats;
+use crate::sys::uring::bufring::{BufPool, PoolStats};
+use crate::sys::uring::{Completion, Driver, Op};
 use crate::timer::Timers;
-use crate::token::{self, Op};
+use crate::token::{self, Op as Kind};
 use crate::wake::WakeFlag;
 use crate::{sys, BuildError, CloseReason, Conn, ConnId, Handler, TimerId};
 use lifecycle::{Life, Lifecycle};
@@ -128,7 +132,7 @@ pub(crate) enum TimerTarget {
 /// One event loop. Handlers and tasks reach it as `&mut Core`: open outbound connections,
 /// set timers, and act on connections by id.
 pub struct Core {
-    ring: IoUring,
+    driver: Driver,
     pool: ManuallyDrop<BufPool>,
     /// The ring answered ENOBUFS and the pool could not grow: receive directly until
     /// buffers come back.
@@ -146,8 +150,7 @@ pub struct Core {
     /// delivered at the end of the turn.
     resumed: Vec<(u32, u64)>,
     closing: Vec<(u32, u32)>,
-    cqes: Vec<(u64, i32, u32)>,
-    backlog: std::collections::VecDeque<squeue::Entry>,
+    cqes: Vec<Completion>,
     spare: Vec<bytes::BytesMut>,
     remote: Arc<Remote>,
     rx: Receiver<Task>,
@@ -178,9 +181,9 @@ impl std::fmt::Debug for Core {
 impl Core {
     /// Creates a core on the calling thread (the thread that will run it).
     pub(crate) fn new(id: usize, cfg: CoreConfig) -> Result<(Core, Arc<Remote>), BuildError> {
-        let ring = crate::ring::setup(cfg.ring_entries)?;
+        let driver = Driver::new(cfg.ring_entries)?;
         let pool = BufPool::new(
-            &ring.submitter(),
+            &driver.submitter(),
             0,
             cfg.buffer_count,
             cfg.max_buffers,
@@ -200,10 +203,10 @@ impl Core {
             wake: WakeFlag::default(),
             stats: Arc::new(CoreStats::default()),
         });
-        let cq = ring.params().cq_entries() as usize;
+        let cq = driver.completion_capacity();
         let now = Instant::now();
         let core = Core {
-            ring,
+            driver,
             pool: ManuallyDrop::new(pool),
             pool_dry: false,
             conns: Slab::with_capacity(1024),
@@ -218,7 +221,6 @@ impl Core {
             resumed: Vec::new(),
             closing: Vec::with_capacity(64),
             cqes: Vec::with_capacity(cq),
-            backlog: std::collections::VecDeque::new(),
             spare: Vec::new(),
             remote: remote.clone(),
             rx,
@@ -360,13 +362,12 @@ impl Core {
         c.lc = Lifecycle::connecting();
         c.outbound = true;
         let sockaddr = Box::new(socket2::SockAddr::from(addr));
-        let entry = opcode::Connect::new(
-            types::Fd(c.fd.as_raw_fd()),
-            sockaddr.as_ptr().cast(),
-            sockaddr.len(),
-        )
-        .build()
-        .user_data(token::encode(Op::Connect, slot, c.gen));
+        let op = Op::Connect {
+            fd: c.fd.as_raw_fd(),
+            addr: sockaddr.as_ptr().cast(),
+            len: sockaddr.len(),
+        };
+        let user_data = token::encode(Kind::Connect, slot, c.gen);
         // The box moves into the operation's state; its heap address does not change.
         c.connect = ConnectOp::InFlight(sockaddr);
         if let Some(t) = timeout {
@@ -378,7 +379,7 @@ impl Core {
         // SAFETY: the address is owned by `ConnectOp::InFlight` until the connect's
         // completion takes it out (`on_connect`); the slot is not freed while that state
         // is set (`kernel_busy`).
-        unsafe { self.push(entry) };
+        unsafe { self.push(op, user_data) };
         self.kernel_ops += 1;
         Ok(id)
     }
@@ -433,7 +434,7 @@ impl Core {
     }
 
     fn wait(&mut self) -> io::Result<()> {
-        self.drain_backlog();
+        self.driver.drain_backlog();
         let mut want = 1;
         // Connections in `closing` wait for the kernel's completions: that is a reason to
         // wait, not to spin.
@@ -475,16 +476,14 @@ impl Core {
             want = 0;
         }
         let result = match deadline {
-            _ if want == 0 => self.submit_and_reap(),
-            None => self.ring.submit_and_wait(1),
+            _ if want == 0 => self.driver.submit_and_reap(),
+            None => self.driver.wait(None),
             Some(d) => {
                 let wait = d.saturating_duration_since(Instant::now());
                 if wait.is_zero() {
-                    self.submit_and_reap()
+                    self.driver.submit_and_reap()
                 } else {
-                    let ts = types::Timespec::from(wait);
-                    let args = types::SubmitArgs::new().timespec(&ts);
-                    self.ring.submitter().submit_with_args(1, &args)
+                    self.driver.wait(Some(wait))
                 }
             }
         };
@@ -519,7 +518,7 @@ impl Core {
                         c.connect_timer = None;
                         if c.lc.is(Life::Connecting) {
                             c.connect_timed_out = true;
-                            let target = token::encode(Op::Connect, slot, c.gen);
+                            let target = token::encode(Kind::Connect, slot, c.gen);
                             self.cancel_op(target);
                         }
                     }
@@ -559,15 +558,13 @@ impl Core {
 
     fn teardown(&mut self) -> io::Result<()> {
         if self.wake_armed {
-            self.cancel_op(token::encode(Op::Wake, 0, 0));
+            self.cancel_op(token::encode(Kind::Wake, 0, 0));
         }
         // Wait for every operation's final completion: only then is our memory our own.
         let give_up = Instant::now() + Duration::from_secs(5);
         while self.kernel_ops > 0 && Instant::now() < give_up {
-            self.drain_backlog();
-            let ts = types::Timespec::from(Duration::from_millis(100));
-            let args = types::SubmitArgs::new().timespec(&ts);
-            match self.ring.submitter().submit_with_args(1, &args) {
+            self.driver.drain_backlog();
+            match self.driver.wait(Some(Duration::from_millis(100))) {
                 Ok(_) => {}
                 Err(e)
                     if matches!(
@@ -666,12 +663,14 @@ impl Core {
         }
         self.wake_armed = true;
         let buf: *mut u64 = &mut *self.wake_buf;
-        let entry = opcode::Read::new(types::Fd(self.remote.eventfd.as_raw_fd()), buf.cast(), 8)
-            .build()
-            .user_data(token::encode(Op::Wake, 0, 0));
+        let op = Op::Read {
+            fd: self.remote.eventfd.as_raw_fd(),
+            buf: buf.cast(),
+            len: 8,
+        };
         // SAFETY: `wake_buf` is a heap allocation owned by the core, which outlives the
         // operation (teardown waits for it, and a core dropped early leaks it).
-        unsafe { self.push(entry) };
+        unsafe { self.push(op, token::encode(Kind::Wake, 0, 0)) };
         self.kernel_ops += 1;
     }
 

@@ -7,12 +7,12 @@ use std::mem;
 use std::os::fd::AsRawFd;
 
 use bytes::{Buf, Bytes, BytesMut};
-use io_uring::{cqueue, opcode, types};
 
 use super::lifecycle::{Life, OnEof};
 use super::state::RecvOp;
 use super::{Core, KEEP_BUFFER_MAX};
-use crate::token::{self, Op};
+use crate::sys::uring::Op;
+use crate::token::{self, Op as Kind};
 use crate::{CloseReason, Input};
 
 /// Smallest receive into a connection's own buffer when the pool is empty.
@@ -31,19 +31,21 @@ impl Core {
         if !matches!(c.recv, RecvOp::Idle) || !c.lc.wants_recv() {
             return;
         }
-        let fd = types::Fd(c.fd.as_raw_fd());
+        let fd = c.fd.as_raw_fd();
         let missing = c.need.saturating_sub(c.acc.len());
         let large = c.lc.is(Life::Open)
             && missing >= DIRECT_RECV_LARGE
             && c.acc.len() >= DIRECT_RECV_PROVEN;
         if self.pool.in_ring() > 0 && !self.pool_dry && !large {
             c.recv = RecvOp::Multi { cancelling: false };
-            let entry = opcode::RecvMulti::new(fd, self.pool.group())
-                .build()
-                .user_data(token::encode(Op::Recv, slot, c.gen));
+            let op = Op::RecvMulti {
+                fd,
+                group: self.pool.group(),
+            };
+            let user_data = token::encode(Kind::Recv, slot, c.gen);
             // SAFETY: multishot receive writes only into pool buffers, which the pool keeps
             // alive and untouched while they are published.
-            unsafe { self.push(entry) };
+            unsafe { self.push(op, user_data) };
         } else {
             // Either the pool is empty (every buffer is lent), and receiving into the
             // connection's own buffer keeps it from stalling; or a large message is being
@@ -62,23 +64,32 @@ impl Core {
             let spare = buf.spare_capacity_mut();
             let len = spare.len().min(cap).min(u32::MAX as usize) as u32;
             let ptr = spare.as_mut_ptr();
-            let entry = opcode::Recv::new(fd, ptr.cast(), len)
-                .build()
-                .user_data(token::encode(Op::RecvDirect, slot, c.gen));
+            let op = Op::Recv {
+                fd,
+                buf: ptr.cast(),
+                len,
+            };
+            let user_data = token::encode(Kind::RecvDirect, slot, c.gen);
             // Moving a `BytesMut` moves its handle, not its heap storage: `ptr` stays valid.
             c.recv = RecvOp::Direct { buf };
             // SAFETY: the spare capacity written to belongs to the buffer now owned by
             // `RecvOp::Direct`, which only the completion (`on_recv_direct`) takes out; the
             // slot is not freed while that state is set (`kernel_busy`), and a core dropped
             // with the operation in flight leaks the buffer.
-            unsafe { self.push(entry) };
+            unsafe { self.push(op, user_data) };
         }
         self.kernel_ops += 1;
     }
 
-    pub(super) fn on_recv(&mut self, slot: u32, gen: u32, res: i32, flags: u32) {
-        let more = cqueue::more(flags);
-        let view = match (res, cqueue::buffer_select(flags)) {
+    pub(super) fn on_recv(
+        &mut self,
+        slot: u32,
+        gen: u32,
+        res: i32,
+        more: bool,
+        buffer: Option<u16>,
+    ) {
+        let view = match (res, buffer) {
             (n, Some(bid)) if n > 0 => self.pool.take(bid, n as usize),
             (_, Some(bid)) => {
                 self.pool.put_back_unused(bid);
@@ -317,8 +328,8 @@ impl Core {
             if !*cancelling {
                 *cancelling = true;
                 let gen = c.gen;
-                let target = token::encode(Op::Recv, slot, gen);
-                self.cancel_op_as(target, token::encode(Op::CancelRecv, slot, gen));
+                let target = token::encode(Kind::Recv, slot, gen);
+                self.cancel_op_as(target, token::encode(Kind::CancelRecv, slot, gen));
             }
         }
     }

@@ -5,12 +5,12 @@ use std::mem;
 use std::os::fd::AsRawFd;
 
 use bytes::BytesMut;
-use io_uring::{opcode, types};
 
 use super::lifecycle::Life;
 use super::state::SendOp;
 use super::{Core, TimerTarget, KEEP_BUFFER_MAX};
-use crate::token::{self, Op};
+use crate::sys::uring::Op;
+use crate::token::{self, Op as Kind};
 use crate::CloseReason;
 
 impl Core {
@@ -54,21 +54,19 @@ impl Core {
         let c = &mut self.conns[slot as usize];
         debug_assert!(matches!(c.send, SendOp::Idle { .. }));
         let rest = &buf[sent..];
-        let entry = opcode::Send::new(
-            types::Fd(c.fd.as_raw_fd()),
-            rest.as_ptr(),
-            rest.len().min(u32::MAX as usize) as u32,
-        )
-        .flags(libc::MSG_NOSIGNAL)
-        .build()
-        .user_data(token::encode(Op::Send, slot, c.gen));
+        let op = Op::Send {
+            fd: c.fd.as_raw_fd(),
+            buf: rest.as_ptr(),
+            len: rest.len().min(u32::MAX as usize) as u32,
+        };
+        let user_data = token::encode(Kind::Send, slot, c.gen);
         // Moving a `BytesMut` moves its handle, not its heap storage: the pointer holds.
         // Whatever spare buffer the idle state held was moved out by the caller.
         c.send = SendOp::Busy { buf, sent };
         // SAFETY: the bytes sent belong to the buffer now owned by `SendOp::Busy`, which
         // only the completion (`on_send`) takes out; writers append to `out`, a different
         // buffer; the slot is not freed while that state is set (`kernel_busy`).
-        unsafe { self.push(entry) };
+        unsafe { self.push(op, user_data) };
         self.kernel_ops += 1;
         self.arm_write_timer(slot);
     }

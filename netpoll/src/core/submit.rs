@@ -1,68 +1,25 @@
-//! Submission and completion plumbing: queueing entries (in order, even when the
-//! submission queue is full), entering the kernel, and dispatching completions.
+//! Submission and completion plumbing: operations handed to the backend's driver in
+//! order, and completions dispatched to the connections and listeners they belong to.
 
 use std::mem;
 use std::time::Instant;
 
-use io_uring::{opcode, squeue, types};
-
 use super::state::RecvOp;
 use super::Core;
-use crate::token::{self, Op};
+use crate::sys::uring::Op;
+use crate::token::{self, Op as Kind};
 
 impl Core {
-    /// Queues a submission, handing queued ones to the kernel if the queue is full.
-    /// Entries reach the kernel in the order they were pushed.
+    /// Hands `op` to the driver with `user_data`.
     ///
     /// # Safety
     ///
-    /// Every buffer, address or structure the entry points to must stay valid, and must
-    /// not be touched by userspace in a way the operation forbids, until the operation's
-    /// final completion arrives.
-    pub(super) unsafe fn push(&mut self, entry: squeue::Entry) {
-        if self.backlog.is_empty() {
-            // SAFETY: forwarded from this function's contract.
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return;
-            }
-            let _ = self.ring.submit();
-            // SAFETY: as above.
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return;
-            }
-        }
-        // Behind entries still waiting for room: keep their order, so that a cancellation
-        // never reaches the kernel before the operation it cancels.
-        self.backlog.push_back(entry);
-    }
-
-    pub(super) fn drain_backlog(&mut self) {
-        while let Some(entry) = self.backlog.front() {
-            // SAFETY: the entry was queued by `push`, whose caller vouched for it.
-            if unsafe { self.ring.submission().push(entry) }.is_err() {
-                if self.ring.submit().is_err() {
-                    return;
-                }
-                continue;
-            }
-            self.backlog.pop_front();
-        }
-    }
-
-    /// Submits queued entries and runs deferred completion work without waiting.
-    ///
-    /// With `DEFER_TASKRUN`, completions are posted only by an `io_uring_enter` that asks
-    /// for events; a plain submit (no wait) would leave them pending indefinitely.
-    pub(super) fn submit_and_reap(&mut self) -> std::io::Result<usize> {
-        const IORING_ENTER_GETEVENTS: u32 = 1;
-        let queued = self.ring.submission().len() as u32;
-        // SAFETY: every queued entry was pushed through `push`, whose callers vouched for
-        // the memory it names; no argument pointer is passed.
-        unsafe {
-            self.ring
-                .submitter()
-                .enter::<libc::sigset_t>(queued, 0, IORING_ENTER_GETEVENTS, None)
-        }
+    /// Every buffer, address or structure `op` points to must stay valid, and must not be
+    /// touched by userspace in a way the operation forbids, until the operation's final
+    /// completion arrives.
+    pub(super) unsafe fn push(&mut self, op: Op, user_data: u64) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.driver.push(op, user_data) }
     }
 
     /// Spins for up to the configured busy-poll time, reaping completions without sleeping.
@@ -75,10 +32,10 @@ impl Core {
             until = until.min(d);
         }
         loop {
-            if self.submit_and_reap().is_err() {
+            if self.driver.submit_and_reap().is_err() {
                 return true; // let the blocking path report or retry
             }
-            if !self.ring.completion().is_empty() || !self.rx.is_empty() {
+            if self.driver.has_completions() || !self.rx.is_empty() {
                 return true;
             }
             if Instant::now() >= until {
@@ -90,43 +47,36 @@ impl Core {
 
     /// Asks the kernel to cancel the operation whose `user_data` is `target`.
     pub(super) fn cancel_op(&mut self, target: u64) {
-        self.cancel_op_as(target, token::encode(Op::Cancel, 0, 0));
+        self.cancel_op_as(target, token::encode(Kind::Cancel, 0, 0));
     }
 
     pub(super) fn cancel_op_as(&mut self, target: u64, user_data: u64) {
-        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(target))
-            .build()
-            .user_data(user_data);
         // SAFETY: a cancellation names no userspace memory.
-        unsafe { self.push(entry) };
+        unsafe { self.push(Op::Cancel { target }, user_data) };
     }
 
     pub(super) fn complete(&mut self) {
         let mut cqes = mem::take(&mut self.cqes);
         cqes.clear();
-        cqes.extend(
-            self.ring
-                .completion()
-                .map(|c| (c.user_data(), c.result(), c.flags())),
-        );
-        for &(user_data, res, flags) in &cqes {
-            let Some((op, slot, gen)) = token::decode(user_data) else {
+        self.driver.completions(&mut cqes);
+        for c in &cqes {
+            let Some((kind, slot, gen)) = token::decode(c.user_data) else {
                 continue;
             };
-            match op {
-                Op::Accept => self.on_accept(slot, res, flags),
-                Op::Recv => self.on_recv(slot, gen, res, flags),
-                Op::RecvDirect => self.on_recv_direct(slot, gen, res),
-                Op::Send => self.on_send(slot, gen, res),
-                Op::Connect => self.on_connect(slot, gen, res),
-                Op::Wake => {
+            match kind {
+                Kind::Accept => self.on_accept(slot, c.result, c.more),
+                Kind::Recv => self.on_recv(slot, gen, c.result, c.more, c.buffer),
+                Kind::RecvDirect => self.on_recv_direct(slot, gen, c.result),
+                Kind::Send => self.on_send(slot, gen, c.result),
+                Kind::Connect => self.on_connect(slot, gen, c.result),
+                Kind::Wake => {
                     self.kernel_ops -= 1;
                     self.wake_armed = false;
                     if !self.shutting_down || !self.conns.is_empty() || !self.listeners.is_empty() {
                         self.arm_wake();
                     }
                 }
-                Op::CancelRecv => {
+                Kind::CancelRecv => {
                     // The cancellation is over, whether it found the receive or not (it
                     // may not have been submitted yet, or it was between completions).
                     // If the receive is still running, the next bytes it delivers while
@@ -137,7 +87,7 @@ impl Core {
                         }
                     }
                 }
-                Op::Cancel => {}
+                Kind::Cancel => {}
             }
         }
         self.cqes = cqes;

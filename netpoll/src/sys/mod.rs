@@ -2,6 +2,8 @@
 //!
 //! Every libc call lives here and is turned into `io::Result` in one place.
 
+pub(crate) mod uring;
+
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
