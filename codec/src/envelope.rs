@@ -418,9 +418,7 @@ pub fn peek_seq_id(protocol: frame::Protocol, frame: &[u8]) -> Result<i32, &'sta
 }
 
 fn be32(b: &[u8], at: usize) -> Result<u32, &'static str> {
-    b.get(at..at.saturating_add(4))
-        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or("truncated message header")
+    frame::be32(b, at).ok_or("truncated message header")
 }
 
 /// The sequence id of a binary message header: strict (`0x8001xxxx`, name, seq) or

@@ -103,14 +103,9 @@ impl KitexPbHeader {
 
     /// The sequence id of a whole frame (length prefix included), read in place.
     pub fn peek_seq_id(frame: &[u8]) -> Option<i32> {
-        let be32 = |at: usize| {
-            frame
-                .get(at..at.checked_add(4)?)
-                .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-        };
         // length, magic, type, name length, name, seq.
-        let name = be32(8)? as usize;
-        be32(12usize.checked_add(name)?).map(|v| v as i32)
+        let name = super::be32(frame, 8)? as usize;
+        super::be32(frame, 12usize.checked_add(name)?).map(|v| v as i32)
     }
 
     /// Appends this header without a length prefix (magic, type, name, sequence id),

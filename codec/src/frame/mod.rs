@@ -21,6 +21,12 @@ pub use ttheader::{
     StrHeaders, TTHeader, TTHeaderBuilder, TimeoutValue, TTHEADER_MAGIC, TTHEADER_MAX_LENGTH,
 };
 
+/// The big-endian u32 at `at`, if `b` holds it.
+pub(crate) fn be32(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at.checked_add(4)?)
+        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
 /// Default largest frame: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
 

@@ -5,7 +5,7 @@
 //! trickling a large message a byte at a time costs a little per byte, not a re-parse of
 //! everything received so far.
 
-use super::{split, FrameError, Protocol, Split};
+use super::{be32, split, FrameError, Protocol, Split};
 use crate::thrift::{DecodeError, MessageType, TType, MAX_DEPTH};
 
 /// Finds whole frames for one connection, remembering partial progress between calls.
@@ -91,11 +91,6 @@ impl From<DecodeError> for Stop {
     fn from(e: DecodeError) -> Stop {
         Stop::Bad(e)
     }
-}
-
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 /// A varint at `at`: `Ok((value, length))`, or how many bytes are needed.

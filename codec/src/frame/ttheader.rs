@@ -175,9 +175,7 @@ fn be16(b: &[u8], at: usize) -> Result<u16, FrameError> {
 }
 
 fn be32(b: &[u8], at: usize) -> Result<u32, FrameError> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or(bad("truncated header", at))
+    super::be32(b, at).ok_or(bad("truncated header", at))
 }
 
 /// Walks one info block starting at `at` (its id byte); returns the offset after it.
