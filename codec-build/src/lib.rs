@@ -74,7 +74,7 @@
 //!   field-id deltas and folded bools.
 //! - Free functions `expect_elem(found: TType, expected: TType, len: usize)
 //!   -> Result<(), DecodeError>` (a non-empty container of the wrong element
-//!   type is an error) and `capacity_hint(len: usize, remaining: usize) -> usize`
+//!   type is an error) and `capacity_for::<T>(len: usize, remaining: usize) -> usize`
 //!   (bounds `with_capacity` by the bytes left).
 //!
 //! `tests/roundtrip.rs` compiles the generated code against the `codec` crate

@@ -16,6 +16,11 @@ pub(crate) struct RpcServices {
     pub rpc: String,
 }
 
+/// A comment's lines as one doc comment.
+fn doc(lines: &[String]) -> Option<String> {
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
 /// The description of a protobuf service.
 pub(crate) fn describe(s: &Service) -> ServiceDesc {
     ServiceDesc {
@@ -23,14 +28,14 @@ pub(crate) fn describe(s: &Service) -> ServiceDesc {
         wire_name: s.proto_name.clone(),
         rust_name: s.name.clone(),
         snake: snake_case(&s.name),
-        doc: s.comments.leading.clone(),
+        doc: doc(&s.comments.leading),
         methods: s
             .methods
             .iter()
             .map(|m| MethodDesc {
                 rust_name: m.name.clone(),
                 wire_name: m.proto_name.clone(),
-                doc: m.comments.leading.clone(),
+                doc: doc(&m.comments.leading),
                 params: vec![("req".to_owned(), m.input_type.clone())],
                 ret: m.output_type.clone(),
                 oneway: false,

@@ -58,7 +58,7 @@ impl Ctx<'_> {
             out.push(MethodDesc {
                 rust_name: field_name(&f.name.name),
                 wire_name: f.name.name.clone(),
-                doc: doc_lines(f.doc.as_deref()),
+                doc: f.doc.clone(),
                 params,
                 ret,
                 oneway: f.oneway,
@@ -150,7 +150,7 @@ impl Ctx<'_> {
             wire_name: idl.clone(),
             rust_name: svc.clone(),
             snake: snake_case(&s.name.name),
-            doc: doc_lines(s.doc.as_deref()),
+            doc: s.doc.clone(),
             methods,
         };
         let mut seen = std::collections::HashSet::new();
@@ -166,13 +166,6 @@ impl Ctx<'_> {
             }
         }
         crate::services::emit(code, &desc, rpc, self.runtime);
-        let _ = idl;
         Ok(())
     }
-}
-
-/// A doc comment as lines.
-fn doc_lines(doc: Option<&str>) -> Vec<String> {
-    doc.map(|d| d.lines().map(str::to_owned).collect())
-        .unwrap_or_default()
 }

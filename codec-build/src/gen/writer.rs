@@ -42,7 +42,7 @@ impl Code {
     /// Appends `/// ...` lines for a doc comment, if there is one.
     pub fn doc(&mut self, doc: Option<&str>) {
         if let Some(doc) = doc {
-            for l in doc.lines() {
+            for l in doc.lines().map(str::trim_end) {
                 if l.is_empty() {
                     self.line("///");
                 } else {

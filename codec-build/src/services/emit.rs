@@ -26,16 +26,6 @@ pub(crate) fn emit(code: &mut Code, s: &ServiceDesc, rpc: &str, rt: &str) {
     client(code, s, &methods, rpc);
 }
 
-fn docs(code: &mut Code, lines: &[String]) {
-    for l in lines {
-        if l.trim().is_empty() {
-            code.line("///");
-        } else {
-            code.line(format!("/// {}", l.trim_end()));
-        }
-    }
-}
-
 fn params(m: &MethodDesc) -> String {
     m.params
         .iter()
@@ -46,7 +36,7 @@ fn params(m: &MethodDesc) -> String {
 fn trait_(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) {
     let (svc, idl) = (&s.rust_name, &s.wire_name);
     code.line("");
-    docs(code, &s.doc);
+    code.doc(s.doc.as_deref());
     code.line(format!(
         "/// The `{idl}` service: implement it, and serve it with [`{svc}Server`]. Methods \
          run on the core that owns the connection and must not block it: to wait, take \
@@ -54,8 +44,8 @@ fn trait_(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
     ));
     code.open(format!("pub trait {svc}: Send + Sync + 'static {{"));
     for m in methods {
-        docs(code, &m.doc);
-        if m.doc.is_empty() {
+        code.doc(m.doc.as_deref());
+        if m.doc.is_none() {
             code.line(format!("/// `{idl}.{}`.", m.wire_name));
         }
         let p = params(m);
@@ -349,7 +339,7 @@ fn client(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
             }
             Shape::Protobuf => (m.params[0].0.clone(), "", None),
         };
-        docs(code, &m.doc);
+        code.doc(m.doc.as_deref());
         if m.oneway {
             code.line(format!(
                 "/// Sends `{idl}.{wire}` (oneway: nothing comes back)."

@@ -38,8 +38,8 @@ pub(crate) struct ServiceDesc {
     pub rust_name: String,
     /// `register_{snake}`.
     pub snake: String,
-    /// Doc comment lines.
-    pub doc: Vec<String>,
+    /// The doc comment.
+    pub doc: Option<String>,
     /// The methods, inherited ones (Thrift `extends`) first.
     pub methods: Vec<MethodDesc>,
 }
@@ -51,8 +51,8 @@ pub(crate) struct MethodDesc {
     pub rust_name: String,
     /// The name on the wire.
     pub wire_name: String,
-    /// Doc comment lines.
-    pub doc: Vec<String>,
+    /// The doc comment.
+    pub doc: Option<String>,
     /// `(rust name, rust type)` of each argument the handler and the client take.
     pub params: Vec<(String, String)>,
     /// The Rust type of a successful result (`()` for void).
