@@ -58,8 +58,6 @@ pub(crate) struct ServerConn {
     order: Order,
     /// Deferred replies not delivered yet.
     deferred: Deferrals,
-    /// Reading is paused because this peer has too much in flight.
-    throttled: bool,
     /// Close once nothing is in flight (shutdown, or the peer finished sending).
     draining: bool,
     last_active: Instant,
@@ -89,7 +87,6 @@ impl ServerConn {
             peer: None,
             order: Order::default(),
             deferred: Deferrals::default(),
-            throttled: false,
             draining: false,
             last_active: now,
             partial_since: None,
@@ -135,14 +132,14 @@ impl ServerConn {
             || (held > 0 && held + conn.pending_output() > limits.high_water)
     }
 
-    /// Stops reading while over the limit; reads again once under it.
+    /// Stops reading while over the limit; reads again once under it. The connection is
+    /// throttled exactly when its reading is paused: nothing else pauses it.
     fn throttle(&mut self, conn: &mut Conn<'_>) -> bool {
         let over = self.over_limit(conn);
-        if over && !self.throttled {
-            self.throttled = true;
+        let throttled = conn.is_reading_paused();
+        if over && !throttled {
             conn.pause_reading();
-        } else if !over && self.throttled {
-            self.throttled = false;
+        } else if !over && throttled {
             conn.resume_reading();
         }
         over
@@ -166,7 +163,8 @@ impl ServerConn {
             framing,
         }
         .reply(slot, write);
-        if self.throttled && !self.throttle(conn) && self.draining && !self.drain_reading {
+        if conn.is_reading_paused() && !self.throttle(conn) && self.draining && !self.drain_reading
+        {
             // Calls the throttle left unread may still be in the socket: read them before
             // closing.
             self.drain_reading = true;
@@ -181,7 +179,7 @@ impl ServerConn {
         if self.draining
             && self.deferred.all == 0
             && self.order.in_flight() == 0
-            && !self.throttled
+            && !conn.is_reading_paused()
             && !self.held_frames
             && !self.drain_reading
             && conn.unread_len() == 0

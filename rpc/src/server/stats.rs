@@ -3,7 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Why a server connection closed.
+/// Why a server connection closed. The discriminants index the counters, so the order is
+/// that of [`CloseCause::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CloseCause {
     PeerClosed,
@@ -115,18 +116,11 @@ pub(crate) struct ServerStats {
 
 impl ServerStats {
     pub(crate) fn count(&self, cause: CloseCause) {
-        let i = CloseCause::ALL
-            .iter()
-            .position(|c| *c == cause)
-            .unwrap_or(CloseCause::ALL.len() - 1);
-        self.closes[i].fetch_add(1, Ordering::Relaxed);
+        self.closes[cause as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self, refused: u64) -> CloseCounts {
-        let v = |c: CloseCause| {
-            let i = CloseCause::ALL.iter().position(|x| *x == c).unwrap_or(0);
-            self.closes[i].load(Ordering::Relaxed)
-        };
+        let v = |c: CloseCause| self.closes[c as usize].load(Ordering::Relaxed);
         CloseCounts {
             peer_closed: v(CloseCause::PeerClosed),
             idle_timeout: v(CloseCause::IdleTimeout),
@@ -141,5 +135,26 @@ impl ServerStats {
             other: v(CloseCause::Other),
             refused,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_has_its_own_counter() {
+        for (i, c) in CloseCause::ALL.into_iter().enumerate() {
+            assert_eq!(c as usize, i, "{c:?}");
+        }
+        let s = ServerStats::default();
+        s.count(CloseCause::IdleTimeout);
+        s.count(CloseCause::Other);
+        let counts = s.snapshot(3);
+        assert_eq!(
+            (counts.idle_timeout, counts.other, counts.refused),
+            (1, 1, 3)
+        );
+        assert_eq!(counts.iter().map(|(_, n)| n).sum::<u64>(), 5);
     }
 }
