@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use netpoll::{CloseReason, Conn, Core, Handler, Input, PoolStats, Runtime};
 
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+mod common;
+use common::{connect, on_core, IO_TIMEOUT};
 
 // ----- helpers --------------------------------------------------------------------------
 
@@ -60,32 +61,10 @@ fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(body)
 }
 
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    s.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    s.set_nodelay(true).expect("nodelay");
-    s
-}
-
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
-}
-
-fn on_core<T: Send + 'static>(
-    rt: &Runtime,
-    core: usize,
-    f: impl FnOnce(&mut Core) -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    rt.handle()
-        .spawn(core, move |c| {
-            let _ = tx.send(f(c));
-        })
-        .expect("core running");
-    rx.recv_timeout(IO_TIMEOUT).expect("task ran")
 }
 
 /// Polls `check` on core `core` until it holds or the deadline passes.

@@ -3,37 +3,15 @@
 //! blocking std sockets acting from outside, as a hostile or broken client would.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use netpoll::{CloseReason, Conn, ConnId, Core, Handler, Input, Runtime};
 
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    s.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    s.set_nodelay(true).expect("nodelay");
-    s
-}
-
-fn on_core<T: Send + 'static>(
-    rt: &Runtime,
-    core: usize,
-    f: impl FnOnce(&mut Core) -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    rt.handle()
-        .spawn(core, move |c| {
-            let _ = tx.send(f(c));
-        })
-        .expect("core running");
-    rx.recv_timeout(IO_TIMEOUT).expect("task ran")
-}
+mod common;
+use common::{connect, on_core, IO_TIMEOUT};
 
 /// CPU time (user + system, in clock ticks) of this process's thread named `name`.
 fn thread_cpu_ticks(name: &str) -> u64 {
