@@ -65,6 +65,6 @@ pub use crate::input::Input;
 pub use crate::runtime::{Builder, CoreStopped, Runtime, RuntimeHandle, DEFAULT_WRITE_TIMEOUT};
 pub use crate::stats::CloseCounts;
 pub use crate::sys::open_fds;
-pub use crate::sys::uring::bufring::PoolStats;
+pub use crate::sys::pool::PoolStats;
 pub use crate::sys::uring::ring::MIN_KERNEL;
 pub use crate::timer::TimerId;

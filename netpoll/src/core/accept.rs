@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::lifecycle::Life;
 use super::state::ConnectOp;
 use super::{Core, Factory, TimerTarget};
-use crate::sys::uring::Op;
+use crate::sys::Op;
 use crate::token::{self, Op as Kind};
 use crate::CloseReason;
 

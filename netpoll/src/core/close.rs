@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::lifecycle::{Drained, Life, OnClose};
 use super::state::SendOp;
 use super::{Core, TimerTarget};
-use crate::sys::uring::Op;
+use crate::sys::Op;
 use crate::token::{self, Op as Kind};
 use crate::{sys, CloseReason};
 

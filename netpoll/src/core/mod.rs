@@ -2,7 +2,7 @@
 //! pools. A core runs on its own thread and shares nothing on the hot path.
 //!
 //! The core names no io_uring type: it hands backend-neutral operations to the driver
-//! (`sys::uring::Driver`, today the only one) and reads back decoded completions. The
+//! (the `sys::Driver` interface; io_uring, `sys::uring`, is today the only one) and reads back decoded completions. The
 //! connection lifecycle is a kernel-free state machine (`lifecycle`).
 //!
 //! The loop is split by concern: `submit` (operations out, completions dispatched),
@@ -45,8 +45,8 @@ use crossbeam_channel::Receiver;
 use slab::Slab;
 
 use crate::stats::CoreStats;
-use crate::sys::uring::bufring::{BufPool, PoolStats};
-use crate::sys::uring::{Completion, Driver, Op};
+use crate::sys::pool::{BufPool, PoolStats};
+use crate::sys::{Backend, Completion, Driver, Op};
 use crate::timer::Timers;
 use crate::token::{self, Op as Kind};
 use crate::wake::WakeFlag;
@@ -132,8 +132,8 @@ pub(crate) enum TimerTarget {
 /// One event loop. Handlers and tasks reach it as `&mut Core`: open outbound connections,
 /// set timers, and act on connections by id.
 pub struct Core {
-    driver: Driver,
-    pool: ManuallyDrop<BufPool>,
+    driver: Backend,
+    pool: ManuallyDrop<BufPool<<Backend as Driver>::Ring>>,
     /// The ring answered ENOBUFS and the pool could not grow: receive directly until
     /// buffers come back.
     pool_dry: bool,
@@ -181,21 +181,9 @@ impl std::fmt::Debug for Core {
 impl Core {
     /// Creates a core on the calling thread (the thread that will run it).
     pub(crate) fn new(id: usize, cfg: CoreConfig) -> Result<(Core, Arc<Remote>), BuildError> {
-        let driver = Driver::new(cfg.ring_entries)?;
-        let pool = BufPool::new(
-            &driver.submitter(),
-            0,
-            cfg.buffer_count,
-            cfg.max_buffers,
-            cfg.buffer_size,
-        )
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::EINVAL) => BuildError::Unsupported {
-                what: "provided buffer rings (IORING_REGISTER_PBUF_RING)",
-                needs: "Linux 5.19",
-            },
-            _ => BuildError::Io(e),
-        })?;
+        let driver = Backend::new(cfg.ring_entries)?;
+        let ring = driver.buffer_ring(0, cfg.max_buffers.max(cfg.buffer_count))?;
+        let pool = BufPool::new(ring, cfg.buffer_count, cfg.buffer_size);
         let (tx, rx) = crossbeam_channel::unbounded();
         let remote = Arc::new(Remote {
             tx,

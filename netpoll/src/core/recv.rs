@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::lifecycle::{Life, OnEof};
 use super::state::RecvOp;
 use super::{Core, KEEP_BUFFER_MAX};
-use crate::sys::uring::Op;
+use crate::sys::Op;
 use crate::token::{self, Op as Kind};
 use crate::{CloseReason, Input};
 

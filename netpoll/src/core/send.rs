@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use super::lifecycle::Life;
 use super::state::SendOp;
 use super::{Core, TimerTarget, KEEP_BUFFER_MAX};
-use crate::sys::uring::Op;
+use crate::sys::Op;
 use crate::token::{self, Op as Kind};
 use crate::CloseReason;
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::state::RecvOp;
 use super::Core;
-use crate::sys::uring::Op;
+use crate::sys::{Driver, Op};
 use crate::token::{self, Op as Kind};
 
 impl Core {

@@ -1,11 +1,99 @@
-//! Thin wrappers over the few raw syscalls netpoll makes outside io_uring.
+//! What the event loop needs from the operating system: the [`Driver`] interface a
+//! backend implements (today io_uring, in `uring`), the backend-neutral receive pool
+//! (`pool`), and thin wrappers over the few raw syscalls netpoll makes outside a backend.
 //!
-//! Every libc call lives here and is turned into `io::Result` in one place.
+//! Every libc call lives under this module and is turned into `io::Result` in one place.
 
+pub(crate) mod pool;
 pub(crate) mod uring;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use crate::BuildError;
+
+/// The backend the cores run on.
+pub(crate) type Backend = uring::Uring;
+
+/// One operation, as the core asks for it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Op {
+    /// Accept connections on a listener until cancelled.
+    AcceptMulti { fd: RawFd },
+    /// Receive into buffers of the pool's group until cancelled or out of buffers.
+    RecvMulti { fd: RawFd, group: u16 },
+    /// Receive once into `len` bytes at `buf`.
+    Recv { fd: RawFd, buf: *mut u8, len: u32 },
+    /// Send `len` bytes at `buf` (never raising SIGPIPE).
+    Send { fd: RawFd, buf: *const u8, len: u32 },
+    /// Connect to the socket address of `len` bytes at `addr`.
+    Connect {
+        fd: RawFd,
+        addr: *const libc::sockaddr,
+        len: libc::socklen_t,
+    },
+    /// Read `len` bytes into `buf` (the wake-up eventfd).
+    Read { fd: RawFd, buf: *mut u8, len: u32 },
+    /// Cancel the operation submitted with `target` as its user data.
+    Cancel { target: u64 },
+    /// Cancel every operation on `fd`.
+    CancelFd { fd: RawFd },
+}
+
+/// One completion, decoded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Completion {
+    /// The user data the operation was pushed with.
+    pub(crate) user_data: u64,
+    /// The result: a count, or a negative errno.
+    pub(crate) result: i32,
+    /// More completions of the same (multishot) operation follow.
+    pub(crate) more: bool,
+    /// The pool buffer a receive filled, if any.
+    pub(crate) buffer: Option<u16>,
+}
+
+/// What a core needs from an I/O backend: take [`Op`]s, hand back [`Completion`]s in a
+/// completion-based style (a readiness backend performs the operation when its descriptor
+/// is ready and reports the result the same way), and provide the receive pool's buffers.
+///
+/// The connection state machine above it (`core::lifecycle`) knows nothing of the backend.
+pub(crate) trait Driver {
+    /// Where the receive pool hands its buffers.
+    type Ring: pool::Provide;
+
+    /// A buffer ring for group `group`, able to hold `max` buffers.
+    fn buffer_ring(&self, group: u16, max: usize) -> Result<Self::Ring, BuildError>;
+
+    /// How many completions the backend reports at once at most.
+    fn completion_capacity(&self) -> usize;
+
+    /// Queues `op`, tagged `user_data` in its completions. Operations reach the backend in
+    /// the order they were pushed, so a cancellation never overtakes what it cancels.
+    ///
+    /// # Safety
+    ///
+    /// Every buffer, address or structure `op` points to must stay valid, and must not be
+    /// touched by userspace in a way the operation forbids, until the operation's final
+    /// completion arrives.
+    unsafe fn push(&mut self, op: Op, user_data: u64);
+
+    /// Moves operations that waited for room to the backend, as room allows.
+    fn drain_backlog(&mut self);
+
+    /// Submits queued operations and collects finished work without waiting.
+    fn submit_and_reap(&mut self) -> io::Result<usize>;
+
+    /// Submits queued operations and waits for a completion, for at most `timeout`.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize>;
+
+    /// Whether completions are waiting to be read.
+    fn has_completions(&mut self) -> bool;
+
+    /// Appends the completions that arrived to `out`.
+    fn completions(&mut self, out: &mut Vec<Completion>);
+}
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {

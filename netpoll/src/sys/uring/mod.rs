@@ -1,93 +1,58 @@
-//! The io_uring backend: the ring ([`Driver`]), its setup and probing (`ring`), and the
-//! kernel-provided receive buffer pool (`bufring`). Everything that names io_uring lives
-//! here; the core hands the driver backend-neutral [`Op`]s and reads back
-//! [`Completion`]s, so another backend (epoll) is another implementation of the same
-//! few calls.
+//! The io_uring backend: the ring ([`Uring`]), its setup and probing (`ring`), and the
+//! kernel-provided buffer ring the receive pool hands its buffers to (`bufring`).
+//! Everything that names io_uring lives here; it implements [`Driver`], so another
+//! backend (epoll) is another implementation of the same few calls.
 
 pub(crate) mod bufring;
 pub(crate) mod ring;
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::RawFd;
 use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
+use crate::sys::{Completion, Driver, Op};
 use crate::BuildError;
 
-/// One operation, as the core asks for it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Op {
-    /// Accept connections on a listener until cancelled.
-    AcceptMulti { fd: RawFd },
-    /// Receive into buffers of the pool's group until cancelled or out of buffers.
-    RecvMulti { fd: RawFd, group: u16 },
-    /// Receive once into `len` bytes at `buf`.
-    Recv { fd: RawFd, buf: *mut u8, len: u32 },
-    /// Send `len` bytes at `buf` (never raising SIGPIPE).
-    Send { fd: RawFd, buf: *const u8, len: u32 },
-    /// Connect to the socket address of `len` bytes at `addr`.
-    Connect {
-        fd: RawFd,
-        addr: *const libc::sockaddr,
-        len: libc::socklen_t,
-    },
-    /// Read `len` bytes into `buf` (the wake-up eventfd).
-    Read { fd: RawFd, buf: *mut u8, len: u32 },
-    /// Cancel the operation submitted with `target` as its user data.
-    Cancel { target: u64 },
-    /// Cancel every operation on `fd`.
-    CancelFd { fd: RawFd },
-}
-
-/// One completion, decoded.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Completion {
-    /// The user data the operation was pushed with.
-    pub(crate) user_data: u64,
-    /// The result: a count, or a negative errno.
-    pub(crate) result: i32,
-    /// More completions of the same (multishot) operation follow.
-    pub(crate) more: bool,
-    /// The pool buffer a receive filled, if any.
-    pub(crate) buffer: Option<u16>,
-}
-
 /// A core's io_uring instance and the entries waiting for room in its submission queue.
-pub(crate) struct Driver {
+pub(crate) struct Uring {
     ring: IoUring,
     backlog: VecDeque<squeue::Entry>,
 }
 
-impl Driver {
+impl Uring {
     /// A ring with `entries` submission slots (see [`ring::setup`]).
-    pub(crate) fn new(entries: u32) -> Result<Driver, BuildError> {
-        Ok(Driver {
+    pub(crate) fn new(entries: u32) -> Result<Uring, BuildError> {
+        Ok(Uring {
             ring: ring::setup(entries)?,
             backlog: VecDeque::new(),
         })
     }
+}
 
-    /// How many completions the ring holds at once.
-    pub(crate) fn completion_capacity(&self) -> usize {
+impl Driver for Uring {
+    type Ring = bufring::BufRing;
+
+    fn buffer_ring(&self, group: u16, max: usize) -> Result<Self::Ring, BuildError> {
+        bufring::BufRing::register(&self.ring.submitter(), group, max).map_err(|e| {
+            match e.raw_os_error() {
+                Some(libc::EINVAL) => BuildError::Unsupported {
+                    what: "provided buffer rings (IORING_REGISTER_PBUF_RING)",
+                    needs: "Linux 5.19",
+                },
+                _ => BuildError::Io(e),
+            }
+        })
+    }
+
+    fn completion_capacity(&self) -> usize {
         self.ring.params().cq_entries() as usize
     }
 
-    /// The ring's submitter, for registering the buffer pool.
-    pub(crate) fn submitter(&self) -> io_uring::Submitter<'_> {
-        self.ring.submitter()
-    }
-
-    /// Queues `op`, handing queued entries to the kernel if the queue is full. Entries
-    /// reach the kernel in the order they were pushed.
-    ///
-    /// # Safety
-    ///
-    /// Every buffer, address or structure `op` points to must stay valid, and must not be
-    /// touched by userspace in a way the operation forbids, until the operation's final
-    /// completion arrives.
-    pub(crate) unsafe fn push(&mut self, op: Op, user_data: u64) {
+    /// Entries that find the submission queue full are handed to the kernel first, then
+    /// wait in a backlog, in order.
+    unsafe fn push(&mut self, op: Op, user_data: u64) {
         let entry = build(op).user_data(user_data);
         if self.backlog.is_empty() {
             // SAFETY: forwarded from this function's contract.
@@ -105,8 +70,7 @@ impl Driver {
         self.backlog.push_back(entry);
     }
 
-    /// Moves queued entries into the submission queue as room allows.
-    pub(crate) fn drain_backlog(&mut self) {
+    fn drain_backlog(&mut self) {
         while let Some(entry) = self.backlog.front() {
             // SAFETY: the entry was queued by `push`, whose caller vouched for it.
             if unsafe { self.ring.submission().push(entry) }.is_err() {
@@ -119,11 +83,9 @@ impl Driver {
         }
     }
 
-    /// Submits queued entries and runs deferred completion work without waiting.
-    ///
     /// With `DEFER_TASKRUN`, completions are posted only by an `io_uring_enter` that asks
     /// for events; a plain submit (no wait) would leave them pending indefinitely.
-    pub(crate) fn submit_and_reap(&mut self) -> io::Result<usize> {
+    fn submit_and_reap(&mut self) -> io::Result<usize> {
         const IORING_ENTER_GETEVENTS: u32 = 1;
         let queued = self.ring.submission().len() as u32;
         // SAFETY: every queued entry was pushed through `push`, whose callers vouched for
@@ -135,8 +97,7 @@ impl Driver {
         }
     }
 
-    /// Submits queued entries and waits for a completion, for at most `timeout`.
-    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         match timeout {
             None => self.ring.submit_and_wait(1),
             Some(t) => {
@@ -147,13 +108,11 @@ impl Driver {
         }
     }
 
-    /// Whether completions are waiting to be read.
-    pub(crate) fn has_completions(&mut self) -> bool {
+    fn has_completions(&mut self) -> bool {
         !self.ring.completion().is_empty()
     }
 
-    /// Appends the completions that arrived to `out`.
-    pub(crate) fn completions(&mut self, out: &mut Vec<Completion>) {
+    fn completions(&mut self, out: &mut Vec<Completion>) {
         out.extend(self.ring.completion().map(|c| Completion {
             user_data: c.user_data(),
             result: c.result(),
