@@ -142,6 +142,84 @@ fn middleware_runs_around_calls_on_both_sides_and_can_reject_them() {
     assert_eq!(server_stats.method("ping").calls, 0);
 }
 
+/// A server middleware's headers travel back with the reply: written at once, deferred,
+/// or a rejection. Checked from a raw TTHeader socket.
+#[test]
+fn a_server_middleware_adds_headers_to_the_reply() {
+    use examples::extensions::middleware::CALL_ID;
+    use netpoll_codec::frame::Protocol;
+    use netpoll_codec::thrift::Message;
+
+    let server = examples::echo_service::builder()
+        .addr("127.0.0.1:0")
+        .cores(1)
+        .middleware(CallStats::default())
+        .middleware(Deny("fail_with"))
+        .start()
+        .unwrap();
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = BytesMut::new();
+    let mut call =
+        |method: &'static str, seq: i32, args: &dyn Fn(&Envelope, &mut BytesMut, &Headers<'_>)| {
+            let env = Envelope {
+                transport: Transport::TTHeader {
+                    framed_payload: false,
+                },
+                payload: Payload::ThriftBinary,
+                method: ByteString::from_static(method),
+                seq_id: seq,
+                header_seq: seq,
+                kind: MessageType::Call,
+            };
+            let id = format!("raw-{seq}");
+            let h = Headers {
+                strs: &[(CALL_ID, id.as_bytes())],
+                ..Headers::default()
+            };
+            let mut out = BytesMut::new();
+            args(&env, &mut out, &h);
+            s.write_all(&out).unwrap();
+            let frame = loop {
+                if let Split::Frame(n) =
+                    netpoll_codec::frame::split(Protocol::TTHeader, &buf, 1 << 20).unwrap()
+                {
+                    break buf.split_to(n).freeze();
+                }
+                let mut chunk = [0u8; 4096];
+                let n = s.read(&mut chunk).unwrap();
+                assert!(n > 0, "closed");
+                buf.extend_from_slice(&chunk[..n]);
+            };
+            let p = wire::parse(Protocol::TTHeader, frame).unwrap();
+            assert_eq!(p.envelope.seq_id, seq);
+            let got = p.ttheader.and_then(|t| t.str_header(CALL_ID));
+            assert_eq!(
+                got.as_deref(),
+                Some(id.as_bytes()),
+                "{method}: the reply's headers"
+            );
+            p.envelope.kind
+        };
+    fn write<M: Message>(m: M) -> impl Fn(&Envelope, &mut BytesMut, &Headers<'_>) {
+        move |env, out, h| wire::write_thrift(env, out, MessageType::Call, &m, h).unwrap()
+    }
+    let echo = write(echo::EchoEchoArgs {
+        msg: Bytes::from_static(b"hi"),
+    });
+    assert_eq!(call("echo", 1, &echo), MessageType::Reply);
+    let later = write(interop::InteropDelayedEchoArgs {
+        msg: Bytes::from_static(b"later"),
+        delay_ms: 20,
+    });
+    assert_eq!(call("delayed_echo", 2, &later), MessageType::Reply);
+    let fail = write(interop::InteropFailWithArgs {
+        code: 1,
+        message: "no".into(),
+    });
+    assert_eq!(call("fail_with", 3, &fail), MessageType::Exception);
+}
+
 /// The resolver and balancer traits, with the smallest implementations: the instances of
 /// a service come from a list, and calls go to each in turn. (Clients use them once
 /// service governance lands; here they drive plain clients, one per instance.)

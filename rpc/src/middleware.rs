@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::wire::Headers;
 use crate::{CallInfo, Outcome, Status};
 
 /// Code run around every call; register it with `ServerBuilder::middleware` or
@@ -46,8 +47,9 @@ pub trait Middleware: Send + Sync + 'static {
     /// A call starts: on a server, before its handler runs; on a client, before it is
     /// sent. An `Err` rejects the call with that status: the server answers it without
     /// running the handler; the client fails it with `CallError::Application` without
-    /// sending it. On a client, headers put in `meta` travel with the request (TTHeader
-    /// string headers), as a trace context does.
+    /// sending it. Headers put in `meta` travel as TTHeader string headers (other
+    /// transports have nowhere to put them): on a client with the request, as a trace
+    /// context does; on a server with the reply (or with the rejection).
     fn start(&self, call: &CallInfo<'_>, meta: &mut Metadata) -> Result<Self::State, Status>;
 
     /// The call ended (on a server, when its reply was written; on a client, when its
@@ -68,7 +70,7 @@ impl<M: Middleware> Middleware for Arc<M> {
     }
 }
 
-/// Headers a client's middleware adds to a request.
+/// Headers a middleware adds to a request (client) or to its reply (server).
 #[derive(Debug, Default, Clone)]
 pub struct Metadata {
     pub(crate) entries: Vec<(String, Bytes)>,
@@ -88,6 +90,19 @@ impl Metadata {
     /// Whether none was added.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Runs `f` with `h` plus these headers (after `h`'s own string headers).
+    pub(crate) fn with_headers<R>(&self, h: &Headers<'_>, f: impl FnOnce(&Headers<'_>) -> R) -> R {
+        if self.is_empty() {
+            return f(h);
+        }
+        let strs: Vec<(&str, &[u8])> = h.strs.iter().copied().chain(self.iter()).collect();
+        f(&Headers {
+            flags: h.flags,
+            ints: h.ints,
+            strs: &strs,
+        })
     }
 }
 
@@ -124,6 +139,8 @@ pub(crate) type Stack = Arc<[Arc<dyn DynMiddleware>]>;
 pub(crate) struct Running {
     stack: Stack,
     states: Vec<Box<dyn Any + Send>>,
+    /// On a server: the headers the middlewares add to the reply.
+    pub(crate) reply: Metadata,
 }
 
 impl std::fmt::Debug for Running {
@@ -156,6 +173,7 @@ pub(crate) fn start(
                 Running {
                     stack: stack.clone(),
                     states,
+                    reply: Metadata::default(),
                 }
                 .end(call, &outcome);
                 return Err(status);
@@ -165,6 +183,7 @@ pub(crate) fn start(
     Ok(Some(Running {
         stack: stack.clone(),
         states,
+        reply: Metadata::default(),
     }))
 }
 

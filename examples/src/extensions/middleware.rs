@@ -26,7 +26,7 @@ pub struct MethodStats {
 }
 
 /// Counts and times calls per method; on a client, sends a call id with each call; on a
-/// server, records the call ids it receives.
+/// server, records the call ids it receives and returns each in its reply's headers.
 #[derive(Debug, Default)]
 pub struct CallStats {
     next_id: AtomicU64,
@@ -57,6 +57,7 @@ impl Middleware for CallStats {
             Side::Server => {
                 let id = call.headers.and_then(|h| h.str_header(CALL_ID));
                 if let Some(id) = id {
+                    meta.insert(CALL_ID, id.clone());
                     let id = String::from_utf8_lossy(&id).into_owned();
                     let mut m = self.by_method.lock().unwrap_or_else(|p| p.into_inner());
                     m.entry(call.method.to_owned())

@@ -343,7 +343,8 @@ mod tests {
         assert!(data.len() <= len as usize);
         // SAFETY: the pool handed this buffer over and nothing else touches it until `take`.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) };
-        pool.take(bid, data.len()).expect("a buffer the pool provided")
+        pool.take(bid, data.len())
+            .expect("a buffer the pool provided")
     }
 
     #[test]
@@ -368,7 +369,11 @@ mod tests {
         drop(kept);
         assert_eq!(p.reclaim(), 1);
         assert_eq!((p.in_ring(), p.lent()), (2, 0));
-        assert_eq!(p.ring.usable.len(), 2, "reclaimed buffers are published again");
+        assert_eq!(
+            p.ring.usable.len(),
+            2,
+            "reclaimed buffers are published again"
+        );
     }
 
     #[test]

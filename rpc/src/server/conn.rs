@@ -319,10 +319,17 @@ impl ServerConn {
         if !shared.middleware.is_empty() {
             let mut meta = crate::Metadata::default();
             match middleware::start(&shared.middleware, &ctx.info(), &mut meta) {
-                Ok(running) => *ctx.mw.borrow_mut() = running,
+                Ok(running) => {
+                    *ctx.mw.borrow_mut() = running.map(|mut r| {
+                        r.reply = meta;
+                        r
+                    })
+                }
                 Err(status) => {
                     if wants_reply {
-                        sink.reply(slot, |out, h| wire::write_status(env, out, &status, h));
+                        sink.reply(slot, |out, h| {
+                            meta.with_headers(h, |h| wire::write_status(env, out, &status, h))
+                        });
                     }
                     return Ok(());
                 }

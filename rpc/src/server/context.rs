@@ -307,13 +307,14 @@ fn send(
         let envelope = std::rc::Rc::new(envelope);
         let written = std::rc::Rc::new(Cell::new(0usize));
         let (env, n) = (envelope.clone(), written.clone());
+        let reply = mw.as_ref().map(|r| r.reply.clone()).unwrap_or_default();
         deliver(
             core,
             conn,
             slot,
             Box::new(move |out, hdrs| {
                 let before = out.len();
-                write(&env, out, hdrs);
+                reply.with_headers(hdrs, |h| write(&env, out, h));
                 n.set(out.len() - before);
             }),
         );

@@ -110,7 +110,7 @@ impl Call<'_, '_, '_> {
         let mut bytes = 0;
         if !self.ctx.oneway {
             let env = self.ctx.envelope;
-            self.sink.reply(self.ctx.slot, |out, h| {
+            reply(self.sink, &self.ctx, |out, h| {
                 let before = out.len();
                 wire::write_status(env, out, &status, h);
                 bytes = out.len() - before;
@@ -136,7 +136,7 @@ impl Call<'_, '_, '_> {
         let error = match outcome {
             Ok(Reply(ReplyInner::Ready(r))) if !deferred => {
                 let error = r.as_ref().err().map(ReplyError::error_kind);
-                self.sink.reply(slot, |out, h| {
+                reply(self.sink, &ctx, |out, h| {
                     let before = out.len();
                     encode(env, r, out, h);
                     bytes = out.len() - before;
@@ -153,7 +153,7 @@ impl Call<'_, '_, '_> {
                 return;
             }
             Ok(_) => {
-                self.sink.reply(slot, |out, h| {
+                reply(self.sink, &ctx, |out, h| {
                     let s = Status::internal("handler returned a deferred reply it did not create");
                     let before = out.len();
                     wire::write_status(env, out, &s, h);
@@ -163,7 +163,7 @@ impl Call<'_, '_, '_> {
             }
             Err(panic) => {
                 let what = panic_message(&*panic);
-                self.sink.reply(slot, |out, h| {
+                reply(self.sink, &ctx, |out, h| {
                     let s = Status::internal(format!("handler panicked: {what}"));
                     let before = out.len();
                     wire::write_status(env, out, &s, h);
@@ -173,6 +173,21 @@ impl Call<'_, '_, '_> {
             }
         };
         finish(&ctx, error, bytes);
+    }
+}
+
+/// Writes (or holds) the call's reply, with the headers its middlewares added.
+fn reply(
+    sink: &mut Sink<'_, '_>,
+    ctx: &CallContext<'_>,
+    write: impl FnOnce(&mut BytesMut, &Headers<'_>),
+) {
+    let mw = ctx.mw.borrow();
+    match mw.as_ref().filter(|r| !r.reply.is_empty()) {
+        Some(r) => sink.reply(ctx.slot, |out, h| {
+            r.reply.with_headers(h, |h| write(out, h))
+        }),
+        None => sink.reply(ctx.slot, write),
     }
 }
 
