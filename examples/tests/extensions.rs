@@ -221,52 +221,38 @@ fn a_server_middleware_adds_headers_to_the_reply() {
 }
 
 /// The resolver and balancer traits, with the smallest implementations: the instances of
-/// a service come from a list, and calls go to each in turn. (Clients use them once
-/// service governance lands; here they drive plain clients, one per instance.)
+/// a service come from a list, and the client sends calls to each in turn.
 #[test]
 fn a_resolver_finds_instances_and_a_balancer_spreads_calls() {
     use examples::extensions::discovery::{HostPorts, RoundRobin};
-    use netpoll_rpc::discovery::{LoadBalancer, Resolver};
+    use netpoll_rpc::discovery::Resolver;
 
-    let servers: Vec<_> = (0..3)
-        .map(|_| {
+    let stats: Vec<_> = (0..3).map(|_| Arc::new(CallStats::default())).collect();
+    let servers: Vec<_> = stats
+        .iter()
+        .map(|st| {
             examples::echo_service::builder()
                 .addr("127.0.0.1:0")
                 .cores(1)
+                .middleware(st.clone())
                 .start()
                 .unwrap()
         })
         .collect();
     let addrs: Vec<_> = servers.iter().map(|s| s.local_addr()).collect();
-    let resolver = HostPorts::default().with("Echo", &addrs);
+    let resolver = HostPorts::default().with("echo-service", &addrs);
     assert!(resolver.resolve("Nope").is_err());
-    let instances: Arc<[netpoll_rpc::discovery::Instance]> =
-        resolver.resolve("Echo").unwrap().into();
-    assert_eq!(instances.len(), 3);
-    let picker = RoundRobin.picker(instances.clone());
-    let clients: Vec<_> = instances
-        .iter()
-        .map(|i| echo::EchoClient::from_builder(ClientBuilder::new(i.addr)).unwrap())
-        .collect();
-    let info = netpoll_rpc::CallInfo {
-        side: netpoll_rpc::Side::Client,
-        service: "Echo",
-        method: "echo",
-        transport: Transport::TTHeader {
-            framed_payload: false,
-        },
-        payload: Payload::ThriftBinary,
-        peer: None,
-        seq_id: 0,
-        request_bytes: 0,
-        deadline: None,
-        headers: None,
-    };
-    let mut hits = [0usize; 3];
+    let client = echo::EchoClient::from_builder(
+        ClientBuilder::default()
+            .destination("echo-service")
+            .resolver(resolver)
+            .load_balancer(RoundRobin),
+    )
+    .unwrap();
     for _ in 0..9 {
-        let i = picker.pick(&info).unwrap();
-        hits[i] += 1;
-        clients[i].echo(Bytes::from_static(b"rr")).unwrap();
+        client.echo(Bytes::from_static(b"rr")).unwrap();
     }
-    assert_eq!(hits, [3, 3, 3]);
+    let served: Vec<u64> = stats.iter().map(|s| s.method("echo").calls).collect();
+    assert_eq!(served, [3, 3, 3], "each instance in turn");
+    drop(servers);
 }

@@ -46,6 +46,9 @@ pub enum ErrorKind {
     ResourceExhausted,
     /// The method answered with one of its declared exceptions.
     Declared,
+    /// The server refused the call without running it: it is over a limit. Safe to retry
+    /// on another instance.
+    Overloaded,
     /// A Thrift exception type this table does not know, kept as it came.
     Other(i32),
 }
@@ -87,6 +90,7 @@ impl ErrorKind {
         row(ErrorKind::Unavailable, "unavailable", 6, 14),
         row(ErrorKind::ResourceExhausted, "resource_exhausted", 6, 8),
         row(ErrorKind::Declared, "declared", 0, 2),
+        row(ErrorKind::Overloaded, "overloaded", 6, 14),
     ];
 
     fn codes(self) -> Option<&'static ErrorCodes> {

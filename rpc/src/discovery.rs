@@ -1,10 +1,11 @@
 //! Finding a service's instances ([`Resolver`]) and choosing one for each call
-//! ([`LoadBalancer`]), as Kitex's resolver and load balancer do. Service governance
-//! builds discovery (etcd), balancing (p2c, weighted, consistent hashing), retries and
-//! circuit breaking on these traits.
+//! ([`LoadBalancer`]), as Kitex's resolver and load balancer do.
+//!
+//! Resolvers here: [`StaticResolver`] (a fixed list, Kitex's `WithHostPorts`) and
+//! [`DnsResolver`]; etcd is in [`crate::registry`]. Balancers are in [`crate::balance`].
 
 use std::any::Any;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,6 +88,12 @@ pub trait Resolver: Send + Sync + 'static {
         let _ = (service, on_change);
         Ok(None)
     }
+
+    /// How often a client resolves again when the resolver cannot watch; `None`: never
+    /// (the list is fixed). Default 5 s.
+    fn refresh_interval(&self) -> Option<Duration> {
+        Some(Duration::from_secs(5))
+    }
 }
 
 /// Chooses the instance for each call. A balancer makes a [`Picker`] for each instance
@@ -101,13 +108,249 @@ pub trait LoadBalancer: Send + Sync + 'static {
 
 /// Picks instances from one instance list.
 pub trait Picker: Send + Sync {
-    /// The index of the instance (in the list the picker was made for) to send `call` to,
-    /// or `None` if none may take it now.
-    fn pick(&self, call: &CallInfo<'_>) -> Option<usize>;
+    /// The index of the instance (in the list the picker was made for) to send the call
+    /// to, or `None` if none may take it. A picker should pick only instances
+    /// [`Pick::usable`] says may take the call (not already tried by this call, not
+    /// failing to connect, breaker not open); the client falls back to any usable one.
+    fn pick(&self, pick: &Pick<'_>) -> Option<usize>;
 
     /// How a call sent to instance `index` ended, and how long it took (for balancers that
-    /// follow load or latency). Default: ignored.
+    /// keep their own statistics). Default: ignored.
     fn report(&self, index: usize, outcome: &Outcome, latency: Duration) {
         let _ = (index, outcome, latency);
+    }
+}
+
+/// What a [`Picker`] knows of one call and of the instances' state when it picks.
+pub struct Pick<'a> {
+    /// The call.
+    pub call: &'a CallInfo<'a>,
+    /// The key the caller gave for consistent hashing, if any.
+    pub key: Option<u64>,
+    pub(crate) state: States<'a>,
+    pub(crate) tried: &'a [usize],
+}
+
+/// Where a [`Pick`] reads the instances' state from.
+#[derive(Clone, Copy)]
+pub(crate) enum States<'a> {
+    Live(&'a dyn InstanceState),
+    Fixed(&'a [Load]),
+}
+
+impl States<'_> {
+    fn len(&self) -> usize {
+        match self {
+            States::Live(s) => s.len(),
+            States::Fixed(l) => l.len(),
+        }
+    }
+    fn load(&self, i: usize) -> Load {
+        match self {
+            States::Live(s) => s.load(i),
+            States::Fixed(l) => l[i],
+        }
+    }
+    fn available(&self, i: usize) -> bool {
+        match self {
+            States::Live(s) => s.available(i),
+            States::Fixed(_) => true,
+        }
+    }
+}
+
+impl std::fmt::Debug for Pick<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pick")
+            .field("method", &self.call.method)
+            .field("key", &self.key)
+            .field("tried", &self.tried)
+            .finish()
+    }
+}
+
+/// The live state of the instances of one list, as the client keeps it.
+pub(crate) trait InstanceState {
+    fn len(&self) -> usize;
+    fn load(&self, index: usize) -> Load;
+    fn available(&self, index: usize) -> bool;
+}
+
+/// The load of one instance as this client sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// Calls sent to it and not yet ended.
+    pub in_flight: u32,
+    /// Moving average of its calls' latency (zero before the first reply).
+    pub latency: Duration,
+}
+
+impl<'a> Pick<'a> {
+    /// A pick for `call` over instances whose state is `state` (for tests of pickers).
+    #[doc(hidden)]
+    pub fn for_test(call: &'a CallInfo<'a>, key: Option<u64>, loads: &'a [Load]) -> Pick<'a> {
+        Pick {
+            call,
+            key,
+            state: States::Fixed(loads),
+            tried: &[],
+        }
+    }
+
+    /// Whether instance `index` may take the call: this call has not tried it already,
+    /// it is not failing to connect, and its breaker is not open.
+    pub fn usable(&self, index: usize) -> bool {
+        index < self.state.len() && !self.tried.contains(&index) && self.state.available(index)
+    }
+
+    /// The load of instance `index`.
+    pub fn load(&self, index: usize) -> Load {
+        self.state.load(index)
+    }
+
+    /// How many instances the list has.
+    pub fn len(&self) -> usize {
+        self.state.len()
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.state.len() == 0
+    }
+}
+
+/// A fixed list of instances, the same for every service name (Kitex's `WithHostPorts`):
+/// `host:port` entries, each with an optional weight.
+#[derive(Debug, Clone)]
+pub struct StaticResolver {
+    instances: Vec<Instance>,
+}
+
+impl StaticResolver {
+    /// Instances at `addrs` (each `host:port`, resolved now), with the default weight.
+    pub fn new<A: ToSocketAddrs>(addrs: impl IntoIterator<Item = A>) -> Result<Self, ResolveError> {
+        let mut instances = Vec::new();
+        for a in addrs {
+            instances.push(Instance::new(first_addr(a)?));
+        }
+        Ok(StaticResolver { instances })
+    }
+
+    /// Instances with weights.
+    pub fn weighted<A: ToSocketAddrs>(
+        addrs: impl IntoIterator<Item = (A, u32)>,
+    ) -> Result<Self, ResolveError> {
+        let mut instances = Vec::new();
+        for (a, w) in addrs {
+            instances.push(Instance {
+                weight: w,
+                ..Instance::new(first_addr(a)?)
+            });
+        }
+        Ok(StaticResolver { instances })
+    }
+
+    /// Parses `h1:p1,h2:p2` (optionally `h:p#weight`), the form of `static://` URLs.
+    pub fn parse(list: &str) -> Result<Self, ResolveError> {
+        let mut instances = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (addr, weight) = match item.split_once('#') {
+                Some((a, w)) => (
+                    a,
+                    w.parse::<u32>().map_err(|e| ResolveError {
+                        service: list.to_owned(),
+                        cause: crate::reason(format!("bad weight in {item:?}: {e}")),
+                    })?,
+                ),
+                None => (item, 10),
+            };
+            instances.push(Instance {
+                weight,
+                ..Instance::new(first_addr(addr)?)
+            });
+        }
+        Ok(StaticResolver { instances })
+    }
+}
+
+fn first_addr(a: impl ToSocketAddrs) -> Result<SocketAddr, ResolveError> {
+    let err = |cause| ResolveError {
+        service: String::new(),
+        cause,
+    };
+    a.to_socket_addrs()
+        .map_err(|e| err(crate::cause(e)))?
+        .next()
+        .ok_or_else(|| err(crate::reason("the name resolved to no address")))
+}
+
+impl Resolver for StaticResolver {
+    fn name(&self) -> &'static str {
+        "static"
+    }
+
+    fn resolve(&self, _service: &str) -> Result<Vec<Instance>, ResolveError> {
+        Ok(self.instances.clone())
+    }
+
+    fn refresh_interval(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Instances found by resolving host names in DNS (A and AAAA records, through the
+/// system resolver), looked up again every [`interval`](DnsResolver::interval) (5 s by
+/// default). Each name is `host:port`; every address it resolves to is an instance.
+#[derive(Debug, Clone)]
+pub struct DnsResolver {
+    names: Vec<String>,
+    interval: Duration,
+}
+
+impl DnsResolver {
+    /// Resolves `names` (each `host:port`).
+    pub fn new(names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        DnsResolver {
+            names: names.into_iter().map(Into::into).collect(),
+            interval: Duration::from_secs(5),
+        }
+    }
+
+    /// How often the names are looked up again.
+    pub fn interval(mut self, every: Duration) -> Self {
+        self.interval = every.max(Duration::from_millis(10));
+        self
+    }
+}
+
+impl Resolver for DnsResolver {
+    fn name(&self) -> &'static str {
+        "dns"
+    }
+
+    fn resolve(&self, service: &str) -> Result<Vec<Instance>, ResolveError> {
+        let mut out = Vec::new();
+        let mut last_err = None;
+        for name in &self.names {
+            match name.to_socket_addrs() {
+                Ok(addrs) => out.extend(addrs.map(Instance::new)),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        match (out.is_empty(), last_err) {
+            (true, Some(e)) => Err(ResolveError {
+                service: service.to_owned(),
+                cause: crate::cause(e),
+            }),
+            _ => {
+                out.sort_by_key(|i| i.addr);
+                out.dedup_by_key(|i| i.addr);
+                Ok(out)
+            }
+        }
+    }
+
+    fn refresh_interval(&self) -> Option<Duration> {
+        Some(self.interval)
     }
 }

@@ -74,6 +74,12 @@ pub enum CallError<E = Infallible> {
     /// A blocking call was made on an event-loop thread, where waiting would stall every
     /// connection of that core. Use the callback form there.
     WouldBlockCore,
+    /// No instance of the service can take the call: none is known, or every one is
+    /// failing to connect or has its circuit breaker open.
+    NoInstance(Cause),
+    /// The circuit breaker of the method (or of every instance tried) is open: the call
+    /// was not sent. It closes again after probes succeed.
+    CircuitOpen(Cause),
 }
 
 impl<E> CallError<E> {
@@ -86,10 +92,11 @@ impl<E> CallError<E> {
                 K::Unavailable
             }
             CallError::Protocol(_) | CallError::Decode(_) => K::Protocol,
-            CallError::Application(e) => e.kind.into(),
+            CallError::Application(e) => crate::status::exception_kind(e),
             CallError::Declared(_) => K::Declared,
             CallError::TooLarge(_) | CallError::QueueFull { .. } => K::ResourceExhausted,
             CallError::WouldBlockCore => K::Internal,
+            CallError::NoInstance(_) | CallError::CircuitOpen(_) => K::Unavailable,
         }
     }
 
@@ -101,7 +108,9 @@ impl<E> CallError<E> {
                 | CallError::Connect(_)
                 | CallError::ConnectionLost(_)
                 | CallError::QueueFull { .. }
-        )
+                | CallError::NoInstance(_)
+                | CallError::CircuitOpen(_)
+        ) || self.kind() == crate::ErrorKind::Overloaded
     }
 }
 
@@ -120,6 +129,8 @@ impl CallError {
             CallError::QueueFull { queued, limit } => CallError::QueueFull { queued, limit },
             CallError::RuntimeStopped => CallError::RuntimeStopped,
             CallError::WouldBlockCore => CallError::WouldBlockCore,
+            CallError::NoInstance(c) => CallError::NoInstance(c),
+            CallError::CircuitOpen(c) => CallError::CircuitOpen(c),
         }
     }
 }
@@ -144,6 +155,8 @@ impl<E: fmt::Debug> fmt::Display for CallError<E> {
             CallError::WouldBlockCore => {
                 f.write_str("blocking call on an event-loop thread (use the callback form there)")
             }
+            CallError::NoInstance(why) => write!(f, "no instance can take the call: {why}"),
+            CallError::CircuitOpen(why) => write!(f, "circuit breaker open: {why}"),
         }
     }
 }
@@ -156,7 +169,9 @@ impl<E: fmt::Debug> std::error::Error for CallError<E> {
             CallError::ConnectionLost(c)
             | CallError::Protocol(c)
             | CallError::Decode(c)
-            | CallError::TooLarge(c) => Some(&**c),
+            | CallError::TooLarge(c)
+            | CallError::NoInstance(c)
+            | CallError::CircuitOpen(c) => Some(&**c),
             _ => None,
         }
     }

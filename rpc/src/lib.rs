@@ -15,6 +15,7 @@
 
 mod call;
 pub mod client;
+pub mod balance;
 pub mod discovery;
 mod error;
 mod middleware;
@@ -26,7 +27,7 @@ pub use call::{CallInfo, ErrorCodes, ErrorKind, Outcome, Side};
 pub use error::{cause, reason, CallError, Cause, Reason};
 pub use middleware::{Metadata, Middleware};
 pub use server::{CallContext, Deferred, Reply};
-pub use status::Status;
+pub use status::{Status, OVERLOADED_PREFIX};
 
 /// Includes the code `codec-build` generated from a Thrift file into `OUT_DIR`: give
 /// the module name (the file's `rs` namespace, or its stem). It declares `pub mod <name>`.

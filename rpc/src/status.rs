@@ -46,6 +46,14 @@ impl Status {
         Status::new(ErrorKind::DeadlineExceeded, message)
     }
 
+    /// The server is over a limit (concurrent calls, calls per second) and refused the
+    /// call without running it: retry elsewhere. On the wire (Thrift and Kitex Protobuf
+    /// alike) an `INTERNAL_ERROR` (type 6) whose message starts with
+    /// [`OVERLOADED_PREFIX`], which clients read back as [`ErrorKind::Overloaded`].
+    pub fn overloaded(message: impl Into<String>) -> Status {
+        Status::new(ErrorKind::Overloaded, message)
+    }
+
     /// `UNKNOWN` (type 0): a failure of no more specific kind.
     pub fn unknown(message: impl Into<String>) -> Status {
         Status::new(ApplicationExceptionKind::Unknown, message)
@@ -63,13 +71,31 @@ impl Status {
 
     /// The `TApplicationException` this status is sent as.
     pub fn to_exception(&self) -> ApplicationException {
+        if self.kind == ErrorKind::Overloaded && !self.message.starts_with(OVERLOADED_PREFIX) {
+            let m = format!("{OVERLOADED_PREFIX}{}", self.message);
+            return ApplicationException::new(self.kind.into(), m.as_str());
+        }
         ApplicationException::new(self.kind.into(), self.message.as_str())
+    }
+}
+
+/// How an overload refusal's message starts on the wire (see [`Status::overloaded`]).
+/// Kitex's own (`request over limit: ...`), so that the two recognise each other's.
+pub const OVERLOADED_PREFIX: &str = "request over limit: ";
+
+/// The kind an application exception stands for, the overload marker included.
+pub(crate) fn exception_kind(e: &ApplicationException) -> ErrorKind {
+    let k = ErrorKind::from(e.kind);
+    if k == ErrorKind::Internal && e.message.starts_with(OVERLOADED_PREFIX) {
+        ErrorKind::Overloaded
+    } else {
+        k
     }
 }
 
 impl From<ApplicationException> for Status {
     fn from(e: ApplicationException) -> Status {
-        Status::new(e.kind, &*e.message)
+        Status::new(exception_kind(&e), &*e.message)
     }
 }
 

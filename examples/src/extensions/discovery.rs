@@ -6,8 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use netpoll_rpc::discovery::{Instance, LoadBalancer, Picker, ResolveError, Resolver};
-use netpoll_rpc::CallInfo;
+use netpoll_rpc::discovery::{Instance, LoadBalancer, Pick, Picker, ResolveError, Resolver};
 
 /// Instances given by hand, per service.
 #[derive(Debug, Default, Clone)]
@@ -65,7 +64,11 @@ impl LoadBalancer for RoundRobin {
 }
 
 impl Picker for Turns {
-    fn pick(&self, _call: &CallInfo<'_>) -> Option<usize> {
-        (self.len > 0).then(|| self.next.fetch_add(1, Ordering::Relaxed) % self.len)
+    fn pick(&self, pick: &Pick<'_>) -> Option<usize> {
+        // The next instance that may take the call.
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..self.len)
+            .map(|i| (start + i) % self.len)
+            .find(|&i| pick.usable(i))
     }
 }

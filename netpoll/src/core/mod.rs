@@ -343,6 +343,14 @@ impl Core {
             Some(socket2::Protocol::TCP),
         )?;
         socket.set_tcp_nodelay(true)?;
+        // Outbound connections may sit idle between calls: keepalive finds a peer that
+        // vanished (a crashed host, a dropped NAT entry) in about a minute.
+        socket.set_tcp_keepalive(
+            &socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(30))
+                .with_interval(Duration::from_secs(10))
+                .with_retries(3),
+        )?;
         let fd: OwnedFd = socket.into();
         let slot = self.insert_conn(fd, handler);
         let id = self.slot_id(slot);

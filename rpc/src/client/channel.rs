@@ -133,6 +133,35 @@ impl Channel {
         self.dispatch(Box::new(encode), None, None);
     }
 
+    /// Opens the channel's connections now, before the first call.
+    pub fn warm_up(&self) {
+        for slot in 0..self.inner.slots.len() {
+            let inner = self.inner.clone();
+            let core = slot % inner.rt.cores().max(1);
+            let _ = self.inner.rt.spawn(core, move |c: &mut Core| {
+                let _ = inner.connection(c, slot);
+            });
+        }
+    }
+
+    /// Takes no more calls on the channel's connections: each closes once its calls in
+    /// flight are answered (the instance left the service).
+    pub fn retire(&self) {
+        for slot in 0..self.inner.slots.len() {
+            let inner = self.inner.clone();
+            let core = slot % inner.rt.cores().max(1);
+            let _ = self.inner.rt.spawn(core, move |c: &mut Core| {
+                let id = inner.slots[slot]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                if let Some(id) = id {
+                    c.with_handler::<ClientConn, _>(id, |h, conn| h.retire(conn));
+                }
+            });
+        }
+    }
+
     fn dispatch(&self, encode: Encode, timeout: Option<Duration>, done: Option<Done>) {
         let inner = self.inner.clone();
         let slot = inner.next.fetch_add(1, Ordering::Relaxed) % inner.slots.len();
@@ -146,6 +175,25 @@ impl Channel {
 }
 
 impl Inner {
+    /// On the slot's core: the slot's connection, opened if it has none (or only one the
+    /// server asked us to leave).
+    fn connection(&self, core: &mut Core, slot: usize) -> std::io::Result<ConnId> {
+        let mut guard = self.slots[slot].lock().unwrap_or_else(|p| p.into_inner());
+        // A connection the server asked us to leave (TTHeader `crrst`) takes no new calls.
+        let live = guard
+            .filter(|id| core.with_handler::<ClientConn, _>(*id, |h, _| !h.retiring) == Some(true));
+        if let Some(id) = live {
+            return Ok(id);
+        }
+        let handler = Box::new(ClientConn::new(
+            self.framing.clone(),
+            self.cfg.max_queued_bytes,
+        ));
+        let id = core.connect(self.addr, Some(self.cfg.connect_timeout), handler)?;
+        *guard = Some(id);
+        Ok(id)
+    }
+
     /// On the slot's core: finds or opens the slot's connection and sends the call on it.
     fn start(
         &self,
@@ -155,35 +203,15 @@ impl Inner {
         timeout: Option<Duration>,
         done: Option<Done>,
     ) {
-        let mut guard = match self.slots[slot].lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        // A connection the server asked us to leave (TTHeader `crrst`) takes no new calls.
-        let live = guard
-            .filter(|id| core.with_handler::<ClientConn, _>(*id, |h, _| !h.retiring) == Some(true));
-        let id = match live {
-            Some(id) => id,
-            None => {
-                let handler = Box::new(ClientConn::new(
-                    self.framing.clone(),
-                    self.cfg.max_queued_bytes,
-                ));
-                match core.connect(self.addr, Some(self.cfg.connect_timeout), handler) {
-                    Ok(id) => {
-                        *guard = Some(id);
-                        id
-                    }
-                    Err(e) => {
-                        if let Some(done) = done {
-                            done(Err(CallError::Connect(e)));
-                        }
-                        return;
-                    }
+        let id = match self.connection(core, slot) {
+            Ok(id) => id,
+            Err(e) => {
+                if let Some(done) = done {
+                    done(Err(CallError::Connect(e)));
                 }
+                return;
             }
         };
-        drop(guard);
         let mut pending = Some((encode, done));
         core.with_handler::<ClientConn, _>(id, |h, conn| {
             if let Some((encode, done)) = pending.take() {
@@ -191,7 +219,9 @@ impl Inner {
             }
         });
         if let Some((_, Some(done))) = pending {
-            done(Err(CallError::ConnectionLost(crate::reason(
+            // Not sent: as safe to retry as a failed connect.
+            done(Err(CallError::Connect(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
                 "the connection closed before the call was sent",
             ))));
         }

@@ -56,6 +56,14 @@ impl ClientConn {
         }
     }
 
+    /// Takes no new calls; closes once the calls in flight are answered.
+    pub(crate) fn retire(&mut self, conn: &mut Conn<'_>) {
+        self.retiring = true;
+        if self.pending.is_empty() {
+            conn.close();
+        }
+    }
+
     /// Sends a call. `done` is `None` for a oneway call, which gets no reply.
     pub(crate) fn submit(
         &mut self,

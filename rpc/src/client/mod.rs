@@ -4,12 +4,15 @@
 //! deadlines on the loop's timers, with a [`ReplyFraming`] to find reply frames.
 
 mod channel;
+mod cluster;
 mod conn;
 mod framing;
+mod policy;
 mod typed;
 
 pub use channel::{Channel, ChannelConfig};
 pub use conn::{Done, Encode};
+pub use policy::{BreakerConfig, RetryOn, RetryPolicy};
 pub use framing::{FrameReplies, KitexPbFraming, ReplyFraming, ReplySplit, ThriftFraming};
 pub use typed::{
     Client, ClientBuilder, ClientError, ClientTransport, PayloadCodec, PbClient, Protobuf, Request,

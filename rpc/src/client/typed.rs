@@ -3,9 +3,11 @@
 //! and decodes replies. Generated service clients wrap it.
 
 use std::fmt;
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use netpoll::{Runtime, RuntimeHandle};
@@ -14,7 +16,11 @@ use netpoll_codec::thrift::{ApplicationException, Message, MessageType};
 use netpoll_codec::ByteString;
 use prost::Message as _;
 
-use super::{Channel, ChannelConfig, KitexPbFraming, ReplyFraming, ThriftFraming};
+use super::cluster::{Cluster, ClusterConfig};
+use super::policy::{self, Breaker, BreakerConfig, RetryBudget, RetryPolicy};
+use super::{ChannelConfig, KitexPbFraming, ReplyFraming, ThriftFraming};
+use crate::balance::P2c;
+use crate::discovery::{LoadBalancer, Resolver, StaticResolver};
 use crate::wire::{self, Envelope, Headers, Payload, Transport};
 use crate::{CallError, Metadata};
 
@@ -30,10 +36,16 @@ pub enum ClientTransport {
     Framed,
 }
 
-/// Settings of a typed client.
+/// Settings of a typed client: which service it calls (a name and how to find its
+/// instances), how it balances, retries and breaks circuits, and how it frames calls.
 #[derive(Clone)]
 pub struct ClientBuilder {
-    addr: Result<SocketAddr, crate::Cause>,
+    resolver: Option<Result<Arc<dyn Resolver>, crate::Cause>>,
+    destination: Option<String>,
+    balancer: Arc<dyn LoadBalancer>,
+    retry: RetryPolicy,
+    breaker: Option<Arc<BreakerConfig>>,
+    warm_up: bool,
     transport: ClientTransport,
     compact: bool,
     caller: Arc<str>,
@@ -46,7 +58,9 @@ pub struct ClientBuilder {
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
-            .field("addr", &self.addr)
+            .field("destination", &self.destination)
+            .field("balancer", &self.balancer.name())
+            .field("retry", &self.retry)
             .field("transport", &self.transport)
             .field("compact", &self.compact)
             .field("caller", &self.caller)
@@ -83,17 +97,17 @@ impl std::error::Error for ClientError {
     }
 }
 
-impl ClientBuilder {
-    /// A client of the server at `addr`, with the defaults: TTHeader, binary Thrift, one
-    /// connection, 1 s connect timeout, 5 s call timeout, its own one-core event loop.
-    pub fn new(addr: impl ToSocketAddrs) -> ClientBuilder {
+impl Default for ClientBuilder {
+    /// Settings with no instances yet: give them with [`host_ports`](Self::host_ports) or
+    /// [`resolver`](Self::resolver).
+    fn default() -> Self {
         ClientBuilder {
-            addr: match addr.to_socket_addrs() {
-                Ok(mut a) => a
-                    .next()
-                    .ok_or_else(|| crate::reason("the name resolved to no address")),
-                Err(e) => Err(crate::cause(e)),
-            },
+            resolver: None,
+            destination: None,
+            balancer: Arc::new(P2c),
+            retry: RetryPolicy::default(),
+            breaker: Some(Arc::new(BreakerConfig::default())),
+            warm_up: false,
             transport: ClientTransport::TTHeader,
             compact: false,
             caller: Arc::from("rpc-client"),
@@ -102,6 +116,66 @@ impl ClientBuilder {
             runtime: None,
             middleware: Vec::new(),
         }
+    }
+}
+
+impl ClientBuilder {
+    /// A client of the server at `addr`, with the defaults: TTHeader, binary Thrift, one
+    /// connection, 1 s connect timeout, 5 s call timeout, its own one-core event loop.
+    pub fn new(addr: impl ToSocketAddrs) -> ClientBuilder {
+        ClientBuilder::default().host_ports([addr])
+    }
+
+    /// The service's instances are these `host:port` addresses (Kitex's
+    /// `WithHostPorts`); see [`StaticResolver`].
+    pub fn host_ports<A: ToSocketAddrs>(mut self, addrs: impl IntoIterator<Item = A>) -> Self {
+        self.resolver = Some(
+            StaticResolver::new(addrs)
+                .map(|r| Arc::new(r) as Arc<dyn Resolver>)
+                .map_err(|e| crate::cause(e)),
+        );
+        self
+    }
+
+    /// The service's instances come from `resolver` (etcd, DNS, a list, your own).
+    pub fn resolver(mut self, resolver: impl Resolver) -> Self {
+        self.resolver = Some(Ok(Arc::new(resolver)));
+        self
+    }
+
+    /// The name of the service to call, as registered (Kitex's destination service, as in
+    /// `NewClient("hello-service", ...)`): what the resolver looks up, and the TTHeader
+    /// to-service. Default: the IDL service name.
+    pub fn destination(mut self, service: &str) -> Self {
+        self.destination = Some(service.to_owned());
+        self
+    }
+
+    /// How each call's instance is chosen. Default [`P2c`].
+    pub fn load_balancer(mut self, lb: impl LoadBalancer) -> Self {
+        self.balancer = Arc::new(lb);
+        self
+    }
+
+    /// How failed calls are retried. Default: [`RetryPolicy::default`], which retries
+    /// only calls that never reached a server, twice, on other instances.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Circuit breakers per instance and per method with these settings (default on,
+    /// with [`BreakerConfig::default`]); `None` turns them off.
+    pub fn circuit_breaker(mut self, cfg: Option<BreakerConfig>) -> Self {
+        self.breaker = cfg.map(Arc::new);
+        self
+    }
+
+    /// Resolves the service and connects to its instances when the client is built,
+    /// before the first call. Default off (connections open on first use).
+    pub fn warm_up(mut self, warm: bool) -> Self {
+        self.warm_up = warm;
+        self
     }
 
     /// The framing of calls.
@@ -174,7 +248,14 @@ impl ClientBuilder {
         payload: Payload,
         framing: Arc<dyn ReplyFraming>,
     ) -> Result<Base, ClientError> {
-        let addr = self.addr.map_err(ClientError::Addr)?;
+        let resolver = match self.resolver {
+            Some(r) => r.map_err(ClientError::Addr)?,
+            None => {
+                return Err(ClientError::Addr(crate::reason(
+                    "no instances: give host ports or a resolver",
+                )))
+            }
+        };
         let (handle, owned) = match self.runtime {
             Some(h) => (h, None),
             None => {
@@ -202,9 +283,30 @@ impl ClientBuilder {
             (_, Payload::ThriftCompact) => Protocol::FramedCompact,
             _ => Protocol::FramedBinary,
         };
+        let destination = self.destination.unwrap_or_else(|| service.to_owned());
+        let breaker = self.breaker.clone();
+        let cluster = Cluster::start(ClusterConfig {
+            service: destination.clone(),
+            rt: handle,
+            framing,
+            channel: self.channel.clone(),
+            resolver,
+            lb: self.balancer,
+            breaker: breaker
+                .clone()
+                .unwrap_or_else(|| Arc::new(BreakerConfig::off())),
+        });
+        if self.warm_up {
+            cluster.warm_up();
+        }
         Ok(Base {
             inner: Arc::new(BaseInner {
-                channel: Channel::new(handle, addr, framing, self.channel.clone()),
+                cluster,
+                budget: RetryBudget::new(self.retry.budget_ratio, self.retry.min_retries_per_sec),
+                retry: self.retry,
+                method_breakers: breaker.map(|cfg| (cfg, Mutex::new(HashMap::new()))),
+                retries: AtomicU64::new(0),
+                to_service: ByteString::from(destination),
                 transport,
                 payload,
                 split,
@@ -215,6 +317,7 @@ impl ClientBuilder {
                 runtime: owned,
             }),
             timeout: self.channel.call_timeout,
+            key: None,
         })
     }
 
@@ -251,7 +354,15 @@ impl ClientBuilder {
 }
 
 struct BaseInner {
-    channel: Channel,
+    cluster: Arc<Cluster>,
+    retry: RetryPolicy,
+    budget: RetryBudget,
+    /// Per-method breakers, when breakers are on.
+    method_breakers: Option<MethodBreakers>,
+    /// Retries made (backup requests included).
+    retries: AtomicU64,
+    /// The destination service (TTHeader to-service).
+    to_service: ByteString,
     transport: Transport,
     payload: Payload,
     split: Protocol,
@@ -288,17 +399,24 @@ impl Drop for BaseInner {
     }
 }
 
+type MethodBreakers = (
+    Arc<BreakerConfig>,
+    Mutex<HashMap<&'static str, Arc<Breaker>>>,
+);
+
 #[derive(Clone)]
 struct Base {
     inner: Arc<BaseInner>,
     timeout: Option<Duration>,
+    /// The consistent-hashing key of the calls, if given.
+    key: Option<u64>,
 }
 
 impl fmt::Debug for Base {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("service", &&*self.inner.service)
-            .field("addr", &self.inner.channel.addr())
+            .field("cluster", &self.inner.cluster)
             .field("transport", &self.inner.transport)
             .field("payload", &self.inner.payload)
             .field("timeout", &self.timeout)
@@ -313,12 +431,12 @@ impl Base {
         method: &'static str,
         kind: MessageType,
         meta: Metadata,
+        timeout: Option<Duration>,
         body: impl FnOnce(&Envelope, &mut BytesMut, &Headers<'_>) -> Result<(), wire::WriteError>
             + Send
             + 'static,
     ) -> impl FnOnce(&mut BytesMut, i32) -> Result<(), CallError> + Send + 'static {
         let inner = self.inner.clone();
-        let timeout = self.timeout;
         move |out: &mut BytesMut, seq: i32| {
             let env = Envelope {
                 transport: inner.transport,
@@ -331,7 +449,7 @@ impl Base {
             let millis = timeout.map(frame::TimeoutValue::new);
             let with_timeout = [
                 (int_key::FROM_SERVICE, inner.caller.as_bytes()),
-                (int_key::TO_SERVICE, inner.service.as_bytes()),
+                (int_key::TO_SERVICE, inner.to_service.as_bytes()),
                 (int_key::TO_METHOD, method.as_bytes()),
                 (
                     int_key::RPC_TIMEOUT,
@@ -433,7 +551,7 @@ impl PayloadCodec for Protobuf {
 
 /// A request a client of codec `C` can send: for [`Thrift`], any Thrift message (the
 /// generated `{Service}{Method}Args`); for [`Protobuf`], any protobuf message.
-pub trait Request<C>: Send + 'static {
+pub trait Request<C>: Send + Sync + 'static {
     /// Writes the whole request frame in `env`'s shape.
     fn write(
         &self,
@@ -451,7 +569,7 @@ pub trait Response<C>: Sized {
     fn read(payload: Payload, body: Bytes) -> Result<Self, CallError>;
 }
 
-impl<M: Message + Send + 'static> Request<Thrift> for M {
+impl<M: Message + Send + Sync + 'static> Request<Thrift> for M {
     fn write(
         &self,
         env: &Envelope,
@@ -469,7 +587,7 @@ impl<M: Message> Response<Thrift> for M {
     }
 }
 
-impl<M: prost::Message + Send + 'static> Request<Protobuf> for M {
+impl<M: prost::Message + Send + Sync + 'static> Request<Protobuf> for M {
     fn write(
         &self,
         env: &Envelope,
@@ -515,25 +633,28 @@ impl<C: PayloadCodec> Client<C> {
 
     /// The same client with another per-call deadline.
     pub fn with_timeout(&self, timeout: Option<Duration>) -> Self {
-        Client {
-            base: Base {
-                inner: self.base.inner.clone(),
-                timeout,
-            },
-            codec: self.codec.clone(),
-        }
+        let mut c = self.clone();
+        c.base.timeout = timeout;
+        c
     }
 
-    fn encoder<A: Request<C>>(
-        &self,
-        method: &'static str,
-        kind: MessageType,
-        meta: Metadata,
-        args: A,
-    ) -> impl FnOnce(&mut BytesMut, i32) -> Result<(), CallError> + Send + 'static {
-        self.base.encoder(method, kind, meta, move |env, out, h| {
-            args.write(env, out, kind, h)
-        })
+    /// The same client, sending its calls with `key` for consistent hashing
+    /// ([`ConsistentHash`](crate::balance::ConsistentHash)): calls with one key go to one
+    /// instance.
+    pub fn with_key(&self, key: u64) -> Self {
+        let mut c = self.clone();
+        c.base.key = Some(key);
+        c
+    }
+
+    /// Calls answered by each current instance so far (for load reports).
+    pub fn answered_by_instance(&self) -> Vec<(SocketAddr, u64)> {
+        self.base.inner.cluster.answered()
+    }
+
+    /// Retries made so far (backup requests included).
+    pub fn retries(&self) -> u64 {
+        self.base.inner.retries.load(Ordering::Relaxed)
     }
 
     /// Starts the client's middlewares on a call of `method`.
@@ -545,7 +666,8 @@ impl<C: PayloadCodec> Client<C> {
         let call = ClientCall {
             inner: self.base.inner.clone(),
             method,
-            deadline: self.base.timeout.map(|t| std::time::Instant::now() + t),
+            deadline: self.base.timeout.map(|t| Instant::now() + t),
+            peer: None,
         };
         match crate::middleware::start(&self.base.inner.middleware, &call.info(), &mut meta) {
             Ok(running) => Ok((running.map(|running| Watch { call, running }), meta)),
@@ -566,26 +688,26 @@ impl<C: PayloadCodec> Client<C> {
     }
 
     /// Calls `method` (its IDL name) with its request and waits for the response.
-    pub fn call<A: Request<C>, R: Response<C>>(
+    pub fn call<A: Request<C>, R: Response<C> + Send + 'static>(
         &self,
         method: &'static str,
         args: A,
     ) -> Result<R, CallError> {
-        let (watch, meta) = self.start(method)?;
-        let frame = self.base.inner.channel.call(
-            self.encoder(method, MessageType::Call, meta, args),
-            self.base.timeout,
-        );
-        let len = frame.as_ref().map_or(0, Bytes::len);
-        let result = frame.and_then(|f| self.decode(f));
-        if let Some(w) = watch {
-            w.end(result.as_ref().err(), len);
+        if netpoll::current_core().is_some() {
+            return Err(CallError::WouldBlockCore);
         }
-        result
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.call_with(method, args, move |r| {
+            let _ = tx.send(r);
+        });
+        // Deadlines are enforced on the loop's timers; if the runtime stops first, the
+        // callback is dropped and so is the sender.
+        rx.recv().unwrap_or(Err(CallError::RuntimeStopped))
     }
 
     /// Calls `method` and returns at once; `done` gets the response (or the failure) on
-    /// the connection's core. Many calls can be in flight from one thread this way.
+    /// a core of the client's runtime. Many calls can be in flight from one thread this
+    /// way.
     pub fn call_with<A: Request<C>, R: Response<C> + 'static>(
         &self,
         method: &'static str,
@@ -596,19 +718,38 @@ impl<C: PayloadCodec> Client<C> {
             Ok(x) => x,
             Err(e) => return done(Err(e)),
         };
-        let me = self.clone();
-        self.base.inner.channel.call_with(
-            self.encoder(method, MessageType::Call, meta, args),
-            self.base.timeout,
-            move |r| {
-                let len = r.as_ref().map_or(0, Bytes::len);
-                let result = r.and_then(|frame| me.decode(frame));
-                if let Some(w) = watch {
-                    w.end(result.as_ref().err(), len);
-                }
-                done(result)
-            },
-        );
+        let inner = &self.base.inner;
+        let method_breaker = inner.method_breakers.as_ref().map(|(cfg, map)| {
+            map.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(method)
+                .or_insert_with(|| Arc::new(Breaker::new(cfg.clone())))
+                .clone()
+        });
+        if let Some(b) = &method_breaker {
+            if !b.allow(Instant::now()) {
+                let e = CallError::CircuitOpen(crate::reason(format!(
+                    "method {method} of {} fails too often",
+                    inner.cluster.service
+                )));
+                return finish(watch, None, 0, Err(e), done);
+            }
+        }
+        inner.budget.call();
+        Flight {
+            client: self.clone(),
+            method,
+            args: Arc::new(args),
+            meta,
+            deadline: self.base.timeout.map(|t| Instant::now() + t),
+            tried: Vec::new(),
+            retries: 0,
+            last_error: None,
+            watch,
+            method_breaker,
+            done: Box::new(done),
+        }
+        .send();
     }
 
     /// Sends a oneway call: nothing comes back.
@@ -616,12 +757,185 @@ impl<C: PayloadCodec> Client<C> {
         let Ok((watch, meta)) = self.start(method) else {
             return; // rejected by a middleware: not sent
         };
-        self.base
-            .inner
-            .channel
-            .send_oneway(self.encoder(method, MessageType::Oneway, meta, args));
+        let snap = self.base.inner.cluster.snapshot();
+        let info = self.base.info(method, None);
+        match snap.pick(&info, self.base.key, &[]) {
+            Some(i) => snap.endpoints[i].channel.send_oneway(self.base.encoder(
+                method,
+                MessageType::Oneway,
+                meta,
+                None,
+                move |env, out, h| args.write(env, out, MessageType::Oneway, h),
+            )),
+            None => tracing::warn!(
+                service = %self.base.inner.cluster.service,
+                method,
+                "oneway call dropped: no instance can take it"
+            ),
+        }
         if let Some(w) = watch {
             w.end(None, 0);
+        }
+    }
+}
+
+/// One call on its way: its tries so far, and what to do with its outcome.
+struct Flight<C: PayloadCodec, A, R> {
+    client: Client<C>,
+    method: &'static str,
+    args: Arc<A>,
+    meta: Metadata,
+    deadline: Option<Instant>,
+    /// Instances tried so far.
+    tried: Vec<SocketAddr>,
+    retries: u32,
+    last_error: Option<CallError>,
+    watch: Option<Watch>,
+    method_breaker: Option<Arc<Breaker>>,
+    done: Box<dyn FnOnce(Result<R, CallError>) + Send>,
+}
+
+impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
+    /// Sends the call to an instance it has not tried yet.
+    fn send(mut self) {
+        let base = self.client.base.clone();
+        let inner = &base.inner;
+        let snap = inner.cluster.snapshot();
+        let now = Instant::now();
+        let remaining = match self.deadline {
+            Some(d) => match d.checked_duration_since(now) {
+                Some(r) if !r.is_zero() => Some(r),
+                _ => return self.finish(None, 0, Err(CallError::Timeout)),
+            },
+            None => None,
+        };
+        let tried: Vec<usize> = self
+            .tried
+            .iter()
+            .filter_map(|a| snap.endpoints.iter().position(|e| e.addr == *a))
+            .collect();
+        let info = base.info(self.method, None);
+        let Some(idx) = snap.pick(&info, base.key, &tried) else {
+            let e = match self.last_error.take() {
+                Some(e) => e,
+                None if snap.endpoints.is_empty() => CallError::NoInstance(crate::reason(
+                    format!("no instance of {} is known", inner.cluster.service),
+                )),
+                None => CallError::NoInstance(crate::reason(format!(
+                    "every instance of {} is failing to connect or has its breaker open",
+                    inner.cluster.service
+                ))),
+            };
+            return self.finish(None, 0, Err(e));
+        };
+        let ep = snap.endpoints[idx].clone();
+        if !ep.breaker.allow(now) {
+            // Its half-open breaker is probing already: another instance.
+            self.tried.push(ep.addr);
+            self.last_error = Some(CallError::CircuitOpen(crate::reason(format!(
+                "instance {} fails too often",
+                ep.addr
+            ))));
+            return self.send();
+        }
+        ep.started();
+        let args = self.args.clone();
+        let encode = base.encoder(
+            self.method,
+            MessageType::Call,
+            self.meta.clone(),
+            remaining,
+            move |env, out, h| args.write(env, out, MessageType::Call, h),
+        );
+        let started = Instant::now();
+        ep.channel.clone().call_with(encode, remaining, move |r| {
+            let latency = started.elapsed();
+            let len = r.as_ref().map_or(0, Bytes::len);
+            let result = r.and_then(|frame| self.client.decode::<R>(frame));
+            let replied = len > 0;
+            ep.ended(latency, replied);
+            let failed = result.as_ref().err().is_some_and(policy::counts_as_failure);
+            ep.breaker.record(Instant::now(), failed);
+            snap.picker.report(
+                idx,
+                &crate::Outcome {
+                    error: result.as_ref().err().map(CallError::kind),
+                    response_bytes: len,
+                },
+                latency,
+            );
+            let e = match result {
+                Err(e) if self.may_retry(&e) => e,
+                r => return self.finish(Some(ep.addr), len, r),
+            };
+            if matches!(e, CallError::Connect(_)) {
+                snap.mark_down(idx);
+            }
+            self.retries += 1;
+            let delay = self.client.base.inner.retry.delay(self.retries, &e);
+            tracing::debug!(instance = %ep.addr, error = %e, retry = self.retries, "retrying");
+            self.tried.push(ep.addr);
+            self.last_error = Some(e);
+            if delay.is_zero() {
+                self.send();
+            } else {
+                let cluster = self.client.base.inner.cluster.clone();
+                cluster.after(delay, move || self.send());
+            }
+        });
+    }
+
+    /// Whether the call may be tried again after `e`.
+    fn may_retry(&self, e: &CallError) -> bool {
+        let inner = &self.client.base.inner;
+        self.retries < inner.retry.max_retries
+            && inner.retry.allows(self.method, e)
+            && self.deadline.is_none_or(|d| Instant::now() < d)
+            && inner.budget.try_retry()
+            && {
+                inner.retries.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+    }
+
+    fn finish(self, peer: Option<SocketAddr>, len: usize, result: Result<R, CallError>) {
+        if let Some(b) = &self.method_breaker {
+            let failed = result.as_ref().err().is_some_and(policy::counts_as_failure);
+            b.record(Instant::now(), failed);
+        }
+        finish(self.watch, peer, len, result, self.done);
+    }
+}
+
+/// Ends a call: its middlewares, then the caller's callback.
+fn finish<R>(
+    watch: Option<Watch>,
+    peer: Option<SocketAddr>,
+    len: usize,
+    result: Result<R, CallError>,
+    done: impl FnOnce(Result<R, CallError>),
+) {
+    if let Some(mut w) = watch {
+        w.call.peer = peer;
+        w.end(result.as_ref().err(), len);
+    }
+    done(result)
+}
+
+impl Base {
+    /// How the call looks to a picker.
+    fn info(&self, method: &'static str, peer: Option<SocketAddr>) -> crate::CallInfo<'_> {
+        crate::CallInfo {
+            side: crate::Side::Client,
+            service: &self.inner.service,
+            method,
+            transport: self.inner.transport,
+            payload: self.inner.payload,
+            peer,
+            seq_id: 0,
+            request_bytes: 0,
+            deadline: None,
+            headers: None,
         }
     }
 }
@@ -630,7 +944,9 @@ impl<C: PayloadCodec> Client<C> {
 struct ClientCall {
     inner: Arc<BaseInner>,
     method: &'static str,
-    deadline: Option<std::time::Instant>,
+    deadline: Option<Instant>,
+    /// The instance that answered (or was tried last), once known.
+    peer: Option<SocketAddr>,
 }
 
 impl ClientCall {
@@ -641,8 +957,8 @@ impl ClientCall {
             method: self.method,
             transport: self.inner.transport,
             payload: self.inner.payload,
-            peer: Some(self.inner.channel.addr()),
-            // Assigned on the connection's core when the call is sent.
+            peer: self.peer,
+            // Assigned on the connection's core when the call is sent, per try.
             seq_id: 0,
             request_bytes: 0,
             deadline: self.deadline,

@@ -1,0 +1,332 @@
+//! [`Cluster`]: the instances of one service as a client sees them. It keeps the list a
+//! resolver gives (watched, or resolved again from time to time), a [`Channel`] and live
+//! state per instance (calls in flight, latency average, circuit breaker, connect
+//! failures), and the balancer's picker over the current list.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use netpoll::RuntimeHandle;
+
+use super::policy::{Breaker, BreakerConfig};
+use super::{Channel, ChannelConfig, ReplyFraming};
+use crate::discovery::{
+    Instance, InstanceState, Load, LoadBalancer, Pick, Picker, Resolver, States, WatchGuard,
+};
+use crate::CallInfo;
+
+/// How long an instance whose connect failed is passed over.
+const DOWN_FOR: Duration = Duration::from_secs(1);
+
+/// One instance and this client's state of it.
+pub(crate) struct Endpoint {
+    pub(crate) addr: SocketAddr,
+    pub(crate) channel: Channel,
+    in_flight: AtomicU32,
+    /// Latency moving average, in nanoseconds.
+    ewma_ns: AtomicU64,
+    pub(crate) breaker: Breaker,
+    /// Until when (ms since the cluster started) the instance is passed over after a
+    /// failed connect.
+    down_until_ms: AtomicU64,
+    /// Calls that ended with a reply from it.
+    pub(crate) answered: AtomicU64,
+}
+
+impl Endpoint {
+    pub(crate) fn started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call sent to it ended after `latency`; `replied` if the instance answered.
+    pub(crate) fn ended(&self, latency: Duration, replied: bool) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if replied {
+            self.answered.fetch_add(1, Ordering::Relaxed);
+        }
+        // EWMA with weight 1/8 per sample (racy updates only lose a sample).
+        let sample = latency.as_nanos().min(u64::MAX as u128) as u64;
+        let old = self.ewma_ns.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.ewma_ns.store(new.max(1), Ordering::Relaxed);
+    }
+}
+
+/// One instance list with its channels and picker.
+pub(crate) struct Snapshot {
+    pub(crate) instances: Arc<[Instance]>,
+    pub(crate) endpoints: Vec<Arc<Endpoint>>,
+    pub(crate) picker: Box<dyn Picker>,
+    start: Instant,
+}
+
+impl Snapshot {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// The instance for `call`, skipping `tried` ones; if the picker finds none usable,
+    /// any usable one; `None` if there is none.
+    pub(crate) fn pick(&self, call: &CallInfo<'_>, key: Option<u64>, tried: &[usize]) -> Option<usize> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let p = Pick {
+            call,
+            key,
+            state: States::Live(self),
+            tried,
+        };
+        match self.picker.pick(&p) {
+            Some(i) if p.usable(i) => Some(i),
+            _ => (0..self.endpoints.len()).find(|&i| p.usable(i)),
+        }
+    }
+
+    /// Passes over `index` for a while: its connect failed.
+    pub(crate) fn mark_down(&self, index: usize) {
+        if let Some(e) = self.endpoints.get(index) {
+            e.down_until_ms
+                .store(self.now_ms() + DOWN_FOR.as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+impl InstanceState for Snapshot {
+    fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    fn load(&self, index: usize) -> Load {
+        let e = &self.endpoints[index];
+        Load {
+            in_flight: e.in_flight.load(Ordering::Relaxed),
+            latency: Duration::from_nanos(e.ewma_ns.load(Ordering::Relaxed)),
+        }
+    }
+
+    fn available(&self, index: usize) -> bool {
+        let e = &self.endpoints[index];
+        e.down_until_ms.load(Ordering::Relaxed) <= self.now_ms() && !e.breaker.is_open(Instant::now())
+    }
+}
+
+/// The instances of one service and their channels.
+pub(crate) struct Cluster {
+    pub(crate) service: String,
+    rt: RuntimeHandle,
+    framing: Arc<dyn ReplyFraming>,
+    cfg: ChannelConfig,
+    lb: Arc<dyn LoadBalancer>,
+    breaker: Arc<BreakerConfig>,
+    current: RwLock<Arc<Snapshot>>,
+    start: Instant,
+    /// Keeps the resolver's watch alive.
+    watch: Mutex<Option<WatchGuard>>,
+    /// Tells the refresh thread (if any) to stop.
+    stopped: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.snapshot();
+        f.debug_struct("Cluster")
+            .field("service", &self.service)
+            .field("balancer", &self.lb.name())
+            .field(
+                "instances",
+                &s.endpoints.iter().map(|e| e.addr).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+pub(crate) struct ClusterConfig {
+    pub(crate) service: String,
+    pub(crate) rt: RuntimeHandle,
+    pub(crate) framing: Arc<dyn ReplyFraming>,
+    pub(crate) channel: ChannelConfig,
+    pub(crate) resolver: Arc<dyn Resolver>,
+    pub(crate) lb: Arc<dyn LoadBalancer>,
+    pub(crate) breaker: Arc<BreakerConfig>,
+}
+
+impl Cluster {
+    /// Resolves the service and follows its changes.
+    pub(crate) fn start(c: ClusterConfig) -> Arc<Cluster> {
+        let start = Instant::now();
+        let empty: Arc<[Instance]> = Arc::from(Vec::new());
+        let cluster = Arc::new(Cluster {
+            service: c.service,
+            rt: c.rt,
+            framing: c.framing,
+            cfg: c.channel,
+            lb: c.lb.clone(),
+            breaker: c.breaker,
+            current: RwLock::new(Arc::new(Snapshot {
+                picker: c.lb.picker(empty.clone()),
+                instances: empty,
+                endpoints: Vec::new(),
+                start,
+            })),
+            start,
+            watch: Mutex::new(None),
+            stopped: Arc::new(AtomicBool::new(false)),
+        });
+        let resolver = c.resolver;
+        match resolver.resolve(&cluster.service) {
+            Ok(list) => cluster.update(list),
+            Err(e) => tracing::warn!(service = %cluster.service, resolver = resolver.name(), error = %e,
+                "cannot resolve the service yet; calls fail until it resolves"),
+        }
+        let weak = Arc::downgrade(&cluster);
+        let on_change: crate::discovery::OnChange = Arc::new(move |list| {
+            if let Some(c) = weak.upgrade() {
+                c.update(list);
+            }
+        });
+        match resolver.watch(&cluster.service, on_change) {
+            Ok(Some(guard)) => {
+                *cluster.watch.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard);
+            }
+            Ok(None) => {
+                if let Some(every) = resolver.refresh_interval() {
+                    refresh_thread(Arc::downgrade(&cluster), resolver, every, cluster.stopped.clone());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(service = %cluster.service, error = %e, "cannot watch the service; resolving every 5 s instead");
+                refresh_thread(
+                    Arc::downgrade(&cluster),
+                    resolver,
+                    Duration::from_secs(5),
+                    cluster.stopped.clone(),
+                );
+            }
+        }
+        cluster
+    }
+
+    /// The current instance list.
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Takes a new instance list: instances that stay keep their channel and state, new
+    /// ones get a channel (connected on first use), and those that left are retired
+    /// (their connections close once their calls are answered).
+    pub(crate) fn update(&self, mut list: Vec<Instance>) {
+        list.sort_by_key(|i| i.addr);
+        list.dedup_by_key(|i| i.addr);
+        let old = self.snapshot();
+        if *old.instances == *list {
+            return;
+        }
+        let mut known: HashMap<SocketAddr, Arc<Endpoint>> =
+            old.endpoints.iter().map(|e| (e.addr, e.clone())).collect();
+        let endpoints: Vec<Arc<Endpoint>> = list
+            .iter()
+            .map(|i| {
+                known.remove(&i.addr).unwrap_or_else(|| {
+                    Arc::new(Endpoint {
+                        addr: i.addr,
+                        channel: Channel::new(
+                            self.rt.clone(),
+                            i.addr,
+                            self.framing.clone(),
+                            self.cfg.clone(),
+                        ),
+                        in_flight: AtomicU32::new(0),
+                        ewma_ns: AtomicU64::new(0),
+                        breaker: Breaker::new(self.breaker.clone()),
+                        down_until_ms: AtomicU64::new(0),
+                        answered: AtomicU64::new(0),
+                    })
+                })
+            })
+            .collect();
+        tracing::info!(
+            service = %self.service,
+            instances = ?list.iter().map(|i| i.addr).collect::<Vec<_>>(),
+            "instances changed"
+        );
+        let instances: Arc<[Instance]> = list.into();
+        let snap = Arc::new(Snapshot {
+            picker: self.lb.picker(instances.clone()),
+            instances,
+            endpoints,
+            start: self.start,
+        });
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = snap;
+        for gone in known.into_values() {
+            gone.channel.retire();
+        }
+    }
+
+    /// Calls answered by each instance so far.
+    pub(crate) fn answered(&self) -> Vec<(SocketAddr, u64)> {
+        self.snapshot()
+            .endpoints
+            .iter()
+            .map(|e| (e.addr, e.answered.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Runs `f` after `delay`, on a core of the client's runtime (dropped if it stops).
+    pub(crate) fn after(&self, delay: Duration, f: impl FnOnce() + Send + 'static) {
+        let _ = self.rt.spawn(0, move |c: &mut netpoll::Core| {
+            let at = c.now() + delay;
+            c.set_timer(at, move |_| f());
+        });
+    }
+
+    /// Connects to every instance now (before the first call).
+    pub(crate) fn warm_up(&self) {
+        for e in &self.snapshot().endpoints {
+            e.channel.warm_up();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Resolves the service every `every` on a thread of its own while the cluster lives; a
+/// failed resolve keeps the last list.
+fn refresh_thread(
+    cluster: Weak<Cluster>,
+    resolver: Arc<dyn Resolver>,
+    every: Duration,
+    stopped: Arc<AtomicBool>,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("rpc-resolve".into())
+        .spawn(move || loop {
+            // Sleep in short steps so a dropped client does not keep the thread long.
+            let until = Instant::now() + every;
+            while Instant::now() < until {
+                if stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
+            }
+            let Some(c) = cluster.upgrade() else { return };
+            match resolver.resolve(&c.service) {
+                Ok(list) => c.update(list),
+                Err(e) => tracing::warn!(service = %c.service, error = %e, "resolve failed; keeping the last instances"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the resolver thread; the instance list stays as it is");
+    }
+}

@@ -1,0 +1,414 @@
+//! Governance policies of a client: [`RetryPolicy`] (failure retries with backoff, per
+//! method, under a [`RetryBudget`] shared by every method), backup requests, and
+//! [`BreakerConfig`] for the circuit breakers kept per instance and per method.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::CallError;
+
+/// Which failures a method's calls are retried on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOn {
+    /// Only failures that prove the call never reached a server: a connect failure, an
+    /// instance with its breaker open, a full send queue, or an overloaded server that
+    /// refused it. The default: always safe.
+    Unsent,
+    /// Also failures after which the call may have run: a timeout, a lost connection.
+    /// For idempotent methods.
+    Failures,
+}
+
+/// How failed calls are tried again. Retries go to another instance when one exists.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Tries after the first. Default 2.
+    pub max_retries: u32,
+    /// Wait before the first retry; doubled each retry (with jitter), up to
+    /// `max_backoff`. Retries of unsent calls go at once. Default 10 ms.
+    pub backoff: Duration,
+    /// The longest wait between tries. Default 200 ms.
+    pub max_backoff: Duration,
+    /// Which failures are retried, unless a method says otherwise.
+    pub retry_on: RetryOn,
+    /// Per-method overrides (IDL method name).
+    pub methods: HashMap<String, RetryOn>,
+    /// Send a copy of a call to another instance if no reply came within this delay, and
+    /// take the first reply (a backup request). `None` (default): off.
+    pub backup_after: Option<Duration>,
+    /// Retries (and backup requests) may add at most this fraction of the calls made
+    /// (over the last 10 s, shared by every method), plus `min_retries_per_sec`: under a
+    /// failure storm retries stop instead of multiplying the load. Default 0.1.
+    pub budget_ratio: f64,
+    /// Retries always allowed per second whatever the ratio. Default 10.
+    pub min_retries_per_sec: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 2,
+            backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(200),
+            retry_on: RetryOn::Unsent,
+            methods: HashMap::new(),
+            backup_after: None,
+            budget_ratio: 0.1,
+            min_retries_per_sec: 10,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries at all, not even of unsent calls.
+    pub fn none() -> Self {
+        RetryPolicy {
+            max_retries: 0,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// Retries `method` on every retryable failure (it is idempotent).
+    pub fn idempotent(mut self, method: &str) -> Self {
+        self.methods.insert(method.to_owned(), RetryOn::Failures);
+        self
+    }
+
+    /// What failures of `method` are retried.
+    pub fn retry_on(&self, method: &str) -> RetryOn {
+        if self.methods.is_empty() {
+            return self.retry_on;
+        }
+        self.methods.get(method).copied().unwrap_or(self.retry_on)
+    }
+
+    /// Whether a call of `method` that failed with `e` may be tried again.
+    pub(crate) fn allows<E>(&self, method: &str, e: &CallError<E>) -> bool {
+        if unsent(e) {
+            return true;
+        }
+        self.retry_on(method) == RetryOn::Failures
+            && matches!(e, CallError::Timeout | CallError::ConnectionLost(_))
+    }
+
+    /// The wait before retry number `n` (1-based) after failure `e`.
+    pub(crate) fn delay<E>(&self, n: u32, e: &CallError<E>) -> Duration {
+        if unsent(e) {
+            return Duration::ZERO;
+        }
+        let exp = self
+            .backoff
+            .saturating_mul(1u32 << (n.saturating_sub(1)).min(16));
+        let d = exp.min(self.max_backoff);
+        // Full jitter on half of it: spreads retries of many callers.
+        let half = d / 2;
+        half + half.mul_f64((crate::balance::random() >> 11) as f64 / (1u64 << 53) as f64)
+    }
+}
+
+/// Whether `e` proves the call never reached a server's handler.
+pub(crate) fn unsent<E>(e: &CallError<E>) -> bool {
+    match e {
+        CallError::Connect(_)
+        | CallError::QueueFull { .. }
+        | CallError::NoInstance(_)
+        | CallError::CircuitOpen(_) => true,
+        CallError::Application(a) => {
+            crate::status::exception_kind(a) == crate::ErrorKind::Overloaded
+        }
+        _ => false,
+    }
+}
+
+/// Counts calls and retries over a sliding window of 10 one-second buckets, shared by
+/// every method of a client, and says whether one more retry fits.
+#[derive(Debug)]
+pub(crate) struct RetryBudget {
+    ratio: f64,
+    min_per_sec: u32,
+    start: Instant,
+    /// (second, calls, retries) per bucket.
+    buckets: [Bucket; 10],
+}
+
+#[derive(Debug, Default)]
+struct Bucket {
+    second: AtomicU64,
+    calls: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl RetryBudget {
+    pub(crate) fn new(ratio: f64, min_per_sec: u32) -> Self {
+        RetryBudget {
+            ratio,
+            min_per_sec,
+            start: Instant::now(),
+            buckets: Default::default(),
+        }
+    }
+
+    fn bucket(&self) -> &Bucket {
+        let sec = self.start.elapsed().as_secs();
+        let b = &self.buckets[(sec % 10) as usize];
+        let seen = b.second.load(Ordering::Relaxed);
+        if seen != sec
+            && b
+                .second
+                .compare_exchange(seen, sec, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            b.calls.store(0, Ordering::Relaxed);
+            b.retries.store(0, Ordering::Relaxed);
+        }
+        b
+    }
+
+    /// A first try was made.
+    pub(crate) fn call(&self) {
+        self.bucket().calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes one retry from the budget, if it has room.
+    pub(crate) fn try_retry(&self) -> bool {
+        let now = self.start.elapsed().as_secs();
+        let (mut calls, mut retries) = (0u64, 0u64);
+        for b in &self.buckets {
+            if now.saturating_sub(b.second.load(Ordering::Relaxed)) < 10 {
+                calls += b.calls.load(Ordering::Relaxed);
+                retries += b.retries.load(Ordering::Relaxed);
+            }
+        }
+        let allowed = calls as f64 * self.ratio + self.min_per_sec as f64 * 10.0;
+        if (retries as f64) < allowed {
+            self.bucket().retries.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// When a circuit breaker opens and how it closes again.
+#[derive(Debug, Clone)]
+pub struct BreakerConfig {
+    /// Open when at least this fraction of the calls in the window failed. Default 0.5.
+    pub error_rate: f64,
+    /// ... and the window holds at least this many calls. Default 20.
+    pub min_samples: u64,
+    /// The window errors are counted over. Default 10 s.
+    pub window: Duration,
+    /// How long it stays open before it lets a probe through. Default 5 s.
+    pub cooldown: Duration,
+    /// Probes in a row that must succeed to close it. Default 3.
+    pub probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            error_rate: 0.5,
+            min_samples: 20,
+            window: Duration::from_secs(10),
+            cooldown: Duration::from_secs(5),
+            probes: 3,
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// A breaker that never opens (breakers turned off).
+    pub(crate) fn off() -> Self {
+        BreakerConfig {
+            error_rate: f64::INFINITY,
+            ..BreakerConfig::default()
+        }
+    }
+}
+
+/// A circuit breaker: closed (calls pass, failures counted), open (calls fail at once)
+/// and half-open (one probe at a time; enough successes close it, a failure reopens it).
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    cfg: Arc<BreakerConfig>,
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Debug)]
+enum BreakerState {
+    Closed {
+        since: Instant,
+        calls: u64,
+        errors: u64,
+    },
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        probing: bool,
+        passed: u32,
+    },
+}
+
+impl Breaker {
+    pub(crate) fn new(cfg: Arc<BreakerConfig>) -> Self {
+        Breaker {
+            cfg,
+            state: Mutex::new(BreakerState::Closed {
+                since: Instant::now(),
+                calls: 0,
+                errors: 0,
+            }),
+        }
+    }
+
+    /// Whether a call may go through now; a `true` in half-open state is the probe, and
+    /// the caller must [`record`](Breaker::record) its end.
+    pub(crate) fn allow(&self, now: Instant) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *s {
+            BreakerState::Closed { .. } => true,
+            BreakerState::Open { until } if now < *until => false,
+            BreakerState::Open { .. } => {
+                *s = BreakerState::HalfOpen {
+                    probing: true,
+                    passed: 0,
+                };
+                true
+            }
+            BreakerState::HalfOpen { probing, .. } => !std::mem::replace(probing, true),
+        }
+    }
+
+    /// Whether calls would be refused now (without taking a probe).
+    pub(crate) fn is_open(&self, now: Instant) -> bool {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match &*s {
+            BreakerState::Closed { .. } => false,
+            BreakerState::Open { until } => now < *until,
+            BreakerState::HalfOpen { probing, .. } => *probing,
+        }
+    }
+
+    /// A call that passed ended; `failed` if it failed in a way the breaker counts.
+    pub(crate) fn record(&self, now: Instant, failed: bool) {
+        let cfg = &self.cfg;
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *s {
+            BreakerState::Closed {
+                since,
+                calls,
+                errors,
+            } => {
+                if now.duration_since(*since) > cfg.window {
+                    *since = now;
+                    *calls = 0;
+                    *errors = 0;
+                }
+                *calls += 1;
+                *errors += failed as u64;
+                if *calls >= cfg.min_samples && *errors as f64 >= cfg.error_rate * *calls as f64 {
+                    tracing::warn!(calls = *calls, errors = *errors, "circuit breaker opens");
+                    *s = BreakerState::Open {
+                        until: now + cfg.cooldown,
+                    };
+                }
+            }
+            BreakerState::Open { .. } => {}
+            BreakerState::HalfOpen { probing, passed } => {
+                *probing = false;
+                if failed {
+                    *s = BreakerState::Open {
+                        until: now + cfg.cooldown,
+                    };
+                } else {
+                    *passed += 1;
+                    if *passed >= cfg.probes {
+                        tracing::info!("circuit breaker closes");
+                        *s = BreakerState::Closed {
+                            since: now,
+                            calls: 0,
+                            errors: 0,
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether failure `e` counts against a breaker: the instance or method failed, not the
+/// caller's request (a declared exception or an unknown method is an answer).
+pub(crate) fn counts_as_failure<E>(e: &CallError<E>) -> bool {
+    use crate::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::Unavailable | K::DeadlineExceeded | K::Internal | K::Overloaded
+    ) && !matches!(e, CallError::CircuitOpen(_) | CallError::NoInstance(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_breaker_opens_on_errors_probes_and_closes() {
+        let cfg = Arc::new(BreakerConfig {
+            min_samples: 10,
+            cooldown: Duration::from_millis(100),
+            probes: 2,
+            ..BreakerConfig::default()
+        });
+        let b = Breaker::new(cfg);
+        let t0 = Instant::now();
+        for i in 0..9 {
+            assert!(b.allow(t0));
+            b.record(t0, i % 2 == 0);
+        }
+        assert!(b.allow(t0), "too few samples to open");
+        b.record(t0, true); // 6 of 10 failed
+        assert!(!b.allow(t0), "open");
+        assert!(b.is_open(t0));
+        let later = t0 + Duration::from_millis(150);
+        assert!(b.allow(later), "a probe after the cooldown");
+        assert!(!b.allow(later), "one probe at a time");
+        b.record(later, false);
+        assert!(b.allow(later));
+        b.record(later, false);
+        assert!(!b.is_open(later), "closed after two good probes");
+        // A failed probe reopens it.
+        for _ in 0..10 {
+            b.record(later, true);
+        }
+        let again = later + Duration::from_millis(150);
+        assert!(b.allow(again));
+        b.record(again, true);
+        assert!(!b.allow(again));
+    }
+
+    #[test]
+    fn the_budget_caps_retries_at_its_ratio() {
+        let budget = RetryBudget::new(0.1, 0);
+        for _ in 0..1000 {
+            budget.call();
+        }
+        let granted = (0..1000).filter(|_| budget.try_retry()).count();
+        assert_eq!(granted, 100);
+    }
+
+    #[test]
+    fn only_unsent_failures_retry_by_default() {
+        let p = RetryPolicy::default().idempotent("get");
+        let refused = CallError::<std::convert::Infallible>::Connect(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        ));
+        assert!(p.allows("put", &refused));
+        assert!(!p.allows("put", &CallError::<std::convert::Infallible>::Timeout));
+        assert!(p.allows("get", &CallError::<std::convert::Infallible>::Timeout));
+        assert_eq!(p.delay(1, &refused), Duration::ZERO);
+        let d = p.delay(3, &CallError::<std::convert::Infallible>::Timeout);
+        assert!(d >= Duration::from_millis(20) && d <= Duration::from_millis(40), "{d:?}");
+    }
+}
