@@ -77,15 +77,16 @@ fn main() {
     if let Some(n) = parse("--write-timeout-ms") {
         b = b.write_timeout((n > 0).then(|| ms(n)));
     }
-    let server = match b.start() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("echo_server: {e}");
-            std::process::exit(1);
-        }
-    };
-    println!("echo_server: listening on {}", server.local_addr());
-    loop {
-        std::thread::park();
+    // Until SIGTERM or SIGINT, then a graceful stop: calls in flight are answered.
+    let ran = b.run(
+        Duration::from_secs(5),
+        |server| {
+            println!("echo_server: listening on {}", server.local_addr());
+        },
+        |_| {},
+    );
+    if let Err(e) = ran {
+        eprintln!("echo_server: {e}");
+        std::process::exit(1);
     }
 }

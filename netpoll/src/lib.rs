@@ -64,7 +64,7 @@ pub use crate::handler::{CloseReason, Handler};
 pub use crate::input::Input;
 pub use crate::runtime::{Builder, CoreStopped, Runtime, RuntimeHandle, DEFAULT_WRITE_TIMEOUT};
 pub use crate::stats::CloseCounts;
-pub use crate::sys::open_fds;
 pub use crate::sys::pool::PoolStats;
 pub use crate::sys::uring::ring::MIN_KERNEL;
+pub use crate::sys::{block_termination_signals, open_fds, wait_for_termination};
 pub use crate::timer::TimerId;

@@ -33,7 +33,7 @@ pub(crate) fn random() -> u64 {
 
 /// A random index below `n` (n > 0).
 fn below(n: usize) -> usize {
-    ((random() >> 32) * n as u64 >> 32) as usize
+    (((random() >> 32) * n as u64) >> 32) as usize
 }
 
 /// The first usable index from `start`, going round.

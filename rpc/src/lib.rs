@@ -13,9 +13,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
+pub mod balance;
 mod call;
 pub mod client;
-pub mod balance;
 pub mod discovery;
 mod error;
 mod middleware;

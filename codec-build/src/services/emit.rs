@@ -309,17 +309,38 @@ fn client(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
         "{rpc}::client::ClientBuilder::new(addr).{builder_fn}(\"{idl}\").map(Self)"
     ));
     code.close("}");
+    code.line(
+        "/// A client of the service registered as `service` (found by the builder's \
+         resolver, or its host ports), as Kitex's `NewClient(service, options...)`.",
+    );
+    code.open(format!(
+        "pub fn new(service: &str, builder: {rpc}::client::ClientBuilder) -> ::std::result::Result<Self, {rpc}::client::ClientError> {{"
+    ));
+    code.line(format!(
+        "builder.destination(service).{builder_fn}(\"{idl}\").map(Self)"
+    ));
+    code.close("}");
     code.line("/// A client with the settings of `builder`.");
     code.open(format!(
         "pub fn from_builder(builder: {rpc}::client::ClientBuilder) -> ::std::result::Result<Self, {rpc}::client::ClientError> {{"
     ));
     code.line(format!("builder.{builder_fn}(\"{idl}\").map(Self)"));
     code.close("}");
+    code.line("/// The untyped client underneath (for its statistics, or keyed calls).");
+    code.open(format!(
+        "pub fn client(&self) -> &{rpc}::client::{inner} {{"
+    ));
+    code.line("&self.0");
+    code.close("}");
     code.line("/// The same client with another per-call deadline.");
     code.open(
         "pub fn with_timeout(&self, timeout: ::std::option::Option<::std::time::Duration>) -> Self {",
     );
     code.line("Self(self.0.with_timeout(timeout))");
+    code.close("}");
+    code.line("/// The same client, with `key` for consistent hashing on its calls.");
+    code.open("pub fn with_key(&self, key: u64) -> Self {");
+    code.line("Self(self.0.with_key(key))");
     code.close("}");
     for m in methods {
         let p = params(m);

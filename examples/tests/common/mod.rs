@@ -225,8 +225,31 @@ impl EchoServer {
         EchoServer { child, addr }
     }
 
+    /// Starts the server on `addr` exactly.
+    pub fn start_at(addr: SocketAddr, flags: &[&str]) -> EchoServer {
+        let mut cmd = Command::new(Self::binary());
+        cmd.args(["--addr", &addr.to_string(), "--cores", "1"])
+            .args(flags);
+        Self::spawn(cmd)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends SIGTERM (a graceful stop) and waits for the process to exit; its status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill takes no pointers; the pid is our own child, not yet reaped.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        self.child.wait().expect("wait")
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// A field of /proc/PID/status, in KiB.

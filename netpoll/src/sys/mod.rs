@@ -227,3 +227,41 @@ pub fn open_fds() -> io::Result<Vec<RawFd>> {
     fds.sort_unstable();
     Ok(fds)
 }
+
+/// The termination signals a server waits for: SIGTERM and SIGINT.
+fn termination_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset only write into the live local.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        set
+    }
+}
+
+/// Blocks SIGTERM and SIGINT in the calling thread and in every thread it starts from now
+/// on, so that [`wait_for_termination`] receives them instead of their default action
+/// (which ends the process at once). Call it before starting any runtime.
+pub fn block_termination_signals() -> io::Result<()> {
+    let set = termination_set();
+    // SAFETY: passes a pointer to a live sigset_t; the old mask is not asked for.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+/// Waits until SIGTERM or SIGINT arrives (blocked first with
+/// [`block_termination_signals`]) and returns its number.
+pub fn wait_for_termination() -> io::Result<i32> {
+    let set = termination_set();
+    let mut sig: libc::c_int = 0;
+    // SAFETY: both pointers name live locals.
+    let r = unsafe { libc::sigwait(&set, &mut sig) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(sig)
+}

@@ -74,7 +74,12 @@ impl Snapshot {
 
     /// The instance for `call`, skipping `tried` ones; if the picker finds none usable,
     /// any usable one; `None` if there is none.
-    pub(crate) fn pick(&self, call: &CallInfo<'_>, key: Option<u64>, tried: &[usize]) -> Option<usize> {
+    pub(crate) fn pick(
+        &self,
+        call: &CallInfo<'_>,
+        key: Option<u64>,
+        tried: &[usize],
+    ) -> Option<usize> {
         if self.endpoints.is_empty() {
             return None;
         }
@@ -93,8 +98,10 @@ impl Snapshot {
     /// Passes over `index` for a while: its connect failed.
     pub(crate) fn mark_down(&self, index: usize) {
         if let Some(e) = self.endpoints.get(index) {
-            e.down_until_ms
-                .store(self.now_ms() + DOWN_FOR.as_millis() as u64, Ordering::Relaxed);
+            e.down_until_ms.store(
+                self.now_ms() + DOWN_FOR.as_millis() as u64,
+                Ordering::Relaxed,
+            );
         }
     }
 }
@@ -114,7 +121,8 @@ impl InstanceState for Snapshot {
 
     fn available(&self, index: usize) -> bool {
         let e = &self.endpoints[index];
-        e.down_until_ms.load(Ordering::Relaxed) <= self.now_ms() && !e.breaker.is_open(Instant::now())
+        e.down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+            && !e.breaker.is_open(Instant::now())
     }
 }
 
@@ -183,8 +191,10 @@ impl Cluster {
         let resolver = c.resolver;
         match resolver.resolve(&cluster.service) {
             Ok(list) => cluster.update(list),
-            Err(e) => tracing::warn!(service = %cluster.service, resolver = resolver.name(), error = %e,
-                "cannot resolve the service yet; calls fail until it resolves"),
+            Err(e) => {
+                tracing::warn!(service = %cluster.service, resolver = resolver.name(), error = %e,
+                "cannot resolve the service yet; calls fail until it resolves")
+            }
         }
         let weak = Arc::downgrade(&cluster);
         let on_change: crate::discovery::OnChange = Arc::new(move |list| {
@@ -198,7 +208,12 @@ impl Cluster {
             }
             Ok(None) => {
                 if let Some(every) = resolver.refresh_interval() {
-                    refresh_thread(Arc::downgrade(&cluster), resolver, every, cluster.stopped.clone());
+                    refresh_thread(
+                        Arc::downgrade(&cluster),
+                        resolver,
+                        every,
+                        cluster.stopped.clone(),
+                    );
                 }
             }
             Err(e) => {
@@ -216,7 +231,10 @@ impl Cluster {
 
     /// The current instance list.
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Takes a new instance list: instances that stay keep their channel and state, new

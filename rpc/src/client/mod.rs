@@ -12,8 +12,8 @@ mod typed;
 
 pub use channel::{Channel, ChannelConfig};
 pub use conn::{Done, Encode};
-pub use policy::{BreakerConfig, RetryOn, RetryPolicy};
 pub use framing::{FrameReplies, KitexPbFraming, ReplyFraming, ReplySplit, ThriftFraming};
+pub use policy::{BreakerConfig, RetryOn, RetryPolicy};
 pub use typed::{
     Client, ClientBuilder, ClientError, ClientTransport, PayloadCodec, PbClient, Protobuf, Request,
     Response, Thrift, ThriftClient,

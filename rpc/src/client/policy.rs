@@ -155,8 +155,7 @@ impl RetryBudget {
         let b = &self.buckets[(sec % 10) as usize];
         let seen = b.second.load(Ordering::Relaxed);
         if seen != sec
-            && b
-                .second
+            && b.second
                 .compare_exchange(seen, sec, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
@@ -409,6 +408,9 @@ mod tests {
         assert!(p.allows("get", &CallError::<std::convert::Infallible>::Timeout));
         assert_eq!(p.delay(1, &refused), Duration::ZERO);
         let d = p.delay(3, &CallError::<std::convert::Infallible>::Timeout);
-        assert!(d >= Duration::from_millis(20) && d <= Duration::from_millis(40), "{d:?}");
+        assert!(
+            d >= Duration::from_millis(20) && d <= Duration::from_millis(40),
+            "{d:?}"
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! [`Protobuf`]). It encodes calls, sends the TTHeader metadata a Kitex server expects,
 //! and decodes replies. Generated service clients wrap it.
 
-use std::fmt;
 use std::collections::HashMap;
+use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -818,9 +818,10 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
         let Some(idx) = snap.pick(&info, base.key, &tried) else {
             let e = match self.last_error.take() {
                 Some(e) => e,
-                None if snap.endpoints.is_empty() => CallError::NoInstance(crate::reason(
-                    format!("no instance of {} is known", inner.cluster.service),
-                )),
+                None if snap.endpoints.is_empty() => CallError::NoInstance(crate::reason(format!(
+                    "no instance of {} is known",
+                    inner.cluster.service
+                ))),
                 None => CallError::NoInstance(crate::reason(format!(
                     "every instance of {} is failing to connect or has its breaker open",
                     inner.cluster.service

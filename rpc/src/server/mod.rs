@@ -249,6 +249,29 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully (Kitex's `Run`):
+    /// stops accepting, answers the calls in flight within `grace` (their replies ask
+    /// clients to reconnect elsewhere), and returns. `on_start` gets the running server
+    /// (to print its address, register it...), and `on_stop` runs when the signal came,
+    /// before the shutdown (to deregister it).
+    pub fn run(
+        self,
+        grace: Duration,
+        on_start: impl FnOnce(&Server),
+        on_stop: impl FnOnce(&Server),
+    ) -> Result<(), ServerError> {
+        // Blocked before the cores start, so that every thread inherits the mask and the
+        // signal waits for us instead of ending the process.
+        netpoll::block_termination_signals().map_err(ServerError::Listen)?;
+        let server = self.start()?;
+        on_start(&server);
+        let sig = netpoll::wait_for_termination().map_err(ServerError::Listen)?;
+        tracing::info!(signal = sig, "shutting down");
+        on_stop(&server);
+        server.shutdown(grace);
+        Ok(())
+    }
+
     /// Starts the cores and listens. Returns once every core accepts connections.
     pub fn start(self) -> Result<Server, ServerError> {
         let addr = self.addr.map_err(ServerError::Addr)?;

@@ -1827,11 +1827,22 @@ pub mod kitchen_sink {
         ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
             ::netpoll_rpc::client::ClientBuilder::new(addr).thrift("Base").map(Self)
         }
+        /// A client of the service registered as `service` (found by the builder's resolver, or its host ports), as Kitex's `NewClient(service, options...)`.
+        pub fn new(
+            service: &str,
+            builder: ::netpoll_rpc::client::ClientBuilder,
+        ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
+            builder.destination(service).thrift("Base").map(Self)
+        }
         /// A client with the settings of `builder`.
         pub fn from_builder(
             builder: ::netpoll_rpc::client::ClientBuilder,
         ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
             builder.thrift("Base").map(Self)
+        }
+        /// The untyped client underneath (for its statistics, or keyed calls).
+        pub fn client(&self) -> &::netpoll_rpc::client::ThriftClient {
+            &self.0
         }
         /// The same client with another per-call deadline.
         pub fn with_timeout(
@@ -1839,6 +1850,10 @@ pub mod kitchen_sink {
             timeout: ::std::option::Option<::std::time::Duration>,
         ) -> Self {
             Self(self.0.with_timeout(timeout))
+        }
+        /// The same client, with `key` for consistent hashing on its calls.
+        pub fn with_key(&self, key: u64) -> Self {
+            Self(self.0.with_key(key))
         }
         /// Calls `Base.ping` and waits for its result.
         pub fn ping(&self) -> ::std::result::Result<(), ::netpoll_rpc::CallError> {
@@ -2473,11 +2488,22 @@ pub mod kitchen_sink {
         ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
             ::netpoll_rpc::client::ClientBuilder::new(addr).thrift("Store").map(Self)
         }
+        /// A client of the service registered as `service` (found by the builder's resolver, or its host ports), as Kitex's `NewClient(service, options...)`.
+        pub fn new(
+            service: &str,
+            builder: ::netpoll_rpc::client::ClientBuilder,
+        ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
+            builder.destination(service).thrift("Store").map(Self)
+        }
         /// A client with the settings of `builder`.
         pub fn from_builder(
             builder: ::netpoll_rpc::client::ClientBuilder,
         ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
             builder.thrift("Store").map(Self)
+        }
+        /// The untyped client underneath (for its statistics, or keyed calls).
+        pub fn client(&self) -> &::netpoll_rpc::client::ThriftClient {
+            &self.0
         }
         /// The same client with another per-call deadline.
         pub fn with_timeout(
@@ -2485,6 +2511,10 @@ pub mod kitchen_sink {
             timeout: ::std::option::Option<::std::time::Duration>,
         ) -> Self {
             Self(self.0.with_timeout(timeout))
+        }
+        /// The same client, with `key` for consistent hashing on its calls.
+        pub fn with_key(&self, key: u64) -> Self {
+            Self(self.0.with_key(key))
         }
         /// Calls `Store.ping` and waits for its result.
         pub fn ping(&self) -> ::std::result::Result<(), ::netpoll_rpc::CallError> {

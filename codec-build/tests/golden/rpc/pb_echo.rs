@@ -85,11 +85,22 @@ impl EchoClient {
     ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
         ::netpoll_rpc::client::ClientBuilder::new(addr).protobuf("Echo").map(Self)
     }
+    /// A client of the service registered as `service` (found by the builder's resolver, or its host ports), as Kitex's `NewClient(service, options...)`.
+    pub fn new(
+        service: &str,
+        builder: ::netpoll_rpc::client::ClientBuilder,
+    ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
+        builder.destination(service).protobuf("Echo").map(Self)
+    }
     /// A client with the settings of `builder`.
     pub fn from_builder(
         builder: ::netpoll_rpc::client::ClientBuilder,
     ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
         builder.protobuf("Echo").map(Self)
+    }
+    /// The untyped client underneath (for its statistics, or keyed calls).
+    pub fn client(&self) -> &::netpoll_rpc::client::PbClient {
+        &self.0
     }
     /// The same client with another per-call deadline.
     pub fn with_timeout(
@@ -97,6 +108,10 @@ impl EchoClient {
         timeout: ::std::option::Option<::std::time::Duration>,
     ) -> Self {
         Self(self.0.with_timeout(timeout))
+    }
+    /// The same client, with `key` for consistent hashing on its calls.
+    pub fn with_key(&self, key: u64) -> Self {
+        Self(self.0.with_key(key))
     }
     /// Calls `Echo.Echo` and waits for its result.
     pub fn echo(

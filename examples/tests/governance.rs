@@ -1,0 +1,188 @@
+//! Service governance end to end, against real `echo_server` processes: a client of a
+//! service (not an address) keeps its calls succeeding while instances crash, stop
+//! gracefully and join, and spreads its calls over the live ones.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::EchoServer;
+use examples::gen::echo::EchoClient;
+use netpoll_rpc::client::{ClientBuilder, RetryPolicy};
+
+/// A port nothing listens on now (for an instance that starts later).
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Pipelined load: `threads` callers keeping `window` calls each in flight until `stop`.
+struct Load {
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    first_error: Arc<std::sync::Mutex<Option<String>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(client: &EchoClient, threads: usize, window: usize) -> Load {
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let first_error = Arc::new(std::sync::Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let (c, ok, failed, first_error, stop) = (
+                    client.clone(),
+                    ok.clone(),
+                    failed.clone(),
+                    first_error.clone(),
+                    stop.clone(),
+                );
+                std::thread::spawn(move || {
+                    let (tx, rx) = mpsc::channel::<Result<Bytes, String>>();
+                    let send = |tx: &mpsc::Sender<_>| {
+                        let tx = tx.clone();
+                        c.echo_with(Bytes::from_static(b"governed"), move |r| {
+                            let _ = tx.send(r.map_err(|e| e.to_string()));
+                        });
+                    };
+                    for _ in 0..window {
+                        send(&tx);
+                    }
+                    let mut in_flight = window;
+                    while in_flight > 0 {
+                        let r = rx.recv_timeout(Duration::from_secs(10)).expect("a reply");
+                        in_flight -= 1;
+                        match r {
+                            Ok(b) => {
+                                assert_eq!(&b[..], b"governed");
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                first_error.lock().unwrap().get_or_insert(e);
+                            }
+                        }
+                        if !stop.load(Ordering::Relaxed) {
+                            send(&tx);
+                            in_flight += 1;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            ok,
+            failed,
+            first_error,
+            stop,
+            threads,
+        }
+    }
+
+    fn finish(self) -> (u64, u64, Option<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let e = self.first_error.lock().unwrap().clone();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            e,
+        )
+    }
+}
+
+fn answered(c: &EchoClient) -> HashMap<SocketAddr, u64> {
+    c.client().answered_by_instance().into_iter().collect()
+}
+
+/// Calls each of `live` answered between two snapshots, and their total.
+fn served(
+    before: &HashMap<SocketAddr, u64>,
+    after: &HashMap<SocketAddr, u64>,
+    live: &[SocketAddr],
+) -> (Vec<u64>, u64) {
+    let d =
+        |a: &SocketAddr| after.get(a).copied().unwrap_or(0) - before.get(a).copied().unwrap_or(0);
+    let total = after.keys().map(d).sum();
+    (live.iter().map(d).collect(), total)
+}
+
+/// The run the governance issue describes, with a fixed list (`static://`): three
+/// instances; one is killed (SIGKILL), one stopped (SIGTERM), a fourth starts, all under
+/// pipelined load through p2c with retries on. No call fails, and each live instance
+/// serves at least 1/(2N) of the calls while N are live.
+#[test]
+fn calls_survive_instances_dying_stopping_and_joining_static() {
+    let secs: u64 = std::env::var("GOVERNANCE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15);
+    let phase = Duration::from_millis(secs * 1000 / 5);
+    let mut a = EchoServer::start(&[]);
+    let mut b = EchoServer::start(&[]);
+    let c = EchoServer::start(&[]);
+    let d_addr = free_addr();
+    let list = [a.addr, b.addr, c.addr, d_addr];
+    let client = EchoClient::new(
+        "echo-service",
+        ClientBuilder::default()
+            .host_ports(list)
+            .retry(RetryPolicy::default().idempotent("echo"))
+            .connections(2),
+    )
+    .unwrap();
+    let load = Load::start(&client, 4, 16);
+    let t0 = Instant::now();
+
+    // Phase 1: A, B, C (D's address refuses connections).
+    std::thread::sleep(phase / 4);
+    let p1_start = answered(&client);
+    std::thread::sleep(phase * 3 / 4);
+    let p1_end = answered(&client);
+    a.kill();
+    std::thread::sleep(phase);
+    assert_eq!(b.terminate().code(), Some(0), "a graceful stop exits 0");
+    std::thread::sleep(phase);
+    let _d = EchoServer::start_at(d_addr, &[]);
+    // Phase 3: C and D, once D had a moment to be found (its down mark lasts 1 s).
+    std::thread::sleep(Duration::from_millis(1500));
+    let p3_start = answered(&client);
+    let rest = (phase * 2).saturating_sub(t0.elapsed().saturating_sub(phase * 3));
+    std::thread::sleep(rest.max(Duration::from_secs(1)));
+    let p3_end = answered(&client);
+    let (ok, failed, first) = load.finish();
+    let retries = client.client().retries();
+    println!(
+        "{ok} calls, {failed} failed, {retries} retries in {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(failed, 0, "no call fails; first error: {first:?}");
+    assert!(ok > 1000, "the load ran: {ok} calls");
+
+    let (p1, total1) = served(&p1_start, &p1_end, &[list[0], list[1], list[2]]);
+    for (i, n) in p1.iter().enumerate() {
+        assert!(
+            *n * 6 >= total1,
+            "phase 1: instance {i} served {n} of {total1}"
+        );
+    }
+    let (p3, total3) = served(&p3_start, &p3_end, &[list[2], list[3]]);
+    for (i, n) in p3.iter().enumerate() {
+        assert!(
+            *n * 4 >= total3,
+            "phase 3: instance {i} served {n} of {total3}"
+        );
+    }
+}
