@@ -15,7 +15,8 @@ use std::time::Duration;
 const USAGE: &str =
     "usage: echo_server [--addr HOST:PORT] [--cores N] [--cpus 0,1] [--busy-poll-us N]
        [--max-connections N] [--max-frame BYTES] [--max-in-flight N] [--high-water BYTES]
-       [--idle-timeout-ms MS] [--read-timeout-ms MS] [--write-timeout-ms MS (0: none)]";
+       [--idle-timeout-ms MS] [--read-timeout-ms MS] [--write-timeout-ms MS (0: none)]
+       [--limit-qps N] [--limit-concurrency N]";
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -76,6 +77,17 @@ fn main() {
     }
     if let Some(n) = parse("--write-timeout-ms") {
         b = b.write_timeout((n > 0).then(|| ms(n)));
+    }
+    let (qps, concurrency) = (parse("--limit-qps"), parse("--limit-concurrency"));
+    if qps.is_some() || concurrency.is_some() {
+        let mut l = netpoll_rpc::server::Limiter::new();
+        if let Some(n) = qps {
+            l = l.qps(n as u32);
+        }
+        if let Some(n) = concurrency {
+            l = l.max_concurrent(n);
+        }
+        b = b.middleware(l);
     }
     // Until SIGTERM or SIGINT, then a graceful stop: calls in flight are answered.
     let ran = b.run(

@@ -9,6 +9,7 @@
 use examples::gen::pb::hello::{register_hello, Hello, Request, Response};
 use netpoll_rpc::server::Server;
 use netpoll_rpc::{CallContext, Reply};
+use std::time::Duration;
 
 struct HelloImpl;
 
@@ -25,16 +26,14 @@ fn main() {
         .skip_while(|a| a != "--addr")
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8888".to_owned());
-    let server =
-        match register_hello(Server::builder().addr(addr.as_str()).cores(1), HelloImpl).start() {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("hello_server: {e}");
-                std::process::exit(1);
-            }
-        };
-    println!("hello_server: serving Hello on {}", server.local_addr());
-    loop {
-        std::thread::park();
+    // Serves until SIGTERM or Ctrl-C, then stops gracefully.
+    let ran = register_hello(Server::builder().addr(addr.as_str()).cores(1), HelloImpl).run(
+        Duration::from_secs(5),
+        |server| println!("hello_server: serving Hello on {}", server.local_addr()),
+        |_| {},
+    );
+    if let Err(e) = ran {
+        eprintln!("hello_server: {e}");
+        std::process::exit(1);
     }
 }

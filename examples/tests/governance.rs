@@ -186,3 +186,79 @@ fn calls_survive_instances_dying_stopping_and_joining_static() {
         );
     }
 }
+
+/// The server's limiter under a flood: calls over the limit are refused at once with an
+/// overload error (not a slow timeout), the admitted rate holds within 10% of the limit,
+/// and admitted calls stay fast.
+#[test]
+fn the_server_limiter_refuses_a_flood_at_once() {
+    use netpoll_rpc::{CallError, ErrorKind};
+    let server = EchoServer::start(&["--limit-qps", "2000"]);
+    let client = EchoClient::new(
+        "limited",
+        ClientBuilder::default()
+            .host_ports([server.addr])
+            .retry(RetryPolicy::none())
+            .circuit_breaker(None),
+    )
+    .unwrap();
+    // Let the bucket's starting burst pass, then flood for 2 s from 4 threads.
+    std::thread::sleep(Duration::from_millis(200));
+    let stop = Instant::now() + Duration::from_secs(2);
+    let t0 = Instant::now();
+    let results: Vec<(u64, u64, Duration, Duration)> = (0..4)
+        .map(|_| {
+            let c = client.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut refused) = (0u64, 0u64);
+                let (mut slowest_refusal, mut slowest_ok) = (Duration::ZERO, Duration::ZERO);
+                while Instant::now() < stop {
+                    let t = Instant::now();
+                    match c.echo(Bytes::from_static(b"x")) {
+                        Ok(_) => {
+                            ok += 1;
+                            slowest_ok = slowest_ok.max(t.elapsed());
+                        }
+                        Err(CallError::Application(e)) => {
+                            let k = CallError::<std::convert::Infallible>::Application(e).kind();
+                            assert_eq!(k, ErrorKind::Overloaded);
+                            refused += 1;
+                            slowest_refusal = slowest_refusal.max(t.elapsed());
+                        }
+                        Err(e) => panic!("unexpected failure: {e}"),
+                    }
+                }
+                (ok, refused, slowest_refusal, slowest_ok)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let secs = t0.elapsed().as_secs_f64();
+    let ok: u64 = results.iter().map(|r| r.0).sum();
+    let refused: u64 = results.iter().map(|r| r.1).sum();
+    let slowest_refusal = results.iter().map(|r| r.2).max().unwrap();
+    let slowest_ok = results.iter().map(|r| r.3).max().unwrap();
+    let rate = ok as f64 / secs;
+    println!(
+        "admitted {rate:.0}/s ({ok}), refused {refused}; slowest refusal {slowest_refusal:?}, \
+         slowest admitted call {slowest_ok:?}"
+    );
+    assert!(
+        refused > 10 * ok,
+        "the flood was refused: {refused} vs {ok}"
+    );
+    assert!(
+        (1800.0..=2200.0).contains(&rate),
+        "admitted {rate:.0} calls/s against a limit of 2000"
+    );
+    assert!(
+        slowest_refusal < Duration::from_millis(100),
+        "refusals are immediate"
+    );
+    assert!(
+        slowest_ok < Duration::from_millis(100),
+        "admitted calls stay fast"
+    );
+}

@@ -22,6 +22,7 @@
 mod conn;
 mod context;
 mod framing;
+mod limit;
 mod order;
 mod router;
 mod service;
@@ -36,6 +37,7 @@ use netpoll::{Runtime, RuntimeHandle};
 
 pub use context::{CallContext, Deferred, Reply, ReplyEncoder, ReplyError};
 pub use framing::{Detect, Framing};
+pub use limit::{Admitted, Limiter};
 pub use service::{encode_pb_reply, encode_thrift_reply, Call, Idl, MethodInfo, Service};
 pub use stats::CloseCounts;
 
