@@ -245,9 +245,11 @@ fn the_server_limiter_refuses_a_flood_at_once() {
         "admitted {rate:.0}/s ({ok}), refused {refused}; slowest refusal {slowest_refusal:?}, \
          slowest admitted call {slowest_ok:?}"
     );
+    // The flood offered at least twice the limit (else the test proves nothing), and
+    // what was over it was refused.
     assert!(
-        refused > 10 * ok,
-        "the flood was refused: {refused} vs {ok}"
+        (ok + refused) as f64 >= 2.0 * 2000.0 * secs && refused > 0,
+        "the flood: {ok} admitted, {refused} refused in {secs:.1} s"
     );
     assert!(
         (1800.0..=2200.0).contains(&rate),

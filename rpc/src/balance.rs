@@ -226,7 +226,8 @@ impl LoadBalancer for ConsistentHash {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             inst.addr.hash(&mut h);
             let base = h.finish();
-            let points = inst.weight.max(1) * self.points_per_weight;
+            // Weights are capped so that one instance cannot blow the ring up.
+            let points = inst.weight.clamp(1, 1000) * self.points_per_weight;
             for p in 0..points as u64 {
                 ring.push((mix(base ^ mix(p + 1)), idx));
             }

@@ -45,6 +45,8 @@ struct Inner {
     /// The connection of each pool slot, touched only on the slot's core.
     slots: Vec<Mutex<Option<ConnId>>>,
     next: AtomicUsize,
+    /// The instance left: no new connection is opened.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 /// Calls to one server address over a few multiplexed connections on netpoll cores.
@@ -86,6 +88,7 @@ impl Channel {
                 framing,
                 slots: (0..n).map(|_| Mutex::new(None)).collect(),
                 next: AtomicUsize::new(0),
+                retired: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -147,6 +150,7 @@ impl Channel {
     /// Takes no more calls on the channel's connections: each closes once its calls in
     /// flight are answered (the instance left the service).
     pub fn retire(&self) {
+        self.inner.retired.store(true, Ordering::Relaxed);
         for slot in 0..self.inner.slots.len() {
             let inner = self.inner.clone();
             let core = slot % inner.rt.cores().max(1);
@@ -184,6 +188,12 @@ impl Inner {
             .filter(|id| core.with_handler::<ClientConn, _>(*id, |h, _| !h.retiring) == Some(true));
         if let Some(id) = live {
             return Ok(id);
+        }
+        if self.retired.load(Ordering::Relaxed) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the instance left the service",
+            ));
         }
         let handler = Box::new(ClientConn::new(
             self.framing.clone(),

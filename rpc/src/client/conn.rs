@@ -224,6 +224,9 @@ impl Handler for ClientConn {
             self.withdraw(conn, &p);
             (p.done)(Err(CallError::Timeout));
         }
+        if self.retiring && self.pending.is_empty() {
+            conn.close();
+        }
     }
 
     fn on_shutdown(&mut self, conn: &mut Conn<'_>) {

@@ -1,6 +1,5 @@
 //! Governance policies of a client: [`RetryPolicy`] (failure retries with backoff, per
-//! method, under a [`RetryBudget`] shared by every method), backup requests, and
-//! [`BreakerConfig`] for the circuit breakers kept per instance and per method.
+//! method, under a [`RetryBudget`] shared by every method) and [`BreakerConfig`] for the circuit breakers kept per instance and per method.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,10 +34,7 @@ pub struct RetryPolicy {
     pub retry_on: RetryOn,
     /// Per-method overrides (IDL method name).
     pub methods: HashMap<String, RetryOn>,
-    /// Send a copy of a call to another instance if no reply came within this delay, and
-    /// take the first reply (a backup request). `None` (default): off.
-    pub backup_after: Option<Duration>,
-    /// Retries (and backup requests) may add at most this fraction of the calls made
+    /// Retries may add at most this fraction of the calls made
     /// (over the last 10 s, shared by every method), plus `min_retries_per_sec`: under a
     /// failure storm retries stop instead of multiplying the load. Default 0.1.
     pub budget_ratio: f64,
@@ -54,7 +50,6 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_millis(200),
             retry_on: RetryOn::Unsent,
             methods: HashMap::new(),
-            backup_after: None,
             budget_ratio: 0.1,
             min_retries_per_sec: 10,
         }

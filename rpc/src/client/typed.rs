@@ -359,7 +359,7 @@ struct BaseInner {
     budget: RetryBudget,
     /// Per-method breakers, when breakers are on.
     method_breakers: Option<MethodBreakers>,
-    /// Retries made (backup requests included).
+    /// Retries made.
     retries: AtomicU64,
     /// The destination service (TTHeader to-service).
     to_service: ByteString,
@@ -652,7 +652,7 @@ impl<C: PayloadCodec> Client<C> {
         self.base.inner.cluster.answered()
     }
 
-    /// Retries made so far (backup requests included).
+    /// Retries made so far.
     pub fn retries(&self) -> u64 {
         self.base.inner.retries.load(Ordering::Relaxed)
     }
@@ -855,8 +855,15 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
             let result = r.and_then(|frame| self.client.decode::<R>(frame));
             let replied = len > 0;
             ep.ended(latency, replied);
-            let failed = result.as_ref().err().is_some_and(policy::counts_as_failure);
-            ep.breaker.record(Instant::now(), failed);
+            // A call that failed here before reaching the instance (too large, queue
+            // full) says nothing of it.
+            if !matches!(
+                result,
+                Err(CallError::TooLarge(_) | CallError::QueueFull { .. })
+            ) {
+                let failed = result.as_ref().err().is_some_and(policy::counts_as_failure);
+                ep.breaker.record(Instant::now(), failed);
+            }
             snap.picker.report(
                 idx,
                 &crate::Outcome {
