@@ -142,6 +142,67 @@ fn middleware_runs_around_calls_on_both_sides_and_can_reject_them() {
     assert_eq!(server_stats.method("ping").calls, 0);
 }
 
+/// A framing of our own that carries whole TTHeader frames: their headers reach the
+/// server's middleware (and come back in the reply, inside the same framing).
+#[test]
+fn a_framing_of_our_own_carries_ttheader_metadata() {
+    use examples::extensions::framing::TTHEADER_INSIDE;
+    use examples::extensions::middleware::CALL_ID;
+    use netpoll_codec::frame::Protocol;
+
+    let stats = Arc::new(CallStats::default());
+    let server = examples::echo_service::builder()
+        .addr("127.0.0.1:0")
+        .cores(1)
+        .framing(MagicFraming)
+        .middleware(stats.clone())
+        .start()
+        .unwrap();
+    let env = Envelope {
+        transport: Transport::TTHeader {
+            framed_payload: false,
+        },
+        payload: Payload::ThriftBinary,
+        method: ByteString::from_static("echo"),
+        seq_id: 5,
+        header_seq: 5,
+        kind: MessageType::Call,
+    };
+    let mut tt = BytesMut::new();
+    let h = Headers {
+        strs: &[(CALL_ID, b"inside-npf1")],
+        ..Headers::default()
+    };
+    let args = echo::EchoEchoArgs {
+        msg: Bytes::from_static(b"wrapped"),
+    };
+    wire::write_thrift(&env, &mut tt, MessageType::Call, &args, &h).unwrap();
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&MagicFraming::frame_ttheader(&tt)).unwrap();
+    let mut buf = BytesMut::new();
+    let frame = loop {
+        if let Split::Frame(len) = MagicFraming.split(&buf, 1 << 20).unwrap() {
+            break buf.split_to(len).freeze();
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    assert_eq!(
+        frame[4], TTHEADER_INSIDE,
+        "the reply is a TTHeader frame too"
+    );
+    let p = wire::parse(Protocol::TTHeader, frame.slice(9..)).unwrap();
+    assert_eq!(p.envelope.seq_id, 5);
+    let back = p.ttheader.and_then(|t| t.str_header(CALL_ID));
+    assert_eq!(back.as_deref(), Some(&b"inside-npf1"[..]));
+    let r: echo::EchoEchoResult = wire::decode_thrift(p.envelope.payload, p.body).unwrap();
+    assert_eq!(&r.success.unwrap()[..], b"wrapped");
+    assert_eq!(stats.method("echo").ids_seen, ["inside-npf1"]);
+}
+
 /// A server middleware's headers travel back with the reply: written at once, deferred,
 /// or a rejection. Checked from a raw TTHeader socket.
 #[test]

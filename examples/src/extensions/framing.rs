@@ -1,17 +1,20 @@
 //! A framing of the application's own: `b"NPF1"`, a payload byte (0: binary Thrift,
-//! 2: compact Thrift, 4: Kitex Protobuf, as TTHeader numbers them), a 4-byte big-endian
+//! 2: compact Thrift, 4: Kitex Protobuf, as TTHeader numbers them; or 0x10: a whole
+//! TTHeader frame, whose headers and deadline then reach the server), a 4-byte big-endian
 //! length, then the message. Registered with `ServerBuilder::framing`, it is served on
 //! the same port as Framed, Buffered, TTHeader and Kitex Protobuf, by the same services.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use netpoll_codec::frame::{FrameError, Split};
-use netpoll_rpc::server::{Detect, Framing};
+use netpoll_codec::frame::{FrameError, Protocol, Split};
+use netpoll_rpc::server::{Detect, Framing, Inner};
 use netpoll_rpc::wire::Payload;
 
 /// The magic a connection of this framing starts with.
 pub const MAGIC: &[u8; 4] = b"NPF1";
 /// Magic, payload byte, length.
 const HEADER: usize = 9;
+/// The payload byte of a frame carrying a whole TTHeader frame.
+pub const TTHEADER_INSIDE: u8 = 0x10;
 
 /// `NPF1` framing; see the module docs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -28,9 +31,18 @@ fn payload_id(p: Payload) -> u8 {
 impl MagicFraming {
     /// Wraps a message (a client's request): what a peer of this framing sends.
     pub fn frame(payload: Payload, message: &[u8]) -> Vec<u8> {
+        Self::frame_with(payload_id(payload), message)
+    }
+
+    /// Wraps a whole TTHeader frame (with its headers).
+    pub fn frame_ttheader(ttheader_frame: &[u8]) -> Vec<u8> {
+        Self::frame_with(TTHEADER_INSIDE, ttheader_frame)
+    }
+
+    fn frame_with(id: u8, message: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + message.len());
         out.extend_from_slice(MAGIC);
-        out.push(payload_id(payload));
+        out.push(id);
         out.extend_from_slice(&(message.len() as u32).to_be_bytes());
         out.extend_from_slice(message);
         out
@@ -98,6 +110,13 @@ impl Framing for MagicFraming {
         Ok((payload, frame))
     }
 
+    fn open(&self, frame: Bytes) -> Result<Inner, FrameError> {
+        if frame.get(4) == Some(&TTHEADER_INSIDE) {
+            return Ok(Inner::Frame(Protocol::TTHeader, frame.slice(HEADER..)));
+        }
+        self.unwrap(frame).map(|(p, m)| Inner::Message(p, m))
+    }
+
     fn begin_reply(&self, out: &mut BytesMut) -> usize {
         let start = out.len();
         out.put_slice(MAGIC);
@@ -110,10 +129,14 @@ impl Framing for MagicFraming {
         let len = out.len() - start - HEADER;
         let len32 = u32::try_from(len).map_err(|_| FrameError::BadLength(len))?;
         // The reply is in the request's encoding; read it back from the message's first
-        // byte: 0x80 (strict binary), 0x82 (compact), 0x90 (Kitex Protobuf magic).
-        let id = match out.get(start + HEADER) {
+        // byte: 0x80 (strict binary), 0x82 (compact), 0x90 (Kitex Protobuf magic), or
+        // TTHeader's magic 0x1000 after its length.
+        let body = &out[start + HEADER..];
+        let id = match body.first() {
             Some(0x82) => 2,
             Some(0x90) => 4,
+            Some(0x80) => 0,
+            _ if body.get(4..6) == Some(&[0x10, 0x00]) => TTHEADER_INSIDE,
             _ => 0,
         };
         out[start + 4] = id;

@@ -12,7 +12,7 @@ use netpoll_codec::frame::{self, Protocol, Split, Splitter};
 use netpoll_codec::thrift::{ApplicationExceptionKind, MessageType};
 
 use super::context::{CallContext, WriteReply};
-use super::framing::{Detect, Framing};
+use super::framing::{Detect, Framing, Inner};
 use super::order::{Deferrals, Order, Sink};
 use super::service::{accepts, Call};
 use super::stats::CloseCause;
@@ -213,9 +213,13 @@ impl ServerConn {
             ),
             Proto::Custom(i) => {
                 let f = &*shared.framings[usize::from(i)];
-                let (payload, message) = f.unwrap(frame).map_err(|_| CloseCause::BadFrame)?;
-                let parsed = wire::parse_message(Transport::Custom(i), payload, message)
-                    .map_err(|_| CloseCause::BadFrame)?;
+                let parsed = match f.open(frame).map_err(|_| CloseCause::BadFrame)? {
+                    Inner::Message(payload, message) => {
+                        wire::parse_message(Transport::Custom(i), payload, message)
+                    }
+                    Inner::Frame(p, inner) => wire::parse(p, inner),
+                }
+                .map_err(|_| CloseCause::BadFrame)?;
                 (parsed, Some(f))
             }
         };

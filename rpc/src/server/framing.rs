@@ -4,7 +4,7 @@
 //! it unchanged.
 
 use bytes::{Bytes, BytesMut};
-use netpoll_codec::frame::{FrameError, Split};
+use netpoll_codec::frame::{FrameError, Protocol, Split};
 
 use crate::wire::Payload;
 
@@ -17,6 +17,16 @@ pub enum Detect {
     No,
     /// Not enough bytes to tell yet.
     NeedMore,
+}
+
+/// What one frame of a [`Framing`] holds.
+#[derive(Debug, Clone)]
+pub enum Inner {
+    /// A message in this encoding (a Thrift message, or a Kitex Protobuf message without
+    /// its length).
+    Message(Payload, Bytes),
+    /// A whole frame of a built-in protocol (TTHeader, Framed, ...), read as that protocol.
+    Frame(Protocol, Bytes),
 }
 
 /// A framing served beside Framed, Buffered, TTHeader and Kitex Protobuf; register it
@@ -40,6 +50,15 @@ pub trait Framing: Send + Sync + 'static {
     /// Thrift message, or a Kitex Protobuf message without its length), as a view of
     /// `frame`.
     fn unwrap(&self, frame: Bytes) -> Result<(Payload, Bytes), FrameError>;
+
+    /// What a whole frame holds: a bare message (the default: what
+    /// [`unwrap`](Framing::unwrap) finds), or a whole frame of a built-in protocol, such as
+    /// TTHeader, which then carries its metadata (headers, the caller's deadline) to
+    /// middleware and handlers; its reply is a frame of the same protocol inside this
+    /// framing's.
+    fn open(&self, frame: Bytes) -> Result<Inner, FrameError> {
+        self.unwrap(frame).map(|(p, m)| Inner::Message(p, m))
+    }
 
     /// Starts a reply frame in `out` (before the message is written into it); returns
     /// what [`finish_reply`](Framing::finish_reply) needs, such as where a length goes.

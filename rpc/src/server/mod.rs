@@ -36,7 +36,7 @@ use std::time::Duration;
 use netpoll::{Runtime, RuntimeHandle};
 
 pub use context::{CallContext, Deferred, Reply, ReplyEncoder, ReplyError};
-pub use framing::{Detect, Framing};
+pub use framing::{Detect, Framing, Inner};
 pub use limit::{Admitted, Limiter};
 pub use service::{encode_pb_reply, encode_thrift_reply, Call, Idl, MethodInfo, Service};
 pub use stats::CloseCounts;
