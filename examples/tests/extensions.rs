@@ -133,7 +133,13 @@ fn middleware_runs_around_calls_on_both_sides_and_can_reject_them() {
     assert_eq!(denied.calls, 1);
     assert_eq!(denied.errors.get("resource_exhausted"), Some(&1));
 
-    assert_eq!(client_stats.method("echo").calls, 3);
+    let echo_c = client_stats.method("echo");
+    assert_eq!(echo_c.calls, 3);
+    // Both sides describe each call alike: the same sequence ids and frame sizes.
+    assert_eq!(echo_c.seq_ids, echo_s.seq_ids);
+    assert!(echo_c.request_bytes > 0);
+    assert_eq!(echo_c.request_bytes, echo_s.request_bytes);
+    assert_eq!(echo_c.response_bytes, echo_s.response_bytes);
     assert_eq!(client_stats.method("fail_with").errors.len(), 1);
 
     // A client-side middleware rejects before sending: the server never sees the call.

@@ -23,6 +23,12 @@ pub struct MethodStats {
     pub total_time: Duration,
     /// Call ids seen in requests (server side): what the client's `CallStats` sent.
     pub ids_seen: Vec<String>,
+    /// Sequence ids of the calls, in the order they ended.
+    pub seq_ids: Vec<i32>,
+    /// Bytes of request frames, summed.
+    pub request_bytes: u64,
+    /// Bytes of reply frames, summed.
+    pub response_bytes: u64,
 }
 
 /// Counts and times calls per method; on a client, sends a call id with each call; on a
@@ -75,6 +81,9 @@ impl Middleware for CallStats {
         let s = m.entry(call.method.to_owned()).or_default();
         s.calls += 1;
         s.total_time += started.elapsed();
+        s.seq_ids.push(call.seq_id);
+        s.request_bytes += call.request_bytes as u64;
+        s.response_bytes += outcome.response_bytes as u64;
         if let Some(kind) = outcome.error {
             *s.errors.entry(kind.name()).or_default() += 1;
         }

@@ -668,6 +668,8 @@ impl<C: PayloadCodec> Client<C> {
             method,
             deadline: self.base.timeout.map(|t| Instant::now() + t),
             peer: None,
+            seq_id: 0,
+            request_bytes: 0,
         };
         match crate::middleware::start(&self.base.inner.middleware, &call.info(), &mut meta) {
             Ok(running) => Ok((running.map(|running| Watch { call, running }), meta)),
@@ -848,12 +850,30 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
             remaining,
             move |env, out, h| args.write(env, out, MessageType::Call, h),
         );
+        // With middleware watching, the try's sequence id and request size (known only on
+        // the connection's core) are noted for the call's end.
+        let sent = self.watch.as_ref().map(|_| Arc::new(AtomicU64::new(0)));
+        let noted = sent.clone();
+        let encode = move |out: &mut BytesMut, seq: i32| {
+            let before = out.len();
+            encode(out, seq)?;
+            if let Some(sent) = &noted {
+                let len = (out.len() - before).min(u32::MAX as usize) as u64;
+                sent.store(((seq as u32 as u64) << 32) | len, Ordering::Relaxed);
+            }
+            Ok(())
+        };
         let started = Instant::now();
         ep.channel.clone().call_with(encode, remaining, move |r| {
             let latency = started.elapsed();
             let len = r.as_ref().map_or(0, Bytes::len);
             let result = r.and_then(|frame| self.client.decode::<R>(frame));
             let replied = len > 0;
+            if let (Some(w), Some(sent)) = (self.watch.as_mut(), &sent) {
+                let v = sent.load(Ordering::Relaxed);
+                w.call.seq_id = (v >> 32) as u32 as i32;
+                w.call.request_bytes = (v & 0xffff_ffff) as usize;
+            }
             ep.ended(latency, replied);
             // A call that failed here before reaching the instance (too large, queue
             // full) says nothing of it.
@@ -955,6 +975,9 @@ struct ClientCall {
     deadline: Option<Instant>,
     /// The instance that answered (or was tried last), once known.
     peer: Option<SocketAddr>,
+    /// The sequence id and request frame size of the last try, once sent.
+    seq_id: i32,
+    request_bytes: usize,
 }
 
 impl ClientCall {
@@ -966,9 +989,9 @@ impl ClientCall {
             transport: self.inner.transport,
             payload: self.inner.payload,
             peer: self.peer,
-            // Assigned on the connection's core when the call is sent, per try.
-            seq_id: 0,
-            request_bytes: 0,
+            // At `start`, before any try: 0. At `end`: those of the last try.
+            seq_id: self.seq_id,
+            request_bytes: self.request_bytes,
             deadline: self.deadline,
             headers: None,
         }
