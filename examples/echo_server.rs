@@ -16,7 +16,9 @@ const USAGE: &str =
     "usage: echo_server [--addr HOST:PORT] [--cores N] [--cpus 0,1] [--busy-poll-us N]
        [--max-connections N] [--max-frame BYTES] [--max-in-flight N] [--high-water BYTES]
        [--idle-timeout-ms MS] [--read-timeout-ms MS] [--write-timeout-ms MS (0: none)]
-       [--limit-qps N] [--limit-concurrency N]";
+       [--limit-qps N] [--limit-concurrency N]
+       [--registry etcd://HOST:PORT --service NAME [--weight N] [--advertise HOST:PORT]
+        [--lease-ttl-s N] [--deregister-delay-ms MS]]";
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -88,6 +90,36 @@ fn main() {
             l = l.max_concurrent(n);
         }
         b = b.middleware(l);
+    }
+    if let Some(registry) = flag(&args, "--registry") {
+        let Some(endpoints) = registry.strip_prefix("etcd://") else {
+            eprintln!("echo_server: --registry wants etcd://HOST:PORT\n{USAGE}");
+            std::process::exit(2)
+        };
+        let Some(service) = flag(&args, "--service") else {
+            eprintln!("echo_server: --registry needs --service NAME\n{USAGE}");
+            std::process::exit(2)
+        };
+        let mut etcd = netpoll_rpc::registry::EtcdRegistry::new(endpoints);
+        if let Some(s) = parse("--lease-ttl-s") {
+            etcd = etcd.lease_ttl(Duration::from_secs(s as u64));
+        }
+        b = b.registry(etcd, &service);
+        if let Some(a) = flag(&args, "--advertise") {
+            match a.parse() {
+                Ok(addr) => b = b.advertise(addr),
+                Err(_) => {
+                    eprintln!("echo_server: --advertise wants HOST:PORT, got {a:?}");
+                    std::process::exit(2)
+                }
+            }
+        }
+        if let Some(w) = parse("--weight") {
+            b = b.registry_weight(w as u32, Vec::new());
+        }
+        if let Some(ms) = parse("--deregister-delay-ms") {
+            b = b.deregister_delay(Duration::from_millis(ms as u64));
+        }
     }
     // Until SIGTERM or SIGINT, then a graceful stop: calls in flight are answered.
     let ran = b.run(

@@ -1,20 +1,29 @@
 //! The quick start's client: a client of `hello-service`, whose instance is at
 //! 127.0.0.1:8888, calls `Hello.SayHello` and prints the response. Start `hello_server`
-//! first (or pass `--addr HOST:PORT`).
+//! first (or pass `--addr HOST:PORT`). With `--resolver HOST:PORT` it finds the service
+//! in etcd instead (see `hello_server --registry`).
 
 use examples::gen::pb::hello::{HelloClient, Request};
+use netpoll_rpc::balance::P2c;
 use netpoll_rpc::client::ClientBuilder;
+use netpoll_rpc::registry::EtcdResolver;
+
+fn flag(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
 
 fn main() {
-    let addr = std::env::args()
-        .skip_while(|a| a != "--addr")
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8888".to_owned());
-    let client = HelloClient::new(
-        "hello-service",
-        ClientBuilder::default().host_ports([addr.as_str()]),
-    )
-    .expect("client");
+    let options = match flag("--resolver") {
+        // The advanced part: find `hello-service` in etcd, balance with p2c.
+        Some(etcd) => ClientBuilder::default()
+            .resolver(EtcdResolver::new(&etcd))
+            .load_balancer(P2c),
+        None => {
+            let addr = flag("--addr").unwrap_or_else(|| "127.0.0.1:8888".to_owned());
+            ClientBuilder::default().host_ports([addr])
+        }
+    };
+    let client = HelloClient::new("hello-service", options).expect("client");
     match client.say_hello(Request {
         name: "Kitex".into(),
     }) {

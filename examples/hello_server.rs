@@ -5,8 +5,13 @@
 //! cargo run --release --example hello_server      # then, in another terminal:
 //! cargo run --release --example hello_client      # prints "Response: Hello Kitex"
 //! ```
+//!
+//! The advanced part, with etcd at 127.0.0.1:2379: `hello_server --registry
+//! 127.0.0.1:2379` registers as `hello-service`, and `hello_client --resolver
+//! 127.0.0.1:2379` finds it there, balancing with p2c.
 
 use examples::gen::pb::hello::{register_hello, Hello, Request, Response};
+use netpoll_rpc::registry::EtcdRegistry;
 use netpoll_rpc::server::Server;
 use netpoll_rpc::{CallContext, Reply};
 use std::time::Duration;
@@ -21,13 +26,19 @@ impl Hello for HelloImpl {
     }
 }
 
+fn flag(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
+
 fn main() {
-    let addr = std::env::args()
-        .skip_while(|a| a != "--addr")
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8888".to_owned());
-    // Serves until SIGTERM or Ctrl-C, then stops gracefully.
-    let ran = register_hello(Server::builder().addr(addr.as_str()).cores(1), HelloImpl).run(
+    let addr = flag("--addr").unwrap_or_else(|| "127.0.0.1:8888".to_owned());
+    let mut builder = Server::builder().addr(addr.as_str()).cores(1);
+    // The advanced part: register in etcd as `hello-service` (`--registry 127.0.0.1:2379`).
+    if let Some(etcd) = flag("--registry") {
+        builder = builder.registry(EtcdRegistry::new(&etcd), "hello-service");
+    }
+    // Serves until SIGTERM or Ctrl-C, then stops gracefully (deregistering first).
+    let ran = register_hello(builder, HelloImpl).run(
         Duration::from_secs(5),
         |server| println!("hello_server: serving Hello on {}", server.local_addr()),
         |_| {},

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use common::EchoServer;
 use examples::gen::echo::EchoClient;
 use netpoll_rpc::client::{ClientBuilder, RetryPolicy};
+use netpoll_rpc::registry::EtcdResolver;
 
 /// A port nothing listens on now (for an instance that starts later).
 fn free_addr() -> SocketAddr {
@@ -119,47 +120,119 @@ fn served(
     (live.iter().map(d).collect(), total)
 }
 
-/// The run the governance issue describes, with a fixed list (`static://`): three
-/// instances; one is killed (SIGKILL), one stopped (SIGTERM), a fourth starts, all under
-/// pipelined load through p2c with retries on. No call fails, and each live instance
-/// serves at least 1/(2N) of the calls while N are live.
-#[test]
-fn calls_survive_instances_dying_stopping_and_joining_static() {
+/// How the client finds the instances in [`survive`].
+enum Found<'a> {
+    /// A fixed list naming every address, the one that starts later included.
+    Static,
+    /// Servers register in etcd; the client watches it.
+    Etcd(&'a common::Etcd),
+}
+
+/// The run the governance issue describes: three instances; one is killed (SIGKILL), one
+/// stopped (SIGTERM), a fourth starts, all under pipelined load through p2c with retries
+/// on. No call fails, and each live instance serves at least 1/(2N) of the calls while N
+/// are live.
+fn survive(found: Found<'_>) {
     let secs: u64 = std::env::var("GOVERNANCE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(15);
     let phase = Duration::from_millis(secs * 1000 / 5);
-    let mut a = EchoServer::start(&[]);
-    let mut b = EchoServer::start(&[]);
-    let c = EchoServer::start(&[]);
+    let service = "echo-service";
+    let (flags, url): (Vec<String>, _) = match &found {
+        Found::Static => (Vec::new(), None),
+        Found::Etcd(e) => (
+            [
+                "--registry",
+                &e.url(),
+                "--service",
+                service,
+                "--lease-ttl-s",
+                "2",
+            ]
+            .iter()
+            .chain(["--deregister-delay-ms", "300"].iter())
+            .map(|s| s.to_string())
+            .collect(),
+            Some(e.client.to_string()),
+        ),
+    };
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut a = EchoServer::start(&flags);
+    let mut b = EchoServer::start(&flags);
+    let c = EchoServer::start(&flags);
     let d_addr = free_addr();
     let list = [a.addr, b.addr, c.addr, d_addr];
-    let client = EchoClient::new(
-        "echo-service",
-        ClientBuilder::default()
-            .host_ports(list)
-            .retry(RetryPolicy::default().idempotent("echo"))
-            .connections(2),
-    )
-    .unwrap();
+    let builder = ClientBuilder::default()
+        .retry(RetryPolicy::default().idempotent("echo"))
+        .connections(2);
+    let builder = match &url {
+        None => builder.host_ports(list),
+        Some(u) => builder.resolver(EtcdResolver::new(u)),
+    };
+    let client = EchoClient::new(service, builder).unwrap();
+    let known = |c: &EchoClient| -> Vec<SocketAddr> {
+        c.client()
+            .answered_by_instance()
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect()
+    };
+    if url.is_some() {
+        assert_eq!(
+            known(&client).len(),
+            3,
+            "the client found the three instances"
+        );
+    }
     let load = Load::start(&client, 4, 16);
     let t0 = Instant::now();
 
-    // Phase 1: A, B, C (D's address refuses connections).
+    // Phase 1: A, B, C (with a fixed list, D's address refuses connections).
     std::thread::sleep(phase / 4);
     let p1_start = answered(&client);
     std::thread::sleep(phase * 3 / 4);
     let p1_end = answered(&client);
     a.kill();
-    std::thread::sleep(phase);
+    if url.is_some() {
+        // A's lease (2 s) expires; the watch drops it.
+        let killed = Instant::now();
+        while known(&client).contains(&list[0]) {
+            assert!(
+                killed.elapsed() < Duration::from_secs(4),
+                "a killed instance drops out within its lease"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        println!("killed instance dropped after {:?}", killed.elapsed());
+    }
+    std::thread::sleep(phase.saturating_sub(t0.elapsed().saturating_sub(phase)));
     assert_eq!(b.terminate().code(), Some(0), "a graceful stop exits 0");
+    if url.is_some() {
+        assert!(
+            !known(&client).contains(&list[1]),
+            "a deregistered instance is dropped before it stops"
+        );
+    }
     std::thread::sleep(phase);
-    let _d = EchoServer::start_at(d_addr, &[]);
-    // Phase 3: C and D, once D had a moment to be found (its down mark lasts 1 s).
-    std::thread::sleep(Duration::from_millis(1500));
+    let _d = EchoServer::start_at(d_addr, &flags);
+    let joined = Instant::now();
+    if url.is_some() {
+        // Registered before it said it listens: traffic within 1 s.
+        while answered(&client).get(&d_addr).copied().unwrap_or(0) == 0 {
+            assert!(
+                joined.elapsed() < Duration::from_secs(1),
+                "a new instance gets traffic within 1 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        println!("new instance served after {:?}", joined.elapsed());
+    }
+    // Phase 3: C and D, once D had a moment to be found (a fixed list's down mark on D
+    // lasts 1 s).
+    std::thread::sleep(Duration::from_millis(1500).saturating_sub(joined.elapsed()));
     let p3_start = answered(&client);
-    let rest = (phase * 2).saturating_sub(t0.elapsed().saturating_sub(phase * 3));
+    let rest = (phase * 5).saturating_sub(t0.elapsed());
     std::thread::sleep(rest.max(Duration::from_secs(1)));
     let p3_end = answered(&client);
     let (ok, failed, first) = load.finish();
@@ -185,6 +258,73 @@ fn calls_survive_instances_dying_stopping_and_joining_static() {
             "phase 3: instance {i} served {n} of {total3}"
         );
     }
+}
+
+#[test]
+fn calls_survive_instances_dying_stopping_and_joining_static() {
+    survive(Found::Static);
+}
+
+#[test]
+fn calls_survive_instances_dying_stopping_and_joining_etcd() {
+    let etcd = common::Etcd::start();
+    survive(Found::Etcd(&etcd));
+}
+
+/// Losing etcd keeps the last known instances and never fails a call by itself; when etcd
+/// is back (same data), the watch resumes and registrations are kept alive.
+#[test]
+fn losing_etcd_fails_no_call() {
+    let mut etcd = common::Etcd::start();
+    let url = etcd.url();
+    let flags = [
+        "--registry",
+        &url,
+        "--service",
+        "kept",
+        "--lease-ttl-s",
+        "5",
+    ];
+    let a = EchoServer::start(&flags);
+    let b = EchoServer::start(&flags);
+    let client = EchoClient::new(
+        "kept",
+        ClientBuilder::default().resolver(EtcdResolver::new(&etcd.client.to_string())),
+    )
+    .unwrap();
+    let load = Load::start(&client, 2, 16);
+    std::thread::sleep(Duration::from_secs(1));
+    etcd.kill();
+    let during = answered(&client);
+    std::thread::sleep(Duration::from_secs(2));
+    let after_loss = answered(&client);
+    etcd.restart();
+    std::thread::sleep(Duration::from_secs(2));
+    // A third instance registered after the restart is found: the watch resumed.
+    let c = EchoServer::start(&flags);
+    let found = Instant::now();
+    while !answered(&client).contains_key(&c.addr) {
+        assert!(
+            found.elapsed() < Duration::from_secs(5),
+            "the watch resumes after etcd restarts"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let end = answered(&client);
+    let (ok, failed, first) = load.finish();
+    println!("{ok} calls, {failed} failed");
+    assert_eq!(failed, 0, "no call fails; first error: {first:?}");
+    let (while_lost, _) = served(&during, &after_loss, &[a.addr, b.addr]);
+    assert!(
+        while_lost.iter().all(|&n| n > 0),
+        "both instances kept serving while etcd was down: {while_lost:?}"
+    );
+    let (at_end, _) = served(&after_loss, &end, &[a.addr, b.addr, c.addr]);
+    assert!(
+        at_end.iter().all(|&n| n > 0),
+        "every instance serves after the restart: {at_end:?}"
+    );
 }
 
 /// The server's limiter under a flood: calls over the limit are refused at once with an

@@ -19,6 +19,7 @@ pub mod client;
 pub mod discovery;
 mod error;
 mod middleware;
+pub mod registry;
 pub mod server;
 mod status;
 pub mod wire;

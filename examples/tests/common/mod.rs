@@ -286,3 +286,112 @@ impl Drop for EchoServer {
         let _ = self.child.wait();
     }
 }
+
+/// A throwaway etcd server (Debian's `etcd-server`), on free ports, with its data in a
+/// temporary directory removed when it is dropped.
+pub struct Etcd {
+    child: Option<Child>,
+    pub client: SocketAddr,
+    peer: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+fn free_port_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "netpoll-etcd-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut e = Etcd {
+            child: None,
+            client: free_port_addr(),
+            peer: free_port_addr(),
+            dir,
+        };
+        e.restart();
+        e
+    }
+
+    /// `etcd://HOST:PORT`, as `echo_server --registry` takes it.
+    pub fn url(&self) -> String {
+        format!("etcd://{}", self.client)
+    }
+
+    /// Kills the server (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server (again, on the same ports and data) and waits until it answers.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (c, p) = (self.client, self.peer);
+        let log = std::fs::File::create(self.dir.join("etcd.log")).unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(self.dir.join("data"))
+            .args(["--listen-client-urls", &format!("http://{c}")])
+            .args(["--advertise-client-urls", &format!("http://{c}")])
+            .args(["--listen-peer-urls", &format!("http://{p}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://{p}")])
+            .args(["--initial-cluster", &format!("t=http://{p}")])
+            .args(["--initial-cluster-state", "new"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd (Debian's etcd-server; scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if Self::answers(c) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "etcd did not come up; see {}",
+                self.dir.join("etcd.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the v3 JSON gateway answers a range request.
+    fn answers(c: SocketAddr) -> bool {
+        let Ok(mut s) = TcpStream::connect_timeout(&c, Duration::from_millis(200)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let body = r#"{"key":"AA=="}"#;
+        let req = format!(
+            "POST /v3/kv/range HTTP/1.1\r\nHost: {c}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        if s.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out.starts_with(b"HTTP/1.1 200")
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

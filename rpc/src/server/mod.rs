@@ -35,6 +35,8 @@ use std::time::Duration;
 
 use netpoll::{Runtime, RuntimeHandle};
 
+use crate::registry::{Registration, Registry};
+
 pub use context::{CallContext, Deferred, Reply, ReplyEncoder, ReplyError};
 pub use framing::{Detect, Framing, Inner};
 pub use limit::{Admitted, Limiter};
@@ -81,6 +83,8 @@ pub enum ServerError {
     Listen(std::io::Error),
     /// Two services have the same name, or no service was registered.
     Services(String),
+    /// The server could not register itself.
+    Registry(crate::registry::RegistryError),
 }
 
 impl fmt::Display for ServerError {
@@ -90,6 +94,7 @@ impl fmt::Display for ServerError {
             ServerError::Runtime(e) => write!(f, "cannot start the event loop: {e}"),
             ServerError::Listen(e) => write!(f, "cannot listen: {e}"),
             ServerError::Services(e) => write!(f, "bad service set: {e}"),
+            ServerError::Registry(e) => write!(f, "{e}"),
         }
     }
 }
@@ -101,6 +106,7 @@ impl std::error::Error for ServerError {
             ServerError::Runtime(e) => Some(e),
             ServerError::Listen(e) => Some(e),
             ServerError::Services(_) => None,
+            ServerError::Registry(e) => Some(e),
         }
     }
 }
@@ -120,6 +126,18 @@ pub struct ServerBuilder {
     services: Vec<Arc<dyn Service>>,
     framings: Vec<Arc<dyn Framing>>,
     middleware: Vec<Arc<dyn crate::middleware::DynMiddleware>>,
+    registry: Option<Registered>,
+}
+
+/// Where a server registers itself, as what.
+struct Registered {
+    registry: Arc<dyn Registry>,
+    service: String,
+    advertise: Option<SocketAddr>,
+    weight: u32,
+    tags: Vec<(String, String)>,
+    /// How long a graceful stop waits after deregistering, for clients to see it.
+    delay: Duration,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -251,6 +269,46 @@ impl ServerBuilder {
         self
     }
 
+    /// Registers the server in `registry` as an instance of `service` once it listens,
+    /// and deregisters it first when it stops (Kitex's `WithRegistry` and service name).
+    pub fn registry(mut self, registry: impl Registry, service: &str) -> Self {
+        self.registry = Some(Registered {
+            registry: Arc::new(registry),
+            service: service.to_owned(),
+            advertise: None,
+            weight: 10,
+            tags: Vec::new(),
+            delay: Duration::from_secs(1),
+        });
+        self
+    }
+
+    /// Registers `addr` instead of the bound address (behind NAT, or bound to 0.0.0.0).
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        if let Some(r) = &mut self.registry {
+            r.advertise = Some(addr);
+        }
+        self
+    }
+
+    /// The registered weight (default 10) and tags.
+    pub fn registry_weight(mut self, weight: u32, tags: Vec<(String, String)>) -> Self {
+        if let Some(r) = &mut self.registry {
+            r.weight = weight;
+            r.tags = tags;
+        }
+        self
+    }
+
+    /// How long a graceful stop waits between deregistering and closing connections, for
+    /// clients watching the registry to stop sending (default 1 s).
+    pub fn deregister_delay(mut self, delay: Duration) -> Self {
+        if let Some(r) = &mut self.registry {
+            r.delay = delay;
+        }
+        self
+    }
+
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully (Kitex's `Run`):
     /// stops accepting, answers the calls in flight within `grace` (their replies ask
     /// clients to reconnect elsewhere), and returns. `on_start` gets the running server
@@ -313,10 +371,24 @@ impl ServerBuilder {
                 Box::new(ServerConn::new(shared.clone(), core.now()))
             })
             .map_err(ServerError::Listen)?;
+        let registered = match self.registry {
+            Some(r) => {
+                let reg = Registration {
+                    service: r.service,
+                    addr: r.advertise.unwrap_or_else(|| advertised(local)),
+                    weight: r.weight,
+                    tags: r.tags,
+                };
+                r.registry.register(&reg).map_err(ServerError::Registry)?;
+                Some((r.registry, reg, r.delay))
+            }
+            None => None,
+        };
         Ok(Server {
-            rt,
+            rt: Some(rt),
             local,
             shared: stats,
+            registered,
         })
     }
 }
@@ -324,9 +396,10 @@ impl ServerBuilder {
 /// A running server. Dropping it stops it at once; [`shutdown`](Server::shutdown) lets
 /// calls in flight finish first.
 pub struct Server {
-    rt: Runtime,
+    rt: Option<Runtime>,
     local: SocketAddr,
     shared: Arc<Shared>,
+    registered: Option<(Arc<dyn Registry>, Registration, Duration)>,
 }
 
 impl fmt::Debug for Server {
@@ -358,6 +431,7 @@ impl Server {
             services: Vec::new(),
             framings: Vec::new(),
             middleware: Vec::new(),
+            registry: None,
         }
     }
 
@@ -368,19 +442,60 @@ impl Server {
 
     /// How many connections have closed, by reason, since the server started.
     pub fn close_counts(&self) -> CloseCounts {
-        let refused = self.rt.handle().close_counts().refused;
+        let refused = self.runtime().close_counts().refused;
         self.shared.stats.snapshot(refused)
     }
 
     /// The server's event loop, to run clients or tasks on its cores.
     pub fn runtime(&self) -> &RuntimeHandle {
-        self.rt.handle()
+        self.rt.as_ref().expect("running").handle()
     }
 
-    /// Stops accepting, lets calls in flight finish for up to `grace` (their replies carry
-    /// TTHeader's `crrst` so that Kitex-style clients move to another server), then closes
-    /// every connection and stops the cores.
-    pub fn shutdown(self, grace: Duration) {
-        self.rt.shutdown(grace);
+    /// The registration, if the server registered itself.
+    pub fn registration(&self) -> Option<&Registration> {
+        self.registered.as_ref().map(|(_, r, _)| r)
     }
+
+    /// Stops gracefully, in order: deregisters (if registered) and waits the deregister
+    /// delay for watching clients to stop sending; stops accepting; lets calls in flight
+    /// finish for up to `grace` (their replies carry TTHeader's `crrst` so that Kitex-style
+    /// clients move to another server); then closes every connection and stops the cores.
+    pub fn shutdown(mut self, grace: Duration) {
+        if let Some((registry, reg, delay)) = self.registered.take() {
+            match registry.deregister(&reg) {
+                Ok(()) => std::thread::sleep(delay),
+                Err(e) => tracing::warn!(error = %e, "cannot deregister"),
+            }
+        }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown(grace);
+        }
+    }
+}
+
+impl Drop for Server {
+    /// Stops at once (see [`shutdown`](Server::shutdown) for a graceful stop); a
+    /// registered server deregisters first, without waiting.
+    fn drop(&mut self) {
+        if let Some((registry, reg, _)) = self.registered.take() {
+            if let Err(e) = registry.deregister(&reg) {
+                tracing::warn!(error = %e, "cannot deregister");
+            }
+        }
+    }
+}
+
+/// The address to register for a server bound to `local`: an unspecified IP (0.0.0.0)
+/// becomes the address this host reaches the network from (or loopback without one).
+fn advertised(local: SocketAddr) -> SocketAddr {
+    if !local.ip().is_unspecified() {
+        return local;
+    }
+    // Connecting a UDP socket sends nothing; it only picks the outgoing interface.
+    let ip = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    SocketAddr::new(ip, local.port())
 }

@@ -1,0 +1,199 @@
+//! The little HTTP/1.1 a registry needs: a POST with a JSON body, answered whole or as a
+//! stream of newline-separated JSON objects (chunked), over a blocking `TcpStream`.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// Largest response (or streamed line) accepted: a registry's answers are small.
+const MAX_BODY: usize = 16 << 20;
+
+fn invalid(why: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why.into())
+}
+
+/// Sends `POST path` with `body` to `host` (`host:port`) and returns the response body.
+/// A status other than 2xx is an error carrying the body.
+pub(crate) fn post(host: &str, path: &str, body: &str, timeout: Duration) -> io::Result<String> {
+    let mut r = Response::open(host, path, body, timeout)?;
+    let mut out = Vec::new();
+    while let Some(chunk) = r.next_chunk()? {
+        out.extend_from_slice(&chunk);
+        if out.len() > MAX_BODY {
+            return Err(invalid("response too large"));
+        }
+    }
+    let text = String::from_utf8(out).map_err(|_| invalid("response is not UTF-8"))?;
+    if !(200..300).contains(&r.status) {
+        return Err(io::Error::other(format!(
+            "HTTP {}: {}",
+            r.status,
+            text.trim()
+        )));
+    }
+    Ok(text)
+}
+
+/// A response being read: its status, then its body piece by piece.
+pub(crate) struct Response {
+    reader: BufReader<TcpStream>,
+    pub(crate) status: u16,
+    chunked: bool,
+    /// Body bytes left (not chunked), or of the current chunk (chunked).
+    left: Option<usize>,
+    done: bool,
+    /// Bytes of the current (unfinished) line, for [`Response::next_line`].
+    line: Vec<u8>,
+}
+
+impl Response {
+    /// Connects, sends the request and reads the status line and headers.
+    pub(crate) fn open(host: &str, path: &str, body: &str, timeout: Duration) -> io::Result<Self> {
+        let addr = host
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| invalid(format!("{host} resolves to no address")))?;
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.set_nodelay(true)?;
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        (&stream).write_all(req.as_bytes())?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| invalid(format!("bad status line {line:?}")))?;
+        let (mut chunked, mut length) = (false, None);
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(invalid("connection closed in the headers"));
+            }
+            let h = line.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+                if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
+                    chunked = true;
+                } else if k == "content-length" {
+                    length = v.parse().ok();
+                }
+            }
+        }
+        Ok(Response {
+            reader,
+            status,
+            chunked,
+            left: if chunked { Some(0) } else { length },
+            done: false,
+            line: Vec::new(),
+        })
+    }
+
+    /// Makes the response a stream read without a deadline, and returns a handle to its
+    /// connection: shutting the handle down ends a read blocked on it.
+    pub(crate) fn into_stream(self) -> io::Result<(Response, TcpStream)> {
+        self.reader.get_ref().set_read_timeout(None)?;
+        let handle = self.reader.get_ref().try_clone()?;
+        Ok((self, handle))
+    }
+
+    /// The next piece of the body, or `None` at its end.
+    fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.done {
+            return Ok(None);
+        }
+        if self.chunked {
+            if self.left == Some(0) {
+                let mut size = String::new();
+                if self.reader.read_line(&mut size)? == 0 {
+                    return Err(invalid("connection closed inside a chunked body"));
+                }
+                let hex = size.trim().split(';').next().unwrap_or("");
+                let n = usize::from_str_radix(hex, 16)
+                    .map_err(|_| invalid(format!("bad chunk size {size:?}")))?;
+                if n == 0 {
+                    self.done = true;
+                    return Ok(None);
+                }
+                if n > MAX_BODY {
+                    return Err(invalid("chunk too large"));
+                }
+                self.left = Some(n);
+            }
+            let n = self.left.unwrap_or(0);
+            let mut buf = vec![0; n];
+            self.reader.read_exact(&mut buf)?;
+            let mut crlf = [0u8; 2];
+            self.reader.read_exact(&mut crlf)?;
+            self.left = Some(0);
+            return Ok(Some(buf));
+        }
+        match self.left {
+            Some(0) => {
+                self.done = true;
+                Ok(None)
+            }
+            Some(n) => {
+                let mut buf = vec![0; n.min(64 << 10)];
+                let got = self.reader.read(&mut buf)?;
+                if got == 0 {
+                    return Err(invalid("connection closed inside the body"));
+                }
+                buf.truncate(got);
+                self.left = Some(n - got);
+                Ok(Some(buf))
+            }
+            None => {
+                // No length: the body runs to the end of the connection.
+                let mut buf = vec![0; 64 << 10];
+                let got = self.reader.read(&mut buf)?;
+                if got == 0 {
+                    self.done = true;
+                    return Ok(None);
+                }
+                buf.truncate(got);
+                Ok(Some(buf))
+            }
+        }
+    }
+
+    /// The next newline-terminated line of the body (a streamed JSON object), or `None` at
+    /// the end of the body.
+    pub(crate) fn next_line(&mut self) -> io::Result<Option<String>> {
+        loop {
+            if let Some(i) = self.line.iter().position(|&b| b == b'\n') {
+                let rest = self.line.split_off(i + 1);
+                let line = std::mem::replace(&mut self.line, rest);
+                return String::from_utf8(line)
+                    .map(|s| Some(s.trim().to_owned()))
+                    .map_err(|_| invalid("a line is not UTF-8"));
+            }
+            match self.next_chunk()? {
+                Some(c) => {
+                    self.line.extend_from_slice(&c);
+                    if self.line.len() > MAX_BODY {
+                        return Err(invalid("line too long"));
+                    }
+                }
+                None if self.line.is_empty() => return Ok(None),
+                None => {
+                    let line = std::mem::take(&mut self.line);
+                    return String::from_utf8(line)
+                        .map(|s| Some(s.trim().to_owned()))
+                        .map_err(|_| invalid("a line is not UTF-8"));
+                }
+            }
+        }
+    }
+}
