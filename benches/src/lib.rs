@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod echo;
+pub mod governed;
 pub mod load;
 pub mod plot;
 pub mod protocol;

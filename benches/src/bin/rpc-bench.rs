@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use benches::governed::{self, GovernedConfig};
 use benches::load::{self, LoadConfig, Progress};
 use benches::protocol::{Protocol, RawFramed};
 use benches::wire_echo::{KitexPbEcho, ThriftEcho, ThriftTransport};
@@ -43,6 +44,14 @@ rpc-bench: load-test an echo service
                           evenly spaced rates up to it; prints a table and writes a
                           latency-vs-throughput plot
   --plot FILE             where --sweep writes its SVG (default rpc-bench-sweep.svg)
+
+The governed path (the framework's own client instead of the raw one; Thrift binary echo
+over --protocol framed or ttheader; --connections is per instance; closed loop only):
+  --resolver URL          static://h1:p1,h2:p2 or etcd://HOST:PORT (replaces --addr)
+  --service NAME          the service to look up (default echo-service)
+  --lb NAME               p2c (default), wrr, random, hash (a key per call)
+  --retry N               retries per call, on any retryable failure (default 0)
+  The JSON gains \"retries\" and \"instances\": {\"host:port\": calls, ...}.
 ";
 
 struct Cli {
@@ -53,6 +62,7 @@ struct Cli {
     embedded: bool,
     sweep: Option<usize>,
     plot: String,
+    governed: Option<GovernedConfig>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -95,6 +105,14 @@ fn parse() -> Result<Cli, String> {
         embedded: false,
         sweep: None,
         plot: "rpc-bench-sweep.svg".into(),
+        governed: None,
+    };
+    let mut g = GovernedConfig {
+        resolver: String::new(),
+        service: "echo-service".into(),
+        lb: "p2c".into(),
+        retry: 0,
+        ttheader: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -134,12 +152,28 @@ fn parse() -> Result<Cli, String> {
             "--embedded" => cli.embedded = true,
             "--sweep" => cli.sweep = Some(int(val()?)?.max(1)),
             "--plot" => cli.plot = val()?,
+            "--resolver" => g.resolver = val()?,
+            "--service" => g.service = val()?,
+            "--lb" => g.lb = val()?,
+            "--retry" => g.retry = int(val()?)? as u32,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown flag {other} (see --help)")),
         }
+    }
+    if !g.resolver.is_empty() {
+        if addr.is_some() || cli.embedded || cli.sweep.is_some() || cli.load.rate.is_some() {
+            return Err("--resolver excludes --addr, --embedded, --sweep and --rate".into());
+        }
+        g.ttheader = match cli.protocol.as_str() {
+            "framed" => false,
+            "ttheader" => true,
+            other => return Err(format!("--resolver runs framed or ttheader, not {other:?}")),
+        };
+        cli.governed = Some(g);
+        return Ok(cli);
     }
     match (addr, cli.embedded) {
         (Some(a), false) => cli.load.addr = a,
@@ -274,13 +308,26 @@ fn main() {
         );
         last = (elapsed, n);
     };
-    let report = match load::run(&cli.load, proto, progress, tick) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("\nrpc-bench: {e}");
-            std::process::exit(1);
-        }
-    };
+    let (report, extra) = match &cli.governed {
+        None => load::run(&cli.load, proto, progress, tick)
+            .map(|r| (r, None))
+            .map_err(|e| e.to_string()),
+        Some(g) => governed::run(&cli.load, g, progress, tick).map(|r| {
+            let instances: Vec<String> = r
+                .instances
+                .iter()
+                .map(|(a, n)| format!("\"{a}\": {n}"))
+                .collect();
+            (
+                r.report,
+                Some((r.retries, format!("{{{}}}", instances.join(", ")))),
+            )
+        }),
+    }
+    .unwrap_or_else(|e| {
+        eprintln!("\nrpc-bench: {e}");
+        std::process::exit(1);
+    });
     if show {
         eprintln!();
     }
@@ -293,7 +340,7 @@ fn main() {
         println!(
             "{{\"protocol\": \"{}\", \"connections\": {}, \"inflight\": {}, \"payload\": {}, \"rate\": {}, \
              \"qps\": {:.1}, \"bytes_per_sec\": {:.1}, \"p50_us\": {:.1}, \"p90_us\": {:.1}, \"p99_us\": {:.1}, \
-             \"p999_us\": {:.1}, \"max_us\": {:.1}, \"calls\": {}, \"errors\": {}, \"errors_by_kind\": {{{}}}}}",
+             \"p999_us\": {:.1}, \"max_us\": {:.1}, \"calls\": {}, \"errors\": {}, \"errors_by_kind\": {{{}}}{}}}",
             cli.protocol,
             cli.load.connections,
             cli.load.inflight,
@@ -308,7 +355,10 @@ fn main() {
             report.latency.max() as f64 / 1000.0,
             report.calls,
             report.error_count(),
-            errors.join(", ")
+            errors.join(", "),
+            extra.as_ref().map_or(String::new(), |(r, i)| format!(
+                ", \"retries\": {r}, \"instances\": {i}"
+            ))
         );
     } else {
         println!(
@@ -340,6 +390,9 @@ fn main() {
                 format!(" ({})", errors.join(", "))
             }
         );
+        if let Some((retries, instances)) = &extra {
+            println!("retries {retries}; calls by instance {instances}");
+        }
     }
     if report.error_count() > 0 {
         std::process::exit(1);
