@@ -18,7 +18,8 @@ const USAGE: &str =
        [--idle-timeout-ms MS] [--read-timeout-ms MS] [--write-timeout-ms MS (0: none)]
        [--limit-qps N] [--limit-concurrency N]
        [--registry etcd://HOST:PORT --service NAME [--weight N] [--advertise HOST:PORT]
-        [--lease-ttl-s N] [--deregister-delay-ms MS]]";
+        [--lease-ttl-s N] [--deregister-delay-ms MS]]
+       [--echo-delay-ms MS] [--echo-fail]   (a slow or failing instance, for tests)";
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -42,7 +43,11 @@ fn main() {
         })
     };
     let ms = |n: usize| Duration::from_millis(n as u64);
-    let mut b = examples::echo_service::builder().addr(addr.as_str());
+    let echo = examples::echo_service::EchoHandler {
+        delay: ms(parse("--echo-delay-ms").unwrap_or(0)),
+        fail: args.iter().any(|a| a == "--echo-fail"),
+    };
+    let mut b = examples::echo_service::builder_with(echo).addr(addr.as_str());
     if let Some(n) = parse("--cores") {
         b = b.cores(n);
     }

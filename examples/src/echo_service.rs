@@ -12,13 +12,34 @@ use netpoll_rpc::{CallContext, Reply};
 
 use crate::gen::{echo, interop, pb};
 
-/// `echo.thrift`: returns the message unchanged (a zero-copy view of the request).
+/// `echo.thrift`: returns the message unchanged (a zero-copy view of the request). For
+/// governance tests it can be made slow (the reply leaves after a timer, without blocking
+/// the core) or failing (every call answered `INTERNAL_ERROR`).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct EchoHandler;
+pub struct EchoHandler {
+    /// Reply this long after the call arrived.
+    pub delay: Duration,
+    /// Fail every call.
+    pub fail: bool,
+}
 
 impl echo::Echo for EchoHandler {
-    fn echo(&self, _ctx: &CallContext<'_>, msg: Bytes) -> Reply<Bytes> {
-        Reply::ok(msg)
+    fn echo(&self, ctx: &CallContext<'_>, msg: Bytes) -> Reply<Bytes> {
+        if self.fail {
+            return Reply::err(netpoll_rpc::Status::internal(
+                "this instance fails on purpose",
+            ));
+        }
+        if self.delay.is_zero() {
+            return Reply::ok(msg);
+        }
+        let (later, reply) = ctx.defer();
+        let delay = self.delay;
+        let _ = ctx.runtime().spawn(ctx.core(), move |core| {
+            let at = core.now() + delay;
+            core.set_timer(at, move |_| later.complete(Ok(msg)));
+        });
+        reply
     }
 }
 
@@ -87,8 +108,13 @@ impl interop::Interop for InteropHandler {
 /// A server builder with every echo service registered: Thrift `Echo` and `Interop`, and
 /// Protobuf `Echo`, on one port.
 pub fn builder() -> ServerBuilder {
+    builder_with(EchoHandler::default())
+}
+
+/// [`builder`] with an `Echo` handler of the given behaviour.
+pub fn builder_with(echo: EchoHandler) -> ServerBuilder {
     Server::builder()
-        .service(echo::EchoServer::new(EchoHandler))
+        .service(echo::EchoServer::new(echo))
         .service(interop::InteropServer::new(InteropHandler::default()))
         .service(pb::echo::EchoServer::new(PbEchoHandler))
 }

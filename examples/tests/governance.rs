@@ -404,3 +404,149 @@ fn the_server_limiter_refuses_a_flood_at_once() {
         "admitted calls stay fast"
     );
 }
+
+/// p99 of `n` blocking calls from `threads` threads, and the calls each instance answered.
+fn timed_calls(
+    client: &EchoClient,
+    threads: usize,
+    n: usize,
+) -> (Duration, HashMap<SocketAddr, u64>) {
+    let before = answered(client);
+    let mut lat: Vec<Duration> = (0..threads)
+        .map(|_| {
+            let c = client.clone();
+            std::thread::spawn(move || {
+                (0..n / threads)
+                    .map(|_| {
+                        let t = Instant::now();
+                        c.echo(Bytes::from_static(b"t")).expect("echo");
+                        t.elapsed()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    lat.sort();
+    let p99 = lat[lat.len() * 99 / 100];
+    let after = answered(client);
+    let served = after
+        .iter()
+        .map(|(a, n)| (*a, n - before.get(a).copied().unwrap_or(0)))
+        .collect();
+    (p99, served)
+}
+
+/// An instance made slow (its handler replies after a 20 ms timer, without blocking its
+/// core) gets less traffic under p2c than under round robin, and backup requests cut the
+/// caller's p99 in that setup.
+#[test]
+fn p2c_avoids_a_slow_instance_and_backup_requests_cut_the_tail() {
+    use netpoll_rpc::balance::{P2c, WeightedRoundRobin};
+    let fast1 = EchoServer::start(&[]);
+    let fast2 = EchoServer::start(&[]);
+    let slow = EchoServer::start(&["--echo-delay-ms", "20"]);
+    let list = [fast1.addr, fast2.addr, slow.addr];
+    let make = |lb: &str, backup: Option<Duration>| {
+        let b = ClientBuilder::default()
+            .host_ports(list)
+            .retry(RetryPolicy {
+                backup_after: backup,
+                budget_ratio: 1.0,
+                ..RetryPolicy::default().idempotent("echo")
+            });
+        let b = match lb {
+            "p2c" => b.load_balancer(P2c),
+            _ => b.load_balancer(WeightedRoundRobin),
+        };
+        EchoClient::new("slow-one", b).unwrap()
+    };
+    let share = |served: &HashMap<SocketAddr, u64>| {
+        served.get(&slow.addr).copied().unwrap_or(0) as f64 / served.values().sum::<u64>() as f64
+    };
+    let (wrr_p99, wrr) = timed_calls(&make("wrr", None), 8, 1200);
+    let (p2c_p99, p2c) = timed_calls(&make("p2c", None), 8, 1200);
+    let (backup_p99, _) = timed_calls(&make("wrr", Some(Duration::from_millis(3))), 8, 1200);
+    println!(
+        "slow instance's share: wrr {:.3}, p2c {:.3}; p99: wrr {wrr_p99:?}, p2c {p2c_p99:?}, \
+         wrr with 3 ms backup requests {backup_p99:?}",
+        share(&wrr),
+        share(&p2c)
+    );
+    assert!(share(&wrr) > 0.3, "round robin gives it its third");
+    assert!(
+        share(&p2c) < share(&wrr) / 3.0,
+        "p2c sends the slow instance much less"
+    );
+    assert!(
+        backup_p99 * 2 < wrr_p99,
+        "backup requests cut the p99: {backup_p99:?} vs {wrr_p99:?}"
+    );
+}
+
+/// A failing instance trips its breaker (its calls stop), and is probed back in after it
+/// heals (here: replaced by a healthy process on the same address).
+#[test]
+fn a_failing_instance_trips_its_breaker_and_is_probed_back() {
+    use netpoll_rpc::balance::WeightedRoundRobin;
+    use netpoll_rpc::client::BreakerConfig;
+    let good = EchoServer::start(&[]);
+    let bad_addr = free_addr();
+    let mut bad = EchoServer::start_at(bad_addr, &["--echo-fail"]);
+    let client = EchoClient::new(
+        "half-broken",
+        ClientBuilder::default()
+            .host_ports([good.addr, bad_addr])
+            .load_balancer(WeightedRoundRobin)
+            .retry(RetryPolicy::none())
+            .circuit_breaker(Some(BreakerConfig {
+                min_samples: 10,
+                cooldown: Duration::from_millis(500),
+                ..BreakerConfig::default()
+            })),
+    )
+    .unwrap();
+    let mut first_errors = Vec::new();
+    let failures = (0..400)
+        .filter(|_| match client.echo(Bytes::from_static(b"b")) {
+            Ok(_) => false,
+            Err(e) => {
+                if first_errors.len() < 3 {
+                    first_errors.push(e.to_string());
+                }
+                true
+            }
+        })
+        .count();
+    println!("first errors: {first_errors:?}");
+    println!("{failures} of 400 calls failed");
+    // Half the first calls go to the failing instance until its breaker opens (at least
+    // 10 calls, half failed), then a probe every 500 ms at most.
+    assert!(failures >= 5, "the failing instance was called");
+    assert!(failures <= 30, "its breaker opened: {failures} failures");
+    // It heals.
+    bad.kill();
+    let _healed = EchoServer::start_at(bad_addr, &[]);
+    let healed_at = Instant::now();
+    loop {
+        let served = {
+            let before = answered(&client);
+            for _ in 0..20 {
+                client.echo(Bytes::from_static(b"h")).unwrap();
+            }
+            let after = answered(&client);
+            after[&bad_addr] - before.get(&bad_addr).copied().unwrap_or(0)
+        };
+        if served >= 5 {
+            break;
+        }
+        assert!(
+            healed_at.elapsed() < Duration::from_secs(5),
+            "the healed instance is probed back in"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("probed back in after {:?}", healed_at.elapsed());
+}

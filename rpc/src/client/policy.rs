@@ -34,6 +34,10 @@ pub struct RetryPolicy {
     pub retry_on: RetryOn,
     /// Per-method overrides (IDL method name).
     pub methods: HashMap<String, RetryOn>,
+    /// Backup requests: if no reply came within this delay, send a copy of the call to
+    /// another instance and take the first reply (the other is dropped). It costs one
+    /// retry from the budget. `None` (default): off. Only for idempotent methods.
+    pub backup_after: Option<Duration>,
     /// Retries may add at most this fraction of the calls made
     /// (over the last 10 s, shared by every method), plus `min_retries_per_sec`: under a
     /// failure storm retries stop instead of multiplying the load. Default 0.1.
@@ -50,6 +54,7 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_millis(200),
             retry_on: RetryOn::Unsent,
             methods: HashMap::new(),
+            backup_after: None,
             budget_ratio: 0.1,
             min_retries_per_sec: 10,
         }
@@ -288,7 +293,15 @@ impl Breaker {
 
     /// A call that passed ended; `failed` if it failed in a way the breaker counts.
     pub(crate) fn record(&self, now: Instant, failed: bool) {
+        self.record_scaled(now, failed, 1);
+    }
+
+    /// As [`record`](Breaker::record), for a breaker over `n` instances (a method's): it
+    /// needs `n` times the minimum sample before it opens, so that one failing instance
+    /// trips its own breaker first and is taken out, instead of the method's.
+    pub(crate) fn record_scaled(&self, now: Instant, failed: bool, n: usize) {
         let cfg = &self.cfg;
+        let min_samples = cfg.min_samples.saturating_mul(n.max(1) as u64);
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match &mut *s {
             BreakerState::Closed {
@@ -303,7 +316,7 @@ impl Breaker {
                 }
                 *calls += 1;
                 *errors += failed as u64;
-                if *calls >= cfg.min_samples && *errors as f64 >= cfg.error_rate * *calls as f64 {
+                if *calls >= min_samples && *errors as f64 >= cfg.error_rate * *calls as f64 {
                     tracing::warn!(calls = *calls, errors = *errors, "circuit breaker opens");
                     *s = BreakerState::Open {
                         until: now + cfg.cooldown,

@@ -734,24 +734,60 @@ impl<C: PayloadCodec> Client<C> {
                     "method {method} of {} fails too often",
                     inner.cluster.service
                 )));
-                return finish(watch, None, 0, Err(e), done);
+                return finish(watch, Ended::default(), Err(e), done);
             }
         }
         inner.budget.call();
-        Flight {
-            client: self.clone(),
-            method,
-            args: Arc::new(args),
-            meta,
-            deadline: self.base.timeout.map(|t| Instant::now() + t),
-            tried: Vec::new(),
-            retries: 0,
-            last_error: None,
-            watch,
-            method_breaker,
-            done: Box::new(done),
-        }
-        .send();
+        let watching = watch.is_some();
+        let args = Arc::new(args);
+        let complete =
+            move |ended: Ended, result: Result<R, CallError>| finish(watch, ended, result, done);
+        let flight =
+            |complete: Complete<R>, tried: Vec<SocketAddr>, first: Option<FirstPick>| Flight {
+                client: self.clone(),
+                method,
+                args: args.clone(),
+                meta: meta.clone(),
+                deadline: self.base.timeout.map(|t| Instant::now() + t),
+                tried,
+                retries: 0,
+                last_error: None,
+                watching,
+                method_breaker: method_breaker.clone(),
+                first,
+                blamed: false,
+                complete,
+            };
+        let Some(delay) = inner.retry.backup_after else {
+            return flight(Box::new(complete), Vec::new(), None).send();
+        };
+        // A backup request: if no reply came within `delay`, a copy goes to another
+        // instance; the first reply ends the call, the other is dropped.
+        let once: Arc<Mutex<Option<Complete<R>>>> = Arc::new(Mutex::new(Some(Box::new(complete))));
+        let first: FirstPick = Arc::new(Mutex::new(None));
+        let take = |once: &Arc<Mutex<Option<Complete<R>>>>| -> Complete<R> {
+            let once = once.clone();
+            Box::new(move |ended, result| {
+                let c = once.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(c) = c {
+                    c(ended, result);
+                }
+            })
+        };
+        flight(take(&once), Vec::new(), Some(first.clone())).send();
+        let backup = flight(take(&once), Vec::new(), None);
+        inner.cluster.after(delay, move || {
+            let pending = once.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+            let inner = &backup.client.base.inner;
+            if pending && inner.budget.try_retry() {
+                inner.retries.fetch_add(1, Ordering::Relaxed);
+                let mut backup = backup;
+                if let Some(a) = *first.lock().unwrap_or_else(|p| p.into_inner()) {
+                    backup.tried.push(a);
+                }
+                backup.send();
+            }
+        });
     }
 
     /// Sends a oneway call: nothing comes back.
@@ -792,10 +828,30 @@ struct Flight<C: PayloadCodec, A, R> {
     tried: Vec<SocketAddr>,
     retries: u32,
     last_error: Option<CallError>,
-    watch: Option<Watch>,
+    /// Middleware watches the call: note each try's sequence id and request size.
+    watching: bool,
     method_breaker: Option<Arc<Breaker>>,
-    done: Box<dyn FnOnce(Result<R, CallError>) + Send>,
+    /// Where the first instance picked is noted, for a backup request to avoid it.
+    first: Option<FirstPick>,
+    /// The last failure was its instance's (whose breaker opened on it).
+    blamed: bool,
+    complete: Complete<R>,
 }
+
+/// How a call's last try ended, for its middlewares.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ended {
+    peer: Option<SocketAddr>,
+    seq_id: i32,
+    request_bytes: usize,
+    response_bytes: usize,
+}
+
+/// What runs once a call is over (middlewares, then the caller's callback).
+type Complete<R> = Box<dyn FnOnce(Ended, Result<R, CallError>) + Send>;
+
+/// The first instance a call was sent to.
+type FirstPick = Arc<Mutex<Option<SocketAddr>>>;
 
 impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
     /// Sends the call to an instance it has not tried yet.
@@ -807,7 +863,7 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
         let remaining = match self.deadline {
             Some(d) => match d.checked_duration_since(now) {
                 Some(r) if !r.is_zero() => Some(r),
-                _ => return self.finish(None, 0, Err(CallError::Timeout)),
+                _ => return self.finish(Ended::default(), Err(CallError::Timeout)),
             },
             None => None,
         };
@@ -829,9 +885,12 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
                     inner.cluster.service
                 ))),
             };
-            return self.finish(None, 0, Err(e));
+            return self.finish(Ended::default(), Err(e));
         };
         let ep = snap.endpoints[idx].clone();
+        if let Some(first) = self.first.take() {
+            *first.lock().unwrap_or_else(|p| p.into_inner()) = Some(ep.addr);
+        }
         if !ep.breaker.allow(now) {
             // Its half-open breaker is probing already: another instance.
             self.tried.push(ep.addr);
@@ -852,7 +911,7 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
         );
         // With middleware watching, the try's sequence id and request size (known only on
         // the connection's core) are noted for the call's end.
-        let sent = self.watch.as_ref().map(|_| Arc::new(AtomicU64::new(0)));
+        let sent = self.watching.then(|| Arc::new(AtomicU64::new(0)));
         let noted = sent.clone();
         let encode = move |out: &mut BytesMut, seq: i32| {
             let before = out.len();
@@ -869,11 +928,13 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
             let len = r.as_ref().map_or(0, Bytes::len);
             let result = r.and_then(|frame| self.client.decode::<R>(frame));
             let replied = len > 0;
-            if let (Some(w), Some(sent)) = (self.watch.as_mut(), &sent) {
-                let v = sent.load(Ordering::Relaxed);
-                w.call.seq_id = (v >> 32) as u32 as i32;
-                w.call.request_bytes = (v & 0xffff_ffff) as usize;
-            }
+            let v = sent.as_ref().map_or(0, |s| s.load(Ordering::Relaxed));
+            let ended = Ended {
+                peer: Some(ep.addr),
+                seq_id: (v >> 32) as u32 as i32,
+                request_bytes: (v & 0xffff_ffff) as usize,
+                response_bytes: len,
+            };
             ep.ended(latency, replied);
             // A call that failed here before reaching the instance (too large, queue
             // full) says nothing of it.
@@ -882,7 +943,12 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
                 Err(CallError::TooLarge(_) | CallError::QueueFull { .. })
             ) {
                 let failed = result.as_ref().err().is_some_and(policy::counts_as_failure);
-                ep.breaker.record(Instant::now(), failed);
+                let now = Instant::now();
+                ep.breaker.record(now, failed);
+                // A failure its instance's breaker now answers for is that instance's,
+                // not the method's: the method's breaker does not count it (else one bad
+                // instance of two would stop every call of the method).
+                self.blamed = failed && ep.breaker.is_open(now);
             }
             snap.picker.report(
                 idx,
@@ -894,7 +960,7 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
             );
             let e = match result {
                 Err(e) if self.may_retry(&e) => e,
-                r => return self.finish(Some(ep.addr), len, r),
+                r => return self.finish(ended, r),
             };
             if matches!(e, CallError::Connect(_)) {
                 snap.mark_down(idx);
@@ -926,26 +992,30 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
             }
     }
 
-    fn finish(self, peer: Option<SocketAddr>, len: usize, result: Result<R, CallError>) {
+    fn finish(self, ended: Ended, result: Result<R, CallError>) {
         if let Some(b) = &self.method_breaker {
             let failed = result.as_ref().err().is_some_and(policy::counts_as_failure);
-            b.record(Instant::now(), failed);
+            if !(failed && self.blamed) {
+                let n = self.client.base.inner.cluster.snapshot().endpoints.len();
+                b.record_scaled(Instant::now(), failed, n);
+            }
         }
-        finish(self.watch, peer, len, result, self.done);
+        (self.complete)(ended, result);
     }
 }
 
 /// Ends a call: its middlewares, then the caller's callback.
 fn finish<R>(
     watch: Option<Watch>,
-    peer: Option<SocketAddr>,
-    len: usize,
+    ended: Ended,
     result: Result<R, CallError>,
     done: impl FnOnce(Result<R, CallError>),
 ) {
     if let Some(mut w) = watch {
-        w.call.peer = peer;
-        w.end(result.as_ref().err(), len);
+        w.call.peer = ended.peer;
+        w.call.seq_id = ended.seq_id;
+        w.call.request_bytes = ended.request_bytes;
+        w.end(result.as_ref().err(), ended.response_bytes);
     }
     done(result)
 }
