@@ -196,3 +196,44 @@ fn a_reply_with_crrst_moves_the_client_to_a_new_connection() {
     assert_eq!(&c.echo(Bytes::from_static(b"two")).unwrap()[..], b"two");
     assert_eq!(server.join().unwrap(), 2);
 }
+
+/// The client's futures under tokio (a current-thread runtime: nothing may block it):
+/// many calls in flight at once, each resolved when its reply arrives, declared
+/// exceptions included.
+#[test]
+fn async_calls_work_under_tokio() {
+    let server = examples::echo_service::serve("127.0.0.1:0", 1).unwrap();
+    let addr = server.local_addr();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let c = interop::InteropClient::connect(addr).unwrap();
+        let t0 = std::time::Instant::now();
+        // 50 calls that each take 100 ms on the server, all in flight together.
+        let calls: Vec<_> = (0..50)
+            .map(|i| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let msg = Bytes::from(format!("m{i}"));
+                    let got = c.delayed_echo_async(msg.clone(), 100).await.unwrap();
+                    assert_eq!(got, msg);
+                })
+            })
+            .collect();
+        for h in calls {
+            h.await.unwrap();
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_millis(900),
+            "the calls overlapped: {:?}",
+            t0.elapsed()
+        );
+        // A declared exception arrives typed.
+        match c.fail_with_async(7, "seven".into()).await {
+            Err(netpoll_rpc::CallError::Declared(_)) => {}
+            other => panic!("expected the declared exception, got {other:?}"),
+        }
+    });
+}

@@ -403,6 +403,24 @@ fn client(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
             None => code.line(format!("self.0.call_with(\"{wire}\", {request}, done)")),
         }
         code.close("}");
+        code.line(format!(
+            "/// Calls `{idl}.{wire}`; the future resolves to its result (await it from any \
+             executor)."
+        ));
+        code.open(format!(
+            "pub async fn {}_async(&self{p}) -> ::std::result::Result<{}, {err}> {{",
+            m.rust_name, m.ret
+        ));
+        match &unpack {
+            Some((types, local)) => {
+                code.line(format!(
+                    "let r: {types}Result = self.0.call_async(\"{wire}\", {request}).await{widen}?;"
+                ));
+                code.line(format!("__{local}_unpack(r)"));
+            }
+            None => code.line(format!("self.0.call_async(\"{wire}\", {request}).await")),
+        }
+        code.close("}");
     }
     code.close("}");
 }

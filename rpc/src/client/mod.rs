@@ -15,6 +15,6 @@ pub use conn::{Done, Encode};
 pub use framing::{FrameReplies, KitexPbFraming, ReplyFraming, ReplySplit, ThriftFraming};
 pub use policy::{BreakerConfig, RetryOn, RetryPolicy};
 pub use typed::{
-    Client, ClientBuilder, ClientError, ClientTransport, PayloadCodec, PbClient, Protobuf, Request,
-    Response, Thrift, ThriftClient,
+    CallFuture, Client, ClientBuilder, ClientError, ClientTransport, PayloadCodec, PbClient,
+    Protobuf, Request, Response, Thrift, ThriftClient,
 };

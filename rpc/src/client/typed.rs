@@ -790,6 +790,23 @@ impl<C: PayloadCodec> Client<C> {
         });
     }
 
+    /// Calls `method` and returns a [`CallFuture`] of its response: await it from any
+    /// executor (tokio, async-std, a hand-written poll loop). The call runs on the client's
+    /// cores whatever the executor does; the future is woken when it ends.
+    pub fn call_async<A: Request<C>, R: Response<C> + Send + 'static>(
+        &self,
+        method: &'static str,
+        args: A,
+    ) -> CallFuture<R> {
+        let shared = Arc::new(Mutex::new(FutureState {
+            result: None,
+            waker: None,
+        }));
+        let completer = Completer(Some(shared.clone()));
+        self.call_with(method, args, move |r| completer.complete(r));
+        CallFuture { shared }
+    }
+
     /// Sends a oneway call: nothing comes back.
     pub fn oneway<A: Request<C>>(&self, method: &'static str, args: A) {
         let Ok((watch, meta)) = self.start(method) else {
@@ -813,6 +830,71 @@ impl<C: PayloadCodec> Client<C> {
         }
         if let Some(w) = watch {
             w.end(None, 0);
+        }
+    }
+}
+
+/// The response of a call made with [`Client::call_async`], as a `Future`.
+#[derive(Debug)]
+pub struct CallFuture<R> {
+    shared: Arc<Mutex<FutureState<R>>>,
+}
+
+#[derive(Debug)]
+struct FutureState<R> {
+    result: Option<Result<R, CallError>>,
+    waker: Option<std::task::Waker>,
+}
+
+/// Completes a [`CallFuture`]; dropped without completing (the client's runtime stopped
+/// with the call pending), it completes it with [`CallError::RuntimeStopped`] so that no
+/// future waits forever.
+struct Completer<R>(Option<Arc<Mutex<FutureState<R>>>>);
+
+impl<R> Completer<R> {
+    fn complete(mut self, r: Result<R, CallError>) {
+        if let Some(shared) = self.0.take() {
+            Self::set(&shared, r);
+        }
+    }
+
+    fn set(shared: &Mutex<FutureState<R>>, r: Result<R, CallError>) {
+        let waker = {
+            let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
+            st.result = Some(r);
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl<R> Drop for Completer<R> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            Self::set(&shared, Err(CallError::RuntimeStopped));
+        }
+    }
+}
+
+impl<R> std::future::Future for CallFuture<R> {
+    type Output = Result<R, CallError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let mut st = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        match st.result.take() {
+            Some(r) => std::task::Poll::Ready(r),
+            None => {
+                match &st.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => st.waker = Some(cx.waker().clone()),
+                }
+                std::task::Poll::Pending
+            }
         }
     }
 }

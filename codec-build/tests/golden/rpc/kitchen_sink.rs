@@ -1879,6 +1879,13 @@ pub mod kitchen_sink {
                     done(r.and_then(__BasePing_unpack)),
                 )
         }
+        /// Calls `Base.ping`; the future resolves to its result (await it from any executor).
+        pub async fn ping_async(
+            &self,
+        ) -> ::std::result::Result<(), ::netpoll_rpc::CallError> {
+            let r: BasePingResult = self.0.call_async("ping", BasePingArgs {}).await?;
+            __BasePing_unpack(r)
+        }
     }
     /// The arguments of `Store.fetch`: one field per parameter.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -2540,6 +2547,13 @@ pub mod kitchen_sink {
                     done(r.and_then(__StorePing_unpack)),
                 )
         }
+        /// Calls `Store.ping`; the future resolves to its result (await it from any executor).
+        pub async fn ping_async(
+            &self,
+        ) -> ::std::result::Result<(), ::netpoll_rpc::CallError> {
+            let r: BasePingResult = self.0.call_async("ping", BasePingArgs {}).await?;
+            __StorePing_unpack(r)
+        }
         /// Calls `Store.fetch` and waits for its result.
         pub fn fetch(
             &self,
@@ -2579,6 +2593,22 @@ pub mod kitchen_sink {
                     done(r.map_err(|e| e.widen()).and_then(__StoreFetch_unpack)),
                 )
         }
+        /// Calls `Store.fetch`; the future resolves to its result (await it from any executor).
+        pub async fn fetch_async(
+            &self,
+            id: i64,
+            min_level: ::std::option::Option<super::shared::Level>,
+        ) -> ::std::result::Result<
+            Everything,
+            ::netpoll_rpc::CallError<StoreFetchError>,
+        > {
+            let r: StoreFetchResult = self
+                .0
+                .call_async("fetch", StoreFetchArgs { id, min_level })
+                .await
+                .map_err(|e| e.widen())?;
+            __StoreFetch_unpack(r)
+        }
         /// Sends `Store.log` (oneway: nothing comes back).
         pub fn log(&self, line: ::netpoll_codec::ByteString) {
             self.0.oneway("log", StoreLogArgs { line })
@@ -2608,6 +2638,16 @@ pub mod kitchen_sink {
                         >|
                     done(r.and_then(__StoreTrees_unpack)),
                 )
+        }
+        /// Calls `Store.trees`; the future resolves to its result (await it from any executor).
+        pub async fn trees_async(
+            &self,
+        ) -> ::std::result::Result<::std::vec::Vec<Node>, ::netpoll_rpc::CallError> {
+            let r: StoreTreesResult = self
+                .0
+                .call_async("trees", StoreTreesArgs {})
+                .await?;
+            __StoreTrees_unpack(r)
         }
     }
 }

@@ -130,4 +130,11 @@ impl EchoClient {
     ) {
         self.0.call_with("Echo", req, done)
     }
+    /// Calls `Echo.Echo`; the future resolves to its result (await it from any executor).
+    pub async fn echo_async(
+        &self,
+        req: EchoRequest,
+    ) -> ::std::result::Result<EchoReply, ::netpoll_rpc::CallError> {
+        self.0.call_async("Echo", req).await
+    }
 }
