@@ -7,6 +7,7 @@
 
 pub mod echo_service;
 pub mod extensions;
+pub mod gateway;
 
 /// Code generated from the IDL by `codec-build` (see `build.rs`).
 #[allow(missing_docs, clippy::all)]

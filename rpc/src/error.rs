@@ -114,6 +114,17 @@ impl<E> CallError<E> {
     }
 }
 
+impl<E: fmt::Debug> From<CallError<E>> for crate::Status {
+    /// A failed downstream call as the status of the call being served (a gateway's
+    /// handler answering with what its backend said): the same kind, and the error's text.
+    fn from(e: CallError<E>) -> crate::Status {
+        match e {
+            CallError::Application(a) => crate::Status::from(a),
+            e => crate::Status::new(e.kind(), e.to_string()),
+        }
+    }
+}
+
 impl CallError {
     /// The same error, typed for a method whose declared exceptions are `E`.
     pub fn widen<E>(self) -> CallError<E> {

@@ -61,7 +61,7 @@ macro_rules! include_proto {
 /// Re-exports for generated code.
 #[doc(hidden)]
 pub mod __private {
-    pub use bytes::BytesMut;
+    pub use bytes::{Bytes, BytesMut};
     pub use netpoll_codec;
     pub use prost;
 }

@@ -338,6 +338,21 @@ fn client(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
     );
     code.line("Self(self.0.with_timeout(timeout))");
     code.close("}");
+    code.line(
+        "/// The same client for calls made while serving `ctx`: they get at most its \
+         caller's remaining time, and carry its persistent metadata on.",
+    );
+    code.open(format!(
+        "pub fn within(&self, ctx: &{rpc}::server::CallContext<'_>) -> Self {{"
+    ));
+    code.line("Self(self.0.within(ctx))");
+    code.close("}");
+    code.line("/// The same client, sending string header `key: value` with every call.");
+    code.open(format!(
+        "pub fn with_header(&self, key: &str, value: impl ::std::convert::Into<{rpc}::__private::Bytes>) -> Self {{"
+    ));
+    code.line("Self(self.0.with_header(key, value))");
+    code.close("}");
     code.line("/// The same client, with `key` for consistent hashing on its calls.");
     code.open("pub fn with_key(&self, key: u64) -> Self {");
     code.line("Self(self.0.with_key(key))");

@@ -318,6 +318,7 @@ impl ClientBuilder {
             }),
             timeout: self.channel.call_timeout,
             key: None,
+            headers: None,
         })
     }
 
@@ -374,6 +375,10 @@ struct BaseInner {
     runtime: Option<Arc<Runtime>>,
 }
 
+/// The prefix of TTHeader string headers that travel down a whole call chain (Kitex's
+/// persistent metainfo).
+pub const PERSIST_PREFIX: &str = "RPC_PERSIST_";
+
 /// How long dropping a client waits for what it queued (oneway calls, say) to be sent,
 /// and for calls in flight. Dropped on an event-loop thread, the wait happens on a thread
 /// of its own instead.
@@ -410,6 +415,9 @@ struct Base {
     timeout: Option<Duration>,
     /// The consistent-hashing key of the calls, if given.
     key: Option<u64>,
+    /// Headers every call of this handle carries (persistent metadata inherited from the
+    /// call being served, or set with `with_header`).
+    headers: Option<Arc<Metadata>>,
 }
 
 impl fmt::Debug for Base {
@@ -647,6 +655,37 @@ impl<C: PayloadCodec> Client<C> {
         c
     }
 
+    /// The same client, for calls made while serving `ctx` (from inside a handler): they
+    /// get at most the time the caller of `ctx` has left, and carry on its persistent
+    /// metadata (TTHeader string headers named `RPC_PERSIST_*`, as Kitex's metainfo
+    /// propagates them down a call chain).
+    pub fn within(&self, ctx: &crate::server::CallContext<'_>) -> Self {
+        let mut c = self.clone();
+        if let Some(d) = ctx.deadline() {
+            let left = d.saturating_duration_since(Instant::now());
+            c.base.timeout = Some(c.base.timeout.map_or(left, |t| t.min(left)));
+        }
+        if let Some(tt) = ctx.ttheader() {
+            for (k, v) in tt.str_headers() {
+                if k.starts_with(PERSIST_PREFIX.as_bytes()) {
+                    let k = String::from_utf8_lossy(k).into_owned();
+                    c = c.with_header(&k, Bytes::copy_from_slice(v));
+                }
+            }
+        }
+        c
+    }
+
+    /// The same client, sending header `key: value` (a TTHeader string header) with every
+    /// call. Name it `RPC_PERSIST_...` for it to travel on down a call chain.
+    pub fn with_header(&self, key: &str, value: impl Into<Bytes>) -> Self {
+        let mut c = self.clone();
+        let mut m = c.base.headers.as_deref().cloned().unwrap_or_default();
+        m.insert(key, value);
+        c.base.headers = Some(Arc::new(m));
+        c
+    }
+
     /// Calls answered by each current instance so far (for load reports).
     pub fn answered_by_instance(&self) -> Vec<(SocketAddr, u64)> {
         self.base.inner.cluster.answered()
@@ -659,7 +698,7 @@ impl<C: PayloadCodec> Client<C> {
 
     /// Starts the client's middlewares on a call of `method`.
     fn start(&self, method: &'static str) -> Result<(Option<Watch>, Metadata), CallError> {
-        let mut meta = Metadata::default();
+        let mut meta = self.base.headers.as_deref().cloned().unwrap_or_default();
         if self.base.inner.middleware.is_empty() {
             return Ok((None, meta));
         }

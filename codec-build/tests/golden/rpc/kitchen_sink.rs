@@ -1851,6 +1851,18 @@ pub mod kitchen_sink {
         ) -> Self {
             Self(self.0.with_timeout(timeout))
         }
+        /// The same client for calls made while serving `ctx`: they get at most its caller's remaining time, and carry its persistent metadata on.
+        pub fn within(&self, ctx: &::netpoll_rpc::server::CallContext<'_>) -> Self {
+            Self(self.0.within(ctx))
+        }
+        /// The same client, sending string header `key: value` with every call.
+        pub fn with_header(
+            &self,
+            key: &str,
+            value: impl ::std::convert::Into<::netpoll_rpc::__private::Bytes>,
+        ) -> Self {
+            Self(self.0.with_header(key, value))
+        }
         /// The same client, with `key` for consistent hashing on its calls.
         pub fn with_key(&self, key: u64) -> Self {
             Self(self.0.with_key(key))
@@ -2518,6 +2530,18 @@ pub mod kitchen_sink {
             timeout: ::std::option::Option<::std::time::Duration>,
         ) -> Self {
             Self(self.0.with_timeout(timeout))
+        }
+        /// The same client for calls made while serving `ctx`: they get at most its caller's remaining time, and carry its persistent metadata on.
+        pub fn within(&self, ctx: &::netpoll_rpc::server::CallContext<'_>) -> Self {
+            Self(self.0.within(ctx))
+        }
+        /// The same client, sending string header `key: value` with every call.
+        pub fn with_header(
+            &self,
+            key: &str,
+            value: impl ::std::convert::Into<::netpoll_rpc::__private::Bytes>,
+        ) -> Self {
+            Self(self.0.with_header(key, value))
         }
         /// The same client, with `key` for consistent hashing on its calls.
         pub fn with_key(&self, key: u64) -> Self {

@@ -1,0 +1,122 @@
+//! Calls from inside a handler: a gateway whose handler calls the hello service behind
+//! it. The backend sees the caller's remaining time and persistent metadata; a blocking
+//! call made on a netpoll core fails at once, saying why.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use examples::gateway::Gateway;
+use examples::gen::pb::hello::{register_hello, Hello, HelloClient, Request, Response};
+use netpoll_rpc::client::ClientBuilder;
+use netpoll_rpc::server::Server;
+use netpoll_rpc::{CallContext, CallError, Reply, Status};
+
+/// What the backend saw of each call.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    timeout: Option<Duration>,
+    user: Option<String>,
+    transient: Option<String>,
+}
+
+#[derive(Clone, Default)]
+struct Backend(Arc<Mutex<Vec<Seen>>>);
+
+impl Hello for Backend {
+    fn say_hello(&self, ctx: &CallContext<'_>, req: Request) -> Reply<Response> {
+        let header = |k: &str| {
+            ctx.ttheader()
+                .and_then(|t| t.str_header(k))
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+        };
+        self.0.lock().unwrap().push(Seen {
+            timeout: ctx.timeout(),
+            user: header("RPC_PERSIST_user"),
+            transient: header("x-only-one-hop"),
+        });
+        Reply::ok(Response {
+            message: format!("Hello {}", req.name),
+        })
+    }
+}
+
+/// A handler that calls its backend the blocking way, on its core.
+struct Blocking(HelloClient);
+
+impl Hello for Blocking {
+    fn say_hello(&self, _ctx: &CallContext<'_>, req: Request) -> Reply<Response> {
+        match self.0.say_hello(req) {
+            Ok(r) => Reply::ok(r),
+            Err(e) => Reply::err(Status::from(e)),
+        }
+    }
+}
+
+#[test]
+fn a_gateway_calls_its_backend_with_the_callers_deadline_and_metadata() {
+    let seen = Backend::default();
+    let backend = register_hello(Server::builder().addr("127.0.0.1:0").cores(1), seen.clone())
+        .start()
+        .unwrap();
+    let to_backend = HelloClient::new(
+        "hello-service",
+        ClientBuilder::default()
+            .host_ports([backend.local_addr()])
+            .call_timeout(Some(Duration::from_secs(30))),
+    )
+    .unwrap();
+    let gateway = register_hello(
+        Server::builder().addr("127.0.0.1:0").cores(1),
+        Gateway {
+            backend: to_backend.clone(),
+        },
+    )
+    .start()
+    .unwrap();
+    let client = HelloClient::new(
+        "gateway",
+        ClientBuilder::default()
+            .host_ports([gateway.local_addr()])
+            .call_timeout(Some(Duration::from_secs(2))),
+    )
+    .unwrap();
+    let client = client
+        .with_header("RPC_PERSIST_user", "alice")
+        .with_header("x-only-one-hop", "gateway only");
+    let r = client
+        .say_hello(Request {
+            name: "Kitex".into(),
+        })
+        .unwrap();
+    assert_eq!(r.message, "Hello Kitex", "relayed by the gateway");
+    let s = seen.0.lock().unwrap()[0].clone();
+    let t = s.timeout.expect("the backend call carries a deadline");
+    assert!(
+        t <= Duration::from_secs(2) && t > Duration::from_millis(1500),
+        "the caller's 2 s, less the time spent, not the gateway client's 30 s: {t:?}"
+    );
+    assert_eq!(
+        s.user.as_deref(),
+        Some("alice"),
+        "persistent metadata travels on"
+    );
+    assert_eq!(s.transient, None, "other headers stop at the gateway");
+
+    // A handler calling the blocking way on its core is refused at once.
+    let blocking = register_hello(
+        Server::builder().addr("127.0.0.1:0").cores(1),
+        Blocking(to_backend),
+    )
+    .start()
+    .unwrap();
+    let c = HelloClient::connect(blocking.local_addr()).unwrap();
+    let t0 = std::time::Instant::now();
+    match c.say_hello(Request { name: "x".into() }) {
+        Err(CallError::Application(e)) => assert!(
+            e.message.contains("blocking call on an event-loop thread"),
+            "{e:?}"
+        ),
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(1), "refused at once");
+}
