@@ -237,3 +237,63 @@ fn async_calls_work_under_tokio() {
         }
     });
 }
+
+/// Connection upkeep: a connection without calls is closed after the idle timeout (the
+/// server sees the client leave), and the next call opens a new one. Warm-up connects
+/// before the first call.
+#[test]
+fn idle_connections_close_and_warm_up_connects_early() {
+    let server = examples::echo_service::serve("127.0.0.1:0", 1).unwrap();
+    let c = echo::EchoClient::from_builder(
+        ClientBuilder::new(server.local_addr())
+            .idle_timeout(Some(Duration::from_millis(200)))
+            .warm_up(true),
+    )
+    .unwrap();
+    c.echo(Bytes::from_static(b"a")).unwrap();
+    // Idle: the client closes its connection.
+    let t0 = std::time::Instant::now();
+    while server.close_counts().peer_closed == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "the idle connection is closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The next call reconnects.
+    assert_eq!(&c.echo(Bytes::from_static(b"b")).unwrap()[..], b"b");
+
+    // Warm-up: the client connects when it is built, before any call.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _warm = echo::EchoClient::from_builder(
+        ClientBuilder::new(listener.local_addr().unwrap()).warm_up(true),
+    )
+    .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let t0 = std::time::Instant::now();
+    while listener.accept().is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "a warmed-up client connects before its first call"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A client whose instances come from DNS (the system resolver): `localhost:PORT`.
+#[test]
+fn a_dns_resolver_finds_the_service() {
+    use netpoll_rpc::discovery::{DnsResolver, Resolver};
+    let server = examples::echo_service::serve("127.0.0.1:0", 1).unwrap();
+    let name = format!("localhost:{}", server.local_addr().port());
+    let r = DnsResolver::new([name.clone()]).interval(Duration::from_millis(100));
+    let found = r.resolve("echo").unwrap();
+    assert!(
+        found.iter().any(|i| i.addr == server.local_addr()),
+        "{name} resolves to the server: {found:?}"
+    );
+    let c = echo::EchoClient::new("echo", ClientBuilder::default().resolver(r)).unwrap();
+    for _ in 0..5 {
+        assert_eq!(&c.echo(Bytes::from_static(b"dns")).unwrap()[..], b"dns");
+    }
+}

@@ -24,6 +24,9 @@ pub struct ChannelConfig {
     /// Bytes of requests a connection may have queued and not yet taken by the server;
     /// a call beyond that fails at once with [`CallError::QueueFull`]. Default 16 MiB.
     pub max_queued_bytes: usize,
+    /// A connection without calls for this long is closed (the next call opens a new
+    /// one). Default 60 s; `None` keeps connections open.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for ChannelConfig {
@@ -33,6 +36,7 @@ impl Default for ChannelConfig {
             connect_timeout: Duration::from_secs(1),
             call_timeout: Some(Duration::from_secs(5)),
             max_queued_bytes: 16 << 20,
+            idle_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -198,6 +202,7 @@ impl Inner {
         let handler = Box::new(ClientConn::new(
             self.framing.clone(),
             self.cfg.max_queued_bytes,
+            self.cfg.idle_timeout,
         ));
         let id = core.connect(self.addr, Some(self.cfg.connect_timeout), handler)?;
         *guard = Some(id);

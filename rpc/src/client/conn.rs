@@ -41,10 +41,21 @@ pub(crate) struct ClientConn {
     /// The server asked us to move away (TTHeader `crrst`): take no new calls, close once
     /// the calls in flight are answered.
     pub(crate) retiring: bool,
+    /// Close the connection after this long without calls.
+    idle_timeout: Option<Duration>,
+    /// When the last call was sent or answered.
+    last_active: std::time::Instant,
 }
 
+/// The timer token of the idle check (call timers use sequence ids, below 2^32).
+const IDLE_TOKEN: u64 = 1 << 63;
+
 impl ClientConn {
-    pub(crate) fn new(framing: Arc<dyn ReplyFraming>, max_queued: usize) -> Self {
+    pub(crate) fn new(
+        framing: Arc<dyn ReplyFraming>,
+        max_queued: usize,
+        idle_timeout: Option<Duration>,
+    ) -> Self {
         ClientConn {
             framing,
             next_seq: 0,
@@ -53,6 +64,8 @@ impl ClientConn {
             withdrawn: std::collections::BTreeMap::new(),
             max_queued,
             retiring: false,
+            idle_timeout,
+            last_active: std::time::Instant::now(),
         }
     }
 
@@ -95,6 +108,7 @@ impl ClientConn {
             return;
         }
         self.next_seq = seq.wrapping_add(1);
+        self.last_active = conn.now();
         let before = conn.unsent_len();
         if let Err(e) = encode(conn.output(), seq) {
             // An encoder must leave the output as it was; make sure of it.
@@ -198,6 +212,7 @@ impl Handler for ClientConn {
                     if !self.retiring && self.framing.asks_to_reconnect(&frame) {
                         self.retiring = true;
                     }
+                    self.last_active = conn.now();
                     // A reply nobody waits for (its call timed out) is dropped.
                     if let Some(p) = self.pending.remove(&seq) {
                         if let Some(t) = p.timer {
@@ -219,7 +234,26 @@ impl Handler for ClientConn {
         }
     }
 
+    fn on_open(&mut self, conn: &mut Conn<'_>) {
+        if let Some(t) = self.idle_timeout {
+            conn.set_timer(conn.now() + t, IDLE_TOKEN);
+        }
+    }
+
     fn on_timer(&mut self, conn: &mut Conn<'_>, token: u64) {
+        if token == IDLE_TOKEN {
+            let Some(t) = self.idle_timeout else { return };
+            let idle = conn.now().saturating_duration_since(self.last_active);
+            if self.pending.is_empty() && idle >= t {
+                tracing::debug!(idle = ?idle, "closing an idle client connection");
+                self.retiring = true;
+                conn.close();
+            } else {
+                let next = (self.last_active + t).max(conn.now() + Duration::from_millis(10));
+                conn.set_timer(next, IDLE_TOKEN);
+            }
+            return;
+        }
         if let Some(p) = self.pending.remove(&(token as u32 as i32)) {
             self.withdraw(conn, &p);
             (p.done)(Err(CallError::Timeout));

@@ -221,6 +221,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Closes a connection after this long without calls (default 60 s; `None`: never).
+    pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
+        self.channel.idle_timeout = t;
+        self
+    }
+
     /// Largest request and reply frame.
     pub fn max_frame(mut self, bytes: usize) -> Self {
         self.max_frame = bytes;
