@@ -454,6 +454,8 @@ fn p2c_avoids_a_slow_instance_and_backup_requests_cut_the_tail() {
             .host_ports(list)
             .retry(RetryPolicy {
                 backup_after: backup,
+                // "wrr-q": backups after the client's own median latency.
+                backup_quantile: (lb == "wrr-q").then_some(0.5),
                 budget_ratio: 1.0,
                 ..RetryPolicy::default().idempotent("echo")
             });
@@ -469,9 +471,14 @@ fn p2c_avoids_a_slow_instance_and_backup_requests_cut_the_tail() {
     let (wrr_p99, wrr) = timed_calls(&make("wrr", None), 8, 1200);
     let (p2c_p99, p2c) = timed_calls(&make("p2c", None), 8, 1200);
     let (backup_p99, _) = timed_calls(&make("wrr", Some(Duration::from_millis(3))), 8, 1200);
+    // The quantile needs 100 replies first (until then backups wait 10 ms).
+    let q = make("wrr-q", None);
+    timed_calls(&q, 8, 200);
+    let (quantile_p99, _) = timed_calls(&q, 8, 1200);
     println!(
         "slow instance's share: wrr {:.3}, p2c {:.3}; p99: wrr {wrr_p99:?}, p2c {p2c_p99:?}, \
-         wrr with 3 ms backup requests {backup_p99:?}",
+         wrr with 3 ms backup requests {backup_p99:?}, with backups at the median \
+         {quantile_p99:?}",
         share(&wrr),
         share(&p2c)
     );
@@ -483,6 +490,10 @@ fn p2c_avoids_a_slow_instance_and_backup_requests_cut_the_tail() {
     assert!(
         backup_p99 * 2 < wrr_p99,
         "backup requests cut the p99: {backup_p99:?} vs {wrr_p99:?}"
+    );
+    assert!(
+        quantile_p99 * 2 < wrr_p99,
+        "backups at a latency quantile cut the p99: {quantile_p99:?} vs {wrr_p99:?}"
     );
 }
 

@@ -38,6 +38,10 @@ pub struct RetryPolicy {
     /// another instance and take the first reply (the other is dropped). It costs one
     /// retry from the budget. `None` (default): off. Only for idempotent methods.
     pub backup_after: Option<Duration>,
+    /// Backup requests after the client's own latency at this quantile (0.99: a copy
+    /// goes out when a call is slower than 99% of recent ones), once it has seen 100
+    /// replies; `backup_after` (or 10 ms) until then. `None` (default): a fixed delay only.
+    pub backup_quantile: Option<f64>,
     /// Retries may add at most this fraction of the calls made
     /// (over the last 10 s, shared by every method), plus `min_retries_per_sec`: under a
     /// failure storm retries stop instead of multiplying the load. Default 0.1.
@@ -55,6 +59,7 @@ impl Default for RetryPolicy {
             retry_on: RetryOn::Unsent,
             methods: HashMap::new(),
             backup_after: None,
+            backup_quantile: None,
             budget_ratio: 0.1,
             min_retries_per_sec: 10,
         }
@@ -396,6 +401,19 @@ mod tests {
     }
 
     #[test]
+    fn latency_quantiles_are_within_an_eighth() {
+        let l = Latencies::new();
+        for us in 1..=10_000u64 {
+            l.record(Duration::from_micros(us));
+        }
+        let p99 = l.quantile(0.99, 100).unwrap().as_micros() as f64;
+        assert!((9900.0..=9900.0 * 1.13).contains(&p99), "{p99}");
+        let p50 = l.quantile(0.5, 100).unwrap().as_micros() as f64;
+        assert!((5000.0..=5000.0 * 1.13).contains(&p50), "{p50}");
+        assert!(Latencies::new().quantile(0.5, 1).is_none());
+    }
+
+    #[test]
     fn the_budget_caps_retries_at_its_ratio() {
         let budget = RetryBudget::new(0.1, 0);
         for _ in 0..1000 {
@@ -420,5 +438,67 @@ mod tests {
             d >= Duration::from_millis(20) && d <= Duration::from_millis(40),
             "{d:?}"
         );
+    }
+}
+
+/// The latencies of a client's calls, in log-linear buckets (8 per power of two of
+/// microseconds, to about 1.1 hours), for latency quantiles without locks.
+#[derive(Debug)]
+pub(crate) struct Latencies {
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+}
+
+const SUB: u32 = 8;
+
+impl Latencies {
+    pub(crate) fn new() -> Self {
+        Latencies {
+            buckets: (0..32 * SUB).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    fn bucket(us: u64) -> usize {
+        if us < SUB as u64 {
+            return us as usize;
+        }
+        let exp = 63 - us.leading_zeros(); // >= 3
+        let frac = (us >> (exp - 3)) & (SUB as u64 - 1);
+        (((exp - 2) * SUB) as u64 + frac).min(32 * SUB as u64 - 1) as usize
+    }
+
+    /// The smallest latency of bucket `i` (microseconds).
+    fn floor(i: usize) -> u64 {
+        let i = i as u64;
+        if i < SUB as u64 {
+            return i;
+        }
+        let exp = i / SUB as u64 + 2;
+        let frac = i % SUB as u64;
+        (1 << exp) | (frac << (exp - 3))
+    }
+
+    pub(crate) fn record(&self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        self.buckets[Self::bucket(us)].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The latency at quantile `q` (an upper bound within 1/8), once `min` were seen.
+    pub(crate) fn quantile(&self, q: f64, min: u64) -> Option<Duration> {
+        let n = self.count.load(Ordering::Relaxed);
+        if n < min {
+            return None;
+        }
+        let target = (q.clamp(0.0, 1.0) * n as f64).ceil() as u64;
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Ordering::Relaxed);
+            if seen >= target {
+                return Some(Duration::from_micros(Self::floor(i + 1)));
+            }
+        }
+        None
     }
 }

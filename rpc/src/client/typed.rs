@@ -312,6 +312,7 @@ impl ClientBuilder {
                 retry: self.retry,
                 method_breakers: breaker.map(|cfg| (cfg, Mutex::new(HashMap::new()))),
                 retries: AtomicU64::new(0),
+                latencies: policy::Latencies::new(),
                 to_service: ByteString::from(destination),
                 transport,
                 payload,
@@ -368,6 +369,8 @@ struct BaseInner {
     method_breakers: Option<MethodBreakers>,
     /// Retries made.
     retries: AtomicU64,
+    /// Latencies of successful tries (for backup requests at a quantile).
+    latencies: policy::Latencies,
     /// The destination service (TTHeader to-service).
     to_service: ByteString,
     transport: Transport,
@@ -803,7 +806,14 @@ impl<C: PayloadCodec> Client<C> {
                 blamed: false,
                 complete,
             };
-        let Some(delay) = inner.retry.backup_after else {
+        let quantile = inner.retry.backup_quantile.map(|q| {
+            inner
+                .latencies
+                .quantile(q, 100)
+                .or(inner.retry.backup_after)
+                .unwrap_or(Duration::from_millis(10))
+        });
+        let Some(delay) = quantile.or(inner.retry.backup_after) else {
             return flight(Box::new(complete), Vec::new(), None).send();
         };
         // A backup request: if no reply came within `delay`, a copy goes to another
@@ -1063,6 +1073,10 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
                 response_bytes: len,
             };
             ep.ended(latency, replied);
+            let inner = &self.client.base.inner;
+            if result.is_ok() && inner.retry.backup_quantile.is_some() {
+                inner.latencies.record(latency);
+            }
             // A call that failed here before reaching the instance (too large, queue
             // full) says nothing of it.
             if !matches!(
