@@ -58,7 +58,7 @@ mod token;
 mod wake;
 
 pub use crate::conn::{Conn, ConnId};
-pub use crate::core::{current_core, Core};
+pub use crate::core::{current_core, now, Core};
 pub use crate::error::BuildError;
 pub use crate::handler::{CloseReason, Handler};
 pub use crate::input::Input;

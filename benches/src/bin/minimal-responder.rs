@@ -7,7 +7,10 @@
 //! cargo run --release -p benches --bin minimal-responder -- 127.0.0.1:9000 0
 //! cargo run --release --example netpoll_echo -- --client-only 127.0.0.1:9000
 //! ```
-//! Arguments: listen address, and the CPU to pin to (optional).
+//! Arguments: listen address, the CPU to pin to (optional), and `thrift` (optional): then
+//! each frame is taken as a Framed binary Thrift call of a method with one field and
+//! answered as its REPLY (the same bytes with the message type and the field id patched:
+//! what `Echo.echo` returns), so that RPC clients that check replies can be driven too.
 
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -32,7 +35,9 @@ struct Conn {
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:9000".into());
-    if let Some(cpu) = args.next().and_then(|c| c.parse::<usize>().ok()) {
+    let cpu = args.next();
+    let thrift = args.next().as_deref() == Some("thrift");
+    if let Some(cpu) = cpu.and_then(|c| c.parse::<usize>().ok()) {
         // SAFETY: cpu_set_t is plain data; the call reads a live, correctly sized set.
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -133,7 +138,11 @@ fn main() -> std::io::Result<()> {
                             }
                             break;
                         }
+                        let start = c.out.len();
                         c.out.extend_from_slice(&c.inbuf[pos..pos + total]);
+                        if thrift {
+                            reply_in_place(&mut c.out[start..]);
+                        }
                         pos += total;
                     }
                     c.inbuf.copy_within(pos..c.filled, 0);
@@ -160,6 +169,24 @@ fn main() -> std::io::Result<()> {
             }
         }
     }
+}
+
+/// Turns a Framed strict-binary Thrift CALL into its REPLY, in place: message type 1 -> 2,
+/// and the first field's id -> 0 (the result struct's `success`). Frames of another shape
+/// are left as they are.
+fn reply_in_place(f: &mut [u8]) {
+    // length(4) version+type(4) name-length(4) name seq(4) field-type(1) field-id(2)
+    if f.len() < 12 || f[4] != 0x80 || f[5] != 0x01 {
+        return;
+    }
+    let name = u32::from_be_bytes([f[8], f[9], f[10], f[11]]) as usize;
+    let id = 12 + name + 4 + 1;
+    if f.len() < id + 2 {
+        return;
+    }
+    f[7] = 2;
+    f[id] = 0;
+    f[id + 1] = 0;
 }
 
 fn arm_recv(ring: &mut IoUring, conns: &mut [Option<Conn>], idx: usize) {

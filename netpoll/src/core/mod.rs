@@ -59,6 +59,16 @@ pub(crate) use accept::Listener;
 
 thread_local! {
     static CURRENT_CORE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    /// The loop clock of the core running on this thread.
+    static LOOP_NOW: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// The time: on a core's thread, its loop clock (read once per loop turn, so calling it
+/// costs a thread-local read instead of a clock read); elsewhere, `Instant::now()`. For
+/// code that runs per call and needs time at the granularity of a loop turn (latency
+/// averages, breaker windows, deadlines).
+pub fn now() -> Instant {
+    LOOP_NOW.with(|c| c.get()).unwrap_or_else(Instant::now)
 }
 
 /// The index of the core running on this thread, if this is a core's thread. Code that
@@ -396,6 +406,7 @@ impl Core {
             }
             self.wait()?;
             self.now = Instant::now();
+            LOOP_NOW.with(|c| c.set(Some(self.now)));
             self.complete();
             self.run_timers();
             self.run_tasks();
@@ -708,6 +719,7 @@ impl Core {
 impl Drop for Core {
     fn drop(&mut self) {
         CURRENT_CORE.with(|c| c.set(None));
+        LOOP_NOW.with(|c| c.set(None));
         if self.kernel_ops == 0 {
             // SAFETY: the pool is not used after this point, and no operation the kernel
             // could still complete refers to its memory.

@@ -69,7 +69,9 @@ pub(crate) struct Snapshot {
 
 impl Snapshot {
     fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        netpoll::now()
+            .saturating_duration_since(self.start)
+            .as_millis() as u64
     }
 
     /// The instance for `call`, skipping `tried` ones; if the picker finds none usable,
@@ -122,7 +124,7 @@ impl InstanceState for Snapshot {
     fn available(&self, index: usize) -> bool {
         let e = &self.endpoints[index];
         e.down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
-            && !e.breaker.is_open(Instant::now())
+            && !e.breaker.is_open(netpoll::now())
     }
 }
 
@@ -169,7 +171,7 @@ pub(crate) struct ClusterConfig {
 impl Cluster {
     /// Resolves the service and follows its changes.
     pub(crate) fn start(c: ClusterConfig) -> Arc<Cluster> {
-        let start = Instant::now();
+        let start = netpoll::now();
         let empty: Arc<[Instance]> = Arc::from(Vec::new());
         let cluster = Arc::new(Cluster {
             service: c.service,
@@ -331,12 +333,12 @@ fn refresh_thread(
         .name("rpc-resolve".into())
         .spawn(move || loop {
             // Sleep in short steps so a dropped client does not keep the thread long.
-            let until = Instant::now() + every;
-            while Instant::now() < until {
+            let until = netpoll::now() + every;
+            while netpoll::now() < until {
                 if stopped.load(Ordering::Relaxed) {
                     return;
                 }
-                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
+                std::thread::sleep((until - netpoll::now()).min(Duration::from_millis(100)));
             }
             let Some(c) = cluster.upgrade() else { return };
             match resolver.resolve(&c.service) {

@@ -2,7 +2,7 @@
 //! method, under a [`RetryBudget`] shared by every method) and [`BreakerConfig`] for the circuit breakers kept per instance and per method.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -156,7 +156,9 @@ impl RetryBudget {
     }
 
     fn bucket(&self) -> &Bucket {
-        let sec = self.start.elapsed().as_secs();
+        let sec = netpoll::now()
+            .saturating_duration_since(self.start)
+            .as_secs();
         let b = &self.buckets[(sec % 10) as usize];
         let seen = b.second.load(Ordering::Relaxed);
         if seen != sec
@@ -177,7 +179,9 @@ impl RetryBudget {
 
     /// Takes one retry from the budget, if it has room.
     pub(crate) fn try_retry(&self) -> bool {
-        let now = self.start.elapsed().as_secs();
+        let now = netpoll::now()
+            .saturating_duration_since(self.start)
+            .as_secs();
         let (mut calls, mut retries) = (0u64, 0u64);
         for b in &self.buckets {
             if now.saturating_sub(b.second.load(Ordering::Relaxed)) < 10 {
@@ -234,46 +238,55 @@ impl BreakerConfig {
 
 /// A circuit breaker: closed (calls pass, failures counted), open (calls fail at once)
 /// and half-open (one probe at a time; enough successes close it, a failure reopens it).
+///
+/// The closed state, where a breaker spends nearly all its time, is counted with atomics
+/// only: a call through a healthy breaker takes no lock.
 #[derive(Debug)]
 pub(crate) struct Breaker {
     cfg: Arc<BreakerConfig>,
+    /// Not closed (open or half-open): the slow path decides.
+    tripped: AtomicBool,
+    /// Closed state: when the window started (ms since `base`), and its counts.
+    since_ms: AtomicU64,
+    calls: AtomicU64,
+    errors: AtomicU64,
+    base: Instant,
     state: Mutex<BreakerState>,
 }
 
 #[derive(Debug)]
 enum BreakerState {
-    Closed {
-        since: Instant,
-        calls: u64,
-        errors: u64,
-    },
-    Open {
-        until: Instant,
-    },
-    HalfOpen {
-        probing: bool,
-        passed: u32,
-    },
+    Closed,
+    Open { until: Instant },
+    HalfOpen { probing: bool, passed: u32 },
 }
 
 impl Breaker {
     pub(crate) fn new(cfg: Arc<BreakerConfig>) -> Self {
         Breaker {
             cfg,
-            state: Mutex::new(BreakerState::Closed {
-                since: Instant::now(),
-                calls: 0,
-                errors: 0,
-            }),
+            tripped: AtomicBool::new(false),
+            since_ms: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            base: Instant::now(),
+            state: Mutex::new(BreakerState::Closed),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether a call may go through now; a `true` in half-open state is the probe, and
     /// the caller must [`record`](Breaker::record) its end.
     pub(crate) fn allow(&self, now: Instant) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.tripped.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut s = self.lock();
         match &mut *s {
-            BreakerState::Closed { .. } => true,
+            BreakerState::Closed => true,
             BreakerState::Open { until } if now < *until => false,
             BreakerState::Open { .. } => {
                 *s = BreakerState::HalfOpen {
@@ -288,9 +301,11 @@ impl Breaker {
 
     /// Whether calls would be refused now (without taking a probe).
     pub(crate) fn is_open(&self, now: Instant) -> bool {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match &*s {
-            BreakerState::Closed { .. } => false,
+        if !self.tripped.load(Ordering::Acquire) {
+            return false;
+        }
+        match &*self.lock() {
+            BreakerState::Closed => false,
             BreakerState::Open { until } => now < *until,
             BreakerState::HalfOpen { probing, .. } => *probing,
         }
@@ -306,45 +321,58 @@ impl Breaker {
     /// trips its own breaker first and is taken out, instead of the method's.
     pub(crate) fn record_scaled(&self, now: Instant, failed: bool, n: usize) {
         let cfg = &self.cfg;
-        let min_samples = cfg.min_samples.saturating_mul(n.max(1) as u64);
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match &mut *s {
-            BreakerState::Closed {
-                since,
-                calls,
-                errors,
-            } => {
-                if now.duration_since(*since) > cfg.window {
-                    *since = now;
-                    *calls = 0;
-                    *errors = 0;
-                }
-                *calls += 1;
-                *errors += failed as u64;
-                if *calls >= min_samples && *errors as f64 >= cfg.error_rate * *calls as f64 {
-                    tracing::warn!(calls = *calls, errors = *errors, "circuit breaker opens");
+        if !self.tripped.load(Ordering::Acquire) {
+            // Closed: count in the current window (a new window resets the counts; a
+            // racing update may land in either window, which is harmless).
+            let ms = now.saturating_duration_since(self.base).as_millis() as u64;
+            let since = self.since_ms.load(Ordering::Relaxed);
+            if ms.saturating_sub(since) > cfg.window.as_millis() as u64
+                && self
+                    .since_ms
+                    .compare_exchange(since, ms, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.calls.store(0, Ordering::Relaxed);
+                self.errors.store(0, Ordering::Relaxed);
+            }
+            let calls = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+            let errors = if failed {
+                self.errors.fetch_add(1, Ordering::Relaxed) + 1
+            } else {
+                self.errors.load(Ordering::Relaxed)
+            };
+            let min_samples = cfg.min_samples.saturating_mul(n.max(1) as u64);
+            if failed && calls >= min_samples && errors as f64 >= cfg.error_rate * calls as f64 {
+                let mut s = self.lock();
+                if matches!(*s, BreakerState::Closed) {
+                    tracing::warn!(calls, errors, "circuit breaker opens");
                     *s = BreakerState::Open {
                         until: now + cfg.cooldown,
                     };
+                    self.tripped.store(true, Ordering::Release);
                 }
             }
-            BreakerState::Open { .. } => {}
-            BreakerState::HalfOpen { probing, passed } => {
-                *probing = false;
-                if failed {
-                    *s = BreakerState::Open {
-                        until: now + cfg.cooldown,
-                    };
-                } else {
-                    *passed += 1;
-                    if *passed >= cfg.probes {
-                        tracing::info!("circuit breaker closes");
-                        *s = BreakerState::Closed {
-                            since: now,
-                            calls: 0,
-                            errors: 0,
-                        };
-                    }
+            return;
+        }
+        let mut s = self.lock();
+        if let BreakerState::HalfOpen { probing, passed } = &mut *s {
+            *probing = false;
+            if failed {
+                *s = BreakerState::Open {
+                    until: now + cfg.cooldown,
+                };
+            } else {
+                *passed += 1;
+                if *passed >= cfg.probes {
+                    tracing::info!("circuit breaker closes");
+                    *s = BreakerState::Closed;
+                    self.calls.store(0, Ordering::Relaxed);
+                    self.errors.store(0, Ordering::Relaxed);
+                    self.since_ms.store(
+                        now.saturating_duration_since(self.base).as_millis() as u64,
+                        Ordering::Relaxed,
+                    );
+                    self.tripped.store(false, Ordering::Release);
                 }
             }
         }

@@ -671,7 +671,7 @@ impl<C: PayloadCodec> Client<C> {
     pub fn within(&self, ctx: &crate::server::CallContext<'_>) -> Self {
         let mut c = self.clone();
         if let Some(d) = ctx.deadline() {
-            let left = d.saturating_duration_since(Instant::now());
+            let left = d.saturating_duration_since(netpoll::now());
             c.base.timeout = Some(c.base.timeout.map_or(left, |t| t.min(left)));
         }
         if let Some(tt) = ctx.ttheader() {
@@ -714,7 +714,7 @@ impl<C: PayloadCodec> Client<C> {
         let call = ClientCall {
             inner: self.base.inner.clone(),
             method,
-            deadline: self.base.timeout.map(|t| Instant::now() + t),
+            deadline: self.base.timeout.map(|t| netpoll::now() + t),
             peer: None,
             seq_id: 0,
             request_bytes: 0,
@@ -777,7 +777,7 @@ impl<C: PayloadCodec> Client<C> {
                 .clone()
         });
         if let Some(b) = &method_breaker {
-            if !b.allow(Instant::now()) {
+            if !b.allow(netpoll::now()) {
                 let e = CallError::CircuitOpen(crate::reason(format!(
                     "method {method} of {} fails too often",
                     inner.cluster.service
@@ -796,7 +796,7 @@ impl<C: PayloadCodec> Client<C> {
                 method,
                 args: args.clone(),
                 meta: meta.clone(),
-                deadline: self.base.timeout.map(|t| Instant::now() + t),
+                deadline: self.base.timeout.map(|t| netpoll::now() + t),
                 tried,
                 retries: 0,
                 last_error: None,
@@ -996,7 +996,7 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
         let base = self.client.base.clone();
         let inner = &base.inner;
         let snap = inner.cluster.snapshot();
-        let now = Instant::now();
+        let now = netpoll::now();
         let remaining = match self.deadline {
             Some(d) => match d.checked_duration_since(now) {
                 Some(r) if !r.is_zero() => Some(r),
@@ -1059,9 +1059,9 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
             }
             Ok(())
         };
-        let started = Instant::now();
+        let started = netpoll::now();
         ep.channel.clone().call_with(encode, remaining, move |r| {
-            let latency = started.elapsed();
+            let latency = netpoll::now().saturating_duration_since(started);
             let len = r.as_ref().map_or(0, Bytes::len);
             let result = r.and_then(|frame| self.client.decode::<R>(frame));
             let replied = len > 0;
@@ -1084,7 +1084,7 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
                 Err(CallError::TooLarge(_) | CallError::QueueFull { .. })
             ) {
                 let failed = result.as_ref().err().is_some_and(policy::counts_as_failure);
-                let now = Instant::now();
+                let now = netpoll::now();
                 ep.breaker.record(now, failed);
                 // A failure its instance's breaker now answers for is that instance's,
                 // not the method's: the method's breaker does not count it (else one bad
@@ -1125,7 +1125,7 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
         let inner = &self.client.base.inner;
         self.retries < inner.retry.max_retries
             && inner.retry.allows(self.method, e)
-            && self.deadline.is_none_or(|d| Instant::now() < d)
+            && self.deadline.is_none_or(|d| netpoll::now() < d)
             && inner.budget.try_retry()
             && {
                 inner.retries.fetch_add(1, Ordering::Relaxed);
@@ -1138,7 +1138,7 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
             let failed = result.as_ref().err().is_some_and(policy::counts_as_failure);
             if !(failed && self.blamed) {
                 let n = self.client.base.inner.cluster.snapshot().endpoints.len();
-                b.record_scaled(Instant::now(), failed, n);
+                b.record_scaled(netpoll::now(), failed, n);
             }
         }
         (self.complete)(ended, result);

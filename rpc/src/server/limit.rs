@@ -147,7 +147,7 @@ impl Middleware for Limiter {
     type State = Admitted;
 
     fn start(&self, call: &CallInfo<'_>, _meta: &mut Metadata) -> Result<Admitted, Status> {
-        let now = Instant::now();
+        let now = netpoll::now();
         let method = self.methods.get(call.method);
         if let Some(m) = method {
             m.admit(now).map_err(|why| over(call, why))?;
