@@ -19,7 +19,8 @@ const USAGE: &str =
        [--limit-qps N] [--limit-concurrency N]
        [--registry etcd://HOST:PORT --service NAME [--weight N] [--advertise HOST:PORT]
         [--lease-ttl-s N] [--deregister-delay-ms MS]]
-       [--echo-delay-ms MS] [--echo-fail]   (a slow or failing instance, for tests)";
+       [--echo-delay-ms MS] [--echo-fail]   (a slow or failing instance, for tests)
+       [--metrics HOST:PORT]   (Prometheus text format at /metrics)";
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -126,14 +127,30 @@ fn main() {
             b = b.deregister_delay(Duration::from_millis(ms as u64));
         }
     }
+    let metrics = flag(&args, "--metrics").map(|addr| (addr, netpoll_rpc::metrics::Metrics::new()));
+    if let Some((_, m)) = &metrics {
+        b = b.middleware(m.clone());
+    }
+    let mut endpoint = None;
     // Until SIGTERM or SIGINT, then a graceful stop: calls in flight are answered.
     let ran = b.run(
         Duration::from_secs(5),
         |server| {
             println!("echo_server: listening on {}", server.local_addr());
+            if let Some((addr, m)) = metrics {
+                m.add_source(netpoll_rpc::metrics::Metrics::server_metrics(server));
+                match netpoll_rpc::metrics::serve(addr.as_str(), m) {
+                    Ok(e) => endpoint = Some(e),
+                    Err(e) => {
+                        eprintln!("echo_server: --metrics {addr}: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
         },
         |_| {},
     );
+    drop(endpoint);
     if let Err(e) = ran {
         eprintln!("echo_server: {e}");
         std::process::exit(1);

@@ -12,19 +12,23 @@ fi
 
 # Foreign peers for the interop tests: Apache's Thrift compiler (Debian) generates the
 # Python peer's code; Apache Thrift's Python library (PyPI) runs it.
-# A real etcd (Debian's etcd-server, 3.4) for the registry and discovery tests; the tests
-# start their own on free ports and stop it (the package's own service is not used).
+# A real etcd (Debian's etcd-server, 3.4) for the registry and discovery tests, and a real
+# Prometheus (Debian's prometheus) for the metrics test; the tests start their own on free
+# ports and stop them (the packages' own services are not used).
 need=()
 command -v thrift >/dev/null 2>&1 || need+=(thrift-compiler)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
     # The package starts its own etcd where an init system runs; the tests do not need it.
-    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
-      systemctl stop etcd || true
-    fi
+    for svc in etcd prometheus prometheus-node-exporter; do
+      if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+        systemctl stop "$svc" || true
+      fi
+    done
   else
     echo "test.sh: the tests need ${need[*]}: sudo apt-get install ${need[*]}" >&2
     exit 1

@@ -18,6 +18,7 @@ mod call;
 pub mod client;
 pub mod discovery;
 mod error;
+pub mod metrics;
 mod middleware;
 pub mod registry;
 pub mod server;

@@ -446,6 +446,13 @@ impl Server {
         self.shared.stats.snapshot(refused)
     }
 
+    /// A function that reads [`close_counts`](Server::close_counts) later, from any
+    /// thread (for a metrics endpoint).
+    pub fn close_counter(&self) -> impl Fn() -> CloseCounts + Send + Sync + 'static {
+        let (shared, rt) = (self.shared.clone(), self.runtime().clone());
+        move || shared.stats.snapshot(rt.close_counts().refused)
+    }
+
     /// The server's event loop, to run clients or tasks on its cores.
     pub fn runtime(&self) -> &RuntimeHandle {
         self.rt.as_ref().expect("running").handle()

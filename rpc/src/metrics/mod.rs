@@ -1,0 +1,375 @@
+//! [`Metrics`]: per-method call metrics of a server or a client, as a [`Middleware`],
+//! rendered in Prometheus' text format ([`Metrics::render`], served by [`serve`]).
+//!
+//! Names and labels follow OpenTelemetry's RPC semantic conventions as Prometheus exposes
+//! them:
+//!
+//! - `rpc_server_call_duration_seconds` / `rpc_client_call_duration_seconds`: histograms
+//!   with exactly the labels `rpc_system`, `rpc_service`, `rpc_method` and `status`
+//!   (`ok`, or the [`ErrorKind`](crate::ErrorKind) name of the failure). Their `_count` is
+//!   the number of calls, and errors by kind are the counts with another `status`.
+//! - `rpc_{server,client}_calls_in_flight`: calls started and not ended.
+//! - `rpc_{server,client}_request_bytes_total`, `..._response_bytes_total`: frame sizes.
+//!
+//! `rpc_system` is `apache_thrift` for Thrift payloads and `kitex_protobuf` for Kitex
+//! Protobuf.
+//!
+//! # Cost
+//!
+//! Each thread (each core) counts into series of its own, found through a thread-local
+//! table: the per-call path touches no atomic another core writes, and takes no lock.
+//! The series of every thread are summed only when the metrics are rendered (scraped).
+
+mod http;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+pub use http::{serve, MetricsServer};
+
+use crate::wire::Payload;
+use crate::{CallInfo, ErrorKind, Metadata, Middleware, Outcome, Side, Status};
+
+/// Upper bounds of the duration buckets, in seconds (sub-millisecond first: RPCs here are
+/// fast), then OpenTelemetry's defaults up to 10 s.
+pub const BUCKETS: [f64; 17] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// One status's duration histogram.
+#[derive(Debug, Default)]
+struct Hist {
+    /// Per bucket (not cumulative), plus one for +Inf.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+/// The counts of one (side, system, service, method) on one thread.
+#[derive(Debug)]
+struct Series {
+    side: Side,
+    system: &'static str,
+    service: String,
+    method: String,
+    in_flight: AtomicI64,
+    request_bytes: AtomicU64,
+    response_bytes: AtomicU64,
+    /// Index 0: ok; then one per row of `ErrorKind::TABLE`; last: any other kind.
+    by_status: Vec<OnceLock<Hist>>,
+}
+
+fn status_count() -> usize {
+    ErrorKind::TABLE.len() + 2
+}
+
+fn status_index(error: Option<ErrorKind>) -> usize {
+    match error {
+        None => 0,
+        Some(k) => ErrorKind::TABLE
+            .iter()
+            .position(|r| r.kind == k)
+            .map_or(status_count() - 1, |i| i + 1),
+    }
+}
+
+fn status_name(i: usize) -> &'static str {
+    match i {
+        0 => "ok",
+        i if i <= ErrorKind::TABLE.len() => ErrorKind::TABLE[i - 1].name,
+        _ => "other",
+    }
+}
+
+fn system(p: Payload) -> &'static str {
+    match p {
+        Payload::Protobuf => "kitex_protobuf",
+        _ => "apache_thrift",
+    }
+}
+
+impl Series {
+    fn add(&self, d: std::time::Duration, error: Option<ErrorKind>) {
+        let h = self.by_status[status_index(error)].get_or_init(Hist::default);
+        let secs = d.as_secs_f64();
+        let b = BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(BUCKETS.len());
+        // One thread writes a series: a plain load and store would do, but atomics keep
+        // the reader (the scrape, on another thread) well defined.
+        h.buckets[b].fetch_add(1, Ordering::Relaxed);
+        h.sum_ns
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's series, by a hash of (metrics id, side, service, method).
+    static LOCAL: RefCell<HashMap<u64, Vec<(u64, Arc<Series>)>>> = RefCell::new(HashMap::new());
+}
+
+/// FNV-1a over the parts of a series' key.
+fn key(id: u64, side: Side, service: &str, method: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ id;
+    let mut eat = |b: u8| {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    eat(side as u8);
+    service.bytes().for_each(&mut eat);
+    eat(0xff);
+    method.bytes().for_each(&mut eat);
+    h
+}
+
+/// A source of extra metrics text.
+type Source = Arc<dyn Fn(&mut String) + Send + Sync>;
+
+/// Per-method metrics of the calls of a server or a client; see the [module docs](self).
+/// Clones share the counts.
+#[derive(Clone)]
+pub struct Metrics {
+    id: u64,
+    all: Arc<Mutex<Vec<Arc<Series>>>>,
+    /// Extra text appended to each rendering (a server's connection counters, say).
+    extra: Arc<Mutex<Vec<Source>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").field("id", &self.id).finish()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Empty metrics; register them with `ServerBuilder::middleware` or
+    /// `ClientBuilder::middleware` (or both).
+    pub fn new() -> Metrics {
+        Metrics {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            all: Arc::new(Mutex::new(Vec::new())),
+            extra: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Adds `write` to every rendering: it appends metrics of its own in the text format
+    /// (see [`Metrics::server_metrics`] for a server's).
+    pub fn add_source(&self, write: impl Fn(&mut String) + Send + Sync + 'static) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(write));
+    }
+
+    /// This thread's series for `call`.
+    fn series(&self, call: &CallInfo<'_>) -> Arc<Series> {
+        let k = key(self.id, call.side, call.service, call.method);
+        LOCAL.with(|l| {
+            let mut l = l.borrow_mut();
+            let bucket = l.entry(k).or_default();
+            if let Some((_, s)) = bucket.iter().find(|(id, s)| {
+                *id == self.id
+                    && s.side == call.side
+                    && s.service == call.service
+                    && s.method == call.method
+            }) {
+                return s.clone();
+            }
+            let s = Arc::new(Series {
+                side: call.side,
+                system: system(call.payload),
+                service: call.service.to_owned(),
+                method: call.method.to_owned(),
+                in_flight: AtomicI64::new(0),
+                request_bytes: AtomicU64::new(0),
+                response_bytes: AtomicU64::new(0),
+                by_status: (0..status_count()).map(|_| OnceLock::new()).collect(),
+            });
+            self.all
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(s.clone());
+            bucket.push((self.id, s.clone()));
+            s
+        })
+    }
+
+    /// The metrics in Prometheus' text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        // Side as 0 (server) / 1 (client), for ordering.
+        type Key = (u8, &'static str, String, String);
+        struct Sum {
+            in_flight: i64,
+            request_bytes: u64,
+            response_bytes: u64,
+            by_status: Vec<Option<([u64; BUCKETS.len() + 1], u64)>>,
+        }
+        let mut sums: BTreeMap<Key, Sum> = BTreeMap::new();
+        for s in self.all.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let e = sums
+                .entry((s.side as u8, s.system, s.service.clone(), s.method.clone()))
+                .or_insert_with(|| Sum {
+                    in_flight: 0,
+                    request_bytes: 0,
+                    response_bytes: 0,
+                    by_status: vec![None; status_count()],
+                });
+            e.in_flight += s.in_flight.load(Ordering::Relaxed);
+            e.request_bytes += s.request_bytes.load(Ordering::Relaxed);
+            e.response_bytes += s.response_bytes.load(Ordering::Relaxed);
+            for (i, h) in s.by_status.iter().enumerate() {
+                if let Some(h) = h.get() {
+                    let slot = e.by_status[i].get_or_insert(([0; BUCKETS.len() + 1], 0));
+                    for (b, c) in h.buckets.iter().enumerate() {
+                        slot.0[b] += c.load(Ordering::Relaxed);
+                    }
+                    slot.1 += h.sum_ns.load(Ordering::Relaxed);
+                }
+            }
+        }
+        let mut out = String::new();
+        for side in [Side::Server, Side::Client] {
+            let sname = match side {
+                Side::Server => "server",
+                Side::Client => "client",
+            };
+            let of_side: Vec<_> = sums.iter().filter(|(k, _)| k.0 == side as u8).collect();
+            if of_side.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "# HELP rpc_{sname}_call_duration_seconds Duration of RPC calls, by outcome.\n\
+                 # TYPE rpc_{sname}_call_duration_seconds histogram"
+            );
+            for ((_, system, service, method), sum) in &of_side {
+                let labels = format!(
+                    "rpc_system=\"{system}\",rpc_service=\"{}\",rpc_method=\"{}\"",
+                    escape(service),
+                    escape(method)
+                );
+                for (i, h) in sum.by_status.iter().enumerate() {
+                    let Some((buckets, sum_ns)) = h else { continue };
+                    let l = format!("{labels},status=\"{}\"", status_name(i));
+                    let mut cumulative = 0;
+                    for (b, le) in BUCKETS.iter().enumerate() {
+                        cumulative += buckets[b];
+                        let _ = writeln!(
+                            out,
+                            "rpc_{sname}_call_duration_seconds_bucket{{{l},le=\"{le}\"}} {cumulative}"
+                        );
+                    }
+                    cumulative += buckets[BUCKETS.len()];
+                    let _ = writeln!(
+                        out,
+                        "rpc_{sname}_call_duration_seconds_bucket{{{l},le=\"+Inf\"}} {cumulative}\n\
+                         rpc_{sname}_call_duration_seconds_sum{{{l}}} {}\n\
+                         rpc_{sname}_call_duration_seconds_count{{{l}}} {cumulative}",
+                        *sum_ns as f64 / 1e9
+                    );
+                }
+            }
+            for (metric, kind, help) in [
+                ("calls_in_flight", "gauge", "Calls started and not ended."),
+                ("request_bytes_total", "counter", "Bytes of request frames."),
+                ("response_bytes_total", "counter", "Bytes of reply frames."),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "# HELP rpc_{sname}_{metric} {help}\n# TYPE rpc_{sname}_{metric} {kind}"
+                );
+                for ((_, system, service, method), sum) in &of_side {
+                    let v = match metric {
+                        "calls_in_flight" => sum.in_flight.max(0) as u64,
+                        "request_bytes_total" => sum.request_bytes,
+                        _ => sum.response_bytes,
+                    };
+                    let _ = writeln!(
+                        out,
+                        "rpc_{sname}_{metric}{{rpc_system=\"{system}\",rpc_service=\"{}\",rpc_method=\"{}\"}} {v}",
+                        escape(service),
+                        escape(method)
+                    );
+                }
+            }
+        }
+        for f in self.extra.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            f(&mut out);
+        }
+        out
+    }
+
+    /// A source for [`add_source`](Metrics::add_source) with a server's own metrics:
+    /// connections closed by reason (`rpc_server_connections_closed_total{reason}`),
+    /// connections refused at the limit included.
+    pub fn server_metrics(server: &crate::server::Server) -> impl Fn(&mut String) + Send + Sync {
+        let counts = server.close_counter();
+        move |out: &mut String| {
+            let _ = writeln!(
+                out,
+                "# HELP rpc_server_connections_closed_total Server connections closed, by reason.\n\
+                 # TYPE rpc_server_connections_closed_total counter"
+            );
+            for (reason, n) in counts().iter() {
+                let _ = writeln!(
+                    out,
+                    "rpc_server_connections_closed_total{{reason=\"{reason}\"}} {n}"
+                );
+            }
+        }
+    }
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// What [`Metrics`] keeps from a call's start to its end.
+#[derive(Debug)]
+pub struct Started {
+    series: Arc<Series>,
+    at: Instant,
+}
+
+impl Middleware for Metrics {
+    type State = Started;
+
+    fn start(&self, call: &CallInfo<'_>, _meta: &mut Metadata) -> Result<Started, Status> {
+        let series = self.series(call);
+        series.in_flight.fetch_add(1, Ordering::Relaxed);
+        Ok(Started {
+            series,
+            at: Instant::now(),
+        })
+    }
+
+    fn end(&self, s: Started, call: &CallInfo<'_>, outcome: &Outcome) {
+        // The end may run on another thread than the start (a client's reply arrives on
+        // its connection's core): count it in that thread's series, so that each series
+        // keeps one writer; the start's in-flight count is undone where it was made.
+        let d = s.at.elapsed();
+        let here = self.series(call);
+        s.series.in_flight.fetch_sub(1, Ordering::Relaxed);
+        here.request_bytes
+            .fetch_add(call.request_bytes as u64, Ordering::Relaxed);
+        here.response_bytes
+            .fetch_add(outcome.response_bytes as u64, Ordering::Relaxed);
+        here.add(d, outcome.error);
+    }
+}
