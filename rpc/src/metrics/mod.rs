@@ -110,9 +110,12 @@ impl Series {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// This thread's series, by a hash of (metrics id, side, service, method): the metrics
+/// id and the series of each key.
+type Local = HashMap<u64, Vec<(u64, Arc<Series>)>>;
+
 thread_local! {
-    /// This thread's series, by a hash of (metrics id, side, service, method).
-    static LOCAL: RefCell<HashMap<u64, Vec<(u64, Arc<Series>)>>> = RefCell::new(HashMap::new());
+    static LOCAL: RefCell<Local> = RefCell::new(HashMap::new());
 }
 
 /// FNV-1a over the parts of a series' key.
