@@ -272,6 +272,7 @@ mod tests {
             peer: None,
             seq_id: 0,
             request_bytes: 0,
+            start: std::time::Instant::now(),
             deadline: None,
             headers: None,
         }

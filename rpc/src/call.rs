@@ -195,6 +195,9 @@ pub struct CallInfo<'a> {
     pub seq_id: i32,
     /// Bytes of the request frame.
     pub request_bytes: usize,
+    /// When the call started: on a server, the loop turn its frame arrived in; on a
+    /// client, when it was made. A call's duration is measured from here.
+    pub start: Instant,
     /// When the caller stops waiting, if it said.
     pub deadline: Option<Instant>,
     /// The TTHeader carrying the call's metadata (key/value headers), for TTHeader calls.

@@ -138,7 +138,11 @@ pub(crate) type Stack = Arc<[Arc<dyn DynMiddleware>]>;
 /// The middlewares that accepted one call, with their states, until it ends.
 pub(crate) struct Running {
     stack: Stack,
-    states: Vec<Box<dyn Any + Send>>,
+    /// The states of the middlewares that started, in order: the first inline (a
+    /// zero-sized state, as most have, makes a call through one middleware allocate
+    /// nothing), the rest after it.
+    first: Option<Box<dyn Any + Send>>,
+    rest: Vec<Box<dyn Any + Send>>,
     /// On a server: the headers the middlewares add to the reply.
     pub(crate) reply: Metadata,
 }
@@ -146,7 +150,7 @@ pub(crate) struct Running {
 impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Running")
-            .field("middlewares", &self.states.len())
+            .field("middlewares", &(self.first.is_some() as usize + self.rest.len()))
             .finish()
     }
 }
@@ -161,38 +165,38 @@ pub(crate) fn start(
     if stack.is_empty() {
         return Ok(None);
     }
-    let mut states = Vec::with_capacity(stack.len());
+    let mut running = Running {
+        stack: stack.clone(),
+        first: None,
+        rest: Vec::new(),
+        reply: Metadata::default(),
+    };
     for m in stack.iter() {
         match m.start(call, meta) {
-            Ok(s) => states.push(s),
+            Ok(s) if running.first.is_none() => running.first = Some(s),
+            Ok(s) => running.rest.push(s),
             Err(status) => {
                 let outcome = Outcome {
                     error: Some(status.kind()),
                     response_bytes: 0,
                 };
-                Running {
-                    stack: stack.clone(),
-                    states,
-                    reply: Metadata::default(),
-                }
-                .end(call, &outcome);
+                running.end(call, &outcome);
                 return Err(status);
             }
         }
     }
-    Ok(Some(Running {
-        stack: stack.clone(),
-        states,
-        reply: Metadata::default(),
-    }))
+    Ok(Some(running))
 }
 
 impl Running {
     /// Ends the call for every middleware that started it, in reverse order.
     pub(crate) fn end(mut self, call: &CallInfo<'_>, outcome: &Outcome) {
-        while let Some(state) = self.states.pop() {
-            let m = &self.stack[self.states.len()];
+        while let Some(state) = self.rest.pop() {
+            let m = &self.stack[self.rest.len() + 1];
             m.end(state, call, outcome);
+        }
+        if let Some(state) = self.first.take() {
+            self.stack[0].end(state, call, outcome);
         }
     }
 }

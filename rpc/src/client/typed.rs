@@ -718,6 +718,7 @@ impl<C: PayloadCodec> Client<C> {
             peer: None,
             seq_id: 0,
             request_bytes: 0,
+            started: std::time::Instant::now(),
         };
         match crate::middleware::start(&self.base.inner.middleware, &call.info(), &mut meta) {
             Ok(running) => Ok((running.map(|running| Watch { call, running }), meta)),
@@ -1173,6 +1174,7 @@ impl Base {
             peer,
             seq_id: 0,
             request_bytes: 0,
+            start: netpoll::now(),
             deadline: None,
             headers: None,
         }
@@ -1189,6 +1191,8 @@ struct ClientCall {
     /// The sequence id and request frame size of the last try, once sent.
     seq_id: i32,
     request_bytes: usize,
+    /// When the call was made.
+    started: std::time::Instant,
 }
 
 impl ClientCall {
@@ -1203,6 +1207,7 @@ impl ClientCall {
             // At `start`, before any try: 0. At `end`: those of the last try.
             seq_id: self.seq_id,
             request_bytes: self.request_bytes,
+            start: self.started,
             deadline: self.deadline,
             headers: None,
         }

@@ -24,6 +24,7 @@ mod http;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -92,30 +93,69 @@ fn system(p: Payload) -> &'static str {
     }
 }
 
+/// The bucket bounds in nanoseconds.
+const BOUNDS_NS: [u64; 17] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Adds `n` to a counter only this thread writes: a load and a store, not a locked
+/// read-modify-write (the reader, a scrape on another thread, sees one value or the next).
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
 impl Series {
     fn add(&self, d: std::time::Duration, error: Option<ErrorKind>) {
         let h = self.by_status[status_index(error)].get_or_init(Hist::default);
-        let secs = d.as_secs_f64();
-        let b = BUCKETS
-            .iter()
-            .position(|&le| secs <= le)
-            .unwrap_or(BUCKETS.len());
-        // One thread writes a series: a plain load and store would do, but atomics keep
-        // the reader (the scrape, on another thread) well defined.
-        h.buckets[b].fetch_add(1, Ordering::Relaxed);
-        h.sum_ns
-            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        let ns = d.as_nanos().min(u64::MAX as u128) as u64;
+        let b = BOUNDS_NS.partition_point(|&le| le < ns);
+        bump(&h.buckets[b], 1);
+        bump(&h.sum_ns, ns);
     }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// This thread's series, by a hash of (metrics id, side, service, method): the metrics
-/// id and the series of each key.
-type Local = HashMap<u64, Vec<(u64, Arc<Series>)>>;
+/// id and the series of each key. The key is a hash already: it is used as it is.
+type Local = HashMap<u64, Vec<(u64, Arc<Series>)>, BuildHasherDefault<KeyHasher>>;
+
+/// A hasher for keys that are hashes already.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) ^ b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
 
 thread_local! {
-    static LOCAL: RefCell<Local> = RefCell::new(HashMap::new());
+    static LOCAL: RefCell<Local> = RefCell::new(HashMap::default());
 }
 
 /// FNV-1a over the parts of a series' key.
@@ -177,8 +217,8 @@ impl Metrics {
             .push(Arc::new(write));
     }
 
-    /// This thread's series for `call`.
-    fn series(&self, call: &CallInfo<'_>) -> Arc<Series> {
+    /// Runs `f` on this thread's series for `call`.
+    fn with_series<R>(&self, call: &CallInfo<'_>, f: impl FnOnce(&Series) -> R) -> R {
         let k = key(self.id, call.side, call.service, call.method);
         LOCAL.with(|l| {
             let mut l = l.borrow_mut();
@@ -189,7 +229,7 @@ impl Metrics {
                     && s.service == call.service
                     && s.method == call.method
             }) {
-                return s.clone();
+                return f(s);
             }
             let s = Arc::new(Series {
                 side: call.side,
@@ -206,7 +246,7 @@ impl Metrics {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(s.clone());
             bucket.push((self.id, s.clone()));
-            s
+            f(&s)
         })
     }
 
@@ -343,36 +383,30 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// What [`Metrics`] keeps from a call's start to its end.
-#[derive(Debug)]
-pub struct Started {
-    series: Arc<Series>,
-    at: Instant,
-}
-
 impl Middleware for Metrics {
-    type State = Started;
+    /// Nothing: the end finds the call's series again and measures from
+    /// [`CallInfo::start`], so that a call costs no allocation.
+    type State = ();
 
-    fn start(&self, call: &CallInfo<'_>, _meta: &mut Metadata) -> Result<Started, Status> {
-        let series = self.series(call);
-        series.in_flight.fetch_add(1, Ordering::Relaxed);
-        Ok(Started {
-            series,
-            at: Instant::now(),
-        })
+    fn start(&self, call: &CallInfo<'_>, _meta: &mut Metadata) -> Result<(), Status> {
+        self.with_series(call, |s| {
+            s.in_flight
+                .store(s.in_flight.load(Ordering::Relaxed) + 1, Ordering::Relaxed)
+        });
+        Ok(())
     }
 
-    fn end(&self, s: Started, call: &CallInfo<'_>, outcome: &Outcome) {
+    fn end(&self, _: (), call: &CallInfo<'_>, outcome: &Outcome) {
         // The end may run on another thread than the start (a client's reply arrives on
-        // its connection's core): count it in that thread's series, so that each series
-        // keeps one writer; the start's in-flight count is undone where it was made.
-        let d = s.at.elapsed();
-        let here = self.series(call);
-        s.series.in_flight.fetch_sub(1, Ordering::Relaxed);
-        here.request_bytes
-            .fetch_add(call.request_bytes as u64, Ordering::Relaxed);
-        here.response_bytes
-            .fetch_add(outcome.response_bytes as u64, Ordering::Relaxed);
-        here.add(d, outcome.error);
+        // its connection's core): it counts in that thread's series, and the in-flight
+        // count, summed over every thread's series, stays right.
+        let d = Instant::now().saturating_duration_since(call.start);
+        self.with_series(call, |here| {
+            here.in_flight
+                .store(here.in_flight.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+            bump(&here.request_bytes, call.request_bytes as u64);
+            bump(&here.response_bytes, outcome.response_bytes as u64);
+            here.add(d, outcome.error);
+        });
     }
 }

@@ -76,11 +76,20 @@ pub(crate) struct ServerConn {
     /// Draining, it stopped being throttled: it reads what the throttle left in the socket
     /// for a moment before closing.
     drain_reading: bool,
+    /// The server's middlewares, in an `Arc` of this connection's own: each call clones
+    /// it, and a shared one would be a counter every core writes.
+    mw: middleware::Stack,
 }
 
 impl ServerConn {
     pub(crate) fn new(shared: Arc<Shared>, now: Instant) -> Self {
+        let mw = if shared.middleware.is_empty() {
+            shared.middleware.clone()
+        } else {
+            shared.middleware.iter().cloned().collect()
+        };
         ServerConn {
+            mw,
             shared,
             protocol: None,
             splitter: Splitter::default(),
@@ -293,6 +302,7 @@ impl ServerConn {
             envelope: env,
             service: svc.name(),
             ttheader: tt,
+            timeout: tt.and_then(|t| t.rpc_timeout()),
             peer,
             request_bytes: frame_len,
             deliver: deliver_reply,
@@ -308,7 +318,7 @@ impl ServerConn {
         // A caller that stopped waiting is not served: its deadline is when the request's
         // first byte arrived plus the timeout it sent.
         if let Some(deadline) = ctx.deadline() {
-            if Instant::now() >= deadline {
+            if netpoll::now() >= deadline {
                 if wants_reply {
                     let s = Status::deadline_exceeded(format!(
                         "the caller's {:?} timeout passed before the handler ran",
@@ -320,9 +330,9 @@ impl ServerConn {
             }
         }
         // Middlewares see the call before its handler, and may answer it instead.
-        if !shared.middleware.is_empty() {
+        if !self.mw.is_empty() {
             let mut meta = crate::Metadata::default();
-            match middleware::start(&shared.middleware, &ctx.info(), &mut meta) {
+            match middleware::start(&self.mw, &ctx.info(), &mut meta) {
                 Ok(running) => {
                     *ctx.mw.borrow_mut() = running.map(|mut r| {
                         r.reply = meta;

@@ -90,6 +90,7 @@ pub(crate) struct Target {
     pub(crate) service: &'static str,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) request_bytes: usize,
+    pub(crate) received: Instant,
     pub(crate) deadline: Option<Instant>,
     pub(crate) mw: Option<Running>,
 }
@@ -100,6 +101,8 @@ pub struct CallContext<'a> {
     pub(crate) envelope: &'a Envelope,
     pub(crate) service: &'static str,
     pub(crate) ttheader: Option<&'a TTHeader>,
+    /// The caller's timeout, read once from the TTHeader.
+    pub(crate) timeout: Option<Duration>,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) request_bytes: usize,
     pub(crate) deliver: Deliver,
@@ -128,6 +131,7 @@ impl CallContext<'_> {
             peer: self.peer,
             seq_id: self.envelope.seq_id,
             request_bytes: self.request_bytes,
+            start: self.received,
             deadline: self.deadline(),
             headers: self.ttheader,
         }
@@ -175,7 +179,7 @@ impl CallContext<'_> {
 
     /// The caller's timeout (TTHeader key 12, milliseconds), if it sent one.
     pub fn timeout(&self) -> Option<Duration> {
-        self.ttheader?.rpc_timeout()
+        self.timeout
     }
 
     /// When the caller stops waiting: arrival plus [`timeout`](Self::timeout).
@@ -228,6 +232,7 @@ impl CallContext<'_> {
                     service: self.service,
                     peer: self.peer,
                     request_bytes: self.request_bytes,
+                    received: self.received,
                     deadline: self.deadline(),
                     mw: self.mw.borrow_mut().take(),
                 }),
@@ -298,6 +303,7 @@ fn send(
         service,
         peer,
         request_bytes,
+        received,
         deadline,
         mw,
     } = target;
@@ -328,6 +334,7 @@ fn send(
                 peer,
                 seq_id: envelope.seq_id,
                 request_bytes,
+                start: received,
                 deadline,
                 headers: None,
             };
