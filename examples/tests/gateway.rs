@@ -24,16 +24,13 @@ struct Backend(Arc<Mutex<Vec<Seen>>>);
 
 impl Hello for Backend {
     fn say_hello(&self, ctx: &CallContext<'_>, req: Request) -> Reply<Response> {
-        let header = |k: &str| {
-            ctx.ttheader()
-                .and_then(|t| t.str_header(k))
-                .map(|v| String::from_utf8_lossy(&v).into_owned())
-        };
+        let text = |v: Option<bytes::Bytes>| v.map(|v| String::from_utf8_lossy(&v).into_owned());
         self.0.lock().unwrap().push(Seen {
             timeout: ctx.timeout(),
-            user: header("RPC_PERSIST_user"),
-            transient: header("x-only-one-hop"),
+            user: text(ctx.persistent("user")),
+            transient: text(ctx.transient("hop")),
         });
+        ctx.send_back("served-by", "backend");
         Reply::ok(Response {
             message: format!("Hello {}", req.name),
         })
@@ -81,8 +78,8 @@ fn a_gateway_calls_its_backend_with_the_callers_deadline_and_metadata() {
     )
     .unwrap();
     let client = client
-        .with_header("RPC_PERSIST_user", "alice")
-        .with_header("x-only-one-hop", "gateway only");
+        .with_persistent("user", "alice")
+        .with_transient("hop", "gateway only");
     let r = client
         .say_hello(Request {
             name: "Kitex".into(),
@@ -100,7 +97,22 @@ fn a_gateway_calls_its_backend_with_the_callers_deadline_and_metadata() {
         Some("alice"),
         "persistent metadata travels on"
     );
-    assert_eq!(s.transient, None, "other headers stop at the gateway");
+    assert_eq!(s.transient, None, "transient values stop at the gateway");
+
+    // Called directly, the backend gets the transient value, and its value sent back
+    // reaches the caller.
+    let direct = to_backend.with_transient("hop", "one");
+    let (r, back): (Response, _) = direct
+        .client()
+        .call_meta("SayHello", Request { name: "B".into() })
+        .unwrap();
+    assert_eq!(r.message, "Hello B");
+    assert_eq!(
+        back.iter().collect::<Vec<_>>(),
+        [("served-by", &b"backend"[..])],
+        "backward values come back"
+    );
+    assert_eq!(seen.0.lock().unwrap()[1].transient.as_deref(), Some("one"));
 
     // A handler calling the blocking way on its core is refused at once.
     let blocking = register_hello(

@@ -45,8 +45,14 @@ impl Prometheus {
         let addr = free_addr();
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .stdout(Stdio::null())
             .stderr(log)
@@ -55,7 +61,10 @@ impl Prometheus {
         let p = Prometheus { child, addr, dir };
         let t0 = Instant::now();
         while get(p.addr, "/-/ready").is_none_or(|(s, _)| s != 200) {
-            assert!(t0.elapsed() < Duration::from_secs(30), "prometheus did not start");
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "prometheus did not start"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         p
@@ -93,7 +102,11 @@ impl Drop for Prometheus {
 fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let status = out.split_whitespace().nth(1)?.parse().ok()?;

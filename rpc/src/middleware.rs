@@ -150,7 +150,10 @@ pub(crate) struct Running {
 impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Running")
-            .field("middlewares", &(self.first.is_some() as usize + self.rest.len()))
+            .field(
+                "middlewares",
+                &(self.first.is_some() as usize + self.rest.len()),
+            )
             .finish()
     }
 }

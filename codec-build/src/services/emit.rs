@@ -353,6 +353,18 @@ fn client(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
     ));
     code.line("Self(self.0.with_header(key, value))");
     code.close("}");
+    code.line("/// The same client, sending `key: value` to the next hop only (`RPC_TRANSIT_`).");
+    code.open(format!(
+        "pub fn with_transient(&self, key: &str, value: impl ::std::convert::Into<{rpc}::__private::Bytes>) -> Self {{"
+    ));
+    code.line("Self(self.0.with_transient(key, value))");
+    code.close("}");
+    code.line("/// The same client, sending `key: value` down the call chain (`RPC_PERSIST_`).");
+    code.open(format!(
+        "pub fn with_persistent(&self, key: &str, value: impl ::std::convert::Into<{rpc}::__private::Bytes>) -> Self {{"
+    ));
+    code.line("Self(self.0.with_persistent(key, value))");
+    code.close("}");
     code.line("/// The same client, with `key` for consistent hashing on its calls.");
     code.open("pub fn with_key(&self, key: u64) -> Self {");
     code.line("Self(self.0.with_key(key))");

@@ -16,5 +16,6 @@ pub use framing::{FrameReplies, KitexPbFraming, ReplyFraming, ReplySplit, Thrift
 pub use policy::{BreakerConfig, RetryOn, RetryPolicy};
 pub use typed::{
     CallFuture, Client, ClientBuilder, ClientError, ClientTransport, PayloadCodec, PbClient,
-    Protobuf, Request, Response, Thrift, ThriftClient,
+    Protobuf, Request, Response, Thrift, ThriftClient, BACKWARD_PREFIX, PERSIST_PREFIX,
+    TRANSIT_PREFIX,
 };

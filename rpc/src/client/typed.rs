@@ -387,6 +387,10 @@ struct BaseInner {
 /// The prefix of TTHeader string headers that travel down a whole call chain (Kitex's
 /// persistent metainfo).
 pub const PERSIST_PREFIX: &str = "RPC_PERSIST_";
+/// The prefix of headers that travel one hop only (Kitex's transient metainfo).
+pub const TRANSIT_PREFIX: &str = "RPC_TRANSIT_";
+/// The prefix of headers a server sends back with its reply (Kitex's backward metainfo).
+pub const BACKWARD_PREFIX: &str = "RPC_BACKWARD_";
 
 /// How long dropping a client waits for what it queued (oneway calls, say) to be sent,
 /// and for calls in flight. Dropped on an event-loop thread, the wait happens on a thread
@@ -506,6 +510,22 @@ impl Base {
             }
             Ok(())
         }
+    }
+
+    /// The backward values of a reply frame (TTHeader string headers `RPC_BACKWARD_*`,
+    /// by their names without the prefix).
+    fn backward(&self, frame: &Bytes) -> Metadata {
+        let mut m = Metadata::default();
+        if let Ok(p) = wire::parse(self.inner.split, frame.clone()) {
+            if let Some(tt) = p.ttheader {
+                for (k, v) in tt.str_headers() {
+                    if let Some(name) = k.strip_prefix(BACKWARD_PREFIX.as_bytes()) {
+                        m.insert(String::from_utf8_lossy(name), Bytes::copy_from_slice(v));
+                    }
+                }
+            }
+        }
+        m
     }
 
     /// Parses a reply frame: its body, or the exception it carries.
@@ -695,6 +715,18 @@ impl<C: PayloadCodec> Client<C> {
         c
     }
 
+    /// The same client, sending `key: value` to the next hop only (Kitex's transient
+    /// metainfo: header `RPC_TRANSIT_{key}`).
+    pub fn with_transient(&self, key: &str, value: impl Into<Bytes>) -> Self {
+        self.with_header(&format!("{TRANSIT_PREFIX}{key}"), value)
+    }
+
+    /// The same client, sending `key: value` down the whole call chain (Kitex's
+    /// persistent metainfo: header `RPC_PERSIST_{key}`, carried on by [`within`](Self::within)).
+    pub fn with_persistent(&self, key: &str, value: impl Into<Bytes>) -> Self {
+        self.with_header(&format!("{PERSIST_PREFIX}{key}"), value)
+    }
+
     /// Calls answered by each current instance so far (for load reports).
     pub fn answered_by_instance(&self) -> Vec<(SocketAddr, u64)> {
         self.base.inner.cluster.answered()
@@ -765,9 +797,38 @@ impl<C: PayloadCodec> Client<C> {
         args: A,
         done: impl FnOnce(Result<R, CallError>) + Send + 'static,
     ) {
+        self.call_inner(method, args, false, move |_, r| done(r));
+    }
+
+    /// Calls `method` and waits for its response and the values the server sent back
+    /// with it (Kitex's backward metainfo: TTHeader string headers `RPC_BACKWARD_*`,
+    /// returned by their names without the prefix).
+    pub fn call_meta<A: Request<C>, R: Response<C> + Send + 'static>(
+        &self,
+        method: &'static str,
+        args: A,
+    ) -> Result<(R, Metadata), CallError> {
+        if netpoll::current_core().is_some() {
+            return Err(CallError::WouldBlockCore);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.call_inner(method, args, true, move |back, r: Result<R, CallError>| {
+            let _ = tx.send(r.map(|v| (v, back.unwrap_or_default())));
+        });
+        rx.recv().unwrap_or(Err(CallError::RuntimeStopped))
+    }
+
+    /// A call; `done` gets the backward values (if `backward`) and the result.
+    fn call_inner<A: Request<C>, R: Response<C> + 'static>(
+        &self,
+        method: &'static str,
+        args: A,
+        backward: bool,
+        done: impl FnOnce(Option<Metadata>, Result<R, CallError>) + Send + 'static,
+    ) {
         let (watch, meta) = match self.start(method) {
             Ok(x) => x,
-            Err(e) => return done(Err(e)),
+            Err(e) => return done(None, Err(e)),
         };
         let inner = &self.base.inner;
         let method_breaker = inner.method_breakers.as_ref().map(|(cfg, map)| {
@@ -783,14 +844,16 @@ impl<C: PayloadCodec> Client<C> {
                     "method {method} of {} fails too often",
                     inner.cluster.service
                 )));
-                return finish(watch, Ended::default(), Err(e), done);
+                return finish(watch, Ended::default(), Err(e), |r| done(None, r));
             }
         }
         inner.budget.call();
         let watching = watch.is_some();
         let args = Arc::new(args);
-        let complete =
-            move |ended: Ended, result: Result<R, CallError>| finish(watch, ended, result, done);
+        let complete = move |mut ended: Ended, result: Result<R, CallError>| {
+            let back = ended.backward.take();
+            finish(watch, ended, result, |r| done(back, r))
+        };
         let flight =
             |complete: Complete<R>, tried: Vec<SocketAddr>, first: Option<FirstPick>| Flight {
                 client: self.clone(),
@@ -805,6 +868,7 @@ impl<C: PayloadCodec> Client<C> {
                 method_breaker: method_breaker.clone(),
                 first,
                 blamed: false,
+                backward,
                 complete,
             };
         let quantile = inner.retry.backup_quantile.map(|q| {
@@ -973,16 +1037,19 @@ struct Flight<C: PayloadCodec, A, R> {
     first: Option<FirstPick>,
     /// The last failure was its instance's (whose breaker opened on it).
     blamed: bool,
+    /// The caller wants the reply's backward values.
+    backward: bool,
     complete: Complete<R>,
 }
 
-/// How a call's last try ended, for its middlewares.
-#[derive(Debug, Clone, Copy, Default)]
+/// How a call's last try ended, for its middlewares (and the caller's backward values).
+#[derive(Debug, Clone, Default)]
 struct Ended {
     peer: Option<SocketAddr>,
     seq_id: i32,
     request_bytes: usize,
     response_bytes: usize,
+    backward: Option<Metadata>,
 }
 
 /// What runs once a call is over (middlewares, then the caller's callback).
@@ -1064,6 +1131,10 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
         ep.channel.clone().call_with(encode, remaining, move |r| {
             let latency = netpoll::now().saturating_duration_since(started);
             let len = r.as_ref().map_or(0, Bytes::len);
+            let backward = match (&r, self.backward) {
+                (Ok(frame), true) => Some(self.client.base.backward(frame)),
+                _ => None,
+            };
             let result = r.and_then(|frame| self.client.decode::<R>(frame));
             let replied = len > 0;
             let v = sent.as_ref().map_or(0, |s| s.load(Ordering::Relaxed));
@@ -1072,6 +1143,7 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
                 seq_id: (v >> 32) as u32 as i32,
                 request_bytes: (v & 0xffff_ffff) as usize,
                 response_bytes: len,
+                backward,
             };
             ep.ended(latency, replied);
             let inner = &self.client.base.inner;

@@ -24,8 +24,8 @@ mod http;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::fmt::Write as _;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -402,8 +402,10 @@ impl Middleware for Metrics {
         // count, summed over every thread's series, stays right.
         let d = Instant::now().saturating_duration_since(call.start);
         self.with_series(call, |here| {
-            here.in_flight
-                .store(here.in_flight.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+            here.in_flight.store(
+                here.in_flight.load(Ordering::Relaxed) - 1,
+                Ordering::Relaxed,
+            );
             bump(&here.request_bytes, call.request_bytes as u64);
             bump(&here.response_bytes, outcome.response_bytes as u64);
             here.add(d, outcome.error);

@@ -314,6 +314,7 @@ impl ServerConn {
             encoder: None,
             deferred: Cell::new(false),
             mw: RefCell::new(None),
+            back: RefCell::new(crate::Metadata::default()),
         };
         // A caller that stopped waiting is not served: its deadline is when the request's
         // first byte arrived plus the timeout it sent.

@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use netpoll::{ConnId, Core, RuntimeHandle};
 use netpoll_codec::frame::TTHeader;
 
@@ -93,6 +93,7 @@ pub(crate) struct Target {
     pub(crate) received: Instant,
     pub(crate) deadline: Option<Instant>,
     pub(crate) mw: Option<Running>,
+    pub(crate) back: crate::Metadata,
 }
 
 /// The call a handler is running: its method, ids and headers, and the way to reply later.
@@ -117,6 +118,8 @@ pub struct CallContext<'a> {
     pub(crate) deferred: Cell<bool>,
     /// The middlewares that started the call, until it ends.
     pub(crate) mw: RefCell<Option<Running>>,
+    /// Values the handler sends back with the reply (`RPC_BACKWARD_*` headers).
+    pub(crate) back: RefCell<crate::Metadata>,
 }
 
 impl CallContext<'_> {
@@ -135,6 +138,39 @@ impl CallContext<'_> {
             deadline: self.deadline(),
             headers: self.ttheader,
         }
+    }
+
+    /// A value the caller sent for this hop only (Kitex's transient metainfo: TTHeader
+    /// string header `RPC_TRANSIT_{key}`).
+    pub fn transient(&self, key: &str) -> Option<Bytes> {
+        self.header(crate::client::TRANSIT_PREFIX, key)
+    }
+
+    /// A value that travels down the whole call chain (Kitex's persistent metainfo:
+    /// `RPC_PERSIST_{key}`); calls made with a client `within(ctx)` carry it on.
+    pub fn persistent(&self, key: &str) -> Option<Bytes> {
+        self.header(crate::client::PERSIST_PREFIX, key)
+    }
+
+    fn header(&self, prefix: &str, key: &str) -> Option<Bytes> {
+        let tt = self.ttheader?;
+        tt.str_headers()
+            .find(|(k, _)| {
+                k.len() == prefix.len() + key.len()
+                    && k.starts_with(prefix.as_bytes())
+                    && &k[prefix.len()..] == key.as_bytes()
+            })
+            .map(|(_, v)| Bytes::copy_from_slice(v))
+    }
+
+    /// Sends `key: value` back to the caller with the reply (Kitex's backward metainfo:
+    /// `RPC_BACKWARD_{key}`; a client reads them with `call_meta`). For a deferred reply,
+    /// values sent back before `defer()` go with it.
+    pub fn send_back(&self, key: &str, value: impl Into<Bytes>) {
+        self.back.borrow_mut().insert(
+            format!("{}{key}", crate::client::BACKWARD_PREFIX),
+            value.into(),
+        );
     }
 
     /// The method name as called.
@@ -235,6 +271,7 @@ impl CallContext<'_> {
                     received: self.received,
                     deadline: self.deadline(),
                     mw: self.mw.borrow_mut().take(),
+                    back: std::mem::take(&mut *self.back.borrow_mut()),
                 }),
                 encode,
                 _types: PhantomData,
@@ -306,6 +343,7 @@ fn send(
         received,
         deadline,
         mw,
+        back,
     } = target;
     // A stopped core has closed the connection already: nothing to answer (the
     // middlewares, dropped with the task, are not told).
@@ -313,7 +351,8 @@ fn send(
         let envelope = std::rc::Rc::new(envelope);
         let written = std::rc::Rc::new(Cell::new(0usize));
         let (env, n) = (envelope.clone(), written.clone());
-        let reply = mw.as_ref().map(|r| r.reply.clone()).unwrap_or_default();
+        let mut reply = mw.as_ref().map(|r| r.reply.clone()).unwrap_or_default();
+        reply.entries.extend(back.entries);
         deliver(
             core,
             conn,

@@ -183,11 +183,17 @@ fn reply(
     write: impl FnOnce(&mut BytesMut, &Headers<'_>),
 ) {
     let mw = ctx.mw.borrow();
-    match mw.as_ref().filter(|r| !r.reply.is_empty()) {
-        Some(r) => sink.reply(ctx.slot, |out, h| {
+    let back = ctx.back.borrow();
+    match (mw.as_ref().filter(|r| !r.reply.is_empty()), back.is_empty()) {
+        (None, true) => sink.reply(ctx.slot, write),
+        (Some(r), true) => sink.reply(ctx.slot, |out, h| {
             r.reply.with_headers(h, |h| write(out, h))
         }),
-        None => sink.reply(ctx.slot, write),
+        (r, false) => {
+            let mut all = r.map(|r| r.reply.clone()).unwrap_or_default();
+            all.entries.extend(back.entries.iter().cloned());
+            sink.reply(ctx.slot, |out, h| all.with_headers(h, |h| write(out, h)))
+        }
     }
 }
 

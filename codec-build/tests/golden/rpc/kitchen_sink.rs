@@ -1863,6 +1863,22 @@ pub mod kitchen_sink {
         ) -> Self {
             Self(self.0.with_header(key, value))
         }
+        /// The same client, sending `key: value` to the next hop only (`RPC_TRANSIT_`).
+        pub fn with_transient(
+            &self,
+            key: &str,
+            value: impl ::std::convert::Into<::netpoll_rpc::__private::Bytes>,
+        ) -> Self {
+            Self(self.0.with_transient(key, value))
+        }
+        /// The same client, sending `key: value` down the call chain (`RPC_PERSIST_`).
+        pub fn with_persistent(
+            &self,
+            key: &str,
+            value: impl ::std::convert::Into<::netpoll_rpc::__private::Bytes>,
+        ) -> Self {
+            Self(self.0.with_persistent(key, value))
+        }
         /// The same client, with `key` for consistent hashing on its calls.
         pub fn with_key(&self, key: u64) -> Self {
             Self(self.0.with_key(key))
@@ -2542,6 +2558,22 @@ pub mod kitchen_sink {
             value: impl ::std::convert::Into<::netpoll_rpc::__private::Bytes>,
         ) -> Self {
             Self(self.0.with_header(key, value))
+        }
+        /// The same client, sending `key: value` to the next hop only (`RPC_TRANSIT_`).
+        pub fn with_transient(
+            &self,
+            key: &str,
+            value: impl ::std::convert::Into<::netpoll_rpc::__private::Bytes>,
+        ) -> Self {
+            Self(self.0.with_transient(key, value))
+        }
+        /// The same client, sending `key: value` down the call chain (`RPC_PERSIST_`).
+        pub fn with_persistent(
+            &self,
+            key: &str,
+            value: impl ::std::convert::Into<::netpoll_rpc::__private::Bytes>,
+        ) -> Self {
+            Self(self.0.with_persistent(key, value))
         }
         /// The same client, with `key` for consistent hashing on its calls.
         pub fn with_key(&self, key: u64) -> Self {
