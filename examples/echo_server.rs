@@ -129,7 +129,7 @@ fn main() {
     }
     let metrics = flag(&args, "--metrics").map(|addr| (addr, netpoll_rpc::metrics::Metrics::new()));
     if let Some((_, m)) = &metrics {
-        b = b.middleware(m.clone());
+        b = b.metrics(m.clone());
     }
     let mut endpoint = None;
     // Until SIGTERM or SIGINT, then a graceful stop: calls in flight are answered.

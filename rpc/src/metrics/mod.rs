@@ -156,6 +156,8 @@ impl Hasher for KeyHasher {
 
 thread_local! {
     static LOCAL: RefCell<Local> = RefCell::new(HashMap::default());
+    /// The series this thread used last.
+    static LAST: RefCell<Option<(u64, Arc<Series>)>> = const { RefCell::new(None) };
 }
 
 /// FNV-1a over the parts of a series' key.
@@ -219,8 +221,27 @@ impl Metrics {
 
     /// Runs `f` on this thread's series for `call`.
     fn with_series<R>(&self, call: &CallInfo<'_>, f: impl FnOnce(&Series) -> R) -> R {
+        let matches = |id: u64, s: &Series| {
+            id == self.id
+                && s.side == call.side
+                && s.method == call.method
+                && s.service == call.service
+        };
+        // Calls come in runs of one method: the last series found answers most lookups
+        // without hashing.
+        let mut f = Some(f);
+        let hit = LAST.with(|last| match &*last.borrow() {
+            Some((id, s)) if matches(*id, s) => f.take().map(|f| f(s)),
+            _ => None,
+        });
+        if let Some(r) = hit {
+            return r;
+        }
+        let Some(f) = f else {
+            unreachable!("f is taken only on a hit")
+        };
         let k = key(self.id, call.side, call.service, call.method);
-        LOCAL.with(|l| {
+        let s = LOCAL.with(|l| {
             let mut l = l.borrow_mut();
             let bucket = l.entry(k).or_default();
             if let Some((_, s)) = bucket.iter().find(|(id, s)| {
@@ -229,7 +250,7 @@ impl Metrics {
                     && s.service == call.service
                     && s.method == call.method
             }) {
-                return f(s);
+                return s.clone();
             }
             let s = Arc::new(Series {
                 side: call.side,
@@ -246,8 +267,10 @@ impl Metrics {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(s.clone());
             bucket.push((self.id, s.clone()));
-            f(&s)
-        })
+            s
+        });
+        LAST.with(|last| *last.borrow_mut() = Some((self.id, s.clone())));
+        f(&s)
     }
 
     /// The metrics in Prometheus' text exposition format (version 0.0.4).
@@ -381,6 +404,33 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// A call of a server ended (the server's own hook, cheaper than the middleware):
+    /// counted without touching the in-flight gauge, which only deferred replies move.
+    pub(crate) fn ended(&self, call: &CallInfo<'_>, outcome: &Outcome, was_in_flight: bool) {
+        let d = Instant::now().saturating_duration_since(call.start);
+        self.with_series(call, |here| {
+            if was_in_flight {
+                here.in_flight.store(
+                    here.in_flight.load(Ordering::Relaxed) - 1,
+                    Ordering::Relaxed,
+                );
+            }
+            bump(&here.request_bytes, call.request_bytes as u64);
+            bump(&here.response_bytes, outcome.response_bytes as u64);
+            here.add(d, outcome.error);
+        });
+    }
+
+    /// A server call's reply was deferred: it is in flight until it is written.
+    pub(crate) fn deferred(&self, call: &CallInfo<'_>) {
+        self.with_series(call, |s| {
+            s.in_flight
+                .store(s.in_flight.load(Ordering::Relaxed) + 1, Ordering::Relaxed)
+        });
+    }
 }
 
 impl Middleware for Metrics {

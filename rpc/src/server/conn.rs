@@ -315,6 +315,7 @@ impl ServerConn {
             deferred: Cell::new(false),
             mw: RefCell::new(None),
             back: RefCell::new(crate::Metadata::default()),
+            metrics: shared.metrics.as_ref(),
         };
         // A caller that stopped waiting is not served: its deadline is when the request's
         // first byte arrived plus the timeout it sent.

@@ -94,6 +94,7 @@ pub(crate) struct Target {
     pub(crate) deadline: Option<Instant>,
     pub(crate) mw: Option<Running>,
     pub(crate) back: crate::Metadata,
+    pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
 
 /// The call a handler is running: its method, ids and headers, and the way to reply later.
@@ -120,6 +121,8 @@ pub struct CallContext<'a> {
     pub(crate) mw: RefCell<Option<Running>>,
     /// Values the handler sends back with the reply (`RPC_BACKWARD_*` headers).
     pub(crate) back: RefCell<crate::Metadata>,
+    /// The server's metrics, if it counts calls.
+    pub(crate) metrics: Option<&'a crate::metrics::Metrics>,
 }
 
 impl CallContext<'_> {
@@ -272,6 +275,10 @@ impl CallContext<'_> {
                     deadline: self.deadline(),
                     mw: self.mw.borrow_mut().take(),
                     back: std::mem::take(&mut *self.back.borrow_mut()),
+                    metrics: self.metrics.map(|m| {
+                        m.deferred(&self.info());
+                        m.clone()
+                    }),
                 }),
                 encode,
                 _types: PhantomData,
@@ -344,6 +351,7 @@ fn send(
         deadline,
         mw,
         back,
+        metrics,
     } = target;
     // A stopped core has closed the connection already: nothing to answer (the
     // middlewares, dropped with the task, are not told).
@@ -363,7 +371,7 @@ fn send(
                 n.set(out.len() - before);
             }),
         );
-        if let Some(mw) = mw {
+        if mw.is_some() || metrics.is_some() {
             let info = crate::CallInfo {
                 side: crate::Side::Server,
                 service,
@@ -381,7 +389,12 @@ fn send(
                 error,
                 response_bytes: written.get(),
             };
-            mw.end(&info, &outcome);
+            if let Some(m) = &metrics {
+                m.ended(&info, &outcome, true);
+            }
+            if let Some(mw) = mw {
+                mw.end(&info, &outcome);
+            }
         }
     });
 }

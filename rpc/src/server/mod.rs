@@ -68,6 +68,7 @@ pub(crate) struct Shared {
     stats: stats::ServerStats,
     framings: Vec<Arc<dyn Framing>>,
     middleware: crate::middleware::Stack,
+    metrics: Option<crate::metrics::Metrics>,
     rt: RuntimeHandle,
 }
 
@@ -126,6 +127,7 @@ pub struct ServerBuilder {
     services: Vec<Arc<dyn Service>>,
     framings: Vec<Arc<dyn Framing>>,
     middleware: Vec<Arc<dyn crate::middleware::DynMiddleware>>,
+    metrics: Option<crate::metrics::Metrics>,
     registry: Option<Registered>,
 }
 
@@ -269,6 +271,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Counts every call in `metrics` (see [`crate::metrics`]): the server's own hook,
+    /// cheaper than installing [`Metrics`](crate::metrics::Metrics) as a middleware.
+    pub fn metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Registers the server in `registry` as an instance of `service` once it listens,
     /// and deregisters it first when it stops (Kitex's `WithRegistry` and service name).
     pub fn registry(mut self, registry: impl Registry, service: &str) -> Self {
@@ -362,6 +371,7 @@ impl ServerBuilder {
             stats: stats::ServerStats::default(),
             framings: self.framings,
             middleware: self.middleware.into(),
+            metrics: self.metrics,
             rt: rt.handle().clone(),
         });
         let stats = shared.clone();
@@ -431,6 +441,7 @@ impl Server {
             services: Vec::new(),
             framings: Vec::new(),
             middleware: Vec::new(),
+            metrics: None,
             registry: None,
         }
     }

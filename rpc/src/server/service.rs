@@ -200,14 +200,19 @@ fn reply(
 /// Ends the call for the middlewares that started it.
 fn finish(ctx: &CallContext<'_>, error: Option<ErrorKind>, response_bytes: usize) {
     let running = ctx.mw.borrow_mut().take();
+    if running.is_none() && ctx.metrics.is_none() {
+        return;
+    }
+    let info = ctx.info();
+    let outcome = Outcome {
+        error,
+        response_bytes,
+    };
+    if let Some(m) = ctx.metrics {
+        m.ended(&info, &outcome, false);
+    }
     if let Some(running) = running {
-        running.end(
-            &ctx.info(),
-            &Outcome {
-                error,
-                response_bytes,
-            },
-        );
+        running.end(&info, &outcome);
     }
 }
 
