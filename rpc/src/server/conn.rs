@@ -486,6 +486,7 @@ fn deliver_reply(core: &mut Core, conn: ConnId, slot: Option<u64>, write: WriteR
 impl Handler for ServerConn {
     fn on_open(&mut self, conn: &mut Conn<'_>) {
         self.peer = conn.peer_addr().ok();
+        tracing::debug!(peer = ?self.peer, "server connection opened");
         self.last_active = conn.now();
         if let Some(idle) = self.shared.idle_timeout {
             self.idle_timer = Some(conn.set_timer(conn.now() + idle, IDLE_TIMER));

@@ -199,6 +199,15 @@ fn reply(
 
 /// Ends the call for the middlewares that started it.
 fn finish(ctx: &CallContext<'_>, error: Option<ErrorKind>, response_bytes: usize) {
+    if let Some(kind) = error {
+        tracing::debug!(
+            service = ctx.service,
+            method = ctx.method(),
+            peer = ?ctx.peer,
+            error = kind.name(),
+            "call failed"
+        );
+    }
     let running = ctx.mw.borrow_mut().take();
     if running.is_none() && ctx.metrics.is_none() {
         return;
