@@ -77,9 +77,13 @@ pub struct Metadata {
 }
 
 impl Metadata {
-    /// Adds a string-keyed header.
+    /// Sets a string-keyed header (replacing one of the same key).
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<Bytes>) {
-        self.entries.push((key.into(), value.into()));
+        let (key, value) = (key.into(), value.into());
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(e) => e.1 = value,
+            None => self.entries.push((key, value)),
+        }
     }
 
     /// The headers added so far.

@@ -1,6 +1,6 @@
 //! A small HTTP endpoint for Prometheus to scrape: `GET /metrics` on a thread of its own.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -49,10 +49,14 @@ pub fn serve(addr: impl ToSocketAddrs, metrics: Metrics) -> io::Result<MetricsSe
                 if st.load(Ordering::Relaxed) {
                     return;
                 }
-                if let Ok(conn) = conn {
-                    if let Err(e) = answer(conn, &metrics) {
-                        tracing::debug!(error = %e, "metrics request failed");
+                match conn {
+                    Ok(conn) => {
+                        if let Err(e) = answer(conn, &metrics) {
+                            tracing::debug!(error = %e, "metrics request failed");
+                        }
                     }
+                    // Out of descriptors, say: do not spin.
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 }
             }
         })?;
@@ -64,9 +68,10 @@ pub fn serve(addr: impl ToSocketAddrs, metrics: Metrics) -> io::Result<MetricsSe
 }
 
 fn answer(conn: TcpStream, metrics: &Metrics) -> io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
     conn.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
+    // A request is small: at most 16 KiB of it is read, however slowly it comes.
+    let mut reader = BufReader::new(conn.try_clone()?.take(16 << 10));
     let mut line = String::new();
     reader.read_line(&mut line)?;
     // Skip the headers (bounded).

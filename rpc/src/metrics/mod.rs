@@ -221,9 +221,11 @@ impl Metrics {
 
     /// Runs `f` on this thread's series for `call`.
     fn with_series<R>(&self, call: &CallInfo<'_>, f: impl FnOnce(&Series) -> R) -> R {
+        let sys = system(call.payload);
         let matches = |id: u64, s: &Series| {
             id == self.id
                 && s.side == call.side
+                && s.system == sys
                 && s.method == call.method
                 && s.service == call.service
         };
@@ -247,6 +249,7 @@ impl Metrics {
             if let Some((_, s)) = bucket.iter().find(|(id, s)| {
                 *id == self.id
                     && s.side == call.side
+                    && s.system == sys
                     && s.service == call.service
                     && s.method == call.method
             }) {

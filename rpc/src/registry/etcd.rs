@@ -34,6 +34,9 @@ use crate::discovery::{Instance, OnChange, ResolveError, Resolver, WatchGuard};
 /// Kitex's key prefix.
 pub const DEFAULT_PREFIX: &str = "kitex/registry-etcd";
 
+/// How long a watch may stay silent before it is set up again.
+const WATCH_IDLE: Duration = Duration::from_secs(30);
+
 /// Where an etcd cluster answers, and how long a request may take.
 #[derive(Debug, Clone)]
 struct Etcd {
@@ -83,7 +86,10 @@ impl Etcd {
         let mut last = io::Error::other("no etcd endpoint given");
         for e in &self.endpoints {
             match Response::open(e, "/v3/watch", &body, self.timeout) {
-                Ok(r) if r.status == 200 => return r.into_stream(),
+                // A silent watch is taken down and set up again (listing first) after a
+                // while, so that a connection that died without a word cannot freeze the
+                // instance list.
+                Ok(r) if r.status == 200 => return r.into_stream(WATCH_IDLE),
                 Ok(r) => last = io::Error::other(format!("watch answered HTTP {}", r.status)),
                 Err(err) => last = err,
             }
@@ -283,6 +289,16 @@ impl Registry for EtcdRegistry {
         }
         let key = self.key(r);
         let value = Self::value(r);
+        // A registration of the same key replaces the old one: its keeper stops first,
+        // so that it cannot put the key back under its own lease.
+        let old = self
+            .registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        if let Some(old) = old {
+            stop_keeper(old);
+        }
         let lease = put_with_lease(&self.etcd, &key, &value, self.ttl)
             .map_err(|e| RegistryError::new(&r.service, crate::cause(e)))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -298,8 +314,7 @@ impl Registry for EtcdRegistry {
             .name("rpc-etcd-lease".into())
             .spawn(move || keep_alive(etcd, k, value, ttl, st, l))
             .map_err(|e| RegistryError::new(&r.service, crate::cause(e)))?;
-        let old = self
-            .registered
+        self.registered
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(
@@ -310,9 +325,6 @@ impl Registry for EtcdRegistry {
                     lease,
                 },
             );
-        if let Some(old) = old {
-            stop_keeper(old);
-        }
         tracing::info!(service = %r.service, addr = %r.addr, "registered in etcd");
         Ok(())
     }
@@ -324,31 +336,29 @@ impl Registry for EtcdRegistry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
-        let lease = keeper.map(|k| {
-            let lease = *k.lease.lock().unwrap_or_else(|p| p.into_inner());
-            stop_keeper(k);
-            lease
-        });
-        let err = |e| RegistryError::new(&r.service, crate::cause(e));
+        // The lease is read once its keeper has stopped (it may have just granted a new
+        // one). Revoking it deletes the key only if it is still ours: a new process that
+        // registered the same address meanwhile (a rolling restart) keeps its entry.
+        let Some(lease) = keeper.map(stop_keeper) else {
+            return Ok(());
+        };
         self.etcd
-            .call("/v3/kv/deleterange", &json!({"key": b64(key.as_bytes())}))
-            .map_err(err)?;
-        if let Some(lease) = lease {
-            let _ = self
-                .etcd
-                .call("/v3/lease/revoke", &json!({"ID": lease.to_string()}));
-        }
+            .call("/v3/lease/revoke", &json!({"ID": lease.to_string()}))
+            .map_err(|e| RegistryError::new(&r.service, crate::cause(e)))?;
         tracing::info!(service = %r.service, addr = %r.addr, "deregistered from etcd");
         Ok(())
     }
 }
 
-fn stop_keeper(mut k: Keeper) {
+/// Stops a keeper; returns its lease (read after it stopped).
+fn stop_keeper(mut k: Keeper) -> i64 {
     k.stop.store(true, Ordering::Relaxed);
     if let Some(t) = k.thread.take() {
         t.thread().unpark();
         let _ = t.join();
     }
+    let lease = *k.lease.lock().unwrap_or_else(|p| p.into_inner());
+    lease
 }
 
 impl Drop for EtcdRegistry {
@@ -382,8 +392,27 @@ fn keep_alive(
         }
         let id = *lease.lock().unwrap_or_else(|p| p.into_inner());
         match etcd.call("/v3/lease/keepalive", &json!({"ID": id.to_string()})) {
-            // A known lease answers with its TTL; an unknown one without.
-            Ok(r) if int(&r["result"]["TTL"]) > 0 => {}
+            // An error of etcd's (no leader, a timeout) says nothing of the lease.
+            Ok(r) if r.get("error").is_some() => {
+                tracing::warn!(key, error = %r["error"], "cannot renew the lease; retrying");
+            }
+            // A known lease answers with its TTL. The key must still be there: it is put
+            // back if someone deleted it (one under another lease is left to its owner).
+            Ok(r) if int(&r["result"]["TTL"]) > 0 => {
+                let got = etcd.call("/v3/kv/range", &json!({"key": b64(key.as_bytes())}));
+                if got.is_ok_and(|g| g["kvs"].as_array().is_none_or(|k| k.is_empty())) {
+                    tracing::warn!(key, "the key is gone; putting it back");
+                    let put = json!({
+                        "key": b64(key.as_bytes()),
+                        "value": b64(value.as_bytes()),
+                        "lease": id.to_string(),
+                    });
+                    if let Err(e) = etcd.call("/v3/kv/put", &put) {
+                        tracing::warn!(key, error = %e, "cannot put the key back; retrying");
+                    }
+                }
+            }
+            // An unknown lease answers without a TTL.
             Ok(_) => {
                 tracing::warn!(key, "the lease is gone; registering again");
                 match put_with_lease(&etcd, &key, &value, ttl) {
@@ -561,8 +590,23 @@ impl EtcdResolver {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            if let Err(e) = result {
-                tracing::warn!(service, error = %e, "etcd watch interrupted; keeping the last instances");
+            match result {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    tracing::debug!(
+                        service,
+                        "etcd watch silent for a while; setting it up again"
+                    );
+                    pause = Duration::ZERO;
+                }
+                Err(e) => {
+                    tracing::warn!(service, error = %e, "etcd watch interrupted; keeping the last instances")
+                }
+                Ok(()) => {}
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_secs(1));

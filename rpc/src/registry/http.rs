@@ -49,11 +49,20 @@ pub(crate) struct Response {
 impl Response {
     /// Connects, sends the request and reads the status line and headers.
     pub(crate) fn open(host: &str, path: &str, body: &str, timeout: Duration) -> io::Result<Self> {
-        let addr = host
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| invalid(format!("{host} resolves to no address")))?;
-        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        // Every address the name has, in turn (`localhost` is often ::1 first while etcd
+        // listens on 127.0.0.1 only).
+        let mut last = invalid(format!("{host} resolves to no address"));
+        let mut connected = None;
+        for addr in host.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&addr, timeout) {
+                Ok(s) => {
+                    connected = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let stream = connected.ok_or(last)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
@@ -83,7 +92,11 @@ impl Response {
             }
             if let Some((k, v)) = h.split_once(':') {
                 let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-                if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
+                if k == "transfer-encoding"
+                    && v.rsplit(',')
+                        .next()
+                        .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"))
+                {
                     chunked = true;
                 } else if k == "content-length" {
                     length = v.parse().ok();
@@ -100,10 +113,12 @@ impl Response {
         })
     }
 
-    /// Makes the response a stream read without a deadline, and returns a handle to its
-    /// connection: shutting the handle down ends a read blocked on it.
-    pub(crate) fn into_stream(self) -> io::Result<(Response, TcpStream)> {
-        self.reader.get_ref().set_read_timeout(None)?;
+    /// Makes the response a stream whose reads wait up to `idle` (a stream silent that
+    /// long fails with a timeout: the connection may be dead without a word, its peer's
+    /// host gone), and returns a handle to its connection: shutting the handle down ends
+    /// a read blocked on it.
+    pub(crate) fn into_stream(self, idle: Duration) -> io::Result<(Response, TcpStream)> {
+        self.reader.get_ref().set_read_timeout(Some(idle))?;
         let handle = self.reader.get_ref().try_clone()?;
         Ok((self, handle))
     }
@@ -119,7 +134,7 @@ impl Response {
                 if self.reader.read_line(&mut size)? == 0 {
                     return Err(invalid("connection closed inside a chunked body"));
                 }
-                let hex = size.trim().split(';').next().unwrap_or("");
+                let hex = size.split(';').next().unwrap_or("").trim();
                 let n = usize::from_str_radix(hex, 16)
                     .map_err(|_| invalid(format!("bad chunk size {size:?}")))?;
                 if n == 0 {

@@ -321,13 +321,19 @@ impl ServerConn {
         // first byte arrived plus the timeout it sent.
         if let Some(deadline) = ctx.deadline() {
             if netpoll::now() >= deadline {
+                let mut bytes = 0;
                 if wants_reply {
                     let s = Status::deadline_exceeded(format!(
                         "the caller's {:?} timeout passed before the handler ran",
                         ctx.timeout().unwrap_or_default()
                     ));
-                    sink.reply(slot, |out, h| wire::write_status(env, out, &s, h));
+                    sink.reply(slot, |out, h| {
+                        let before = out.len();
+                        wire::write_status(env, out, &s, h);
+                        bytes = out.len() - before;
+                    });
                 }
+                answered_early(&ctx, crate::ErrorKind::DeadlineExceeded, bytes);
                 return Ok(());
             }
         }
@@ -342,11 +348,15 @@ impl ServerConn {
                     })
                 }
                 Err(status) => {
+                    let mut bytes = 0;
                     if wants_reply {
                         sink.reply(slot, |out, h| {
-                            meta.with_headers(h, |h| wire::write_status(env, out, &status, h))
+                            let before = out.len();
+                            meta.with_headers(h, |h| wire::write_status(env, out, &status, h));
+                            bytes = out.len() - before;
                         });
                     }
+                    answered_early(&ctx, status.kind(), bytes);
                     return Ok(());
                 }
             }
@@ -569,5 +579,17 @@ impl Handler for ServerConn {
         };
         self.shared.stats.count(cause);
         tracing::debug!(peer = ?self.peer, cause = cause.name(), %reason, "server connection closed");
+    }
+}
+
+/// A call answered before its handler ran (its deadline had passed, or a middleware
+/// refused it): counted by the server's metrics like any other.
+fn answered_early(ctx: &CallContext<'_>, kind: crate::ErrorKind, response_bytes: usize) {
+    if let Some(m) = ctx.metrics {
+        let outcome = crate::Outcome {
+            error: Some(kind),
+            response_bytes,
+        };
+        m.ended(&ctx.info(), &outcome, false);
     }
 }

@@ -306,6 +306,19 @@ impl<T, E> std::fmt::Debug for Deferred<T, E> {
     }
 }
 
+impl<T, E> Deferred<T, E> {
+    /// Sends `key: value` back to the caller with this reply (Kitex's backward metainfo,
+    /// as [`CallContext::send_back`] does before the reply was deferred).
+    pub fn send_back(&mut self, key: &str, value: impl Into<Bytes>) {
+        if let Some(t) = &mut self.target {
+            t.back.insert(
+                format!("{}{key}", crate::client::BACKWARD_PREFIX),
+                value.into(),
+            );
+        }
+    }
+}
+
 impl<T: Send + 'static, E: ReplyError + Send + 'static> Deferred<T, E> {
     /// Sends the reply. It is encoded and written on the connection's core; if the
     /// connection has gone meanwhile, it is dropped.
