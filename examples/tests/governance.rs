@@ -561,3 +561,38 @@ fn a_failing_instance_trips_its_breaker_and_is_probed_back() {
     }
     println!("probed back in after {:?}", healed_at.elapsed());
 }
+
+/// A per-try timeout leaves room to retry: an instance that answers after 2 s is given
+/// 100 ms, then the call goes to the other one, well within the call's 1 s deadline.
+#[test]
+fn a_try_that_times_out_is_retried_within_the_deadline() {
+    use netpoll_rpc::balance::WeightedRoundRobin;
+    let stuck = EchoServer::start(&["--echo-delay-ms", "2000"]);
+    let fine = EchoServer::start(&[]);
+    let client = EchoClient::new(
+        "half-stuck",
+        ClientBuilder::default()
+            .host_ports([stuck.addr, fine.addr])
+            .load_balancer(WeightedRoundRobin)
+            .call_timeout(Some(Duration::from_secs(1)))
+            .circuit_breaker(None)
+            .retry(RetryPolicy {
+                try_timeout: Some(Duration::from_millis(100)),
+                ..RetryPolicy::default().idempotent("echo")
+            }),
+    )
+    .unwrap();
+    for _ in 0..6 {
+        let t0 = Instant::now();
+        assert_eq!(&client.echo(Bytes::from_static(b"t")).unwrap()[..], b"t");
+        assert!(
+            t0.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+    assert!(
+        client.client().retries() >= 2,
+        "the stuck instance's tries were retried"
+    );
+}

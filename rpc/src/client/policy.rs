@@ -32,6 +32,9 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
     /// Which failures are retried, unless a method says otherwise.
     pub retry_on: RetryOn,
+    /// The longest one try may take, within the call's deadline (default `None`: a try
+    /// may take all of it, and then a timed-out try leaves no time to retry).
+    pub try_timeout: Option<Duration>,
     /// Per-method overrides (IDL method name).
     pub methods: HashMap<String, RetryOn>,
     /// Backup requests: if no reply came within this delay, send a copy of the call to
@@ -57,6 +60,7 @@ impl Default for RetryPolicy {
             backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(200),
             retry_on: RetryOn::Unsent,
+            try_timeout: None,
             methods: HashMap::new(),
             backup_after: None,
             backup_quantile: None,

@@ -1072,6 +1072,12 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
             },
             None => None,
         };
+        // Each try waits at most the per-try timeout, so that a timed-out try of an
+        // idempotent method leaves time for another.
+        let remaining = match (remaining, inner.retry.try_timeout) {
+            (Some(r), Some(t)) => Some(r.min(t)),
+            (r, t) => r.or(t),
+        };
         let tried: Vec<usize> = self
             .tried
             .iter()
