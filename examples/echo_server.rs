@@ -87,6 +87,7 @@ fn main() {
         b = b.write_timeout((n > 0).then(|| ms(n)));
     }
     let (qps, concurrency) = (parse("--limit-qps"), parse("--limit-concurrency"));
+    let mut limiter = None;
     if qps.is_some() || concurrency.is_some() {
         let mut l = netpoll_rpc::server::Limiter::new();
         if let Some(n) = qps {
@@ -95,7 +96,8 @@ fn main() {
         if let Some(n) = concurrency {
             l = l.max_concurrent(n);
         }
-        b = b.middleware(l);
+        b = b.middleware(l.clone());
+        limiter = Some(l);
     }
     if let Some(registry) = flag(&args, "--registry") {
         let Some(endpoints) = registry.strip_prefix("etcd://") else {
@@ -139,6 +141,9 @@ fn main() {
             println!("echo_server: listening on {}", server.local_addr());
             if let Some((addr, m)) = metrics {
                 m.add_source(netpoll_rpc::metrics::Metrics::server_metrics(server));
+                if let Some(l) = &limiter {
+                    m.add_source(l.metrics_source());
+                }
                 match netpoll_rpc::metrics::serve(addr.as_str(), m) {
                     Ok(e) => endpoint = Some(e),
                     Err(e) => {

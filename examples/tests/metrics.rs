@@ -175,4 +175,10 @@ fn prometheus_counts_what_the_client_counted() {
     assert!(prom
         .query("sum(rpc_server_connections_closed_total)")
         .is_some());
+    assert!(prom.query("sum(rpc_server_connections)").is_some());
+    assert!(
+        prom.query("sum(netpoll_buffer_pool_buffers{state=\"total\"})")
+            .is_some_and(|n| n > 0.0),
+        "the receive pool is reported"
+    );
 }

@@ -382,11 +382,55 @@ impl Metrics {
     }
 
     /// A source for [`add_source`](Metrics::add_source) with a server's own metrics:
-    /// connections closed by reason (`rpc_server_connections_closed_total{reason}`),
-    /// connections refused at the limit included.
+    /// connections closed by reason (`rpc_server_connections_closed_total{reason}`,
+    /// connections refused at the limit included), and per core the connections open
+    /// (`rpc_server_connections{core}`) and the receive buffer pool's use
+    /// (`netpoll_buffer_pool_buffers{core,state}`: `in_ring`, `lent`, `total`). The per-core
+    /// numbers are asked of each core when scraped (a core that does not answer within
+    /// 200 ms is left out).
     pub fn server_metrics(server: &crate::server::Server) -> impl Fn(&mut String) + Send + Sync {
         let counts = server.close_counter();
+        let rt = server.runtime().clone();
         move |out: &mut String| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            for core in 0..rt.cores() {
+                let tx = tx.clone();
+                let _ = rt.spawn(core, move |c: &mut netpoll::Core| {
+                    let _ = tx.send((c.id(), c.connection_count(), c.pool_stats()));
+                });
+            }
+            drop(tx);
+            let deadline = Instant::now() + std::time::Duration::from_millis(200);
+            let mut cores = Vec::new();
+            while let Ok(x) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                cores.push(x);
+            }
+            cores.sort_by_key(|c| c.0);
+            let _ = writeln!(
+                out,
+                "# HELP rpc_server_connections Server connections open, per core.\n\
+                 # TYPE rpc_server_connections gauge"
+            );
+            for (core, conns, _) in &cores {
+                let _ = writeln!(out, "rpc_server_connections{{core=\"{core}\"}} {conns}");
+            }
+            let _ = writeln!(
+                out,
+                "# HELP netpoll_buffer_pool_buffers Receive buffers per core, by state.\n\
+                 # TYPE netpoll_buffer_pool_buffers gauge"
+            );
+            for (core, _, p) in &cores {
+                for (state, n) in [
+                    ("in_ring", p.in_ring),
+                    ("lent", p.lent),
+                    ("total", p.buffers),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "netpoll_buffer_pool_buffers{{core=\"{core}\",state=\"{state}\"}} {n}"
+                    );
+                }
+            }
             let _ = writeln!(
                 out,
                 "# HELP rpc_server_connections_closed_total Server connections closed, by reason.\n\

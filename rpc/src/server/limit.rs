@@ -7,7 +7,7 @@
 //! Register it as a middleware: `ServerBuilder::middleware(Limiter::new().qps(10_000))`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -70,7 +70,7 @@ impl Scope {
         if let Some(max) = self.max_concurrent {
             if self.concurrent.fetch_add(1, Ordering::AcqRel) >= max {
                 self.concurrent.fetch_sub(1, Ordering::AcqRel);
-                return Err("too many concurrent calls");
+                return Err(CONCURRENCY);
             }
         }
         if let Some(b) = &self.bucket {
@@ -93,6 +93,8 @@ impl Scope {
 /// per method. See the [module docs](self).
 #[derive(Debug, Clone, Default)]
 pub struct Limiter {
+    /// Calls refused, by limit: concurrency, calls per second.
+    rejected: Arc<[AtomicU64; 2]>,
     server: Arc<Scope>,
     methods: Arc<HashMap<String, Scope>>,
     pending_methods: HashMap<String, (Option<usize>, Option<u32>)>,
@@ -150,12 +152,16 @@ impl Middleware for Limiter {
         let now = netpoll::now();
         let method = self.methods.get(call.method);
         if let Some(m) = method {
-            m.admit(now).map_err(|why| over(call, why))?;
+            if let Err(why) = m.admit(now) {
+                self.count(why);
+                return Err(over(call, why));
+            }
         }
         if let Err(why) = self.server.admit(now) {
             if let Some(m) = method {
                 m.release();
             }
+            self.count(why);
             return Err(over(call, why));
         }
         Ok(Admitted {
@@ -170,6 +176,34 @@ impl Middleware for Limiter {
         }
     }
 }
+
+impl Limiter {
+    /// A source for `Metrics::add_source`: the calls refused so far, by limit
+    /// (`rpc_server_calls_rejected_total{reason="concurrency"|"qps"}`).
+    pub fn metrics_source(&self) -> impl Fn(&mut String) + Send + Sync + 'static {
+        let rejected = self.rejected.clone();
+        move |out: &mut String| {
+            out.push_str(
+                "# HELP rpc_server_calls_rejected_total Calls refused by the server's limits.\n\
+                 # TYPE rpc_server_calls_rejected_total counter\n",
+            );
+            for (i, reason) in ["concurrency", "qps"].into_iter().enumerate() {
+                out.push_str(&format!(
+                    "rpc_server_calls_rejected_total{{reason=\"{reason}\"}} {}\n",
+                    rejected[i].load(Ordering::Relaxed)
+                ));
+            }
+        }
+    }
+
+    fn count(&self, why: &str) {
+        let i = usize::from(why != CONCURRENCY);
+        self.rejected[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a call is refused for too many concurrent calls.
+const CONCURRENCY: &str = "too many concurrent calls";
 
 fn over(call: &CallInfo<'_>, why: &str) -> Status {
     tracing::debug!(method = call.method, why, "call refused: over a limit");
