@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
 pub use http::{serve, MetricsServer};
@@ -62,6 +62,8 @@ struct Series {
     response_bytes: AtomicU64,
     /// Index 0: ok; then one per row of `ErrorKind::TABLE`; last: any other kind.
     by_status: Vec<OnceLock<Hist>>,
+    /// Holds the counts of threads that exited (see `LocalTable`).
+    retired: bool,
 }
 
 fn status_count() -> usize {
@@ -121,6 +123,56 @@ fn bump(c: &AtomicU64, n: u64) {
 }
 
 impl Series {
+    fn new(
+        side: Side,
+        system: &'static str,
+        service: String,
+        method: String,
+        retired: bool,
+    ) -> Self {
+        Series {
+            side,
+            system,
+            service,
+            method,
+            in_flight: AtomicI64::new(0),
+            request_bytes: AtomicU64::new(0),
+            response_bytes: AtomicU64::new(0),
+            by_status: (0..status_count()).map(|_| OnceLock::new()).collect(),
+            retired,
+        }
+    }
+
+    fn same_key(&self, o: &Series) -> bool {
+        self.side == o.side
+            && self.system == o.system
+            && self.service == o.service
+            && self.method == o.method
+    }
+
+    /// Adds `o`'s counts to this series (a retired one, under the registry's lock).
+    fn fold(&self, o: &Series) {
+        let n = o.in_flight.load(Ordering::Relaxed);
+        self.in_flight.store(
+            self.in_flight.load(Ordering::Relaxed) + n,
+            Ordering::Relaxed,
+        );
+        bump(&self.request_bytes, o.request_bytes.load(Ordering::Relaxed));
+        bump(
+            &self.response_bytes,
+            o.response_bytes.load(Ordering::Relaxed),
+        );
+        for (mine, theirs) in self.by_status.iter().zip(&o.by_status) {
+            if let Some(t) = theirs.get() {
+                let m = mine.get_or_init(Hist::default);
+                for (a, b) in m.buckets.iter().zip(&t.buckets) {
+                    bump(a, b.load(Ordering::Relaxed));
+                }
+                bump(&m.sum_ns, t.sum_ns.load(Ordering::Relaxed));
+            }
+        }
+    }
+
     fn add(&self, d: std::time::Duration, error: Option<ErrorKind>) {
         let h = self.by_status[status_index(error)].get_or_init(Hist::default);
         let ns = d.as_nanos().min(u64::MAX as u128) as u64;
@@ -134,7 +186,45 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// This thread's series, by a hash of (metrics id, side, service, method): the metrics
 /// id and the series of each key. The key is a hash already: it is used as it is.
-type Local = HashMap<u64, Vec<(u64, Arc<Series>)>, BuildHasherDefault<KeyHasher>>;
+type Local = HashMap<u64, Vec<(u64, Arc<Series>, Weak<Registry>)>, BuildHasherDefault<KeyHasher>>;
+
+/// Every series of one [`Metrics`]: those of live threads, and one per key holding what
+/// threads that exited counted (`retired`).
+type Registry = Mutex<Vec<Arc<Series>>>;
+
+/// A thread's series; when the thread exits, their counts are folded into the retired
+/// series of their key and they leave the registry, so that threads that come and go
+/// (a client called from short-lived threads) do not grow it.
+#[derive(Default)]
+struct LocalTable(Local);
+
+impl Drop for LocalTable {
+    fn drop(&mut self) {
+        for (_, s, registry) in self.0.drain().flat_map(|(_, v)| v) {
+            let Some(registry) = registry.upgrade() else {
+                continue;
+            };
+            let mut all = registry.lock().unwrap_or_else(|p| p.into_inner());
+            all.retain(|x| !Arc::ptr_eq(x, &s));
+            let into = match all.iter().find(|r| r.retired && r.same_key(&s)) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = Arc::new(Series::new(
+                        s.side,
+                        s.system,
+                        s.service.clone(),
+                        s.method.clone(),
+                        true,
+                    ));
+                    all.push(r.clone());
+                    r
+                }
+            };
+            // Retired series are written only here, under the registry's lock.
+            into.fold(&s);
+        }
+    }
+}
 
 /// A hasher for keys that are hashes already.
 #[derive(Default)]
@@ -155,7 +245,7 @@ impl Hasher for KeyHasher {
 }
 
 thread_local! {
-    static LOCAL: RefCell<Local> = RefCell::new(HashMap::default());
+    static LOCAL: RefCell<LocalTable> = RefCell::new(LocalTable::default());
     /// The series this thread used last.
     static LAST: RefCell<Option<(u64, Arc<Series>)>> = const { RefCell::new(None) };
 }
@@ -182,7 +272,7 @@ type Source = Arc<dyn Fn(&mut String) + Send + Sync>;
 #[derive(Clone)]
 pub struct Metrics {
     id: u64,
-    all: Arc<Mutex<Vec<Arc<Series>>>>,
+    all: Arc<Registry>,
     /// Extra text appended to each rendering (a server's connection counters, say).
     extra: Arc<Mutex<Vec<Source>>>,
 }
@@ -245,8 +335,8 @@ impl Metrics {
         let k = key(self.id, call.side, call.service, call.method);
         let s = LOCAL.with(|l| {
             let mut l = l.borrow_mut();
-            let bucket = l.entry(k).or_default();
-            if let Some((_, s)) = bucket.iter().find(|(id, s)| {
+            let bucket = l.0.entry(k).or_default();
+            if let Some((_, s, _)) = bucket.iter().find(|(id, s, _)| {
                 *id == self.id
                     && s.side == call.side
                     && s.system == sys
@@ -255,21 +345,18 @@ impl Metrics {
             }) {
                 return s.clone();
             }
-            let s = Arc::new(Series {
-                side: call.side,
-                system: system(call.payload),
-                service: call.service.to_owned(),
-                method: call.method.to_owned(),
-                in_flight: AtomicI64::new(0),
-                request_bytes: AtomicU64::new(0),
-                response_bytes: AtomicU64::new(0),
-                by_status: (0..status_count()).map(|_| OnceLock::new()).collect(),
-            });
+            let s = Arc::new(Series::new(
+                call.side,
+                sys,
+                call.service.to_owned(),
+                call.method.to_owned(),
+                false,
+            ));
             self.all
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(s.clone());
-            bucket.push((self.id, s.clone()));
+            bucket.push((self.id, s.clone(), Arc::downgrade(&self.all)));
             s
         });
         LAST.with(|last| *last.borrow_mut() = Some((self.id, s.clone())));
@@ -507,5 +594,67 @@ impl Middleware for Metrics {
             bump(&here.response_bytes, outcome.response_bytes as u64);
             here.add(d, outcome.error);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Transport;
+
+    fn call(start: Instant) -> CallInfo<'static> {
+        CallInfo {
+            side: Side::Client,
+            service: "Echo",
+            method: "echo",
+            transport: Transport::Framed,
+            payload: Payload::ThriftBinary,
+            peer: None,
+            seq_id: 0,
+            request_bytes: 10,
+            start,
+            deadline: None,
+            headers: None,
+        }
+    }
+
+    fn count(text: &str) -> u64 {
+        text.lines()
+            .find(|l| {
+                l.starts_with("rpc_client_call_duration_seconds_count{")
+                    && l.contains("status=\"ok\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn threads_that_exit_keep_their_counts_and_leave_no_series() {
+        let m = Metrics::new();
+        for _ in 0..50 {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                for _ in 0..3 {
+                    let c = call(Instant::now());
+                    m.start(&c, &mut Metadata::default()).unwrap();
+                    let outcome = Outcome {
+                        error: None,
+                        response_bytes: 5,
+                    };
+                    Middleware::end(&m, (), &c, &outcome);
+                }
+            })
+            .join()
+            .unwrap();
+        }
+        assert_eq!(count(&m.render()), 150, "every call counted");
+        let series = m.all.lock().unwrap().len();
+        assert_eq!(
+            series, 1,
+            "one retired series holds the exited threads' counts"
+        );
+        assert!(m.render().contains("rpc_client_calls_in_flight{rpc_system=\"apache_thrift\",rpc_service=\"Echo\",rpc_method=\"echo\"} 0"));
+        assert!(m.render().contains("rpc_client_request_bytes_total{rpc_system=\"apache_thrift\",rpc_service=\"Echo\",rpc_method=\"echo\"} 1500"));
     }
 }
