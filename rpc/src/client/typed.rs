@@ -869,6 +869,7 @@ impl<C: PayloadCodec> Client<C> {
                 first,
                 blamed: false,
                 backward,
+                instances: 1,
                 complete,
             };
         let quantile = inner.retry.backup_quantile.map(|q| {
@@ -1039,6 +1040,8 @@ struct Flight<C: PayloadCodec, A, R> {
     blamed: bool,
     /// The caller wants the reply's backward values.
     backward: bool,
+    /// How many instances the list had at the last try (for the method's breaker).
+    instances: usize,
     complete: Complete<R>,
 }
 
@@ -1099,6 +1102,7 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
             return self.finish(Ended::default(), Err(e));
         };
         let ep = snap.endpoints[idx].clone();
+        self.instances = snap.endpoints.len();
         if let Some(first) = self.first.take() {
             *first.lock().unwrap_or_else(|p| p.into_inner()) = Some(ep.addr);
         }
@@ -1216,8 +1220,7 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
         if let Some(b) = &self.method_breaker {
             let failed = result.as_ref().err().is_some_and(policy::counts_as_failure);
             if !(failed && self.blamed) {
-                let n = self.client.base.inner.cluster.snapshot().endpoints.len();
-                b.record_scaled(netpoll::now(), failed, n);
+                b.record_scaled(netpoll::now(), failed, self.instances);
             }
         }
         (self.complete)(ended, result);
