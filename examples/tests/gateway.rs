@@ -17,6 +17,7 @@ struct Seen {
     timeout: Option<Duration>,
     user: Option<String>,
     transient: Option<String>,
+    trace: Option<netpoll_rpc::trace::TraceContext>,
 }
 
 #[derive(Clone, Default)]
@@ -29,6 +30,7 @@ impl Hello for Backend {
             timeout: ctx.timeout(),
             user: text(ctx.persistent("user")),
             transient: text(ctx.transient("hop")),
+            trace: ctx.trace(),
         });
         ctx.send_back("served-by", "backend");
         Reply::ok(Response {
@@ -77,9 +79,12 @@ fn a_gateway_calls_its_backend_with_the_callers_deadline_and_metadata() {
             .call_timeout(Some(Duration::from_secs(2))),
     )
     .unwrap();
+    let caller_trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let client = client
         .with_persistent("user", "alice")
-        .with_transient("hop", "gateway only");
+        .with_transient("hop", "gateway only")
+        .with_header("traceparent", caller_trace)
+        .with_header("tracestate", "congo=t61rcWkgMzE");
     let r = client
         .say_hello(Request {
             name: "Kitex".into(),
@@ -98,6 +103,12 @@ fn a_gateway_calls_its_backend_with_the_callers_deadline_and_metadata() {
         "persistent metadata travels on"
     );
     assert_eq!(s.transient, None, "transient values stop at the gateway");
+    // The backend's call is in the caller's trace, as a child of the gateway's span.
+    let t = s.trace.expect("the trace context travels on");
+    assert_eq!(t.trace_id_hex(), "0af7651916cd43dd8448eb211c80319c");
+    assert_ne!(t.span_id, [0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31]);
+    assert!(t.sampled());
+    assert_eq!(t.state.as_deref(), Some("congo=t61rcWkgMzE"));
 
     // Called directly, the backend gets the transient value, and its value sent back
     // reaches the caller.

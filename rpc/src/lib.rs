@@ -23,6 +23,7 @@ mod middleware;
 pub mod registry;
 pub mod server;
 mod status;
+pub mod trace;
 pub mod wire;
 
 pub use call::{CallInfo, ErrorCodes, ErrorKind, Outcome, Side};

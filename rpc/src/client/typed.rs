@@ -685,9 +685,10 @@ impl<C: PayloadCodec> Client<C> {
     }
 
     /// The same client, for calls made while serving `ctx` (from inside a handler): they
-    /// get at most the time the caller of `ctx` has left, and carry on its persistent
+    /// get at most the time the caller of `ctx` has left, carry on its persistent
     /// metadata (TTHeader string headers named `RPC_PERSIST_*`, as Kitex's metainfo
-    /// propagates them down a call chain).
+    /// propagates them down a call chain), and join its W3C trace (`traceparent`, with a
+    /// new span id, and `tracestate`).
     pub fn within(&self, ctx: &crate::server::CallContext<'_>) -> Self {
         let mut c = self.clone();
         if let Some(d) = ctx.deadline() {
@@ -700,6 +701,14 @@ impl<C: PayloadCodec> Client<C> {
                     let k = String::from_utf8_lossy(k).into_owned();
                     c = c.with_header(&k, Bytes::copy_from_slice(v));
                 }
+            }
+        }
+        // The downstream call joins the caller's trace, as a child of the call served.
+        if let Some(t) = ctx.trace() {
+            let child = t.child();
+            c = c.with_header(crate::trace::TRACEPARENT, child.traceparent());
+            if let Some(state) = child.state {
+                c = c.with_header(crate::trace::TRACESTATE, state);
             }
         }
         c

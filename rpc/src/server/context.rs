@@ -166,6 +166,15 @@ impl CallContext<'_> {
             .map(|(_, v)| Bytes::copy_from_slice(v))
     }
 
+    /// The caller's W3C trace context (TTHeader `traceparent` and `tracestate`), if it
+    /// sent a valid one.
+    pub fn trace(&self) -> Option<crate::trace::TraceContext> {
+        let tt = self.ttheader?;
+        let parent = tt.str_header(crate::trace::TRACEPARENT)?;
+        let state = tt.str_header(crate::trace::TRACESTATE);
+        crate::trace::TraceContext::parse(&parent, state.as_deref())
+    }
+
     /// Sends `key: value` back to the caller with the reply (Kitex's backward metainfo:
     /// `RPC_BACKWARD_{key}`; a client reads them with `call_meta`). For a deferred reply,
     /// values sent back before `defer()` go with it.

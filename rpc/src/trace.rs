@@ -1,0 +1,176 @@
+//! W3C trace context (<https://www.w3.org/TR/trace-context/>) carried in TTHeader string
+//! headers `traceparent` and `tracestate`: read from a call being served
+//! ([`CallContext::trace`](crate::server::CallContext::trace)), and passed on by calls
+//! made while serving it (`Client::within`), each as a child span of the caller's.
+
+use std::fmt::Write as _;
+
+/// The `traceparent` header's name.
+pub const TRACEPARENT: &str = "traceparent";
+/// The `tracestate` header's name.
+pub const TRACESTATE: &str = "tracestate";
+
+/// A span's place in a trace: its trace id, its own id, whether it is sampled, and the
+/// vendors' state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// The trace's id (never all zeros).
+    pub trace_id: [u8; 16],
+    /// The span's id (never all zeros).
+    pub span_id: [u8; 8],
+    /// Trace flags; bit 0: sampled.
+    pub flags: u8,
+    /// The `tracestate` header, passed on unchanged.
+    pub state: Option<String>,
+}
+
+fn hex_into(out: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+}
+
+fn unhex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, pair) in s.chunks(2).enumerate() {
+        let d = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        out[i] = d(pair[0])? << 4 | d(pair[1])?;
+    }
+    Some(out)
+}
+
+impl TraceContext {
+    /// Parses a `traceparent` value (version 00, or a later version's first four fields).
+    /// Invalid values (wrong lengths, upper-case hex, all-zero ids, version ff) give `None`.
+    pub fn parse(traceparent: &[u8], tracestate: Option<&[u8]>) -> Option<TraceContext> {
+        let mut parts = traceparent.split(|&b| b == b'-');
+        let version = unhex::<1>(parts.next()?)?[0];
+        let trace_id = unhex::<16>(parts.next()?)?;
+        let span_id = unhex::<8>(parts.next()?)?;
+        let flags = unhex::<1>(parts.next()?)?[0];
+        if version == 0xff
+            || (version == 0 && parts.next().is_some())
+            || trace_id == [0; 16]
+            || span_id == [0; 8]
+        {
+            return None;
+        }
+        Some(TraceContext {
+            trace_id,
+            span_id,
+            flags,
+            state: tracestate
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .filter(|s| !s.is_empty() && s.len() <= 512)
+                .map(str::to_owned),
+        })
+    }
+
+    /// A new trace's root span, sampled or not.
+    pub fn new_root(sampled: bool) -> TraceContext {
+        let mut trace_id = [0u8; 16];
+        trace_id[..8].copy_from_slice(&nonzero().to_be_bytes());
+        trace_id[8..].copy_from_slice(&nonzero().to_be_bytes());
+        TraceContext {
+            trace_id,
+            span_id: nonzero().to_be_bytes(),
+            flags: sampled as u8,
+            state: None,
+        }
+    }
+
+    /// A child span in the same trace (the same trace id, flags and state; a new id).
+    pub fn child(&self) -> TraceContext {
+        TraceContext {
+            span_id: nonzero().to_be_bytes(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether the span is sampled.
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 != 0
+    }
+
+    /// The `traceparent` value (version 00).
+    pub fn traceparent(&self) -> String {
+        let mut s = String::with_capacity(55);
+        s.push_str("00-");
+        hex_into(&mut s, &self.trace_id);
+        s.push('-');
+        hex_into(&mut s, &self.span_id);
+        let _ = write!(s, "-{:02x}", self.flags);
+        s
+    }
+
+    /// The trace id in hex (for logs).
+    pub fn trace_id_hex(&self) -> String {
+        let mut s = String::with_capacity(32);
+        hex_into(&mut s, &self.trace_id);
+        s
+    }
+}
+
+/// A random non-zero 64-bit value.
+fn nonzero() -> u64 {
+    loop {
+        let r = crate::balance::random();
+        if r != 0 {
+            return r;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_formats_the_w3c_example() {
+        let tp = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let t = TraceContext::parse(tp, Some(b"congo=t61rcWkgMzE")).unwrap();
+        assert_eq!(t.traceparent().as_bytes(), tp);
+        assert!(t.sampled());
+        assert_eq!(t.state.as_deref(), Some("congo=t61rcWkgMzE"));
+        assert_eq!(t.trace_id_hex(), "0af7651916cd43dd8448eb211c80319c");
+        let c = t.child();
+        assert_eq!(c.trace_id, t.trace_id);
+        assert_ne!(c.span_id, t.span_id);
+        assert_eq!(c.flags, t.flags);
+    }
+
+    #[test]
+    fn refuses_what_the_spec_refuses() {
+        for bad in [
+            &b"00-00000000000000000000000000000000-b7ad6b7169203331-01"[..],
+            b"00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            b"ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            b"00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+            b"00-0af7651916cd43dd8448eb211c80319-b7ad6b7169203331-01",
+            b"garbage",
+        ] {
+            assert!(
+                TraceContext::parse(bad, None).is_none(),
+                "{:?}",
+                std::str::from_utf8(bad)
+            );
+        }
+        // A later version may carry more fields.
+        assert!(TraceContext::parse(
+            b"01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-ever",
+            None
+        )
+        .is_some());
+        let root = TraceContext::new_root(false);
+        assert!(!root.sampled());
+        assert!(TraceContext::parse(root.traceparent().as_bytes(), None).is_some());
+    }
+}
