@@ -124,6 +124,19 @@ fn a_gateway_calls_its_backend_with_the_callers_deadline_and_metadata() {
         "backward values come back"
     );
     assert_eq!(seen.0.lock().unwrap()[1].transient.as_deref(), Some("one"));
+    // The same from async code.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (r, back): (Response, _) = rt
+        .block_on(
+            direct
+                .client()
+                .call_meta_async("SayHello", Request { name: "C".into() }),
+        )
+        .unwrap();
+    assert_eq!(r.message, "Hello C");
+    assert_eq!(back.iter().count(), 1);
 
     // A handler calling the blocking way on its core is refused at once.
     let blocking = register_hello(

@@ -827,6 +827,23 @@ impl<C: PayloadCodec> Client<C> {
         rx.recv().unwrap_or(Err(CallError::RuntimeStopped))
     }
 
+    /// [`call_meta`](Self::call_meta) as a future, for async callers.
+    pub fn call_meta_async<A: Request<C>, R: Response<C> + Send + 'static>(
+        &self,
+        method: &'static str,
+        args: A,
+    ) -> CallFuture<(R, Metadata)> {
+        let shared = Arc::new(Mutex::new(FutureState {
+            result: None,
+            waker: None,
+        }));
+        let completer = Completer(Some(shared.clone()));
+        self.call_inner(method, args, true, move |back, r: Result<R, CallError>| {
+            completer.complete(r.map(|v| (v, back.unwrap_or_default())))
+        });
+        CallFuture { shared }
+    }
+
     /// A call; `done` gets the backward values (if `backward`) and the result.
     fn call_inner<A: Request<C>, R: Response<C> + 'static>(
         &self,

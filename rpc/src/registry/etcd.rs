@@ -272,10 +272,15 @@ fn put_with_lease(etcd: &Etcd, key: &str, value: &str, ttl: Duration) -> io::Res
     if lease == 0 {
         return Err(io::Error::other(format!("lease grant refused: {g}")));
     }
-    etcd.call(
+    let put = etcd.call(
         "/v3/kv/put",
         &json!({"key": b64(key.as_bytes()), "value": b64(value.as_bytes()), "lease": lease.to_string()}),
-    )?;
+    );
+    if let Err(e) = put {
+        // Do not leave the lease behind until its TTL.
+        let _ = etcd.call("/v3/lease/revoke", &json!({"ID": lease.to_string()}));
+        return Err(e);
+    }
     Ok(lease)
 }
 
