@@ -122,6 +122,11 @@ fn bump(c: &AtomicU64, n: u64) {
     c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
+/// [`bump`] for the in-flight gauge, which may go down.
+fn bump_gauge(c: &AtomicI64, n: i64) {
+    c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
 impl Series {
     fn new(
         side: Side,
@@ -152,11 +157,7 @@ impl Series {
 
     /// Adds `o`'s counts to this series (a retired one, under the registry's lock).
     fn fold(&self, o: &Series) {
-        let n = o.in_flight.load(Ordering::Relaxed);
-        self.in_flight.store(
-            self.in_flight.load(Ordering::Relaxed) + n,
-            Ordering::Relaxed,
-        );
+        bump_gauge(&self.in_flight, o.in_flight.load(Ordering::Relaxed));
         bump(&self.request_bytes, o.request_bytes.load(Ordering::Relaxed));
         bump(
             &self.response_bytes,
@@ -541,28 +542,25 @@ fn escape(v: &str) -> String {
 }
 
 impl Metrics {
-    /// A call of a server ended (the server's own hook, cheaper than the middleware):
-    /// counted without touching the in-flight gauge, which only deferred replies move.
+    /// A call started: it is in flight until [`ended`](Self::ended). (A server calls
+    /// this only for deferred replies: its other calls end in the turn they start.)
+    pub(crate) fn started(&self, call: &CallInfo<'_>) {
+        self.with_series(call, |s| bump_gauge(&s.in_flight, 1));
+    }
+
+    /// A call ended; `was_in_flight` if [`started`](Self::started) counted it. The end
+    /// may run on another thread than the start (a client's reply arrives on its
+    /// connection's core): it counts in that thread's series, and the in-flight count,
+    /// summed over every thread's series, stays right.
     pub(crate) fn ended(&self, call: &CallInfo<'_>, outcome: &Outcome, was_in_flight: bool) {
         let d = Instant::now().saturating_duration_since(call.start);
         self.with_series(call, |here| {
             if was_in_flight {
-                here.in_flight.store(
-                    here.in_flight.load(Ordering::Relaxed) - 1,
-                    Ordering::Relaxed,
-                );
+                bump_gauge(&here.in_flight, -1);
             }
             bump(&here.request_bytes, call.request_bytes as u64);
             bump(&here.response_bytes, outcome.response_bytes as u64);
             here.add(d, outcome.error);
-        });
-    }
-
-    /// A server call's reply was deferred: it is in flight until it is written.
-    pub(crate) fn deferred(&self, call: &CallInfo<'_>) {
-        self.with_series(call, |s| {
-            s.in_flight
-                .store(s.in_flight.load(Ordering::Relaxed) + 1, Ordering::Relaxed)
         });
     }
 }
@@ -573,27 +571,12 @@ impl Middleware for Metrics {
     type State = ();
 
     fn start(&self, call: &CallInfo<'_>, _meta: &mut Metadata) -> Result<(), Status> {
-        self.with_series(call, |s| {
-            s.in_flight
-                .store(s.in_flight.load(Ordering::Relaxed) + 1, Ordering::Relaxed)
-        });
+        self.started(call);
         Ok(())
     }
 
     fn end(&self, _: (), call: &CallInfo<'_>, outcome: &Outcome) {
-        // The end may run on another thread than the start (a client's reply arrives on
-        // its connection's core): it counts in that thread's series, and the in-flight
-        // count, summed over every thread's series, stays right.
-        let d = Instant::now().saturating_duration_since(call.start);
-        self.with_series(call, |here| {
-            here.in_flight.store(
-                here.in_flight.load(Ordering::Relaxed) - 1,
-                Ordering::Relaxed,
-            );
-            bump(&here.request_bytes, call.request_bytes as u64);
-            bump(&here.response_bytes, outcome.response_bytes as u64);
-            here.add(d, outcome.error);
-        });
+        self.ended(call, outcome, true);
     }
 }
 

@@ -285,7 +285,7 @@ impl CallContext<'_> {
                     mw: self.mw.borrow_mut().take(),
                     back: std::mem::take(&mut *self.back.borrow_mut()),
                     metrics: self.metrics.map(|m| {
-                        m.deferred(&self.info());
+                        m.started(&self.info());
                         m.clone()
                     }),
                 }),
