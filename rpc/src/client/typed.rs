@@ -785,16 +785,11 @@ impl<C: PayloadCodec> Client<C> {
         method: &'static str,
         args: A,
     ) -> Result<R, CallError> {
-        if netpoll::current_core().is_some() {
-            return Err(CallError::WouldBlockCore);
-        }
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.call_with(method, args, move |r| {
-            let _ = tx.send(r);
-        });
-        // Deadlines are enforced on the loop's timers; if the runtime stops first, the
-        // callback is dropped and so is the sender.
-        rx.recv().unwrap_or(Err(CallError::RuntimeStopped))
+        wait(|tx| {
+            self.call_with(method, args, move |r| {
+                let _ = tx.send(r);
+            })
+        })
     }
 
     /// Calls `method` and returns at once; `done` gets the response (or the failure) on
@@ -817,14 +812,11 @@ impl<C: PayloadCodec> Client<C> {
         method: &'static str,
         args: A,
     ) -> Result<(R, Metadata), CallError> {
-        if netpoll::current_core().is_some() {
-            return Err(CallError::WouldBlockCore);
-        }
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.call_inner(method, args, true, move |back, r: Result<R, CallError>| {
-            let _ = tx.send(r.map(|v| (v, back.unwrap_or_default())));
-        });
-        rx.recv().unwrap_or(Err(CallError::RuntimeStopped))
+        wait(|tx| {
+            self.call_inner(method, args, true, move |back, r: Result<R, CallError>| {
+                let _ = tx.send(r.map(|v| (v, back.unwrap_or_default())));
+            })
+        })
     }
 
     /// [`call_meta`](Self::call_meta) as a future, for async callers.
@@ -833,15 +825,11 @@ impl<C: PayloadCodec> Client<C> {
         method: &'static str,
         args: A,
     ) -> CallFuture<(R, Metadata)> {
-        let shared = Arc::new(Mutex::new(FutureState {
-            result: None,
-            waker: None,
-        }));
-        let completer = Completer(Some(shared.clone()));
-        self.call_inner(method, args, true, move |back, r: Result<R, CallError>| {
-            completer.complete(r.map(|v| (v, back.unwrap_or_default())))
-        });
-        CallFuture { shared }
+        CallFuture::start(|completer| {
+            self.call_inner(method, args, true, move |back, r: Result<R, CallError>| {
+                completer.complete(r.map(|v| (v, back.unwrap_or_default())))
+            })
+        })
     }
 
     /// A call; `done` gets the backward values (if `backward`) and the result.
@@ -945,13 +933,7 @@ impl<C: PayloadCodec> Client<C> {
         method: &'static str,
         args: A,
     ) -> CallFuture<R> {
-        let shared = Arc::new(Mutex::new(FutureState {
-            result: None,
-            waker: None,
-        }));
-        let completer = Completer(Some(shared.clone()));
-        self.call_with(method, args, move |r| completer.complete(r));
-        CallFuture { shared }
+        CallFuture::start(|completer| self.call_with(method, args, move |r| completer.complete(r)))
     }
 
     /// Sends a oneway call: nothing comes back.
@@ -981,10 +963,37 @@ impl<C: PayloadCodec> Client<C> {
     }
 }
 
+/// Waits on the calling thread for the result a call sends to the sender `start` gets.
+/// Refused on an event-loop thread, where waiting would stall the loop.
+fn wait<T>(
+    start: impl FnOnce(std::sync::mpsc::SyncSender<Result<T, CallError>>),
+) -> Result<T, CallError> {
+    if netpoll::current_core().is_some() {
+        return Err(CallError::WouldBlockCore);
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    start(tx);
+    // Deadlines are enforced on the loop's timers; if the runtime stops first, the
+    // callback is dropped and so is the sender.
+    rx.recv().unwrap_or(Err(CallError::RuntimeStopped))
+}
+
 /// The response of a call made with [`Client::call_async`], as a `Future`.
 #[derive(Debug)]
 pub struct CallFuture<R> {
     shared: Arc<Mutex<FutureState<R>>>,
+}
+
+impl<R> CallFuture<R> {
+    /// A future that `start`'s call completes through the completer it gets.
+    fn start(start: impl FnOnce(Completer<R>)) -> Self {
+        let shared = Arc::new(Mutex::new(FutureState {
+            result: None,
+            waker: None,
+        }));
+        start(Completer(Some(shared.clone())));
+        CallFuture { shared }
+    }
 }
 
 #[derive(Debug)]
