@@ -5,24 +5,16 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::EchoServer;
+use common::{free_addr, EchoServer};
 use examples::gen::echo::EchoClient;
 use netpoll_rpc::client::{ClientBuilder, RetryPolicy};
 use netpoll_rpc::registry::EtcdResolver;
-
-/// A port nothing listens on now (for an instance that starts later).
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// Pipelined load: `threads` callers keeping `window` calls each in flight until `stop`.
 struct Load {

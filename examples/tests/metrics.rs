@@ -5,22 +5,15 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::EchoServer;
+use common::{free_addr, EchoServer};
 use examples::gen::echo::EchoClient;
 use netpoll_rpc::client::ClientBuilder;
 use netpoll_rpc::metrics::Metrics;
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// A throwaway Prometheus scraping `target` every second.
 struct Prometheus {

@@ -296,7 +296,8 @@ pub struct Etcd {
     dir: std::path::PathBuf,
 }
 
-fn free_port_addr() -> SocketAddr {
+/// A loopback address nothing listens on now (for a server that starts later).
+pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -315,8 +316,8 @@ impl Etcd {
         std::fs::create_dir_all(&dir).unwrap();
         let mut e = Etcd {
             child: None,
-            client: free_port_addr(),
-            peer: free_port_addr(),
+            client: free_addr(),
+            peer: free_addr(),
             dir,
         };
         e.restart();
