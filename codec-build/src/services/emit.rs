@@ -347,24 +347,27 @@ fn client(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
     ));
     code.line("Self(self.0.within(ctx))");
     code.close("}");
-    code.line("/// The same client, sending string header `key: value` with every call.");
-    code.open(format!(
-        "pub fn with_header(&self, key: &str, value: impl ::std::convert::Into<{rpc}::__private::Bytes>) -> Self {{"
-    ));
-    code.line("Self(self.0.with_header(key, value))");
-    code.close("}");
-    code.line("/// The same client, sending `key: value` to the next hop only (`RPC_TRANSIT_`).");
-    code.open(format!(
-        "pub fn with_transient(&self, key: &str, value: impl ::std::convert::Into<{rpc}::__private::Bytes>) -> Self {{"
-    ));
-    code.line("Self(self.0.with_transient(key, value))");
-    code.close("}");
-    code.line("/// The same client, sending `key: value` down the call chain (`RPC_PERSIST_`).");
-    code.open(format!(
-        "pub fn with_persistent(&self, key: &str, value: impl ::std::convert::Into<{rpc}::__private::Bytes>) -> Self {{"
-    ));
-    code.line("Self(self.0.with_persistent(key, value))");
-    code.close("}");
+    for (name, doc) in [
+        (
+            "with_header",
+            "sending string header `key: value` with every call",
+        ),
+        (
+            "with_transient",
+            "sending `key: value` to the next hop only (`RPC_TRANSIT_`)",
+        ),
+        (
+            "with_persistent",
+            "sending `key: value` down the call chain (`RPC_PERSIST_`)",
+        ),
+    ] {
+        code.line(format!("/// The same client, {doc}."));
+        code.open(format!(
+            "pub fn {name}(&self, key: &str, value: impl ::std::convert::Into<{rpc}::__private::Bytes>) -> Self {{"
+        ));
+        code.line(format!("Self(self.0.{name}(key, value))"));
+        code.close("}");
+    }
     code.line("/// The same client, with `key` for consistent hashing on its calls.");
     code.open("pub fn with_key(&self, key: u64) -> Self {");
     code.line("Self(self.0.with_key(key))");
