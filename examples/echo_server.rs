@@ -12,6 +12,9 @@
 
 use std::time::Duration;
 
+use netpoll_rpc::client::ClientBuilder;
+use netpoll_rpc::otel::{Exporter, OpenTelemetry, Sampler};
+
 const USAGE: &str =
     "usage: echo_server [--addr HOST:PORT] [--cores N] [--cpus 0,1] [--busy-poll-us N]
        [--max-connections N] [--max-frame BYTES] [--max-in-flight N] [--high-water BYTES]
@@ -20,7 +23,12 @@ const USAGE: &str =
        [--registry etcd://HOST:PORT --service NAME [--weight N] [--advertise HOST:PORT]
         [--lease-ttl-s N] [--deregister-delay-ms MS]]
        [--echo-delay-ms MS] [--echo-fail]   (a slow or failing instance, for tests)
-       [--metrics HOST:PORT]   (Prometheus text format at /metrics)";
+       [--metrics HOST:PORT]   (Prometheus text format at /metrics)
+       [--forward HOST:PORT]   (relay every Echo.echo call to the echo server there)
+       [--otlp http://HOST:PORT [--otlp-sample RATIO]]
+                               (server spans, and client spans of relayed calls, exported
+                                over OTLP/HTTP as service --service NAME; parent-based
+                                sampling, RATIO of new traces)";
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -44,11 +52,47 @@ fn main() {
         })
     };
     let ms = |n: usize| Duration::from_millis(n as u64);
+    // Tracing: spans of this process exported over OTLP/HTTP, on both sides of a call.
+    let mut tracing_mw = None;
+    let telemetry = flag(&args, "--otlp").map(|endpoint| {
+        let ratio = flag(&args, "--otlp-sample").map_or(1.0, |r| {
+            r.parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .unwrap_or_else(|| {
+                    eprintln!("echo_server: --otlp-sample wants a ratio from 0 to 1, got {r:?}");
+                    std::process::exit(2)
+                })
+        });
+        tracing_mw = Some(OpenTelemetry::with_sampler(Sampler::ParentBased(ratio)));
+        let service = flag(&args, "--service").unwrap_or_else(|| "echo_server".to_owned());
+        Exporter::new(&endpoint)
+            .service_name(&service)
+            .install()
+            .unwrap_or_else(|e| {
+                eprintln!("echo_server: --otlp {endpoint}: {e}");
+                std::process::exit(2)
+            })
+    });
+    let forward = flag(&args, "--forward").map(|next| {
+        let mut c = ClientBuilder::default().host_ports([next.as_str()]);
+        if let Some(t) = tracing_mw {
+            c = c.middleware(t);
+        }
+        examples::gen::echo::EchoClient::new("echo", c).unwrap_or_else(|e| {
+            eprintln!("echo_server: --forward {next}: {e}");
+            std::process::exit(2)
+        })
+    });
     let echo = examples::echo_service::EchoHandler {
         delay: ms(parse("--echo-delay-ms").unwrap_or(0)),
         fail: args.iter().any(|a| a == "--echo-fail"),
+        forward,
     };
     let mut b = examples::echo_service::builder_with(echo).addr(addr.as_str());
+    if let Some(t) = tracing_mw {
+        b = b.middleware(t);
+    }
     if let Some(n) = parse("--cores") {
         b = b.cores(n);
     }
@@ -156,6 +200,8 @@ fn main() {
         |_| {},
     );
     drop(endpoint);
+    // Spans still queued leave now.
+    drop(telemetry);
     if let Err(e) = ran {
         eprintln!("echo_server: {e}");
         std::process::exit(1);

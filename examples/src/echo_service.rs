@@ -14,13 +14,17 @@ use crate::gen::{echo, interop, pb};
 
 /// `echo.thrift`: returns the message unchanged (a zero-copy view of the request). For
 /// governance tests it can be made slow (the reply leaves after a timer, without blocking
-/// the core) or failing (every call answered `INTERNAL_ERROR`).
-#[derive(Debug, Clone, Copy, Default)]
+/// the core) or failing (every call answered `INTERNAL_ERROR`); for tracing tests, the
+/// first tier of a two-tier service (every call relayed to another echo server).
+#[derive(Debug, Clone, Default)]
 pub struct EchoHandler {
     /// Reply this long after the call arrived.
     pub delay: Duration,
     /// Fail every call.
     pub fail: bool,
+    /// Relay every call to this echo service (from the handler, without blocking the
+    /// core: the call is made within the one served, and its reply completes it).
+    pub forward: Option<echo::EchoClient>,
 }
 
 impl echo::Echo for EchoHandler {
@@ -29,6 +33,12 @@ impl echo::Echo for EchoHandler {
             return Reply::err(netpoll_rpc::Status::internal(
                 "this instance fails on purpose",
             ));
+        }
+        if let Some(next) = &self.forward {
+            let (later, reply) = ctx.defer();
+            next.within(ctx)
+                .echo_with(msg, move |r| later.complete(r.map_err(Into::into)));
+            return reply;
         }
         if self.delay.is_zero() {
             return Reply::ok(msg);

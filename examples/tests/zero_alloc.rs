@@ -67,6 +67,11 @@ fn core_allocs(s: &netpoll_rpc::server::Server) -> u64 {
 
 /// 32 pipelined echo calls of 128 B each, as one write.
 fn batch(transport: Transport, payload: Payload) -> Vec<u8> {
+    batch_with(transport, payload, &Headers::default())
+}
+
+/// [`batch`] with `headers` on every call.
+fn batch_with(transport: Transport, payload: Payload, headers: &Headers<'_>) -> Vec<u8> {
     let mut out = BytesMut::new();
     for seq in 0..32 {
         let method = if payload == Payload::Protobuf {
@@ -89,7 +94,7 @@ fn batch(transport: Transport, payload: Payload) -> Vec<u8> {
                 &mut out,
                 MessageType::Call,
                 &pb::echo::EchoRequest { msg },
-                &Headers::default(),
+                headers,
             )
         } else {
             wire::write_thrift(
@@ -97,7 +102,7 @@ fn batch(transport: Transport, payload: Payload) -> Vec<u8> {
                 &mut out,
                 MessageType::Call,
                 &echo::EchoEchoArgs { msg },
-                &Headers::default(),
+                headers,
             )
         }
         .unwrap();
@@ -178,5 +183,49 @@ fn steady_state_calls_allocate_nothing_on_the_server_core() {
             0,
             "{transport:?} {payload:?}: the core allocated per call"
         );
+    }
+}
+
+/// The tracing middleware costs an unsampled call no allocation: calls that start a trace
+/// (sampled at 0%) and calls whose caller did not sample its span.
+#[test]
+fn unsampled_calls_through_the_tracing_middleware_allocate_nothing() {
+    use netpoll_rpc::otel::{OpenTelemetry, Sampler};
+    let server = examples::echo_service::builder()
+        .middleware(OpenTelemetry::with_sampler(Sampler::ParentBased(0.0)))
+        .addr("127.0.0.1:0")
+        .cores(1)
+        .start()
+        .unwrap();
+    let tt = Transport::TTHeader {
+        framed_payload: false,
+    };
+    let unsampled: &[(&str, &[u8])] = &[(
+        "traceparent",
+        b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+    )];
+    for (what, headers) in [
+        ("a new trace", Headers::default()),
+        (
+            "an unsampled caller",
+            Headers {
+                strs: unsampled,
+                ..Headers::default()
+            },
+        ),
+    ] {
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let b = batch_with(tt, Payload::ThriftBinary, &headers);
+        run(&mut s, Protocol::TTHeader, &b, 20_000);
+        let before = core_allocs(&server);
+        run(&mut s, Protocol::TTHeader, &b, 100_000);
+        let after = core_allocs(&server);
+        println!(
+            "{what}: {} allocations on the core for 100,000 calls",
+            after - before
+        );
+        assert_eq!(after - before, 0, "{what}: the core allocated per call");
     }
 }

@@ -275,6 +275,7 @@ mod tests {
             start: std::time::Instant::now(),
             deadline: None,
             headers: None,
+            trace: None,
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 use netpoll_codec::frame::TTHeader;
 use netpoll_codec::thrift::ApplicationExceptionKind;
 
+use crate::trace::TraceContext;
 use crate::wire::{Payload, Transport};
 
 /// What kind of failure ended a call: one vocabulary for servers, clients, middleware
@@ -201,7 +202,14 @@ pub struct CallInfo<'a> {
     /// When the caller stops waiting, if it said.
     pub deadline: Option<Instant>,
     /// The TTHeader carrying the call's metadata (key/value headers), for TTHeader calls.
+    /// On a server, the caller's trace context is there
+    /// ([`TraceContext::from_ttheader`](crate::trace::TraceContext::from_ttheader)).
     pub headers: Option<&'a TTHeader>,
+    /// On a client: the span the call is made within (the call being served, for a client
+    /// made [`within`](crate::client::Client::within) it, or the one given to
+    /// [`with_trace`](crate::client::Client::with_trace)), whose child it is. `None` on a
+    /// server.
+    pub trace: Option<&'a TraceContext>,
 }
 
 /// How a call ended.

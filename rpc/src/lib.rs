@@ -18,8 +18,11 @@ mod call;
 pub mod client;
 pub mod discovery;
 mod error;
+mod http;
 pub mod metrics;
 mod middleware;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod registry;
 pub mod server;
 mod status;

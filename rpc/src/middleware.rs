@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::trace::TraceContext;
 use crate::wire::Headers;
 use crate::{CallInfo, Outcome, Status};
 
@@ -53,8 +54,17 @@ pub trait Middleware: Send + Sync + 'static {
     fn start(&self, call: &CallInfo<'_>, meta: &mut Metadata) -> Result<Self::State, Status>;
 
     /// The call ended (on a server, when its reply was written; on a client, when its
-    /// reply or failure arrived). Called exactly once for every call `start` accepted.
+    /// reply or failure arrived). Called exactly once for every call `start` accepted,
+    /// unless its state [`is_idle`](Self::is_idle).
     fn end(&self, state: Self::State, call: &CallInfo<'_>, outcome: &Outcome);
+
+    /// Whether `state` says there is nothing to do at the call's end (a call a sampler
+    /// left out, say). Such a state is dropped at once instead of being kept with the
+    /// call, and `end` is not called for it: a middleware that follows some calls only
+    /// costs the others no allocation. By default, every call is followed.
+    fn is_idle(_state: &Self::State) -> bool {
+        false
+    }
 }
 
 /// A shared middleware (to read what it gathered while it runs) is a middleware.
@@ -68,12 +78,19 @@ impl<M: Middleware> Middleware for Arc<M> {
     fn end(&self, state: Self::State, call: &CallInfo<'_>, outcome: &Outcome) {
         (**self).end(state, call, outcome)
     }
+
+    fn is_idle(state: &Self::State) -> bool {
+        M::is_idle(state)
+    }
 }
 
-/// Headers a middleware adds to a request (client) or to its reply (server).
+/// Headers a middleware adds to a request (client) or to its reply (server), and the span
+/// it opened for the call.
 #[derive(Debug, Default, Clone)]
 pub struct Metadata {
     pub(crate) entries: Vec<(String, Bytes)>,
+    /// Boxed: most calls have none, and this travels with every call a middleware runs on.
+    pub(crate) trace: Option<Box<TraceContext>>,
 }
 
 impl Metadata {
@@ -91,9 +108,22 @@ impl Metadata {
         self.entries.iter().map(|(k, v)| (k.as_str(), &v[..]))
     }
 
-    /// Whether none was added.
+    /// Whether no header was added.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Says which span the middleware opened for the call (a tracing middleware does). On
+    /// a client, the request carries it as `traceparent` (and `tracestate`), in place of
+    /// the child of the caller's span the client would send by itself; on a server, calls
+    /// made [`within`](crate::client::Client::within) the call become its children.
+    pub fn set_trace(&mut self, span: TraceContext) {
+        self.trace = Some(Box::new(span));
+    }
+
+    /// The span set with [`set_trace`](Self::set_trace).
+    pub fn trace(&self) -> Option<&TraceContext> {
+        self.trace.as_deref()
     }
 
     /// Runs `f` with `h` plus these headers (after `h`'s own string headers).
@@ -110,23 +140,25 @@ impl Metadata {
     }
 }
 
+/// A middleware's state with its type erased; `None` for a call the middleware does not
+/// follow ([`Middleware::is_idle`]).
+pub(crate) type Erased = Option<Box<dyn Any + Send>>;
+
 /// A middleware with its state type erased, so that a server or client can hold several.
 pub(crate) trait DynMiddleware: Send + Sync {
-    fn start(
-        &self,
-        call: &CallInfo<'_>,
-        meta: &mut Metadata,
-    ) -> Result<Box<dyn Any + Send>, Status>;
+    fn start(&self, call: &CallInfo<'_>, meta: &mut Metadata) -> Result<Erased, Status>;
+    /// Ends a call; `state` is what this middleware's `start` kept for it.
     fn end(&self, state: Box<dyn Any + Send>, call: &CallInfo<'_>, outcome: &Outcome);
 }
 
 impl<M: Middleware> DynMiddleware for M {
-    fn start(
-        &self,
-        call: &CallInfo<'_>,
-        meta: &mut Metadata,
-    ) -> Result<Box<dyn Any + Send>, Status> {
-        Middleware::start(self, call, meta).map(|s| Box::new(s) as Box<dyn Any + Send>)
+    fn start(&self, call: &CallInfo<'_>, meta: &mut Metadata) -> Result<Erased, Status> {
+        let state = Middleware::start(self, call, meta)?;
+        if M::is_idle(&state) {
+            return Ok(None);
+        }
+        // A zero-sized state (as most are) is boxed without allocating.
+        Ok(Some(Box::new(state)))
     }
 
     fn end(&self, state: Box<dyn Any + Send>, call: &CallInfo<'_>, outcome: &Outcome) {
@@ -139,14 +171,14 @@ impl<M: Middleware> DynMiddleware for M {
 /// The middlewares of a server or client.
 pub(crate) type Stack = Arc<[Arc<dyn DynMiddleware>]>;
 
-/// The middlewares that accepted one call, with their states, until it ends.
+/// The middlewares that follow one call, with their states, until it ends.
 pub(crate) struct Running {
     stack: Stack,
-    /// The states of the middlewares that started, in order: the first inline (a
-    /// zero-sized state, as most have, makes a call through one middleware allocate
-    /// nothing), the rest after it.
-    first: Option<Box<dyn Any + Send>>,
-    rest: Vec<Box<dyn Any + Send>>,
+    /// The states of the middlewares that follow the call (not idle), by their place in
+    /// the stack, in order: the first inline (a zero-sized state, as most have, makes a
+    /// call through one middleware allocate nothing), the rest after it.
+    first: Option<(usize, Box<dyn Any + Send>)>,
+    rest: Vec<(usize, Box<dyn Any + Send>)>,
     /// On a server: the headers the middlewares add to the reply.
     pub(crate) reply: Metadata,
 }
@@ -162,48 +194,57 @@ impl std::fmt::Debug for Running {
     }
 }
 
-/// Starts `stack` on a call. On a rejection, the middlewares already started are ended
-/// with the rejection as the outcome, and the status is returned.
+/// Starts `stack` on a call: `None` when no middleware follows it (every state idle) and
+/// none added a header, so that such a call keeps nothing. On a rejection, the
+/// middlewares already started are ended with the rejection as the outcome, and the
+/// status is returned.
 pub(crate) fn start(
     stack: &Stack,
     call: &CallInfo<'_>,
     meta: &mut Metadata,
 ) -> Result<Option<Running>, Status> {
-    if stack.is_empty() {
-        return Ok(None);
-    }
-    let mut running = Running {
-        stack: stack.clone(),
-        first: None,
-        rest: Vec::new(),
-        reply: Metadata::default(),
-    };
-    for m in stack.iter() {
+    let mut first = None;
+    let mut rest = Vec::new();
+    for (i, m) in stack.iter().enumerate() {
         match m.start(call, meta) {
-            Ok(s) if running.first.is_none() => running.first = Some(s),
-            Ok(s) => running.rest.push(s),
+            Ok(None) => {}
+            Ok(Some(s)) if first.is_none() => first = Some((i, s)),
+            Ok(Some(s)) => rest.push((i, s)),
             Err(status) => {
                 let outcome = Outcome {
                     error: Some(status.kind()),
                     response_bytes: 0,
                 };
-                running.end(call, &outcome);
+                Running {
+                    stack: stack.clone(),
+                    first,
+                    rest,
+                    reply: Metadata::default(),
+                }
+                .end(call, &outcome);
                 return Err(status);
             }
         }
     }
-    Ok(Some(running))
+    if first.is_none() && meta.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Running {
+        stack: stack.clone(),
+        first,
+        rest,
+        reply: Metadata::default(),
+    }))
 }
 
 impl Running {
-    /// Ends the call for every middleware that started it, in reverse order.
+    /// Ends the call for every middleware that follows it, in reverse order.
     pub(crate) fn end(mut self, call: &CallInfo<'_>, outcome: &Outcome) {
-        while let Some(state) = self.rest.pop() {
-            let m = &self.stack[self.rest.len() + 1];
-            m.end(state, call, outcome);
+        while let Some((i, state)) = self.rest.pop() {
+            self.stack[i].end(state, call, outcome);
         }
-        if let Some(state) = self.first.take() {
-            self.stack[0].end(state, call, outcome);
+        if let Some((i, state)) = self.first.take() {
+            self.stack[i].end(state, call, outcome);
         }
     }
 }

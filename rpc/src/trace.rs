@@ -5,10 +5,17 @@
 
 use std::fmt::Write as _;
 
+use netpoll_codec::frame::TTHeader;
+
 /// The `traceparent` header's name.
 pub const TRACEPARENT: &str = "traceparent";
 /// The `tracestate` header's name.
 pub const TRACESTATE: &str = "tracestate";
+/// `traceparent` as Kitex's OpenTelemetry middleware sends it over TTHeader (transient
+/// metainfo); a client sends it this way too, for Kitex servers to join its traces.
+pub const KITEX_TRACEPARENT: &str = "RPC_TRANSIT_traceparent";
+/// `tracestate` as Kitex's OpenTelemetry middleware sends it.
+pub const KITEX_TRACESTATE: &str = "RPC_TRANSIT_tracestate";
 
 /// A span's place in a trace: its trace id, its own id, whether it is sampled, and the
 /// vendors' state.
@@ -71,6 +78,37 @@ impl TraceContext {
                 .filter(|s| !s.is_empty() && s.len() <= 512)
                 .map(str::to_owned),
         })
+    }
+
+    /// The trace context in a TTHeader: string headers `traceparent` and `tracestate`, or
+    /// else Kitex's form of them (obs-opentelemetry sends them as transient metainfo:
+    /// `RPC_TRANSIT_traceparent`, or upper-case after a hop through HTTP headers).
+    pub fn from_ttheader(tt: &TTHeader) -> Option<TraceContext> {
+        // One pass over the headers (this runs on every call a tracing server serves):
+        // the first form present wins, in the order of `FORMS`.
+        const FORMS: [(&str, &str); 3] = [
+            (TRACEPARENT, TRACESTATE),
+            (KITEX_TRACEPARENT, KITEX_TRACESTATE),
+            ("RPC_TRANSIT_TRACEPARENT", "RPC_TRANSIT_TRACESTATE"),
+        ];
+        // Most calls carry none: the key lengths the frame holds say so without a walk
+        // (the upper-case forms are as long as Kitex's).
+        if !tt.may_have_str_header(TRACEPARENT) && !tt.may_have_str_header(KITEX_TRACEPARENT) {
+            return None;
+        }
+        let mut parents: [Option<&[u8]>; 3] = [None; 3];
+        let mut states: [Option<&[u8]>; 3] = [None; 3];
+        for (k, v) in tt.str_headers() {
+            for (i, (parent, state)) in FORMS.iter().enumerate() {
+                if k == parent.as_bytes() {
+                    parents[i] = Some(v);
+                } else if k == state.as_bytes() {
+                    states[i] = Some(v);
+                }
+            }
+        }
+        let i = parents.iter().position(Option::is_some)?;
+        TraceContext::parse(parents[i]?, states[i])
     }
 
     /// A new trace's root span, sampled or not.

@@ -340,12 +340,20 @@ fn client(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
     code.close("}");
     code.line(
         "/// The same client for calls made while serving `ctx`: they get at most its \
-         caller's remaining time, and carry its persistent metadata on.",
+         caller's remaining time, carry its persistent metadata on, and join its trace.",
     );
     code.open(format!(
         "pub fn within(&self, ctx: &{rpc}::server::CallContext<'_>) -> Self {{"
     ));
     code.line("Self(self.0.within(ctx))");
+    code.close("}");
+    code.line(
+        "/// The same client, making its calls as children of span `parent` (W3C trace context).",
+    );
+    code.open(format!(
+        "pub fn with_trace(&self, parent: {rpc}::trace::TraceContext) -> Self {{"
+    ));
+    code.line("Self(self.0.with_trace(parent))");
     code.close("}");
     for (name, doc) in [
         (

@@ -158,6 +158,13 @@ pub struct TTHeader {
     protocol_id: u8,
     /// Offsets of the info blocks within `frame`.
     info: (usize, usize),
+    /// The span of the info blocks from the first string-header block to the end of the
+    /// last (empty if none), so that a lookup walks no block past them.
+    strs: (usize, usize),
+    /// The same for the integer-header blocks.
+    ints: (usize, usize),
+    /// The lengths of the string keys present: bit `min(len, 63)`.
+    key_lens: u64,
     /// Where the payload starts, and whether it carries its own 4-byte length.
     payload_start: usize,
     payload_framed: bool,
@@ -179,7 +186,8 @@ fn be32(b: &[u8], at: usize) -> Result<u32, FrameError> {
 }
 
 /// Walks one info block starting at `at` (its id byte); returns the offset after it.
-fn walk_block(b: &[u8], at: usize, end: usize) -> Result<usize, FrameError> {
+/// The lengths of the string keys it holds are marked in `key_lens` (bit `min(len, 63)`).
+fn walk_block(b: &[u8], at: usize, end: usize, key_lens: &mut u64) -> Result<usize, FrameError> {
     let id = *b.get(at).ok_or(bad("truncated info block", at))?;
     let mut p = at + 1;
     let take = |p: &mut usize, n: usize| -> Result<(), FrameError> {
@@ -196,6 +204,7 @@ fn walk_block(b: &[u8], at: usize, end: usize) -> Result<usize, FrameError> {
             take(&mut p, 2)?;
             for _ in 0..count {
                 let klen = be16(b, p)? as usize;
+                *key_lens |= 1 << klen.min(63);
                 take(&mut p, 2 + klen)?;
                 let vlen = be16(b, p)? as usize;
                 take(&mut p, 2 + vlen)?;
@@ -254,8 +263,18 @@ impl TTHeader {
             return Err(bad("transforms (compression) are not supported", 16));
         }
         let mut p = info_start;
+        let (mut strs, mut ints) = ((header_end, header_end), (header_end, header_end));
+        let mut key_lens = 0;
         while p < header_end {
-            p = walk_block(b, p, header_end)?;
+            let at = p;
+            p = walk_block(b, p, header_end, &mut key_lens)?;
+            let span = match b[at] {
+                info_id::KEY_VALUE => &mut strs,
+                info_id::INT_KEY_VALUE => &mut ints,
+                _ => continue,
+            };
+            span.0 = span.0.min(at);
+            span.1 = p;
         }
         let payload = &b[header_end..];
         let (framed, magic_at) = match payload.get(..2) {
@@ -283,6 +302,9 @@ impl TTHeader {
             seq_id,
             protocol_id,
             info: (info_start, header_end),
+            strs,
+            ints,
+            key_lens,
             payload_start: header_end,
             payload_framed: framed,
             payload_protocol,
@@ -326,16 +348,14 @@ impl TTHeader {
     /// The integer-keyed headers.
     pub fn int_headers(&self) -> IntHeaders<'_> {
         IntHeaders {
-            blocks: Blocks::new(self),
-            pair: None,
+            pairs: Pairs::new(self, self.ints, info_id::INT_KEY_VALUE),
         }
     }
 
     /// The string-keyed headers.
     pub fn str_headers(&self) -> StrHeaders<'_> {
         StrHeaders {
-            blocks: Blocks::new(self),
-            pair: None,
+            pairs: Pairs::new(self, self.strs, info_id::KEY_VALUE),
         }
     }
 
@@ -346,8 +366,18 @@ impl TTHeader {
             .map(|(_, v)| self.view(v))
     }
 
+    /// Whether a string header named `key` may be present: `false` says it is not. (A
+    /// test of the key lengths the frame holds, recorded as it was parsed: looking for a
+    /// header that most frames do not carry costs next to nothing.)
+    pub fn may_have_str_header(&self, key: &str) -> bool {
+        self.key_lens & (1 << key.len().min(63)) != 0
+    }
+
     /// The value of string header `key`, as a zero-copy view.
     pub fn str_header(&self, key: &str) -> Option<Bytes> {
+        if !self.may_have_str_header(key) {
+            return None;
+        }
         self.str_headers()
             .find(|(k, _)| *k == key.as_bytes())
             .map(|(_, v)| self.view(v))
@@ -363,7 +393,7 @@ impl TTHeader {
         let b = &self.frame[..];
         let (mut p, end) = self.info;
         while p < end {
-            let next = walk_block(b, p, end).ok()?;
+            let next = walk_block(b, p, end, &mut 0).ok()?;
             if b[p] == info_id::ACL_TOKEN {
                 return Some(self.frame.slice(p + 3..next));
             }
@@ -377,90 +407,88 @@ impl TTHeader {
     }
 }
 
-/// Walks validated info blocks.
+/// A cursor over the pairs of the validated info blocks of one kind: it reads each pair
+/// once, and walks (skips) only the blocks of other kinds between them.
 #[derive(Debug, Clone)]
-struct Blocks<'a> {
+struct Pairs<'a> {
     b: &'a [u8],
+    /// The next pair, or the next block when `left` is 0.
     p: usize,
     end: usize,
+    /// Pairs left in the current block.
+    left: u16,
+    id: u8,
 }
 
-impl<'a> Blocks<'a> {
-    fn new(h: &'a TTHeader) -> Self {
-        Blocks {
+impl<'a> Pairs<'a> {
+    /// The pairs of the blocks of kind `id` within `span` (offsets in `h`'s frame).
+    fn new(h: &'a TTHeader, span: (usize, usize), id: u8) -> Self {
+        Pairs {
             b: &h.frame[..],
-            p: h.info.0,
-            end: h.info.1,
+            p: span.0,
+            end: span.1,
+            left: 0,
+            id,
         }
     }
 
-    /// The next block of kind `id`: its count and the offset of its first pair.
-    fn next_of(&mut self, id: u8) -> Option<(u16, usize)> {
-        while self.p < self.end {
-            let at = self.p;
-            self.p = walk_block(self.b, at, self.end).ok()?;
-            if self.b[at] == id {
-                return Some((be16(self.b, at + 1).ok()?, at + 3));
+    /// Moves to the next pair: its offset, once `left` counted it.
+    fn advance(&mut self) -> Option<usize> {
+        while self.left == 0 {
+            if self.p >= self.end {
+                return None;
+            }
+            if self.b[self.p] == self.id {
+                self.left = be16(self.b, self.p + 1).ok()?;
+                self.p += 3;
+            } else {
+                self.p = walk_block(self.b, self.p, self.end, &mut 0).ok()?;
             }
         }
-        None
+        self.left -= 1;
+        Some(self.p)
     }
 }
 
 /// Iterates integer headers: `(key, value)`.
 #[derive(Debug, Clone)]
 pub struct IntHeaders<'a> {
-    blocks: Blocks<'a>,
-    /// Pairs left in the current block, and the next pair's offset.
-    pair: Option<(u16, usize)>,
+    pairs: Pairs<'a>,
 }
 
 impl<'a> Iterator for IntHeaders<'a> {
     type Item = (u16, &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            match self.pair {
-                Some((n, p)) if n > 0 => {
-                    let b = self.blocks.b;
-                    let key = be16(b, p).ok()?;
-                    let vlen = be16(b, p + 2).ok()? as usize;
-                    let value = b.get(p + 4..p + 4 + vlen)?;
-                    self.pair = Some((n - 1, p + 4 + vlen));
-                    return Some((key, value));
-                }
-                _ => self.pair = Some(self.blocks.next_of(info_id::INT_KEY_VALUE)?),
-            }
-        }
+        let p = self.pairs.advance()?;
+        let b = self.pairs.b;
+        let key = be16(b, p).ok()?;
+        let vlen = be16(b, p + 2).ok()? as usize;
+        let value = b.get(p + 4..p + 4 + vlen)?;
+        self.pairs.p = p + 4 + vlen;
+        Some((key, value))
     }
 }
 
 /// Iterates string headers: `(key, value)`.
 #[derive(Debug, Clone)]
 pub struct StrHeaders<'a> {
-    blocks: Blocks<'a>,
-    pair: Option<(u16, usize)>,
+    pairs: Pairs<'a>,
 }
 
 impl<'a> Iterator for StrHeaders<'a> {
     type Item = (&'a [u8], &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            match self.pair {
-                Some((n, p)) if n > 0 => {
-                    let b = self.blocks.b;
-                    let klen = be16(b, p).ok()? as usize;
-                    let key = b.get(p + 2..p + 2 + klen)?;
-                    let q = p + 2 + klen;
-                    let vlen = be16(b, q).ok()? as usize;
-                    let value = b.get(q + 2..q + 2 + vlen)?;
-                    self.pair = Some((n - 1, q + 2 + vlen));
-                    return Some((key, value));
-                }
-                _ => self.pair = Some(self.blocks.next_of(info_id::KEY_VALUE)?),
-            }
-        }
+        let p = self.pairs.advance()?;
+        let b = self.pairs.b;
+        let klen = be16(b, p).ok()? as usize;
+        let key = b.get(p + 2..p + 2 + klen)?;
+        let q = p + 2 + klen;
+        let vlen = be16(b, q).ok()? as usize;
+        let value = b.get(q + 2..q + 2 + vlen)?;
+        self.pairs.p = q + 2 + vlen;
+        Some((key, value))
     }
 }
 
@@ -534,5 +562,51 @@ impl TTHeaderBuilder<'_> {
             return Err(FrameError::BadLength(len));
         }
         patch_length(out, start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// String and integer header blocks interleaved: each lookup finds the pairs of its
+    /// own blocks, in order, and skips the others.
+    #[test]
+    fn interleaved_blocks_are_read_in_order() {
+        let mut info = vec![0u8, 0]; // protocol id, no transforms
+        info.extend_from_slice(&[info_id::KEY_VALUE, 0, 1, 0, 1, b'a', 0, 1, b'1']);
+        info.extend_from_slice(&[info_id::INT_KEY_VALUE, 0, 1, 0, 7, 0, 1, b'x']);
+        info.extend_from_slice(&[info_id::KEY_VALUE, 0, 2]);
+        info.extend_from_slice(&[0, 1, b'b', 0, 2, b'2', b'2', 0, 1, b'c', 0, 0]);
+        info.extend_from_slice(&[info_id::INT_KEY_VALUE, 0, 1, 0, 8, 0, 0]);
+        while info.len() % 4 != 0 {
+            info.push(0);
+        }
+        let payload = [0x80, 0x01, 0x00, 0x01, 0, 0, 0, 1, b'm', 0, 0, 0, 1, 0];
+        let mut f = Vec::new();
+        let len = 10 + info.len() + payload.len();
+        f.extend_from_slice(&(len as u32).to_be_bytes());
+        f.extend_from_slice(&TTHEADER_MAGIC.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&((info.len() / 4) as u16).to_be_bytes());
+        f.extend_from_slice(&info);
+        f.extend_from_slice(&payload);
+        let h = TTHeader::parse(Bytes::from(f)).expect("valid frame");
+        let strs: Vec<_> = h.str_headers().collect();
+        assert_eq!(
+            strs,
+            [
+                (&b"a"[..], &b"1"[..]),
+                (&b"b"[..], &b"22"[..]),
+                (&b"c"[..], &b""[..])
+            ]
+        );
+        let ints: Vec<_> = h.int_headers().collect();
+        assert_eq!(ints, [(7, &b"x"[..]), (8, &b""[..])]);
+        assert_eq!(h.str_header("c").as_deref(), Some(&b""[..]));
+        assert_eq!(h.int_header(8).as_deref(), Some(&b""[..]));
+        assert!(h.str_header("d").is_none());
+        assert!(h.str_header("dd").is_none());
+        assert!(h.may_have_str_header("a") && !h.may_have_str_header("ab"));
     }
 }

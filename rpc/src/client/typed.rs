@@ -21,6 +21,7 @@ use super::policy::{self, Breaker, BreakerConfig, RetryBudget, RetryPolicy};
 use super::{ChannelConfig, KitexPbFraming, ReplyFraming, ThriftFraming};
 use crate::balance::P2c;
 use crate::discovery::{LoadBalancer, Resolver, StaticResolver};
+use crate::trace::TraceContext;
 use crate::wire::{self, Envelope, Headers, Payload, Transport};
 use crate::{CallError, Metadata};
 
@@ -326,6 +327,7 @@ impl ClientBuilder {
             timeout: self.channel.call_timeout,
             key: None,
             headers: None,
+            trace: None,
         })
     }
 
@@ -431,6 +433,8 @@ struct Base {
     /// Headers every call of this handle carries (persistent metadata inherited from the
     /// call being served, or set with `with_header`).
     headers: Option<Arc<Metadata>>,
+    /// The span the calls are made within: each carries a child of it.
+    trace: Option<Arc<TraceContext>>,
 }
 
 impl fmt::Debug for Base {
@@ -703,14 +707,18 @@ impl<C: PayloadCodec> Client<C> {
                 }
             }
         }
-        // The downstream call joins the caller's trace, as a child of the call served.
-        if let Some(t) = ctx.trace() {
-            let child = t.child();
-            c = c.with_header(crate::trace::TRACEPARENT, child.traceparent());
-            if let Some(state) = child.state {
-                c = c.with_header(crate::trace::TRACESTATE, state);
-            }
-        }
+        // The downstream call joins the trace of the call served, as its child.
+        c.base.trace = ctx.trace().map(Arc::new);
+        c
+    }
+
+    /// The same client, making its calls within span `parent` (a W3C trace context from
+    /// elsewhere: an HTTP request being served, say). Each call carries a child of it as
+    /// `traceparent` (and `tracestate`), or the span a tracing middleware opens for the
+    /// call, as a child of it.
+    pub fn with_trace(&self, parent: TraceContext) -> Self {
+        let mut c = self.clone();
+        c.base.trace = Some(Arc::new(parent));
         c
     }
 
@@ -746,10 +754,14 @@ impl<C: PayloadCodec> Client<C> {
         self.base.inner.retries.load(Ordering::Relaxed)
     }
 
-    /// Starts the client's middlewares on a call of `method`.
+    /// Starts the client's middlewares on a call of `method`, and gathers the headers the
+    /// call carries: the handle's, the middlewares', and its trace context.
     fn start(&self, method: &'static str) -> Result<(Option<Watch>, Metadata), CallError> {
         let mut meta = self.base.headers.as_deref().cloned().unwrap_or_default();
         if self.base.inner.middleware.is_empty() {
+            if let Some(parent) = &self.base.trace {
+                inject(&mut meta, &parent.child());
+            }
             return Ok((None, meta));
         }
         let call = ClientCall {
@@ -760,9 +772,21 @@ impl<C: PayloadCodec> Client<C> {
             seq_id: 0,
             request_bytes: 0,
             started: std::time::Instant::now(),
+            trace: self.base.trace.clone(),
         };
         match crate::middleware::start(&self.base.inner.middleware, &call.info(), &mut meta) {
-            Ok(running) => Ok((running.map(|running| Watch { call, running }), meta)),
+            Ok(running) => {
+                // The span a middleware opened for the call, else a child of the caller's.
+                match meta.trace.take() {
+                    Some(span) => inject(&mut meta, &span),
+                    None => {
+                        if let Some(parent) = &self.base.trace {
+                            inject(&mut meta, &parent.child());
+                        }
+                    }
+                }
+                Ok((running.map(|running| Watch { call, running }), meta))
+            }
             Err(status) => Err(CallError::Application(status.to_exception())),
         }
     }
@@ -1278,6 +1302,19 @@ fn finish<R>(
     done(result)
 }
 
+/// Puts `span` in `meta` as the `traceparent` and `tracestate` headers, in the W3C form
+/// and in Kitex's (transient metainfo, which a Kitex server with OpenTelemetry reads).
+fn inject(meta: &mut Metadata, span: &TraceContext) {
+    let parent = Bytes::from(span.traceparent());
+    meta.insert(crate::trace::TRACEPARENT, parent.clone());
+    meta.insert(crate::trace::KITEX_TRACEPARENT, parent);
+    if let Some(state) = &span.state {
+        let state = Bytes::from(state.clone());
+        meta.insert(crate::trace::TRACESTATE, state.clone());
+        meta.insert(crate::trace::KITEX_TRACESTATE, state);
+    }
+}
+
 impl Base {
     /// How the call looks to a picker.
     fn info(&self, method: &'static str, peer: Option<SocketAddr>) -> crate::CallInfo<'_> {
@@ -1293,6 +1330,7 @@ impl Base {
             start: netpoll::now(),
             deadline: None,
             headers: None,
+            trace: None,
         }
     }
 }
@@ -1309,6 +1347,8 @@ struct ClientCall {
     request_bytes: usize,
     /// When the call was made.
     started: std::time::Instant,
+    /// The span the call is made within.
+    trace: Option<Arc<TraceContext>>,
 }
 
 impl ClientCall {
@@ -1326,6 +1366,7 @@ impl ClientCall {
             start: self.started,
             deadline: self.deadline,
             headers: None,
+            trace: self.trace.as_deref(),
         }
     }
 }

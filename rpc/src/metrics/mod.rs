@@ -598,6 +598,7 @@ mod tests {
             start,
             deadline: None,
             headers: None,
+            trace: None,
         }
     }
 

@@ -27,9 +27,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::http::{self, Response};
 use super::{Registration, Registry, RegistryError};
 use crate::discovery::{Instance, OnChange, ResolveError, Resolver, WatchGuard};
+use crate::http::{self, Response};
 
 /// Kitex's key prefix.
 pub const DEFAULT_PREFIX: &str = "kitex/registry-etcd";
@@ -85,7 +85,13 @@ impl Etcd {
         let body = body.to_string();
         let mut last = io::Error::other("no etcd endpoint given");
         for e in &self.endpoints {
-            match Response::open(e, "/v3/watch", &body, self.timeout) {
+            match Response::open(
+                e,
+                "/v3/watch",
+                "application/json",
+                body.as_bytes(),
+                self.timeout,
+            ) {
                 // A silent watch is taken down and set up again (listing first) after a
                 // while, so that a connection that died without a word cannot freeze the
                 // instance list.

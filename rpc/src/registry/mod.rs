@@ -5,7 +5,6 @@
 //! before it stops accepting: see [`ServerBuilder::registry`](crate::server::ServerBuilder::registry).
 
 pub mod etcd;
-mod http;
 
 use std::net::SocketAddr;
 

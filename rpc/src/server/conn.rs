@@ -314,6 +314,7 @@ impl ServerConn {
             encoder: None,
             deferred: Cell::new(false),
             mw: RefCell::new(None),
+            span: RefCell::new(None),
             back: RefCell::new(crate::Metadata::default()),
             metrics: shared.metrics.as_ref(),
         };
@@ -342,6 +343,7 @@ impl ServerConn {
             let mut meta = crate::Metadata::default();
             match middleware::start(&self.mw, &ctx.info(), &mut meta) {
                 Ok(running) => {
+                    *ctx.span.borrow_mut() = meta.trace.take();
                     *ctx.mw.borrow_mut() = running.map(|mut r| {
                         r.reply = meta;
                         r

@@ -119,6 +119,8 @@ pub struct CallContext<'a> {
     pub(crate) deferred: Cell<bool>,
     /// The middlewares that started the call, until it ends.
     pub(crate) mw: RefCell<Option<Running>>,
+    /// The span a middleware opened to serve the call.
+    pub(crate) span: RefCell<Option<Box<crate::trace::TraceContext>>>,
     /// Values the handler sends back with the reply (`RPC_BACKWARD_*` headers).
     pub(crate) back: RefCell<crate::Metadata>,
     /// The server's metrics, if it counts calls.
@@ -140,6 +142,7 @@ impl CallContext<'_> {
             start: self.received,
             deadline: self.deadline(),
             headers: self.ttheader,
+            trace: None,
         }
     }
 
@@ -166,13 +169,21 @@ impl CallContext<'_> {
             .map(|(_, v)| Bytes::copy_from_slice(v))
     }
 
+    /// The W3C trace context of this call: the span a tracing middleware opened to serve
+    /// it ([`Metadata::set_trace`](crate::Metadata::set_trace)), else the caller's (TTHeader
+    /// `traceparent` and `tracestate`, if it sent a valid one). Calls made with a client
+    /// [`within`](crate::client::Client::within) this call are its children.
+    pub fn trace(&self) -> Option<crate::trace::TraceContext> {
+        if let Some(span) = self.span.borrow().as_deref() {
+            return Some(span.clone());
+        }
+        self.caller_trace()
+    }
+
     /// The caller's W3C trace context (TTHeader `traceparent` and `tracestate`), if it
     /// sent a valid one.
-    pub fn trace(&self) -> Option<crate::trace::TraceContext> {
-        let tt = self.ttheader?;
-        let parent = tt.str_header(crate::trace::TRACEPARENT)?;
-        let state = tt.str_header(crate::trace::TRACESTATE);
-        crate::trace::TraceContext::parse(&parent, state.as_deref())
+    pub fn caller_trace(&self) -> Option<crate::trace::TraceContext> {
+        crate::trace::TraceContext::from_ttheader(self.ttheader?)
     }
 
     /// Sends `key: value` back to the caller with the reply (Kitex's backward metainfo:
@@ -406,6 +417,7 @@ fn send(
                 start: received,
                 deadline,
                 headers: None,
+                trace: None,
             };
             let outcome = crate::Outcome {
                 error,

@@ -205,6 +205,7 @@ fn finish(ctx: &CallContext<'_>, error: Option<ErrorKind>, response_bytes: usize
             method = ctx.method(),
             peer = ?ctx.peer,
             error = kind.name(),
+            trace_id = ctx.trace().map(|t| t.trace_id_hex()).as_deref(),
             "call failed"
         );
     }

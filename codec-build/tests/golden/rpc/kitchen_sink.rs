@@ -1851,9 +1851,13 @@ pub mod kitchen_sink {
         ) -> Self {
             Self(self.0.with_timeout(timeout))
         }
-        /// The same client for calls made while serving `ctx`: they get at most its caller's remaining time, and carry its persistent metadata on.
+        /// The same client for calls made while serving `ctx`: they get at most its caller's remaining time, carry its persistent metadata on, and join its trace.
         pub fn within(&self, ctx: &::netpoll_rpc::server::CallContext<'_>) -> Self {
             Self(self.0.within(ctx))
+        }
+        /// The same client, making its calls as children of span `parent` (W3C trace context).
+        pub fn with_trace(&self, parent: ::netpoll_rpc::trace::TraceContext) -> Self {
+            Self(self.0.with_trace(parent))
         }
         /// The same client, sending string header `key: value` with every call.
         pub fn with_header(
@@ -2547,9 +2551,13 @@ pub mod kitchen_sink {
         ) -> Self {
             Self(self.0.with_timeout(timeout))
         }
-        /// The same client for calls made while serving `ctx`: they get at most its caller's remaining time, and carry its persistent metadata on.
+        /// The same client for calls made while serving `ctx`: they get at most its caller's remaining time, carry its persistent metadata on, and join its trace.
         pub fn within(&self, ctx: &::netpoll_rpc::server::CallContext<'_>) -> Self {
             Self(self.0.within(ctx))
+        }
+        /// The same client, making its calls as children of span `parent` (W3C trace context).
+        pub fn with_trace(&self, parent: ::netpoll_rpc::trace::TraceContext) -> Self {
+            Self(self.0.with_trace(parent))
         }
         /// The same client, sending string header `key: value` with every call.
         pub fn with_header(

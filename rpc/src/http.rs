@@ -1,21 +1,39 @@
-//! The little HTTP/1.1 a registry needs: a POST with a JSON body, answered whole or as a
-//! stream of newline-separated JSON objects (chunked), over a blocking `TcpStream`.
+//! The little HTTP/1.1 the registry and the trace exporter need: a POST, answered whole or
+//! as a stream of newline-separated JSON objects (chunked), over a blocking `TcpStream`.
+//! They run on threads of their own, off the event loops.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-/// Largest response (or streamed line) accepted: a registry's answers are small.
+/// Largest response (or streamed line) accepted: the answers are small.
 const MAX_BODY: usize = 16 << 20;
 
 fn invalid(why: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.into())
 }
 
-/// Sends `POST path` with `body` to `host` (`host:port`) and returns the response body.
-/// A status other than 2xx is an error carrying the body.
+/// Sends `POST path` with a JSON `body` to `host` (`host:port`) and returns the response
+/// body. A status other than 2xx is an error carrying the body.
 pub(crate) fn post(host: &str, path: &str, body: &str, timeout: Duration) -> io::Result<String> {
-    let mut r = Response::open(host, path, body, timeout)?;
+    let (status, out) = post_bytes(host, path, "application/json", body.as_bytes(), timeout)?;
+    let text = String::from_utf8(out).map_err(|_| invalid("response is not UTF-8"))?;
+    if !(200..300).contains(&status) {
+        return Err(io::Error::other(format!("HTTP {status}: {}", text.trim())));
+    }
+    Ok(text)
+}
+
+/// Sends `POST path` with `body` of `content_type` to `host` (`host:port`) and returns the
+/// response's status and body, whatever the status.
+pub(crate) fn post_bytes(
+    host: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<(u16, Vec<u8>)> {
+    let mut r = Response::open(host, path, content_type, body, timeout)?;
     let mut out = Vec::new();
     while let Some(chunk) = r.next_chunk()? {
         out.extend_from_slice(&chunk);
@@ -23,15 +41,7 @@ pub(crate) fn post(host: &str, path: &str, body: &str, timeout: Duration) -> io:
             return Err(invalid("response too large"));
         }
     }
-    let text = String::from_utf8(out).map_err(|_| invalid("response is not UTF-8"))?;
-    if !(200..300).contains(&r.status) {
-        return Err(io::Error::other(format!(
-            "HTTP {}: {}",
-            r.status,
-            text.trim()
-        )));
-    }
-    Ok(text)
+    Ok((r.status, out))
 }
 
 /// A response being read: its status, then its body piece by piece.
@@ -48,7 +58,13 @@ pub(crate) struct Response {
 
 impl Response {
     /// Connects, sends the request and reads the status line and headers.
-    pub(crate) fn open(host: &str, path: &str, body: &str, timeout: Duration) -> io::Result<Self> {
+    pub(crate) fn open(
+        host: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> io::Result<Self> {
         // Every address the name has, in turn (`localhost` is often ::1 first while etcd
         // listens on 127.0.0.1 only).
         let mut last = invalid(format!("{host} resolves to no address"));
@@ -66,12 +82,14 @@ impl Response {
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
-        let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         );
-        (&stream).write_all(req.as_bytes())?;
+        let mut req = head.into_bytes();
+        req.extend_from_slice(body);
+        (&stream).write_all(&req)?;
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
         reader.read_line(&mut line)?;
