@@ -229,6 +229,55 @@ fn a_call_through_two_servers_is_one_trace() {
         "an unsampled caller's trace got spans"
     );
 
+    // 4b. A server that starts a trace decides once for the whole trace: the calls its
+    //     handler makes follow that decision (at 50%, a call whose server span was not
+    //     sampled must leave no span downstream either: no trace without its root).
+    let b0 = EchoServer::start(&["--otlp", &otlp, "--service", "echo-b0"]);
+    let a0 = EchoServer::start(&[
+        "--otlp",
+        &otlp,
+        "--otlp-sample",
+        "0.5",
+        "--service",
+        "echo-a0",
+        "--forward",
+        &b0.addr.to_string(),
+    ]);
+    let plain0 = EchoClient::new(
+        "echo",
+        ClientBuilder::default().host_ports([a0.addr.to_string()]),
+    )
+    .expect("client");
+    for _ in 0..40 {
+        plain0.echo(Bytes::from_static(b"x")).expect("call");
+    }
+    let barrier = TraceContext::new_root(true);
+    client
+        .with_trace(barrier.clone())
+        .echo(Bytes::from_static(b"x"))
+        .expect("call");
+    assert_eq!(rx.trace(&hex(&barrier.trace_id), 4).len(), 4);
+    std::thread::sleep(Duration::from_millis(1500));
+    let spans = rx.spans();
+    let roots: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["service"] == "echo-a0" && s["kind"] == "server")
+        .collect();
+    assert!(
+        (5..=35).contains(&roots.len()),
+        "{} of 40 sampled at 50%",
+        roots.len()
+    );
+    for s in spans
+        .iter()
+        .filter(|s| s["service"] == "echo-b0" || s["service"] == "echo-a0")
+    {
+        assert!(
+            roots.iter().any(|r| r["trace_id"] == s["trace_id"]),
+            "a span of a trace whose root was not sampled: {s:#?}"
+        );
+    }
+
     // 5. A failed call: both spans say so, with the kind of failure.
     let c = EchoServer::start(&["--otlp", &otlp, "--service", "echo-c", "--echo-fail"]);
     let failing = EchoClient::new(

@@ -200,10 +200,13 @@ fn unsampled_calls_through_the_tracing_middleware_allocate_nothing() {
     let tt = Transport::TTHeader {
         framed_payload: false,
     };
-    let unsampled: &[(&str, &[u8])] = &[(
-        "traceparent",
-        b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
-    )];
+    let unsampled: &[(&str, &[u8])] = &[
+        (
+            "traceparent",
+            b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+        ),
+        ("tracestate", b"congo=t61rcWkgMzE"),
+    ];
     for (what, headers) in [
         ("a new trace", Headers::default()),
         (

@@ -9,14 +9,29 @@ use std::time::Duration;
 /// Largest response (or streamed line) accepted: the answers are small.
 const MAX_BODY: usize = 16 << 20;
 
+/// Longest status, header or chunk-size line accepted.
+const MAX_LINE: u64 = 8 << 10;
+/// Most response headers accepted.
+const MAX_HEADERS: usize = 100;
+
 fn invalid(why: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.into())
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes (0 at the end of the stream).
+fn read_line(r: &mut BufReader<TcpStream>, line: &mut String) -> io::Result<usize> {
+    let n = r.by_ref().take(MAX_LINE).read_line(line)?;
+    if n as u64 == MAX_LINE && !line.ends_with('\n') {
+        return Err(invalid("line too long"));
+    }
+    Ok(n)
 }
 
 /// Sends `POST path` with a JSON `body` to `host` (`host:port`) and returns the response
 /// body. A status other than 2xx is an error carrying the body.
 pub(crate) fn post(host: &str, path: &str, body: &str, timeout: Duration) -> io::Result<String> {
-    let (status, out) = post_bytes(host, path, "application/json", body.as_bytes(), timeout)?;
+    let json = [("Content-Type", "application/json")];
+    let (status, out) = post_bytes(host, path, &json, body.as_bytes(), timeout)?;
     let text = String::from_utf8(out).map_err(|_| invalid("response is not UTF-8"))?;
     if !(200..300).contains(&status) {
         return Err(io::Error::other(format!("HTTP {status}: {}", text.trim())));
@@ -24,16 +39,16 @@ pub(crate) fn post(host: &str, path: &str, body: &str, timeout: Duration) -> io:
     Ok(text)
 }
 
-/// Sends `POST path` with `body` of `content_type` to `host` (`host:port`) and returns the
-/// response's status and body, whatever the status.
+/// Sends `POST path` with `body` and `headers` (its content type among them) to `host`
+/// (`host:port`) and returns the response's status and body, whatever the status.
 pub(crate) fn post_bytes(
     host: &str,
     path: &str,
-    content_type: &str,
+    headers: &[(&str, &str)],
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<(u16, Vec<u8>)> {
-    let mut r = Response::open(host, path, content_type, body, timeout)?;
+    let mut r = Response::open(host, path, headers, body, timeout)?;
     let mut out = Vec::new();
     while let Some(chunk) = r.next_chunk()? {
         out.extend_from_slice(&chunk);
@@ -61,7 +76,7 @@ impl Response {
     pub(crate) fn open(
         host: &str,
         path: &str,
-        content_type: &str,
+        headers: &[(&str, &str)],
         body: &[u8],
         timeout: Duration,
     ) -> io::Result<Self> {
@@ -82,26 +97,35 @@ impl Response {
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n",
+        let mut head = format!("POST {path} HTTP/1.1\r\nHost: {host}\r\n");
+        for (k, v) in headers {
+            if k.contains(['\r', '\n', ':']) || v.contains(['\r', '\n']) {
+                return Err(invalid(format!("bad request header {k:?}")));
+            }
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
-        );
+        ));
         let mut req = head.into_bytes();
         req.extend_from_slice(body);
         (&stream).write_all(&req)?;
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
-        reader.read_line(&mut line)?;
+        read_line(&mut reader, &mut line)?;
         let status = line
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| invalid(format!("bad status line {line:?}")))?;
         let (mut chunked, mut length) = (false, None);
-        loop {
+        for n in 0.. {
+            if n == MAX_HEADERS {
+                return Err(invalid("too many response headers"));
+            }
             line.clear();
-            if reader.read_line(&mut line)? == 0 {
+            if read_line(&mut reader, &mut line)? == 0 {
                 return Err(invalid("connection closed in the headers"));
             }
             let h = line.trim_end();
@@ -149,7 +173,7 @@ impl Response {
         if self.chunked {
             if self.left == Some(0) {
                 let mut size = String::new();
-                if self.reader.read_line(&mut size)? == 0 {
+                if read_line(&mut self.reader, &mut size)? == 0 {
                     return Err(invalid("connection closed inside a chunked body"));
                 }
                 let hex = size.split(';').next().unwrap_or("").trim();

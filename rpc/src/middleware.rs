@@ -89,8 +89,7 @@ impl<M: Middleware> Middleware for Arc<M> {
 #[derive(Debug, Default, Clone)]
 pub struct Metadata {
     pub(crate) entries: Vec<(String, Bytes)>,
-    /// Boxed: most calls have none, and this travels with every call a middleware runs on.
-    pub(crate) trace: Option<Box<TraceContext>>,
+    pub(crate) trace: Option<TraceContext>,
 }
 
 impl Metadata {
@@ -113,17 +112,18 @@ impl Metadata {
         self.entries.is_empty()
     }
 
-    /// Says which span the middleware opened for the call (a tracing middleware does). On
-    /// a client, the request carries it as `traceparent` (and `tracestate`), in place of
-    /// the child of the caller's span the client would send by itself; on a server, calls
-    /// made [`within`](crate::client::Client::within) the call become its children.
+    /// Says which span the middleware opened for the call (a tracing middleware does), or
+    /// the trace context the call passes on without a span (its sampling decision). On a
+    /// client, the request carries it as `traceparent` (and `tracestate`), in place of the
+    /// parent the client would pass on by itself; on a server, calls made
+    /// [`within`](crate::client::Client::within) the call become its children.
     pub fn set_trace(&mut self, span: TraceContext) {
-        self.trace = Some(Box::new(span));
+        self.trace = Some(span);
     }
 
     /// The span set with [`set_trace`](Self::set_trace).
     pub fn trace(&self) -> Option<&TraceContext> {
-        self.trace.as_deref()
+        self.trace.as_ref()
     }
 
     /// Runs `f` with `h` plus these headers (after `h`'s own string headers).

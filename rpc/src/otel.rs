@@ -28,7 +28,8 @@
 //! - **Spans** follow OpenTelemetry's RPC semantic conventions: named
 //!   `{service}/{method}`, kind server or client, with `rpc.system` (`apache_thrift` or
 //!   `kitex_protobuf`, as the metrics say), `rpc.service`, `rpc.method`, the peer's
-//!   address, and on failure status `ERROR` with `error.type` (the [`ErrorKind`] name).
+//!   address, and on failure status `ERROR` with `error.type` (the
+//!   [`ErrorKind`](crate::ErrorKind) name).
 //! - **Export** runs on the batch processor's own thread, over a blocking HTTP/1.1 client
 //!   of this crate: no async runtime, no event-loop thread ever waits for the collector.
 //!   The queue is bounded (spans beyond it are dropped and counted by the SDK).
@@ -52,7 +53,7 @@ use tracing_subscriber::Layer;
 
 use crate::trace::TraceContext;
 use crate::wire::Payload;
-use crate::{CallInfo, ErrorKind, Metadata, Middleware, Outcome, Side, Status};
+use crate::{CallInfo, Metadata, Middleware, Outcome, Side, Status};
 
 /// Which calls get a span.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -128,6 +129,26 @@ fn remote(parent: &TraceContext) -> opentelemetry::Context {
     ))
 }
 
+/// The current `tracing` span's OpenTelemetry context, if it has one.
+fn current() -> Option<TraceContext> {
+    let span = tracing::Span::current();
+    if span.is_none() {
+        return None;
+    }
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    if !sc.is_valid() {
+        return None;
+    }
+    let state = sc.trace_state().header();
+    Some(TraceContext {
+        trace_id: sc.trace_id().to_bytes(),
+        span_id: sc.span_id().to_bytes(),
+        flags: sc.trace_flags().to_u8(),
+        state: (!state.is_empty()).then_some(state),
+    })
+}
+
 /// A span of the call, disabled when no subscriber wants it.
 fn span(call: &CallInfo<'_>) -> tracing::Span {
     let kind = match call.side {
@@ -168,9 +189,15 @@ impl Middleware for OpenTelemetry {
     type State = Option<tracing::Span>;
 
     fn start(&self, call: &CallInfo<'_>, meta: &mut Metadata) -> Result<Self::State, Status> {
-        let parent = match call.side {
-            Side::Server => call.headers.and_then(TraceContext::from_ttheader),
-            Side::Client => call.trace.cloned(),
+        // The caller's span: on a server, from the request (its `tracestate` is copied
+        // out only if the call is sampled); on a client, the span it is made within, or
+        // else the current `tracing` span, if OpenTelemetry knows it.
+        let (parent, state) = match call.side {
+            Side::Server => match call.headers.and_then(TraceContext::from_ttheader_lazy) {
+                Some((t, state)) => (Some(t), state),
+                None => (None, None),
+            },
+            Side::Client => (call.trace.cloned().or_else(current), None),
         };
         let sampled = match (self.sampler, &parent) {
             (Sampler::Always, _) => true,
@@ -180,50 +207,60 @@ impl Middleware for OpenTelemetry {
                 ratio >= 1.0 || (ratio > 0.0 && ratio_sampled(ratio, crate::balance::random()))
             }
         };
-        // A client passes its decision on, so that the next hop follows it: a child of
-        // its parent, or a new trace's root. (A server's calls made within the call are
-        // children of the caller's span by themselves; an unsampled call that starts a
-        // trace on a server passes nothing on, and costs nothing.)
-        let fallback = |meta: &mut Metadata, sampled: bool| {
-            if call.side == Side::Client {
-                let mut t = match &parent {
-                    Some(p) => p.child(),
-                    None => TraceContext::new_root(sampled),
-                };
-                t.flags = (t.flags & !1) | sampled as u8;
-                meta.set_trace(t);
-            }
-        };
+        // Without a span of its own, the call passes its decision on: a trace it starts
+        // is a new root (on a server, the parent of the calls made within the call); a
+        // client passes its parent on, with the decision in its flags (a server's calls
+        // made within the call have the caller's span as their parent by themselves).
+        let side = call.side;
+        let pass_on =
+            |meta: &mut Metadata, parent: Option<&TraceContext>, sampled: bool| match parent {
+                None => meta.set_trace(TraceContext::new_root(sampled)),
+                Some(p) if side == Side::Client => {
+                    let mut p = p.clone();
+                    p.flags = (p.flags & !1) | sampled as u8;
+                    meta.set_trace(p);
+                }
+                Some(_) => {}
+            };
         if !sampled {
-            fallback(meta, false);
+            pass_on(meta, parent.as_ref(), false);
             return Ok(None);
         }
         let span = span(call);
         if span.is_disabled() {
             // No subscriber takes spans: pass the decision on all the same.
-            fallback(meta, true);
+            pass_on(meta, parent.as_ref(), true);
             return Ok(None);
         }
-        let state = parent.as_ref().and_then(|p| p.state.clone());
-        if let Some(p) = &parent {
+        let mut parent = parent;
+        if let Some(p) = &mut parent {
+            if p.state.is_none() {
+                p.state = state.and_then(crate::trace::parse_state);
+            }
             let _ = span.set_parent(remote(p));
         }
         let cx = span.context();
         let sc = cx.span().span_context().clone();
-        if sc.is_valid() {
-            let ours = TraceContext {
-                trace_id: sc.trace_id().to_bytes(),
-                span_id: sc.span_id().to_bytes(),
-                flags: sc.trace_flags().to_u8(),
-                state,
-            };
-            // Logs inside the span name its trace.
-            span.record("trace_id", hex(&ours.trace_id).as_str());
-            meta.set_trace(ours);
-        } else {
+        if !sc.is_valid() {
             // A subscriber without OpenTelemetry (logs only): the span has no id to send.
-            fallback(meta, true);
+            pass_on(meta, parent.as_ref(), true);
+            return Ok(Some(span));
         }
+        if !sc.is_sampled() {
+            // The SDK's own sampler said no (a provider not built by `Exporter`): the span
+            // records nothing, so it is not kept.
+            pass_on(meta, parent.as_ref(), false);
+            return Ok(None);
+        }
+        let ours = TraceContext {
+            trace_id: sc.trace_id().to_bytes(),
+            span_id: sc.span_id().to_bytes(),
+            flags: sc.trace_flags().to_u8(),
+            state: parent.and_then(|p| p.state),
+        };
+        // Logs of the middleware inside the span name its trace.
+        span.record("trace_id", hex(&ours.trace_id).as_str());
+        meta.set_trace(ours);
         Ok(Some(span))
     }
 
@@ -240,7 +277,7 @@ impl Middleware for OpenTelemetry {
         span.record("rpc.response.size", outcome.response_bytes as i64);
         if let Some(kind) = outcome.error {
             span.record("otel.status_code", "ERROR");
-            span.record("error.type", error_type(kind).as_str());
+            span.record("error.type", kind.name());
             span.in_scope(|| tracing::debug!(error = %kind, "call failed"));
         }
         // Dropping the span closes it: the bridge ends the OpenTelemetry span and hands
@@ -251,10 +288,6 @@ impl Middleware for OpenTelemetry {
     fn is_idle(span: &Self::State) -> bool {
         span.is_none()
     }
-}
-
-fn error_type(kind: ErrorKind) -> String {
-    kind.to_string()
 }
 
 /// The error of [`Exporter::install`].
@@ -358,6 +391,9 @@ impl Exporter {
             )
             .build();
         Ok(SdkTracerProvider::builder()
+            // The middleware decides which calls get a span ([`Sampler`]); the SDK keeps
+            // every span it is given.
+            .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
             .with_span_processor(batch)
             .with_resource(
                 Resource::builder()
@@ -400,7 +436,8 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Exports the spans that ended so far, now.
+    /// Exports the spans that ended so far, now. It waits for the export: call it (and
+    /// drop the `Telemetry`) from a thread of your own, not from an event-loop thread.
     pub fn flush(&self) {
         if let Err(e) = self.provider.force_flush() {
             tracing::warn!(error = %e, "exporting spans failed");
@@ -433,14 +470,18 @@ impl HttpClient for BlockingHttp {
             .as_str()
             .to_owned();
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        let content_type = request
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/x-protobuf")
-            .to_owned();
+        // Every header the exporter set (content type, encoding, the user's own
+        // OTEL_EXPORTER_OTLP_HEADERS) goes along.
+        let mut headers = Vec::new();
+        for (k, v) in request.headers() {
+            if k == http::header::HOST || k == http::header::CONTENT_LENGTH {
+                continue; // written by the client itself
+            }
+            let v = v.to_str().map_err(|_| format!("header {k} is not text"))?;
+            headers.push((k.as_str(), v));
+        }
         let (status, body) =
-            crate::http::post_bytes(&host, &path, &content_type, request.body(), self.timeout)?;
+            crate::http::post_bytes(&host, &path, &headers, request.body(), self.timeout)?;
         Ok(Response::builder().status(status).body(Bytes::from(body))?)
     }
 }

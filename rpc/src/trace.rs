@@ -1,7 +1,8 @@
 //! W3C trace context (<https://www.w3.org/TR/trace-context/>) carried in TTHeader string
 //! headers `traceparent` and `tracestate`: read from a call being served
 //! ([`CallContext::trace`](crate::server::CallContext::trace)), and passed on by calls
-//! made while serving it (`Client::within`), each as a child span of the caller's.
+//! made while serving it (`Client::within`): as the parent of the span a tracing
+//! middleware opens for each (`otel`), or passed on unchanged without one.
 
 use std::fmt::Write as _;
 
@@ -73,10 +74,7 @@ impl TraceContext {
             trace_id,
             span_id,
             flags,
-            state: tracestate
-                .and_then(|s| std::str::from_utf8(s).ok())
-                .filter(|s| !s.is_empty() && s.len() <= 512)
-                .map(str::to_owned),
+            state: tracestate.and_then(parse_state),
         })
     }
 
@@ -84,31 +82,41 @@ impl TraceContext {
     /// else Kitex's form of them (obs-opentelemetry sends them as transient metainfo:
     /// `RPC_TRANSIT_traceparent`, or upper-case after a hop through HTTP headers).
     pub fn from_ttheader(tt: &TTHeader) -> Option<TraceContext> {
-        // One pass over the headers (this runs on every call a tracing server serves):
-        // the first form present wins, in the order of `FORMS`.
-        const FORMS: [(&str, &str); 3] = [
-            (TRACEPARENT, TRACESTATE),
-            (KITEX_TRACEPARENT, KITEX_TRACESTATE),
-            ("RPC_TRANSIT_TRACEPARENT", "RPC_TRANSIT_TRACESTATE"),
-        ];
+        let (mut t, state) = Self::from_ttheader_lazy(tt)?;
+        t.state = state.and_then(parse_state);
+        Some(t)
+    }
+
+    /// [`from_ttheader`](Self::from_ttheader) without copying `tracestate` out yet (an
+    /// unsampled call need not): the context without it, and the header's bytes.
+    pub(crate) fn from_ttheader_lazy(tt: &TTHeader) -> Option<(TraceContext, Option<&[u8]>)> {
         // Most calls carry none: the key lengths the frame holds say so without a walk
         // (the upper-case forms are as long as Kitex's).
         if !tt.may_have_str_header(TRACEPARENT) && !tt.may_have_str_header(KITEX_TRACEPARENT) {
             return None;
         }
+        // One pass over the headers (this runs on every call a tracing server serves):
+        // the first valid form wins, in the order of `FORMS`; of repeated keys, the first.
+        const FORMS: [(&str, &str); 3] = [
+            (TRACEPARENT, TRACESTATE),
+            (KITEX_TRACEPARENT, KITEX_TRACESTATE),
+            ("RPC_TRANSIT_TRACEPARENT", "RPC_TRANSIT_TRACESTATE"),
+        ];
         let mut parents: [Option<&[u8]>; 3] = [None; 3];
         let mut states: [Option<&[u8]>; 3] = [None; 3];
         for (k, v) in tt.str_headers() {
             for (i, (parent, state)) in FORMS.iter().enumerate() {
                 if k == parent.as_bytes() {
-                    parents[i] = Some(v);
+                    parents[i].get_or_insert(v);
                 } else if k == state.as_bytes() {
-                    states[i] = Some(v);
+                    states[i].get_or_insert(v);
                 }
             }
         }
-        let i = parents.iter().position(Option::is_some)?;
-        TraceContext::parse(parents[i]?, states[i])
+        (0..FORMS.len()).find_map(|i| {
+            let t = TraceContext::parse(parents[i]?, None)?;
+            Some((t, states[i]))
+        })
     }
 
     /// A new trace's root span, sampled or not.
@@ -154,6 +162,14 @@ impl TraceContext {
         hex_into(&mut s, &self.trace_id);
         s
     }
+}
+
+/// A `tracestate` value worth passing on (UTF-8, not empty, at most 512 bytes).
+pub(crate) fn parse_state(s: &[u8]) -> Option<String> {
+    std::str::from_utf8(s)
+        .ok()
+        .filter(|s| !s.is_empty() && s.len() <= 512)
+        .map(str::to_owned)
 }
 
 /// A random non-zero 64-bit value.

@@ -691,8 +691,10 @@ impl<C: PayloadCodec> Client<C> {
     /// The same client, for calls made while serving `ctx` (from inside a handler): they
     /// get at most the time the caller of `ctx` has left, carry on its persistent
     /// metadata (TTHeader string headers named `RPC_PERSIST_*`, as Kitex's metainfo
-    /// propagates them down a call chain), and join its W3C trace (`traceparent`, with a
-    /// new span id, and `tracestate`).
+    /// propagates them down a call chain), and join its W3C trace: each call's
+    /// `traceparent` is the span a tracing middleware opens for it (a child of the span
+    /// serving `ctx`), or without one the span serving `ctx` itself
+    /// ([`CallContext::trace`](crate::server::CallContext::trace)).
     pub fn within(&self, ctx: &crate::server::CallContext<'_>) -> Self {
         let mut c = self.clone();
         if let Some(d) = ctx.deadline() {
@@ -713,9 +715,9 @@ impl<C: PayloadCodec> Client<C> {
     }
 
     /// The same client, making its calls within span `parent` (a W3C trace context from
-    /// elsewhere: an HTTP request being served, say). Each call carries a child of it as
-    /// `traceparent` (and `tracestate`), or the span a tracing middleware opens for the
-    /// call, as a child of it.
+    /// elsewhere: an HTTP request being served, say). Each call carries, as `traceparent`
+    /// (and `tracestate`), the span a tracing middleware opens for it as a child of
+    /// `parent`, or without one `parent` itself.
     pub fn with_trace(&self, parent: TraceContext) -> Self {
         let mut c = self.clone();
         c.base.trace = Some(Arc::new(parent));
@@ -759,8 +761,10 @@ impl<C: PayloadCodec> Client<C> {
     fn start(&self, method: &'static str) -> Result<(Option<Watch>, Metadata), CallError> {
         let mut meta = self.base.headers.as_deref().cloned().unwrap_or_default();
         if self.base.inner.middleware.is_empty() {
+            // No span of its own: the call passes its parent on unchanged, as W3C trace
+            // context has a hop without a span do.
             if let Some(parent) = &self.base.trace {
-                inject(&mut meta, &parent.child());
+                inject(&mut meta, parent);
             }
             return Ok((None, meta));
         }
@@ -776,12 +780,12 @@ impl<C: PayloadCodec> Client<C> {
         };
         match crate::middleware::start(&self.base.inner.middleware, &call.info(), &mut meta) {
             Ok(running) => {
-                // The span a middleware opened for the call, else a child of the caller's.
+                // The span a middleware opened for the call, else the parent unchanged.
                 match meta.trace.take() {
                     Some(span) => inject(&mut meta, &span),
                     None => {
                         if let Some(parent) = &self.base.trace {
-                            inject(&mut meta, &parent.child());
+                            inject(&mut meta, parent);
                         }
                     }
                 }

@@ -88,7 +88,7 @@ impl Etcd {
             match Response::open(
                 e,
                 "/v3/watch",
-                "application/json",
+                &[("Content-Type", "application/json")],
                 body.as_bytes(),
                 self.timeout,
             ) {

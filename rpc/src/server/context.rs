@@ -120,7 +120,7 @@ pub struct CallContext<'a> {
     /// The middlewares that started the call, until it ends.
     pub(crate) mw: RefCell<Option<Running>>,
     /// The span a middleware opened to serve the call.
-    pub(crate) span: RefCell<Option<Box<crate::trace::TraceContext>>>,
+    pub(crate) span: RefCell<Option<crate::trace::TraceContext>>,
     /// Values the handler sends back with the reply (`RPC_BACKWARD_*` headers).
     pub(crate) back: RefCell<crate::Metadata>,
     /// The server's metrics, if it counts calls.
@@ -174,7 +174,7 @@ impl CallContext<'_> {
     /// `traceparent` and `tracestate`, if it sent a valid one). Calls made with a client
     /// [`within`](crate::client::Client::within) this call are its children.
     pub fn trace(&self) -> Option<crate::trace::TraceContext> {
-        if let Some(span) = self.span.borrow().as_deref() {
+        if let Some(span) = self.span.borrow().as_ref() {
             return Some(span.clone());
         }
         self.caller_trace()
