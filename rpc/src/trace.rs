@@ -32,6 +32,27 @@ pub struct TraceContext {
     pub state: Option<String>,
 }
 
+/// A span's ids and flags without its `tracestate`: small and `Copy`, for what every call
+/// carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SpanIds {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    flags: u8,
+}
+
+impl SpanIds {
+    /// The whole context, with `state`.
+    pub(crate) fn with_state(self, state: Option<String>) -> TraceContext {
+        TraceContext {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            flags: self.flags,
+            state,
+        }
+    }
+}
+
 fn hex_into(out: &mut String, bytes: &[u8]) {
     for b in bytes {
         let _ = write!(out, "{b:02x}");
@@ -129,6 +150,15 @@ impl TraceContext {
             span_id: nonzero().to_be_bytes(),
             flags: sampled as u8,
             state: None,
+        }
+    }
+
+    /// The ids and flags, without the state.
+    pub(crate) fn ids(&self) -> SpanIds {
+        SpanIds {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            flags: self.flags,
         }
     }
 

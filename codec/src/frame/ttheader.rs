@@ -160,9 +160,9 @@ pub struct TTHeader {
     info: (usize, usize),
     /// The span of the info blocks from the first string-header block to the end of the
     /// last (empty if none), so that a lookup walks no block past them.
-    strs: (usize, usize),
+    strs: (u32, u32),
     /// The same for the integer-header blocks.
-    ints: (usize, usize),
+    ints: (u32, u32),
     /// The lengths of the string keys present: bit `min(len, 63)`.
     key_lens: u64,
     /// Where the payload starts, and whether it carries its own 4-byte length.
@@ -263,7 +263,9 @@ impl TTHeader {
             return Err(bad("transforms (compression) are not supported", 16));
         }
         let mut p = info_start;
-        let (mut strs, mut ints) = ((header_end, header_end), (header_end, header_end));
+        // Offsets fit in 32 bits: the frame's length is a `u32`.
+        let end32 = header_end as u32;
+        let (mut strs, mut ints) = ((end32, end32), (end32, end32));
         let mut key_lens = 0;
         while p < header_end {
             let at = p;
@@ -273,8 +275,8 @@ impl TTHeader {
                 info_id::INT_KEY_VALUE => &mut ints,
                 _ => continue,
             };
-            span.0 = span.0.min(at);
-            span.1 = p;
+            span.0 = span.0.min(at as u32);
+            span.1 = p as u32;
         }
         let payload = &b[header_end..];
         let (framed, magic_at) = match payload.get(..2) {
@@ -422,11 +424,11 @@ struct Pairs<'a> {
 
 impl<'a> Pairs<'a> {
     /// The pairs of the blocks of kind `id` within `span` (offsets in `h`'s frame).
-    fn new(h: &'a TTHeader, span: (usize, usize), id: u8) -> Self {
+    fn new(h: &'a TTHeader, span: (u32, u32), id: u8) -> Self {
         Pairs {
             b: &h.frame[..],
-            p: span.0,
-            end: span.1,
+            p: span.0 as usize,
+            end: span.1 as usize,
             left: 0,
             id,
         }

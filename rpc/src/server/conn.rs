@@ -314,7 +314,7 @@ impl ServerConn {
             encoder: None,
             deferred: Cell::new(false),
             mw: RefCell::new(None),
-            span: RefCell::new(None),
+            span: Cell::new(None),
             back: RefCell::new(crate::Metadata::default()),
             metrics: shared.metrics.as_ref(),
         };
@@ -343,7 +343,7 @@ impl ServerConn {
             let mut meta = crate::Metadata::default();
             match middleware::start(&self.mw, &ctx.info(), &mut meta) {
                 Ok(running) => {
-                    *ctx.span.borrow_mut() = meta.trace.take();
+                    ctx.span.set(meta.trace.take().map(|t| t.ids()));
                     *ctx.mw.borrow_mut() = running.map(|mut r| {
                         r.reply = meta;
                         r

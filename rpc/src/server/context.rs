@@ -119,8 +119,9 @@ pub struct CallContext<'a> {
     pub(crate) deferred: Cell<bool>,
     /// The middlewares that started the call, until it ends.
     pub(crate) mw: RefCell<Option<Running>>,
-    /// The span a middleware opened to serve the call.
-    pub(crate) span: RefCell<Option<crate::trace::TraceContext>>,
+    /// The span a middleware opened to serve the call (its ids: its `tracestate` is the
+    /// caller's, read again when asked for; kept small, as this is on every call).
+    pub(crate) span: Cell<Option<crate::trace::SpanIds>>,
     /// Values the handler sends back with the reply (`RPC_BACKWARD_*` headers).
     pub(crate) back: RefCell<crate::Metadata>,
     /// The server's metrics, if it counts calls.
@@ -174,10 +175,10 @@ impl CallContext<'_> {
     /// `traceparent` and `tracestate`, if it sent a valid one). Calls made with a client
     /// [`within`](crate::client::Client::within) this call are its children.
     pub fn trace(&self) -> Option<crate::trace::TraceContext> {
-        if let Some(span) = self.span.borrow().as_ref() {
-            return Some(span.clone());
+        match self.span.get() {
+            Some(ids) => Some(ids.with_state(self.caller_trace().and_then(|t| t.state))),
+            None => self.caller_trace(),
         }
-        self.caller_trace()
     }
 
     /// The caller's W3C trace context (TTHeader `traceparent` and `tracestate`), if it
