@@ -14,6 +14,12 @@
 //! `rpc_system` is `apache_thrift` for Thrift payloads and `kitex_protobuf` for Kitex
 //! Protobuf.
 //!
+//! A server call's duration runs from the event-loop turn its request arrived in to when
+//! its reply is handed on to be sent: for a call answered at once, the end of the pass
+//! over its connection's input that wrote the reply (the replies written in one pass
+//! leave together, and share one clock read); for a deferred reply, when it is written.
+//! A client call's runs from the call to its reply or failure.
+//!
 //! # Cost
 //!
 //! Each thread (each core) counts into series of its own, found through a thread-local
@@ -245,7 +251,37 @@ impl Hasher for KeyHasher {
     }
 }
 
+/// Most calls a pass holds before it reads the clock anyway.
+const PASS_MAX: usize = 64;
+
+/// The durations of calls answered in the pass being served (one connection's input),
+/// waiting for its end: one clock read for all of them ([`Metrics::ended_in_pass`]).
+#[derive(Default)]
+struct Pass {
+    /// The series the waiting calls belong to (calls come in runs of one method).
+    series: Option<Arc<Series>>,
+    /// When each call started, and how it ended.
+    calls: Vec<(Instant, Option<ErrorKind>)>,
+}
+
+impl Pass {
+    /// Ends the waiting calls' durations now.
+    fn flush(&mut self) {
+        if self.calls.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(s) = &self.series {
+            for (start, error) in self.calls.drain(..) {
+                s.add(now.saturating_duration_since(start), error);
+            }
+        }
+        self.calls.clear();
+    }
+}
+
 thread_local! {
+    static PASS: RefCell<Pass> = RefCell::new(Pass::default());
     static LOCAL: RefCell<LocalTable> = RefCell::new(LocalTable::default());
     /// The series this thread used last.
     static LAST: RefCell<Option<(u64, Arc<Series>)>> = const { RefCell::new(None) };
@@ -311,7 +347,7 @@ impl Metrics {
     }
 
     /// Runs `f` on this thread's series for `call`.
-    fn with_series<R>(&self, call: &CallInfo<'_>, f: impl FnOnce(&Series) -> R) -> R {
+    fn with_series<R>(&self, call: &CallInfo<'_>, f: impl FnOnce(&Arc<Series>) -> R) -> R {
         let sys = system(call.payload);
         let matches = |id: u64, s: &Series| {
             id == self.id
@@ -563,6 +599,39 @@ impl Metrics {
             here.add(d, outcome.error);
         });
     }
+}
+
+impl Metrics {
+    /// A call its server answered at once, while serving a connection's input, ended.
+    /// Its sizes count now; its duration ends when the pass does ([`end_pass`]): its
+    /// reply leaves with the others written in the pass, when the pass ends, and one
+    /// clock read serves them all (a read per call was most of what metrics cost).
+    pub(crate) fn ended_in_pass(&self, call: &CallInfo<'_>, outcome: &Outcome) {
+        self.with_series(call, |here| {
+            bump(&here.request_bytes, call.request_bytes as u64);
+            bump(&here.response_bytes, outcome.response_bytes as u64);
+            PASS.with(|p| {
+                let mut p = p.borrow_mut();
+                let same = p.series.as_ref().is_some_and(|s| Arc::ptr_eq(s, here));
+                if !same || p.calls.len() >= PASS_MAX {
+                    p.flush();
+                    if !same {
+                        p.series = Some(here.clone());
+                    }
+                }
+                if p.calls.capacity() == 0 {
+                    p.calls.reserve_exact(PASS_MAX);
+                }
+                p.calls.push((call.start, outcome.error));
+            });
+        });
+    }
+}
+
+/// Ends the durations of the calls answered in the pass that just ended on this thread
+/// ([`Metrics::ended_in_pass`]).
+pub(crate) fn end_pass() {
+    PASS.with(|p| p.borrow_mut().flush());
 }
 
 impl Middleware for Metrics {

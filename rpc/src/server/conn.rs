@@ -507,6 +507,10 @@ impl Handler for ServerConn {
 
     fn on_data(&mut self, conn: &mut Conn<'_>, input: &mut Input<'_>) {
         self.read(conn, input);
+        if self.shared.metrics.is_some() {
+            // The replies of this pass leave now: their calls' durations end here.
+            crate::metrics::end_pass();
+        }
         if self.draining {
             // Input held while throttled may have been the last thing to answer.
             self.close_if_drained(conn);
@@ -592,6 +596,6 @@ fn answered_early(ctx: &CallContext<'_>, kind: crate::ErrorKind, response_bytes:
             error: Some(kind),
             response_bytes,
         };
-        m.ended(&ctx.info(), &outcome, false);
+        m.ended_in_pass(&ctx.info(), &outcome);
     }
 }

@@ -219,7 +219,7 @@ fn finish(ctx: &CallContext<'_>, error: Option<ErrorKind>, response_bytes: usize
         response_bytes,
     };
     if let Some(m) = ctx.metrics {
-        m.ended(&info, &outcome, false);
+        m.ended_in_pass(&info, &outcome);
     }
     if let Some(running) = running {
         running.end(&info, &outcome);
