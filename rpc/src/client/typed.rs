@@ -1280,6 +1280,16 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
     }
 
     fn finish(self, ended: Ended, result: Result<R, CallError>) {
+        if let Err(e) = &result {
+            tracing::debug!(
+                service = &*self.client.base.inner.service,
+                method = self.method,
+                peer = ?ended.peer,
+                error = %e,
+                trace_id = trace_id(&self.meta).as_deref(),
+                "call failed"
+            );
+        }
         if let Some(b) = &self.method_breaker {
             let failed = result.as_ref().err().is_some_and(policy::counts_as_failure);
             if !(failed && self.blamed) {
@@ -1304,6 +1314,12 @@ fn finish<R>(
         w.end(result.as_ref().err(), ended.response_bytes);
     }
     done(result)
+}
+
+/// The trace id (hex) of the `traceparent` a call carries, for its logs.
+fn trace_id(meta: &Metadata) -> Option<String> {
+    let (_, v) = meta.iter().find(|(k, _)| *k == crate::trace::TRACEPARENT)?;
+    TraceContext::parse(v, None).map(|t| t.trace_id_hex())
 }
 
 /// Puts `span` in `meta` as the `traceparent` and `tracestate` headers, in the W3C form
