@@ -429,7 +429,8 @@ impl Exporter {
     }
 }
 
-/// The installed exporter: exports what is left when dropped.
+/// The installed exporter: exports what is left when dropped (waiting for it, up to the
+/// export timeout: drop it where blocking is fine, not on an event-loop thread).
 #[derive(Debug)]
 pub struct Telemetry {
     provider: SdkTracerProvider,

@@ -6,7 +6,7 @@
 //!
 //! - `rpc_server_call_duration_seconds` / `rpc_client_call_duration_seconds`: histograms
 //!   with exactly the labels `rpc_system`, `rpc_service`, `rpc_method` and `status`
-//!   (`ok`, or the [`ErrorKind`](crate::ErrorKind) name of the failure). Their `_count` is
+//!   (`ok`, or the [`ErrorKind`] name of the failure). Their `_count` is
 //!   the number of calls, and errors by kind are the counts with another `status`.
 //! - `rpc_{server,client}_calls_in_flight`: calls started and not ended.
 //! - `rpc_{server,client}_request_bytes_total`, `..._response_bytes_total`: frame sizes.

@@ -90,7 +90,10 @@ impl Scope {
 }
 
 /// Server-side limits on concurrent calls and calls per second, for the whole server and
-/// per method. See the [module docs](self).
+/// per method. A call over a limit is refused at once, before its handler runs, with
+/// [`Status::overloaded`] (on the wire: `INTERNAL_ERROR` with a message starting
+/// `request over limit: `), which clients treat as safe to retry on another instance.
+/// Register it as a middleware: `ServerBuilder::middleware(Limiter::new().qps(10_000))`.
 #[derive(Debug, Clone, Default)]
 pub struct Limiter {
     /// Calls refused, by limit: concurrency, calls per second.
