@@ -61,6 +61,11 @@ thread_local! {
     static CURRENT_CORE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
     /// The loop clock of the core running on this thread.
     static LOOP_NOW: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    /// The core running on this thread (its `Remote`, by address only) and the tasks it
+    /// sent itself: they skip the cross-thread channel and the wake-up, and run at the end
+    /// of the current turn, as tasks from other threads do.
+    static LOCAL: std::cell::RefCell<(*const Remote, std::collections::VecDeque<Task>)> =
+        const { std::cell::RefCell::new((std::ptr::null(), std::collections::VecDeque::new())) };
 }
 
 /// The time: on a core's thread, its loop clock (read once per loop turn, so calling it
@@ -117,8 +122,21 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
-    /// Queues a task; wakes the core only if it is (about to be) asleep.
+    /// Queues a task; wakes the core only if it is (about to be) asleep. Sent from the
+    /// core's own thread, it joins that core's local queue instead.
     pub(crate) fn send(&self, task: Task) -> Result<(), Task> {
+        let task = match LOCAL.with(|l| {
+            let mut l = l.borrow_mut();
+            if std::ptr::eq(l.0, self) {
+                l.1.push_back(task);
+                None
+            } else {
+                Some(task)
+            }
+        }) {
+            None => return Ok(()),
+            Some(task) => task,
+        };
         self.tx.send(task).map_err(|e| e.0)?;
         // Either the core sees the task before it sleeps, or we see that it sleeps and
         // wake it (see `wake`).
@@ -395,6 +413,8 @@ impl Core {
     /// Runs the loop until the runtime shuts down and every connection is gone.
     pub(crate) fn run(&mut self) -> io::Result<()> {
         CURRENT_CORE.with(|c| c.set(Some(self.id)));
+        let me: *const Remote = &*self.remote;
+        LOCAL.with(|l| l.borrow_mut().0 = me);
         self.arm_wake();
         loop {
             self.maintain();
@@ -445,7 +465,8 @@ impl Core {
         let mut want = 1;
         // Connections in `closing` wait for the kernel's completions: that is a reason to
         // wait, not to spin.
-        if !self.rx.is_empty() || !self.dirty.is_empty() || !self.resumed.is_empty() {
+        let local = LOCAL.with(|l| !l.borrow().1.is_empty());
+        if local || !self.rx.is_empty() || !self.dirty.is_empty() || !self.resumed.is_empty() {
             want = 0;
         } else {
             let rx = &self.rx;
@@ -555,6 +576,18 @@ impl Core {
     }
 
     fn run_tasks(&mut self) {
+        // The tasks this core sent itself this turn first (at most as many as were queued
+        // when the turn's tasks began: what they send goes to the next turn), then those
+        // of other threads.
+        let local = LOCAL.with(|l| l.borrow().1.len()).min(TASKS_PER_TURN);
+        for _ in 0..local {
+            let Some(task) = LOCAL.with(|l| l.borrow_mut().1.pop_front()) else {
+                break;
+            };
+            if panic::catch_unwind(AssertUnwindSafe(|| task(self))).is_err() {
+                tracing::warn!(core = self.id, "a task panicked");
+            }
+        }
         for _ in 0..TASKS_PER_TURN {
             let Ok(task) = self.rx.try_recv() else { break };
             if panic::catch_unwind(AssertUnwindSafe(|| task(self))).is_err() {
@@ -720,6 +753,15 @@ impl Drop for Core {
     fn drop(&mut self) {
         CURRENT_CORE.with(|c| c.set(None));
         LOOP_NOW.with(|c| c.set(None));
+        // Tasks the core sent itself and never ran are dropped (their callers see the
+        // core stopped, as with tasks from other threads), outside the borrow: dropping
+        // one may send another, which now goes to the channel and fails.
+        let left = LOCAL.with(|l| {
+            let mut l = l.borrow_mut();
+            l.0 = std::ptr::null();
+            std::mem::take(&mut l.1)
+        });
+        drop(left);
         if self.kernel_ops == 0 {
             // SAFETY: the pool is not used after this point, and no operation the kernel
             // could still complete refers to its memory.
