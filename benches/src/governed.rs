@@ -4,6 +4,7 @@
 //! over TTHeader or Framed; `connections x inflight` calls are kept in flight in all,
 //! each completion sending the next from the client's core.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +19,7 @@ use netpoll_rpc::client::{ClientBuilder, ClientTransport, RetryOn, RetryPolicy};
 use netpoll_rpc::discovery::StaticResolver;
 use netpoll_rpc::registry::EtcdResolver;
 
-use crate::load::{ErrorKind, LoadConfig, Progress, Report};
+use crate::load::{new_histogram, ErrorKind, LoadConfig, Progress, Report};
 
 /// The governed client's settings.
 #[derive(Debug, Clone)]
@@ -52,13 +53,22 @@ struct Shared {
     recording: AtomicBool,
     stopping: AtomicBool,
     in_flight: AtomicU64,
-    calls: AtomicU64,
-    bytes: AtomicU64,
     keyed: AtomicU64,
     hash: bool,
-    latency: Mutex<Histogram<u64>>,
     errors: Mutex<BTreeMap<ErrorKind, u64>>,
     progress: Arc<Progress>,
+}
+
+/// What one client core measured: kept on the core (as the raw client does), so that the
+/// harness adds no lock or shared counter of its own to each call; merged at the end.
+struct CoreStats {
+    latency: Histogram<u64>,
+    calls: u64,
+    bytes: u64,
+}
+
+thread_local! {
+    static STATS: RefCell<Option<CoreStats>> = const { RefCell::new(None) };
 }
 
 fn send(s: &Arc<Shared>) {
@@ -80,9 +90,17 @@ fn send(s: &Arc<Shared>) {
             Ok(b) if b.len() == me.payload.len() => {
                 if recording {
                     let ns = t0.elapsed().as_nanos() as u64;
-                    let _ = me.latency.lock().unwrap().record(ns.max(1));
-                    me.calls.fetch_add(1, Ordering::Relaxed);
-                    me.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    STATS.with(|s| {
+                        let mut s = s.borrow_mut();
+                        let st = s.get_or_insert_with(|| CoreStats {
+                            latency: new_histogram(),
+                            calls: 0,
+                            bytes: 0,
+                        });
+                        let _ = st.latency.record(ns.max(1));
+                        st.calls += 1;
+                        st.bytes += b.len() as u64;
+                    });
                 }
             }
             Ok(_) => error(&me, ErrorKind::PayloadMismatch),
@@ -163,11 +181,8 @@ pub fn run(
         recording: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
         in_flight: AtomicU64::new(0),
-        calls: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
         keyed: AtomicU64::new(0),
         hash: g.lb == "hash",
-        latency: Mutex::new(Histogram::new(3).map_err(|e| e.to_string())?),
         errors: Mutex::new(BTreeMap::new()),
         progress,
     });
@@ -201,13 +216,26 @@ pub fn run(
     }
     let retries = shared.client.client().retries();
     let instances = shared.client.client().answered_by_instance();
-    let report = Report {
-        calls: shared.calls.load(Ordering::Relaxed),
-        bytes: shared.bytes.load(Ordering::Relaxed),
+    let mut report = Report {
+        calls: 0,
+        bytes: 0,
         elapsed,
-        latency: shared.latency.lock().unwrap().clone(),
+        latency: new_histogram(),
         errors: shared.errors.lock().unwrap().clone(),
     };
+    for core in 0..load.threads.max(1) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.handle()
+            .spawn(core, move |_| {
+                let _ = tx.send(STATS.with(|s| s.borrow_mut().take()));
+            })
+            .map_err(|e| format!("collecting core {core}'s numbers: {e}"))?;
+        if let Ok(Some(st)) = rx.recv_timeout(Duration::from_secs(5)) {
+            let _ = report.latency.add(&st.latency);
+            report.calls += st.calls;
+            report.bytes += st.bytes;
+        }
+    }
     drop(shared);
     rt.shutdown(Duration::from_secs(1));
     Ok(GovernedReport {

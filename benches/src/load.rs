@@ -133,7 +133,7 @@ impl CoreStats {
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // 1 ns to 100 s at 3 significant digits.
     Histogram::new_with_bounds(1, 100_000_000_000, 3)
         .expect("1 ns..100 s at 3 significant digits is a valid configuration")
