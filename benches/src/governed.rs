@@ -80,48 +80,50 @@ fn send(s: &Arc<Shared>) {
     // The loop clock, as the raw client reads one clock per batch of replies: on a
     // client core it costs no clock read (elsewhere, at the start, it reads one).
     let t0 = netpoll::now();
-    let client = if s.hash {
-        s.client.with_key(s.keyed.fetch_add(1, Ordering::Relaxed))
-    } else {
-        s.client.clone()
-    };
-    client.echo_with(s.payload.clone(), move |r| {
-        me.progress.replies.fetch_add(1, Ordering::Relaxed);
-        let recording = me.recording.load(Ordering::Relaxed);
-        match r {
-            Ok(b) if b.len() == me.payload.len() => {
-                if recording {
-                    let ns = netpoll::now().saturating_duration_since(t0).as_nanos() as u64;
-                    STATS.with(|s| {
-                        let mut s = s.borrow_mut();
-                        let st = s.get_or_insert_with(|| CoreStats {
-                            latency: new_histogram(),
-                            calls: 0,
-                            bytes: 0,
+    // A keyed handle only for consistent hashing; otherwise the shared one, as a caller
+    // holding a client would call it.
+    let keyed = s
+        .hash
+        .then(|| s.client.with_key(s.keyed.fetch_add(1, Ordering::Relaxed)));
+    keyed
+        .as_ref()
+        .unwrap_or(&s.client)
+        .echo_with(s.payload.clone(), move |r| {
+            me.progress.replies.fetch_add(1, Ordering::Relaxed);
+            let recording = me.recording.load(Ordering::Relaxed);
+            match r {
+                Ok(b) if b.len() == me.payload.len() => {
+                    if recording {
+                        let ns = netpoll::now().saturating_duration_since(t0).as_nanos() as u64;
+                        STATS.with(|s| {
+                            let mut s = s.borrow_mut();
+                            let st = s.get_or_insert_with(|| CoreStats {
+                                latency: new_histogram(),
+                                calls: 0,
+                                bytes: 0,
+                            });
+                            let _ = st.latency.record(ns.max(1));
+                            st.calls += 1;
+                            st.bytes += b.len() as u64;
                         });
-                        let _ = st.latency.record(ns.max(1));
-                        st.calls += 1;
-                        st.bytes += b.len() as u64;
-                    });
+                    }
+                }
+                Ok(_) => error(&me, ErrorKind::PayloadMismatch),
+                Err(e) => {
+                    let kind = match e {
+                        netpoll_rpc::CallError::Connect(_)
+                        | netpoll_rpc::CallError::NoInstance(_) => ErrorKind::Connect,
+                        netpoll_rpc::CallError::Decode(_) | netpoll_rpc::CallError::Protocol(_) => {
+                            ErrorKind::Decode
+                        }
+                        _ => ErrorKind::Lost,
+                    };
+                    error(&me, kind);
                 }
             }
-            Ok(_) => error(&me, ErrorKind::PayloadMismatch),
-            Err(e) => {
-                let kind = match e {
-                    netpoll_rpc::CallError::Connect(_) | netpoll_rpc::CallError::NoInstance(_) => {
-                        ErrorKind::Connect
-                    }
-                    netpoll_rpc::CallError::Decode(_) | netpoll_rpc::CallError::Protocol(_) => {
-                        ErrorKind::Decode
-                    }
-                    _ => ErrorKind::Lost,
-                };
-                error(&me, kind);
-            }
-        }
-        me.in_flight.fetch_sub(1, Ordering::Relaxed);
-        send(&me);
-    });
+            me.in_flight.fetch_sub(1, Ordering::Relaxed);
+            send(&me);
+        });
 }
 
 fn error(s: &Shared, kind: ErrorKind) {
