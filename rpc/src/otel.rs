@@ -19,8 +19,11 @@
 //! - **Trace context.** A server span's parent is the caller's span, read from the
 //!   TTHeader string headers `traceparent` and `tracestate` (or Kitex's
 //!   `RPC_TRANSIT_traceparent`). A client span is a child of the span the client is made
-//!   within (`Client::within` a call being served, or `Client::with_trace`), and its id
-//!   is sent on as the request's `traceparent`.
+//!   within (`Client::within` a call being served, `Client::with_trace`, or else the
+//!   current `tracing` span if OpenTelemetry knows it), and its id is sent on as the
+//!   request's `traceparent` (and `RPC_TRANSIT_traceparent`, for Kitex servers).
+//! - **One decision per trace.** A server that starts a trace keeps its decision for the
+//!   calls made within the call, so that a trace is followed end to end or not at all.
 //! - **Sampling** ([`Sampler`]) is parent-based by default: a call whose caller sampled
 //!   its span is followed, one whose caller did not is not, and a new trace is followed
 //!   with a set probability. An unsampled call gets no span and costs no allocation on a
@@ -33,6 +36,11 @@
 //! - **Export** runs on the batch processor's own thread, over a blocking HTTP/1.1 client
 //!   of this crate: no async runtime, no event-loop thread ever waits for the collector.
 //!   The queue is bounded (spans beyond it are dropped and counted by the SDK).
+//!   `http://` collectors only, for now.
+//! - **Not yet:** a retried call has one client span (not one per try); a server span
+//!   starts when the middleware runs (after the request is decoded), not when its bytes
+//!   arrived; a handler's own logs are not inside its call's span (`ctx.trace()` gives
+//!   the ids to log).
 
 use std::str::FromStr;
 use std::time::Duration;
