@@ -23,6 +23,7 @@ const USAGE: &str =
        [--registry etcd://HOST:PORT --service NAME [--weight N] [--advertise HOST:PORT]
         [--lease-ttl-s N] [--deregister-delay-ms MS]]
        [--echo-delay-ms MS] [--echo-fail]   (a slow or failing instance, for tests)
+       [--echo-log]            (log every Echo.echo call, at info, for tests)
        [--metrics HOST:PORT]   (Prometheus text format at /metrics)
        [--forward HOST:PORT]   (relay every Echo.echo call to the echo server there)
        [--otlp http://HOST:PORT [--otlp-sample RATIO]]
@@ -88,6 +89,7 @@ fn main() {
         delay: ms(parse("--echo-delay-ms").unwrap_or(0)),
         fail: args.iter().any(|a| a == "--echo-fail"),
         forward,
+        log: args.iter().any(|a| a == "--echo-log"),
     };
     let mut b = examples::echo_service::builder_with(echo).addr(addr.as_str());
     if let Some(t) = tracing_mw {

@@ -25,10 +25,16 @@ pub struct EchoHandler {
     /// Relay every call to this echo service (from the handler, without blocking the
     /// core: the call is made within the one served, and its reply completes it).
     pub forward: Option<echo::EchoClient>,
+    /// Log every call (an `info` event through `tracing`, inside the call's span when
+    /// tracing is on), for tests.
+    pub log: bool,
 }
 
 impl echo::Echo for EchoHandler {
     fn echo(&self, ctx: &CallContext<'_>, msg: Bytes) -> Reply<Bytes> {
+        if self.log {
+            tracing::info!(bytes = msg.len(), "echo handler");
+        }
         if self.fail {
             return Reply::err(netpoll_rpc::Status::internal(
                 "this instance fails on purpose",

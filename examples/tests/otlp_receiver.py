@@ -57,6 +57,7 @@ class Handler(BaseHTTPRequestHandler):
                         "kind": KINDS.get(s.kind, str(s.kind)),
                         "status": s.status.code,
                         "attributes": {a.key: value(a.value) for a in s.attributes},
+                        "events": [e.name for e in s.events],
                         "start": s.start_time_unix_nano,
                         "end": s.end_time_unix_nano,
                     })

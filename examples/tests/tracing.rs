@@ -113,6 +113,7 @@ fn a_call_through_two_servers_is_one_trace() {
         "echo-a",
         "--forward",
         &b.addr.to_string(),
+        "--echo-log",
     ]);
 
     // This process exports its client spans too (one test per binary: one subscriber).
@@ -164,6 +165,13 @@ fn a_call_through_two_servers_is_one_trace() {
         "{spans:#?}"
     );
     assert_eq!(b_server["parent_span_id"], a_client["span_id"]);
+    // The handler's log is inside its call's span (A's handler logs each call).
+    assert!(
+        a_server["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e == "echo handler")),
+        "A's server span carries its handler's log: {a_server:#?}"
+    );
     // Names and attributes as OpenTelemetry's RPC conventions have them.
     for s in &spans {
         assert_eq!(s["name"], "Echo/echo", "{s:#?}");

@@ -65,6 +65,13 @@ pub trait Middleware: Send + Sync + 'static {
     fn is_idle(_state: &Self::State) -> bool {
         false
     }
+
+    /// On a server, what the middleware keeps entered while the handler runs: a tracing
+    /// middleware enters the call's span, so that what the handler logs is inside it.
+    /// Dropped when the handler returns (innermost first). Nothing by default.
+    fn enter(&self, _state: &Self::State) -> Option<Box<dyn Any>> {
+        None
+    }
 }
 
 /// A shared middleware (to read what it gathered while it runs) is a middleware.
@@ -81,6 +88,10 @@ impl<M: Middleware> Middleware for Arc<M> {
 
     fn is_idle(state: &Self::State) -> bool {
         M::is_idle(state)
+    }
+
+    fn enter(&self, state: &Self::State) -> Option<Box<dyn Any>> {
+        (**self).enter(state)
     }
 }
 
@@ -149,6 +160,8 @@ pub(crate) trait DynMiddleware: Send + Sync {
     fn start(&self, call: &CallInfo<'_>, meta: &mut Metadata) -> Result<Erased, Status>;
     /// Ends a call; `state` is what this middleware's `start` kept for it.
     fn end(&self, state: Box<dyn Any + Send>, call: &CallInfo<'_>, outcome: &Outcome);
+    /// What to keep entered while the handler runs ([`Middleware::enter`]).
+    fn enter(&self, state: &(dyn Any + Send)) -> Option<Box<dyn Any>>;
 }
 
 impl<M: Middleware> DynMiddleware for M {
@@ -165,6 +178,10 @@ impl<M: Middleware> DynMiddleware for M {
         if let Ok(state) = state.downcast::<M::State>() {
             Middleware::end(self, *state, call, outcome);
         }
+    }
+
+    fn enter(&self, state: &(dyn Any + Send)) -> Option<Box<dyn Any>> {
+        Middleware::enter(self, state.downcast_ref::<M::State>()?)
     }
 }
 
@@ -237,7 +254,31 @@ pub(crate) fn start(
     }))
 }
 
+/// What the middlewares keep entered while a handler runs; left in reverse order.
+#[derive(Default)]
+pub(crate) struct Entered(Vec<Box<dyn Any>>);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        while let Some(guard) = self.0.pop() {
+            drop(guard);
+        }
+    }
+}
+
 impl Running {
+    /// Enters, for the handler, what each middleware that follows the call keeps entered
+    /// ([`Middleware::enter`]), in order.
+    pub(crate) fn enter(&self) -> Entered {
+        let mut entered = Entered::default();
+        for (i, state) in self.first.iter().chain(self.rest.iter()) {
+            if let Some(guard) = self.stack[*i].enter(&**state) {
+                entered.0.push(guard);
+            }
+        }
+        entered
+    }
+
     /// Ends the call for every middleware that follows it, in reverse order.
     pub(crate) fn end(mut self, call: &CallInfo<'_>, outcome: &Outcome) {
         while let Some((i, state)) = self.rest.pop() {

@@ -37,10 +37,12 @@
 //!   of this crate: no async runtime, no event-loop thread ever waits for the collector.
 //!   The queue is bounded (spans beyond it are dropped and counted by the SDK).
 //!   `http://` collectors only, for now.
+//! - **Logs.** A server span is entered while its handler runs: what the handler logs
+//!   through `tracing` is inside it (with its `trace_id`, and as an event of the exported
+//!   span).
 //! - **Not yet:** a retried call has one client span (not one per try); a server span
 //!   starts when the middleware runs (after the request is decoded), not when its bytes
-//!   arrived; a handler's own logs are not inside its call's span (`ctx.trace()` gives
-//!   the ids to log).
+//!   arrived; work a handler does after deferring its reply is outside the span.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -295,6 +297,12 @@ impl Middleware for OpenTelemetry {
 
     fn is_idle(span: &Self::State) -> bool {
         span.is_none()
+    }
+
+    /// The call's span, entered while its handler runs: what the handler logs through
+    /// `tracing` is inside it (and becomes an event of the exported span).
+    fn enter(&self, span: &Self::State) -> Option<Box<dyn std::any::Any>> {
+        Some(Box::new(span.as_ref()?.clone().entered()))
     }
 }
 

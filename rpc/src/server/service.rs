@@ -8,6 +8,7 @@ use netpoll_codec::thrift::{Message, MessageType};
 
 use super::context::{CallContext, Reply, ReplyEncoder, ReplyError, ReplyInner};
 use super::order::Sink;
+use crate::middleware::Running;
 use crate::wire::{self, Envelope, Headers, Payload};
 use crate::{ErrorKind, Outcome, Status};
 
@@ -79,9 +80,10 @@ impl Call<'_, '_, '_> {
         let error = match wire::decode_thrift::<A>(self.ctx.envelope.payload, self.body.clone()) {
             Ok(args) => {
                 let ctx = &self.ctx;
-                catch_unwind(AssertUnwindSafe(|| handler(ctx, args)))
-                    .err()
-                    .map(|_| ErrorKind::Internal)
+                let entered = ctx.mw.borrow().as_ref().map(Running::enter);
+                let outcome = catch_unwind(AssertUnwindSafe(|| handler(ctx, args)));
+                drop(entered);
+                outcome.err().map(|_| ErrorKind::Internal)
             }
             Err(_) => Some(ErrorKind::Protocol),
         };
@@ -128,7 +130,11 @@ impl Call<'_, '_, '_> {
             encoder: Some(&encode),
             ..self.ctx
         };
+        // What the middlewares keep entered (a span) while the handler runs; the borrow
+        // ends before it runs, as the handler may take the call over (`defer`).
+        let entered = ctx.mw.borrow().as_ref().map(Running::enter);
         let outcome = catch_unwind(AssertUnwindSafe(|| handler(&ctx)));
+        drop(entered);
         let deferred = ctx.deferred.get();
         let env = ctx.envelope;
         let slot = ctx.slot;
