@@ -87,8 +87,8 @@ impl Default for Sampler {
 
 /// Whether a call that starts a trace is sampled, `ratio` (0.0 to 1.0) of the time, on a
 /// random draw (`TraceIdRatioBased` decides on the trace id alike: its low bits are
-/// random too).
-fn ratio_sampled(ratio: f64, draw: u64) -> bool {
+/// random too). At 0 and 1 nothing is drawn.
+fn ratio_sampled(ratio: f64, draw: impl FnOnce() -> u64) -> bool {
     if ratio >= 1.0 {
         return true;
     }
@@ -97,7 +97,7 @@ fn ratio_sampled(ratio: f64, draw: u64) -> bool {
     }
     // Compare on 63 bits, as the specification's reference samplers do.
     let bound = (ratio * (1u64 << 63) as f64) as u64;
-    (draw >> 1) < bound
+    (draw() >> 1) < bound
 }
 
 /// The tracing middleware: a span per sampled call, on a server or a client. Install it
@@ -139,6 +139,17 @@ fn remote(parent: &TraceContext) -> opentelemetry::Context {
     ))
 }
 
+/// The W3C trace context of an OpenTelemetry span, with `state` (the inverse of
+/// [`remote`]).
+fn from_otel(sc: &SpanContext, state: Option<String>) -> TraceContext {
+    TraceContext {
+        trace_id: sc.trace_id().to_bytes(),
+        span_id: sc.span_id().to_bytes(),
+        flags: sc.trace_flags().to_u8(),
+        state,
+    }
+}
+
 /// The current `tracing` span's OpenTelemetry context, if it has one.
 fn current() -> Option<TraceContext> {
     let span = tracing::Span::current();
@@ -151,12 +162,7 @@ fn current() -> Option<TraceContext> {
         return None;
     }
     let state = sc.trace_state().header();
-    Some(TraceContext {
-        trace_id: sc.trace_id().to_bytes(),
-        span_id: sc.span_id().to_bytes(),
-        flags: sc.trace_flags().to_u8(),
-        state: (!state.is_empty()).then_some(state),
-    })
+    Some(from_otel(&sc, (!state.is_empty()).then_some(state)))
 }
 
 /// A span of the call, disabled when no subscriber wants it.
@@ -190,10 +196,6 @@ fn span(call: &CallInfo<'_>) -> tracing::Span {
     )
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Middleware for OpenTelemetry {
     /// The call's span, if it is sampled.
     type State = Option<tracing::Span>;
@@ -213,9 +215,7 @@ impl Middleware for OpenTelemetry {
             (Sampler::Always, _) => true,
             (Sampler::Never, _) => false,
             (Sampler::ParentBased(_), Some(p)) => p.sampled(),
-            (Sampler::ParentBased(ratio), None) => {
-                ratio >= 1.0 || (ratio > 0.0 && ratio_sampled(ratio, crate::balance::random()))
-            }
+            (Sampler::ParentBased(ratio), None) => ratio_sampled(ratio, crate::balance::random),
         };
         // Without a span of its own, the call passes its decision on: a trace it starts
         // is a new root (on a server, the parent of the calls made within the call); a
@@ -262,14 +262,9 @@ impl Middleware for OpenTelemetry {
             pass_on(meta, parent.as_ref(), false);
             return Ok(None);
         }
-        let ours = TraceContext {
-            trace_id: sc.trace_id().to_bytes(),
-            span_id: sc.span_id().to_bytes(),
-            flags: sc.trace_flags().to_u8(),
-            state: parent.and_then(|p| p.state),
-        };
+        let ours = from_otel(&sc, parent.and_then(|p| p.state));
         // Logs of the middleware inside the span name its trace.
-        span.record("trace_id", hex(&ours.trace_id).as_str());
+        span.record("trace_id", ours.trace_id_hex().as_str());
         meta.set_trace(ours);
         Ok(Some(span))
     }
@@ -509,13 +504,13 @@ mod tests {
 
     #[test]
     fn the_ratio_samples_its_share() {
-        assert!(ratio_sampled(1.0, u64::MAX));
-        assert!(!ratio_sampled(0.0, 0));
-        assert!(ratio_sampled(0.5, 0));
-        assert!(!ratio_sampled(0.5, u64::MAX));
+        assert!(ratio_sampled(1.0, || u64::MAX));
+        assert!(!ratio_sampled(0.0, || 0));
+        assert!(ratio_sampled(0.5, || 0));
+        assert!(!ratio_sampled(0.5, || u64::MAX));
         let n = 20_000;
         let hits = (0..n)
-            .filter(|_| ratio_sampled(0.25, crate::balance::random()))
+            .filter(|_| ratio_sampled(0.25, crate::balance::random))
             .count();
         assert!((4_000..6_000).contains(&hits), "{hits} of {n}");
     }

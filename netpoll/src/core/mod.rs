@@ -584,15 +584,18 @@ impl Core {
             let Some(task) = LOCAL.with(|l| l.borrow_mut().1.pop_front()) else {
                 break;
             };
-            if panic::catch_unwind(AssertUnwindSafe(|| task(self))).is_err() {
-                tracing::warn!(core = self.id, "a task panicked");
-            }
+            self.run_task(task);
         }
         for _ in 0..TASKS_PER_TURN {
             let Ok(task) = self.rx.try_recv() else { break };
-            if panic::catch_unwind(AssertUnwindSafe(|| task(self))).is_err() {
-                tracing::warn!(core = self.id, "a task panicked");
-            }
+            self.run_task(task);
+        }
+    }
+
+    /// Runs one task; a panic in it is logged and the core goes on.
+    fn run_task(&mut self, task: Task) {
+        if panic::catch_unwind(AssertUnwindSafe(|| task(self))).is_err() {
+            tracing::warn!(core = self.id, "a task panicked");
         }
     }
 

@@ -80,10 +80,9 @@ impl Call<'_, '_, '_> {
         let error = match wire::decode_thrift::<A>(self.ctx.envelope.payload, self.body.clone()) {
             Ok(args) => {
                 let ctx = &self.ctx;
-                let entered = ctx.mw.borrow().as_ref().map(Running::enter);
-                let outcome = catch_unwind(AssertUnwindSafe(|| handler(ctx, args)));
-                drop(entered);
-                outcome.err().map(|_| ErrorKind::Internal)
+                run_handler(ctx, || handler(ctx, args))
+                    .err()
+                    .map(|_| ErrorKind::Internal)
             }
             Err(_) => Some(ErrorKind::Protocol),
         };
@@ -130,11 +129,7 @@ impl Call<'_, '_, '_> {
             encoder: Some(&encode),
             ..self.ctx
         };
-        // What the middlewares keep entered (a span) while the handler runs; the borrow
-        // ends before it runs, as the handler may take the call over (`defer`).
-        let entered = ctx.mw.borrow().as_ref().map(Running::enter);
-        let outcome = catch_unwind(AssertUnwindSafe(|| handler(&ctx)));
-        drop(entered);
+        let outcome = run_handler(&ctx, || handler(&ctx));
         let deferred = ctx.deferred.get();
         let env = ctx.envelope;
         let slot = ctx.slot;
@@ -180,6 +175,16 @@ impl Call<'_, '_, '_> {
         };
         finish(&ctx, error, bytes);
     }
+}
+
+/// Runs a handler, catching its panic, inside what the call's middlewares keep entered
+/// while it runs (a span). The borrow of their states ends before it runs: the handler
+/// may take the call over (`defer`).
+fn run_handler<R>(ctx: &CallContext<'_>, handler: impl FnOnce() -> R) -> std::thread::Result<R> {
+    let entered = ctx.mw.borrow().as_ref().map(Running::enter);
+    let outcome = catch_unwind(AssertUnwindSafe(handler));
+    drop(entered);
+    outcome
 }
 
 /// Writes (or holds) the call's reply, with the headers its middlewares added.
