@@ -174,6 +174,17 @@ impl Conn<'_> {
         self.core.timers.cancel(timer).is_some()
     }
 
+    /// Whether the connection speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.state().tls.is_some()
+    }
+
+    /// The connection's TLS session: protocol, ALPN, the peer's certificates.
+    #[cfg(feature = "tls")]
+    pub fn tls(&self) -> Option<crate::tls::TlsInfo<'_>> {
+        self.state().tls.as_deref().map(|t| t.info())
+    }
+
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         socket2::SockRef::from(&self.state().fd().as_fd())

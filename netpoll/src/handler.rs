@@ -75,12 +75,16 @@ pub enum CloseReason {
     Shutdown,
     /// The handler panicked; the connection was aborted and the core kept running.
     HandlerPanicked,
+    /// TLS failed: the handshake (a certificate that does not verify, a peer that is not
+    /// speaking TLS, a handshake that timed out) or a record (corrupt, or an alert from
+    /// the peer). The error's source is rustls's error where there is one.
+    Tls(io::Error),
 }
 
 impl std::error::Error for CloseReason {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            CloseReason::Io(e) | CloseReason::ConnectFailed(e) => Some(e),
+            CloseReason::Io(e) | CloseReason::ConnectFailed(e) | CloseReason::Tls(e) => Some(e),
             _ => None,
         }
     }
@@ -97,6 +101,7 @@ impl fmt::Display for CloseReason {
             CloseReason::WriteTimedOut => f.write_str("write timed out (peer not reading)"),
             CloseReason::Shutdown => f.write_str("runtime shut down"),
             CloseReason::HandlerPanicked => f.write_str("handler panicked"),
+            CloseReason::Tls(e) => write!(f, "TLS: {e}"),
         }
     }
 }

@@ -54,6 +54,11 @@ mod runtime;
 mod stats;
 mod sys;
 mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
+mod tls;
 mod token;
 mod wake;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::core::{CoreConfig, Factory, Remote, Task};
+use crate::core::{CoreConfig, Factory, ListenTls, Remote, Task};
 use crate::{sys, BuildError, Core, Handler};
 
 /// Default of [`Builder::write_timeout`].
@@ -353,10 +353,37 @@ impl RuntimeHandle {
     where
         F: Fn(&mut Core) -> Box<dyn Handler> + Send + Sync + 'static,
     {
+        self.listen_with(addr, Arc::new(factory), ListenTls::default())
+    }
+
+    /// Like [`listen`](RuntimeHandle::listen), for TLS: every connection accepted speaks
+    /// TLS (or, if the acceptor allows it, either TLS or plain text). Handlers see plain
+    /// text; see [`crate::tls`].
+    #[cfg(feature = "tls")]
+    pub fn listen_tls<F>(
+        &self,
+        addr: impl ToSocketAddrs,
+        acceptor: crate::tls::TlsAcceptor,
+        factory: F,
+    ) -> io::Result<SocketAddr>
+    where
+        F: Fn(&mut Core) -> Box<dyn Handler> + Send + Sync + 'static,
+    {
+        let tls = ListenTls {
+            acceptor: Some(acceptor),
+        };
+        self.listen_with(addr, Arc::new(factory), tls)
+    }
+
+    fn listen_with(
+        &self,
+        addr: impl ToSocketAddrs,
+        factory: Factory,
+        tls: ListenTls,
+    ) -> io::Result<SocketAddr> {
         let mut addr = addr.to_socket_addrs()?.next().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on")
         })?;
-        let factory: Factory = Arc::new(factory);
         let mut sockets = Vec::with_capacity(self.cores.len());
         for _ in 0..self.cores.len() {
             let socket = bind_reuseport(addr)?;
@@ -372,8 +399,9 @@ impl RuntimeHandle {
             let fd: OwnedFd = socket.into();
             let factory = factory.clone();
             let done = done_tx.clone();
+            let tls = tls.clone();
             self.spawn(i, move |core| {
-                core.add_listener(fd, factory);
+                core.add_listener(fd, factory, tls);
                 let _ = done.send(());
             })
             .map_err(|_| io::Error::other("a core has stopped"))?;

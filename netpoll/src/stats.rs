@@ -28,11 +28,13 @@ pub struct CloseCounts {
     pub handler_panicked: u64,
     /// Accepted and closed at once because the core had `max_connections` already.
     pub refused: u64,
+    /// TLS failed (handshake, certificate, record, or a handshake that timed out).
+    pub tls_failed: u64,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct CoreStats {
-    counts: [AtomicU64; 9],
+    counts: [AtomicU64; 10],
 }
 
 impl CoreStats {
@@ -46,6 +48,7 @@ impl CoreStats {
             CloseReason::WriteTimedOut => 5,
             CloseReason::Shutdown => 6,
             CloseReason::HandlerPanicked => 7,
+            CloseReason::Tls(_) => 9,
         };
         self.counts[i].fetch_add(1, Ordering::Relaxed);
     }
@@ -65,5 +68,6 @@ impl CoreStats {
         c.shutdown += v(6);
         c.handler_panicked += v(7);
         c.refused += v(8);
+        c.tls_failed += v(9);
     }
 }

@@ -20,15 +20,29 @@ pub(crate) struct Listener {
     factory: Factory,
     armed: bool,
     closing: bool,
+    /// Connections accepted here speak TLS.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsAcceptor>,
+}
+
+/// What a listener's connections speak.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ListenTls {
+    #[cfg(feature = "tls")]
+    pub(crate) acceptor: Option<crate::tls::TlsAcceptor>,
 }
 
 impl Core {
-    pub(crate) fn add_listener(&mut self, fd: OwnedFd, factory: Factory) {
+    pub(crate) fn add_listener(&mut self, fd: OwnedFd, factory: Factory, tls: ListenTls) {
+        #[cfg(not(feature = "tls"))]
+        let _ = tls;
         let li = self.listeners.insert(Listener {
             fd,
             factory,
             armed: false,
             closing: false,
+            #[cfg(feature = "tls")]
+            tls: tls.acceptor,
         }) as u32;
         self.arm_accept(li);
     }
@@ -77,6 +91,8 @@ impl Core {
         }
         let closing = l.closing;
         let factory = l.factory.clone();
+        #[cfg(feature = "tls")]
+        let tls = l.tls.clone();
         if let Some(fd) = accepted {
             if closing || self.shutting_down {
                 // Dropped: closed at once.
@@ -91,8 +107,17 @@ impl Core {
                 match panic::catch_unwind(AssertUnwindSafe(|| factory(self))) {
                     Ok(handler) => {
                         let slot = self.insert_conn(fd, handler);
-                        self.arm_recv(slot);
-                        self.call_handler(slot, |h, c| h.on_open(c));
+                        #[cfg(feature = "tls")]
+                        if let Some(acceptor) = &tls {
+                            match crate::tls::Session::server(acceptor) {
+                                Ok(session) => self.attach_tls(slot, session),
+                                Err(e) => self.abort(slot, CloseReason::Tls(e)),
+                            }
+                        }
+                        if self.conns[slot as usize].lc.is(Life::Open) {
+                            self.arm_recv(slot);
+                            self.call_handler(slot, |h, c| h.on_open(c));
+                        }
                     }
                     Err(_) => {
                         tracing::warn!(core = self.id, "a connection factory panicked")
@@ -140,8 +165,12 @@ impl Core {
         if res == 0 {
             c.lc.connected();
             c.last_recv = self.now;
+            let tls = c.tls.is_some();
             if !c.out.is_empty() {
                 self.mark_dirty(slot);
+            }
+            if tls {
+                self.start_handshake_clock(slot);
             }
             self.arm_recv(slot);
             self.call_handler(slot, |h, c| h.on_open(c));

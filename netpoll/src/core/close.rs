@@ -22,6 +22,17 @@ const SPARE_BUFFER_MAX: usize = 64 * 1024;
 impl Core {
     pub(crate) fn close_gracefully(&mut self, slot: u32, reason: CloseReason) {
         let c = &mut self.conns[slot as usize];
+        if let Some(tls) = c.tls.as_deref() {
+            if tls.is_handshaking() && !tls.failed() {
+                // Nothing was said over TLS yet, and plain text cannot go before the
+                // handshake ends: there is nothing to drain.
+                self.abort(slot, reason);
+                return;
+            }
+            // The `close_notify` (or the alert of a failure) goes out with the last output.
+            self.mark_dirty(slot);
+        }
+        let c = &mut self.conns[slot as usize];
         match c.lc.close() {
             OnClose::Drain => {
                 c.reason.get_or_insert(reason);
@@ -67,6 +78,7 @@ impl Core {
             c.connect_timer.take(),
             c.linger_timer.take(),
             c.write_timer.take(),
+            c.tls.as_deref_mut().and_then(|t| t.take_timer()),
         ];
         let (busy, fd, gen) = (c.kernel_busy(), c.fd.as_raw_fd(), c.gen);
         for t in timers.into_iter().flatten() {

@@ -32,6 +32,7 @@ mod recv;
 mod send;
 mod state;
 mod submit;
+mod tls;
 
 use std::io;
 use std::mem::{self, ManuallyDrop};
@@ -55,7 +56,7 @@ use lifecycle::{Life, Lifecycle};
 pub(crate) use state::ConnState;
 use state::ConnectOp;
 
-pub(crate) use accept::Listener;
+pub(crate) use accept::{ListenTls, Listener};
 
 thread_local! {
     static CURRENT_CORE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
@@ -155,6 +156,8 @@ pub(crate) enum TimerTarget {
     WriteProgress(ConnId),
     AcceptRetry(u32),
     ShutdownDeadline,
+    /// A TLS handshake's deadline.
+    TlsHandshake(ConnId),
 }
 
 /// One event loop. Handlers and tasks reach it as `&mut Core`: open outbound connections,
@@ -362,6 +365,35 @@ impl Core {
         timeout: Option<Duration>,
         handler: Box<dyn Handler>,
     ) -> io::Result<ConnId> {
+        self.connect_with(addr, timeout, handler, None)
+    }
+
+    /// Like [`connect`](Core::connect), over TLS: the handshake follows the connect, and
+    /// the server's certificate must be valid for `server_name` (a DNS name or an IP
+    /// address). The handler sees plain text; what it writes before the handshake
+    /// completes is sent once it does. A handshake that fails closes the connection
+    /// with [`CloseReason::Tls`].
+    #[cfg(feature = "tls")]
+    pub fn connect_tls(
+        &mut self,
+        addr: SocketAddr,
+        timeout: Option<Duration>,
+        handler: Box<dyn Handler>,
+        tls: &crate::tls::TlsConnector,
+        server_name: &str,
+    ) -> io::Result<ConnId> {
+        let name = crate::tls::server_name(server_name)?;
+        let session = crate::tls::Session::client(tls, name)?;
+        self.connect_with(addr, timeout, handler, Some(session))
+    }
+
+    fn connect_with(
+        &mut self,
+        addr: SocketAddr,
+        timeout: Option<Duration>,
+        handler: Box<dyn Handler>,
+        tls: Option<Box<crate::tls::Session>>,
+    ) -> io::Result<ConnId> {
         if self.shutting_down {
             return Err(io::Error::other("the runtime is shutting down"));
         }
@@ -385,6 +417,7 @@ impl Core {
         let c = &mut self.conns[slot as usize];
         c.lc = Lifecycle::connecting();
         c.outbound = true;
+        c.tls = tls;
         let sockaddr = Box::new(socket2::SockAddr::from(addr));
         let op = Op::Connect {
             fd: c.fd.as_raw_fd(),
@@ -565,6 +598,11 @@ impl Core {
                     }
                 }
                 TimerTarget::AcceptRetry(li) => self.arm_accept(li),
+                TimerTarget::TlsHandshake(id) => {
+                    if let Some(slot) = self.slot_of(id) {
+                        self.tls_handshake_expired(slot);
+                    }
+                }
                 TimerTarget::ShutdownDeadline => {
                     let slots: Vec<u32> = self.conns.iter().map(|(k, _)| k as u32).collect();
                     for slot in slots {

@@ -33,7 +33,10 @@ impl Core {
         }
         let fd = c.fd.as_raw_fd();
         let missing = c.need.saturating_sub(c.acc.len());
+        // A TLS connection's input buffer holds plain text: its ciphertext never goes there.
+        let tls = c.tls.is_some();
         let large = c.lc.is(Life::Open)
+            && !tls
             && missing >= DIRECT_RECV_LARGE
             && c.acc.len() >= DIRECT_RECV_PROVEN;
         if self.pool.in_ring() > 0 && !self.pool_dry && !large {
@@ -53,7 +56,11 @@ impl Core {
             // further than the message, so the ones after it arrive zero-copy again.
             // The operation takes the bytes assembled so far with it and receives after
             // them; they come back with its completion.
-            let mut buf = mem::take(&mut c.acc);
+            let mut buf = if tls {
+                BytesMut::new()
+            } else {
+                mem::take(&mut c.acc)
+            };
             let (want, cap) = if large {
                 let w = missing.min(buf.len().max(DIRECT_RECV_MIN));
                 (w, w)
@@ -147,7 +154,26 @@ impl Core {
         let RecvOp::Direct { mut buf } = mem::replace(&mut c.recv, RecvOp::Idle) else {
             unreachable!("a direct receive completed without its state")
         };
+        let tls = c.tls.is_some();
         self.kernel_ops -= 1;
+        if tls {
+            // Ciphertext, in a buffer of its own: opened like a pool buffer's.
+            match res {
+                n if n > 0 => {
+                    let n = (n as usize).min(buf.capacity() - buf.len());
+                    // SAFETY: the kernel initialised `n` bytes of the spare capacity it was
+                    // given (never more than that capacity), and has finished with it.
+                    unsafe { buf.set_len(buf.len() + n) };
+                    self.conns[slot as usize].last_recv = now;
+                    self.deliver(slot, buf.freeze());
+                }
+                0 => self.on_eof(slot),
+                e if e == -libc::ECANCELED => {}
+                e => self.fail(slot, e),
+            }
+            self.after_recv_ended(slot, gen);
+            return;
+        }
         match res {
             n if n > 0 => {
                 let n = (n as usize).min(buf.capacity() - buf.len());
@@ -227,6 +253,12 @@ impl Core {
     /// Hands newly received bytes to the handler; copies only what completes a message
     /// that began in an earlier buffer.
     fn deliver(&mut self, slot: u32, mut view: Bytes) {
+        if self.conns[slot as usize].tls.is_some() {
+            match self.deliver_tls(slot, view) {
+                Ok(()) => return,
+                Err(plain) => view = plain, // a plain-text client on a port that takes both
+            }
+        }
         loop {
             let c = &mut self.conns[slot as usize];
             if !c.lc.is(Life::Open) {
@@ -313,6 +345,7 @@ impl Core {
     fn maybe_receive_in_place(&mut self, slot: u32) {
         let c = &self.conns[slot as usize];
         if c.lc.is(Life::Open)
+            && c.tls.is_none()
             && c.acc.len() >= DIRECT_RECV_PROVEN
             && c.need.saturating_sub(c.acc.len()) >= DIRECT_RECV_LARGE
         {

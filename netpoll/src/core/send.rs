@@ -31,7 +31,25 @@ impl Core {
                     continue;
                 }
             }
-            if !c.out.is_empty() {
+            if let Some(tls) = c.tls.as_deref_mut() {
+                if let SendOp::Idle { spare } = &mut c.send {
+                    // Encrypt what was written into the send buffer; the plain text the
+                    // session does not take yet (during the handshake) stays queued.
+                    let mut buf = mem::take(spare);
+                    let draining = c.lc.is(Life::Draining);
+                    if let Err(e) = tls.seal(&mut c.out, &mut buf, draining) {
+                        c.send = SendOp::Idle { spare: buf };
+                        self.abort(slot, CloseReason::Tls(e));
+                        continue;
+                    }
+                    if buf.is_empty() {
+                        c.send = SendOp::Idle { spare: buf };
+                    } else {
+                        c.last_send = self.now;
+                        self.start_send(slot, buf, 0);
+                    }
+                }
+            } else if !c.out.is_empty() {
                 if let SendOp::Idle { spare } = &mut c.send {
                     let buf = mem::replace(&mut c.out, mem::take(spare));
                     c.last_send = self.now;
@@ -107,7 +125,7 @@ impl Core {
             buf = BytesMut::new();
         }
         c.send = SendOp::Idle { spare: buf };
-        if !c.out.is_empty() {
+        if !c.out.is_empty() || c.tls_owes_output() {
             self.mark_dirty(slot);
         }
         let c = &mut self.conns[slot as usize];

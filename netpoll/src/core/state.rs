@@ -22,6 +22,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::lifecycle::{Life, Lifecycle};
+use crate::tls::Session;
 use crate::{CloseReason, Handler, TimerId};
 
 /// The receive operation of a connection.
@@ -94,6 +95,8 @@ pub(crate) struct ConnState {
     pub(super) connect_timed_out: bool,
     pub(super) linger_timer: Option<TimerId>,
     pub(super) reason: Option<CloseReason>,
+    /// The TLS session, on a TLS connection.
+    pub(crate) tls: Option<Box<Session>>,
 }
 
 impl ConnState {
@@ -125,6 +128,7 @@ impl ConnState {
             connect_timed_out: false,
             linger_timer: None,
             reason: None,
+            tls: None,
         }
     }
 
@@ -134,7 +138,19 @@ impl ConnState {
             SendOp::Idle { .. } => 0,
             SendOp::Busy { buf, sent } => buf.len() - sent,
         };
-        self.out.len() + inflight
+        // TLS records not yet written out (or a `close_notify` still owed) count as one byte.
+        let tls = self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.owes_output(self.lc.is(Life::Draining)));
+        self.out.len() + inflight + usize::from(tls)
+    }
+
+    /// Whether the TLS session has records to send (or owes a `close_notify`).
+    pub(super) fn tls_owes_output(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|t| t.owes_output(self.lc.is(Life::Draining)))
     }
 
     /// Whether a send is in flight.

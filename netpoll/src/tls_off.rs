@@ -1,0 +1,54 @@
+//! Built without the `tls` feature: no connection has a TLS session. The type is
+//! uninhabited, so the core's TLS paths compile to nothing.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use crate::TimerId;
+
+/// A TLS session; none can exist without the `tls` feature.
+#[derive(Debug)]
+pub(crate) enum Session {}
+
+/// What a receive did to the session.
+pub(crate) struct Opened {
+    pub(crate) handshake_done: bool,
+}
+
+#[allow(clippy::unused_self)]
+impl Session {
+    pub(crate) fn sniff_plaintext(&mut self, _first: &[u8]) -> bool {
+        match *self {}
+    }
+    pub(crate) fn handshake_timeout(&self) -> Duration {
+        match *self {}
+    }
+    pub(crate) fn set_timer(&mut self, _timer: TimerId) {
+        match *self {}
+    }
+    pub(crate) fn take_timer(&mut self) -> Option<TimerId> {
+        match *self {}
+    }
+    pub(crate) fn is_handshaking(&self) -> bool {
+        match *self {}
+    }
+    pub(crate) fn failed(&self) -> bool {
+        match *self {}
+    }
+    pub(crate) fn owes_output(&self, _draining: bool) -> bool {
+        match *self {}
+    }
+    pub(crate) fn open(&mut self, _cipher: &[u8], _plain: &mut BytesMut) -> io::Result<Opened> {
+        match *self {}
+    }
+    pub(crate) fn seal(
+        &mut self,
+        _plain: &mut BytesMut,
+        _cipher: &mut BytesMut,
+        _draining: bool,
+    ) -> io::Result<()> {
+        match *self {}
+    }
+}

@@ -1,0 +1,348 @@
+//! TLS through netpoll's public API (feature `tls`), with real sockets on 127.0.0.1: a
+//! blocking rustls client against a netpoll listener, netpoll's own TLS client, and peers
+//! that do not speak TLS, stall, or fail.
+#![cfg(feature = "tls")]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use netpoll::tls::{rustls, TlsAcceptor, TlsConnector};
+use netpoll::{CloseReason, Conn, Core, Handler, Input, Runtime};
+
+mod common;
+use common::{connect, on_core, IO_TIMEOUT};
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM files.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(tag: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!("netpoll-tls-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
+        std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+        Pki { dir }
+    }
+    fn cert(&self) -> PathBuf {
+        self.dir.join("cert.pem")
+    }
+    fn key(&self) -> PathBuf {
+        self.dir.join("key.pem")
+    }
+    fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::builder(self.cert(), self.key())
+            .unwrap()
+            .build()
+            .unwrap()
+    }
+    fn connector(&self) -> TlsConnector {
+        TlsConnector::builder(self.cert()).unwrap().build().unwrap()
+    }
+    /// A blocking rustls client.
+    fn client(&self, addr: SocketAddr) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+        let conn = rustls::ClientConnection::new(
+            self.connector().config().clone(),
+            "localhost".try_into().unwrap(),
+        )
+        .unwrap();
+        rustls::StreamOwned::new(conn, connect(addr))
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Echoes length-prefixed frames (4-byte big-endian length).
+struct FrameEcho;
+
+impl Handler for FrameEcho {
+    fn on_data(&mut self, conn: &mut Conn<'_>, input: &mut Input<'_>) {
+        loop {
+            let buf = input.chunk();
+            if buf.len() < 4 {
+                input.need(4);
+                return;
+            }
+            let total = 4 + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if buf.len() < total {
+                input.need(total);
+                return;
+            }
+            let frame = input.split_to(total);
+            conn.write(&frame);
+        }
+    }
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(payload);
+    f
+}
+
+fn read_frame(s: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head)?;
+    let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
+    s.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// Waits until at least `n` connections closed for TLS failures (a connection is counted
+/// when it is released, after its close completes).
+fn wait_tls_failed(rt: &Runtime, n: u64) -> u64 {
+    let start = Instant::now();
+    loop {
+        let got = rt.handle().close_counts().tls_failed;
+        if got >= n || start.elapsed() > IO_TIMEOUT {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn runtime() -> Runtime {
+    Runtime::builder().cores(1).build().expect("runtime")
+}
+
+/// Reads until EOF or an error; returns whether the server closed within the timeout.
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    while start.elapsed() < IO_TIMEOUT {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn frames_small_and_large_echo_over_tls() {
+    let pki = Pki::new("echo");
+    let rt = runtime();
+    let addr = rt
+        .handle()
+        .listen_tls("127.0.0.1:0", pki.acceptor(), |_| Box::new(FrameEcho))
+        .unwrap();
+    let mut s = pki.client(addr);
+    // 64 pipelined small frames, then one of 1 MiB.
+    let mut batch = Vec::new();
+    for i in 0..64u32 {
+        batch.extend(frame(&i.to_be_bytes()));
+    }
+    s.write_all(&batch).unwrap();
+    for i in 0..64u32 {
+        assert_eq!(read_frame(&mut s).unwrap(), i.to_be_bytes());
+    }
+    let big: Vec<u8> = (0..1 << 20).map(|i| (i * 7) as u8).collect();
+    s.write_all(&frame(&big)).unwrap();
+    assert_eq!(read_frame(&mut s).unwrap(), big);
+    assert_eq!(
+        s.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    drop(s);
+    rt.shutdown(Duration::from_secs(1));
+}
+
+/// Reports the first frame it reads, and how its connection ended.
+struct Probe {
+    first: Option<Vec<u8>>,
+    tx: mpsc::Sender<Result<Vec<u8>, String>>,
+}
+
+impl Handler for Probe {
+    fn on_open(&mut self, conn: &mut Conn<'_>) {
+        // Written before the handshake completes: it must wait for it, then go.
+        conn.write(&frame(b"hello over tls"));
+    }
+    fn on_data(&mut self, conn: &mut Conn<'_>, input: &mut Input<'_>) {
+        if let Ok(f) = read_frame(&mut std::io::Cursor::new(input.chunk())) {
+            input.advance(4 + f.len());
+            if self.first.is_none() {
+                self.first = Some(f.clone());
+                let _ = self.tx.send(Ok(f));
+                conn.close();
+            }
+        }
+    }
+    fn on_close(&mut self, _core: &mut Core, reason: CloseReason) {
+        if self.first.is_none() {
+            let _ = self.tx.send(Err(reason.to_string()));
+        }
+    }
+}
+
+fn connect_tls(
+    rt: &Runtime,
+    addr: SocketAddr,
+    tls: TlsConnector,
+    name: &str,
+) -> Result<Vec<u8>, String> {
+    let (tx, rx) = mpsc::channel();
+    let name = name.to_owned();
+    on_core(rt, 0, move |core| {
+        let probe = Box::new(Probe { first: None, tx });
+        core.connect_tls(addr, Some(IO_TIMEOUT), probe, &tls, &name)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })?;
+    rx.recv_timeout(IO_TIMEOUT).expect("an answer or a close")
+}
+
+#[test]
+fn netpoll_client_talks_to_netpoll_server_and_checks_the_name() {
+    let pki = Pki::new("client");
+    let rt = runtime();
+    let addr = rt
+        .handle()
+        .listen_tls("127.0.0.1:0", pki.acceptor(), |_| Box::new(FrameEcho))
+        .unwrap();
+    assert_eq!(
+        connect_tls(&rt, addr, pki.connector(), "localhost").unwrap(),
+        b"hello over tls"
+    );
+    assert_eq!(
+        connect_tls(&rt, addr, pki.connector(), "127.0.0.1").unwrap(),
+        b"hello over tls"
+    );
+    let err = connect_tls(&rt, addr, pki.connector(), "wrong.example").unwrap_err();
+    assert!(
+        err.contains("TLS") && err.contains("not valid for name"),
+        "{err}"
+    );
+    // A server whose certificate this client does not trust.
+    let other = Pki::new("client-other");
+    let err = connect_tls(&rt, addr, other.connector(), "localhost").unwrap_err();
+    assert!(err.contains("invalid peer certificate"), "{err}");
+    assert!(wait_tls_failed(&rt, 2) >= 2);
+    rt.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn plain_text_and_garbage_are_refused_without_disturbing_others() {
+    let pki = Pki::new("refuse");
+    let rt = runtime();
+    let addr = rt
+        .handle()
+        .listen_tls("127.0.0.1:0", pki.acceptor(), |_| Box::new(FrameEcho))
+        .unwrap();
+    let mut good = pki.client(addr);
+    good.write_all(&frame(b"before")).unwrap();
+    assert_eq!(read_frame(&mut good).unwrap(), b"before");
+
+    // A plain-text frame on the TLS port: an alert, then the server closes.
+    let mut plain = connect(addr);
+    plain.write_all(&frame(b"plain text")).unwrap();
+    assert!(closed_by_server(&mut plain), "plain text was not refused");
+    // Garbage that looks like the start of a handshake record.
+    let mut junk = connect(addr);
+    junk.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5])
+        .unwrap();
+    assert!(closed_by_server(&mut junk), "garbage was not refused");
+    // A peer that closes mid-record.
+    let mut half = connect(addr);
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 1, 0])
+        .unwrap();
+    half.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(closed_by_server(&mut half));
+
+    good.write_all(&frame(b"after")).unwrap();
+    assert_eq!(read_frame(&mut good).unwrap(), b"after");
+    drop((plain, junk, half));
+    assert!(wait_tls_failed(&rt, 2) >= 2);
+    rt.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn a_stalled_handshake_is_closed_at_its_deadline() {
+    let pki = Pki::new("stall");
+    let rt = runtime();
+    let acceptor = pki.acceptor().handshake_timeout(Duration::from_millis(300));
+    let addr = rt
+        .handle()
+        .listen_tls("127.0.0.1:0", acceptor, |_| Box::new(FrameEcho))
+        .unwrap();
+    let start = Instant::now();
+    let mut silent = connect(addr);
+    // Half a ClientHello, then nothing.
+    silent.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    assert!(closed_by_server(&mut silent));
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    drop(silent);
+    assert_eq!(wait_tls_failed(&rt, 1), 1);
+    // A handshake that completes is not cut at the deadline.
+    let mut s = pki.client(addr);
+    s.write_all(&frame(b"x")).unwrap();
+    assert_eq!(read_frame(&mut s).unwrap(), b"x");
+    std::thread::sleep(Duration::from_millis(500));
+    s.write_all(&frame(b"y")).unwrap();
+    assert_eq!(read_frame(&mut s).unwrap(), b"y");
+    rt.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn a_port_that_allows_plain_text_serves_both() {
+    let pki = Pki::new("both");
+    let rt = runtime();
+    let addr = rt
+        .handle()
+        .listen_tls("127.0.0.1:0", pki.acceptor().allow_plaintext(true), |_| {
+            Box::new(FrameEcho)
+        })
+        .unwrap();
+    let mut plain = connect(addr);
+    plain.write_all(&frame(b"plain")).unwrap();
+    assert_eq!(read_frame(&mut plain).unwrap(), b"plain");
+    let mut tls = pki.client(addr);
+    tls.write_all(&frame(b"tls")).unwrap();
+    assert_eq!(read_frame(&mut tls).unwrap(), b"tls");
+    rt.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn a_graceful_close_sends_close_notify() {
+    struct CloseAfterEcho;
+    impl Handler for CloseAfterEcho {
+        fn on_data(&mut self, conn: &mut Conn<'_>, input: &mut Input<'_>) {
+            let n = input.len();
+            conn.write(&input.chunk()[..n]);
+            input.advance(n);
+            conn.close();
+        }
+    }
+    let pki = Pki::new("notify");
+    let rt = runtime();
+    let addr = rt
+        .handle()
+        .listen_tls("127.0.0.1:0", pki.acceptor(), |_| Box::new(CloseAfterEcho))
+        .unwrap();
+    let mut s = pki.client(addr);
+    s.write_all(b"bye").unwrap();
+    let mut got = Vec::new();
+    // `read_to_end` succeeds only on a clean close: `close_notify`, not a bare FIN.
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"bye");
+    rt.shutdown(Duration::from_secs(1));
+}
