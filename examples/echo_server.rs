@@ -24,8 +24,14 @@ const USAGE: &str =
         [--lease-ttl-s N] [--deregister-delay-ms MS]]
        [--echo-delay-ms MS] [--echo-fail]   (a slow or failing instance, for tests)
        [--echo-log]            (log every Echo.echo call, at info, for tests)
+       [--echo-peer-cert]      (Echo.echo of \"peer-certificate\" answers the client's
+                                TLS certificate, DER, for tests)
        [--metrics HOST:PORT]   (Prometheus text format at /metrics)
        [--forward HOST:PORT]   (relay every Echo.echo call to the echo server there)
+       [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE [--tls-client-optional]]
+        [--tls-allow-plaintext] [--tls-handshake-timeout-ms MS]]
+                               (every protocol over TLS; PEM files; mTLS against the CA
+                                bundle; plain text refused unless allowed)
        [--otlp http://HOST:PORT [--otlp-sample RATIO]]
                                (server spans, and client spans of relayed calls, exported
                                 over OTLP/HTTP as service --service NAME; parent-based
@@ -35,6 +41,38 @@ fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// The server's TLS settings from `--tls-*`, if any; exits with a clear message when a
+/// file cannot be used.
+fn tls_acceptor(args: &[String]) -> Option<netpoll_rpc::tls::TlsAcceptor> {
+    let (cert, key) = match (flag(args, "--tls-cert"), flag(args, "--tls-key")) {
+        (None, None) => return None,
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            eprintln!("echo_server: --tls-cert and --tls-key go together\n{USAGE}");
+            std::process::exit(2)
+        }
+    };
+    let fail = |e: std::io::Error| -> ! {
+        eprintln!("echo_server: TLS: {e}");
+        std::process::exit(2)
+    };
+    let mut b = netpoll_rpc::tls::TlsAcceptor::builder(&cert, &key).unwrap_or_else(|e| fail(e));
+    if let Some(ca) = flag(args, "--tls-client-ca") {
+        b = b
+            .client_ca(&ca)
+            .unwrap_or_else(|e| fail(e))
+            .client_cert_optional(args.iter().any(|a| a == "--tls-client-optional"));
+    }
+    let mut acceptor = b
+        .build()
+        .unwrap_or_else(|e| fail(e))
+        .allow_plaintext(args.iter().any(|a| a == "--tls-allow-plaintext"));
+    if let Some(ms) = flag(args, "--tls-handshake-timeout-ms").and_then(|v| v.parse().ok()) {
+        acceptor = acceptor.handshake_timeout(Duration::from_millis(ms));
+    }
+    Some(acceptor)
 }
 
 fn main() {
@@ -90,6 +128,7 @@ fn main() {
         fail: args.iter().any(|a| a == "--echo-fail"),
         forward,
         log: args.iter().any(|a| a == "--echo-log"),
+        identify: args.iter().any(|a| a == "--echo-peer-cert"),
     };
     let mut b = examples::echo_service::builder_with(echo).addr(addr.as_str());
     if let Some(t) = tracing_mw {
@@ -174,6 +213,9 @@ fn main() {
         if let Some(ms) = parse("--deregister-delay-ms") {
             b = b.deregister_delay(Duration::from_millis(ms as u64));
         }
+    }
+    if let Some(acceptor) = tls_acceptor(&args) {
+        b = b.tls(acceptor);
     }
     let metrics = flag(&args, "--metrics").map(|addr| (addr, netpoll_rpc::metrics::Metrics::new()));
     if let Some((_, m)) = &metrics {

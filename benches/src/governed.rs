@@ -178,6 +178,11 @@ pub fn run(
         "hash" => b.load_balancer(ConsistentHash::default()),
         other => return Err(format!("--lb {other:?}: p2c, wrr, random or hash")),
     };
+    if let Some((connector, name)) = &load.tls {
+        b = b
+            .tls(connector.clone(), name)
+            .map_err(|e| format!("TLS: {e}"))?;
+    }
     let client = EchoClient::new(&g.service, b.warm_up(true)).map_err(|e| e.to_string())?;
     let shared = Arc::new(Shared {
         client,

@@ -39,6 +39,8 @@ pub struct LoadConfig {
     pub cpus: Option<Vec<usize>>,
     /// Spin before sleeping (see `netpoll::Builder::busy_poll`).
     pub busy_poll: Duration,
+    /// TLS to the server: the connector and the name its certificate must be valid for.
+    pub tls: Option<(netpoll::tls::TlsConnector, String)>,
 }
 
 /// Kinds of failure, counted separately.
@@ -295,6 +297,10 @@ impl Handler for LoadConn {
                 eprintln!("rpc-bench: connect timed out");
                 self.error(ErrorKind::Connect, 1);
             }
+            CloseReason::Tls(e) => {
+                eprintln!("rpc-bench: TLS: {e}");
+                self.error(ErrorKind::Connect, self.outstanding.len().max(1) as u64);
+            }
             _ if self.shared.stopping.load(Ordering::Relaxed) => {}
             reason => {
                 eprintln!("rpc-bench: connection closed: {reason}");
@@ -340,7 +346,7 @@ pub fn run(
     for core in 0..cfg.threads {
         let conns = (core..cfg.connections).step_by(cfg.threads).count();
         let (shared, proto, payload) = (shared.clone(), proto.clone(), payload.clone());
-        let (addr, inflight) = (cfg.addr, cfg.inflight);
+        let (addr, inflight, tls) = (cfg.addr, cfg.inflight, cfg.tls.clone());
         rt.handle().spawn(core, move |c: &mut Core| {
             let stats = Rc::new(RefCell::new(CoreStats::new()));
             STATS.with(|s| *s.borrow_mut() = Some(stats.clone()));
@@ -364,7 +370,14 @@ pub fn run(
                     timer: None,
                     epoch: start,
                 };
-                if let Err(e) = c.connect(addr, Some(Duration::from_secs(5)), Box::new(handler)) {
+                let timeout = Some(Duration::from_secs(5));
+                let connected = match &tls {
+                    Some((connector, name)) => {
+                        c.connect_tls(addr, timeout, Box::new(handler), connector, name)
+                    }
+                    None => c.connect(addr, timeout, Box::new(handler)),
+                };
+                if let Err(e) = connected {
                     eprintln!("rpc-bench: connect: {e}");
                     *stats
                         .borrow_mut()

@@ -28,12 +28,19 @@ pub struct EchoHandler {
     /// Log every call (an `info` event through `tracing`, inside the call's span when
     /// tracing is on), for tests.
     pub log: bool,
+    /// Answer a call whose message is `peer-certificate` with the certificate the client
+    /// presented over TLS (DER; empty if none), for TLS tests.
+    pub identify: bool,
 }
 
 impl echo::Echo for EchoHandler {
     fn echo(&self, ctx: &CallContext<'_>, msg: Bytes) -> Reply<Bytes> {
         if self.log {
             tracing::info!(bytes = msg.len(), "echo handler");
+        }
+        if self.identify && &msg[..] == b"peer-certificate" {
+            let der = ctx.peer_certificate().unwrap_or_default();
+            return Reply::ok(Bytes::copy_from_slice(der));
         }
         if self.fail {
             return Reply::err(netpoll_rpc::Status::internal(

@@ -5,7 +5,7 @@
 //! both; under `CI` a missing peer fails the test, elsewhere the test says why it skipped.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,41 +14,8 @@ use examples::gen::{echo, interop};
 use netpoll_rpc::client::{ClientBuilder, ClientTransport};
 use netpoll_rpc::CallError;
 
-fn peer_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/thrift_peer.py")
-}
-
-/// Generates the Python code for the IDL; `None` (with the reason) when the tools are
-/// missing outside CI.
-fn generated() -> Option<PathBuf> {
-    let idl = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .join("idl");
-    let dir = std::env::temp_dir().join(format!("py-interop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in ["interop.thrift", "echo.thrift"] {
-        let ok = Command::new("thrift")
-            .args(["--gen", "py", "-out"])
-            .arg(&dir)
-            .arg(idl.join(f))
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        let has_lib = Command::new("python3")
-            .args(["-c", "import thrift"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok || !has_lib {
-            let why = "the Python Thrift peer needs `thrift` (apt thrift-compiler) and \
-                       `python3 -m pip install thrift` (scripts/test.sh installs both)";
-            assert!(std::env::var_os("CI").is_none(), "{why}");
-            eprintln!("SKIPPED: {why}");
-            return None;
-        }
-    }
-    Some(dir)
-}
+mod common;
+use common::peers::{generated, peer_script};
 
 #[test]
 fn python_clients_call_every_method_on_our_server() {

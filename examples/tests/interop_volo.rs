@@ -4,9 +4,7 @@
 //! cargo (the first build takes a few minutes). Under `CI` a failure to build it fails the
 //! test; elsewhere the test says why it skipped.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,59 +12,9 @@ use examples::gen::{echo, interop};
 use netpoll_rpc::client::{ClientBuilder, ClientTransport};
 use netpoll_rpc::CallError;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-/// Builds the Volo peer; `None` (with the reason printed) when it cannot be built outside CI.
-fn volo_peer() -> Option<PathBuf> {
-    let root = workspace();
-    let target = root.join("target").join("volo-peer");
-    let out = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "--manifest-path"])
-        .arg(root.join("interop/volo-peer/Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target)
-        .status();
-    match out {
-        Ok(s) if s.success() => Some(target.join("release").join("volo-peer")),
-        other => {
-            let why = format!("cannot build interop/volo-peer: {other:?}");
-            assert!(std::env::var_os("CI").is_none(), "{why}");
-            eprintln!("SKIPPED: {why}");
-            None
-        }
-    }
-}
-
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn wait_listening(addr: SocketAddr) {
-    let t0 = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "volo-peer did not listen on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+mod common;
+use common::free_addr;
+use common::peers::{volo_peer, wait_listening, Peer};
 
 #[test]
 fn volo_clients_call_our_server_and_our_clients_call_volo_servers() {

@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{free_addr, EchoServer};
+use common::{free_addr, http_get, EchoServer};
 use examples::gen::echo::EchoClient;
 use netpoll_rpc::client::ClientBuilder;
 use netpoll_rpc::metrics::Metrics;
@@ -53,7 +52,7 @@ impl Prometheus {
             .expect("start prometheus (Debian's prometheus; scripts/test.sh installs it)");
         let p = Prometheus { child, addr, dir };
         let t0 = Instant::now();
-        while get(p.addr, "/-/ready").is_none_or(|(s, _)| s != 200) {
+        while http_get(p.addr, "/-/ready").is_none_or(|(s, _)| s != 200) {
             assert!(
                 t0.elapsed() < Duration::from_secs(30),
                 "prometheus did not start"
@@ -72,7 +71,7 @@ impl Prometheus {
                 _ => format!("%{b:02X}"),
             })
             .collect();
-        let (status, body) = get(self.addr, &format!("/api/v1/query?query={enc}"))?;
+        let (status, body) = http_get(self.addr, &format!("/api/v1/query?query={enc}"))?;
         assert_eq!(status, 200, "{body}");
         // {"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[t,"N"]}]}}
         let at = body.find("\"value\":[")?;
@@ -89,22 +88,6 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A plain HTTP GET: status and body.
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let status = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
 }
 
 #[test]

@@ -348,6 +348,8 @@ pub(crate) struct Session {
     failed: bool,
     /// The handshake deadline.
     timer: Option<TimerId>,
+    /// Ciphertext received during the handshake beyond the core's per-turn budget.
+    backlog: Vec<bytes::Bytes>,
     handshake_timeout: Duration,
 }
 
@@ -375,6 +377,7 @@ impl Session {
             notified: false,
             failed: false,
             timer: None,
+            backlog: Vec::new(),
             handshake_timeout: acceptor.handshake_timeout,
         }))
     }
@@ -390,6 +393,7 @@ impl Session {
             notified: false,
             failed: false,
             timer: None,
+            backlog: Vec::new(),
             handshake_timeout: connector.handshake_timeout,
         }))
     }
@@ -414,6 +418,18 @@ impl Session {
 
     pub(crate) fn take_timer(&mut self) -> Option<TimerId> {
         self.timer.take()
+    }
+
+    pub(crate) fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    pub(crate) fn push_backlog(&mut self, cipher: bytes::Bytes) {
+        self.backlog.push(cipher);
+    }
+
+    pub(crate) fn take_backlog(&mut self) -> Vec<bytes::Bytes> {
+        std::mem::take(&mut self.backlog)
     }
 
     pub(crate) fn is_handshaking(&self) -> bool {

@@ -31,6 +31,15 @@ impl Session {
     pub(crate) fn take_timer(&mut self) -> Option<TimerId> {
         match *self {}
     }
+    pub(crate) fn has_backlog(&self) -> bool {
+        match *self {}
+    }
+    pub(crate) fn push_backlog(&mut self, _cipher: bytes::Bytes) {
+        match *self {}
+    }
+    pub(crate) fn take_backlog(&mut self) -> Vec<bytes::Bytes> {
+        match *self {}
+    }
     pub(crate) fn is_handshaking(&self) -> bool {
         match *self {}
     }

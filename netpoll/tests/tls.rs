@@ -346,3 +346,40 @@ fn a_graceful_close_sends_close_notify() {
     assert_eq!(got, b"bye");
     rt.shutdown(Duration::from_secs(1));
 }
+
+#[test]
+fn a_burst_of_handshakes_beyond_the_per_turn_budget_all_complete() {
+    let pki = Pki::new("burst");
+    let rt = runtime();
+    let addr = rt
+        .handle()
+        .listen_tls("127.0.0.1:0", pki.acceptor(), |_| Box::new(FrameEcho))
+        .unwrap();
+    let mut established = pki.client(addr);
+    established.write_all(&frame(b"first")).unwrap();
+    assert_eq!(read_frame(&mut established).unwrap(), b"first");
+    // 128 ClientHellos at once: more than a turn's budget, so most wait for later turns.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(128));
+    let clients: Vec<_> = (0..128u32)
+        .map(|i| {
+            let (barrier, config) = (barrier.clone(), pki.connector().config().clone());
+            std::thread::spawn(move || {
+                let conn =
+                    rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+                barrier.wait();
+                let mut s = rustls::StreamOwned::new(conn, connect(addr));
+                s.write_all(&frame(&i.to_be_bytes())).unwrap();
+                read_frame(&mut s).unwrap() == i.to_be_bytes()
+            })
+        })
+        .collect();
+    // The established connection is served meanwhile.
+    for i in 0..50u32 {
+        established.write_all(&frame(&i.to_be_bytes())).unwrap();
+        assert_eq!(read_frame(&mut established).unwrap(), i.to_be_bytes());
+    }
+    for c in clients {
+        assert!(c.join().unwrap(), "a client got a wrong echo");
+    }
+    rt.shutdown(Duration::from_secs(1));
+}

@@ -26,6 +26,8 @@ pub mod otel;
 pub mod registry;
 pub mod server;
 mod status;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod trace;
 pub mod wire;
 

@@ -44,6 +44,11 @@ rpc-bench: load-test an echo service
                           evenly spaced rates up to it; prints a table and writes a
                           latency-vs-throughput plot
   --plot FILE             where --sweep writes its SVG (default rpc-bench-sweep.svg)
+  --tls-ca FILE           speak TLS, trusting the CA certificates of this PEM file
+  --tls-name NAME         the name the server's certificate must be valid for
+                          (default localhost)
+  --tls-cert FILE --tls-key FILE
+                          the client certificate and key to present (mTLS)
 
 The governed path (the framework's own client instead of the raw one; Thrift binary echo
 over --protocol framed or ttheader; --connections is per instance; closed loop only):
@@ -53,6 +58,33 @@ over --protocol framed or ttheader; --connections is per instance; closed loop o
   --retry N               retries per call, on any retryable failure (default 0)
   The JSON gains \"retries\" and \"instances\": {\"host:port\": calls, ...}.
 ";
+
+/// `--tls-*`.
+struct TlsFlags {
+    ca: Option<String>,
+    name: String,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+impl TlsFlags {
+    fn connector(self) -> Result<Option<(netpoll::tls::TlsConnector, String)>, String> {
+        let Some(ca) = self.ca else {
+            if self.cert.is_some() || self.key.is_some() {
+                return Err("--tls-cert and --tls-key need --tls-ca".into());
+            }
+            return Ok(None);
+        };
+        let tls_err = |e: std::io::Error| format!("TLS: {e}");
+        let mut b = netpoll::tls::TlsConnector::builder(&ca).map_err(tls_err)?;
+        match (self.cert, self.key) {
+            (Some(c), Some(k)) => b = b.identity(&c, &k).map_err(tls_err)?,
+            (None, None) => {}
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        }
+        Ok(Some((b.build().map_err(tls_err)?, self.name)))
+    }
+}
 
 struct Cli {
     load: LoadConfig,
@@ -98,6 +130,7 @@ fn parse() -> Result<Cli, String> {
             threads: 1,
             cpus: None,
             busy_poll: Duration::ZERO,
+            tls: None,
         },
         protocol: "framed".into(),
         thrift_protocol: "binary".into(),
@@ -113,6 +146,12 @@ fn parse() -> Result<Cli, String> {
         lb: "p2c".into(),
         retry: 0,
         ttheader: false,
+    };
+    let mut tls = TlsFlags {
+        ca: None,
+        name: "localhost".into(),
+        cert: None,
+        key: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -156,6 +195,10 @@ fn parse() -> Result<Cli, String> {
             "--service" => g.service = val()?,
             "--lb" => g.lb = val()?,
             "--retry" => g.retry = int(val()?)? as u32,
+            "--tls-ca" => tls.ca = Some(val()?),
+            "--tls-name" => tls.name = val()?,
+            "--tls-cert" => tls.cert = Some(val()?),
+            "--tls-key" => tls.key = Some(val()?),
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -163,6 +206,7 @@ fn parse() -> Result<Cli, String> {
             other => return Err(format!("unknown flag {other} (see --help)")),
         }
     }
+    cli.load.tls = tls.connector()?;
     if !g.resolver.is_empty() {
         if addr.is_some() || cli.embedded || cli.sweep.is_some() || cli.load.rate.is_some() {
             return Err("--resolver excludes --addr, --embedded, --sweep and --rate".into());

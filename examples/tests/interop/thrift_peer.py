@@ -2,8 +2,13 @@
 """Apache Thrift's Python library as a client and a server of the Interop and Echo services.
 
 Usage:
-  thrift_peer.py GEN_DIR client HOST PORT framed|buffered binary|compact
+  thrift_peer.py GEN_DIR client HOST PORT framed|buffered binary|compact [TLS]
   thrift_peer.py GEN_DIR server PORT framed|buffered binary|compact
+  thrift_peer.py GEN_DIR tls-echo HOST PORT TLS
+
+TLS is `CA CERT KEY NAME`: over TLS (Thrift's TSSLSocket on Python's `ssl`), trusting the
+CA bundle CA, presenting the client certificate CERT with key KEY (`-` for none), and
+verifying the server's certificate against NAME (`-`: HOST).
 
 GEN_DIR holds what `thrift --gen py` made of idl/interop.thrift and idl/echo.thrift.
 
@@ -11,6 +16,9 @@ GEN_DIR holds what `thrift --gen py` made of idl/interop.thrift and idl/echo.thr
 unique across the two, so a server that routes by name serves both on one port): it
 checks each result, an UNKNOWN_METHOD answer to an unknown method, and that the
 connection still works afterwards. Exit status 0: every check passed.
+
+`tls-echo` makes one Echo.echo call over Framed binary on TLS and prints `OK`, or `ERROR`
+and why (a handshake or certificate failure); exit status 0 only for `OK`.
 
 `server` serves both services on one port with the same routing, behaving as the IDL's
 comments say, prints `LISTENING <port>`, and runs until killed.
@@ -71,14 +79,64 @@ def factories(transport, protocol):
     return tf, pf
 
 
-def client(host, port, transport, protocol):
+def socket_to(host, port, tls):
+    """A plain TSocket, or a TSSLSocket when `tls` is (CA, CERT, KEY, NAME)."""
+    from thrift.transport import TSocket, TSSLSocket
+    if not tls:
+        return TSocket.TSocket(host, int(port))
+    ca, cert, key, name = tls
+    kw = {"ca_certs": ca}
+    if cert != "-":
+        kw.update(certfile=cert, keyfile=key)
+    if name != "-":
+        kw["server_hostname"] = name
+    return TSSLSocket.TSSLSocket(host, int(port), **kw)
+
+
+def tls_echo(host, port, *tls):
+    import logging
+    # TSocket logs why a connect failed (the `ssl` error of the handshake) and raises a
+    # generic error: keep what it logs.
+    causes = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            if record.exc_info and record.exc_info[1]:
+                causes.append(str(record.exc_info[1]))
+
+    log = logging.getLogger("thrift")
+    log.addHandler(Keep())
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    from echo import Echo
+    from thrift.protocol import TBinaryProtocol
+    from thrift.transport import TTransport
+    try:
+        sock = socket_to(host, port, tls)
+        sock.setTimeout(5000)
+        trans = TTransport.TFramedTransport(sock)
+        trans.open()
+        got = Echo.Client(TBinaryProtocol.TBinaryProtocol(trans)).echo(b"over tls")
+        trans.close()
+    except Exception as e:  # the point is to report any failure, whatever its type
+        inner = getattr(e, "inner", None)  # TSSLSocket wraps the `ssl` error
+        causes.extend([str(inner)] if inner else [])
+        print(f"ERROR {type(e).__name__}: {e} ({'; '.join(causes)})")
+        return 1
+    if got != b"over tls":
+        print(f"ERROR wrong reply {got!r}")
+        return 1
+    print("OK")
+    return 0
+
+
+def client(host, port, transport, protocol, *tls):
     from echo import Echo
     from interop import Interop, ttypes
     from thrift.Thrift import TApplicationException, TMessageType
-    from thrift.transport import TSocket
 
     tf, pf = factories(transport, protocol)
-    sock = TSocket.TSocket(host, int(port))
+    sock = socket_to(host, port, tls)
     sock.setTimeout(5000)
     trans = tf.getTransport(sock)
     proto = pf.getProtocol(trans)
@@ -233,7 +291,9 @@ def main():
     sys.path.insert(0, sys.argv[1])
     mode = sys.argv[2]
     if mode == "client":
-        return client(*sys.argv[3:7])
+        return client(*sys.argv[3:])
+    if mode == "tls-echo":
+        return tls_echo(*sys.argv[3:])
     if mode == "server":
         return server(*sys.argv[3:6])
     print(__doc__, file=sys.stderr)

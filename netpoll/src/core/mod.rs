@@ -180,6 +180,10 @@ pub struct Core {
     /// Connections whose handler resumed reading during a callback: their held input is
     /// delivered at the end of the turn.
     resumed: Vec<(u32, u64)>,
+    /// TLS handshake steps taken this turn (see `tls.rs`).
+    handshakes: u32,
+    /// Connections whose handshake records wait for a later turn's budget.
+    tls_backlog: Vec<(u32, u64)>,
     closing: Vec<(u32, u32)>,
     cqes: Vec<Completion>,
     spare: Vec<bytes::BytesMut>,
@@ -238,6 +242,8 @@ impl Core {
             kernel_ops: 0,
             dirty: Vec::with_capacity(1024),
             resumed: Vec::new(),
+            handshakes: 0,
+            tls_backlog: Vec::new(),
             closing: Vec::with_capacity(64),
             cqes: Vec::with_capacity(cq),
             spare: Vec::new(),
@@ -460,6 +466,9 @@ impl Core {
             self.wait()?;
             self.now = Instant::now();
             LOOP_NOW.with(|c| c.set(Some(self.now)));
+            // Handshakes that waited for budget go before new arrivals.
+            self.handshakes = 0;
+            self.run_tls_backlog();
             self.complete();
             self.run_timers();
             self.run_tasks();
@@ -499,7 +508,12 @@ impl Core {
         // Connections in `closing` wait for the kernel's completions: that is a reason to
         // wait, not to spin.
         let local = LOCAL.with(|l| !l.borrow().1.is_empty());
-        if local || !self.rx.is_empty() || !self.dirty.is_empty() || !self.resumed.is_empty() {
+        if local
+            || !self.rx.is_empty()
+            || !self.dirty.is_empty()
+            || !self.resumed.is_empty()
+            || !self.tls_backlog.is_empty()
+        {
             want = 0;
         } else {
             let rx = &self.rx;

@@ -227,6 +227,18 @@ impl Core {
 
     fn on_eof(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
+        if c.lc.is(Life::Open) && c.tls.as_deref().is_some_and(|t| t.is_handshaking()) {
+            // Not a TLS peer, or one that gave up: say so rather than "closed by peer".
+            self.abort(
+                slot,
+                CloseReason::Tls(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed the connection during the handshake",
+                )),
+            );
+            return;
+        }
+        let c = &mut self.conns[slot as usize];
         let held_input = !c.acc.is_empty();
         match c.lc.peer_closed(held_input) {
             // Input received before the FIN is still held back: it is delivered first.
@@ -252,7 +264,7 @@ impl Core {
 
     /// Hands newly received bytes to the handler; copies only what completes a message
     /// that began in an earlier buffer.
-    fn deliver(&mut self, slot: u32, mut view: Bytes) {
+    pub(super) fn deliver(&mut self, slot: u32, mut view: Bytes) {
         if self.conns[slot as usize].tls.is_some() {
             match self.deliver_tls(slot, view) {
                 Ok(()) => return,

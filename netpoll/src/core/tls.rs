@@ -7,6 +7,12 @@ use std::io;
 use bytes::Bytes;
 
 use super::lifecycle::Life;
+
+/// At most this many TLS handshake steps (each record batch of a connection still
+/// handshaking: a ClientHello costs a key exchange and a signature) per loop turn; the
+/// rest wait for the next turn, so that a flood of handshakes cannot starve established
+/// connections.
+const HANDSHAKES_PER_TURN: u32 = 16;
 use super::{Core, TimerTarget};
 use crate::tls::Session;
 use crate::CloseReason;
@@ -36,6 +42,34 @@ impl Core {
         if self.conns[slot as usize].tls_owes_output() {
             self.mark_dirty(slot);
         }
+    }
+
+    /// Handshake records that waited for budget: taken in the order they waited, while
+    /// this turn's budget lasts.
+    pub(super) fn run_tls_backlog(&mut self) {
+        if self.tls_backlog.is_empty() {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.tls_backlog);
+        let mut i = 0;
+        while i < waiting.len() && self.handshakes < HANDSHAKES_PER_TURN {
+            let (slot, gen) = waiting[i];
+            i += 1;
+            let Some(c) = self.conns.get_mut(slot as usize).filter(|c| c.gen == gen) else {
+                continue;
+            };
+            let Some(tls) = c.tls.as_deref_mut() else {
+                continue;
+            };
+            for view in tls.take_backlog() {
+                // Counts against the budget; whatever it does not cover waits again.
+                self.deliver(slot, view);
+            }
+        }
+        // Those not reached keep their place, before any that queued meanwhile.
+        let mut rest = waiting[i..].to_vec();
+        rest.append(&mut self.tls_backlog);
+        self.tls_backlog = rest;
     }
 
     pub(super) fn tls_handshake_expired(&mut self, slot: u32) {
@@ -76,6 +110,18 @@ impl Core {
             }
             self.conns[slot as usize].tls = None;
             return Err(view);
+        }
+        if tls.is_handshaking() {
+            if tls.has_backlog() || self.handshakes >= HANDSHAKES_PER_TURN {
+                // Over this turn's budget (or behind records that are): later, in order.
+                if !tls.has_backlog() {
+                    let gen = c.gen;
+                    self.tls_backlog.push((slot, gen));
+                }
+                tls.push_backlog(view);
+                return Ok(());
+            }
+            self.handshakes += 1;
         }
         match tls.open(&view, &mut c.acc) {
             Ok(opened) => {

@@ -27,6 +27,9 @@ pub struct ChannelConfig {
     /// A connection without calls for this long is closed (the next call opens a new
     /// one). Default 60 s; `None` keeps connections open.
     pub idle_timeout: Option<Duration>,
+    /// TLS for every connection (feature `tls`). Default none: plain text.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for ChannelConfig {
@@ -37,6 +40,8 @@ impl Default for ChannelConfig {
             call_timeout: Some(Duration::from_secs(5)),
             max_queued_bytes: 16 << 20,
             idle_timeout: Some(Duration::from_secs(60)),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -204,7 +209,20 @@ impl Inner {
             self.cfg.max_queued_bytes,
             self.cfg.idle_timeout,
         ));
-        let id = core.connect(self.addr, Some(self.cfg.connect_timeout), handler)?;
+        let timeout = Some(self.cfg.connect_timeout);
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.cfg.tls {
+            let id = core.connect_tls(
+                self.addr,
+                timeout,
+                handler,
+                &tls.connector,
+                &tls.server_name,
+            )?;
+            *guard = Some(id);
+            return Ok(id);
+        }
+        let id = core.connect(self.addr, timeout, handler)?;
         *guard = Some(id);
         Ok(id)
     }

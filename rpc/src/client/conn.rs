@@ -45,6 +45,8 @@ pub(crate) struct ClientConn {
     idle_timeout: Option<Duration>,
     /// When the last call was sent or answered.
     last_active: std::time::Instant,
+    /// Bytes arrived from the server (over TLS: the handshake completed).
+    received: bool,
 }
 
 /// The timer token of the idle check (call timers use sequence ids, below 2^32).
@@ -66,6 +68,7 @@ impl ClientConn {
             retiring: false,
             idle_timeout,
             last_active: std::time::Instant::now(),
+            received: false,
         }
     }
 
@@ -198,6 +201,7 @@ impl Drop for ClientConn {
 
 impl Handler for ClientConn {
     fn on_data(&mut self, conn: &mut Conn<'_>, input: &mut Input<'_>) {
+        self.received = true;
         loop {
             match self.framing.split(input.chunk()) {
                 ReplySplit::NeedMore(n) => {
@@ -284,6 +288,14 @@ impl Handler for ClientConn {
                         std::io::ErrorKind::TimedOut,
                         "connect timed out",
                     ))
+                });
+            }
+            // A handshake that failed: nothing was sent (plain text waits for the
+            // handshake), so it is as safe to retry elsewhere as a failed connect.
+            CloseReason::Tls(e) if !self.received => {
+                let (kind, shared) = (e.kind(), Arc::new(CloseReason::Tls(e)));
+                self.fail_all(Some(core), || {
+                    CallError::Connect(std::io::Error::new(kind, shared.clone()))
                 });
             }
             reason => {

@@ -203,6 +203,18 @@ impl ClientBuilder {
         self
     }
 
+    /// Speaks TLS to every instance, whose certificates must be valid for `server_name`
+    /// (a DNS name or an IP address) and chain to a CA the connector trusts.
+    #[cfg(feature = "tls")]
+    pub fn tls(
+        mut self,
+        connector: crate::tls::TlsConnector,
+        server_name: &str,
+    ) -> std::io::Result<Self> {
+        self.channel.tls = Some(crate::tls::ClientTls::new(connector, server_name)?);
+        Ok(self)
+    }
+
     /// How long a connect may take.
     pub fn connect_timeout(mut self, t: Duration) -> Self {
         self.channel.connect_timeout = t;

@@ -55,6 +55,8 @@ pub(crate) struct ServerConn {
     protocol: Option<Proto>,
     splitter: Splitter,
     peer: Option<SocketAddr>,
+    /// The certificate the client presented over TLS (mTLS), DER; read once.
+    peer_certificate: Option<std::rc::Rc<[u8]>>,
     order: Order,
     /// Deferred replies not delivered yet.
     deferred: Deferrals,
@@ -94,6 +96,7 @@ impl ServerConn {
             protocol: None,
             splitter: Splitter::default(),
             peer: None,
+            peer_certificate: None,
             order: Order::default(),
             deferred: Deferrals::default(),
             draining: false,
@@ -299,6 +302,7 @@ impl ServerConn {
         }
         let peer = self.peer;
         let ctx = CallContext {
+            peer_certificate: self.peer_certificate.clone(),
             envelope: env,
             service: svc.name(),
             ttheader: tt,
@@ -386,6 +390,15 @@ impl ServerConn {
                 }
                 Ok(Some(p)) => {
                     self.protocol = Some(p);
+                    // Over TLS the handshake is done by the first bytes of a call.
+                    #[cfg(feature = "tls")]
+                    {
+                        self.peer_certificate = conn
+                            .tls()
+                            .and_then(|t| t.peer_certificates())
+                            .and_then(|chain| chain.first())
+                            .map(|c| std::rc::Rc::from(c.as_ref()));
+                    }
                     p
                 }
                 Ok(None) => {
@@ -578,6 +591,7 @@ impl Handler for ServerConn {
             (CloseReason::WriteTimedOut, _) => CloseCause::WriteTimeout,
             (CloseReason::Io(_), _) => CloseCause::IoError,
             (CloseReason::HandlerPanicked, _) => CloseCause::Panic,
+            (CloseReason::Tls(_), _) => CloseCause::Tls,
             (CloseReason::Shutdown, _) => CloseCause::Shutdown,
             (_, Some(c)) => c,
             (CloseReason::PeerClosed, None) => CloseCause::PeerClosed,

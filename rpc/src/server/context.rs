@@ -106,6 +106,8 @@ pub struct CallContext<'a> {
     /// The caller's timeout, read once from the TTHeader.
     pub(crate) timeout: Option<Duration>,
     pub(crate) peer: Option<SocketAddr>,
+    /// The client's certificate (DER), on a TLS connection whose client presented one.
+    pub(crate) peer_certificate: Option<std::rc::Rc<[u8]>>,
     pub(crate) request_bytes: usize,
     pub(crate) deliver: Deliver,
     pub(crate) received: Instant,
@@ -225,6 +227,14 @@ impl CallContext<'_> {
     /// The caller's address.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer
+    }
+
+    /// The certificate the client presented over TLS (mTLS; see
+    /// [`TlsAcceptorBuilder::client_ca`](crate::tls::TlsAcceptorBuilder::client_ca)), in
+    /// DER, verified against the server's client CA: for authorising by identity. `None`
+    /// on plain connections and for clients that presented none.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        self.peer_certificate.as_deref()
     }
 
     /// The core running the handler (and owning the connection).

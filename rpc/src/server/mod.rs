@@ -129,6 +129,8 @@ pub struct ServerBuilder {
     middleware: Vec<Arc<dyn crate::middleware::DynMiddleware>>,
     metrics: Option<crate::metrics::Metrics>,
     registry: Option<Registered>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsAcceptor>,
 }
 
 /// Where a server registers itself, as what.
@@ -255,6 +257,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves over TLS (feature `tls`): every connection, whatever its protocol, speaks
+    /// TLS, and plain text is refused unless the acceptor allows it
+    /// ([`TlsAcceptor::allow_plaintext`](crate::tls::TlsAcceptor::allow_plaintext)).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, acceptor: crate::tls::TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+
     /// Runs `m` around every call the server serves (see [`Middleware`](crate::Middleware)).
     /// Several run in the order they were added at the start of a call, and in reverse
     /// order at its end. A middleware that panics takes its connection down.
@@ -375,12 +386,17 @@ impl ServerBuilder {
             rt: rt.handle().clone(),
         });
         let stats = shared.clone();
-        let local = rt
-            .handle()
-            .listen(addr, move |core| {
-                Box::new(ServerConn::new(shared.clone(), core.now()))
-            })
-            .map_err(ServerError::Listen)?;
+        let factory = move |core: &mut netpoll::Core| -> Box<dyn netpoll::Handler> {
+            Box::new(ServerConn::new(shared.clone(), core.now()))
+        };
+        #[cfg(feature = "tls")]
+        let listened = match self.tls {
+            Some(acceptor) => rt.handle().listen_tls(addr, acceptor, factory),
+            None => rt.handle().listen(addr, factory),
+        };
+        #[cfg(not(feature = "tls"))]
+        let listened = rt.handle().listen(addr, factory);
+        let local = listened.map_err(ServerError::Listen)?;
         let registered = match self.registry {
             Some(r) => {
                 let reg = Registration {
@@ -443,6 +459,8 @@ impl Server {
             middleware: Vec::new(),
             metrics: None,
             registry: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 

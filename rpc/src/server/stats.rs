@@ -17,11 +17,12 @@ pub(crate) enum CloseCause {
     Shutdown,
     IoError,
     Panic,
+    Tls,
     Other,
 }
 
 impl CloseCause {
-    const ALL: [CloseCause; 11] = [
+    const ALL: [CloseCause; 12] = [
         CloseCause::PeerClosed,
         CloseCause::IdleTimeout,
         CloseCause::ReadTimeout,
@@ -32,6 +33,7 @@ impl CloseCause {
         CloseCause::Shutdown,
         CloseCause::IoError,
         CloseCause::Panic,
+        CloseCause::Tls,
         CloseCause::Other,
     ];
 
@@ -47,6 +49,7 @@ impl CloseCause {
             CloseCause::Shutdown => "shutdown",
             CloseCause::IoError => "io_error",
             CloseCause::Panic => "panic",
+            CloseCause::Tls => "tls",
             CloseCause::Other => "other",
         }
     }
@@ -76,6 +79,9 @@ pub struct CloseCounts {
     pub io_error: u64,
     /// The connection's handler panicked (a bug; handlers' own panics are answered).
     pub panic: u64,
+    /// TLS failed: a handshake (a bad or missing client certificate, a peer not speaking
+    /// TLS, a handshake that timed out) or a record.
+    pub tls: u64,
     /// Anything else.
     pub other: u64,
     /// Refused at accept because the server had `max_connections` already.
@@ -104,6 +110,7 @@ impl CloseCounts {
             CloseCause::Shutdown => self.shutdown,
             CloseCause::IoError => self.io_error,
             CloseCause::Panic => self.panic,
+            CloseCause::Tls => self.tls,
             CloseCause::Other => self.other,
         }
     }
@@ -132,6 +139,7 @@ impl ServerStats {
             shutdown: v(CloseCause::Shutdown),
             io_error: v(CloseCause::IoError),
             panic: v(CloseCause::Panic),
+            tls: v(CloseCause::Tls),
             other: v(CloseCause::Other),
             refused,
         }
