@@ -3,7 +3,7 @@
 # (memory and descriptors must stay flat), and the performance measurements whose
 # numbers BENCHMARKS.md quotes. Server on CPU 0, clients on CPU 1.
 #
-#   scripts/extended.sh [soak|bench|observability|governed|all]   (default: all)
+#   scripts/extended.sh [soak|soak-tls|bench|observability|governed|tls|all]   (default: all)
 #
 # Environment: SOAK (total soak time in seconds, default 120), SOAK_STEP (seconds per
 # sample, default 10), and each script's own (REPEATS, DURATION).
@@ -11,12 +11,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
 
-soak() {
+soak() { # [tls]: the same over TLS (test certificates from tls_certs)
   local total=${SOAK:-120} step=${SOAK_STEP:-10}
-  cargo build --release -q -p examples --bin echo_server -p benches --bin rpc-bench
+  cargo build --release -q -p examples --bin echo_server --bin tls_certs -p benches --bin rpc-bench
   local port=$((20000 + RANDOM % 20000))
+  local server_tls=() client_tls=()
+  if [ "${1:-}" = tls ]; then
+    local pki=/tmp/soak-pki.$$
+    target/release/tls_certs $pki >/dev/null
+    server_tls=(--tls-cert $pki/server.pem --tls-key $pki/server.key)
+    client_tls=(--tls-ca $pki/ca.pem)
+  fi
   taskset -c 0 target/release/echo_server --addr 127.0.0.1:$port --cores 1 \
-    --metrics 127.0.0.1:$((port + 1)) >/dev/null 2>&1 &
+    --metrics 127.0.0.1:$((port + 1)) "${server_tls[@]}" >/dev/null 2>&1 &
   local server=$!
   trap 'kill $server 2>/dev/null || true' RETURN
   sleep 0.5
@@ -26,7 +33,7 @@ soak() {
     local proto conns
     if (( (t / step) % 2 == 0 )); then proto=ttheader conns=16; else proto=framed conns=64; fi
     taskset -c 1 target/release/rpc-bench --addr 127.0.0.1:$port --protocol $proto \
-      --connections $conns --inflight 16 --duration "${step}s" --warmup 0s --json \
+      --connections $conns --inflight 16 --duration "${step}s" --warmup 0s --json "${client_tls[@]}" \
       > /tmp/soak-step.$$ || { echo "soak: rpc-bench failed at ${t}s"; return 1; }
     local rss fds qps
     sleep 0.5 # the server closes the connections rpc-bench left
@@ -58,6 +65,8 @@ PY
 
 case "$what" in
   soak) soak ;;
+  soak-tls) soak tls ;;
+  tls) scripts/tls-bench.sh ;;
   bench) python3 scripts/bench-rpc.py ;;
   observability) scripts/observability-cost.sh ;;
   governed) scripts/governed-bench.sh ;;
@@ -66,6 +75,8 @@ case "$what" in
     python3 scripts/bench-rpc.py
     scripts/observability-cost.sh
     scripts/governed-bench.sh
+    soak tls
+    scripts/tls-bench.sh
     ;;
-  *) echo "usage: scripts/extended.sh [soak|bench|observability|governed|all]" >&2; exit 2 ;;
+  *) echo "usage: scripts/extended.sh [soak|soak-tls|bench|observability|governed|tls|all]" >&2; exit 2 ;;
 esac
