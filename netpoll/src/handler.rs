@@ -77,8 +77,55 @@ pub enum CloseReason {
     HandlerPanicked,
     /// TLS failed: the handshake (a certificate that does not verify, a peer that is not
     /// speaking TLS, a handshake that timed out) or a record (corrupt, or an alert from
-    /// the peer). The error's source is rustls's error where there is one.
+    /// the peer). The error wraps a [`TlsError`], which says whether the handshake had
+    /// completed; its source is rustls's error where there is one.
     Tls(io::Error),
+}
+
+/// Why TLS failed on a connection: the error inside [`CloseReason::Tls`].
+#[derive(Debug)]
+pub struct TlsError {
+    during_handshake: bool,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl TlsError {
+    pub(crate) fn close_reason(
+        kind: io::ErrorKind,
+        during_handshake: bool,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> CloseReason {
+        CloseReason::Tls(io::Error::new(
+            kind,
+            TlsError {
+                during_handshake,
+                source: source.into(),
+            },
+        ))
+    }
+
+    /// The `TlsError` inside an error of [`CloseReason::Tls`].
+    pub fn of(e: &io::Error) -> Option<&TlsError> {
+        e.get_ref()?.downcast_ref()
+    }
+
+    /// Whether it failed before the handshake completed (on this side): nothing the
+    /// handler wrote had been sent.
+    pub fn during_handshake(&self) -> bool {
+        self.during_handshake
+    }
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.source, f)
+    }
+}
+
+impl std::error::Error for TlsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
 }
 
 impl std::error::Error for CloseReason {

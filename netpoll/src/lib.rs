@@ -65,7 +65,7 @@ mod wake;
 pub use crate::conn::{Conn, ConnId};
 pub use crate::core::{current_core, now, Core};
 pub use crate::error::BuildError;
-pub use crate::handler::{CloseReason, Handler};
+pub use crate::handler::{CloseReason, Handler, TlsError};
 pub use crate::input::Input;
 pub use crate::runtime::{Builder, CoreStopped, Runtime, RuntimeHandle, DEFAULT_WRITE_TIMEOUT};
 pub use crate::stats::CloseCounts;

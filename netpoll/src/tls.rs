@@ -301,6 +301,30 @@ fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
+/// Whether a received error is a peer refusing the handshake (an alert about
+/// certificates, versions, ciphers or protocols), rather than one about records.
+fn refuses_handshake(e: &rustls::Error) -> bool {
+    use rustls::AlertDescription as A;
+    matches!(
+        e,
+        rustls::Error::AlertReceived(
+            A::HandshakeFailure
+                | A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+                | A::AccessDenied
+                | A::ProtocolVersion
+                | A::InsufficientSecurity
+                | A::CertificateRequired
+                | A::NoApplicationProtocol
+                | A::UnrecognisedName
+        )
+    )
+}
+
 /// What a connection knows of its TLS session, for handlers.
 #[derive(Debug, Clone, Copy)]
 pub struct TlsInfo<'a> {
@@ -346,10 +370,20 @@ pub(crate) struct Session {
     notified: bool,
     /// A fatal error happened: only its alert is still sent, no more plain text.
     failed: bool,
+    /// It failed in the handshake, as either side saw it: nothing sent was processed.
+    failed_in_handshake: bool,
+    /// Plain text arrived from the peer.
+    received_data: bool,
     /// The handshake deadline.
     timer: Option<TimerId>,
-    /// Ciphertext received during the handshake beyond the core's per-turn budget.
-    backlog: Vec<bytes::Bytes>,
+    /// Ciphertext received during the handshake beyond the core's per-turn budget (a copy:
+    /// the pool's buffers are not held).
+    backlog: BytesMut,
+    /// The peer's `close_notify` was taken as its end of input.
+    eof_seen: bool,
+    /// The connection was closed during the handshake with output queued: it closes
+    /// once the handshake completes and the output is sent.
+    close_after_handshake: bool,
     handshake_timeout: Duration,
 }
 
@@ -366,6 +400,8 @@ impl std::fmt::Debug for Session {
 pub(crate) struct Opened {
     /// The handshake completed with these bytes.
     pub(crate) handshake_done: bool,
+    /// The peer sent `close_notify`: nothing more will come.
+    pub(crate) peer_closed: bool,
 }
 
 impl Session {
@@ -376,8 +412,12 @@ impl Session {
             sniff: acceptor.allow_plaintext,
             notified: false,
             failed: false,
+            failed_in_handshake: false,
+            received_data: false,
             timer: None,
-            backlog: Vec::new(),
+            backlog: BytesMut::new(),
+            eof_seen: false,
+            close_after_handshake: false,
             handshake_timeout: acceptor.handshake_timeout,
         }))
     }
@@ -392,8 +432,12 @@ impl Session {
             sniff: false,
             notified: false,
             failed: false,
+            failed_in_handshake: false,
+            received_data: false,
             timer: None,
-            backlog: Vec::new(),
+            backlog: BytesMut::new(),
+            eof_seen: false,
+            close_after_handshake: false,
             handshake_timeout: connector.handshake_timeout,
         }))
     }
@@ -420,16 +464,39 @@ impl Session {
         self.timer.take()
     }
 
+    pub(crate) fn eof_seen(&self) -> bool {
+        self.eof_seen
+    }
+
+    pub(crate) fn set_eof_seen(&mut self) {
+        self.eof_seen = true;
+    }
+
+    pub(crate) fn close_after_handshake(&self) -> bool {
+        self.close_after_handshake
+    }
+
+    pub(crate) fn set_close_after_handshake(&mut self) {
+        self.close_after_handshake = true;
+    }
+
     pub(crate) fn has_backlog(&self) -> bool {
         !self.backlog.is_empty()
     }
 
-    pub(crate) fn push_backlog(&mut self, cipher: bytes::Bytes) {
-        self.backlog.push(cipher);
+    /// Keeps a copy of `cipher` for a later turn; `false` (and nothing kept) if the
+    /// backlog would pass `max` bytes.
+    pub(crate) fn push_backlog(&mut self, cipher: &[u8], max: usize) -> bool {
+        if self.backlog.len() + cipher.len() > max {
+            return false;
+        }
+        self.backlog.extend_from_slice(cipher);
+        true
     }
 
-    pub(crate) fn take_backlog(&mut self) -> Vec<bytes::Bytes> {
-        std::mem::take(&mut self.backlog)
+    /// What waited, if anything.
+    pub(crate) fn take_backlog(&mut self) -> Option<bytes::Bytes> {
+        (!self.backlog.is_empty()).then(|| std::mem::take(&mut self.backlog).freeze())
     }
 
     pub(crate) fn is_handshaking(&self) -> bool {
@@ -438,6 +505,11 @@ impl Session {
 
     pub(crate) fn failed(&self) -> bool {
         self.failed
+    }
+
+    /// Whether the failure (if any) came in the handshake, as either side saw it.
+    pub(crate) fn failed_in_handshake(&self) -> bool {
+        self.failed_in_handshake
     }
 
     pub(crate) fn info(&self) -> TlsInfo<'_> {
@@ -453,20 +525,34 @@ impl Session {
     /// Takes the records in `cipher` and appends the plain text they carry to `plain`.
     pub(crate) fn open(&mut self, mut cipher: &[u8], plain: &mut BytesMut) -> io::Result<Opened> {
         let was_handshaking = self.conn.is_handshaking();
-        while !cipher.is_empty() {
-            if self.conn.read_tls(&mut cipher)? == 0 {
-                break;
+        let mut peer_closed = false;
+        while !cipher.is_empty() && !peer_closed {
+            match self.conn.read_tls(&mut cipher) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    self.failed = true;
+                    self.failed_in_handshake = was_handshaking;
+                    return Err(e);
+                }
             }
             let state = match self.conn.process_new_packets() {
                 Ok(state) => state,
                 Err(e) => {
                     // rustls queued the alert that tells the peer why.
                     self.failed = true;
+                    // Under TLS 1.3 a client's handshake completes before the server has
+                    // checked its certificate: a server's refusal still arrives as an
+                    // alert, before any reply.
+                    self.failed_in_handshake =
+                        was_handshaking || (!self.received_data && refuses_handshake(&e));
                     return Err(tls_error(e));
                 }
             };
+            peer_closed = state.peer_has_closed();
             let n = state.plaintext_bytes_to_read();
             if n > 0 {
+                self.received_data = true;
                 plain.reserve(n);
                 let mut reader = self.conn.reader();
                 while let Ok(chunk) = io::BufRead::fill_buf(&mut reader) {
@@ -481,6 +567,7 @@ impl Session {
         }
         Ok(Opened {
             handshake_done: was_handshaking && !self.conn.is_handshaking(),
+            peer_closed,
         })
     }
 

@@ -15,6 +15,7 @@ pub(crate) enum Session {}
 /// What a receive did to the session.
 pub(crate) struct Opened {
     pub(crate) handshake_done: bool,
+    pub(crate) peer_closed: bool,
 }
 
 #[allow(clippy::unused_self)]
@@ -34,16 +35,31 @@ impl Session {
     pub(crate) fn has_backlog(&self) -> bool {
         match *self {}
     }
-    pub(crate) fn push_backlog(&mut self, _cipher: bytes::Bytes) {
+    pub(crate) fn push_backlog(&mut self, _cipher: &[u8], _max: usize) -> bool {
         match *self {}
     }
-    pub(crate) fn take_backlog(&mut self) -> Vec<bytes::Bytes> {
+    pub(crate) fn eof_seen(&self) -> bool {
+        match *self {}
+    }
+    pub(crate) fn set_eof_seen(&mut self) {
+        match *self {}
+    }
+    pub(crate) fn close_after_handshake(&self) -> bool {
+        match *self {}
+    }
+    pub(crate) fn set_close_after_handshake(&mut self) {
+        match *self {}
+    }
+    pub(crate) fn take_backlog(&mut self) -> Option<bytes::Bytes> {
         match *self {}
     }
     pub(crate) fn is_handshaking(&self) -> bool {
         match *self {}
     }
     pub(crate) fn failed(&self) -> bool {
+        match *self {}
+    }
+    pub(crate) fn failed_in_handshake(&self) -> bool {
         match *self {}
     }
     pub(crate) fn owes_output(&self, _draining: bool) -> bool {

@@ -383,3 +383,163 @@ fn a_burst_of_handshakes_beyond_the_per_turn_budget_all_complete() {
     }
     rt.shutdown(Duration::from_secs(1));
 }
+
+// ----- regressions from the review of the TLS layer --------------------------------------
+
+/// Reports how its connection ended.
+struct Ends {
+    tx: mpsc::Sender<String>,
+    first_write: Vec<u8>,
+    close_at_once: bool,
+}
+
+impl Handler for Ends {
+    fn on_open(&mut self, conn: &mut Conn<'_>) {
+        conn.write(&self.first_write);
+        if self.close_at_once {
+            conn.close();
+        }
+    }
+    fn on_data(&mut self, _conn: &mut Conn<'_>, input: &mut Input<'_>) {
+        let n = input.len();
+        input.advance(n);
+    }
+    fn on_close(&mut self, _core: &mut Core, reason: CloseReason) {
+        let _ = self.tx.send(reason.to_string());
+    }
+}
+
+#[test]
+fn a_fatal_alert_with_output_still_queued_closes_at_once() {
+    let pki = Pki::new("alert");
+    let config = pki.acceptor().config().clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A server that completes the handshake, takes nothing for a while (so our output
+    // queues up), answers junk with a fatal alert and keeps the socket open.
+    let server = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut sc = rustls::ServerConnection::new(config).unwrap();
+        while sc.is_handshaking() {
+            sc.complete_io(&mut sock).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let junk = vec![0x17u8; 40000];
+        let mut rest = &junk[..];
+        while sc.read_tls(&mut rest).unwrap_or(0) > 0 && sc.process_new_packets().is_ok() {}
+        while sc.wants_write() {
+            sc.write_tls(&mut sock).unwrap();
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let rt = runtime();
+    let (tx, rx) = mpsc::channel();
+    let tls = pki.connector();
+    on_core(&rt, 0, move |core| {
+        let h = Ends {
+            tx,
+            first_write: vec![7u8; 64 << 20],
+            close_at_once: false,
+        };
+        core.connect_tls(addr, None, Box::new(h), &tls, "localhost")
+            .unwrap();
+    });
+    let why = rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("closed at once, not at the peer's FIN");
+    assert!(why.contains("alert"), "{why}");
+    server.join().unwrap();
+    rt.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn output_written_and_closed_during_the_handshake_is_sent() {
+    struct Collect(mpsc::Sender<Vec<u8>>);
+    impl Handler for Collect {
+        fn on_data(&mut self, _conn: &mut Conn<'_>, input: &mut Input<'_>) {
+            let _ = self.0.send(input.chunk().to_vec());
+            let n = input.len();
+            input.advance(n);
+        }
+    }
+    let pki = Pki::new("closewrite");
+    let rt = runtime();
+    let (tx, rx) = mpsc::channel();
+    let addr = rt
+        .handle()
+        .listen_tls("127.0.0.1:0", pki.acceptor(), move |_| {
+            Box::new(Collect(tx.clone()))
+        })
+        .unwrap();
+    let (ended_tx, ended) = mpsc::channel();
+    let tls = pki.connector();
+    on_core(&rt, 0, move |core| {
+        let h = Ends {
+            tx: ended_tx,
+            first_write: frame(b"oneway"),
+            close_at_once: true,
+        };
+        core.connect_tls(addr, None, Box::new(h), &tls, "localhost")
+            .unwrap();
+    });
+    assert_eq!(rx.recv_timeout(IO_TIMEOUT).unwrap(), frame(b"oneway"));
+    assert_eq!(ended.recv_timeout(IO_TIMEOUT).unwrap(), "closed locally");
+    rt.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn a_request_and_fin_behind_the_handshake_budget_are_served() {
+    let pki = Pki::new("halfclose");
+    let rt = runtime();
+    let addr = rt
+        .handle()
+        .listen_tls("127.0.0.1:0", pki.acceptor(), |_| Box::new(FrameEcho))
+        .unwrap();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(128));
+    let clients: Vec<_> = (0..128u32)
+        .map(|i| {
+            let (barrier, config) = (barrier.clone(), pki.connector().config().clone());
+            std::thread::spawn(move || {
+                let conn =
+                    rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+                barrier.wait();
+                let mut s = rustls::StreamOwned::new(conn, connect(addr));
+                s.write_all(&frame(&i.to_be_bytes())).unwrap();
+                s.flush().unwrap();
+                // Finished, the request and FIN, close together.
+                s.sock.shutdown(std::net::Shutdown::Write).unwrap();
+                read_frame(&mut s)
+                    .map(|f| f == i.to_be_bytes())
+                    .unwrap_or(false)
+            })
+        })
+        .collect();
+    let ok = clients
+        .into_iter()
+        .filter_map(|c| c.join().ok())
+        .filter(|&b| b)
+        .count();
+    assert_eq!(ok, 128);
+    rt.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn close_notify_without_a_fin_ends_the_input() {
+    let pki = Pki::new("notifyin");
+    let rt = runtime();
+    let addr = rt
+        .handle()
+        .listen_tls("127.0.0.1:0", pki.acceptor(), |_| Box::new(FrameEcho))
+        .unwrap();
+    let mut s = pki.client(addr);
+    s.write_all(&frame(b"x")).unwrap();
+    assert_eq!(read_frame(&mut s).unwrap(), b"x");
+    // As OpenSSL's two-way shutdown does: close_notify, the socket left open.
+    s.conn.send_close_notify();
+    s.flush().unwrap();
+    let mut rest = Vec::new();
+    // The server takes it as the end, closes, and says close_notify back.
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    rt.shutdown(Duration::from_secs(1));
+}

@@ -111,7 +111,8 @@ impl Core {
                         if let Some(acceptor) = &tls {
                             match crate::tls::Session::server(acceptor) {
                                 Ok(session) => self.attach_tls(slot, session),
-                                Err(e) => self.abort(slot, CloseReason::Tls(e)),
+                                Err(e) => self
+                                    .abort(slot, crate::TlsError::close_reason(e.kind(), true, e)),
                             }
                         }
                         if self.conns[slot as usize].lc.is(Life::Open) {

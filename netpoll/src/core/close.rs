@@ -22,11 +22,16 @@ const SPARE_BUFFER_MAX: usize = 64 * 1024;
 impl Core {
     pub(crate) fn close_gracefully(&mut self, slot: u32, reason: CloseReason) {
         let c = &mut self.conns[slot as usize];
-        if let Some(tls) = c.tls.as_deref() {
-            if tls.is_handshaking() && !tls.failed() {
-                // Nothing was said over TLS yet, and plain text cannot go before the
-                // handshake ends: there is nothing to drain.
-                self.abort(slot, reason);
+        if let Some(tls) = c.tls.as_deref_mut() {
+            if tls.is_handshaking() && !tls.failed() && c.lc.is(Life::Open) {
+                if c.out.is_empty() {
+                    // Nothing was said over TLS yet: there is nothing to drain.
+                    self.abort(slot, reason);
+                } else {
+                    // Plain text waits for the handshake: the close follows it.
+                    tls.set_close_after_handshake();
+                    c.reason.get_or_insert(reason);
+                }
                 return;
             }
             // The `close_notify` (or the alert of a failure) goes out with the last output.

@@ -31,6 +31,9 @@ impl Core {
         if !matches!(c.recv, RecvOp::Idle) || !c.lc.wants_recv() {
             return;
         }
+        if c.tls.as_deref().is_some_and(|t| t.has_backlog()) {
+            return; // waiting for handshake budget: read again once served
+        }
         let fd = c.fd.as_raw_fd();
         let missing = c.need.saturating_sub(c.acc.len());
         // A TLS connection's input buffer holds plain text: its ciphertext never goes there.
@@ -225,19 +228,15 @@ impl Core {
         }
     }
 
-    fn on_eof(&mut self, slot: u32) {
-        let c = &mut self.conns[slot as usize];
-        if c.lc.is(Life::Open) && c.tls.as_deref().is_some_and(|t| t.is_handshaking()) {
-            // Not a TLS peer, or one that gave up: say so rather than "closed by peer".
-            self.abort(
-                slot,
-                CloseReason::Tls(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the peer closed the connection during the handshake",
-                )),
-            );
+    pub(super) fn on_eof(&mut self, slot: u32) {
+        if self.conns[slot as usize].tls.is_some() && self.tls_eof(slot) {
             return;
         }
+        self.input_ended(slot);
+    }
+
+    /// The peer's input ended (its FIN, or a TLS `close_notify`).
+    pub(super) fn input_ended(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
         let held_input = !c.acc.is_empty();
         match c.lc.peer_closed(held_input) {

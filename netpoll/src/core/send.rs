@@ -38,12 +38,24 @@ impl Core {
                     let mut buf = mem::take(spare);
                     let draining = c.lc.is(Life::Draining);
                     if let Err(e) = tls.seal(&mut c.out, &mut buf, draining) {
+                        let during = tls.is_handshaking();
                         c.send = SendOp::Idle { spare: buf };
-                        self.abort(slot, CloseReason::Tls(e));
+                        let reason = crate::TlsError::close_reason(
+                            std::io::ErrorKind::InvalidData,
+                            during,
+                            e,
+                        );
+                        self.abort(slot, reason);
                         continue;
                     }
                     if buf.is_empty() {
                         c.send = SendOp::Idle { spare: buf };
+                        if draining {
+                            // Nothing left to say (a failure with no alert to send, say):
+                            // the close goes on without waiting for a send.
+                            self.check_drained(slot);
+                            continue;
+                        }
                     } else {
                         c.last_send = self.now;
                         self.start_send(slot, buf, 0);

@@ -45,8 +45,6 @@ pub(crate) struct ClientConn {
     idle_timeout: Option<Duration>,
     /// When the last call was sent or answered.
     last_active: std::time::Instant,
-    /// Bytes arrived from the server (over TLS: the handshake completed).
-    received: bool,
 }
 
 /// The timer token of the idle check (call timers use sequence ids, below 2^32).
@@ -68,7 +66,6 @@ impl ClientConn {
             retiring: false,
             idle_timeout,
             last_active: std::time::Instant::now(),
-            received: false,
         }
     }
 
@@ -201,7 +198,6 @@ impl Drop for ClientConn {
 
 impl Handler for ClientConn {
     fn on_data(&mut self, conn: &mut Conn<'_>, input: &mut Input<'_>) {
-        self.received = true;
         loop {
             match self.framing.split(input.chunk()) {
                 ReplySplit::NeedMore(n) => {
@@ -292,7 +288,9 @@ impl Handler for ClientConn {
             }
             // A handshake that failed: nothing was sent (plain text waits for the
             // handshake), so it is as safe to retry elsewhere as a failed connect.
-            CloseReason::Tls(e) if !self.received => {
+            CloseReason::Tls(e)
+                if netpoll::TlsError::of(&e).is_some_and(|t| t.during_handshake()) =>
+            {
                 let (kind, shared) = (e.kind(), Arc::new(CloseReason::Tls(e)));
                 self.fail_all(Some(core), || {
                     CallError::Connect(std::io::Error::new(kind, shared.clone()))
