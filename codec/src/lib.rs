@@ -1,5 +1,6 @@
 //! Thrift (binary, compact) and Kitex Protobuf messages in length-prefixed frames
-//! (Framed, Buffered, TTHeader, Kitex Protobuf), decoded in place.
+//! (Framed, Buffered, TTHeader, Kitex Protobuf), decoded in place; and HTTP/2's frames and
+//! HPACK, for gRPC ([`h2`]).
 //!
 //! This crate knows nothing of sockets: bytes in, frames and messages out. Decoded strings
 //! and binaries are zero-copy views ([`ByteString`], [`bytes::Bytes`]) of the receive
@@ -13,6 +14,7 @@ pub use bytes;
 mod byte_string;
 pub mod envelope;
 pub mod frame;
+pub mod h2;
 pub mod thrift;
 
 pub use byte_string::ByteString;

@@ -1,0 +1,9 @@
+//! HTTP/2 as gRPC uses it, without I/O: frames ([`frame`]), header compression
+//! ([`hpack`], with its [`huffman`] code), and gRPC's length-prefixed messages
+//! ([`grpc`]). Frames are split off the receive buffer in place; their payloads are views
+//! of it.
+
+pub mod frame;
+pub mod grpc;
+pub mod hpack;
+pub mod huffman;
