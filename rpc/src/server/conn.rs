@@ -13,6 +13,7 @@ use netpoll_codec::thrift::{ApplicationExceptionKind, MessageType};
 
 use super::context::{CallContext, WriteReply};
 use super::framing::{Detect, Framing, Inner};
+use super::grpc::{Ready, GRPC_TRANSPORT, H2};
 use super::order::{Deferrals, Order, Sink};
 use super::service::{accepts, Call};
 use super::stats::CloseCause;
@@ -47,6 +48,8 @@ enum Proto {
     Builtin(Protocol),
     /// The application's framing with this index.
     Custom(u16),
+    /// gRPC over HTTP/2.
+    Grpc,
 }
 
 /// The handler of one server connection.
@@ -81,6 +84,8 @@ pub(crate) struct ServerConn {
     /// The server's middlewares, in an `Arc` of this connection's own: each call clones
     /// it, and a shared one would be a counter every core writes.
     mw: middleware::Stack,
+    /// The HTTP/2 state, on a gRPC connection.
+    grpc: Option<Box<H2>>,
 }
 
 impl ServerConn {
@@ -97,6 +102,7 @@ impl ServerConn {
             splitter: Splitter::default(),
             peer: None,
             peer_certificate: None,
+            grpc: None,
             order: Order::default(),
             deferred: Deferrals::default(),
             draining: false,
@@ -173,6 +179,7 @@ impl ServerConn {
             deferred: &mut self.deferred,
             headers,
             framing,
+            grpc: self.grpc.as_deref_mut(),
         }
         .reply(slot, write);
         if conn.is_reading_paused() && !self.throttle(conn) && self.draining && !self.drain_reading
@@ -195,6 +202,7 @@ impl ServerConn {
             && !self.held_frames
             && !self.drain_reading
             && conn.unread_len() == 0
+            && self.grpc.as_ref().is_none_or(|h| h.idle())
         {
             conn.close();
         }
@@ -214,9 +222,14 @@ impl ServerConn {
         frame: Bytes,
         arrived: Instant,
         headers: &'static Headers<'static>,
+        grpc: Option<(&mut H2, Option<std::time::Duration>)>,
     ) -> Result<(), CloseCause> {
         let frame_len = frame.len();
         let shared = &*self.shared;
+        let (grpc, grpc_timeout) = match grpc {
+            Some((h2, t)) => (Some(h2), t),
+            None => (None, None),
+        };
         // A frame whose envelope cannot be read cannot be answered: close.
         let (parsed, framing) = match protocol {
             Proto::Builtin(p) => (
@@ -234,16 +247,28 @@ impl ServerConn {
                 .map_err(|_| CloseCause::BadFrame)?;
                 (parsed, Some(f))
             }
+            Proto::Grpc => (
+                wire::parse_message(
+                    Transport::Custom(GRPC_TRANSPORT),
+                    wire::Payload::Protobuf,
+                    frame,
+                )
+                .map_err(|_| CloseCause::BadFrame)?,
+                None,
+            ),
         };
         let env = &parsed.envelope;
         let tt = parsed.ttheader.as_ref();
-        let out_of_order = tt.is_some_and(|t| t.flags() & frame::flags::OUT_OF_ORDER != 0);
+        // gRPC streams are independent: their replies go in any order.
+        let out_of_order =
+            grpc.is_some() || tt.is_some_and(|t| t.flags() & frame::flags::OUT_OF_ORDER != 0);
         let mut sink = Sink {
             conn,
             order: &mut self.order,
             deferred: &mut self.deferred,
             headers,
             framing,
+            grpc,
         };
         if !matches!(env.kind, MessageType::Call | MessageType::Oneway) {
             let slot = (!out_of_order).then(|| sink.order.take());
@@ -306,7 +331,7 @@ impl ServerConn {
             envelope: env,
             service: svc.name(),
             ttheader: tt,
-            timeout: tt.and_then(|t| t.rpc_timeout()),
+            timeout: tt.and_then(|t| t.rpc_timeout()).or(grpc_timeout),
             peer,
             request_bytes: frame_len,
             deliver: deliver_reply,
@@ -410,6 +435,9 @@ impl ServerConn {
             },
         };
         let headers = Self::headers(conn);
+        if let Proto::Grpc = protocol {
+            return self.read_grpc(conn, input, headers);
+        }
         // The first frame began with the oldest unserved byte; the frames after it arrived
         // now, unless they were held back whole while throttled.
         let oldest = self.pending_since.take().unwrap_or(now);
@@ -432,6 +460,7 @@ impl ServerConn {
             let split = match protocol {
                 Proto::Builtin(p) => self.splitter.split(p, input.chunk(), max),
                 Proto::Custom(i) => self.shared.framings[usize::from(i)].split(input.chunk(), max),
+                Proto::Grpc => unreachable!("gRPC connections are read by read_grpc"),
             };
             match split {
                 Ok(Split::Frame(len)) => {
@@ -440,7 +469,7 @@ impl ServerConn {
                     self.partial_since = None;
                     let at = arrived;
                     arrived = later;
-                    if let Err(cause) = self.serve(conn, protocol, frame, at, headers) {
+                    if let Err(cause) = self.serve(conn, protocol, frame, at, headers, None) {
                         self.close(conn, cause);
                         return;
                     }
@@ -475,6 +504,45 @@ impl ServerConn {
 }
 
 impl ServerConn {
+    /// Reads a gRPC connection's input: HTTP/2 frames, and the calls whose requests are
+    /// whole, served in the order they completed.
+    fn read_grpc(
+        &mut self,
+        conn: &mut Conn<'_>,
+        input: &mut Input<'_>,
+        headers: &'static Headers<'static>,
+    ) {
+        if self.throttle(conn) {
+            return; // the rest waits, unread, until replies go out
+        }
+        let mut h2 = self.grpc.take().unwrap_or_else(|| Box::new(H2::new()));
+        let mut ready: Vec<Ready> = Vec::new();
+        let read = h2.read(conn, input, &self.shared, &mut ready);
+        for call in ready {
+            let r = self.serve(
+                conn,
+                Proto::Grpc,
+                call.message,
+                call.arrived,
+                headers,
+                Some((&mut h2, call.timeout)),
+            );
+            if let Err(cause) = r {
+                self.grpc = Some(h2);
+                self.close(conn, cause);
+                return;
+            }
+        }
+        if let Err(e) = read {
+            h2.go_away(conn, &e);
+            self.grpc = Some(h2);
+            self.close(conn, H2::cause(&e));
+            return;
+        }
+        self.grpc = Some(h2);
+        self.throttle(conn);
+    }
+
     /// What a new connection speaks, from its first bytes: the application's framings
     /// look first, then the built-in protocols. `Ok(None)`: not enough bytes yet.
     fn detect(&self, head: &[u8]) -> Result<Option<Proto>, ()> {
@@ -487,7 +555,8 @@ impl ServerConn {
             }
         }
         match frame::detect(head) {
-            Ok(Some(Protocol::Http2)) | Err(_) if !undecided => Err(()),
+            Ok(Some(Protocol::Http2)) if !undecided => Ok(Some(Proto::Grpc)),
+            Err(_) if !undecided => Err(()),
             Ok(Some(Protocol::Http2)) | Err(_) | Ok(None) => Ok(None),
             Ok(Some(_)) if undecided => Ok(None),
             Ok(Some(p)) => Ok(Some(Proto::Builtin(p))),
@@ -580,6 +649,10 @@ impl Handler for ServerConn {
     }
 
     fn on_shutdown(&mut self, conn: &mut Conn<'_>) {
+        if let Some(h2) = self.grpc.as_deref_mut() {
+            // No new streams; those open are answered first.
+            h2.shutdown(conn);
+        }
         self.draining = true;
         self.cause.get_or_insert(CloseCause::Shutdown);
         self.close_if_drained(conn);

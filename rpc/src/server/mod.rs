@@ -22,6 +22,7 @@
 mod conn;
 mod context;
 mod framing;
+mod grpc;
 mod limit;
 mod order;
 mod router;

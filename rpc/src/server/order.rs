@@ -112,6 +112,9 @@ pub(crate) struct Sink<'c, 'n> {
     pub(crate) headers: &'static Headers<'static>,
     /// The connection's framing, when it is one of the application's own.
     pub(crate) framing: Option<&'c dyn Framing>,
+    /// The connection's HTTP/2 state, when it speaks gRPC: replies go out as frames of
+    /// their streams, in any order.
+    pub(crate) grpc: Option<&'c mut super::grpc::H2>,
 }
 
 /// Writes one reply into `out`, inside the connection's own framing if it has one.
@@ -140,6 +143,14 @@ impl Sink<'_, '_> {
         slot: Option<u64>,
         write: impl FnOnce(&mut BytesMut, &Headers<'_>),
     ) {
+        if let Some(h2) = self.grpc.as_deref_mut() {
+            let mut buf = std::mem::take(&mut h2.scratch);
+            write(&mut buf, self.headers);
+            let message = buf.split().freeze();
+            h2.scratch = buf;
+            h2.reply(self.conn, message);
+            return;
+        }
         match slot {
             Some(s) if !self.order.is_next(s) => {
                 // An earlier reply is still pending: keep this one aside, in its place.

@@ -1,0 +1,646 @@
+//! gRPC over HTTP/2 (h2c with prior knowledge, or over TLS) on the server's port: the
+//! HTTP/2 connection state of one connection. Unary calls of Protobuf services only, so
+//! far.
+//!
+//! A stream's HEADERS name the method (`:path` `/{package}.{Service}/{Method}`); its DATA
+//! is gathered (bounded by the server's largest frame) until the client ends the stream,
+//! then the call is served like any other: its message is handed to the service as a
+//! Kitex Protobuf message of transport [`GRPC_TRANSPORT`], whose reply this module turns
+//! back into HEADERS, DATA and trailers (or trailers alone for an error). Frames are split
+//! off the connection's input in place; memory per connection and per stream is bounded
+//! (flow-control windows we advertise, at most [`MAX_STREAMS`] streams, header blocks at
+//! most [`MAX_HEADER_BLOCK`]).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use netpoll::{Conn, Input};
+use netpoll_codec::frame::{ErrorProto, KitexPbHeader};
+use netpoll_codec::h2::frame::{self as h2f, code, flag, kind, setting, FrameHeader, Split};
+use netpoll_codec::h2::{grpc, hpack};
+use netpoll_codec::thrift::{ApplicationException, ApplicationExceptionKind, MessageType};
+
+use super::stats::CloseCause;
+use super::Shared;
+use crate::wire::Payload;
+
+/// The custom transport number gRPC calls carry in their envelope.
+pub(crate) const GRPC_TRANSPORT: u16 = u16::MAX;
+
+/// Streams a client may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+pub(crate) const MAX_STREAMS: u32 = 1024;
+
+/// The largest header block (HEADERS and its CONTINUATIONs) accepted.
+pub(crate) const MAX_HEADER_BLOCK: usize = 64 * 1024;
+
+/// The largest decoded header list (`SETTINGS_MAX_HEADER_LIST_SIZE`).
+const MAX_HEADER_LIST: usize = 16 * 1024;
+
+/// The per-stream receive window we advertise (`SETTINGS_INITIAL_WINDOW_SIZE`).
+const STREAM_WINDOW: u32 = 1 << 20;
+
+/// The connection receive window we keep open.
+const CONN_WINDOW: u32 = 16 << 20;
+
+/// One stream.
+#[derive(Debug)]
+struct Stream {
+    /// The request: a Kitex Protobuf message header written when the HEADERS came
+    /// (`header_len` bytes), then the DATA as it arrives.
+    data: BytesMut,
+    header_len: usize,
+    /// The caller's `grpc-timeout`.
+    timeout: Option<Duration>,
+    /// When its HEADERS arrived.
+    arrived: Instant,
+    /// The client ended its side.
+    remote_closed: bool,
+    /// Answered already (an early error): its further DATA is dropped.
+    answered: bool,
+    /// How much more we may send on it.
+    send_window: i64,
+    /// Reply bytes (DATA payload) and trailers waiting for window.
+    pending: Option<(Bytes, &'static [u8])>,
+    /// Bytes received on it since its window was last topped up.
+    unacked: u32,
+}
+
+/// A call whose request is whole, ready to be served.
+#[derive(Debug)]
+pub(crate) struct Ready {
+    pub(crate) message: Bytes,
+    pub(crate) arrived: Instant,
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// The HTTP/2 state of one gRPC connection.
+pub(crate) struct H2 {
+    started: bool,
+    preface_seen: bool,
+    decoder: hpack::Decoder,
+    streams: HashMap<u32, Stream>,
+    last_stream: u32,
+    /// A header block being gathered: its stream, whether it ends the stream, the block.
+    continuation: Option<(u32, bool, BytesMut)>,
+    peer_max_frame: usize,
+    peer_initial_window: i64,
+    conn_send_window: i64,
+    /// Bytes received since the connection window was last topped up.
+    conn_unacked: u32,
+    /// The header block of a reply's HEADERS (`:status 200`, `content-type`).
+    reply_headers: Vec<u8>,
+    /// The header block of a successful reply's trailers (`grpc-status: 0`).
+    ok_trailers: Vec<u8>,
+    /// Streams with a reply waiting for window.
+    blocked: Vec<u32>,
+    goaway: bool,
+    /// Reused for replies the services write.
+    pub(crate) scratch: BytesMut,
+}
+
+impl std::fmt::Debug for H2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H2")
+            .field("streams", &self.streams.len())
+            .field("last_stream", &self.last_stream)
+            .finish()
+    }
+}
+
+/// A connection error: GOAWAY with this code, then close.
+#[derive(Debug)]
+pub(crate) struct ConnError {
+    pub(crate) code: u32,
+    pub(crate) why: &'static str,
+}
+
+fn conn_err(code: u32, why: &'static str) -> ConnError {
+    ConnError { code, why }
+}
+
+impl H2 {
+    pub(crate) fn new() -> H2 {
+        let mut reply_headers = Vec::new();
+        hpack::encode(&mut reply_headers, b":status", b"200", false);
+        hpack::encode(
+            &mut reply_headers,
+            b"content-type",
+            b"application/grpc",
+            true,
+        );
+        let mut ok_trailers = Vec::new();
+        hpack::encode(&mut ok_trailers, b"grpc-status", b"0", false);
+        H2 {
+            started: false,
+            preface_seen: false,
+            decoder: hpack::Decoder::new(4096, MAX_HEADER_LIST),
+            streams: HashMap::new(),
+            last_stream: 0,
+            continuation: None,
+            peer_max_frame: h2f::DEFAULT_MAX_FRAME as usize,
+            peer_initial_window: i64::from(h2f::DEFAULT_WINDOW),
+            conn_send_window: i64::from(h2f::DEFAULT_WINDOW),
+            conn_unacked: 0,
+            reply_headers,
+            ok_trailers,
+            blocked: Vec::new(),
+            goaway: false,
+            scratch: BytesMut::new(),
+        }
+    }
+
+    /// Whether every stream is done (for a graceful close).
+    pub(crate) fn idle(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Reads what `input` holds: answers the connection's frames, gathers requests, and
+    /// appends the calls whose requests are whole to `ready`.
+    pub(crate) fn read(
+        &mut self,
+        conn: &mut Conn<'_>,
+        input: &mut Input<'_>,
+        shared: &Shared,
+        ready: &mut Vec<Ready>,
+    ) -> Result<(), ConnError> {
+        if !self.started {
+            self.started = true;
+            let out = conn.output();
+            h2f::write_settings(
+                out,
+                &[
+                    (setting::MAX_CONCURRENT_STREAMS, MAX_STREAMS),
+                    (setting::INITIAL_WINDOW_SIZE, STREAM_WINDOW),
+                    (setting::MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST as u32),
+                    (setting::ENABLE_PUSH, 0),
+                ],
+            );
+            h2f::write_window_update(out, 0, CONN_WINDOW - h2f::DEFAULT_WINDOW);
+        }
+        if !self.preface_seen {
+            let n = h2f::PREFACE.len();
+            if input.len() < n {
+                if !h2f::PREFACE.starts_with(input.chunk()) {
+                    return Err(conn_err(code::PROTOCOL_ERROR, "not the HTTP/2 preface"));
+                }
+                input.need(n);
+                return Ok(());
+            }
+            if &input.chunk()[..n] != h2f::PREFACE {
+                return Err(conn_err(code::PROTOCOL_ERROR, "not the HTTP/2 preface"));
+            }
+            input.advance(n);
+            self.preface_seen = true;
+        }
+        let now = conn.now();
+        loop {
+            let split = h2f::split(input.chunk(), h2f::DEFAULT_MAX_FRAME)
+                .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "frame over our maximum size"))?;
+            let (h, len) = match split {
+                Split::Frame(h, len) => (h, len),
+                Split::NeedMore(n) => {
+                    input.need(n);
+                    break;
+                }
+            };
+            let mut frame = input.split_to(len);
+            frame.advance(h2f::HEADER_LEN);
+            self.frame(conn, h, frame, now, shared, ready)?;
+        }
+        self.top_up(conn);
+        Ok(())
+    }
+
+    /// Tops the receive windows up once half of them was used.
+    fn top_up(&mut self, conn: &mut Conn<'_>) {
+        if self.conn_unacked >= CONN_WINDOW / 2 {
+            h2f::write_window_update(conn.output(), 0, self.conn_unacked);
+            self.conn_unacked = 0;
+        }
+    }
+
+    fn frame(
+        &mut self,
+        conn: &mut Conn<'_>,
+        h: FrameHeader,
+        payload: Bytes,
+        now: Instant,
+        shared: &Shared,
+        ready: &mut Vec<Ready>,
+    ) -> Result<(), ConnError> {
+        if let Some((stream, _, _)) = &self.continuation {
+            if h.kind != kind::CONTINUATION || h.stream != *stream {
+                return Err(conn_err(code::PROTOCOL_ERROR, "header block interrupted"));
+            }
+        }
+        match h.kind {
+            kind::SETTINGS => {
+                if h.stream != 0 {
+                    return Err(conn_err(code::PROTOCOL_ERROR, "SETTINGS on a stream"));
+                }
+                if h.has(flag::ACK) {
+                    return Ok(());
+                }
+                let values = h2f::settings(&payload)
+                    .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad SETTINGS length"))?;
+                for (id, v) in values {
+                    match id {
+                        setting::INITIAL_WINDOW_SIZE => {
+                            if v > h2f::MAX_WINDOW {
+                                return Err(conn_err(code::FLOW_CONTROL_ERROR, "window too large"));
+                            }
+                            let delta = i64::from(v) - self.peer_initial_window;
+                            self.peer_initial_window = i64::from(v);
+                            for s in self.streams.values_mut() {
+                                s.send_window += delta;
+                            }
+                        }
+                        setting::MAX_FRAME_SIZE => {
+                            if !(h2f::DEFAULT_MAX_FRAME..=(1 << 24) - 1).contains(&v) {
+                                return Err(conn_err(code::PROTOCOL_ERROR, "bad MAX_FRAME_SIZE"));
+                            }
+                            self.peer_max_frame = v as usize;
+                        }
+                        _ => {}
+                    }
+                }
+                h2f::write_settings_ack(conn.output());
+                self.flush_blocked(conn);
+            }
+            kind::PING => {
+                let data: [u8; 8] = payload[..]
+                    .try_into()
+                    .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "PING not 8 bytes"))?;
+                if !h.has(flag::ACK) {
+                    h2f::write_ping(conn.output(), true, data);
+                }
+            }
+            kind::WINDOW_UPDATE => {
+                let inc = i64::from(
+                    h2f::window_increment(&payload)
+                        .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad WINDOW_UPDATE"))?,
+                );
+                if h.stream == 0 {
+                    if inc == 0 {
+                        return Err(conn_err(code::PROTOCOL_ERROR, "zero window increment"));
+                    }
+                    self.conn_send_window += inc;
+                    if self.conn_send_window > i64::from(h2f::MAX_WINDOW) {
+                        return Err(conn_err(code::FLOW_CONTROL_ERROR, "window overflow"));
+                    }
+                } else if let Some(s) = self.streams.get_mut(&h.stream) {
+                    s.send_window += inc;
+                }
+                self.flush_blocked(conn);
+            }
+            kind::HEADERS => {
+                let block = h2f::content(&h, payload)
+                    .map_err(|_| conn_err(code::PROTOCOL_ERROR, "bad HEADERS padding"))?;
+                let end_stream = h.has(flag::END_STREAM);
+                if h.has(flag::END_HEADERS) {
+                    self.headers(conn, h.stream, end_stream, &block, now, shared, ready)?;
+                } else {
+                    if block.len() > MAX_HEADER_BLOCK {
+                        return Err(conn_err(code::ENHANCE_YOUR_CALM, "header block too large"));
+                    }
+                    self.continuation = Some((h.stream, end_stream, BytesMut::from(&block[..])));
+                }
+            }
+            kind::CONTINUATION => {
+                let Some((stream, end_stream, mut block)) = self.continuation.take() else {
+                    return Err(conn_err(
+                        code::PROTOCOL_ERROR,
+                        "CONTINUATION without HEADERS",
+                    ));
+                };
+                if block.len() + payload.len() > MAX_HEADER_BLOCK {
+                    return Err(conn_err(code::ENHANCE_YOUR_CALM, "header block too large"));
+                }
+                block.extend_from_slice(&payload);
+                if h.has(flag::END_HEADERS) {
+                    self.headers(conn, stream, end_stream, &block, now, shared, ready)?;
+                } else {
+                    self.continuation = Some((stream, end_stream, block));
+                }
+            }
+            kind::DATA => {
+                let len = h.len;
+                self.conn_unacked += len;
+                let data = h2f::content(&h, payload)
+                    .map_err(|_| conn_err(code::PROTOCOL_ERROR, "bad DATA padding"))?;
+                let Some(s) = self.streams.get_mut(&h.stream) else {
+                    if h.stream == 0 || h.stream > self.last_stream {
+                        return Err(conn_err(code::PROTOCOL_ERROR, "DATA on an idle stream"));
+                    }
+                    // A stream reset or answered meanwhile: its data is dropped.
+                    return Ok(());
+                };
+                if s.remote_closed {
+                    return Err(conn_err(code::STREAM_CLOSED, "DATA after END_STREAM"));
+                }
+                s.unacked += len;
+                if !s.answered {
+                    if s.data.len() - s.header_len + data.len()
+                        > shared.max_frame + grpc::PREFIX_LEN
+                    {
+                        s.answered = true;
+                        s.data = BytesMut::new();
+                        let why = format!("request message larger than {} bytes", shared.max_frame);
+                        self.trailers_only(conn, h.stream, 8, &why); // RESOURCE_EXHAUSTED
+                        h2f::write_rst_stream(conn.output(), h.stream, code::CANCEL);
+                        self.streams.remove(&h.stream);
+                        return Ok(());
+                    }
+                    s.data.extend_from_slice(&data);
+                }
+                if h.has(flag::END_STREAM) {
+                    s.remote_closed = true;
+                    self.request_done(conn, h.stream, ready);
+                } else if s.unacked >= STREAM_WINDOW / 2 {
+                    h2f::write_window_update(conn.output(), h.stream, s.unacked);
+                    s.unacked = 0;
+                }
+            }
+            kind::RST_STREAM => {
+                h2f::error_code(&payload)
+                    .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad RST_STREAM"))?;
+                self.streams.remove(&h.stream);
+            }
+            kind::GOAWAY => {
+                self.goaway = true;
+            }
+            kind::PUSH_PROMISE => {
+                return Err(conn_err(code::PROTOCOL_ERROR, "PUSH_PROMISE from a client"));
+            }
+            // PRIORITY and unknown types are ignored.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A whole header block opened a stream (or ended one, as trailers).
+    #[allow(clippy::too_many_arguments)]
+    fn headers(
+        &mut self,
+        conn: &mut Conn<'_>,
+        stream: u32,
+        end_stream: bool,
+        block: &[u8],
+        now: Instant,
+        shared: &Shared,
+        ready: &mut Vec<Ready>,
+    ) -> Result<(), ConnError> {
+        let mut path: Option<Vec<u8>> = None;
+        let mut timeout = None;
+        let mut grpc_content = false;
+        let mut encoding_ok = true;
+        let decoded = self.decoder.decode(block, |n, v| match n {
+            b":path" => path = Some(v.to_vec()),
+            b"content-type" => grpc_content = v.starts_with(b"application/grpc"),
+            b"grpc-timeout" => timeout = grpc::parse_timeout(v),
+            b"grpc-encoding" => encoding_ok = v == b"identity",
+            _ => {}
+        });
+        match decoded {
+            Ok(()) => {}
+            Err(hpack::HpackError::ListTooLarge) => {
+                // The table is still in step: only this stream is refused.
+                self.trailers_only(conn, stream, 8, "header list too large");
+                return Ok(());
+            }
+            Err(_) => return Err(conn_err(code::COMPRESSION_ERROR, "bad header block")),
+        }
+        if let Some(s) = self.streams.get_mut(&stream) {
+            // Trailers from the client: they end its side.
+            if !end_stream {
+                return Err(conn_err(
+                    code::PROTOCOL_ERROR,
+                    "trailers without END_STREAM",
+                ));
+            }
+            s.remote_closed = true;
+            self.request_done(conn, stream, ready);
+            return Ok(());
+        }
+        if stream % 2 == 0 || stream <= self.last_stream {
+            return Err(conn_err(code::PROTOCOL_ERROR, "bad stream id"));
+        }
+        self.last_stream = stream;
+        if self.goaway || self.streams.len() >= MAX_STREAMS as usize {
+            h2f::write_rst_stream(conn.output(), stream, code::REFUSED_STREAM);
+            return Ok(());
+        }
+        let Some(path) = path.filter(|_| grpc_content) else {
+            self.trailers_only(conn, stream, 3, "not a gRPC request"); // INVALID_ARGUMENT
+            return Ok(());
+        };
+        // `/{package}.{Service}/{Method}`: the service is matched by its name without the
+        // package, as Protobuf services name themselves.
+        let found = std::str::from_utf8(&path).ok().and_then(|p| {
+            let (svc, method) = p.strip_prefix('/')?.split_once('/')?;
+            let svc = svc.rsplit('.').next()?;
+            shared
+                .router
+                .find(method, Payload::Protobuf, || None)
+                .filter(|(s, _)| s.name() == svc)
+                .map(|_| method.to_owned())
+        });
+        let Some(method) = found else {
+            let why = format!("unknown method {}", String::from_utf8_lossy(&path));
+            self.trailers_only(conn, stream, 12, &why); // UNIMPLEMENTED
+            return Ok(());
+        };
+        if !encoding_ok {
+            self.trailers_only(conn, stream, 12, "only identity encoding is served");
+            return Ok(());
+        }
+        let mut data = BytesMut::new();
+        let header = KitexPbHeader {
+            kind: MessageType::Call,
+            method: method.as_str().into(),
+            seq_id: stream as i32,
+        };
+        header.write_message_header(&mut data, 0);
+        let header_len = data.len();
+        self.streams.insert(
+            stream,
+            Stream {
+                data,
+                header_len,
+                timeout,
+                arrived: now,
+                remote_closed: end_stream,
+                answered: false,
+                send_window: self.peer_initial_window,
+                pending: None,
+                unacked: 0,
+            },
+        );
+        if end_stream {
+            self.request_done(conn, stream, ready);
+        }
+        Ok(())
+    }
+
+    /// The client ended a stream: its request is whole, or malformed.
+    fn request_done(&mut self, conn: &mut Conn<'_>, stream: u32, ready: &mut Vec<Ready>) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if s.answered {
+            return;
+        }
+        let body = &s.data[s.header_len..];
+        let ok = match grpc::message(body, usize::MAX) {
+            Ok(grpc::Message::Whole {
+                compressed: false,
+                len,
+            }) => (len + grpc::PREFIX_LEN == body.len()).then_some(()),
+            _ => None,
+        };
+        if ok.is_none() {
+            s.answered = true;
+            let why = "a unary request must be exactly one uncompressed message";
+            self.trailers_only(conn, stream, 13, why); // INTERNAL, as gRPC does
+            self.streams.remove(&stream);
+            return;
+        }
+        // Move the message header over the 5-byte prefix: header, then the message.
+        let h = s.header_len;
+        s.data.copy_within(0..h, grpc::PREFIX_LEN);
+        let mut data = std::mem::take(&mut s.data);
+        data.advance(grpc::PREFIX_LEN);
+        s.answered = true;
+        ready.push(Ready {
+            message: data.freeze(),
+            arrived: s.arrived,
+            timeout: s.timeout,
+        });
+    }
+
+    /// Answers `stream` with trailers alone (an error before any message).
+    fn trailers_only(&mut self, conn: &mut Conn<'_>, stream: u32, status: u8, message: &str) {
+        let mut block = Vec::with_capacity(64 + message.len());
+        hpack::encode(&mut block, b":status", b"200", false);
+        hpack::encode(&mut block, b"content-type", b"application/grpc", true);
+        hpack::encode(
+            &mut block,
+            b"grpc-status",
+            status.to_string().as_bytes(),
+            false,
+        );
+        let mut m = Vec::new();
+        grpc::encode_message(message, &mut m);
+        hpack::encode(&mut block, b"grpc-message", &m, true);
+        h2f::write_headers(conn.output(), stream, &block, true, self.peer_max_frame);
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.answered = true;
+            if s.remote_closed {
+                self.streams.remove(&stream);
+            }
+        }
+    }
+
+    /// A service's reply (a Kitex Protobuf message of [`GRPC_TRANSPORT`]): sent on its
+    /// stream as HEADERS, DATA and trailers, or as trailers alone for an error. A stream
+    /// reset meanwhile takes nothing.
+    pub(crate) fn reply(&mut self, conn: &mut Conn<'_>, message: Bytes) {
+        let Ok((header, body)) = KitexPbHeader::parse_message(message) else {
+            tracing::warn!("a gRPC reply could not be read back; dropped");
+            return;
+        };
+        let stream = header.seq_id as u32;
+        if !self.streams.contains_key(&stream) {
+            return;
+        }
+        if header.kind == MessageType::Exception {
+            let e: ErrorProto = prost::Message::decode(body).unwrap_or_default();
+            let exception = ApplicationException::new(
+                ApplicationExceptionKind::from_i32(e.type_id),
+                e.message.as_str(),
+            );
+            let kind = crate::status::exception_kind(&exception);
+            self.trailers_only(conn, stream, kind.grpc_code(), &e.message);
+            self.streams.remove(&stream);
+            return;
+        }
+        let out = conn.output();
+        h2f::write_headers(out, stream, &self.reply_headers, false, self.peer_max_frame);
+        let mut data = BytesMut::with_capacity(grpc::PREFIX_LEN + body.len());
+        grpc::write_prefix(&mut data, false, body.len());
+        data.extend_from_slice(&body);
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.pending = Some((data.freeze(), &[]));
+        }
+        self.send_pending(conn, stream);
+    }
+
+    /// Sends as much of a stream's pending reply as the windows allow, then its trailers.
+    fn send_pending(&mut self, conn: &mut Conn<'_>, stream: u32) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let Some((mut data, _)) = s.pending.take() else {
+            return;
+        };
+        let out = conn.output();
+        while !data.is_empty() {
+            let room = self
+                .conn_send_window
+                .min(s.send_window)
+                .min(self.peer_max_frame as i64);
+            if room <= 0 {
+                s.pending = Some((data, &[]));
+                if !self.blocked.contains(&stream) {
+                    self.blocked.push(stream);
+                }
+                return;
+            }
+            let n = (room as usize).min(data.len());
+            h2f::write_data(out, stream, &data[..n], false);
+            data.advance(n);
+            self.conn_send_window -= n as i64;
+            s.send_window -= n as i64;
+        }
+        h2f::write_headers(out, stream, &self.ok_trailers, true, self.peer_max_frame);
+        if s.remote_closed {
+            self.streams.remove(&stream);
+        } else {
+            // The client has not ended its side: the stream ends with a reset.
+            h2f::write_rst_stream(out, stream, code::NO_ERROR);
+            self.streams.remove(&stream);
+        }
+    }
+
+    /// Sends replies that waited for window.
+    fn flush_blocked(&mut self, conn: &mut Conn<'_>) {
+        if self.blocked.is_empty() {
+            return;
+        }
+        for stream in std::mem::take(&mut self.blocked) {
+            self.send_pending(conn, stream);
+        }
+    }
+
+    /// Ends the connection: GOAWAY with `code` (the last stream we saw) before closing.
+    pub(crate) fn go_away(&mut self, conn: &mut Conn<'_>, e: &ConnError) {
+        tracing::debug!(code = e.code, why = e.why, "gRPC connection error; GOAWAY");
+        h2f::write_goaway(conn.output(), self.last_stream, e.code, e.why.as_bytes());
+        self.goaway = true;
+    }
+
+    /// A graceful shutdown: GOAWAY naming the last stream taken; it and those before it
+    /// are still answered.
+    pub(crate) fn shutdown(&mut self, conn: &mut Conn<'_>) {
+        if !self.goaway && self.started {
+            h2f::write_goaway(conn.output(), self.last_stream, code::NO_ERROR, b"");
+        }
+        self.goaway = true;
+    }
+
+    /// The close cause a connection error counts as.
+    pub(crate) fn cause(_e: &ConnError) -> CloseCause {
+        CloseCause::BadFrame
+    }
+}
