@@ -58,7 +58,10 @@ fn tls_acceptor(args: &[String]) -> Option<netpoll_rpc::tls::TlsAcceptor> {
         eprintln!("echo_server: TLS: {e}");
         std::process::exit(2)
     };
-    let mut b = netpoll_rpc::tls::TlsAcceptor::builder(&cert, &key).unwrap_or_else(|e| fail(e));
+    // ALPN `h2` for gRPC clients, which require it; clients that offer none go on.
+    let mut b = netpoll_rpc::tls::TlsAcceptor::builder(&cert, &key)
+        .unwrap_or_else(|e| fail(e))
+        .alpn(["h2"]);
     if let Some(ca) = flag(args, "--tls-client-ca") {
         b = b
             .client_ca(&ca)

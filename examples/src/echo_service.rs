@@ -66,17 +66,31 @@ impl echo::Echo for EchoHandler {
     }
 }
 
-/// `echo.proto`: the same over Kitex Protobuf.
+/// `echo.proto`: the same over Kitex Protobuf and gRPC; slow on request, as
+/// [`EchoHandler`] is.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct PbEchoHandler;
+pub struct PbEchoHandler {
+    /// Reply this long after the call arrived.
+    pub delay: Duration,
+}
 
 impl pb::echo::Echo for PbEchoHandler {
     fn echo(
         &self,
-        _ctx: &CallContext<'_>,
+        ctx: &CallContext<'_>,
         req: pb::echo::EchoRequest,
     ) -> Reply<pb::echo::EchoReply> {
-        Reply::ok(pb::echo::EchoReply { msg: req.msg })
+        let reply = pb::echo::EchoReply { msg: req.msg };
+        if self.delay.is_zero() {
+            return Reply::ok(reply);
+        }
+        let (later, deferred) = ctx.defer();
+        let delay = self.delay;
+        let _ = ctx.runtime().spawn(ctx.core(), move |core| {
+            let at = core.now() + delay;
+            core.set_timer(at, move |_| later.complete(Ok(reply)));
+        });
+        deferred
     }
 }
 
@@ -136,10 +150,11 @@ pub fn builder() -> ServerBuilder {
 
 /// [`builder`] with an `Echo` handler of the given behaviour.
 pub fn builder_with(echo: EchoHandler) -> ServerBuilder {
+    let delay = echo.delay;
     Server::builder()
         .service(echo::EchoServer::new(echo))
         .service(interop::InteropServer::new(InteropHandler::default()))
-        .service(pb::echo::EchoServer::new(PbEchoHandler))
+        .service(pb::echo::EchoServer::new(PbEchoHandler { delay }))
 }
 
 /// Starts the echo server on `addr` with `cores` cores.

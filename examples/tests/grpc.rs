@@ -1,0 +1,254 @@
+//! gRPC on the echo server's port, from outside: gRPC's own Python library (`grpcio`) as a
+//! client, in plain text and over TLS, and raw HTTP/2 peers that misbehave. `scripts/test.sh`
+//! installs `grpcio` and `grpcio-tools`; under `CI` a missing peer fails the test,
+//! elsewhere the test says why it skipped.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use netpoll_codec::h2::frame::{self as h2f, flag, kind, Split};
+use netpoll_codec::h2::hpack;
+
+mod common;
+use common::EchoServer;
+
+fn idl() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("idl")
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/grpc_peer.py")
+}
+
+/// Whether grpcio is there; `false` (with the reason) outside CI.
+fn have_grpcio() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let why = "the gRPC peer needs `python3 -m pip install grpcio grpcio-tools` \
+                   (scripts/test.sh installs them)";
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("SKIPPED: {why}");
+    }
+    ok
+}
+
+fn run_peer(args: &[&str]) {
+    let out = Command::new("python3")
+        .arg(script())
+        .arg(idl())
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "grpc_peer.py {args:?}:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn grpcio_calls_our_server_in_plain_text_and_over_tls() {
+    if !have_grpcio() {
+        return;
+    }
+    let server = EchoServer::start(&["--max-frame", "8388608"]);
+    run_peer(&["client", &server.addr.to_string()]);
+
+    let dir = std::env::temp_dir().join(format!("grpc-test-pki-{}", std::process::id()));
+    let ok = Command::new(env!("CARGO_BIN_EXE_tls_certs"))
+        .arg(&dir)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "tls_certs failed");
+    let pem = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    let (cert, key, ca) = (pem("server.pem"), pem("server.key"), pem("ca.pem"));
+    let tls = EchoServer::start(&[
+        "--max-frame",
+        "8388608",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    run_peer(&["client", &tls.addr.to_string(), &ca]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_deadline_that_expires_ends_the_call_and_spares_the_connection() {
+    if !have_grpcio() {
+        return;
+    }
+    let server = EchoServer::start(&["--echo-delay-ms", "500"]);
+    run_peer(&["deadline", &server.addr.to_string()]);
+}
+
+// ----- raw HTTP/2 peers --------------------------------------------------------------------
+
+/// A raw HTTP/2 client: the preface and an empty SETTINGS, then whatever the test writes.
+fn raw(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = BytesMut::new();
+    out.extend_from_slice(h2f::PREFACE);
+    h2f::write_settings(&mut out, &[]);
+    s.write_all(&out).unwrap();
+    s
+}
+
+/// Reads frames until EOF (or 5 s): each frame's header and payload.
+fn frames_until_close(s: &mut TcpStream) -> (Vec<(h2f::FrameHeader, Vec<u8>)>, bool) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let closed = loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break true,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while let Ok(Split::Frame(h, n)) = h2f::split(&buf[at..], 1 << 24) {
+        frames.push((h, buf[at + h2f::HEADER_LEN..at + n].to_vec()));
+        at += n;
+    }
+    (frames, closed)
+}
+
+fn request_block(path: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (n, v) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "x"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        hpack::encode(&mut b, n.as_bytes(), v.as_bytes(), false);
+    }
+    b
+}
+
+fn goaway_code(frames: &[(h2f::FrameHeader, Vec<u8>)]) -> Option<u32> {
+    frames
+        .iter()
+        .find(|(h, _)| h.kind == kind::GOAWAY)
+        .map(|(_, p)| u32::from_be_bytes([p[4], p[5], p[6], p[7]]))
+}
+
+#[test]
+fn hostile_http2_peers_are_refused_with_bounded_cost() {
+    let server = EchoServer::start(&[]);
+    // Not the preface after its first bytes.
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n").unwrap();
+    let (frames, closed) = frames_until_close(&mut s);
+    assert!(closed, "a bad preface must close the connection");
+    assert_eq!(goaway_code(&frames), Some(h2f::code::PROTOCOL_ERROR));
+
+    // A CONTINUATION flood: a header block that never ends.
+    let mut s = raw(server.addr);
+    let mut out = BytesMut::new();
+    h2f::write_header(&mut out, 3, kind::HEADERS, 0, 1);
+    out.extend_from_slice(&[0x82, 0x86, 0x84]);
+    for _ in 0..8 {
+        h2f::write_header(&mut out, 16_000, kind::CONTINUATION, 0, 1);
+        out.extend_from_slice(&vec![0x40; 16_000]);
+    }
+    let _ = s.write_all(&out);
+    let (frames, closed) = frames_until_close(&mut s);
+    assert!(closed);
+    assert_eq!(goaway_code(&frames), Some(h2f::code::ENHANCE_YOUR_CALM));
+
+    // An HPACK bomb: one large table entry named a thousand times. The stream is refused
+    // (RESOURCE_EXHAUSTED), the connection goes on.
+    let mut s = raw(server.addr);
+    let mut block = Vec::new();
+    hpack::write_int(&mut block, 0x40, 6, 0);
+    block.extend_from_slice(&[1, b'x']);
+    hpack::write_int(&mut block, 0, 7, 4000);
+    block.extend_from_slice(&[b'v'; 4000]);
+    block.extend_from_slice(&request_block("/echo.Echo/Echo"));
+    block.extend(std::iter::repeat_n(0x80 | 62, 1000));
+    let mut out = BytesMut::new();
+    h2f::write_headers(&mut out, 1, &block, true, 16_384);
+    // Then a good call on stream 3.
+    let mut msg = BytesMut::new();
+    netpoll_codec::h2::grpc::write_prefix(&mut msg, false, 4);
+    msg.extend_from_slice(&[0x0a, 0x02, b'o', b'k']); // EchoRequest { msg: "ok" }
+    h2f::write_headers(
+        &mut out,
+        3,
+        &request_block("/echo.Echo/Echo"),
+        false,
+        16_384,
+    );
+    h2f::write_data(&mut out, 3, &msg, true);
+    h2f::write_goaway(&mut out, 0, h2f::code::NO_ERROR, b"");
+    s.write_all(&out).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let (frames, _) = frames_until_close(&mut s);
+    let statuses: Vec<(u32, String)> = frames
+        .iter()
+        .filter(|(h, _)| h.kind == kind::HEADERS && h.has(flag::END_STREAM))
+        .map(|(h, p)| {
+            let mut d = hpack::Decoder::new(4096, 1 << 20);
+            let mut status = String::new();
+            d.decode(p, |n, v| {
+                if n == b"grpc-status" {
+                    status = String::from_utf8_lossy(v).into_owned();
+                }
+            })
+            .unwrap();
+            (h.stream, status)
+        })
+        .collect();
+    assert!(statuses.contains(&(1, "8".into())), "{statuses:?}");
+    assert!(statuses.contains(&(3, "0".into())), "{statuses:?}");
+    let data: Vec<_> = frames
+        .iter()
+        .filter(|(h, _)| h.kind == kind::DATA)
+        .collect();
+    assert_eq!(data.len(), 1);
+    assert_eq!(&data[0].1[5..], &[0x0a, 0x02, b'o', b'k']);
+
+    // Rapid reset: streams opened and reset at once cost a decode each, and nothing runs.
+    let mut s = raw(server.addr);
+    let mut out = BytesMut::new();
+    for i in 0..5000u32 {
+        let id = 1 + 2 * i;
+        h2f::write_headers(
+            &mut out,
+            id,
+            &request_block("/echo.Echo/Echo"),
+            false,
+            16_384,
+        );
+        h2f::write_rst_stream(&mut out, id, h2f::code::CANCEL);
+    }
+    h2f::write_ping(&mut out, false, *b"alive?!!");
+    s.write_all(&out).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = Vec::new();
+    // The PING is answered after all of it: the connection kept up.
+    while !got.windows(8).any(|w| w == b"alive?!!") {
+        let n = s.read(&mut buf).expect("the server answers the PING");
+        assert!(n > 0, "closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
