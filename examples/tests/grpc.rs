@@ -252,3 +252,43 @@ fn hostile_http2_peers_are_refused_with_bounded_cost() {
         got.extend_from_slice(&buf[..n]);
     }
 }
+
+#[test]
+fn the_server_answers_deadline_exceeded_at_the_deadline_and_drops_the_late_reply() {
+    let server = EchoServer::start(&["--echo-delay-ms", "400"]);
+    let mut s = raw(server.addr);
+    let mut block = request_block("/echo.Echo/Echo");
+    hpack::encode(&mut block, b"grpc-timeout", b"100m", false);
+    let mut msg = BytesMut::new();
+    netpoll_codec::h2::grpc::write_prefix(&mut msg, false, 4);
+    msg.extend_from_slice(&[0x0a, 0x02, b'h', b'i']);
+    let mut out = BytesMut::new();
+    h2f::write_headers(&mut out, 1, &block, false, 16_384);
+    h2f::write_data(&mut out, 1, &msg, true);
+    let t0 = std::time::Instant::now();
+    s.write_all(&out).unwrap();
+    // Read until the trailers of stream 1, then a while longer for a late reply.
+    s.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let (frames, _) = frames_until_close(&mut s);
+    let trailers = frames
+        .iter()
+        .find(|(h, _)| h.kind == kind::HEADERS && h.stream == 1 && h.has(flag::END_STREAM))
+        .expect("stream 1 answered");
+    let mut status = String::new();
+    hpack::Decoder::new(4096, 1 << 20)
+        .decode(&trailers.1, |n, v| {
+            if n == b"grpc-status" {
+                status = String::from_utf8_lossy(v).into_owned();
+            }
+        })
+        .unwrap();
+    assert_eq!(status, "4", "DEADLINE_EXCEEDED");
+    assert!(t0.elapsed() >= Duration::from_millis(100));
+    assert!(
+        !frames
+            .iter()
+            .any(|(h, _)| h.kind == kind::DATA && h.stream == 1),
+        "the handler's late reply must be dropped"
+    );
+}

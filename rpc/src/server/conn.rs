@@ -13,7 +13,7 @@ use netpoll_codec::thrift::{ApplicationExceptionKind, MessageType};
 
 use super::context::{CallContext, WriteReply};
 use super::framing::{Detect, Framing, Inner};
-use super::grpc::{Ready, GRPC_TRANSPORT, H2};
+use super::grpc::{Ready, DEADLINE_TIMER, GRPC_TRANSPORT, H2};
 use super::order::{Deferrals, Order, Sink};
 use super::service::{accepts, Call};
 use super::stats::CloseCause;
@@ -532,6 +532,7 @@ impl ServerConn {
                 self.close(conn, cause);
                 return;
             }
+            h2.served(conn, call.stream, call.timeout.map(|t| call.arrived + t));
         }
         if let Err(e) = read {
             h2.go_away(conn, &e);
@@ -607,6 +608,13 @@ impl Handler for ServerConn {
 
     fn on_timer(&mut self, conn: &mut Conn<'_>, token: u64) {
         let now = conn.now();
+        if token & DEADLINE_TIMER != 0 {
+            if let Some(h2) = self.grpc.as_deref_mut() {
+                h2.deadline(conn, token as u32);
+            }
+            self.close_if_drained(conn);
+            return;
+        }
         match token {
             IDLE_TIMER => {
                 self.idle_timer = None;

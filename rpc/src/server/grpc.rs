@@ -25,6 +25,9 @@ use super::stats::CloseCause;
 use super::Shared;
 use crate::wire::Payload;
 
+/// Timer tokens of stream deadlines: this bit, and the stream id.
+pub(crate) const DEADLINE_TIMER: u64 = 1 << 40;
+
 /// The custom transport number gRPC calls carry in their envelope.
 pub(crate) const GRPC_TRANSPORT: u16 = u16::MAX;
 
@@ -64,11 +67,14 @@ struct Stream {
     pending: Option<(Bytes, &'static [u8])>,
     /// Bytes received on it since its window was last topped up.
     unacked: u32,
+    /// Its deadline's timer, while its reply is deferred.
+    timer: Option<netpoll::TimerId>,
 }
 
 /// A call whose request is whole, ready to be served.
 #[derive(Debug)]
 pub(crate) struct Ready {
+    pub(crate) stream: u32,
     pub(crate) message: Bytes,
     pub(crate) arrived: Instant,
     pub(crate) timeout: Option<Duration>,
@@ -349,7 +355,7 @@ impl H2 {
                         let why = format!("request message larger than {} bytes", shared.max_frame);
                         self.trailers_only(conn, h.stream, 8, &why); // RESOURCE_EXHAUSTED
                         h2f::write_rst_stream(conn.output(), h.stream, code::CANCEL);
-                        self.streams.remove(&h.stream);
+                        self.end_stream(conn, h.stream);
                         return Ok(());
                     }
                     s.data.extend_from_slice(&data);
@@ -365,7 +371,7 @@ impl H2 {
             kind::RST_STREAM => {
                 h2f::error_code(&payload)
                     .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad RST_STREAM"))?;
-                self.streams.remove(&h.stream);
+                self.end_stream(conn, h.stream);
             }
             kind::GOAWAY => {
                 self.goaway = true;
@@ -475,6 +481,7 @@ impl H2 {
                 send_window: self.peer_initial_window,
                 pending: None,
                 unacked: 0,
+                timer: None,
             },
         );
         if end_stream {
@@ -503,7 +510,7 @@ impl H2 {
             s.answered = true;
             let why = "a unary request must be exactly one uncompressed message";
             self.trailers_only(conn, stream, 13, why); // INTERNAL, as gRPC does
-            self.streams.remove(&stream);
+            self.end_stream(conn, stream);
             return;
         }
         // Move the message header over the 5-byte prefix: header, then the message.
@@ -513,6 +520,7 @@ impl H2 {
         data.advance(grpc::PREFIX_LEN);
         s.answered = true;
         ready.push(Ready {
+            stream,
             message: data.freeze(),
             arrived: s.arrived,
             timeout: s.timeout,
@@ -537,7 +545,7 @@ impl H2 {
         if let Some(s) = self.streams.get_mut(&stream) {
             s.answered = true;
             if s.remote_closed {
-                self.streams.remove(&stream);
+                self.end_stream(conn, stream);
             }
         }
     }
@@ -562,7 +570,7 @@ impl H2 {
             );
             let kind = crate::status::exception_kind(&exception);
             self.trailers_only(conn, stream, kind.grpc_code(), &e.message);
-            self.streams.remove(&stream);
+            self.end_stream(conn, stream);
             return;
         }
         let out = conn.output();
@@ -605,11 +613,11 @@ impl H2 {
         }
         h2f::write_headers(out, stream, &self.ok_trailers, true, self.peer_max_frame);
         if s.remote_closed {
-            self.streams.remove(&stream);
+            self.end_stream(conn, stream);
         } else {
             // The client has not ended its side: the stream ends with a reset.
             h2f::write_rst_stream(out, stream, code::NO_ERROR);
-            self.streams.remove(&stream);
+            self.end_stream(conn, stream);
         }
     }
 
@@ -637,6 +645,35 @@ impl H2 {
             h2f::write_goaway(conn.output(), self.last_stream, code::NO_ERROR, b"");
         }
         self.goaway = true;
+    }
+
+    /// After a call was served: one still unanswered (deferred) with a deadline gets a
+    /// timer, at which it is answered DEADLINE_EXCEEDED (its reply, if it comes later, is
+    /// dropped).
+    pub(crate) fn served(&mut self, conn: &mut Conn<'_>, stream: u32, deadline: Option<Instant>) {
+        if let (Some(at), Some(s)) = (deadline, self.streams.get_mut(&stream)) {
+            s.timer = Some(conn.set_timer(at, DEADLINE_TIMER | u64::from(stream)));
+        }
+    }
+
+    /// Forgets a stream (answered, or reset), and its deadline's timer.
+    fn end_stream(&mut self, conn: &mut Conn<'_>, stream: u32) {
+        if let Some(t) = self.streams.remove(&stream).and_then(|s| s.timer) {
+            conn.cancel_timer(t);
+        }
+    }
+
+    /// A stream's deadline passed.
+    pub(crate) fn deadline(&mut self, conn: &mut Conn<'_>, stream: u32) {
+        if self
+            .streams
+            .get(&stream)
+            .is_some_and(|s| s.pending.is_none())
+        {
+            self.trailers_only(conn, stream, 4, "the deadline passed before the reply"); // DEADLINE_EXCEEDED
+            h2f::write_rst_stream(conn.output(), stream, code::CANCEL);
+            self.end_stream(conn, stream);
+        }
     }
 
     /// The close cause a connection error counts as.

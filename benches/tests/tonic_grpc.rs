@@ -1,0 +1,109 @@
+//! tonic's generated gRPC client against our server (`examples::echo_service`, in this
+//! process): unary echo from 0 bytes to 4 MiB, many calls in flight on one connection, and
+//! tonic's deadline against a slow handler (DEADLINE_EXCEEDED, and the connection goes on).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+mod grpc {
+    include!(concat!(env!("OUT_DIR"), "/tonic/echo.rs"));
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn client(
+    addr: std::net::SocketAddr,
+) -> grpc::echo_client::EchoClient<tonic::transport::Channel> {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("tonic connects to our server");
+    grpc::echo_client::EchoClient::new(ch)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+}
+
+#[test]
+fn tonic_calls_our_grpc_server() {
+    let server = examples::echo_service::builder()
+        .addr("127.0.0.1:0")
+        .cores(1)
+        .max_frame(8 << 20)
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    rt().block_on(async move {
+        let mut c = client(addr).await;
+        for n in [0usize, 1, 128, 100_000, 1 << 20, 4 << 20] {
+            let msg = Bytes::from((0..n).map(|i| (i * 13 % 251) as u8).collect::<Vec<u8>>());
+            let r = c
+                .echo(grpc::EchoRequest { msg: msg.clone() })
+                .await
+                .unwrap();
+            assert_eq!(r.into_inner().msg, msg, "{n} bytes");
+        }
+        // 500 calls in flight on the one connection.
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..500u32 {
+            let mut c = c.clone();
+            set.spawn(async move {
+                let msg = Bytes::from(i.to_be_bytes().to_vec());
+                let r = c
+                    .echo(grpc::EchoRequest { msg: msg.clone() })
+                    .await
+                    .unwrap();
+                assert_eq!(r.into_inner().msg, msg);
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+    });
+    server.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn tonic_deadline_against_a_slow_handler() {
+    let echo = examples::echo_service::EchoHandler {
+        delay: Duration::from_millis(400),
+        ..Default::default()
+    };
+    let server = examples::echo_service::builder_with(echo)
+        .addr("127.0.0.1:0")
+        .cores(1)
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    rt().block_on(async move {
+        let mut c = client(addr).await;
+        let mut req = tonic::Request::new(grpc::EchoRequest {
+            msg: Bytes::from_static(b"late"),
+        });
+        req.set_timeout(Duration::from_millis(50));
+        let e = c.echo(req).await.unwrap_err();
+        // tonic's own timer and the server's (which answers DEADLINE_EXCEEDED at the
+        // deadline it was sent) race: tonic calls its own expiry CANCELLED.
+        assert!(
+            matches!(
+                e.code(),
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ),
+            "{e:?}"
+        );
+        let r = c
+            .echo(grpc::EchoRequest {
+                msg: Bytes::from_static(b"in time"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(&r.into_inner().msg[..], b"in time");
+    });
+    server.shutdown(Duration::from_secs(1));
+}
