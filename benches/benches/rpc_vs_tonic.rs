@@ -8,6 +8,9 @@
 //! - tonic: its generated server on a current-thread tokio runtime; its generated client
 //!   on another, driven by tasks (one per call in flight).
 //!
+//! - ours over gRPC (`ours-grpc`): our server as above, its gRPC port, called by tonic's
+//!   client exactly as tonic's server is: the two gRPC servers compared by one client.
+//!
 //! Groups: `unary_latency/{128B,16KiB,1MiB}` (one call in flight), and
 //! `throughput_16x32/{128B,16KiB}` and `throughput_4x4/1MiB` (connections x calls in
 //! flight each; criterion's element throughput is calls per second). Every reply's
@@ -148,10 +151,26 @@ impl grpc::echo_server::Echo for EchoSvc {
 struct Tonic {
     rt: tokio::runtime::Runtime,
     clients: Vec<grpc::echo_client::EchoClient<tonic::transport::Channel>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _ours: Option<netpoll_rpc::server::Server>,
 }
 
 impl Tonic {
+    /// tonic's client against our server, over gRPC: the same client as [`Tonic::start`]'s,
+    /// so that the two servers are compared by one client.
+    fn against_ours(connections: usize) -> Tonic {
+        let server = examples::echo_service::builder()
+            .addr("127.0.0.1:0")
+            .cores(1)
+            .cpus(vec![SERVER_CPU])
+            .max_frame(64 << 20)
+            .start()
+            .expect("our server");
+        let mut t = Tonic::clients(server.local_addr(), connections);
+        t._ours = Some(server);
+        t
+    }
+
     fn start(connections: usize) -> Tonic {
         let (addr_tx, addr_rx) = mpsc::channel::<SocketAddr>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -180,6 +199,14 @@ impl Tonic {
             });
         });
         let addr = addr_rx.recv().expect("tonic server address");
+        let mut t = Tonic::clients(addr, connections);
+        t._stop = Some(stop_tx);
+        t
+    }
+
+    /// tonic's clients of the server at `addr`, on a current-thread runtime on the client
+    /// CPU: one HTTP/2 connection each.
+    fn clients(addr: SocketAddr, connections: usize) -> Tonic {
         pin(CLIENT_CPU);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -206,7 +233,8 @@ impl Tonic {
         Tonic {
             rt,
             clients,
-            _stop: stop_tx,
+            _stop: None,
+            _ours: None,
         }
     }
 
@@ -262,6 +290,7 @@ fn unary_latency(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     let o = Ours::start(1);
     let t = Tonic::start(1);
+    let og = Tonic::against_ours(1);
     for (name, size) in sizes() {
         let p = payload(size);
         g.bench_with_input(BenchmarkId::new("ours", name), &p, |b, p| {
@@ -269,6 +298,9 @@ fn unary_latency(c: &mut Criterion) {
         });
         g.bench_with_input(BenchmarkId::new("tonic", name), &p, |b, p| {
             b.iter_custom(|iters| t.run(iters, 1, p))
+        });
+        g.bench_with_input(BenchmarkId::new("ours-grpc", name), &p, |b, p| {
+            b.iter_custom(|iters| og.run(iters, 1, p))
         });
     }
     g.finish();
@@ -290,6 +322,7 @@ fn throughput(c: &mut Criterion) {
             .measurement_time(Duration::from_secs(4));
         let o = Ours::start(conns);
         let t = Tonic::start(conns);
+        let og = Tonic::against_ours(conns);
         for &(name, size) in cases {
             let p = payload(size);
             // One criterion iteration is one call; each sample runs many, in flight.
@@ -299,6 +332,9 @@ fn throughput(c: &mut Criterion) {
             });
             g.bench_with_input(BenchmarkId::new("tonic", name), &p, |b, p| {
                 b.iter_custom(|iters| t.run(iters, per_conn, p))
+            });
+            g.bench_with_input(BenchmarkId::new("ours-grpc", name), &p, |b, p| {
+                b.iter_custom(|iters| og.run(iters, per_conn, p))
             });
         }
         g.finish();

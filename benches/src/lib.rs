@@ -9,6 +9,7 @@
 
 pub mod echo;
 pub mod governed;
+pub mod grpc_echo;
 pub mod load;
 pub mod plot;
 pub mod protocol;

@@ -143,6 +143,8 @@ pub(crate) fn new_histogram() -> Histogram<u64> {
 
 struct LoadConn {
     proto: Arc<dyn Protocol>,
+    /// The connection's own protocol state, for stateful protocols (gRPC).
+    session: Option<Box<dyn crate::protocol::Session>>,
     payload: Arc<[u8]>,
     inflight: usize,
     next_seq: u32,
@@ -179,8 +181,38 @@ impl LoadConn {
     fn send(&mut self, conn: &mut Conn<'_>, at: Instant) {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
-        self.proto.encode(seq, &self.payload, conn.output());
+        match self.session.as_mut() {
+            Some(s) => s.encode(seq, conn.output()),
+            None => self.proto.encode(seq, &self.payload, conn.output()),
+        }
         self.outstanding.push_back((seq, at));
+    }
+
+    /// A reply to call `seq` (`None`: the oldest) arrived, `ok` if it carried the payload
+    /// back: counts it. Returns whether it answered a call sent.
+    fn answered(&mut self, seq: Option<u32>, ok: bool, len: usize, now: Instant, recording: bool) -> bool {
+        let pos = match seq {
+            None => (!self.outstanding.is_empty()).then_some(0),
+            Some(s) => self.outstanding.iter().position(|&(o, _)| o == s),
+        };
+        let Some(pos) = pos else {
+            self.error(ErrorKind::UnexpectedSeq, 1);
+            return false;
+        };
+        let (_, sent) = self.outstanding.remove(pos).unwrap_or((0, now));
+        if !ok {
+            self.error(ErrorKind::PayloadMismatch, 1);
+        } else if recording {
+            let mut stats = self.stats.borrow_mut();
+            let ns = now
+                .saturating_duration_since(sent)
+                .as_nanos()
+                .min(u64::MAX as u128) as u64;
+            let _ = stats.latency.record(ns.max(1));
+            stats.calls += 1;
+            stats.bytes += len as u64;
+        }
+        true
     }
 
     /// Open loop: sends every call whose intended time has come, then waits for the next.
@@ -211,6 +243,9 @@ impl LoadConn {
 
 impl Handler for LoadConn {
     fn on_open(&mut self, conn: &mut Conn<'_>) {
+        if let Some(s) = self.session.as_mut() {
+            s.open(conn.output());
+        }
         if self.schedule.is_some() {
             self.send_due(conn);
         } else {
@@ -227,38 +262,34 @@ impl Handler for LoadConn {
         let stopping = self.shared.stopping.load(Ordering::Relaxed);
         let mut replies = 0;
         loop {
-            match self.proto.decode(input.chunk()) {
+            let decoded = match self.session.as_mut() {
+                Some(s) => s.decode(input.chunk(), conn.output()),
+                None => self.proto.decode(input.chunk()),
+            };
+            match decoded {
                 Ok(Decoded::NeedMore(n)) => {
                     input.need(n);
                     break;
                 }
-                Ok(Decoded::Reply { len, seq, payload }) => {
-                    let pos = match seq {
-                        None => (!self.outstanding.is_empty()).then_some(0),
-                        Some(s) => self.outstanding.iter().position(|&(o, _)| o == s),
-                    };
-                    let Some(pos) = pos else {
-                        self.error(ErrorKind::UnexpectedSeq, 1);
-                        input.advance(len);
-                        continue;
-                    };
-                    let (_, sent) = self.outstanding.remove(pos).unwrap_or((0, now));
-                    if input.chunk().get(payload) != Some(&self.payload[..]) {
-                        self.error(ErrorKind::PayloadMismatch, 1);
-                    } else if recording {
-                        let mut stats = self.stats.borrow_mut();
-                        let ns = now
-                            .saturating_duration_since(sent)
-                            .as_nanos()
-                            .min(u64::MAX as u128) as u64;
-                        let _ = stats.latency.record(ns.max(1));
-                        stats.calls += 1;
-                        stats.bytes += len as u64;
-                    }
+                Ok(Decoded::Skip(len)) => input.advance(len),
+                Ok(Decoded::Done { len, seq, ok }) => {
                     input.advance(len);
-                    replies += 1;
-                    if self.schedule.is_none() && !stopping {
-                        self.send(conn, now);
+                    let bytes = self.payload.len();
+                    if self.answered(Some(seq), ok, bytes, now, recording) {
+                        replies += 1;
+                        if self.schedule.is_none() && !stopping {
+                            self.send(conn, now);
+                        }
+                    }
+                }
+                Ok(Decoded::Reply { len, seq, payload }) => {
+                    let ok = input.chunk().get(payload) == Some(&self.payload[..]);
+                    input.advance(len);
+                    if self.answered(seq, ok, len, now, recording) {
+                        replies += 1;
+                        if self.schedule.is_none() && !stopping {
+                            self.send(conn, now);
+                        }
                     }
                 }
                 Err(e) => {
@@ -359,6 +390,7 @@ pub fn run(
                     )
                 });
                 let handler = LoadConn {
+                    session: proto.session(&payload),
                     proto: proto.clone(),
                     payload: payload.clone(),
                     inflight,

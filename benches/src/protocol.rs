@@ -19,6 +19,19 @@ pub enum Decoded {
         /// Where the echoed payload lies within the input.
         payload: Range<usize>,
     },
+    /// A [`Session`] read `len` bytes that completed no call (control frames, the start
+    /// of a reply).
+    Skip(usize),
+    /// A [`Session`] read `len` bytes that completed call `seq`; `ok`: its reply was the
+    /// expected one.
+    Done {
+        /// Bytes read.
+        len: usize,
+        /// The call's sequence number.
+        seq: u32,
+        /// Whether the reply carried the request's payload back.
+        ok: bool,
+    },
 }
 
 /// A reply that is not a well-formed echo reply.
@@ -39,6 +52,25 @@ pub trait Protocol: Send + Sync + 'static {
     fn encode(&self, seq: u32, payload: &[u8], out: &mut BytesMut);
     /// Recognises one reply at the front of `input`.
     fn decode(&self, input: &[u8]) -> Result<Decoded, ReplyError>;
+    /// A connection's own state, for protocols that keep one (HTTP/2): when `Some`, the
+    /// connection goes through it instead of [`encode`](Protocol::encode) and
+    /// [`decode`](Protocol::decode). `payload` is what every call carries.
+    fn session(&self, payload: &[u8]) -> Option<Box<dyn Session>> {
+        let _ = payload;
+        None
+    }
+}
+
+/// One connection of a stateful protocol.
+pub trait Session: Send {
+    /// What the connection sends first.
+    fn open(&mut self, out: &mut BytesMut);
+    /// Appends call `seq` (or as much of it as the peer lets through now).
+    fn encode(&mut self, seq: u32, out: &mut BytesMut);
+    /// Reads what the front of `input` holds ([`Decoded::NeedMore`], [`Decoded::Skip`] or
+    /// [`Decoded::Done`]), writing any answer the protocol owes (acknowledgements, window
+    /// updates, request data that waited) to `out`.
+    fn decode(&mut self, input: &[u8], out: &mut BytesMut) -> Result<Decoded, ReplyError>;
 }
 
 /// Length-prefixed raw messages (4-byte big-endian length, then the payload), echoed back

@@ -22,7 +22,8 @@ rpc-bench: load-test an echo service
   --addr HOST:PORT        server to load (required)
   --protocol NAME         the echo service (idl/echo.thrift, idl/echo.proto) over:
                           framed (default), buffered, ttheader (Thrift, with Kitex's
-                          headers), kitex-protobuf; or raw (4-byte length + payload,
+                          headers), kitex-protobuf, grpc (h2c, one stream per call,
+                          --inflight streams per connection); or raw (4-byte length + payload,
                           echoed in order: netpoll without RPC)
   --thrift-protocol P     binary (default) or compact, for framed/buffered/ttheader
   --connections N         connections in all (default 16)
@@ -254,8 +255,9 @@ fn protocol(name: &str, thrift: &str, payload: usize) -> Result<Arc<dyn Protocol
         "buffered" => Ok(thrift(ThriftTransport::Buffered)),
         "ttheader" => Ok(thrift(ThriftTransport::TTHeader)),
         "kitex-protobuf" => Ok(Arc::new(KitexPbEcho { max_frame })),
+        "grpc" => Ok(Arc::new(benches::grpc_echo::GrpcEcho { max_frame })),
         other => Err(format!(
-            "unknown protocol {other:?}; supported: framed, buffered, ttheader, kitex-protobuf, raw"
+            "unknown protocol {other:?}; supported: framed, buffered, ttheader, kitex-protobuf, grpc, raw"
         )),
     }
 }
