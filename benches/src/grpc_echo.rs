@@ -50,8 +50,13 @@ struct Stream {
 }
 
 struct GrpcSession {
-    /// A request's header block (no dynamic table: the same bytes for every call).
+    /// The first request's header block: the headers that never change are added to the
+    /// server's table, as gRPC clients do.
+    first_headers: Vec<u8>,
+    /// Every later request's: those headers by index.
     request_headers: Vec<u8>,
+    /// Whether a request was sent (so the table holds the headers).
+    indexed: bool,
     /// A request's DATA payload: the gRPC message of `EchoRequest { msg: payload }`; the
     /// reply's is the same bytes (`EchoReply` has the same shape).
     message: Bytes,
@@ -72,16 +77,23 @@ struct GrpcSession {
 
 impl GrpcSession {
     fn new(payload: &[u8], max_frame: usize) -> GrpcSession {
-        let mut request_headers = Vec::new();
-        for (n, v) in [
-            (&b":method"[..], &b"POST"[..]),
-            (b":scheme", b"http"),
+        let (mut first_headers, mut request_headers) = (Vec::new(), Vec::new());
+        for block in [&mut first_headers, &mut request_headers] {
+            hpack::encode(block, b":method", b"POST", false);
+            hpack::encode(block, b":scheme", b"http", false);
+        }
+        let indexed: [(&[u8], &[u8]); 4] = [
             (b":path", b"/echo.Echo/Echo"),
             (b":authority", b"rpc-bench"),
             (b"content-type", b"application/grpc"),
             (b"te", b"trailers"),
-        ] {
-            hpack::encode(&mut request_headers, n, v, true);
+        ];
+        for (n, v) in indexed {
+            hpack::encode_with_indexing(&mut first_headers, n, v, true);
+        }
+        // Added in that order, the first is now the oldest: index 62 + 3.
+        for i in (62..66).rev() {
+            hpack::write_int(&mut request_headers, 0x80, 7, i);
         }
         // EchoRequest { msg = 1: payload }, behind gRPC's 5-byte prefix.
         let mut pb = BytesMut::new();
@@ -97,7 +109,9 @@ impl GrpcSession {
         grpc::write_prefix(&mut message, false, pb.len());
         message.extend_from_slice(&pb);
         GrpcSession {
+            first_headers,
             request_headers,
+            indexed: false,
             message: message.freeze(),
             max_frame,
             decoder: hpack::Decoder::new(4096, 64 << 10),
@@ -115,7 +129,10 @@ impl GrpcSession {
     /// Sends what the windows allow of the waiting request data.
     fn send_waiting(&mut self, out: &mut BytesMut) {
         while let Some((stream, mut data)) = self.waiting.pop_front() {
-            let sw = self.stream_windows.entry(stream).or_insert(self.initial_window);
+            let sw = self
+                .stream_windows
+                .entry(stream)
+                .or_insert(self.initial_window);
             while !data.is_empty() {
                 let room = self.conn_window.min(*sw).min(self.peer_max_frame as i64);
                 if room <= 0 {
@@ -190,8 +207,20 @@ impl Session for GrpcSession {
 
     fn encode(&mut self, seq: u32, out: &mut BytesMut) {
         let stream = seq.wrapping_mul(2).wrapping_add(1) & 0x7fff_ffff;
-        h2f::write_headers(out, stream, &self.request_headers, false, self.peer_max_frame);
-        self.streams.insert(stream, Stream { matched: 0, ok: true });
+        let block = if self.indexed {
+            &self.request_headers
+        } else {
+            self.indexed = true;
+            &self.first_headers
+        };
+        h2f::write_headers(out, stream, block, false, self.peer_max_frame);
+        self.streams.insert(
+            stream,
+            Stream {
+                matched: 0,
+                ok: true,
+            },
+        );
         self.waiting.push_back((stream, self.message.clone()));
         self.send_waiting(out);
     }
@@ -242,7 +271,8 @@ impl Session for GrpcSession {
                 h2f::write_ping(out, true, data);
             }
             kind::WINDOW_UPDATE => {
-                let inc = i64::from(h2f::window_increment(payload).map_err(|e| ReplyError(e.0.into()))?);
+                let inc =
+                    i64::from(h2f::window_increment(payload).map_err(|e| ReplyError(e.0.into()))?);
                 if h.stream == 0 {
                     self.conn_window += inc;
                 } else if let Some(w) = self.stream_windows.get_mut(&h.stream) {

@@ -190,7 +190,14 @@ impl LoadConn {
 
     /// A reply to call `seq` (`None`: the oldest) arrived, `ok` if it carried the payload
     /// back: counts it. Returns whether it answered a call sent.
-    fn answered(&mut self, seq: Option<u32>, ok: bool, len: usize, now: Instant, recording: bool) -> bool {
+    fn answered(
+        &mut self,
+        seq: Option<u32>,
+        ok: bool,
+        len: usize,
+        now: Instant,
+        recording: bool,
+    ) -> bool {
         let pos = match seq {
             None => (!self.outstanding.is_empty()).then_some(0),
             Some(s) => self.outstanding.iter().position(|&(o, _)| o == s),

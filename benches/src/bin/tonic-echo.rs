@@ -37,11 +37,16 @@ fn main() {
         .build()
         .expect("tokio runtime");
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&addr).await.unwrap_or_else(|e| {
-            eprintln!("tonic-echo: {addr}: {e}");
-            std::process::exit(1)
-        });
-        println!("tonic-echo: listening on {}", listener.local_addr().unwrap());
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .unwrap_or_else(|e| {
+                eprintln!("tonic-echo: {addr}: {e}");
+                std::process::exit(1)
+            });
+        println!(
+            "tonic-echo: listening on {}",
+            listener.local_addr().unwrap()
+        );
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         tonic::transport::Server::builder()

@@ -376,6 +376,21 @@ pub fn encode(out: &mut Vec<u8>, name: &[u8], value: &[u8], huffman: bool) {
     write_str(out, value, huffman);
 }
 
+/// Appends `name: value` as a literal with incremental indexing (the peer's decoder adds
+/// it to its table, as index 62, moving older entries up): what a client does with the
+/// headers it sends on every request, so that later requests name them by index.
+pub fn encode_with_indexing(out: &mut Vec<u8>, name: &[u8], value: &[u8], huffman: bool) {
+    let index = STATIC_TABLE
+        .iter()
+        .position(|(n, _)| n.as_bytes() == name)
+        .map_or(0, |i| i + 1);
+    write_int(out, 0x40, 6, index);
+    if index == 0 {
+        write_str(out, name, false);
+    }
+    write_str(out, value, huffman);
+}
+
 fn write_str(out: &mut Vec<u8>, s: &[u8], huffman: bool) {
     if huffman {
         let n = huffman::encoded_len(s);

@@ -1,9 +1,8 @@
 //! HPACK's static Huffman code (RFC 7541 Appendix B): decoding into a caller's buffer and
 //! encoding.
 //!
-//! The code is canonical (codes of one length are consecutive, shorter lengths first, in
-//! symbol order), so decoding needs no tree: per length, the first code and where its
-//! symbols start in the length-ordered symbol list.
+//! Decoding reads four bits at a time through a table built once from the code's tree
+//! (as HPACK decoders commonly do): two lookups per input byte.
 
 /// `(bit length, code)` for each octet value, then the end-of-string symbol (256). Codes
 /// are right-aligned. RFC 7541 Appendix B.
@@ -54,42 +53,91 @@ const CODES: [(u8, u32); 257] = [
     (27, 0x7ffffee), (27, 0x7ffffef), (27, 0x7fffff0), (26, 0x3ffffee), (30, 0x3fffffff),
 ];
 
-/// The longest code, in bits.
-const MAX_LEN: usize = 30;
-
-/// The decoding tables, derived from [`CODES`] once.
-struct Canonical {
-    /// For each length: the first code of that length, how many codes have it, and the
-    /// index in `symbols` of the first.
-    first: [u32; MAX_LEN + 1],
-    count: [u32; MAX_LEN + 1],
-    start: [u16; MAX_LEN + 1],
-    /// Symbols ordered by (length, symbol).
-    symbols: [u16; 257],
+/// A decoding step: from a state (a node of the code's tree), four more input bits lead
+/// to another state, having emitted at most one symbol (no code is shorter than five
+/// bits).
+#[derive(Clone, Copy, Default)]
+struct Step {
+    next: u8,
+    /// The symbol emitted, if `EMIT`.
+    symbol: u8,
+    flags: u8,
 }
 
-fn canonical() -> &'static Canonical {
-    static TABLE: std::sync::OnceLock<Canonical> = std::sync::OnceLock::new();
+const EMIT: u8 = 1;
+/// The bits spelled the end-of-string symbol.
+const FAIL: u8 = 2;
+
+/// The nibble-at-a-time decoder, built from [`CODES`] once: 256 states (the internal nodes
+/// of the code's tree; state 0 is the root) times 16 nibbles.
+struct Table {
+    steps: Vec<[Step; 16]>,
+    /// Whether input may end in a state: the bits since the last symbol are a prefix of
+    /// EOS (all ones) of at most 7 bits.
+    may_end: Vec<bool>,
+}
+
+fn table() -> &'static Table {
+    static TABLE: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut c = Canonical {
-            first: [0; MAX_LEN + 1],
-            count: [0; MAX_LEN + 1],
-            start: [0; MAX_LEN + 1],
-            symbols: [0; 257],
-        };
-        let mut order: Vec<u16> = (0..257).collect();
-        order.sort_by_key(|&s| (CODES[s as usize].0, s));
-        for (i, &s) in order.iter().enumerate() {
-            let (len, code) = CODES[s as usize];
-            let l = len as usize;
-            if c.count[l] == 0 {
-                c.first[l] = code;
-                c.start[l] = i as u16;
+        // The tree: children of internal nodes; leaves are `LEAF | symbol`.
+        const LEAF: u16 = 0x8000;
+        let mut children: Vec<[u16; 2]> = vec![[0, 0]];
+        for (symbol, &(len, code)) in CODES.iter().enumerate() {
+            let mut node = 0usize;
+            for i in (0..len).rev() {
+                let bit = ((code >> i) & 1) as usize;
+                if i == 0 {
+                    children[node][bit] = LEAF | symbol as u16;
+                } else {
+                    if children[node][bit] == 0 {
+                        children.push([0, 0]);
+                        children[node][bit] = (children.len() - 1) as u16;
+                    }
+                    node = children[node][bit] as usize;
+                }
             }
-            c.count[l] += 1;
-            c.symbols[i] = s;
         }
-        c
+        debug_assert_eq!(children.len(), 256);
+        // Depth along the all-ones path, for the end check.
+        let mut ones = vec![None; children.len()];
+        let (mut node, mut depth) = (0usize, 0u8);
+        loop {
+            ones[node] = Some(depth);
+            let c = children[node][1];
+            if c & LEAF != 0 {
+                break;
+            }
+            node = c as usize;
+            depth += 1;
+        }
+        let may_end = ones.iter().map(|d| d.is_some_and(|d| d <= 7)).collect();
+        let steps = (0..children.len())
+            .map(|state| {
+                let mut row = [Step::default(); 16];
+                for (nibble, step) in row.iter_mut().enumerate() {
+                    let mut node = state;
+                    for i in (0..4).rev() {
+                        let c = children[node][(nibble >> i) & 1];
+                        if c & LEAF != 0 {
+                            let symbol = c & !LEAF;
+                            if symbol == 256 {
+                                step.flags |= FAIL;
+                            } else {
+                                step.flags |= EMIT;
+                                step.symbol = symbol as u8;
+                            }
+                            node = 0;
+                        } else {
+                            node = c as usize;
+                        }
+                    }
+                    step.next = node as u8;
+                }
+                row
+            })
+            .collect();
+        Table { steps, may_end }
     })
 }
 
@@ -104,30 +152,22 @@ pub enum HuffmanError {
 
 /// Decodes `input`, appending the octets to `out`.
 pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
-    let t = canonical();
+    let t = table();
     out.reserve(input.len() + input.len() / 2);
-    let (mut code, mut len) = (0u32, 0usize);
+    let mut state = 0u8;
     for &byte in input {
-        for shift in (0..8).rev() {
-            code = (code << 1) | u32::from((byte >> shift) & 1);
-            len += 1;
-            if len > MAX_LEN {
-                return Err(HuffmanError::BadPadding);
+        for nibble in [byte >> 4, byte & 0xf] {
+            let step = t.steps[state as usize][nibble as usize];
+            if step.flags & FAIL != 0 {
+                return Err(HuffmanError::EndOfString);
             }
-            let offset = code.wrapping_sub(t.first[len]);
-            if t.count[len] > 0 && code >= t.first[len] && offset < t.count[len] {
-                let symbol = t.symbols[t.start[len] as usize + offset as usize];
-                if symbol == 256 {
-                    return Err(HuffmanError::EndOfString);
-                }
-                out.push(symbol as u8);
-                code = 0;
-                len = 0;
+            if step.flags & EMIT != 0 {
+                out.push(step.symbol);
             }
+            state = step.next;
         }
     }
-    // What is left is padding: the most significant bits of EOS, so at most 7 ones.
-    if len > 7 || code != (1u32 << len) - 1 {
+    if !t.may_end[state as usize] {
         return Err(HuffmanError::BadPadding);
     }
     Ok(())
@@ -172,9 +212,7 @@ mod tests {
         // Kraft's sum is exactly one: every bit string decodes to something.
         let sum: f64 = CODES.iter().map(|&(l, _)| 0.5f64.powi(l as i32)).sum();
         assert!((sum - 1.0).abs() < 1e-12);
-        let t = canonical();
-        let total: u32 = t.count.iter().sum();
-        assert_eq!(total, 257);
+        assert_eq!(table().steps.len(), 256, "a complete code of 257 leaves");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! most [`MAX_HEADER_BLOCK`]).
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -21,6 +22,7 @@ use netpoll_codec::h2::frame::{self as h2f, code, flag, kind, setting, FrameHead
 use netpoll_codec::h2::{grpc, hpack};
 use netpoll_codec::thrift::{ApplicationException, ApplicationExceptionKind, MessageType};
 
+use super::router::Fnv;
 use super::stats::CloseCause;
 use super::Shared;
 use crate::wire::Payload;
@@ -85,7 +87,7 @@ pub(crate) struct H2 {
     started: bool,
     preface_seen: bool,
     decoder: hpack::Decoder,
-    streams: HashMap<u32, Stream>,
+    streams: HashMap<u32, Stream, BuildHasherDefault<Fnv>>,
     last_stream: u32,
     /// A header block being gathered: its stream, whether it ends the stream, the block.
     continuation: Option<(u32, bool, BytesMut)>,
@@ -141,7 +143,7 @@ impl H2 {
             started: false,
             preface_seen: false,
             decoder: hpack::Decoder::new(4096, MAX_HEADER_LIST),
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             last_stream: 0,
             continuation: None,
             peer_max_frame: h2f::DEFAULT_MAX_FRAME as usize,
@@ -450,7 +452,7 @@ impl H2 {
                 .router
                 .find(method, Payload::Protobuf, || None)
                 .filter(|(s, _)| s.name() == svc)
-                .map(|_| method.to_owned())
+                .map(|(s, i)| s.methods()[i].name)
         });
         let Some(method) = found else {
             let why = format!("unknown method {}", String::from_utf8_lossy(&path));
@@ -461,10 +463,10 @@ impl H2 {
             self.trailers_only(conn, stream, 12, "only identity encoding is served");
             return Ok(());
         }
-        let mut data = BytesMut::new();
+        let mut data = BytesMut::with_capacity(256);
         let header = KitexPbHeader {
             kind: MessageType::Call,
-            method: method.as_str().into(),
+            method: netpoll_codec::ByteString::from_static(method),
             seq_id: stream as i32,
         };
         header.write_message_header(&mut data, 0);
