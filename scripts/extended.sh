@@ -3,7 +3,7 @@
 # (memory and descriptors must stay flat), and the performance measurements whose
 # numbers BENCHMARKS.md quotes. Server on CPU 0, clients on CPU 1.
 #
-#   scripts/extended.sh [soak|soak-tls|bench|observability|governed|tls|all]   (default: all)
+#   scripts/extended.sh [soak|soak-tls|bench|observability|governed|tls|grpc|all]   (default: all)
 #
 # Environment: SOAK (total soak time in seconds, default 120), SOAK_STEP (seconds per
 # sample, default 10), and each script's own (REPEATS, DURATION).
@@ -67,6 +67,7 @@ case "$what" in
   soak) soak ;;
   soak-tls) soak tls ;;
   tls) scripts/tls-bench.sh ;;
+  grpc) scripts/grpc-bench.sh ;;
   bench) python3 scripts/bench-rpc.py ;;
   observability) scripts/observability-cost.sh ;;
   governed) scripts/governed-bench.sh ;;
@@ -77,6 +78,7 @@ case "$what" in
     scripts/governed-bench.sh
     soak tls
     scripts/tls-bench.sh
+    scripts/grpc-bench.sh
     ;;
-  *) echo "usage: scripts/extended.sh [soak|soak-tls|bench|observability|governed|tls|all]" >&2; exit 2 ;;
+  *) echo "usage: scripts/extended.sh [soak|soak-tls|bench|observability|governed|tls|grpc|all]" >&2; exit 2 ;;
 esac
