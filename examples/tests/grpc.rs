@@ -292,3 +292,44 @@ fn the_server_answers_deadline_exceeded_at_the_deadline_and_drops_the_late_reply
         "the handler's late reply must be dropped"
     );
 }
+
+#[test]
+fn a_stream_answered_early_is_forgotten_once_the_client_ends_it() {
+    // An unknown method is answered at once (trailers only) while the client is still
+    // sending; when the client ends the stream, nothing of it may be left, or a graceful
+    // stop would wait for it until its deadline.
+    let mut server = EchoServer::start(&[]);
+    let mut s = raw(server.addr);
+    let mut out = BytesMut::new();
+    h2f::write_headers(
+        &mut out,
+        1,
+        &request_block("/echo.Echo/Nope"),
+        false,
+        16_384,
+    );
+    s.write_all(&out).unwrap();
+    let mut head = [0u8; 9];
+    // Read up to the trailers of stream 1.
+    loop {
+        s.read_exact(&mut head).unwrap();
+        let h = h2f::FrameHeader::parse(&head).unwrap();
+        let mut p = vec![0u8; h.len as usize];
+        s.read_exact(&mut p).unwrap();
+        if h.kind == kind::HEADERS && h.stream == 1 {
+            assert!(h.has(flag::END_STREAM));
+            break;
+        }
+    }
+    let mut out = BytesMut::new();
+    h2f::write_data(&mut out, 1, &[0, 0, 0, 0, 0], true);
+    s.write_all(&out).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = std::time::Instant::now();
+    assert!(server.terminate().success());
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "the stop waited {:?} for a stream that had ended",
+        t0.elapsed()
+    );
+}

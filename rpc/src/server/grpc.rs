@@ -498,6 +498,11 @@ impl H2 {
             return;
         };
         if s.answered {
+            // Answered early (an error) while the client was still sending: now both
+            // sides are done.
+            if s.pending.is_none() {
+                self.end_stream(conn, stream);
+            }
             return;
         }
         let body = &s.data[s.header_len..];
