@@ -333,3 +333,100 @@ fn a_stream_answered_early_is_forgotten_once_the_client_ends_it() {
         t0.elapsed()
     );
 }
+
+/// The `grpc-status` of each stream's last HEADERS (its trailers), in order.
+fn statuses(frames: &[(h2f::FrameHeader, Vec<u8>)]) -> Vec<(u32, String)> {
+    let mut d = hpack::Decoder::new(4096, 1 << 20);
+    frames
+        .iter()
+        .filter(|(h, _)| h.kind == kind::HEADERS)
+        .filter_map(|(h, p)| {
+            let mut status = None;
+            d.decode(p, |n, v| {
+                if n == b"grpc-status" {
+                    status = Some(String::from_utf8_lossy(v).into_owned());
+                }
+            })
+            .unwrap();
+            status.map(|s| (h.stream, s))
+        })
+        .collect()
+}
+
+#[test]
+fn an_oversized_header_list_costs_its_stream_only() {
+    let server = EchoServer::start(&[]);
+    let mut s = raw(server.addr);
+    // Stream 1: a 17 KB header (over the 16 KiB list limit) and no END_STREAM, as a
+    // client with a large token sends; then its DATA. Stream 3: a good call.
+    let mut block = request_block("/echo.Echo/Echo");
+    hpack::encode(&mut block, b"authorization", &[b't'; 17_000], false);
+    let mut msg = BytesMut::new();
+    netpoll_codec::h2::grpc::write_prefix(&mut msg, false, 4);
+    msg.extend_from_slice(&[0x0a, 0x02, b'o', b'k']);
+    let mut out = BytesMut::new();
+    h2f::write_headers(&mut out, 1, &block, false, 16_384);
+    h2f::write_data(&mut out, 1, &msg, true);
+    h2f::write_headers(
+        &mut out,
+        3,
+        &request_block("/echo.Echo/Echo"),
+        false,
+        16_384,
+    );
+    h2f::write_data(&mut out, 3, &msg, true);
+    h2f::write_goaway(&mut out, 0, h2f::code::NO_ERROR, b"");
+    s.write_all(&out).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let (frames, _) = frames_until_close(&mut s);
+    assert_eq!(goaway_code(&frames), None, "the connection must go on");
+    let st = statuses(&frames);
+    assert!(st.contains(&(1, "8".into())), "{st:?}");
+    assert!(st.contains(&(3, "0".into())), "{st:?}");
+    assert!(frames
+        .iter()
+        .any(|(h, _)| h.kind == kind::RST_STREAM && h.stream == 1));
+}
+
+#[test]
+fn a_client_that_ignores_flow_control_is_stopped() {
+    let server = EchoServer::start(&["--max-frame", "8388608"]);
+    let rss_before = server.rss_mib();
+    let mut s = raw(server.addr);
+    // 48 streams of 8 MB each, never ended: far beyond the windows we open.
+    let chunk = vec![0u8; 16_000];
+    let mut out = BytesMut::new();
+    let mut sent = 0usize;
+    'outer: for i in 0..48u32 {
+        let id = 1 + 2 * i;
+        out.clear();
+        h2f::write_headers(
+            &mut out,
+            id,
+            &request_block("/echo.Echo/Echo"),
+            false,
+            16_384,
+        );
+        if s.write_all(&out).is_err() {
+            break;
+        }
+        for _ in 0..512 {
+            out.clear();
+            h2f::write_data(&mut out, id, &chunk, false);
+            if s.write_all(&out).is_err() {
+                break 'outer; // closed on us: good
+            }
+            sent += chunk.len();
+        }
+    }
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let (frames, closed) = frames_until_close(&mut s);
+    assert!(closed);
+    assert_eq!(
+        goaway_code(&frames),
+        Some(h2f::code::FLOW_CONTROL_ERROR),
+        "after {sent} bytes"
+    );
+    let grew = server.rss_mib() - rss_before;
+    assert!(grew < 100.0, "the server grew by {grew:.0} MiB");
+}

@@ -222,13 +222,13 @@ impl ServerConn {
         frame: Bytes,
         arrived: Instant,
         headers: &'static Headers<'static>,
-        grpc: Option<(&mut H2, Option<std::time::Duration>)>,
+        grpc: Option<(&mut H2, Option<std::time::Duration>, &'static str)>,
     ) -> Result<(), CloseCause> {
         let frame_len = frame.len();
         let shared = &*self.shared;
-        let (grpc, grpc_timeout) = match grpc {
-            Some((h2, t)) => (Some(h2), t),
-            None => (None, None),
+        let (grpc, grpc_timeout, grpc_service) = match grpc {
+            Some((h2, t, s)) => (Some(h2), t, Some(s)),
+            None => (None, None, None),
         };
         // A frame whose envelope cannot be read cannot be answered: close.
         let (parsed, framing) = match protocol {
@@ -279,9 +279,12 @@ impl ServerConn {
             sink.reply(slot, |out, h| wire::write_status(env, out, &s, h));
             return Ok(());
         }
-        let route = shared.router.find(&env.method, env.payload, || {
-            tt.and_then(|t| t.str_header(frame::str_key::IDL_SERVICE_NAME))
-        });
+        let route = shared
+            .router
+            .find(&env.method, env.payload, || match grpc_service {
+                Some(s) => Some(Bytes::from_static(s.as_bytes())),
+                None => tt.and_then(|t| t.str_header(frame::str_key::IDL_SERVICE_NAME)),
+            });
         // The caller expects a reply exactly when it sent a CALL.
         let wants_reply = env.kind == MessageType::Call;
         let slot = (wants_reply && !out_of_order).then(|| sink.order.take());
@@ -512,6 +515,10 @@ impl ServerConn {
         input: &mut Input<'_>,
         headers: &'static Headers<'static>,
     ) {
+        // HTTP/2 keeps its own state of partial frames; the Thrift read timeout does not
+        // apply (a preface split over two reads started it).
+        self.partial_since = None;
+        self.pending_since = None;
         if self.throttle(conn) {
             return; // the rest waits, unread, until replies go out
         }
@@ -519,13 +526,16 @@ impl ServerConn {
         let mut ready: Vec<Ready> = Vec::new();
         let read = h2.read(conn, input, &self.shared, &mut ready);
         for call in ready {
+            if !h2.has_stream(call.stream) {
+                continue; // reset by the client in the same read: not served
+            }
             let r = self.serve(
                 conn,
                 Proto::Grpc,
                 call.message,
                 call.arrived,
                 headers,
-                Some((&mut h2, call.timeout)),
+                Some((&mut h2, call.timeout, call.service)),
             );
             if let Err(cause) = r {
                 self.grpc = Some(h2);
@@ -625,6 +635,9 @@ impl Handler for ServerConn {
                 self.last_active = self.last_active.max(conn.last_received());
                 let busy = self.deferred.all > 0 || self.order.in_flight() > 0;
                 if !busy && now >= self.last_active + idle {
+                    if let Some(h2) = self.grpc.as_deref_mut() {
+                        h2.shutdown(conn); // GOAWAY first: a call racing the close is retried
+                    }
                     self.close(conn, CloseCause::IdleTimeout);
                 } else {
                     let at = if busy {

@@ -69,6 +69,13 @@ struct Stream {
     pending: Option<(Bytes, &'static [u8])>,
     /// Bytes received on it since its window was last topped up.
     unacked: u32,
+    /// Bytes of its request held in `data` (given back to the connection window when
+    /// they leave it).
+    buffered: u32,
+    /// Its reply waits for window (it is in `blocked`).
+    blocked: bool,
+    /// The service its `:path` named.
+    service: &'static str,
     /// Its deadline's timer, while its reply is deferred.
     timer: Option<netpoll::TimerId>,
 }
@@ -77,6 +84,8 @@ struct Stream {
 #[derive(Debug)]
 pub(crate) struct Ready {
     pub(crate) stream: u32,
+    /// The service `:path` named (without its package).
+    pub(crate) service: &'static str,
     pub(crate) message: Bytes,
     pub(crate) arrived: Instant,
     pub(crate) timeout: Option<Duration>,
@@ -96,6 +105,12 @@ pub(crate) struct H2 {
     conn_send_window: i64,
     /// Bytes received since the connection window was last topped up.
     conn_unacked: u32,
+    /// The connection receive window we keep open: what one connection can make us
+    /// hold of requests not yet served.
+    conn_window: u32,
+    /// What the client may still send on the connection; below zero it ignored flow
+    /// control.
+    conn_recv_window: i64,
     /// The header block of a reply's HEADERS (`:status 200`, `content-type`).
     reply_headers: Vec<u8>,
     /// The header block of a successful reply's trailers (`grpc-status: 0`).
@@ -150,12 +165,19 @@ impl H2 {
             peer_initial_window: i64::from(h2f::DEFAULT_WINDOW),
             conn_send_window: i64::from(h2f::DEFAULT_WINDOW),
             conn_unacked: 0,
+            conn_window: CONN_WINDOW,
+            conn_recv_window: i64::from(CONN_WINDOW),
             reply_headers,
             ok_trailers,
             blocked: Vec::new(),
             goaway: false,
             scratch: BytesMut::new(),
         }
+    }
+
+    /// Whether `stream` is still open (not reset or answered).
+    pub(crate) fn has_stream(&self, stream: u32) -> bool {
+        self.streams.contains_key(&stream)
     }
 
     /// Whether every stream is done (for a graceful close).
@@ -184,7 +206,12 @@ impl H2 {
                     (setting::ENABLE_PUSH, 0),
                 ],
             );
-            h2f::write_window_update(out, 0, CONN_WINDOW - h2f::DEFAULT_WINDOW);
+            // Room for two of the largest requests, at least the default.
+            let window = (2 * shared.max_frame as u64 + (1 << 20))
+                .clamp(u64::from(CONN_WINDOW), u64::from(h2f::MAX_WINDOW));
+            self.conn_window = window as u32;
+            self.conn_recv_window = window as i64;
+            h2f::write_window_update(out, 0, self.conn_window - h2f::DEFAULT_WINDOW);
         }
         if !self.preface_seen {
             let n = h2f::PREFACE.len();
@@ -222,8 +249,9 @@ impl H2 {
 
     /// Tops the receive windows up once half of them was used.
     fn top_up(&mut self, conn: &mut Conn<'_>) {
-        if self.conn_unacked >= CONN_WINDOW / 2 {
+        if self.conn_unacked >= self.conn_window / 2 {
             h2f::write_window_update(conn.output(), 0, self.conn_unacked);
+            self.conn_recv_window += i64::from(self.conn_unacked);
             self.conn_unacked = 0;
         }
     }
@@ -252,6 +280,7 @@ impl H2 {
                 }
                 let values = h2f::settings(&payload)
                     .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad SETTINGS length"))?;
+                let mut grew = false;
                 for (id, v) in values {
                     match id {
                         setting::INITIAL_WINDOW_SIZE => {
@@ -263,6 +292,7 @@ impl H2 {
                             for s in self.streams.values_mut() {
                                 s.send_window += delta;
                             }
+                            grew |= delta > 0;
                         }
                         setting::MAX_FRAME_SIZE => {
                             if !(h2f::DEFAULT_MAX_FRAME..=(1 << 24) - 1).contains(&v) {
@@ -274,7 +304,9 @@ impl H2 {
                     }
                 }
                 h2f::write_settings_ack(conn.output());
-                self.flush_blocked(conn);
+                if grew {
+                    self.flush_blocked(conn);
+                }
             }
             kind::PING => {
                 let data: [u8; 8] = payload[..]
@@ -297,10 +329,14 @@ impl H2 {
                     if self.conn_send_window > i64::from(h2f::MAX_WINDOW) {
                         return Err(conn_err(code::FLOW_CONTROL_ERROR, "window overflow"));
                     }
+                    self.flush_blocked(conn);
                 } else if let Some(s) = self.streams.get_mut(&h.stream) {
                     s.send_window += inc;
+                    if s.pending.is_some() {
+                        // Still listed in `blocked` if it stays blocked: not listed twice.
+                        self.send_pending(conn, h.stream);
+                    }
                 }
-                self.flush_blocked(conn);
             }
             kind::HEADERS => {
                 let block = h2f::content(&h, payload)
@@ -334,7 +370,10 @@ impl H2 {
             }
             kind::DATA => {
                 let len = h.len;
-                self.conn_unacked += len;
+                self.conn_recv_window -= i64::from(len);
+                if self.conn_recv_window < 0 {
+                    return Err(conn_err(code::FLOW_CONTROL_ERROR, "DATA beyond the window"));
+                }
                 let data = h2f::content(&h, payload)
                     .map_err(|_| conn_err(code::PROTOCOL_ERROR, "bad DATA padding"))?;
                 let Some(s) = self.streams.get_mut(&h.stream) else {
@@ -342,18 +381,25 @@ impl H2 {
                         return Err(conn_err(code::PROTOCOL_ERROR, "DATA on an idle stream"));
                     }
                     // A stream reset or answered meanwhile: its data is dropped.
+                    self.conn_unacked += len;
                     return Ok(());
                 };
                 if s.remote_closed {
                     return Err(conn_err(code::STREAM_CLOSED, "DATA after END_STREAM"));
                 }
                 s.unacked += len;
+                if s.unacked > STREAM_WINDOW {
+                    return Err(conn_err(
+                        code::FLOW_CONTROL_ERROR,
+                        "DATA beyond the stream window",
+                    ));
+                }
                 if !s.answered {
                     if s.data.len() - s.header_len + data.len()
                         > shared.max_frame + grpc::PREFIX_LEN
                     {
                         s.answered = true;
-                        s.data = BytesMut::new();
+                        self.conn_unacked += len;
                         let why = format!("request message larger than {} bytes", shared.max_frame);
                         self.trailers_only(conn, h.stream, 8, &why); // RESOURCE_EXHAUSTED
                         h2f::write_rst_stream(conn.output(), h.stream, code::CANCEL);
@@ -361,7 +407,13 @@ impl H2 {
                         return Ok(());
                     }
                     s.data.extend_from_slice(&data);
+                    s.buffered += data.len() as u32;
                 }
+                // Padding and dropped data go back to the connection window now, the
+                // request's own bytes when they leave our buffer (so what one connection
+                // makes us hold is bounded by the window we advertise).
+                let held = if s.answered { 0 } else { data.len() as u32 };
+                self.conn_unacked += len - held;
                 if h.has(flag::END_STREAM) {
                     s.remote_closed = true;
                     self.request_done(conn, h.stream, ready);
@@ -399,6 +451,13 @@ impl H2 {
         shared: &Shared,
         ready: &mut Vec<Ready>,
     ) -> Result<(), ConnError> {
+        let new_stream = !self.streams.contains_key(&stream);
+        if new_stream {
+            if stream == 0 || stream % 2 == 0 || stream <= self.last_stream {
+                return Err(conn_err(code::PROTOCOL_ERROR, "bad stream id"));
+            }
+            self.last_stream = stream;
+        }
         let mut path: Option<Vec<u8>> = None;
         let mut timeout = None;
         let mut grpc_content = false;
@@ -414,7 +473,7 @@ impl H2 {
             Ok(()) => {}
             Err(hpack::HpackError::ListTooLarge) => {
                 // The table is still in step: only this stream is refused.
-                self.trailers_only(conn, stream, 8, "header list too large");
+                self.refuse(conn, stream, end_stream, 8, "header list too large");
                 return Ok(());
             }
             Err(_) => return Err(conn_err(code::COMPRESSION_ERROR, "bad header block")),
@@ -431,16 +490,12 @@ impl H2 {
             self.request_done(conn, stream, ready);
             return Ok(());
         }
-        if stream % 2 == 0 || stream <= self.last_stream {
-            return Err(conn_err(code::PROTOCOL_ERROR, "bad stream id"));
-        }
-        self.last_stream = stream;
         if self.goaway || self.streams.len() >= MAX_STREAMS as usize {
             h2f::write_rst_stream(conn.output(), stream, code::REFUSED_STREAM);
             return Ok(());
         }
         let Some(path) = path.filter(|_| grpc_content) else {
-            self.trailers_only(conn, stream, 3, "not a gRPC request"); // INVALID_ARGUMENT
+            self.refuse(conn, stream, end_stream, 3, "not a gRPC request"); // INVALID_ARGUMENT
             return Ok(());
         };
         // `/{package}.{Service}/{Method}`: the service is matched by its name without the
@@ -450,23 +505,31 @@ impl H2 {
             let svc = svc.rsplit('.').next()?;
             shared
                 .router
-                .find(method, Payload::Protobuf, || None)
+                .find(method, Payload::Protobuf, || {
+                    Some(Bytes::copy_from_slice(svc.as_bytes()))
+                })
                 .filter(|(s, _)| s.name() == svc)
-                .map(|(s, i)| s.methods()[i].name)
+                .map(|(s, i)| (s.name(), s.methods()[i].name))
         });
-        let Some(method) = found else {
+        let Some(route) = found else {
             let why = format!("unknown method {}", String::from_utf8_lossy(&path));
-            self.trailers_only(conn, stream, 12, &why); // UNIMPLEMENTED
+            self.refuse(conn, stream, end_stream, 12, &why); // UNIMPLEMENTED
             return Ok(());
         };
         if !encoding_ok {
-            self.trailers_only(conn, stream, 12, "only identity encoding is served");
+            self.refuse(
+                conn,
+                stream,
+                end_stream,
+                12,
+                "only identity encoding is served",
+            );
             return Ok(());
         }
         let mut data = BytesMut::with_capacity(256);
         let header = KitexPbHeader {
             kind: MessageType::Call,
-            method: netpoll_codec::ByteString::from_static(method),
+            method: netpoll_codec::ByteString::from_static(route.1),
             seq_id: stream as i32,
         };
         header.write_message_header(&mut data, 0);
@@ -483,6 +546,9 @@ impl H2 {
                 send_window: self.peer_initial_window,
                 pending: None,
                 unacked: 0,
+                buffered: 0,
+                blocked: false,
+                service: route.0,
                 timer: None,
             },
         );
@@ -521,6 +587,7 @@ impl H2 {
             return;
         }
         // Move the message header over the 5-byte prefix: header, then the message.
+        self.conn_unacked += std::mem::take(&mut s.buffered);
         let h = s.header_len;
         s.data.copy_within(0..h, grpc::PREFIX_LEN);
         let mut data = std::mem::take(&mut s.data);
@@ -528,10 +595,22 @@ impl H2 {
         s.answered = true;
         ready.push(Ready {
             stream,
+            service: s.service,
             message: data.freeze(),
             arrived: s.arrived,
             timeout: s.timeout,
         });
+    }
+
+    /// Refuses a stream at its headers: trailers alone, then (if the client is still
+    /// sending) RST_STREAM(NO_ERROR), so that it stops (RFC 9113 §8.1); the stream is
+    /// forgotten.
+    fn refuse(&mut self, conn: &mut Conn<'_>, stream: u32, ended: bool, status: u8, why: &str) {
+        self.trailers_only(conn, stream, status, why);
+        if !ended {
+            h2f::write_rst_stream(conn.output(), stream, code::NO_ERROR);
+        }
+        self.end_stream(conn, stream);
     }
 
     /// Answers `stream` with trailers alone (an error before any message).
@@ -607,7 +686,8 @@ impl H2 {
                 .min(self.peer_max_frame as i64);
             if room <= 0 {
                 s.pending = Some((data, &[]));
-                if !self.blocked.contains(&stream) {
+                if !s.blocked {
+                    s.blocked = true;
                     self.blocked.push(stream);
                 }
                 return;
@@ -634,7 +714,10 @@ impl H2 {
             return;
         }
         for stream in std::mem::take(&mut self.blocked) {
-            self.send_pending(conn, stream);
+            if let Some(s) = self.streams.get_mut(&stream) {
+                s.blocked = false;
+                self.send_pending(conn, stream);
+            }
         }
     }
 
@@ -665,8 +748,11 @@ impl H2 {
 
     /// Forgets a stream (answered, or reset), and its deadline's timer.
     fn end_stream(&mut self, conn: &mut Conn<'_>, stream: u32) {
-        if let Some(t) = self.streams.remove(&stream).and_then(|s| s.timer) {
-            conn.cancel_timer(t);
+        if let Some(s) = self.streams.remove(&stream) {
+            self.conn_unacked += s.buffered;
+            if let Some(t) = s.timer {
+                conn.cancel_timer(t);
+            }
         }
     }
 
