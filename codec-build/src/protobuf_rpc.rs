@@ -26,6 +26,11 @@ pub(crate) fn describe(s: &Service) -> ServiceDesc {
     ServiceDesc {
         idl: Idl::Protobuf,
         wire_name: s.proto_name.clone(),
+        full_name: if s.package.is_empty() {
+            s.proto_name.clone()
+        } else {
+            format!("{}.{}", s.package, s.proto_name)
+        },
         rust_name: s.name.clone(),
         snake: snake_case(&s.name),
         doc: doc(&s.comments.leading),

@@ -148,6 +148,7 @@ impl Ctx<'_> {
         let desc = ServiceDesc {
             idl: Idl::Thrift,
             wire_name: idl.clone(),
+            full_name: idl.clone(),
             rust_name: svc.clone(),
             snake: snake_case(&s.name.name),
             doc: s.doc.clone(),

@@ -174,6 +174,11 @@ fn server(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
     code.open("fn name(&self) -> &'static str {");
     code.line(format!("\"{idl}\""));
     code.close("}");
+    if s.full_name != s.wire_name {
+        code.open("fn full_name(&self) -> &'static str {");
+        code.line(format!("\"{}\"", s.full_name));
+        code.close("}");
+    }
     code.open(format!("fn idl(&self) -> {rpc}::server::Idl {{"));
     code.line(match s.idl {
         Idl::Thrift => format!("{rpc}::server::Idl::Thrift"),

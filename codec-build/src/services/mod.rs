@@ -34,6 +34,8 @@ pub(crate) struct ServiceDesc {
     pub idl: Idl,
     /// The name callers use on the wire (TTHeader's `isn`).
     pub wire_name: String,
+    /// The fully qualified name (`package.Service` for Protobuf, as gRPC paths name it).
+    pub full_name: String,
     /// The Rust name of the trait (and prefix of the server and client types).
     pub rust_name: String,
     /// `register_{snake}`.

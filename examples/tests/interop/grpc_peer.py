@@ -66,7 +66,7 @@ def client(pb, pbg, target, ca=None):
         futs = [stub.Echo.future(pb.EchoRequest(msg=b"%d" % i), timeout=10) for i in range(200)]
         got = [f.result().msg for f in futs]
     check("200 calls in flight", got == [b"%d" % i for i in range(200)])
-    for path in ("/echo.Echo/Nope", "/nope.Nope/Echo"):
+    for path in ("/echo.Echo/Nope", "/nope.Nope/Echo", "/other.Echo/Echo"):
         try:
             ch.unary_unary(path)(b"", timeout=5)
             check(f"UNIMPLEMENTED for {path}", False, "answered")

@@ -279,12 +279,13 @@ impl ServerConn {
             sink.reply(slot, |out, h| wire::write_status(env, out, &s, h));
             return Ok(());
         }
-        let route = shared
-            .router
-            .find(&env.method, env.payload, || match grpc_service {
-                Some(s) => Some(Bytes::from_static(s.as_bytes())),
-                None => tt.and_then(|t| t.str_header(frame::str_key::IDL_SERVICE_NAME)),
-            });
+        let route = match grpc_service {
+            // A gRPC path names the service fully.
+            Some(full) => shared.router.find_full(full, &env.method),
+            None => shared.router.find(&env.method, env.payload, || {
+                tt.and_then(|t| t.str_header(frame::str_key::IDL_SERVICE_NAME))
+            }),
+        };
         // The caller expects a reply exactly when it sent a CALL.
         let wants_reply = env.kind == MessageType::Call;
         let slot = (wants_reply && !out_of_order).then(|| sink.order.take());

@@ -25,7 +25,6 @@ use netpoll_codec::thrift::{ApplicationException, ApplicationExceptionKind, Mess
 use super::router::Fnv;
 use super::stats::CloseCause;
 use super::Shared;
-use crate::wire::Payload;
 
 /// Timer tokens of stream deadlines: this bit, and the stream id.
 pub(crate) const DEADLINE_TIMER: u64 = 1 << 40;
@@ -84,7 +83,7 @@ struct Stream {
 #[derive(Debug)]
 pub(crate) struct Ready {
     pub(crate) stream: u32,
-    /// The service `:path` named (without its package).
+    /// The service `:path` named (its full name).
     pub(crate) service: &'static str,
     pub(crate) message: Bytes,
     pub(crate) arrived: Instant,
@@ -498,18 +497,13 @@ impl H2 {
             self.refuse(conn, stream, end_stream, 3, "not a gRPC request"); // INVALID_ARGUMENT
             return Ok(());
         };
-        // `/{package}.{Service}/{Method}`: the service is matched by its name without the
-        // package, as Protobuf services name themselves.
+        // `/{package}.{Service}/{Method}`.
         let found = std::str::from_utf8(&path).ok().and_then(|p| {
             let (svc, method) = p.strip_prefix('/')?.split_once('/')?;
-            let svc = svc.rsplit('.').next()?;
             shared
                 .router
-                .find(method, Payload::Protobuf, || {
-                    Some(Bytes::copy_from_slice(svc.as_bytes()))
-                })
-                .filter(|(s, _)| s.name() == svc)
-                .map(|(s, i)| (s.name(), s.methods()[i].name))
+                .find_full(svc, method)
+                .map(|(s, i)| (s.full_name(), s.methods()[i].name))
         });
         let Some(route) = found else {
             let why = format!("unknown method {}", String::from_utf8_lossy(&path));

@@ -71,6 +71,20 @@ impl Router {
         })
     }
 
+    /// The Protobuf service whose full name (`package.Service`) is `service`, and the
+    /// index of its method `method`: how a gRPC path is routed.
+    pub(crate) fn find_full(
+        &self,
+        service: &str,
+        method: &str,
+    ) -> Option<(&Arc<dyn Service>, usize)> {
+        self.by_method
+            .get(method)?
+            .iter()
+            .map(|&(si, mi)| (&self.services[si], mi))
+            .find(|(s, _)| s.idl() == super::Idl::Protobuf && s.full_name() == service)
+    }
+
     /// The service and method index for `method` arriving as `payload`. When several
     /// services have the method, those accepting the payload are preferred, then the one
     /// `isn` names (looked up only then), then the first registered.

@@ -36,6 +36,11 @@ pub struct MethodInfo {
 pub trait Service: Send + Sync + 'static {
     /// The IDL service name (what TTHeader's `isn` names).
     fn name(&self) -> &'static str;
+    /// The fully qualified name: `package.Service` for Protobuf, as gRPC paths
+    /// (`/package.Service/Method`) name it. Defaults to [`name`](Service::name).
+    fn full_name(&self) -> &'static str {
+        self.name()
+    }
     /// Thrift or Protobuf.
     fn idl(&self) -> Idl;
     /// The methods, indexed as [`call`](Service::call) receives them.

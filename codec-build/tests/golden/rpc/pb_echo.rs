@@ -50,6 +50,9 @@ impl<S: Echo> ::netpoll_rpc::server::Service for EchoServer<S> {
     fn name(&self) -> &'static str {
         "Echo"
     }
+    fn full_name(&self) -> &'static str {
+        "echo.Echo"
+    }
     fn idl(&self) -> ::netpoll_rpc::server::Idl {
         ::netpoll_rpc::server::Idl::Protobuf
     }
