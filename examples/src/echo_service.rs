@@ -151,7 +151,11 @@ pub fn builder() -> ServerBuilder {
 /// [`builder`] with an `Echo` handler of the given behaviour.
 pub fn builder_with(echo: EchoHandler) -> ServerBuilder {
     let delay = echo.delay;
+    // gRPC's health service: the server and its echo service report SERVING.
+    let health = netpoll_rpc::server::Health::new();
+    health.set("echo.Echo", netpoll_rpc::server::ServingStatus::Serving);
     Server::builder()
+        .service(health)
         .service(echo::EchoServer::new(echo))
         .service(interop::InteropServer::new(InteropHandler::default()))
         .service(pb::echo::EchoServer::new(PbEchoHandler { delay }))

@@ -50,6 +50,9 @@ pub enum ErrorKind {
     /// The server refused the call without running it: it is over a limit. Safe to retry
     /// on another instance.
     Overloaded,
+    /// What the call names does not exist (gRPC NOT_FOUND; Thrift has no such type and
+    /// sends `INTERNAL_ERROR`).
+    NotFound,
     /// A Thrift exception type this table does not know, kept as it came.
     Other(i32),
 }
@@ -92,6 +95,7 @@ impl ErrorKind {
         row(ErrorKind::ResourceExhausted, "resource_exhausted", 6, 8),
         row(ErrorKind::Declared, "declared", 0, 2),
         row(ErrorKind::Overloaded, "overloaded", 6, 14),
+        row(ErrorKind::NotFound, "not_found", 6, 5),
     ];
 
     fn codes(self) -> Option<&'static ErrorCodes> {

@@ -54,6 +54,11 @@ impl Status {
         Status::new(ErrorKind::Overloaded, message)
     }
 
+    /// What the call names does not exist: gRPC `NOT_FOUND` (Thrift `INTERNAL_ERROR`).
+    pub fn not_found(message: impl Into<String>) -> Status {
+        Status::new(ErrorKind::NotFound, message)
+    }
+
     /// `UNKNOWN` (type 0): a failure of no more specific kind.
     pub fn unknown(message: impl Into<String>) -> Status {
         Status::new(ApplicationExceptionKind::Unknown, message)

@@ -12,11 +12,34 @@ use netpoll_codec::thrift::MessageType;
 
 use crate::Status;
 
+/// A status on the gRPC transport: Kitex's `ErrorProto` plus the gRPC status code
+/// (field 3), so that the code survives the trip through the service layer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct GrpcStatus {
+    /// The Thrift exception type (as `ErrorProto`).
+    #[prost(int32, tag = "1")]
+    pub type_id: i32,
+    /// The message.
+    #[prost(string, tag = "2")]
+    pub message: String,
+    /// The gRPC status code.
+    #[prost(uint32, tag = "3")]
+    pub code: u32,
+}
+
 /// Appends an EXCEPTION reply carrying `status`: a `TApplicationException` for Thrift, an
 /// `ErrorProto` for Kitex Protobuf.
 pub fn write_status(env: &Envelope, out: &mut BytesMut, status: &Status, h: &Headers<'_>) {
     let r = if env.payload.is_thrift() {
         write_thrift(env, out, MessageType::Exception, &status.to_exception(), h)
+    } else if env.transport == Transport::Custom(crate::server::GRPC_TRANSPORT) {
+        // Read back into trailers by the gRPC connection, which needs the exact code.
+        let e = GrpcStatus {
+            type_id: status.kind().thrift_type(),
+            message: status.message().to_owned(),
+            code: u32::from(status.kind().grpc_code()),
+        };
+        write_pb(env, out, MessageType::Exception, &e, h)
     } else {
         let e = frame::ErrorProto {
             type_id: status.kind().thrift_type(),

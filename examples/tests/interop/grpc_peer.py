@@ -7,8 +7,10 @@ Usage:
   grpc_peer.py IDL_DIR deadline HOST:PORT
 
 `client` checks unary echo from 0 bytes to 4 MiB, 200 calls in flight at once on one
-connection, UNIMPLEMENTED for unknown methods and services, and a gzip-compressed request
-refused as UNIMPLEMENTED (the server speaks identity only); over TLS when CA_PEM is given.
+connection, UNIMPLEMENTED for unknown methods and services, a gzip-compressed request
+refused as UNIMPLEMENTED (the server speaks identity only), and the health service
+(`grpc.health.v1.Health/Check`: SERVING, NOT_FOUND; `Watch` not served yet); over TLS when
+CA_PEM is given.
 `deadline` (against a server whose echo replies after 500 ms) checks that a 100 ms
 deadline ends the call DEADLINE_EXCEEDED and that the connection serves the next call.
 Prints each check; exit status 0 and "all checks passed" when every one passed.
@@ -78,6 +80,23 @@ def client(pb, pbg, target, ca=None):
         check("gzip refused", False, "answered")
     except grpc.RpcError as e:
         check("gzip refused", e.code() == grpc.StatusCode.UNIMPLEMENTED, f"{e.code()} {e.details()}")
+    # grpc.health.v1.Health, by hand: HealthCheckRequest { service = 1 } in, and
+    # HealthCheckResponse { status = 1 } out (SERVING is 1).
+    check_health = ch.unary_unary("/grpc.health.v1.Health/Check")
+    for svc in (b"", b"echo.Echo"):
+        req = (b"\x0a" + bytes([len(svc)]) + svc) if svc else b""
+        got = check_health(req, timeout=5)
+        check(f"health of {svc!r} is SERVING", got == b"\x08\x01", repr(got))
+    try:
+        check_health(b"\x0a\x04nope", timeout=5)
+        check("health of an unknown service", False, "answered")
+    except grpc.RpcError as e:
+        check("health of an unknown service", e.code() == grpc.StatusCode.NOT_FOUND, f"{e.code()}")
+    try:
+        next(iter(ch.unary_stream("/grpc.health.v1.Health/Watch")(b"", timeout=5)))
+        check("health Watch", False, "answered")
+    except grpc.RpcError as e:
+        check("health Watch is not served yet", e.code() == grpc.StatusCode.UNIMPLEMENTED, f"{e.code()}")
     r = stub.Echo(pb.EchoRequest(msg=b"after"), timeout=5)
     check("the connection still serves", r.msg == b"after")
 

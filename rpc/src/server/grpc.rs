@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use netpoll::{Conn, Input};
-use netpoll_codec::frame::{ErrorProto, KitexPbHeader};
+use netpoll_codec::frame::KitexPbHeader;
 use netpoll_codec::h2::frame::{self as h2f, code, flag, kind, setting, FrameHeader, Split};
 use netpoll_codec::h2::{grpc, hpack};
 use netpoll_codec::thrift::{ApplicationException, ApplicationExceptionKind, MessageType};
@@ -643,13 +643,17 @@ impl H2 {
             return;
         }
         if header.kind == MessageType::Exception {
-            let e: ErrorProto = prost::Message::decode(body).unwrap_or_default();
-            let exception = ApplicationException::new(
-                ApplicationExceptionKind::from_i32(e.type_id),
-                e.message.as_str(),
-            );
-            let kind = crate::status::exception_kind(&exception);
-            self.trailers_only(conn, stream, kind.grpc_code(), &e.message);
+            let e: crate::wire::GrpcStatus = prost::Message::decode(body).unwrap_or_default();
+            let code = if e.code != 0 {
+                e.code.min(16) as u8
+            } else {
+                let exception = ApplicationException::new(
+                    ApplicationExceptionKind::from_i32(e.type_id),
+                    e.message.as_str(),
+                );
+                crate::status::exception_kind(&exception).grpc_code()
+            };
+            self.trailers_only(conn, stream, code, &e.message);
             self.end_stream(conn, stream);
             return;
         }

@@ -23,6 +23,7 @@ mod conn;
 mod context;
 mod framing;
 mod grpc;
+mod health;
 mod limit;
 mod order;
 mod router;
@@ -40,9 +41,12 @@ use crate::registry::{Registration, Registry};
 
 pub use context::{CallContext, Deferred, Reply, ReplyEncoder, ReplyError};
 pub use framing::{Detect, Framing, Inner};
+pub use health::{Health, ServingStatus};
 pub use limit::{Admitted, Limiter};
 pub use service::{encode_pb_reply, encode_thrift_reply, Call, Idl, MethodInfo, Service};
 pub use stats::CloseCounts;
+
+pub(crate) use grpc::GRPC_TRANSPORT;
 
 use conn::ServerConn;
 use router::Router;
