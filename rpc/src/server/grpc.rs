@@ -41,6 +41,15 @@ pub(crate) const MAX_HEADER_BLOCK: usize = 64 * 1024;
 /// The largest decoded header list (`SETTINGS_MAX_HEADER_LIST_SIZE`).
 const MAX_HEADER_LIST: usize = 16 * 1024;
 
+/// Frames that make us work without carrying calls (PING, SETTINGS, PRIORITY, empty DATA,
+/// unknown types) a client may send per second: beyond, the connection is closed with
+/// ENHANCE_YOUR_CALM (ping and SETTINGS floods).
+const CONTROL_PER_SEC: u32 = 10_000;
+
+/// Streams a client may reset per second before we answer them: beyond, the connection
+/// is closed with ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).
+const RESETS_PER_SEC: u32 = 1_000;
+
 /// The per-stream receive window we advertise (`SETTINGS_INITIAL_WINDOW_SIZE`).
 const STREAM_WINDOW: u32 = 1 << 20;
 
@@ -117,6 +126,10 @@ pub(crate) struct H2 {
     /// Streams with a reply waiting for window.
     blocked: Vec<u32>,
     goaway: bool,
+    /// The flood counters' current second, and what it has seen.
+    second: Option<Instant>,
+    control_frames: u32,
+    resets: u32,
     /// Reused for replies the services write.
     pub(crate) scratch: BytesMut,
 }
@@ -170,6 +183,9 @@ impl H2 {
             ok_trailers,
             blocked: Vec::new(),
             goaway: false,
+            second: None,
+            control_frames: 0,
+            resets: 0,
             scratch: BytesMut::new(),
         }
     }
@@ -267,6 +283,28 @@ impl H2 {
         if let Some((stream, _, _)) = &self.continuation {
             if h.kind != kind::CONTINUATION || h.stream != *stream {
                 return Err(conn_err(code::PROTOCOL_ERROR, "header block interrupted"));
+            }
+        }
+        if self
+            .second
+            .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1))
+        {
+            self.second = Some(now);
+            self.control_frames = 0;
+            self.resets = 0;
+        }
+        let control = match h.kind {
+            kind::PING | kind::SETTINGS => !h.has(flag::ACK),
+            kind::PRIORITY => true,
+            kind::DATA => h.len == 0 && !h.has(flag::END_STREAM),
+            kind::HEADERS | kind::CONTINUATION | kind::WINDOW_UPDATE | kind::RST_STREAM => false,
+            kind::GOAWAY | kind::PUSH_PROMISE => false,
+            _ => true,
+        };
+        if control {
+            self.control_frames += 1;
+            if self.control_frames > CONTROL_PER_SEC {
+                return Err(conn_err(code::ENHANCE_YOUR_CALM, "too many control frames"));
             }
         }
         match h.kind {
@@ -424,6 +462,13 @@ impl H2 {
             kind::RST_STREAM => {
                 h2f::error_code(&payload)
                     .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad RST_STREAM"))?;
+                if self.streams.contains_key(&h.stream) {
+                    // A stream reset before we answered it.
+                    self.resets += 1;
+                    if self.resets > RESETS_PER_SEC {
+                        return Err(conn_err(code::ENHANCE_YOUR_CALM, "too many streams reset"));
+                    }
+                }
                 self.end_stream(conn, h.stream);
             }
             kind::GOAWAY => {
