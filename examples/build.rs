@@ -12,9 +12,14 @@ fn main() {
         ])
         .expect("generate Thrift services");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR is set for build scripts"));
-    // Protobuf packages `echo` and `hello`, kept apart from the Thrift modules.
+    // Protobuf packages `echo`, `streamer` and `hello`, kept apart from the Thrift
+    // modules. (`streamer`'s streaming methods are not generated yet: only `Sleep`.)
     netpoll_codec_build::compile_proto_services(
-        &["../idl/echo.proto", "idl/hello.proto"],
+        &[
+            "../idl/echo.proto",
+            "../idl/stream.proto",
+            "idl/hello.proto",
+        ],
         &["../idl", "idl"],
         "::netpoll_rpc",
         Some(&out.join("pb")),

@@ -94,6 +94,28 @@ impl pb::echo::Echo for PbEchoHandler {
     }
 }
 
+/// `stream.proto`'s `Streamer`: `Sleep` replies with its message after its delay, without
+/// blocking the core (the streaming methods are not served yet).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamerHandler;
+
+impl pb::streamer::Streamer for StreamerHandler {
+    fn sleep(
+        &self,
+        ctx: &CallContext<'_>,
+        req: pb::streamer::SleepRequest,
+    ) -> Reply<pb::streamer::Chunk> {
+        let (later, reply) = ctx.defer();
+        let delay = Duration::from_millis(u64::try_from(req.ms).unwrap_or(0));
+        let chunk = pb::streamer::Chunk { msg: req.msg };
+        let _ = ctx.runtime().spawn(ctx.core(), move |core| {
+            let at = core.now() + delay;
+            core.set_timer(at, move |_| later.complete(Ok(chunk)));
+        });
+        reply
+    }
+}
+
 /// `interop.thrift`, as its comments say.
 #[derive(Debug, Clone, Default)]
 pub struct InteropHandler {
@@ -159,6 +181,7 @@ pub fn builder_with(echo: EchoHandler) -> ServerBuilder {
         .service(echo::EchoServer::new(echo))
         .service(interop::InteropServer::new(InteropHandler::default()))
         .service(pb::echo::EchoServer::new(PbEchoHandler { delay }))
+        .service(pb::streamer::StreamerServer::new(StreamerHandler))
 }
 
 /// Starts the echo server on `addr` with `cores` cores.

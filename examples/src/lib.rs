@@ -22,6 +22,10 @@ pub mod gen {
         pub mod echo {
             netpoll_rpc::include_proto!("pb/echo");
         }
+        /// Package `streamer` (`idl/stream.proto`): its unary `Sleep` so far.
+        pub mod streamer {
+            netpoll_rpc::include_proto!("pb/streamer");
+        }
         /// Package `hello` (`examples/idl/hello.proto`).
         pub mod hello {
             netpoll_rpc::include_proto!("pb/hello");

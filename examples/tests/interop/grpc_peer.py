@@ -20,13 +20,15 @@ import concurrent.futures
 import os
 import sys
 import tempfile
+import time
 
 
 def stubs(idl_dir):
     from grpc_tools import protoc
     out = tempfile.mkdtemp(prefix="grpc-peer-")
     rc = protoc.main(["protoc", f"-I{idl_dir}", f"--python_out={out}",
-                      f"--grpc_python_out={out}", os.path.join(idl_dir, "echo.proto")])
+                      f"--grpc_python_out={out}", os.path.join(idl_dir, "echo.proto"),
+                      os.path.join(idl_dir, "stream.proto")])
     if rc != 0:
         raise SystemExit("protoc failed")
     sys.path.insert(0, out)
@@ -97,6 +99,27 @@ def client(pb, pbg, target, ca=None):
         check("health Watch", False, "answered")
     except grpc.RpcError as e:
         check("health Watch is not served yet", e.code() == grpc.StatusCode.UNIMPLEMENTED, f"{e.code()}")
+    # idl/stream.proto: its unary Sleep is served (without blocking the core: 20 calls of
+    # 200 ms at once take about 200 ms), its streaming methods are not yet.
+    import stream_pb2
+    import stream_pb2_grpc
+    st = stream_pb2_grpc.StreamerStub(ch)
+    t0 = time.monotonic()
+    futs = [st.Sleep.future(stream_pb2.SleepRequest(ms=200, msg=b"z%d" % i), timeout=5) for i in range(20)]
+    got = [f.result().msg for f in futs]
+    took = time.monotonic() - t0
+    check("Sleep x20 concurrently", got == [b"z%d" % i for i in range(20)] and took < 1.5, f"{took:.2f}s")
+    try:
+        st.Sleep(stream_pb2.SleepRequest(ms=1000, msg=b"late"), timeout=0.1)
+        check("Sleep past its deadline", False, "answered")
+    except grpc.RpcError as e:
+        check("Sleep past its deadline", e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, f"{e.code()}")
+    try:
+        next(iter(st.Repeat(stream_pb2.RepeatRequest(msg=b"r", count=3), timeout=5)))
+        check("Repeat", False, "answered")
+    except grpc.RpcError as e:
+        check("Repeat (server streaming) is not served yet", e.code() == grpc.StatusCode.UNIMPLEMENTED,
+              f"{e.code()}")
     r = stub.Echo(pb.EchoRequest(msg=b"after"), timeout=5)
     check("the connection still serves", r.msg == b"after")
 
