@@ -310,3 +310,46 @@ fn a_call_through_two_servers_is_one_trace() {
     }
     drop(telemetry);
 }
+
+#[test]
+fn a_grpc_call_joins_its_callers_trace() {
+    // grpcio sends W3C trace context as gRPC metadata (`traceparent`), as OpenTelemetry's
+    // gRPC instrumentation does: the server span is the caller's child.
+    let ok = Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "grpcio is missing");
+        eprintln!("SKIPPED: grpcio is missing (scripts/test.sh installs it)");
+        return;
+    }
+    let rx = Receiver::start();
+    let url = rx.url();
+    let server = EchoServer::start(&["--otlp", &url, "--service", "echo-grpc"]);
+    let caller = TraceContext::new_root(true);
+    let idl = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("idl");
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/interop/grpc_peer.py"
+        ))
+        .arg(&idl)
+        .args(["trace", &server.addr.to_string(), &caller.traceparent()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("all checks passed"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spans = rx.trace(&hex(&caller.trace_id), 1);
+    let span = find(&spans, "echo-grpc", "server");
+    assert_eq!(span["parent_span_id"], hex(&caller.span_id));
+    assert_eq!(span["attributes"]["rpc.system"], "grpc");
+    assert_eq!(span["attributes"]["rpc.service"], "Echo");
+}

@@ -115,9 +115,11 @@ impl OpenTelemetry {
     }
 }
 
-/// The `rpc.system` attribute of a call (the same value as the metrics' `rpc_system`).
-fn system(p: Payload) -> &'static str {
+/// The `rpc.system` attribute of a call (the same value as the metrics' `rpc_system`):
+/// `grpc` for gRPC calls.
+fn system(p: Payload, t: crate::wire::Transport) -> &'static str {
     match p {
+        _ if t == crate::wire::Transport::Custom(crate::server::GRPC_TRANSPORT) => "grpc",
         Payload::Protobuf => "kitex_protobuf",
         _ => "apache_thrift",
     }
@@ -181,7 +183,7 @@ fn span(call: &CallInfo<'_>) -> tracing::Span {
         otel.name = %format_args!("{}/{}", call.service, call.method),
         otel.kind = kind,
         otel.status_code = Empty,
-        rpc.system = system(call.payload),
+        rpc.system = system(call.payload, call.transport),
         rpc.service = call.service,
         rpc.method = call.method,
         network.transport = "tcp",

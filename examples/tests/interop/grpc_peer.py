@@ -5,6 +5,7 @@ idl/echo.proto at run time) as a client of our server.
 Usage:
   grpc_peer.py IDL_DIR client HOST:PORT [CA_PEM]
   grpc_peer.py IDL_DIR deadline HOST:PORT
+  grpc_peer.py IDL_DIR trace HOST:PORT TRACEPARENT
 
 `client` checks unary echo from 0 bytes to 4 MiB, 200 calls in flight at once on one
 connection, UNIMPLEMENTED for unknown methods and services, a gzip-compressed request
@@ -13,6 +14,7 @@ refused as UNIMPLEMENTED (the server speaks identity only), and the health servi
 CA_PEM is given.
 `deadline` (against a server whose echo replies after 500 ms) checks that a 100 ms
 deadline ends the call DEADLINE_EXCEEDED and that the connection serves the next call.
+`trace` makes one call with `traceparent` (and a custom header) in its metadata.
 Prints each check; exit status 0 and "all checks passed" when every one passed.
 """
 
@@ -137,6 +139,13 @@ def deadline(pb, pbg, target):
     check("the next call is served", r.msg == b"in time")
 
 
+def trace(pb, pbg, target, traceparent):
+    stub = pbg.EchoStub(channel(target))
+    r = stub.Echo(pb.EchoRequest(msg=b"traced"), timeout=5,
+                  metadata=(("traceparent", traceparent), ("x-custom", "kept")))
+    check("a call with trace context", r.msg == b"traced")
+
+
 def main():
     pb, pbg = stubs(sys.argv[1])
     mode, target = sys.argv[2], sys.argv[3]
@@ -144,6 +153,8 @@ def main():
         client(pb, pbg, target, sys.argv[4] if len(sys.argv) > 4 else None)
     elif mode == "deadline":
         deadline(pb, pbg, target)
+    elif mode == "trace":
+        trace(pb, pbg, target, sys.argv[4])
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -11,8 +11,8 @@
 //! - `rpc_{server,client}_calls_in_flight`: calls started and not ended.
 //! - `rpc_{server,client}_request_bytes_total`, `..._response_bytes_total`: frame sizes.
 //!
-//! `rpc_system` is `apache_thrift` for Thrift payloads and `kitex_protobuf` for Kitex
-//! Protobuf.
+//! `rpc_system` is `apache_thrift` for Thrift payloads, `kitex_protobuf` for Kitex
+//! Protobuf, and `grpc` for gRPC.
 //!
 //! A server call's duration runs from the event-loop turn its request arrived in to when
 //! its reply is handed on to be sent: for a call answered at once, the end of the pass
@@ -94,8 +94,9 @@ fn status_name(i: usize) -> &'static str {
     }
 }
 
-fn system(p: Payload) -> &'static str {
+fn system(p: Payload, t: crate::wire::Transport) -> &'static str {
     match p {
+        _ if t == crate::wire::Transport::Custom(crate::server::GRPC_TRANSPORT) => "grpc",
         Payload::Protobuf => "kitex_protobuf",
         _ => "apache_thrift",
     }
@@ -348,7 +349,7 @@ impl Metrics {
 
     /// Runs `f` on this thread's series for `call`.
     fn with_series<R>(&self, call: &CallInfo<'_>, f: impl FnOnce(&Arc<Series>) -> R) -> R {
-        let sys = system(call.payload);
+        let sys = system(call.payload, call.transport);
         let matches = |id: u64, s: &Series| {
             id == self.id
                 && s.side == call.side

@@ -41,6 +41,16 @@ const CRRST: Headers<'static> = Headers {
     strs: &[(frame::str_key::CONNECTION_RESET, b"1")],
 };
 
+/// What `serve` needs of a gRPC call beyond its message.
+struct GrpcCall<'a> {
+    h2: &'a mut H2,
+    timeout: Option<std::time::Duration>,
+    /// The service its path named (full name).
+    service: &'static str,
+    /// Its metadata, as headers.
+    meta: Option<netpoll_codec::frame::TTHeader>,
+}
+
 /// What a connection speaks.
 #[derive(Debug, Clone, Copy)]
 enum Proto {
@@ -222,13 +232,13 @@ impl ServerConn {
         frame: Bytes,
         arrived: Instant,
         headers: &'static Headers<'static>,
-        grpc: Option<(&mut H2, Option<std::time::Duration>, &'static str)>,
+        grpc: Option<GrpcCall<'_>>,
     ) -> Result<(), CloseCause> {
         let frame_len = frame.len();
         let shared = &*self.shared;
-        let (grpc, grpc_timeout, grpc_service) = match grpc {
-            Some((h2, t, s)) => (Some(h2), t, Some(s)),
-            None => (None, None, None),
+        let (grpc, grpc_timeout, grpc_service, grpc_meta) = match grpc {
+            Some(g) => (Some(g.h2), g.timeout, Some(g.service), g.meta),
+            None => (None, None, None, None),
         };
         // A frame whose envelope cannot be read cannot be answered: close.
         let (parsed, framing) = match protocol {
@@ -247,15 +257,17 @@ impl ServerConn {
                 .map_err(|_| CloseCause::BadFrame)?;
                 (parsed, Some(f))
             }
-            Proto::Grpc => (
-                wire::parse_message(
+            Proto::Grpc => {
+                let mut parsed = wire::parse_message(
                     Transport::Custom(GRPC_TRANSPORT),
                     wire::Payload::Protobuf,
                     frame,
                 )
-                .map_err(|_| CloseCause::BadFrame)?,
-                None,
-            ),
+                .map_err(|_| CloseCause::BadFrame)?;
+                // Its metadata, read as headers by middleware and handlers.
+                parsed.ttheader = grpc_meta;
+                (parsed, None)
+            }
         };
         let env = &parsed.envelope;
         let tt = parsed.ttheader.as_ref();
@@ -536,7 +548,12 @@ impl ServerConn {
                 call.message,
                 call.arrived,
                 headers,
-                Some((&mut h2, call.timeout, call.service)),
+                Some(GrpcCall {
+                    h2: &mut h2,
+                    timeout: call.timeout,
+                    service: call.service,
+                    meta: call.meta,
+                }),
             );
             if let Err(cause) = r {
                 self.grpc = Some(h2);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use netpoll::{Conn, Input};
-use netpoll_codec::frame::KitexPbHeader;
+use netpoll_codec::frame::{KitexPbHeader, TTHeader, TTHeaderBuilder};
 use netpoll_codec::h2::frame::{self as h2f, code, flag, kind, setting, FrameHeader, Split};
 use netpoll_codec::h2::{grpc, hpack};
 use netpoll_codec::thrift::{ApplicationException, ApplicationExceptionKind, MessageType};
@@ -84,6 +84,8 @@ struct Stream {
     blocked: bool,
     /// The service its `:path` named.
     service: &'static str,
+    /// Its request's custom metadata, as the call's headers.
+    meta: Option<TTHeader>,
     /// Its deadline's timer, while its reply is deferred.
     timer: Option<netpoll::TimerId>,
 }
@@ -92,6 +94,9 @@ struct Stream {
 #[derive(Debug)]
 pub(crate) struct Ready {
     pub(crate) stream: u32,
+    /// The request's custom metadata (`traceparent`, `RPC_TRANSIT_*`, ...), in the form
+    /// middleware and handlers read headers in.
+    pub(crate) meta: Option<TTHeader>,
     /// The service `:path` named (its full name).
     pub(crate) service: &'static str,
     pub(crate) message: Bytes,
@@ -506,12 +511,19 @@ impl H2 {
         let mut timeout = None;
         let mut grpc_content = false;
         let mut encoding_ok = true;
+        let mut meta: Vec<(String, Vec<u8>)> = Vec::new();
         let decoded = self.decoder.decode(block, |n, v| match n {
             b":path" => path = Some(v.to_vec()),
             b"content-type" => grpc_content = v.starts_with(b"application/grpc"),
             b"grpc-timeout" => timeout = grpc::parse_timeout(v),
             b"grpc-encoding" => encoding_ok = v == b"identity",
-            _ => {}
+            b"te" | b"user-agent" | b"grpc-accept-encoding" => {}
+            n if n.first() == Some(&b':') => {}
+            n => {
+                if let Ok(k) = std::str::from_utf8(n) {
+                    meta.push((k.to_owned(), v.to_vec()));
+                }
+            }
         });
         match decoded {
             Ok(()) => {}
@@ -588,6 +600,7 @@ impl H2 {
                 buffered: 0,
                 blocked: false,
                 service: route.0,
+                meta: metadata_headers(stream, &meta),
                 timer: None,
             },
         );
@@ -634,6 +647,7 @@ impl H2 {
         s.answered = true;
         ready.push(Ready {
             stream,
+            meta: s.meta.take(),
             service: s.service,
             message: data.freeze(),
             arrived: s.arrived,
@@ -816,4 +830,31 @@ impl H2 {
     pub(crate) fn cause(_e: &ConnError) -> CloseCause {
         CloseCause::BadFrame
     }
+}
+
+/// A request's custom metadata as a TTHeader of string headers, the form middleware
+/// (trace context) and handlers (`ctx.transient`, `ctx.persistent`) read headers in;
+/// `None` when there is none.
+fn metadata_headers(stream: u32, meta: &[(String, Vec<u8>)]) -> Option<TTHeader> {
+    if meta.is_empty() {
+        return None;
+    }
+    let strs: Vec<(&str, &[u8])> = meta.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+    let b = TTHeaderBuilder {
+        seq_id: stream as i32,
+        protocol_id: 4,
+        strs: &strs,
+        ..TTHeaderBuilder::default()
+    };
+    let mut out = BytesMut::new();
+    let start = b.begin(&mut out).ok()?;
+    // A frame carries a message: an empty Kitex Protobuf one stands in.
+    KitexPbHeader {
+        kind: MessageType::Call,
+        method: netpoll_codec::ByteString::from_static(""),
+        seq_id: stream as i32,
+    }
+    .write_message_header(&mut out, 0);
+    TTHeaderBuilder::finish(&mut out, start).ok()?;
+    TTHeader::parse(out.freeze()).ok()
 }
