@@ -11,7 +11,8 @@ if [ -r /proc/sys/kernel/io_uring_disabled ] && [ "$(cat /proc/sys/kernel/io_uri
 fi
 
 # Foreign peers for the interop tests: Apache's Thrift compiler (Debian) generates the
-# Python peer's code; Apache Thrift's Python library (PyPI) runs it.
+# Python peer's code; Apache Thrift's Python library (PyPI) runs it; grpcio and
+# grpcio-tools (PyPI, scripts/requirements-test.txt) are the gRPC peer.
 # A real etcd (Debian's etcd-server, 3.4) for the registry and discovery tests, and a real
 # Prometheus (Debian's prometheus) for the metrics test; the tests start their own on free
 # ports and stop them (the packages' own services are not used).
