@@ -32,7 +32,7 @@ const USAGE: &str =
         [--tls-allow-plaintext] [--tls-handshake-timeout-ms MS]]
                                (every protocol over TLS; PEM files; mTLS against the CA
                                 bundle; plain text refused unless allowed)
-       [--otlp http://HOST:PORT [--otlp-sample RATIO]]
+       [--otlp http(s)://HOST:PORT [--otlp-sample RATIO] [--otlp-tls-ca FILE]]
                                (server spans, and client spans of relayed calls, exported
                                 over OTLP/HTTP as service --service NAME; parent-based
                                 sampling, RATIO of new traces)";
@@ -108,13 +108,20 @@ fn main() {
         });
         tracing_mw = Some(OpenTelemetry::with_sampler(Sampler::ParentBased(ratio)));
         let service = flag(&args, "--service").unwrap_or_else(|| "echo_server".to_owned());
-        Exporter::new(&endpoint)
-            .service_name(&service)
-            .install()
-            .unwrap_or_else(|e| {
-                eprintln!("echo_server: --otlp {endpoint}: {e}");
-                std::process::exit(2)
-            })
+        let mut exporter = Exporter::new(&endpoint).service_name(&service);
+        if let Some(ca) = flag(&args, "--otlp-tls-ca") {
+            let connector = netpoll_rpc::tls::TlsConnector::builder(&ca)
+                .and_then(|b| b.build())
+                .unwrap_or_else(|e| {
+                    eprintln!("echo_server: --otlp-tls-ca {ca}: {e}");
+                    std::process::exit(2)
+                });
+            exporter = exporter.tls(connector);
+        }
+        exporter.install().unwrap_or_else(|e| {
+            eprintln!("echo_server: --otlp {endpoint}: {e}");
+            std::process::exit(2)
+        })
     });
     let forward = flag(&args, "--forward").map(|next| {
         let mut c = ClientBuilder::default().host_ports([next.as_str()]);

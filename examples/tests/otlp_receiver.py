@@ -5,7 +5,8 @@ It accepts `POST /v1/traces` (protobuf), decodes each export with OpenTelemetry'
 protobuf definitions (the `opentelemetry-proto` package), and answers `GET /spans` with
 every span received so far, as JSON. It prints `listening on HOST:PORT` once it listens.
 With `--discard` it answers exports without decoding or keeping them (a sink for the
-cost measurements of scripts/observability-cost.sh).
+cost measurements of scripts/observability-cost.sh). With `--tls CERT KEY` it serves
+HTTPS with that certificate and key (PEM).
 """
 
 import json
@@ -88,6 +89,12 @@ class Handler(BaseHTTPRequestHandler):
 
 def main():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if "--tls" in sys.argv:
+        import ssl
+        i = sys.argv.index("--tls")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(sys.argv[i + 1], sys.argv[i + 2])
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     host, port = server.server_address
     print(f"listening on {host}:{port}", flush=True)
     server.serve_forever()

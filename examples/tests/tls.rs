@@ -508,3 +508,47 @@ fn hostile_tls_peers_are_closed_and_others_go_on() {
         .unwrap_or_else(|| panic!("no TLS close count in:\n{body}"));
     assert_eq!(tls, 6, "{body}");
 }
+
+#[test]
+fn the_registry_and_resolver_reach_etcd_over_tls() {
+    use netpoll_rpc::registry::{EtcdRegistry, EtcdResolver};
+    use netpoll_rpc::tls::ClientTls;
+    let etcd = common::Etcd::start_tls(&pem("server.pem"), &pem("server.key"), &pem("ca.pem"));
+    let tls = || ClientTls::new(connector("ca.pem", false), "localhost").unwrap();
+    let server = examples::echo_service::builder()
+        .addr("127.0.0.1:0")
+        .cores(1)
+        .registry(EtcdRegistry::new(&etcd.url()).tls(tls()), "echo-tls")
+        .deregister_delay(Duration::ZERO)
+        .start()
+        .expect("registers in etcd over TLS");
+    let client = echo::EchoClient::new(
+        "echo-tls",
+        ClientBuilder::default().resolver(EtcdResolver::new(&etcd.url()).tls(tls())),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    loop {
+        match client.echo(Bytes::from_static(b"found over TLS")) {
+            Ok(r) => {
+                assert_eq!(&r[..], b"found over TLS");
+                break;
+            }
+            Err(e) => {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "never resolved: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    // Without TLS the same etcd is not reachable: the registration says why.
+    let plain = examples::echo_service::builder()
+        .addr("127.0.0.1:0")
+        .cores(1)
+        .registry(EtcdRegistry::new(&etcd.url()), "echo-tls")
+        .start();
+    assert!(plain.is_err(), "registered over plain text with a TLS etcd");
+    server.shutdown(Duration::from_secs(1));
+}

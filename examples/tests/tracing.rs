@@ -27,9 +27,14 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Receiver {
+        Self::start_with(&[])
+    }
+
+    fn start_with(args: &[&str]) -> Receiver {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp_receiver.py");
         let mut child = Command::new("python3")
             .arg(script)
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 (scripts/test.sh installs opentelemetry-proto)");
@@ -64,6 +69,46 @@ impl Receiver {
         s.read_to_string(&mut out).unwrap();
         let body = out.split_once("\r\n\r\n").expect("response").1;
         serde_json::from_str::<Vec<Value>>(body).expect("JSON")
+    }
+
+    /// Every span received so far, from a receiver serving HTTPS.
+    fn spans_tls(&self, ca: &str) -> Vec<Value> {
+        use netpoll_rpc::tls::{rustls, TlsConnector};
+        let connector = TlsConnector::builder(ca).unwrap().build().unwrap();
+        let conn = rustls::ClientConnection::new(
+            connector.config().clone(),
+            "localhost".try_into().unwrap(),
+        )
+        .unwrap();
+        let mut s =
+            rustls::StreamOwned::new(conn, TcpStream::connect(&self.addr).expect("receiver"));
+        write!(
+            s,
+            "GET /spans HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let out = String::from_utf8_lossy(&out);
+        let body = out.split_once("\r\n\r\n").expect("response").1;
+        serde_json::from_str::<Vec<Value>>(body).expect("JSON")
+    }
+
+    /// [`trace`](Self::trace) from a receiver serving HTTPS.
+    fn trace_tls(&self, trace_id: &str, n: usize, ca: &str) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let t: Vec<Value> = self
+                .spans_tls(ca)
+                .into_iter()
+                .filter(|s| s["trace_id"] == trace_id)
+                .collect();
+            if t.len() >= n || Instant::now() > deadline {
+                return t;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The spans of trace `trace_id` once there are `n` of them (or what came in 20 s).
@@ -352,4 +397,43 @@ fn a_grpc_call_joins_its_callers_trace() {
     assert_eq!(span["parent_span_id"], hex(&caller.span_id));
     assert_eq!(span["attributes"]["rpc.system"], "grpc");
     assert_eq!(span["attributes"]["rpc.service"], "Echo");
+}
+
+#[test]
+fn spans_are_exported_over_https() {
+    let dir = std::env::temp_dir().join(format!("otlp-tls-pki-{}", std::process::id()));
+    let ok = Command::new(env!("CARGO_BIN_EXE_tls_certs"))
+        .arg(&dir)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "tls_certs failed");
+    let pem = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    let rx = Receiver::start_with(&["--tls", &pem("server.pem"), &pem("server.key")]);
+    let url = format!("https://{}", rx.addr.replace("127.0.0.1", "localhost"));
+    let server = EchoServer::start(&[
+        "--otlp",
+        &url,
+        "--otlp-tls-ca",
+        &pem("ca.pem"),
+        "--service",
+        "echo-https",
+    ]);
+    let client = EchoClient::new(
+        "echo",
+        ClientBuilder::default().host_ports([server.addr.to_string()]),
+    )
+    .expect("client");
+    let caller = TraceContext::new_root(true);
+    client
+        .with_header("traceparent", caller.traceparent())
+        .echo(Bytes::from_static(b"over https"))
+        .expect("call");
+    // The receiver's own /spans answers over TLS too: read them with a TLS client.
+    let spans = rx.trace_tls(&hex(&caller.trace_id), 1, &pem("ca.pem"));
+    assert!(!spans.is_empty(), "no span arrived over HTTPS");
+    assert_eq!(
+        find(&spans, "echo-https", "server")["parent_span_id"],
+        hex(&caller.span_id)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

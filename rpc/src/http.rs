@@ -1,10 +1,14 @@
 //! The little HTTP/1.1 the registry and the trace exporter need: a POST, answered whole or
-//! as a stream of newline-separated JSON objects (chunked), over a blocking `TcpStream`.
-//! They run on threads of their own, off the event loops.
+//! as a stream of newline-separated JSON objects (chunked), over a blocking `TcpStream`,
+//! in plain text or (feature `tls`) over TLS. They run on threads of their own, off the
+//! event loops.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+#[cfg(feature = "tls")]
+use netpoll::tls::rustls;
 
 /// Largest response (or streamed line) accepted: the answers are small.
 const MAX_BODY: usize = 16 << 20;
@@ -14,12 +18,71 @@ const MAX_LINE: u64 = 8 << 10;
 /// Most response headers accepted.
 const MAX_HEADERS: usize = 100;
 
+/// TLS to an HTTP server: the rustls configuration and the name its certificate must be
+/// valid for.
+#[cfg(feature = "tls")]
+#[derive(Clone, Debug)]
+pub(crate) struct HttpTls {
+    pub(crate) config: std::sync::Arc<rustls::ClientConfig>,
+    pub(crate) server_name: rustls::pki_types::ServerName<'static>,
+}
+
+/// Without the `tls` feature there is no TLS to speak.
+#[cfg(not(feature = "tls"))]
+#[derive(Clone, Debug)]
+pub(crate) enum HttpTls {}
+
+/// A connection to an HTTP server.
+enum Stream {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 fn invalid(why: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.into())
 }
 
 /// Reads one line of at most [`MAX_LINE`] bytes (0 at the end of the stream).
-fn read_line(r: &mut BufReader<TcpStream>, line: &mut String) -> io::Result<usize> {
+fn read_line(r: &mut BufReader<Stream>, line: &mut String) -> io::Result<usize> {
     let n = r.by_ref().take(MAX_LINE).read_line(line)?;
     if n as u64 == MAX_LINE && !line.ends_with('\n') {
         return Err(invalid("line too long"));
@@ -29,9 +92,15 @@ fn read_line(r: &mut BufReader<TcpStream>, line: &mut String) -> io::Result<usiz
 
 /// Sends `POST path` with a JSON `body` to `host` (`host:port`) and returns the response
 /// body. A status other than 2xx is an error carrying the body.
-pub(crate) fn post(host: &str, path: &str, body: &str, timeout: Duration) -> io::Result<String> {
+pub(crate) fn post(
+    host: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+    tls: Option<&HttpTls>,
+) -> io::Result<String> {
     let json = [("Content-Type", "application/json")];
-    let (status, out) = post_bytes(host, path, &json, body.as_bytes(), timeout)?;
+    let (status, out) = post_bytes(host, path, &json, body.as_bytes(), timeout, tls)?;
     let text = String::from_utf8(out).map_err(|_| invalid("response is not UTF-8"))?;
     if !(200..300).contains(&status) {
         return Err(io::Error::other(format!("HTTP {status}: {}", text.trim())));
@@ -47,8 +116,9 @@ pub(crate) fn post_bytes(
     headers: &[(&str, &str)],
     body: &[u8],
     timeout: Duration,
+    tls: Option<&HttpTls>,
 ) -> io::Result<(u16, Vec<u8>)> {
-    let mut r = Response::open(host, path, headers, body, timeout)?;
+    let mut r = Response::open(host, path, headers, body, timeout, tls)?;
     let mut out = Vec::new();
     while let Some(chunk) = r.next_chunk()? {
         out.extend_from_slice(&chunk);
@@ -61,7 +131,7 @@ pub(crate) fn post_bytes(
 
 /// A response being read: its status, then its body piece by piece.
 pub(crate) struct Response {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Stream>,
     pub(crate) status: u16,
     chunked: bool,
     /// Body bytes left (not chunked), or of the current chunk (chunked).
@@ -79,6 +149,7 @@ impl Response {
         headers: &[(&str, &str)],
         body: &[u8],
         timeout: Duration,
+        tls: Option<&HttpTls>,
     ) -> io::Result<Self> {
         // Every address the name has, in turn (`localhost` is often ::1 first while etcd
         // listens on 127.0.0.1 only).
@@ -93,10 +164,21 @@ impl Response {
                 Err(e) => last = e,
             }
         }
-        let stream = connected.ok_or(last)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        stream.set_nodelay(true)?;
+        let tcp = connected.ok_or(last)?;
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
+        tcp.set_nodelay(true)?;
+        let mut stream = match tls {
+            None => Stream::Plain(tcp),
+            #[cfg(feature = "tls")]
+            Some(t) => {
+                let conn = rustls::ClientConnection::new(t.config.clone(), t.server_name.clone())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+            }
+            #[cfg(not(feature = "tls"))]
+            Some(t) => match *t {},
+        };
         let mut head = format!("POST {path} HTTP/1.1\r\nHost: {host}\r\n");
         for (k, v) in headers {
             if k.contains(['\r', '\n', ':']) || v.contains(['\r', '\n']) {
@@ -110,7 +192,8 @@ impl Response {
         ));
         let mut req = head.into_bytes();
         req.extend_from_slice(body);
-        (&stream).write_all(&req)?;
+        stream.write_all(&req)?;
+        stream.flush()?;
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
         read_line(&mut reader, &mut line)?;
@@ -160,8 +243,8 @@ impl Response {
     /// host gone), and returns a handle to its connection: shutting the handle down ends
     /// a read blocked on it.
     pub(crate) fn into_stream(self, idle: Duration) -> io::Result<(Response, TcpStream)> {
-        self.reader.get_ref().set_read_timeout(Some(idle))?;
-        let handle = self.reader.get_ref().try_clone()?;
+        self.reader.get_ref().tcp().set_read_timeout(Some(idle))?;
+        let handle = self.reader.get_ref().tcp().try_clone()?;
         Ok((self, handle))
     }
 

@@ -36,7 +36,7 @@
 //! - **Export** runs on the batch processor's own thread, over a blocking HTTP/1.1 client
 //!   of this crate: no async runtime, no event-loop thread ever waits for the collector.
 //!   The queue is bounded (spans beyond it are dropped and counted by the SDK).
-//!   `http://` collectors only, for now.
+//!   `http://` collectors, or `https://` ones with [`Exporter::tls`] (feature `tls`).
 //! - **Logs.** A server span is entered while its handler runs: what the handler logs
 //!   through `tracing` is inside it (with its `trace_id`, and as an event of the exported
 //!   span).
@@ -325,6 +325,9 @@ pub struct Exporter {
     max_queue: usize,
     log_level: LevelFilter,
     timeout: Duration,
+    /// TLS to the collector (`https://`).
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsConnector>,
 }
 
 impl Exporter {
@@ -339,7 +342,17 @@ impl Exporter {
             max_queue: 2048,
             log_level: LevelFilter::INFO,
             timeout: Duration::from_secs(5),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// Exports over TLS (an `https://` endpoint), verifying the collector's certificate
+    /// against the endpoint's host name with `connector` (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, connector: crate::tls::TlsConnector) -> Self {
+        self.tls = Some(connector);
+        self
     }
 
     /// The `service.name` resource attribute of every span.
@@ -372,23 +385,59 @@ impl Exporter {
         self
     }
 
+    /// TLS to the collector, for an `https://` endpoint.
+    fn http_tls(
+        &self,
+        scheme: &str,
+        rest: &str,
+    ) -> Result<Option<crate::http::HttpTls>, InstallError> {
+        if scheme == "http" {
+            return Ok(None);
+        }
+        #[cfg(feature = "tls")]
+        if let Some(c) = &self.tls {
+            let authority = rest.split('/').next().unwrap_or(rest);
+            let host = match authority.rsplit_once(':') {
+                Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+                _ => authority,
+            };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let server_name = netpoll::tls::server_name(host)
+                .map_err(|e| InstallError(format!("the OTLP endpoint: {e}")))?;
+            return Ok(Some(crate::http::HttpTls {
+                config: c.config().clone(),
+                server_name,
+            }));
+        }
+        let _ = rest;
+        Err(InstallError(format!(
+            "the OTLP endpoint {:?} is https://: give the exporter a TLS connector (Exporter::tls, feature tls)",
+            self.endpoint
+        )))
+    }
+
     /// Builds the tracer provider, whose batch processor exports from a thread of its own.
     fn provider(&self) -> Result<SdkTracerProvider, InstallError> {
-        let rest = self.endpoint.strip_prefix("http://").ok_or_else(|| {
-            InstallError(format!(
-                "the OTLP endpoint {:?} is not an http:// URL",
-                self.endpoint
-            ))
-        })?;
+        let (scheme, rest) = match self.endpoint.split_once("://") {
+            Some((s @ ("http" | "https"), rest)) => (s, rest),
+            _ => {
+                return Err(InstallError(format!(
+                    "the OTLP endpoint {:?} is not an http:// or https:// URL",
+                    self.endpoint
+                )))
+            }
+        };
         let url = if rest.trim_end_matches('/').contains('/') {
             self.endpoint.clone()
         } else {
-            format!("http://{}/v1/traces", rest.trim_end_matches('/'))
+            format!("{scheme}://{}/v1/traces", rest.trim_end_matches('/'))
         };
+        let tls = self.http_tls(scheme, rest)?;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_http_client(BlockingHttp {
                 timeout: self.timeout,
+                tls,
             })
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .with_endpoint(url)
@@ -472,6 +521,7 @@ impl Drop for Telemetry {
 #[derive(Debug)]
 struct BlockingHttp {
     timeout: Duration,
+    tls: Option<crate::http::HttpTls>,
 }
 
 #[async_trait::async_trait]
@@ -494,8 +544,14 @@ impl HttpClient for BlockingHttp {
             let v = v.to_str().map_err(|_| format!("header {k} is not text"))?;
             headers.push((k.as_str(), v));
         }
-        let (status, body) =
-            crate::http::post_bytes(&host, &path, &headers, request.body(), self.timeout)?;
+        let (status, body) = crate::http::post_bytes(
+            &host,
+            &path,
+            &headers,
+            request.body(),
+            self.timeout,
+            self.tls.as_ref(),
+        )?;
         Ok(Response::builder().status(status).body(Bytes::from(body))?)
     }
 }

@@ -296,6 +296,8 @@ pub struct Etcd {
     pub client: SocketAddr,
     peer: SocketAddr,
     dir: std::path::PathBuf,
+    /// Serves clients over TLS: certificate, key and the CA that signed them (PEM files).
+    tls: Option<[String; 3]>,
 }
 
 /// A loopback address nothing listens on now (for a server that starts later).
@@ -308,6 +310,16 @@ pub fn free_addr() -> SocketAddr {
 
 impl Etcd {
     pub fn start() -> Etcd {
+        Self::start_with(None)
+    }
+
+    /// An etcd serving its clients over TLS (`https://`) with this certificate and key,
+    /// which `ca` signed.
+    pub fn start_tls(cert: &str, key: &str, ca: &str) -> Etcd {
+        Self::start_with(Some([cert.to_owned(), key.to_owned(), ca.to_owned()]))
+    }
+
+    fn start_with(tls: Option<[String; 3]>) -> Etcd {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "netpoll-etcd-{}-{}",
@@ -321,14 +333,19 @@ impl Etcd {
             client: free_addr(),
             peer: free_addr(),
             dir,
+            tls,
         };
         e.restart();
         e
     }
 
-    /// `etcd://HOST:PORT`, as `echo_server --registry` takes it.
+    /// `etcd://HOST:PORT` (`https://HOST:PORT` over TLS), as `echo_server --registry` and
+    /// the etcd registry and resolver take it.
     pub fn url(&self) -> String {
-        format!("etcd://{}", self.client)
+        match self.tls {
+            None => format!("etcd://{}", self.client),
+            Some(_) => format!("https://{}", self.client),
+        }
     }
 
     /// Kills the server (SIGKILL), as a crash would.
@@ -344,11 +361,16 @@ impl Etcd {
         self.kill();
         let (c, p) = (self.client, self.peer);
         let log = std::fs::File::create(self.dir.join("etcd.log")).unwrap();
-        let child = Command::new("etcd")
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut cmd = Command::new("etcd");
+        if let Some([cert, key, _]) = &self.tls {
+            cmd.args(["--cert-file", cert, "--key-file", key]);
+        }
+        let child = cmd
             .args(["--name", "t", "--data-dir"])
             .arg(self.dir.join("data"))
-            .args(["--listen-client-urls", &format!("http://{c}")])
-            .args(["--advertise-client-urls", &format!("http://{c}")])
+            .args(["--listen-client-urls", &format!("{scheme}://{c}")])
+            .args(["--advertise-client-urls", &format!("{scheme}://{c}")])
             .args(["--listen-peer-urls", &format!("http://{p}")])
             .args(["--initial-advertise-peer-urls", &format!("http://{p}")])
             .args(["--initial-cluster", &format!("t=http://{p}")])
@@ -360,7 +382,11 @@ impl Etcd {
         self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            if Self::answers(c) {
+            let up = match &self.tls {
+                None => Self::answers(c),
+                Some([_, _, ca]) => Self::answers_tls(c, ca),
+            };
+            if up {
                 return;
             }
             assert!(
@@ -373,6 +399,36 @@ impl Etcd {
     }
 
     /// Whether the v3 JSON gateway answers a range request.
+    /// Whether etcd answers a range request over TLS.
+    fn answers_tls(c: SocketAddr, ca: &str) -> bool {
+        use netpoll_rpc::tls::{rustls, TlsConnector};
+        let Ok(connector) = TlsConnector::builder(ca).and_then(|b| b.build()) else {
+            return false;
+        };
+        let Ok(tcp) = TcpStream::connect_timeout(&c, Duration::from_millis(200)) else {
+            return false;
+        };
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
+        let Ok(conn) = rustls::ClientConnection::new(
+            connector.config().clone(),
+            "localhost".try_into().unwrap(),
+        ) else {
+            return false;
+        };
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        let body = r#"{"key":"AA=="}"#;
+        let req = format!(
+            "POST /v3/kv/range HTTP/1.1\r\nHost: {c}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        if s.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out.starts_with(b"HTTP/1.1 200")
+    }
+
     fn answers(c: SocketAddr) -> bool {
         let Ok(mut s) = TcpStream::connect_timeout(&c, Duration::from_millis(200)) else {
             return false;

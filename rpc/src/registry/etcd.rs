@@ -43,10 +43,13 @@ struct Etcd {
     /// `host:port` of each member to try, in order.
     endpoints: Vec<String>,
     timeout: Duration,
+    /// TLS to the members (`https://` endpoints).
+    tls: Option<http::HttpTls>,
 }
 
 impl Etcd {
-    /// `endpoints`: comma-separated `host:port`, each optionally `etcd://` or `http://`.
+    /// `endpoints`: comma-separated `host:port`, each optionally `etcd://`, `http://` or
+    /// `https://` (TLS needs [`EtcdRegistry::tls`] or [`EtcdResolver::tls`]).
     fn new(endpoints: &str) -> Etcd {
         Etcd {
             endpoints: endpoints
@@ -55,13 +58,24 @@ impl Etcd {
                     e.trim()
                         .trim_start_matches("etcd://")
                         .trim_start_matches("http://")
+                        .trim_start_matches("https://")
                         .trim_end_matches('/')
                         .to_owned()
                 })
                 .filter(|e| !e.is_empty())
                 .collect(),
             timeout: Duration::from_secs(3),
+            tls: None,
         }
+    }
+
+    #[cfg(feature = "tls")]
+    fn set_tls(&mut self, tls: crate::tls::ClientTls) {
+        self.tls = Some(http::HttpTls {
+            config: tls.connector.config().clone(),
+            server_name: netpoll::tls::server_name(&tls.server_name)
+                .expect("ClientTls checked the name"),
+        });
     }
 
     /// POSTs `body` to `path` on the first member that answers.
@@ -69,7 +83,7 @@ impl Etcd {
         let body = body.to_string();
         let mut last = io::Error::other("no etcd endpoint given");
         for e in &self.endpoints {
-            match http::post(e, path, &body, self.timeout) {
+            match http::post(e, path, &body, self.timeout, self.tls.as_ref()) {
                 Ok(text) => {
                     return serde_json::from_str(&text)
                         .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
@@ -91,6 +105,7 @@ impl Etcd {
                 &[("Content-Type", "application/json")],
                 body.as_bytes(),
                 self.timeout,
+                self.tls.as_ref(),
             ) {
                 // A silent watch is taken down and set up again (listing first) after a
                 // while, so that a connection that died without a word cannot freeze the
@@ -241,6 +256,15 @@ impl EtcdRegistry {
             ttl: Duration::from_secs(60),
             registered: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Speaks TLS to etcd (its `https://` client URLs), verifying the members'
+    /// certificates with `tls` (and presenting its identity, for etcd's
+    /// `--client-cert-auth`).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.etcd.set_tls(tls);
+        self
     }
 
     /// The lease's time to live: how long a server that died without deregistering stays
@@ -452,6 +476,13 @@ impl EtcdResolver {
             etcd: Etcd::new(endpoints),
             prefix: DEFAULT_PREFIX.to_owned(),
         }
+    }
+
+    /// Speaks TLS to etcd, as [`EtcdRegistry::tls`].
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.etcd.set_tls(tls);
+        self
     }
 
     /// Another key prefix than Kitex's.
