@@ -123,6 +123,7 @@ impl TlsAcceptor {
         Ok(TlsAcceptorBuilder {
             chain: load_certs(cert_chain)?,
             key: load_key(key)?,
+            by_name: Vec::new(),
             client_roots: None,
             client_optional: false,
             alpn: Vec::new(),
@@ -153,6 +154,8 @@ impl TlsAcceptor {
 pub struct TlsAcceptorBuilder {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    /// Certificates served to clients that ask for these names (SNI).
+    by_name: Vec<(String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     client_roots: Option<RootCertStore>,
     client_optional: bool,
     alpn: Vec<Vec<u8>>,
@@ -163,6 +166,24 @@ impl TlsAcceptorBuilder {
     /// (mTLS).
     pub fn client_ca(mut self, path: impl AsRef<Path>) -> io::Result<Self> {
         self.client_roots = Some(load_roots(path)?);
+        Ok(self)
+    }
+
+    /// Serves this certificate chain and key (PEM files) to clients that ask for
+    /// `server_name` in SNI; the builder's own certificate goes to every other client,
+    /// including those that send no name (clients that dial an IP address). Names are
+    /// matched case-insensitively.
+    pub fn sni(
+        mut self,
+        server_name: &str,
+        cert_chain: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> io::Result<Self> {
+        self.by_name.push((
+            server_name.to_ascii_lowercase(),
+            load_certs(cert_chain)?,
+            load_key(key)?,
+        ));
         Ok(self)
     }
 
@@ -198,13 +219,49 @@ impl TlsAcceptorBuilder {
             }
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder
-            .with_single_cert(self.chain, self.key)
-            .map_err(|e| config_error(format!("the certificate and key: {e}")))?;
+        let mut config = if self.by_name.is_empty() {
+            builder
+                .with_single_cert(self.chain, self.key)
+                .map_err(|e| config_error(format!("the certificate and key: {e}")))?
+        } else {
+            let p = rustls::crypto::ring::default_provider();
+            let certified = |chain, key, what: &str| {
+                rustls::sign::CertifiedKey::from_der(chain, key, &p)
+                    .map(Arc::new)
+                    .map_err(|e| config_error(format!("{what}: {e}")))
+            };
+            let mut by_name = std::collections::HashMap::new();
+            for (name, chain, key) in self.by_name {
+                let k = certified(chain, key, &format!("the certificate for {name}"))?;
+                by_name.insert(name, k);
+            }
+            let default = certified(self.chain, self.key, "the certificate and key")?;
+            builder.with_cert_resolver(Arc::new(BySni { by_name, default }))
+        };
         config.alpn_protocols = self.alpn;
         // Resumption by ticket: a reconnecting client skips the certificate crypto.
         config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(config_error)?;
         Ok(TlsAcceptor::new(Arc::new(config)))
+    }
+}
+
+/// Chooses the certificate by the name the client asked for (SNI), with a default for
+/// the rest.
+#[derive(Debug)]
+struct BySni {
+    by_name: std::collections::HashMap<String, Arc<rustls::sign::CertifiedKey>>,
+    default: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl rustls::server::ResolvesServerCert for BySni {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let named = hello
+            .server_name()
+            .and_then(|n| self.by_name.get(&n.to_ascii_lowercase()));
+        Some(named.unwrap_or(&self.default).clone())
     }
 }
 

@@ -543,3 +543,46 @@ fn close_notify_without_a_fin_ends_the_input() {
     assert!(rest.is_empty());
     rt.shutdown(Duration::from_secs(1));
 }
+
+#[test]
+fn sni_chooses_the_certificate_by_name_with_a_default() {
+    let default = Pki::new("sni-default");
+    let dir = std::env::temp_dir().join(format!("netpoll-tls-sni-a-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let a = rcgen::generate_simple_self_signed(vec!["a.example".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), a.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), a.signing_key.serialize_pem()).unwrap();
+    let acceptor = TlsAcceptor::builder(default.cert(), default.key())
+        .unwrap()
+        .sni("A.example", dir.join("cert.pem"), dir.join("key.pem"))
+        .unwrap()
+        .build()
+        .unwrap();
+    let rt = runtime();
+    let addr = rt
+        .handle()
+        .listen_tls("127.0.0.1:0", acceptor, |_| Box::new(FrameEcho))
+        .unwrap();
+    let trusting_a = TlsConnector::builder(dir.join("cert.pem"))
+        .unwrap()
+        .build()
+        .unwrap();
+    // Asking for a.example gets its certificate; asking for localhost (or nothing) gets
+    // the default, which a client trusting only a.example's refuses.
+    assert_eq!(
+        connect_tls(&rt, addr, trusting_a.clone(), "a.example").unwrap(),
+        b"hello over tls"
+    );
+    assert_eq!(
+        connect_tls(&rt, addr, default.connector(), "localhost").unwrap(),
+        b"hello over tls"
+    );
+    assert_eq!(
+        connect_tls(&rt, addr, default.connector(), "127.0.0.1").unwrap(),
+        b"hello over tls"
+    );
+    let e = connect_tls(&rt, addr, trusting_a, "localhost").unwrap_err();
+    assert!(e.contains("invalid peer certificate"), "{e}");
+    rt.shutdown(Duration::from_secs(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
