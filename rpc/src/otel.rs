@@ -528,11 +528,13 @@ struct BlockingHttp {
 impl HttpClient for BlockingHttp {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         let uri = request.uri();
-        let host = uri
-            .authority()
-            .ok_or("the OTLP endpoint has no host")?
-            .as_str()
-            .to_owned();
+        let authority = uri.authority().ok_or("the OTLP endpoint has no host")?;
+        // A URL without a port means the scheme's.
+        let host = match authority.port_u16() {
+            Some(_) => authority.as_str().to_owned(),
+            None if uri.scheme_str() == Some("https") => format!("{}:443", authority.host()),
+            None => format!("{}:80", authority.host()),
+        };
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         // Every header the exporter set (content type, encoding, the user's own
         // OTEL_EXPORTER_OTLP_HEADERS) goes along.

@@ -40,11 +40,13 @@ const WATCH_IDLE: Duration = Duration::from_secs(30);
 /// Where an etcd cluster answers, and how long a request may take.
 #[derive(Debug, Clone)]
 struct Etcd {
-    /// `host:port` of each member to try, in order.
-    endpoints: Vec<String>,
+    /// `host:port` of each member to try, in order, and whether it was given as
+    /// `https://`.
+    endpoints: Vec<(String, bool)>,
     timeout: Duration,
-    /// TLS to the members (`https://` endpoints).
-    tls: Option<http::HttpTls>,
+    /// TLS to the members: each verified against its own host name.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsConnector>,
 }
 
 impl Etcd {
@@ -55,35 +57,66 @@ impl Etcd {
             endpoints: endpoints
                 .split(',')
                 .map(|e| {
-                    e.trim()
+                    let e = e.trim();
+                    let https = e.starts_with("https://");
+                    let hp = e
                         .trim_start_matches("etcd://")
                         .trim_start_matches("http://")
                         .trim_start_matches("https://")
-                        .trim_end_matches('/')
-                        .to_owned()
+                        .trim_end_matches('/');
+                    (hp.to_owned(), https)
                 })
-                .filter(|e| !e.is_empty())
+                .filter(|(e, _)| !e.is_empty())
                 .collect(),
             timeout: Duration::from_secs(3),
+            #[cfg(feature = "tls")]
             tls: None,
         }
     }
 
     #[cfg(feature = "tls")]
-    fn set_tls(&mut self, tls: crate::tls::ClientTls) {
-        self.tls = Some(http::HttpTls {
-            config: tls.connector.config().clone(),
-            server_name: netpoll::tls::server_name(&tls.server_name)
-                .expect("ClientTls checked the name"),
-        });
+    fn set_tls(&mut self, tls: crate::tls::TlsConnector) {
+        self.tls = Some(tls);
+    }
+
+    /// TLS to member `host_port` (given as `https://` if `https`): verified against its
+    /// own host; an `https://` member needs a connector.
+    fn tls_for(&self, host_port: &str, https: bool) -> io::Result<Option<http::HttpTls>> {
+        #[cfg(feature = "tls")]
+        if let Some(c) = &self.tls {
+            let host = match host_port.rsplit_once(':') {
+                Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+                _ => host_port,
+            };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            return Ok(Some(http::HttpTls {
+                config: c.config().clone(),
+                server_name: netpoll::tls::server_name(host)?,
+            }));
+        }
+        let _ = host_port;
+        if https {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an https:// etcd endpoint needs a TLS connector (EtcdRegistry::tls or EtcdResolver::tls, feature tls)",
+            ));
+        }
+        Ok(None)
     }
 
     /// POSTs `body` to `path` on the first member that answers.
     fn call(&self, path: &str, body: &Value) -> io::Result<Value> {
         let body = body.to_string();
         let mut last = io::Error::other("no etcd endpoint given");
-        for e in &self.endpoints {
-            match http::post(e, path, &body, self.timeout, self.tls.as_ref()) {
+        for (e, https) in &self.endpoints {
+            let tls = match self.tls_for(e, *https) {
+                Ok(t) => t,
+                Err(err) => {
+                    last = err;
+                    continue;
+                }
+            };
+            match http::post(e, path, &body, self.timeout, tls.as_ref()) {
                 Ok(text) => {
                     return serde_json::from_str(&text)
                         .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
@@ -98,14 +131,21 @@ impl Etcd {
     fn watch(&self, body: &Value) -> io::Result<(Response, TcpStream)> {
         let body = body.to_string();
         let mut last = io::Error::other("no etcd endpoint given");
-        for e in &self.endpoints {
+        for (e, https) in &self.endpoints {
+            let tls = match self.tls_for(e, *https) {
+                Ok(t) => t,
+                Err(err) => {
+                    last = err;
+                    continue;
+                }
+            };
             match Response::open(
                 e,
                 "/v3/watch",
                 &[("Content-Type", "application/json")],
                 body.as_bytes(),
                 self.timeout,
-                self.tls.as_ref(),
+                tls.as_ref(),
             ) {
                 // A silent watch is taken down and set up again (listing first) after a
                 // while, so that a connection that died without a word cannot freeze the
@@ -258,11 +298,12 @@ impl EtcdRegistry {
         }
     }
 
-    /// Speaks TLS to etcd (its `https://` client URLs), verifying the members'
-    /// certificates with `tls` (and presenting its identity, for etcd's
-    /// `--client-cert-auth`).
+    /// Speaks TLS to etcd (its `https://` client URLs), verifying each member's
+    /// certificate against the member's own host name with `tls` (and presenting its
+    /// identity, for etcd's `--client-cert-auth`). An `https://` endpoint without it is an
+    /// error, not plain text.
     #[cfg(feature = "tls")]
-    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+    pub fn tls(mut self, tls: crate::tls::TlsConnector) -> Self {
         self.etcd.set_tls(tls);
         self
     }
@@ -480,7 +521,7 @@ impl EtcdResolver {
 
     /// Speaks TLS to etcd, as [`EtcdRegistry::tls`].
     #[cfg(feature = "tls")]
-    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+    pub fn tls(mut self, tls: crate::tls::TlsConnector) -> Self {
         self.etcd.set_tls(tls);
         self
     }

@@ -467,8 +467,9 @@ impl H2 {
             kind::RST_STREAM => {
                 h2f::error_code(&payload)
                     .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad RST_STREAM"))?;
-                if self.streams.contains_key(&h.stream) {
-                    // A stream reset before we answered it.
+                if self.streams.get(&h.stream).is_some_and(|s| !s.answered) {
+                    // A stream reset before its request was even whole: what a rapid reset
+                    // does (a call cancelled while its handler runs is not counted).
                     self.resets += 1;
                     if self.resets > RESETS_PER_SEC {
                         return Err(conn_err(code::ENHANCE_YOUR_CALM, "too many streams reset"));
@@ -521,7 +522,7 @@ impl H2 {
             n if n.first() == Some(&b':') => {}
             n => {
                 if let Ok(k) = std::str::from_utf8(n) {
-                    meta.push((k.to_owned(), v.to_vec()));
+                    meta.push((metainfo_name(k), v.to_vec()));
                 }
             }
         });
@@ -716,6 +717,9 @@ impl H2 {
             self.end_stream(conn, stream);
             return;
         }
+        // A client pinging while replies flow (grpc-go's bandwidth estimator does, once a
+        // round trip) is not flooding: the control frame count starts again.
+        self.control_frames = 0;
         let out = conn.output();
         h2f::write_headers(out, stream, &self.reply_headers, false, self.peer_max_frame);
         let mut data = BytesMut::with_capacity(grpc::PREFIX_LEN + body.len());
@@ -832,6 +836,26 @@ impl H2 {
     }
 }
 
+/// HTTP/2 header names are lower case: Kitex's metainfo arrives as `rpc-transit-KEY` or
+/// `rpc_transit_KEY` (and persist, backward); it is read back under its TTHeader names
+/// (`RPC_TRANSIT_KEY`, ...), as `ctx.transient` and `ctx.persistent` look for them. Other
+/// names stay as they are.
+fn metainfo_name(k: &str) -> String {
+    for (lower, upper) in [
+        ("rpc-transit-", "RPC_TRANSIT_"),
+        ("rpc_transit_", "RPC_TRANSIT_"),
+        ("rpc-persist-", "RPC_PERSIST_"),
+        ("rpc_persist_", "RPC_PERSIST_"),
+        ("rpc-backward-", "RPC_BACKWARD_"),
+        ("rpc_backward_", "RPC_BACKWARD_"),
+    ] {
+        if let Some(rest) = k.strip_prefix(lower) {
+            return format!("{upper}{rest}");
+        }
+    }
+    k.to_owned()
+}
+
 /// A request's custom metadata as a TTHeader of string headers, the form middleware
 /// (trace context) and handlers (`ctx.transient`, `ctx.persistent`) read headers in;
 /// `None` when there is none.
@@ -857,4 +881,18 @@ fn metadata_headers(stream: u32, meta: &[(String, Vec<u8>)]) -> Option<TTHeader>
     .write_message_header(&mut out, 0);
     TTHeaderBuilder::finish(&mut out, start).ok()?;
     TTHeader::parse(out.freeze()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kitex_metainfo_names_are_read_back_under_their_ttheader_names() {
+        assert_eq!(metainfo_name("rpc-transit-tenant"), "RPC_TRANSIT_tenant");
+        assert_eq!(metainfo_name("rpc_persist_user"), "RPC_PERSIST_user");
+        assert_eq!(metainfo_name("rpc-backward-x"), "RPC_BACKWARD_x");
+        assert_eq!(metainfo_name("traceparent"), "traceparent");
+        assert_eq!(metainfo_name("x-custom"), "x-custom");
+    }
 }
