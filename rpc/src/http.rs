@@ -27,6 +27,23 @@ pub(crate) struct HttpTls {
     pub(crate) server_name: rustls::pki_types::ServerName<'static>,
 }
 
+#[cfg(feature = "tls")]
+impl HttpTls {
+    /// TLS with `connector` to the server at `authority` (`host[:port]`, `[v6]:port`),
+    /// whose certificate must be valid for its host.
+    pub(crate) fn to(connector: &crate::tls::TlsConnector, authority: &str) -> io::Result<HttpTls> {
+        let host = match authority.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => authority,
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        Ok(HttpTls {
+            config: connector.config().clone(),
+            server_name: netpoll::tls::server_name(host)?,
+        })
+    }
+}
+
 /// Without the `tls` feature there is no TLS to speak.
 #[cfg(not(feature = "tls"))]
 #[derive(Clone, Debug)]

@@ -397,17 +397,9 @@ impl Exporter {
         #[cfg(feature = "tls")]
         if let Some(c) = &self.tls {
             let authority = rest.split('/').next().unwrap_or(rest);
-            let host = match authority.rsplit_once(':') {
-                Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
-                _ => authority,
-            };
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let server_name = netpoll::tls::server_name(host)
-                .map_err(|e| InstallError(format!("the OTLP endpoint: {e}")))?;
-            return Ok(Some(crate::http::HttpTls {
-                config: c.config().clone(),
-                server_name,
-            }));
+            return crate::http::HttpTls::to(c, authority)
+                .map(Some)
+                .map_err(|e| InstallError(format!("the OTLP endpoint: {e}")));
         }
         let _ = rest;
         Err(InstallError(format!(

@@ -84,15 +84,7 @@ impl Etcd {
     fn tls_for(&self, host_port: &str, https: bool) -> io::Result<Option<http::HttpTls>> {
         #[cfg(feature = "tls")]
         if let Some(c) = &self.tls {
-            let host = match host_port.rsplit_once(':') {
-                Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
-                _ => host_port,
-            };
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            return Ok(Some(http::HttpTls {
-                config: c.config().clone(),
-                server_name: netpoll::tls::server_name(host)?,
-            }));
+            return http::HttpTls::to(c, host_port).map(Some);
         }
         let _ = host_port;
         if https {
