@@ -31,9 +31,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use examples::gen::pb::echo as ours;
 use netpoll_rpc::client::{ClientBuilder, ClientTransport};
 
-mod grpc {
-    include!(concat!(env!("OUT_DIR"), "/tonic/echo.rs"));
-}
+use benches::tonic_echo::grpc;
 
 const SERVER_CPU: usize = 0;
 const CLIENT_CPU: usize = 1;
@@ -134,20 +132,6 @@ impl Ours {
 
 // ----- tonic --------------------------------------------------------------------------
 
-struct EchoSvc;
-
-#[tonic::async_trait]
-impl grpc::echo_server::Echo for EchoSvc {
-    async fn echo(
-        &self,
-        req: tonic::Request<grpc::EchoRequest>,
-    ) -> Result<tonic::Response<grpc::EchoReply>, tonic::Status> {
-        Ok(tonic::Response::new(grpc::EchoReply {
-            msg: req.into_inner().msg,
-        }))
-    }
-}
-
 struct Tonic {
     rt: tokio::runtime::Runtime,
     clients: Vec<grpc::echo_client::EchoClient<tonic::transport::Channel>>,
@@ -183,19 +167,11 @@ impl Tonic {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-                tonic::transport::Server::builder()
-                    .add_service(
-                        grpc::echo_server::EchoServer::new(EchoSvc)
-                            .max_decoding_message_size(64 << 20)
-                            .max_encoding_message_size(64 << 20),
-                    )
-                    .serve_with_incoming_shutdown(incoming, async {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .expect("tonic server");
+                benches::tonic_echo::serve(listener, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .expect("tonic server");
             });
         });
         let addr = addr_rx.recv().expect("tonic server address");

@@ -13,4 +13,5 @@ pub mod grpc_echo;
 pub mod load;
 pub mod plot;
 pub mod protocol;
+pub mod tonic_echo;
 pub mod wire_echo;

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-mod grpc {
-    include!(concat!(env!("OUT_DIR"), "/tonic/echo.rs"));
-}
+use benches::tonic_echo::grpc;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -6,24 +6,6 @@
 //! taskset -c 0 target/release/tonic-echo --addr 127.0.0.1:9800
 //! ```
 
-mod grpc {
-    include!(concat!(env!("OUT_DIR"), "/tonic/echo.rs"));
-}
-
-struct EchoSvc;
-
-#[tonic::async_trait]
-impl grpc::echo_server::Echo for EchoSvc {
-    async fn echo(
-        &self,
-        req: tonic::Request<grpc::EchoRequest>,
-    ) -> Result<tonic::Response<grpc::EchoReply>, tonic::Status> {
-        Ok(tonic::Response::new(grpc::EchoReply {
-            msg: req.into_inner().msg,
-        }))
-    }
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let addr = args
@@ -47,15 +29,7 @@ fn main() {
             "tonic-echo: listening on {}",
             listener.local_addr().unwrap()
         );
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        tonic::transport::Server::builder()
-            .add_service(
-                grpc::echo_server::EchoServer::new(EchoSvc)
-                    .max_decoding_message_size(64 << 20)
-                    .max_encoding_message_size(64 << 20),
-            )
-            .serve_with_incoming(incoming)
+        benches::tonic_echo::serve(listener, std::future::pending())
             .await
             .expect("tonic server");
     });
