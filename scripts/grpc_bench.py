@@ -17,27 +17,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from perf_ab import cpu_seconds, free_port, median  # noqa: E402
+from perf_ab import cpu_seconds, median, start_cmd as start  # noqa: E402
 
-import socket  # noqa: E402
-
-
-def start(cmd):
-    addr = f"127.0.0.1:{free_port()}"
-    p = subprocess.Popen(["taskset", "-c", "0"] + cmd + ["--addr", addr], stdout=subprocess.DEVNULL)
-    host, port = addr.rsplit(":", 1)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection((host, int(port)), 0.2).close()
-            return p, addr
-        except OSError:
-            time.sleep(0.05)
-    p.kill()
-    raise SystemExit(f"{cmd[0]} did not start")
 
 
 def rpc_bench(server, addr, conns, inflight, duration):

@@ -25,20 +25,25 @@ def free_port():
     return port
 
 
-def start(binary):
+def start_cmd(cmd):
+    """Starts server command `cmd` on CPU 0 with `--addr` on a free port; waits until it
+    accepts. Returns the process and the address."""
     addr = f"127.0.0.1:{free_port()}"
-    p = subprocess.Popen(["taskset", "-c", "0", binary, "--addr", addr, "--cores", "1", "--cpus", "0"],
-                         stdout=subprocess.DEVNULL)
+    p = subprocess.Popen(["taskset", "-c", "0"] + cmd + ["--addr", addr], stdout=subprocess.DEVNULL)
+    host, port = addr.rsplit(":", 1)
     deadline = time.time() + 10
     while time.time() < deadline:
         try:
-            host, port = addr.rsplit(":", 1)
             socket.create_connection((host, int(port)), 0.2).close()
             return p, addr
         except OSError:
             time.sleep(0.05)
     p.kill()
-    raise SystemExit(f"{binary} did not start")
+    raise SystemExit(f"{cmd[0]} did not start")
+
+
+def start(binary):
+    return start_cmd([binary, "--cores", "1", "--cpus", "0"])
 
 
 def run(bench, server, addr, proto, conns, inflight, duration):

@@ -13,11 +13,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from perf_ab import cpu_seconds, free_port, median  # noqa: E402
+from perf_ab import cpu_seconds, median, start_cmd  # noqa: E402
 
 import json  # noqa: E402
-import socket  # noqa: E402
-import time  # noqa: E402
 
 # (label, protocol, connections, inflight, payload bytes)
 SHAPES = [
@@ -28,20 +26,8 @@ SHAPES = [
 
 
 def start(flags):
-    addr = f"127.0.0.1:{free_port()}"
-    p = subprocess.Popen(["taskset", "-c", "0", "target/release/echo_server", "--addr", addr,
-                          "--cores", "1", "--cpus", "0", "--max-frame", str(8 << 20)] + flags,
-                         stdout=subprocess.DEVNULL)
-    host, port = addr.rsplit(":", 1)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection((host, int(port)), 0.2).close()
-            return p, addr
-        except OSError:
-            time.sleep(0.05)
-    p.kill()
-    raise SystemExit("echo_server did not start")
+    return start_cmd(["target/release/echo_server", "--cores", "1", "--cpus", "0",
+                      "--max-frame", str(8 << 20)] + flags)
 
 
 def run(server, addr, shape, duration, tls_flags):
