@@ -15,51 +15,9 @@ use bytes::Bytes;
 use netpoll::{CloseReason, Conn, Core, Handler, Input, PoolStats, Runtime};
 
 mod common;
-use common::{connect, on_core, IO_TIMEOUT};
+use common::{connect, frame, on_core, read_frame, whole_frame, FrameEcho, IO_TIMEOUT};
 
 // ----- helpers --------------------------------------------------------------------------
-
-/// Echoes every frame; asks netpoll to assemble a frame before calling again.
-struct FrameEcho;
-
-impl Handler for FrameEcho {
-    fn on_data(&mut self, conn: &mut Conn<'_>, input: &mut Input<'_>) {
-        while let Some(total) = whole_frame(input) {
-            let frame = input.split_to(total);
-            conn.write(&frame);
-        }
-    }
-}
-
-/// The length of the whole frame at the start of `input`, or `None` after declaring what
-/// is needed.
-fn whole_frame(input: &mut Input<'_>) -> Option<usize> {
-    let buf = input.chunk();
-    if buf.len() < 4 {
-        input.need(4);
-        return None;
-    }
-    let total = 4 + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    if buf.len() < total {
-        input.need(total);
-        return None;
-    }
-    Some(total)
-}
-
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut f = (payload.len() as u32).to_be_bytes().to_vec();
-    f.extend_from_slice(payload);
-    f
-}
-
-fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut head = [0u8; 4];
-    s.read_exact(&mut head)?;
-    let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
-    s.read_exact(&mut body)?;
-    Ok(body)
-}
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)

@@ -13,7 +13,7 @@ use netpoll::tls::{rustls, TlsAcceptor, TlsConnector};
 use netpoll::{CloseReason, Conn, Core, Handler, Input, Runtime};
 
 mod common;
-use common::{connect, on_core, IO_TIMEOUT};
+use common::{connect, frame, on_core, read_frame, FrameEcho, IO_TIMEOUT};
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM files.
 struct Pki {
@@ -62,42 +62,6 @@ impl Drop for Pki {
     }
 }
 
-/// Echoes length-prefixed frames (4-byte big-endian length).
-struct FrameEcho;
-
-impl Handler for FrameEcho {
-    fn on_data(&mut self, conn: &mut Conn<'_>, input: &mut Input<'_>) {
-        loop {
-            let buf = input.chunk();
-            if buf.len() < 4 {
-                input.need(4);
-                return;
-            }
-            let total = 4 + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            if buf.len() < total {
-                input.need(total);
-                return;
-            }
-            let frame = input.split_to(total);
-            conn.write(&frame);
-        }
-    }
-}
-
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut f = (payload.len() as u32).to_be_bytes().to_vec();
-    f.extend_from_slice(payload);
-    f
-}
-
-fn read_frame(s: &mut impl Read) -> std::io::Result<Vec<u8>> {
-    let mut head = [0u8; 4];
-    s.read_exact(&mut head)?;
-    let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
-    s.read_exact(&mut body)?;
-    Ok(body)
-}
-
 /// Waits until at least `n` connections closed for TLS failures (a connection is counted
 /// when it is released, after its close completes).
 fn wait_tls_failed(rt: &Runtime, n: u64) -> u64 {
@@ -113,6 +77,16 @@ fn wait_tls_failed(rt: &Runtime, n: u64) -> u64 {
 
 fn runtime() -> Runtime {
     Runtime::builder().cores(1).build().expect("runtime")
+}
+
+/// A one-core runtime echoing frames on a TLS listener with `acceptor`.
+fn tls_echo(acceptor: TlsAcceptor) -> (Runtime, SocketAddr) {
+    let rt = runtime();
+    let addr = rt
+        .handle()
+        .listen_tls("127.0.0.1:0", acceptor, |_| Box::new(FrameEcho))
+        .unwrap();
+    (rt, addr)
 }
 
 /// Reads until EOF or an error; returns whether the server closed within the timeout.
@@ -136,11 +110,7 @@ fn closed_by_server(s: &mut TcpStream) -> bool {
 #[test]
 fn frames_small_and_large_echo_over_tls() {
     let pki = Pki::new("echo");
-    let rt = runtime();
-    let addr = rt
-        .handle()
-        .listen_tls("127.0.0.1:0", pki.acceptor(), |_| Box::new(FrameEcho))
-        .unwrap();
+    let (rt, addr) = tls_echo(pki.acceptor());
     let mut s = pki.client(addr);
     // 64 pipelined small frames, then one of 1 MiB.
     let mut batch = Vec::new();
@@ -210,11 +180,7 @@ fn connect_tls(
 #[test]
 fn netpoll_client_talks_to_netpoll_server_and_checks_the_name() {
     let pki = Pki::new("client");
-    let rt = runtime();
-    let addr = rt
-        .handle()
-        .listen_tls("127.0.0.1:0", pki.acceptor(), |_| Box::new(FrameEcho))
-        .unwrap();
+    let (rt, addr) = tls_echo(pki.acceptor());
     assert_eq!(
         connect_tls(&rt, addr, pki.connector(), "localhost").unwrap(),
         b"hello over tls"
@@ -239,11 +205,7 @@ fn netpoll_client_talks_to_netpoll_server_and_checks_the_name() {
 #[test]
 fn plain_text_and_garbage_are_refused_without_disturbing_others() {
     let pki = Pki::new("refuse");
-    let rt = runtime();
-    let addr = rt
-        .handle()
-        .listen_tls("127.0.0.1:0", pki.acceptor(), |_| Box::new(FrameEcho))
-        .unwrap();
+    let (rt, addr) = tls_echo(pki.acceptor());
     let mut good = pki.client(addr);
     good.write_all(&frame(b"before")).unwrap();
     assert_eq!(read_frame(&mut good).unwrap(), b"before");
@@ -305,13 +267,7 @@ fn a_stalled_handshake_is_closed_at_its_deadline() {
 #[test]
 fn a_port_that_allows_plain_text_serves_both() {
     let pki = Pki::new("both");
-    let rt = runtime();
-    let addr = rt
-        .handle()
-        .listen_tls("127.0.0.1:0", pki.acceptor().allow_plaintext(true), |_| {
-            Box::new(FrameEcho)
-        })
-        .unwrap();
+    let (rt, addr) = tls_echo(pki.acceptor().allow_plaintext(true));
     let mut plain = connect(addr);
     plain.write_all(&frame(b"plain")).unwrap();
     assert_eq!(read_frame(&mut plain).unwrap(), b"plain");
@@ -350,11 +306,7 @@ fn a_graceful_close_sends_close_notify() {
 #[test]
 fn a_burst_of_handshakes_beyond_the_per_turn_budget_all_complete() {
     let pki = Pki::new("burst");
-    let rt = runtime();
-    let addr = rt
-        .handle()
-        .listen_tls("127.0.0.1:0", pki.acceptor(), |_| Box::new(FrameEcho))
-        .unwrap();
+    let (rt, addr) = tls_echo(pki.acceptor());
     let mut established = pki.client(addr);
     established.write_all(&frame(b"first")).unwrap();
     assert_eq!(read_frame(&mut established).unwrap(), b"first");
@@ -490,11 +442,7 @@ fn output_written_and_closed_during_the_handshake_is_sent() {
 #[test]
 fn a_request_and_fin_behind_the_handshake_budget_are_served() {
     let pki = Pki::new("halfclose");
-    let rt = runtime();
-    let addr = rt
-        .handle()
-        .listen_tls("127.0.0.1:0", pki.acceptor(), |_| Box::new(FrameEcho))
-        .unwrap();
+    let (rt, addr) = tls_echo(pki.acceptor());
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(128));
     let clients: Vec<_> = (0..128u32)
         .map(|i| {
@@ -526,11 +474,7 @@ fn a_request_and_fin_behind_the_handshake_budget_are_served() {
 #[test]
 fn close_notify_without_a_fin_ends_the_input() {
     let pki = Pki::new("notifyin");
-    let rt = runtime();
-    let addr = rt
-        .handle()
-        .listen_tls("127.0.0.1:0", pki.acceptor(), |_| Box::new(FrameEcho))
-        .unwrap();
+    let (rt, addr) = tls_echo(pki.acceptor());
     let mut s = pki.client(addr);
     s.write_all(&frame(b"x")).unwrap();
     assert_eq!(read_frame(&mut s).unwrap(), b"x");
@@ -558,11 +502,7 @@ fn sni_chooses_the_certificate_by_name_with_a_default() {
         .unwrap()
         .build()
         .unwrap();
-    let rt = runtime();
-    let addr = rt
-        .handle()
-        .listen_tls("127.0.0.1:0", acceptor, |_| Box::new(FrameEcho))
-        .unwrap();
+    let (rt, addr) = tls_echo(acceptor);
     let trusting_a = TlsConnector::builder(dir.join("cert.pem"))
         .unwrap()
         .build()
