@@ -143,6 +143,28 @@ fn request_block(path: &str) -> Vec<u8> {
     b
 }
 
+/// The DATA of an echo call: `EchoRequest { msg }` (`msg` under 128 bytes) behind gRPC's
+/// message prefix.
+fn echo_message(msg: &[u8]) -> BytesMut {
+    let mut m = BytesMut::new();
+    netpoll_codec::h2::grpc::write_prefix(&mut m, false, 2 + msg.len());
+    m.extend_from_slice(&[0x0a, msg.len() as u8]);
+    m.extend_from_slice(msg);
+    m
+}
+
+/// An echo call of `ok` on `stream`: its HEADERS, then its DATA, which ends the stream.
+fn ok_call(out: &mut BytesMut, stream: u32) {
+    h2f::write_headers(
+        out,
+        stream,
+        &request_block("/echo.Echo/Echo"),
+        false,
+        16_384,
+    );
+    h2f::write_data(out, stream, &echo_message(b"ok"), true);
+}
+
 fn goaway_code(frames: &[(h2f::FrameHeader, Vec<u8>)]) -> Option<u32> {
     frames
         .iter()
@@ -188,17 +210,7 @@ fn hostile_http2_peers_are_refused_with_bounded_cost() {
     let mut out = BytesMut::new();
     h2f::write_headers(&mut out, 1, &block, true, 16_384);
     // Then a good call on stream 3.
-    let mut msg = BytesMut::new();
-    netpoll_codec::h2::grpc::write_prefix(&mut msg, false, 4);
-    msg.extend_from_slice(&[0x0a, 0x02, b'o', b'k']); // EchoRequest { msg: "ok" }
-    h2f::write_headers(
-        &mut out,
-        3,
-        &request_block("/echo.Echo/Echo"),
-        false,
-        16_384,
-    );
-    h2f::write_data(&mut out, 3, &msg, true);
+    ok_call(&mut out, 3);
     h2f::write_goaway(&mut out, 0, h2f::code::NO_ERROR, b"");
     s.write_all(&out).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
@@ -276,17 +288,7 @@ fn hostile_http2_peers_are_refused_with_bounded_cost() {
     // None of it disturbed a well-behaved connection.
     let mut s = raw(server.addr);
     let mut out = BytesMut::new();
-    let mut msg = BytesMut::new();
-    netpoll_codec::h2::grpc::write_prefix(&mut msg, false, 4);
-    msg.extend_from_slice(&[0x0a, 0x02, b'o', b'k']);
-    h2f::write_headers(
-        &mut out,
-        1,
-        &request_block("/echo.Echo/Echo"),
-        false,
-        16_384,
-    );
-    h2f::write_data(&mut out, 1, &msg, true);
+    ok_call(&mut out, 1);
     h2f::write_goaway(&mut out, 0, h2f::code::NO_ERROR, b"");
     s.write_all(&out).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
@@ -300,9 +302,7 @@ fn the_server_answers_deadline_exceeded_at_the_deadline_and_drops_the_late_reply
     let mut s = raw(server.addr);
     let mut block = request_block("/echo.Echo/Echo");
     hpack::encode(&mut block, b"grpc-timeout", b"100m", false);
-    let mut msg = BytesMut::new();
-    netpoll_codec::h2::grpc::write_prefix(&mut msg, false, 4);
-    msg.extend_from_slice(&[0x0a, 0x02, b'h', b'i']);
+    let msg = echo_message(b"hi");
     let mut out = BytesMut::new();
     h2f::write_headers(&mut out, 1, &block, false, 16_384);
     h2f::write_data(&mut out, 1, &msg, true);
@@ -402,20 +402,10 @@ fn an_oversized_header_list_costs_its_stream_only() {
     // client with a large token sends; then its DATA. Stream 3: a good call.
     let mut block = request_block("/echo.Echo/Echo");
     hpack::encode(&mut block, b"authorization", &[b't'; 17_000], false);
-    let mut msg = BytesMut::new();
-    netpoll_codec::h2::grpc::write_prefix(&mut msg, false, 4);
-    msg.extend_from_slice(&[0x0a, 0x02, b'o', b'k']);
     let mut out = BytesMut::new();
     h2f::write_headers(&mut out, 1, &block, false, 16_384);
-    h2f::write_data(&mut out, 1, &msg, true);
-    h2f::write_headers(
-        &mut out,
-        3,
-        &request_block("/echo.Echo/Echo"),
-        false,
-        16_384,
-    );
-    h2f::write_data(&mut out, 3, &msg, true);
+    h2f::write_data(&mut out, 1, &echo_message(b"ok"), true);
+    ok_call(&mut out, 3);
     h2f::write_goaway(&mut out, 0, h2f::code::NO_ERROR, b"");
     s.write_all(&out).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
