@@ -241,6 +241,11 @@ fn call_err(r: Result<Bytes, CallError>) -> String {
     }
 }
 
+/// The error of a Framed echo call from our client that TLS refuses.
+fn refused(addr: SocketAddr, tls: TlsConnector, name: &str) -> String {
+    call_err(our_client(addr, tls, name, ClientTransport::Framed).echo(Bytes::from_static(b"x")))
+}
+
 #[test]
 fn our_client_over_tls_and_its_errors_for_bad_certificates() {
     let server = tls_server("server", &[]);
@@ -253,42 +258,18 @@ fn our_client_over_tls_and_its_errors_for_bad_certificates() {
         }
     }
     let expired = tls_server("expired", &[]);
-    let c = our_client(
-        expired.addr,
-        connector("ca.pem", false),
-        "localhost",
-        ClientTransport::Framed,
-    );
-    let e = call_err(c.echo(Bytes::from_static(b"x")));
+    let e = refused(expired.addr, connector("ca.pem", false), "localhost");
     assert!(e.contains("TLS") && e.contains("expired"), "{e}");
 
-    let c = our_client(
-        server.addr,
-        connector("ca.pem", false),
-        "wrong.example",
-        ClientTransport::Framed,
-    );
-    let e = call_err(c.echo(Bytes::from_static(b"x")));
+    let e = refused(server.addr, connector("ca.pem", false), "wrong.example");
     assert!(e.contains("not valid for name \"wrong.example\""), "{e}");
 
-    let c = our_client(
-        server.addr,
-        connector("foreign-ca.pem", false),
-        "localhost",
-        ClientTransport::Framed,
-    );
-    let e = call_err(c.echo(Bytes::from_static(b"x")));
+    let e = refused(server.addr, connector("foreign-ca.pem", false), "localhost");
     assert!(e.contains("UnknownIssuer"), "{e}");
 
     let ca = pem("ca.pem");
     let mtls = tls_server("server", &["--tls-client-ca", &ca, "--echo-peer-cert"]);
-    let c = our_client(
-        mtls.addr,
-        connector("ca.pem", false),
-        "localhost",
-        ClientTransport::Framed,
-    );
-    let e = call_err(c.echo(Bytes::from_static(b"x")));
+    let e = refused(mtls.addr, connector("ca.pem", false), "localhost");
     assert!(e.contains("CertificateRequired"), "{e}");
     let c = our_client(
         mtls.addr,
@@ -306,13 +287,7 @@ fn our_client_over_tls_and_its_errors_for_bad_certificates() {
 
     // TLS to a plain-text server.
     let plain = EchoServer::start(&[]);
-    let c = our_client(
-        plain.addr,
-        connector("ca.pem", false),
-        "localhost",
-        ClientTransport::Framed,
-    );
-    let e = call_err(c.echo(Bytes::from_static(b"x")));
+    let e = refused(plain.addr, connector("ca.pem", false), "localhost");
     assert!(e.contains("TLS"), "{e}");
 }
 

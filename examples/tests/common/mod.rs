@@ -382,11 +382,8 @@ impl Etcd {
         self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let up = match &self.tls {
-                None => Self::answers(c),
-                Some([_, _, ca]) => Self::answers_tls(c, ca),
-            };
-            if up {
+            let ca = self.tls.as_ref().map(|[_, _, ca]| ca.as_str());
+            if Self::answers(c, ca) {
                 return;
             }
             assert!(
@@ -398,53 +395,39 @@ impl Etcd {
         }
     }
 
-    /// Whether the v3 JSON gateway answers a range request.
-    /// Whether etcd answers a range request over TLS.
-    fn answers_tls(c: SocketAddr, ca: &str) -> bool {
-        use netpoll_rpc::tls::{rustls, TlsConnector};
-        let Ok(connector) = TlsConnector::builder(ca).and_then(|b| b.build()) else {
-            return false;
-        };
+    /// Whether etcd answers a range request (over TLS, verified with `ca`, when given).
+    fn answers(c: SocketAddr, ca: Option<&str>) -> bool {
         let Ok(tcp) = TcpStream::connect_timeout(&c, Duration::from_millis(200)) else {
             return false;
         };
         let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
+        let body = r#"{"key":"AA=="}"#;
+        let req = format!(
+            "POST /v3/kv/range HTTP/1.1\r\nHost: {c}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        fn exchange(mut s: impl Read + Write, req: &str) -> bool {
+            if s.write_all(req.as_bytes()).is_err() {
+                return false;
+            }
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            out.starts_with(b"HTTP/1.1 200")
+        }
+        let Some(ca) = ca else {
+            return exchange(tcp, &req);
+        };
+        use netpoll_rpc::tls::{rustls, TlsConnector};
+        let Ok(connector) = TlsConnector::builder(ca).and_then(|b| b.build()) else {
+            return false;
+        };
         let Ok(conn) = rustls::ClientConnection::new(
             connector.config().clone(),
             "localhost".try_into().unwrap(),
         ) else {
             return false;
         };
-        let mut s = rustls::StreamOwned::new(conn, tcp);
-        let body = r#"{"key":"AA=="}"#;
-        let req = format!(
-            "POST /v3/kv/range HTTP/1.1\r\nHost: {c}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        if s.write_all(req.as_bytes()).is_err() {
-            return false;
-        }
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        out.starts_with(b"HTTP/1.1 200")
-    }
-
-    fn answers(c: SocketAddr) -> bool {
-        let Ok(mut s) = TcpStream::connect_timeout(&c, Duration::from_millis(200)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let body = r#"{"key":"AA=="}"#;
-        let req = format!(
-            "POST /v3/kv/range HTTP/1.1\r\nHost: {c}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        if s.write_all(req.as_bytes()).is_err() {
-            return false;
-        }
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        out.starts_with(b"HTTP/1.1 200")
+        exchange(rustls::StreamOwned::new(conn, tcp), &req)
     }
 }
 
