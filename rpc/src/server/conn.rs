@@ -13,7 +13,7 @@ use netpoll_codec::thrift::{ApplicationExceptionKind, MessageType};
 
 use super::context::{CallContext, WriteReply};
 use super::framing::{Detect, Framing, Inner};
-use super::grpc::{Ready, DEADLINE_TIMER, GRPC_TRANSPORT, H2};
+use super::grpc::{DEADLINE_TIMER, GRPC_TRANSPORT, H2};
 use super::order::{Deferrals, Order, Sink};
 use super::service::{accepts, Call};
 use super::stats::CloseCause;
@@ -536,9 +536,9 @@ impl ServerConn {
             return; // the rest waits, unread, until replies go out
         }
         let mut h2 = self.grpc.take().unwrap_or_else(|| Box::new(H2::new()));
-        let mut ready: Vec<Ready> = Vec::new();
+        let mut ready = std::mem::take(&mut h2.ready);
         let read = h2.read(conn, input, &self.shared, &mut ready);
-        for call in ready {
+        for call in ready.drain(..) {
             if !h2.has_stream(call.stream) {
                 continue; // reset by the client in the same read: not served
             }
@@ -556,12 +556,13 @@ impl ServerConn {
                 }),
             );
             if let Err(cause) = r {
-                self.grpc = Some(h2);
+                self.grpc = Some(h2); // closing: the list's room is not kept
                 self.close(conn, cause);
                 return;
             }
             h2.served(conn, call.stream, call.timeout.map(|t| call.arrived + t));
         }
+        h2.ready = ready;
         if let Err(e) = read {
             h2.go_away(conn, &e);
             self.grpc = Some(h2);

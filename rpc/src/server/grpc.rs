@@ -137,6 +137,8 @@ pub(crate) struct H2 {
     resets: u32,
     /// Reused for replies the services write.
     pub(crate) scratch: BytesMut,
+    /// Reused for the calls a read makes ready.
+    pub(crate) ready: Vec<Ready>,
 }
 
 impl std::fmt::Debug for H2 {
@@ -192,6 +194,7 @@ impl H2 {
             control_frames: 0,
             resets: 0,
             scratch: BytesMut::new(),
+            ready: Vec::new(),
         }
     }
 
