@@ -159,4 +159,15 @@ fn service_golden_files_are_current() {
     let source = fs::read_to_string(&written[0]).expect("read generated protobuf");
     let _ = fs::remove_dir_all(&out);
     check_golden(golden("rpc/pb_echo"), &source);
+    // Every streaming shape (server, client, bidirectional) next to a unary method.
+    let written = netpoll_codec_build::compile_proto_services(
+        &[idl("stream.proto")],
+        &[idl("")],
+        "::netpoll_rpc",
+        Some(&out),
+    )
+    .expect("protobuf services");
+    let source = fs::read_to_string(&written[0]).expect("read generated protobuf");
+    let _ = fs::remove_dir_all(&out);
+    check_golden(golden("rpc/pb_stream"), &source);
 }

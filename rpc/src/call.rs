@@ -53,6 +53,12 @@ pub enum ErrorKind {
     /// What the call names does not exist (gRPC NOT_FOUND; Thrift has no such type and
     /// sends `INTERNAL_ERROR`).
     NotFound,
+    /// The call was cancelled: the caller gave up on it (gRPC CANCELLED), or a stream
+    /// ended before its handler finished it.
+    Cancelled,
+    /// The caller's request is not valid for the method (gRPC INVALID_ARGUMENT; Thrift
+    /// sends `INTERNAL_ERROR`).
+    InvalidArgument,
     /// A Thrift exception type this table does not know, kept as it came.
     Other(i32),
 }
@@ -96,6 +102,8 @@ impl ErrorKind {
         row(ErrorKind::Declared, "declared", 0, 2),
         row(ErrorKind::Overloaded, "overloaded", 6, 14),
         row(ErrorKind::NotFound, "not_found", 6, 5),
+        row(ErrorKind::Cancelled, "cancelled", 6, 1),
+        row(ErrorKind::InvalidArgument, "invalid_argument", 6, 3),
     ];
 
     fn codes(self) -> Option<&'static ErrorCodes> {

@@ -8,22 +8,23 @@ use crate::gen::writer::Code;
 /// the `rpc` and `codec` crates.
 pub(crate) fn emit(code: &mut Code, s: &ServiceDesc, rpc: &str, rt: &str) {
     let idl = &s.wire_name;
-    let methods: Vec<&MethodDesc> = s
+    let all: Vec<&MethodDesc> = s.methods.iter().collect();
+    let unary: Vec<&MethodDesc> = s
         .methods
         .iter()
         .filter(|m| m.streaming == Streaming::Unary)
         .collect();
+    trait_(code, s, &all, rpc);
+    reply_encoders(code, s, &unary, rpc);
+    server(code, s, &all, rpc);
+    unpackers(code, s, &unary, rpc, rt);
     for m in s.methods.iter().filter(|m| m.streaming != Streaming::Unary) {
         code.line(format!(
-            "// `{idl}.{}` streams: not generated (streaming is not supported yet).",
+            "// `{idl}.{}` streams: served over gRPC; the client has no method for it yet.",
             m.wire_name
         ));
     }
-    trait_(code, s, &methods, rpc);
-    reply_encoders(code, s, &methods, rpc);
-    server(code, s, &methods, rpc);
-    unpackers(code, s, &methods, rpc, rt);
-    client(code, s, &methods, rpc);
+    client(code, s, &unary, rpc);
 }
 
 fn params(m: &MethodDesc) -> String {
@@ -49,7 +50,18 @@ fn trait_(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
             code.line(format!("/// `{idl}.{}`.", m.wire_name));
         }
         let p = params(m);
-        if m.oneway {
+        let input = m.params.first().map(|(_, t)| t.as_str()).unwrap_or("()");
+        if m.streaming == Streaming::Server {
+            code.line(format!(
+                "fn {}(&self, ctx: &{rpc}::CallContext<'_>{p}) -> {rpc}::server::OpenStream<(), {}>;",
+                m.rust_name, m.ret
+            ));
+        } else if m.streaming != Streaming::Unary {
+            code.line(format!(
+                "fn {}(&self, ctx: &{rpc}::CallContext<'_>) -> {rpc}::server::OpenStream<{input}, {}>;",
+                m.rust_name, m.ret
+            ));
+        } else if m.oneway {
             code.line(format!(
                 "fn {}(&self, ctx: &{rpc}::CallContext<'_>{p});",
                 m.rust_name
@@ -161,8 +173,14 @@ fn server(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
         "const {methods_const}: &[{rpc}::server::MethodInfo] = &["
     ));
     for m in methods {
+        let kind = match m.streaming {
+            Streaming::Unary => "Unary",
+            Streaming::Client => "Client",
+            Streaming::Server => "Server",
+            Streaming::Bidi => "Bidi",
+        };
         code.line(format!(
-            "{rpc}::server::MethodInfo {{ name: \"{}\", oneway: {} }},",
+            "{rpc}::server::MethodInfo {{ name: \"{}\", oneway: {}, kind: {rpc}::server::StreamKind::{kind} }},",
             m.wire_name, m.oneway
         ));
     }
@@ -195,6 +213,9 @@ fn server(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
     ));
     code.open("match index {");
     for (i, m) in methods.iter().enumerate() {
+        if m.streaming != Streaming::Unary {
+            continue;
+        }
         let local = m.local(svc);
         match &m.shape {
             Shape::Thrift { types, .. } => {
@@ -226,6 +247,33 @@ fn server(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
     ));
     code.close("}");
     code.close("}");
+    if methods.iter().any(|m| m.streaming != Streaming::Unary) {
+        code.open(format!(
+            "fn open(&self, index: usize, call: {rpc}::server::StreamCall<'_>) -> {rpc}::server::Opened {{"
+        ));
+        code.open("match index {");
+        for (i, m) in methods.iter().enumerate() {
+            match m.streaming {
+                Streaming::Unary => {}
+                Streaming::Server => {
+                    let input = &m.params[0].1;
+                    code.line(format!(
+                        "{i} => call.server_streaming(|ctx, req: {input}| self.0.{}(ctx, req)),",
+                        m.rust_name
+                    ));
+                }
+                Streaming::Client | Streaming::Bidi => code.line(format!(
+                    "{i} => call.streaming(|ctx| self.0.{}(ctx)),",
+                    m.rust_name
+                )),
+            }
+        }
+        code.line(format!(
+            "_ => call.fail({rpc}::Status::unknown_method(\"no such streaming method\")),"
+        ));
+        code.close("}");
+        code.close("}");
+    }
     code.close("}");
     code.line("");
     code.line(format!(

@@ -13,10 +13,11 @@ use netpoll_codec::thrift::{ApplicationExceptionKind, MessageType};
 
 use super::context::{CallContext, WriteReply};
 use super::framing::{Detect, Framing, Inner};
-use super::grpc::{DEADLINE_TIMER, GRPC_TRANSPORT, H2};
+use super::grpc::{StreamEnd, DEADLINE_TIMER, FLUSH_TIMER, GRPC_TRANSPORT, H2};
 use super::order::{Deferrals, Order, Sink};
 use super::service::{accepts, Call};
 use super::stats::CloseCause;
+use super::stream::{Push, StreamCall, StreamKind};
 use super::Shared;
 use crate::middleware;
 use crate::wire::{self, Headers, Transport};
@@ -49,6 +50,8 @@ struct GrpcCall<'a> {
     service: &'static str,
     /// Its metadata, as headers.
     meta: Option<netpoll_codec::frame::TTHeader>,
+    /// How its method streams.
+    kind: StreamKind,
 }
 
 /// What a connection speaks.
@@ -236,9 +239,9 @@ impl ServerConn {
     ) -> Result<(), CloseCause> {
         let frame_len = frame.len();
         let shared = &*self.shared;
-        let (grpc, grpc_timeout, grpc_service, grpc_meta) = match grpc {
-            Some(g) => (Some(g.h2), g.timeout, Some(g.service), g.meta),
-            None => (None, None, None, None),
+        let (grpc, grpc_timeout, grpc_service, grpc_meta, kind) = match grpc {
+            Some(g) => (Some(g.h2), g.timeout, Some(g.service), g.meta, g.kind),
+            None => (None, None, None, None, StreamKind::Unary),
         };
         // A frame whose envelope cannot be read cannot be answered: close.
         let (parsed, framing) = match protocol {
@@ -323,6 +326,15 @@ impl ServerConn {
             }
         };
         let method = &svc.methods()[index];
+        if method.kind != kind {
+            // A streaming method called as a unary one (over Thrift's or Kitex's framing).
+            let s = Status::new(
+                ApplicationExceptionKind::InvalidProtocol,
+                format!("{} streams: call it over gRPC", &*env.method),
+            );
+            sink.reply(slot, |out, h| wire::write_status(env, out, &s, h));
+            return Ok(());
+        }
         if method.oneway == wants_reply {
             // The message type disagrees with the IDL. A CALL to a oneway method is
             // answered (its caller waits); a ONEWAY to a two-way method is dropped (its
@@ -407,6 +419,37 @@ impl ServerConn {
                     return Ok(());
                 }
             }
+        }
+        if kind != StreamKind::Unary {
+            // A stream opens: its handler runs until the stream ends.
+            let metrics = ctx.metrics.cloned();
+            if let Some(m) = &metrics {
+                m.started(&ctx.info());
+            }
+            let (deadline, request_bytes) = (ctx.deadline(), ctx.request_bytes);
+            let opened = svc.open(
+                index,
+                StreamCall {
+                    ctx,
+                    body: parsed.body.clone(),
+                },
+            );
+            let stream = parsed.envelope.seq_id as u32;
+            let end = Box::new(StreamEnd {
+                running: opened.running,
+                metrics,
+                envelope: parsed.envelope,
+                headers: parsed.ttheader,
+                service: svc.name(),
+                peer,
+                request_bytes,
+                start: arrived,
+                deadline,
+            });
+            if let Some(h2) = sink.grpc {
+                h2.attach(sink.conn, stream, opened.handler, end);
+            }
+            return Ok(());
         }
         let call = Call {
             ctx,
@@ -535,7 +578,10 @@ impl ServerConn {
         if self.throttle(conn) {
             return; // the rest waits, unread, until replies go out
         }
-        let mut h2 = self.grpc.take().unwrap_or_else(|| Box::new(H2::new()));
+        let mut h2 = self
+            .grpc
+            .take()
+            .unwrap_or_else(|| Box::new(H2::new(push_stream)));
         let mut ready = std::mem::take(&mut h2.ready);
         let read = h2.read(conn, input, &self.shared, &mut ready);
         for call in ready.drain(..) {
@@ -553,6 +599,7 @@ impl ServerConn {
                     timeout: call.timeout,
                     service: call.service,
                     meta: call.meta,
+                    kind: call.kind,
                 }),
             );
             if let Err(cause) = r {
@@ -607,6 +654,16 @@ fn deliver_reply(core: &mut Core, conn: ConnId, slot: Option<u64>, write: WriteR
     core.with_handler::<ServerConn, _>(conn, |h, c| h.deliver(c, slot, write));
 }
 
+/// Hands what a stream's sender sent from another thread to its server connection.
+fn push_stream(core: &mut Core, conn: ConnId, stream: u32, push: Push) {
+    core.with_handler::<ServerConn, _>(conn, |h, c| {
+        if let Some(h2) = h.grpc.as_deref_mut() {
+            h2.push(c, stream, push);
+        }
+        h.close_if_drained(c);
+    });
+}
+
 impl Handler for ServerConn {
     fn on_open(&mut self, conn: &mut Conn<'_>) {
         self.peer = conn.peer_addr().ok();
@@ -637,6 +694,13 @@ impl Handler for ServerConn {
 
     fn on_timer(&mut self, conn: &mut Conn<'_>, token: u64) {
         let now = conn.now();
+        if token == FLUSH_TIMER {
+            if let Some(h2) = self.grpc.as_deref_mut() {
+                h2.flush_timer(conn);
+            }
+            self.close_if_drained(conn);
+            return;
+        }
         if token & DEADLINE_TIMER != 0 {
             if let Some(h2) = self.grpc.as_deref_mut() {
                 h2.deadline(conn, token as u32);
@@ -652,7 +716,10 @@ impl Handler for ServerConn {
                 };
                 // Bytes of a frame still arriving count as activity.
                 self.last_active = self.last_active.max(conn.last_received());
-                let busy = self.deferred.all > 0 || self.order.in_flight() > 0;
+                // Open gRPC streams count as calls in flight.
+                let busy = self.deferred.all > 0
+                    || self.order.in_flight() > 0
+                    || self.grpc.as_ref().is_some_and(|h| !h.idle());
                 if !busy && now >= self.last_active + idle {
                     if let Some(h2) = self.grpc.as_deref_mut() {
                         h2.shutdown(conn); // GOAWAY first: a call racing the close is retried
@@ -699,6 +766,9 @@ impl Handler for ServerConn {
     }
 
     fn on_close(&mut self, _core: &mut Core, reason: CloseReason) {
+        if let Some(h2) = self.grpc.as_deref_mut() {
+            h2.close_all();
+        }
         let cause = match (&reason, self.cause) {
             // What netpoll saw decides when it is more specific than our intent.
             (CloseReason::WriteTimedOut, _) => CloseCause::WriteTimeout,

@@ -13,6 +13,8 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -24,10 +26,29 @@ use netpoll_codec::thrift::{ApplicationException, ApplicationExceptionKind, Mess
 
 use super::router::Fnv;
 use super::stats::CloseCause;
+use super::stream::{self, Push, PushFn, RawOut, RawStream, Remote, StreamKind};
 use super::Shared;
+use crate::middleware::Running;
+use crate::{ErrorKind, Status};
 
 /// Timer tokens of stream deadlines: this bit, and the stream id.
 pub(crate) const DEADLINE_TIMER: u64 = 1 << 40;
+
+/// The timer token of a retry of queued replies held back by the connection's output.
+pub(crate) const FLUSH_TIMER: u64 = 1 << 41;
+
+/// Reply bytes a streaming handler may queue on one stream before it is told to wait.
+const STREAM_QUEUE: usize = 64 * 1024;
+
+/// Reply bytes all streams of a connection may queue before their handlers wait.
+const CONN_QUEUE: usize = 1 << 20;
+
+/// Output a connection may have waiting for the socket before queued stream replies
+/// stop joining it (they are retried after [`FLUSH_RETRY`]).
+const OUTPUT_HIGH: usize = 4 << 20;
+
+/// How soon replies held back by a full output are retried.
+const FLUSH_RETRY: Duration = Duration::from_millis(1);
 
 /// The custom transport number gRPC calls carry in their envelope.
 pub(crate) const GRPC_TRANSPORT: u16 = u16::MAX;
@@ -57,10 +78,12 @@ const STREAM_WINDOW: u32 = 1 << 20;
 const CONN_WINDOW: u32 = 16 << 20;
 
 /// One stream.
-#[derive(Debug)]
 struct Stream {
+    /// How its method streams.
+    kind: StreamKind,
     /// The request: a Kitex Protobuf message header written when the HEADERS came
-    /// (`header_len` bytes), then the DATA as it arrives.
+    /// (`header_len` bytes), then the DATA as it arrives. For a client- or
+    /// bidirectional-streaming call, the messages not yet handed to its handler.
     data: BytesMut,
     header_len: usize,
     /// The caller's `grpc-timeout`.
@@ -73,8 +96,14 @@ struct Stream {
     answered: bool,
     /// How much more we may send on it.
     send_window: i64,
-    /// Reply bytes (DATA payload) and trailers waiting for window.
-    pending: Option<(Bytes, &'static [u8])>,
+    /// How much more the client may send on it.
+    recv_window: i64,
+    /// Replies queued: framed messages (DATA payload) not sent yet.
+    out: BytesMut,
+    /// The final status, sent once `out` is empty.
+    done: Option<Done>,
+    /// Our HEADERS were sent.
+    headers_sent: bool,
     /// Bytes received on it since its window was last topped up.
     unacked: u32,
     /// Bytes of its request held in `data` (given back to the connection window when
@@ -88,12 +117,95 @@ struct Stream {
     meta: Option<TTHeader>,
     /// Its deadline's timer, while its reply is deferred.
     timer: Option<netpoll::TimerId>,
+    /// A streaming call's handler, while it runs (taken out during its events).
+    handler: Option<Box<dyn RawStream>>,
+    /// Its handler saw no room: it is told when room comes back (it is in `writers`).
+    wants_room: bool,
+    /// Its handler was told of the client's end.
+    end_told: bool,
+    /// A streaming call's middlewares and metrics, ended with the stream.
+    call: Option<Box<StreamEnd>>,
+    /// How the call failed, for its end.
+    error: Option<ErrorKind>,
+    /// Reply bytes queued on it.
+    sent: usize,
+    /// Set when it ends, for the senders made for it on other threads.
+    closed: Option<Arc<AtomicBool>>,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("kind", &self.kind)
+            .field("remote_closed", &self.remote_closed)
+            .field("queued", &self.out.len())
+            .finish()
+    }
+}
+
+/// How a stream ends once its queued messages are sent.
+#[derive(Debug)]
+enum Done {
+    Ok,
+    Status(u8, String),
+}
+
+/// What ends a streaming call for its middlewares and metrics.
+#[derive(Debug)]
+pub(crate) struct StreamEnd {
+    pub(crate) running: Option<Running>,
+    pub(crate) metrics: Option<crate::metrics::Metrics>,
+    pub(crate) envelope: crate::wire::Envelope,
+    pub(crate) headers: Option<TTHeader>,
+    pub(crate) service: &'static str,
+    pub(crate) peer: Option<std::net::SocketAddr>,
+    pub(crate) request_bytes: usize,
+    pub(crate) start: Instant,
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl StreamEnd {
+    /// The call, as middleware and metrics describe calls.
+    pub(crate) fn info(&self) -> crate::CallInfo<'_> {
+        crate::CallInfo {
+            side: crate::Side::Server,
+            service: self.service,
+            method: &self.envelope.method,
+            transport: self.envelope.transport,
+            payload: self.envelope.payload,
+            peer: self.peer,
+            seq_id: self.envelope.seq_id,
+            request_bytes: self.request_bytes,
+            start: self.start,
+            deadline: self.deadline,
+            headers: self.headers.as_ref(),
+            trace: None,
+        }
+    }
+
+    fn end(mut self, error: Option<ErrorKind>, response_bytes: usize) {
+        let outcome = crate::Outcome {
+            error,
+            response_bytes,
+        };
+        let running = self.running.take();
+        let info = self.info();
+        if let Some(m) = &self.metrics {
+            m.ended(&info, &outcome, true);
+        }
+        if let Some(r) = running {
+            r.end(&info, &outcome);
+        }
+    }
 }
 
 /// A call whose request is whole, ready to be served.
 #[derive(Debug)]
 pub(crate) struct Ready {
     pub(crate) stream: u32,
+    /// How its method streams: a streaming call is ready when its stream opens (with its
+    /// request, for server streaming).
+    pub(crate) kind: StreamKind,
     /// The request's custom metadata (`traceparent`, `RPC_TRANSIT_*`, ...), in the form
     /// middleware and handlers read headers in.
     pub(crate) meta: Option<TTHeader>,
@@ -130,6 +242,17 @@ pub(crate) struct H2 {
     ok_trailers: Vec<u8>,
     /// Streams with a reply waiting for window.
     blocked: Vec<u32>,
+    /// Streams whose handlers wait for room.
+    writers: Vec<u32>,
+    /// Bytes queued on all streams.
+    queued: usize,
+    /// The largest request message taken.
+    max_message: usize,
+    /// Armed while queued replies wait for the connection's output to drain.
+    flush_timer: Option<netpoll::TimerId>,
+    /// How senders on other threads reach this connection's streams.
+    rt: Option<netpoll::RuntimeHandle>,
+    push: PushFn,
     goaway: bool,
     /// The flood counters' current second, and what it has seen.
     second: Option<Instant>,
@@ -162,7 +285,7 @@ fn conn_err(code: u32, why: &'static str) -> ConnError {
 }
 
 impl H2 {
-    pub(crate) fn new() -> H2 {
+    pub(crate) fn new(push: PushFn) -> H2 {
         let mut reply_headers = Vec::new();
         hpack::encode(&mut reply_headers, b":status", b"200", false);
         hpack::encode(
@@ -189,6 +312,12 @@ impl H2 {
             reply_headers,
             ok_trailers,
             blocked: Vec::new(),
+            writers: Vec::new(),
+            queued: 0,
+            max_message: usize::MAX,
+            flush_timer: None,
+            rt: None,
+            push,
             goaway: false,
             second: None,
             control_frames: 0,
@@ -219,6 +348,8 @@ impl H2 {
     ) -> Result<(), ConnError> {
         if !self.started {
             self.started = true;
+            self.max_message = shared.max_frame;
+            self.rt = Some(shared.rt.clone());
             let out = conn.output();
             h2f::write_settings(
                 out,
@@ -267,6 +398,7 @@ impl H2 {
             self.frame(conn, h, frame, now, shared, ready)?;
         }
         self.top_up(conn);
+        self.wake(conn);
         Ok(())
     }
 
@@ -377,9 +509,9 @@ impl H2 {
                     self.flush_blocked(conn);
                 } else if let Some(s) = self.streams.get_mut(&h.stream) {
                     s.send_window += inc;
-                    if s.pending.is_some() {
+                    if !s.out.is_empty() {
                         // Still listed in `blocked` if it stays blocked: not listed twice.
-                        self.send_pending(conn, h.stream);
+                        self.flush(conn, h.stream);
                     }
                 }
             }
@@ -432,13 +564,29 @@ impl H2 {
                 if s.remote_closed {
                     return Err(conn_err(code::STREAM_CLOSED, "DATA after END_STREAM"));
                 }
-                s.unacked += len;
-                if s.unacked > STREAM_WINDOW {
+                s.recv_window -= i64::from(len);
+                if s.recv_window < 0 {
                     return Err(conn_err(
                         code::FLOW_CONTROL_ERROR,
                         "DATA beyond the stream window",
                     ));
                 }
+                let end = h.has(flag::END_STREAM);
+                if matches!(s.kind, StreamKind::Client | StreamKind::Bidi) {
+                    // Kept until its handler takes it; credited back then (see `pump`).
+                    let keep = s.done.is_none();
+                    if keep {
+                        s.data.extend_from_slice(&data);
+                        s.buffered += data.len() as u32;
+                    }
+                    let held = if keep { data.len() as u32 } else { 0 };
+                    s.unacked += len - held;
+                    self.conn_unacked += len - held;
+                    s.remote_closed |= end;
+                    self.pump(conn, h.stream);
+                    return Ok(());
+                }
+                s.unacked += len;
                 if !s.answered {
                     if s.data.len() - s.header_len + data.len()
                         > shared.max_frame + grpc::PREFIX_LEN
@@ -459,12 +607,11 @@ impl H2 {
                 // makes us hold is bounded by the window we advertise).
                 let held = if s.answered { 0 } else { data.len() as u32 };
                 self.conn_unacked += len - held;
-                if h.has(flag::END_STREAM) {
+                if end {
                     s.remote_closed = true;
                     self.request_done(conn, h.stream, ready);
-                } else if s.unacked >= STREAM_WINDOW / 2 {
-                    h2f::write_window_update(conn.output(), h.stream, s.unacked);
-                    s.unacked = 0;
+                } else {
+                    self.stream_top_up(conn, h.stream);
                 }
             }
             kind::RST_STREAM => {
@@ -478,6 +625,10 @@ impl H2 {
                         return Err(conn_err(code::ENHANCE_YOUR_CALM, "too many streams reset"));
                     }
                 }
+                self.cancel(
+                    h.stream,
+                    &Status::new(ErrorKind::Cancelled, "the client reset the stream"),
+                );
                 self.end_stream(conn, h.stream);
             }
             kind::GOAWAY => {
@@ -564,7 +715,7 @@ impl H2 {
             shared
                 .router
                 .find_full(svc, method)
-                .map(|(s, i)| (s.full_name(), s.methods()[i].name))
+                .map(|(s, i)| (s.full_name(), s.methods()[i].name, s.methods()[i].kind))
         });
         let Some(route) = found else {
             let why = format!("unknown method {}", String::from_utf8_lossy(&path));
@@ -589,25 +740,51 @@ impl H2 {
         };
         header.write_message_header(&mut data, 0);
         let header_len = data.len();
-        self.streams.insert(
-            stream,
-            Stream {
-                data,
-                header_len,
-                timeout,
+        let kind = route.2;
+        let mut s = Stream {
+            kind,
+            data,
+            header_len,
+            timeout,
+            arrived: now,
+            remote_closed: end_stream,
+            answered: false,
+            send_window: self.peer_initial_window,
+            recv_window: i64::from(STREAM_WINDOW),
+            out: BytesMut::new(),
+            done: None,
+            headers_sent: false,
+            unacked: 0,
+            buffered: 0,
+            blocked: false,
+            service: route.0,
+            meta: metadata_headers(stream, &meta),
+            timer: None,
+            handler: None,
+            wants_room: false,
+            end_told: false,
+            call: None,
+            error: None,
+            sent: 0,
+            closed: None,
+        };
+        if matches!(kind, StreamKind::Client | StreamKind::Bidi) {
+            // The call opens now; its messages follow, to its handler.
+            let message = s.data.split().freeze();
+            s.header_len = 0;
+            ready.push(Ready {
+                stream,
+                kind,
+                meta: s.meta.take(),
+                service: s.service,
+                message,
                 arrived: now,
-                remote_closed: end_stream,
-                answered: false,
-                send_window: self.peer_initial_window,
-                pending: None,
-                unacked: 0,
-                buffered: 0,
-                blocked: false,
-                service: route.0,
-                meta: metadata_headers(stream, &meta),
-                timer: None,
-            },
-        );
+                timeout,
+            });
+            self.streams.insert(stream, s);
+            return Ok(());
+        }
+        self.streams.insert(stream, s);
         if end_stream {
             self.request_done(conn, stream, ready);
         }
@@ -619,10 +796,15 @@ impl H2 {
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
+        if matches!(s.kind, StreamKind::Client | StreamKind::Bidi) {
+            // Its handler is told, after the messages before the end.
+            self.pump(conn, stream);
+            return;
+        }
         if s.answered {
             // Answered early (an error) while the client was still sending: now both
             // sides are done.
-            if s.pending.is_none() {
+            if s.done.is_none() {
                 self.end_stream(conn, stream);
             }
             return;
@@ -637,7 +819,7 @@ impl H2 {
         };
         if ok.is_none() {
             s.answered = true;
-            let why = "a unary request must be exactly one uncompressed message";
+            let why = "the request must be exactly one uncompressed message";
             self.trailers_only(conn, stream, 13, why); // INTERNAL, as gRPC does
             self.end_stream(conn, stream);
             return;
@@ -651,6 +833,7 @@ impl H2 {
         s.answered = true;
         ready.push(Ready {
             stream,
+            kind: s.kind,
             meta: s.meta.take(),
             service: s.service,
             message: data.freeze(),
@@ -672,18 +855,7 @@ impl H2 {
 
     /// Answers `stream` with trailers alone (an error before any message).
     fn trailers_only(&mut self, conn: &mut Conn<'_>, stream: u32, status: u8, message: &str) {
-        let mut block = Vec::with_capacity(64 + message.len());
-        hpack::encode(&mut block, b":status", b"200", false);
-        hpack::encode(&mut block, b"content-type", b"application/grpc", true);
-        hpack::encode(
-            &mut block,
-            b"grpc-status",
-            status.to_string().as_bytes(),
-            false,
-        );
-        let mut m = Vec::new();
-        grpc::encode_message(message, &mut m);
-        hpack::encode(&mut block, b"grpc-message", &m, true);
+        let block = status_block(true, status, message);
         h2f::write_headers(conn.output(), stream, &block, true, self.peer_max_frame);
         if let Some(s) = self.streams.get_mut(&stream) {
             s.answered = true;
@@ -723,53 +895,69 @@ impl H2 {
         // A client pinging while replies flow (grpc-go's bandwidth estimator does, once a
         // round trip) is not flooding: the control frame count starts again.
         self.control_frames = 0;
-        let out = conn.output();
-        h2f::write_headers(out, stream, &self.reply_headers, false, self.peer_max_frame);
         let mut data = BytesMut::with_capacity(grpc::PREFIX_LEN + body.len());
         grpc::write_prefix(&mut data, false, body.len());
         data.extend_from_slice(&body);
         if let Some(s) = self.streams.get_mut(&stream) {
-            s.pending = Some((data.freeze(), &[]));
+            self.queued += data.len();
+            s.out = data;
+            s.done = Some(Done::Ok);
         }
-        self.send_pending(conn, stream);
+        self.flush(conn, stream);
     }
 
-    /// Sends as much of a stream's pending reply as the windows allow, then its trailers.
-    fn send_pending(&mut self, conn: &mut Conn<'_>, stream: u32) {
+    /// Sends what a stream has queued as far as the windows allow; once the queue is
+    /// empty, its final status (which ends the stream).
+    fn flush(&mut self, conn: &mut Conn<'_>, stream: u32) {
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
-        let Some((mut data, _)) = s.pending.take() else {
-            return;
-        };
         let out = conn.output();
-        while !data.is_empty() {
+        if !s.headers_sent && (!s.out.is_empty() || matches!(s.done, Some(Done::Ok))) {
+            h2f::write_headers(out, stream, &self.reply_headers, false, self.peer_max_frame);
+            s.headers_sent = true;
+        }
+        while !s.out.is_empty() {
             let room = self
                 .conn_send_window
                 .min(s.send_window)
                 .min(self.peer_max_frame as i64);
-            if room <= 0 {
-                s.pending = Some((data, &[]));
+            let output_full = s.kind != StreamKind::Unary && out.len() >= OUTPUT_HIGH;
+            if room <= 0 || output_full {
                 if !s.blocked {
                     s.blocked = true;
                     self.blocked.push(stream);
                 }
+                if output_full && self.flush_timer.is_none() {
+                    let at = conn.now() + FLUSH_RETRY;
+                    self.flush_timer = Some(conn.set_timer(at, FLUSH_TIMER));
+                }
                 return;
             }
-            let n = (room as usize).min(data.len());
-            h2f::write_data(out, stream, &data[..n], false);
-            data.advance(n);
+            let n = (room as usize).min(s.out.len());
+            h2f::write_data(out, stream, &s.out[..n], false);
+            let _ = s.out.split_to(n);
+            self.queued -= n;
             self.conn_send_window -= n as i64;
             s.send_window -= n as i64;
         }
-        h2f::write_headers(out, stream, &self.ok_trailers, true, self.peer_max_frame);
-        if s.remote_closed {
-            self.end_stream(conn, stream);
-        } else {
+        let Some(done) = s.done.take() else {
+            return;
+        };
+        match done {
+            Done::Ok => {
+                h2f::write_headers(out, stream, &self.ok_trailers, true, self.peer_max_frame)
+            }
+            Done::Status(code, message) => {
+                let block = status_block(!s.headers_sent, code, &message);
+                h2f::write_headers(out, stream, &block, true, self.peer_max_frame);
+            }
+        }
+        if !s.remote_closed {
             // The client has not ended its side: the stream ends with a reset.
             h2f::write_rst_stream(out, stream, code::NO_ERROR);
-            self.end_stream(conn, stream);
         }
+        self.end_stream(conn, stream);
     }
 
     /// Sends replies that waited for window.
@@ -780,7 +968,290 @@ impl H2 {
         for stream in std::mem::take(&mut self.blocked) {
             if let Some(s) = self.streams.get_mut(&stream) {
                 s.blocked = false;
-                self.send_pending(conn, stream);
+                self.flush(conn, stream);
+            }
+        }
+    }
+
+    /// The retry of replies held back by a full output.
+    pub(crate) fn flush_timer(&mut self, conn: &mut Conn<'_>) {
+        self.flush_timer = None;
+        self.flush_blocked(conn);
+        self.wake(conn);
+    }
+
+    /// Tops a stream's receive window up once half of it was used.
+    fn stream_top_up(&mut self, conn: &mut Conn<'_>, stream: u32) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            if s.unacked >= STREAM_WINDOW / 2 && !s.remote_closed {
+                h2f::write_window_update(conn.output(), stream, s.unacked);
+                s.recv_window += i64::from(s.unacked);
+                s.unacked = 0;
+            }
+        }
+    }
+
+    /// Hands a streaming call's handler the messages that arrived, while it has room, and
+    /// then the client's end. Messages it has no room for wait, and are not credited back
+    /// to the client's windows until they are handed over.
+    fn pump(&mut self, conn: &mut Conn<'_>, stream: u32) {
+        loop {
+            let Some(s) = self.streams.get(&stream) else {
+                return;
+            };
+            if s.handler.is_none() {
+                break;
+            }
+            if !room(s, self.queued) {
+                self.wait_for_room(stream);
+                return;
+            }
+            let s = self.streams.get_mut(&stream).expect("looked up above");
+            match grpc::message(&s.data, self.max_message) {
+                Ok(grpc::Message::Whole {
+                    compressed: false,
+                    len,
+                }) => {
+                    let mut m = s.data.split_to(grpc::PREFIX_LEN + len).freeze();
+                    m.advance(grpc::PREFIX_LEN);
+                    self.run(conn, stream, |h, out| h.message(m, out));
+                }
+                Ok(grpc::Message::NeedMore(_)) => break,
+                Ok(grpc::Message::Whole { .. }) => {
+                    self.fail(
+                        conn,
+                        stream,
+                        ErrorKind::InvalidTransform,
+                        12,
+                        "only identity encoding is served",
+                    );
+                    break;
+                }
+                Err(grpc::MessageError::TooLarge(n)) => {
+                    let why = format!(
+                        "request message of {n} bytes, over the limit of {}",
+                        self.max_message
+                    );
+                    self.fail(conn, stream, ErrorKind::ResourceExhausted, 8, &why);
+                    break;
+                }
+                Err(grpc::MessageError::BadFlag(_)) => {
+                    self.fail(conn, stream, ErrorKind::Protocol, 13, "bad message prefix");
+                    break;
+                }
+            }
+        }
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        // Not held back: what is left is less than one message (at most the largest
+        // allowed), and is credited with the rest, so that a message larger than the
+        // window can still arrive. A stream not open yet keeps what came (bounded by the
+        // window).
+        if s.handler.is_some() || s.done.is_some() {
+            if s.done.is_some() {
+                s.data.clear();
+            }
+            let credit = std::mem::take(&mut s.buffered);
+            s.unacked += credit;
+            self.conn_unacked += credit;
+        }
+        let end = s.remote_closed && s.data.is_empty() && !s.end_told && s.handler.is_some();
+        if end {
+            s.end_told = true;
+        }
+        self.stream_top_up(conn, stream);
+        if end {
+            self.run(conn, stream, |h, out| h.end(out));
+        }
+    }
+
+    /// Lists a stream's handler to be told when room comes back.
+    fn wait_for_room(&mut self, stream: u32) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            if !s.wants_room {
+                s.wants_room = true;
+                self.writers.push(stream);
+            }
+        }
+    }
+
+    /// Tells the handlers that waited for room, and have it now.
+    fn wake(&mut self, conn: &mut Conn<'_>) {
+        if self.writers.is_empty() {
+            return;
+        }
+        for id in std::mem::take(&mut self.writers) {
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            if s.handler.is_none() {
+                s.wants_room = false;
+                continue;
+            }
+            if !room(s, self.queued) {
+                self.writers.push(id); // still waiting
+                continue;
+            }
+            s.wants_room = false;
+            self.pump(conn, id);
+            if self
+                .streams
+                .get(&id)
+                .is_some_and(|s| s.handler.is_some() && !s.wants_room && room(s, self.queued))
+            {
+                self.run(conn, id, |h, out| h.writable(out));
+            }
+        }
+    }
+
+    /// Runs one event of a stream's handler. A handler that finished its stream, or
+    /// panicked, is dropped.
+    fn run(
+        &mut self,
+        conn: &mut Conn<'_>,
+        stream: u32,
+        f: impl FnOnce(&mut dyn RawStream, &mut dyn RawOut),
+    ) {
+        let Some(mut h) = self.streams.get_mut(&stream).and_then(|s| s.handler.take()) else {
+            return;
+        };
+        let mut out = Out {
+            h2: self,
+            conn,
+            stream,
+        };
+        let alive = stream::event(&mut out, |o| f(&mut *h, o));
+        if let Some(s) = self.streams.get_mut(&stream) {
+            if alive && s.done.is_none() {
+                s.handler = Some(h);
+            }
+        }
+    }
+
+    /// Finishes a stream with an error from the connection's side.
+    fn fail(&mut self, conn: &mut Conn<'_>, stream: u32, kind: ErrorKind, code: u8, why: &str) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            if s.done.is_none() {
+                s.error = Some(kind);
+                s.done = Some(Done::Status(code, why.to_owned()));
+                if let Some(mut h) = s.handler.take() {
+                    h.cancel(&Status::new(kind, why));
+                }
+                self.flush(conn, stream);
+            }
+        }
+    }
+
+    /// A streaming call's stream opened (or was refused) by its service.
+    pub(crate) fn attach(
+        &mut self,
+        conn: &mut Conn<'_>,
+        stream: u32,
+        handler: Result<Box<dyn RawStream>, Status>,
+        call: Box<StreamEnd>,
+    ) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            call.end(Some(ErrorKind::Cancelled), 0);
+            return;
+        };
+        s.call = Some(call);
+        s.answered = true;
+        match handler {
+            Err(status) => {
+                s.error = Some(status.kind());
+                s.done = Some(Done::Status(
+                    status.kind().grpc_code(),
+                    status.message().to_owned(),
+                ));
+                s.data.clear();
+                self.flush(conn, stream);
+                self.pump(conn, stream);
+            }
+            Ok(h) => {
+                s.handler = Some(h);
+                // A server-streaming call's request was its whole input.
+                s.end_told = s.kind == StreamKind::Server;
+                if s.kind == StreamKind::Bidi {
+                    // Our headers at once, as tonic's server sends them: a client may wait
+                    // for them before it sends its first message.
+                    h2f::write_headers(
+                        conn.output(),
+                        stream,
+                        &self.reply_headers,
+                        false,
+                        self.peer_max_frame,
+                    );
+                    s.headers_sent = true;
+                }
+                self.run(conn, stream, |h, out| h.writable(out));
+                self.pump(conn, stream);
+            }
+        }
+    }
+
+    /// What a [`StreamSender`](super::StreamSender) sent from another thread arrives.
+    pub(crate) fn push(&mut self, conn: &mut Conn<'_>, stream: u32, push: Push) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return; // ended meanwhile
+        };
+        if s.done.is_some() {
+            return;
+        }
+        match push {
+            Push::Message(m) => {
+                if s.out.len() + m.len() > CONN_QUEUE.max(m.len()) || self.queued > CONN_QUEUE * 4 {
+                    let why = "the stream's sender outran its client";
+                    self.fail(conn, stream, ErrorKind::ResourceExhausted, 8, why);
+                    return;
+                }
+                s.out.extend_from_slice(&m);
+                s.sent += m.len();
+                self.queued += m.len();
+                self.flush(conn, stream);
+            }
+            Push::Finish(result) => {
+                let mut out = Out {
+                    h2: self,
+                    conn,
+                    stream,
+                };
+                out.finish(result);
+            }
+        }
+    }
+
+    /// Tells a stream's handler, if it still runs, that the stream was cancelled.
+    fn cancel(&mut self, stream: u32, why: &Status) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            if let Some(mut h) = s.handler.take() {
+                s.error = Some(why.kind());
+                h.cancel(why);
+            } else if s.done.is_none() && s.call.is_some() {
+                s.error = Some(why.kind());
+            }
+        }
+    }
+
+    /// The connection is closing: every handler still running is cancelled, and every
+    /// streaming call ends.
+    pub(crate) fn close_all(&mut self) {
+        let why = Status::new(ErrorKind::Unavailable, "the connection closed");
+        for (_, mut s) in self.streams.drain() {
+            if let Some(c) = &s.closed {
+                c.store(true, Ordering::Release);
+            }
+            if let Some(mut h) = s.handler.take() {
+                s.error = Some(why.kind());
+                h.cancel(&why);
+            }
+            if let Some(call) = s.call.take() {
+                let error = if s.done.is_some() || s.error.is_none() {
+                    s.error.or(Some(ErrorKind::Unavailable))
+                } else {
+                    s.error
+                };
+                call.end(error, s.sent);
             }
         }
     }
@@ -810,32 +1281,174 @@ impl H2 {
         }
     }
 
-    /// Forgets a stream (answered, or reset), and its deadline's timer.
+    /// Forgets a stream (answered, or reset), and its deadline's timer; a streaming call
+    /// ends for its middlewares and metrics.
     fn end_stream(&mut self, conn: &mut Conn<'_>, stream: u32) {
-        if let Some(s) = self.streams.remove(&stream) {
+        if let Some(mut s) = self.streams.remove(&stream) {
+            if let Some(c) = &s.closed {
+                c.store(true, Ordering::Release);
+            }
             self.conn_unacked += s.buffered;
+            self.queued -= s.out.len();
             if let Some(t) = s.timer {
                 conn.cancel_timer(t);
+            }
+            if let Some(mut h) = s.handler.take() {
+                let why = Status::new(ErrorKind::Cancelled, "the stream ended");
+                s.error.get_or_insert(ErrorKind::Cancelled);
+                h.cancel(&why);
+            }
+            if let Some(call) = s.call.take() {
+                call.end(s.error, s.sent);
             }
         }
     }
 
-    /// A stream's deadline passed.
+    /// A stream's deadline passed: its handler (if it still runs) is cancelled, and the
+    /// client told DEADLINE_EXCEEDED.
     pub(crate) fn deadline(&mut self, conn: &mut Conn<'_>, stream: u32) {
-        if self
-            .streams
-            .get(&stream)
-            .is_some_and(|s| s.pending.is_none())
-        {
-            self.trailers_only(conn, stream, 4, "the deadline passed before the reply"); // DEADLINE_EXCEEDED
-            h2f::write_rst_stream(conn.output(), stream, code::CANCEL);
-            self.end_stream(conn, stream);
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if s.done.is_some() {
+            return; // its status is on its way
         }
+        s.timer = None;
+        let why = "the deadline passed before the reply";
+        self.cancel(stream, &Status::deadline_exceeded(why));
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.error = Some(ErrorKind::DeadlineExceeded);
+            // Queued messages are dropped: the caller stopped waiting.
+            self.queued -= s.out.len();
+            s.out.clear();
+            let block = status_block(!s.headers_sent, 4, why); // DEADLINE_EXCEEDED
+            h2f::write_headers(conn.output(), stream, &block, true, self.peer_max_frame);
+        }
+        if self.streams.get(&stream).is_some_and(|s| !s.remote_closed) {
+            // As after any whole response: the client is told to stop sending, without
+            // an error that would hide the status (gRPC clients read RST_STREAM CANCEL
+            // as CANCELLED).
+            h2f::write_rst_stream(conn.output(), stream, code::NO_ERROR);
+        }
+        self.end_stream(conn, stream);
     }
 
     /// The close cause a connection error counts as.
     pub(crate) fn cause(_e: &ConnError) -> CloseCause {
         CloseCause::BadFrame
+    }
+}
+
+/// Whether a stream's handler may queue more, with `queued` bytes queued on the
+/// connection.
+fn room(s: &Stream, queued: usize) -> bool {
+    s.out.len() < STREAM_QUEUE && queued < CONN_QUEUE
+}
+
+/// A status as a header block: trailers, or (`head`) a whole trailers-only response.
+fn status_block(head: bool, status: u8, message: &str) -> Vec<u8> {
+    let mut block = Vec::with_capacity(64 + message.len());
+    if head {
+        hpack::encode(&mut block, b":status", b"200", false);
+        hpack::encode(&mut block, b"content-type", b"application/grpc", true);
+    }
+    hpack::encode(
+        &mut block,
+        b"grpc-status",
+        status.to_string().as_bytes(),
+        false,
+    );
+    if !message.is_empty() {
+        let mut m = Vec::new();
+        grpc::encode_message(message, &mut m);
+        hpack::encode(&mut block, b"grpc-message", &m, true);
+    }
+    block
+}
+
+/// One stream's side of the connection, as a streaming handler writes into it.
+struct Out<'a, 'c> {
+    h2: &'a mut H2,
+    conn: &'a mut Conn<'c>,
+    stream: u32,
+}
+
+impl RawOut for Out<'_, '_> {
+    fn queue(&mut self) -> Option<&mut BytesMut> {
+        self.h2
+            .streams
+            .get_mut(&self.stream)
+            .filter(|s| s.done.is_none())
+            .map(|s| &mut s.out)
+    }
+
+    fn queued(&mut self, n: usize) -> bool {
+        self.h2.queued += n;
+        if let Some(s) = self.h2.streams.get_mut(&self.stream) {
+            s.sent += n;
+        }
+        self.h2.flush(self.conn, self.stream);
+        let room = self.has_room();
+        if !room {
+            self.h2.wait_for_room(self.stream);
+        }
+        room
+    }
+
+    fn has_room(&self) -> bool {
+        self.h2
+            .streams
+            .get(&self.stream)
+            .is_some_and(|s| s.done.is_none() && room(s, self.h2.queued))
+    }
+
+    fn finish(&mut self, result: Result<(), Status>) {
+        let Some(s) = self.h2.streams.get_mut(&self.stream) else {
+            return;
+        };
+        if s.done.is_some() {
+            return;
+        }
+        s.done = Some(match result {
+            Ok(()) => Done::Ok,
+            Err(status) => {
+                s.error = Some(status.kind());
+                Done::Status(status.kind().grpc_code(), status.message().to_owned())
+            }
+        });
+        // What the client still sends is dropped.
+        if matches!(s.kind, StreamKind::Client | StreamKind::Bidi) {
+            s.data.clear();
+            let credit = std::mem::take(&mut s.buffered);
+            s.unacked += credit;
+            self.h2.conn_unacked += credit;
+        }
+        self.h2.flush(self.conn, self.stream);
+    }
+
+    fn is_finished(&self) -> bool {
+        self.h2
+            .streams
+            .get(&self.stream)
+            .is_none_or(|s| s.done.is_some())
+    }
+
+    fn remote(&mut self) -> Remote {
+        let closed = match self.h2.streams.get_mut(&self.stream) {
+            Some(s) => s.closed.get_or_insert_with(Default::default).clone(),
+            None => Arc::new(AtomicBool::new(true)),
+        };
+        Remote {
+            rt: self
+                .h2
+                .rt
+                .clone()
+                .expect("a connection with streams has started"),
+            conn: self.conn.id(),
+            stream: self.stream,
+            push: self.h2.push,
+            closed,
+        }
     }
 }
 

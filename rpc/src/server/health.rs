@@ -2,8 +2,8 @@
 //! (<https://github.com/grpc/grpc/blob/master/doc/health-checking.md>): load balancers and
 //! orchestrators ask it whether the server, or one of its services, is serving.
 //!
-//! `Check` is served; `Watch` (a server stream) answers UNIMPLEMENTED until streaming
-//! exists. Register it with [`ServerBuilder::service`](super::ServerBuilder::service) and
+//! `Check` answers at once; `Watch` (a server stream) sends the current status, then each
+//! change as [`Health::set`] makes it (SERVICE_UNKNOWN for a service never set). Register it with [`ServerBuilder::service`](super::ServerBuilder::service) and
 //! keep a clone to change statuses:
 //!
 //! ```no_run
@@ -17,9 +17,12 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::service::{encode_pb_reply, Call, Idl, MethodInfo, Service};
+use super::stream::{
+    OpenStream, Opened, Outbound, StreamCall, StreamHandler, StreamKind, StreamSender,
+};
 use crate::{Reply, Status};
 
 /// `grpc.health.v1.HealthCheckRequest`.
@@ -56,6 +59,16 @@ pub enum ServingStatus {
 #[derive(Clone, Debug)]
 pub struct Health {
     statuses: Arc<RwLock<HashMap<String, ServingStatus>>>,
+    /// `Watch` streams: the service each watches, the status it was last sent, and where
+    /// to send changes.
+    watchers: Arc<Mutex<Vec<Watcher>>>,
+}
+
+#[derive(Debug)]
+struct Watcher {
+    service: String,
+    last: ServingStatus,
+    sender: StreamSender<HealthCheckResponse>,
 }
 
 impl Default for Health {
@@ -71,6 +84,7 @@ impl Health {
         m.insert(String::new(), ServingStatus::Serving);
         Health {
             statuses: Arc::new(RwLock::new(m)),
+            watchers: Arc::default(),
         }
     }
 
@@ -80,6 +94,21 @@ impl Health {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(service.to_owned(), status);
+        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        watchers.retain(|w| !w.sender.is_closed());
+        for w in watchers.iter_mut().filter(|w| w.service == service) {
+            if w.last != status {
+                w.last = status;
+                w.sender.send(&HealthCheckResponse {
+                    status: status as i32,
+                });
+            }
+        }
+    }
+
+    /// What `Watch` reports for `service`.
+    fn watched(&self, service: &str) -> ServingStatus {
+        self.get(service).unwrap_or(ServingStatus::ServiceUnknown)
     }
 
     /// What `Check` reports for `service`: `None` when it is not known (NOT_FOUND).
@@ -96,12 +125,48 @@ const METHODS: &[MethodInfo] = &[
     MethodInfo {
         name: "Check",
         oneway: false,
+        kind: StreamKind::Unary,
     },
     MethodInfo {
         name: "Watch",
         oneway: false,
+        kind: StreamKind::Server,
     },
 ];
+
+/// One `Watch` stream: it sends the current status when it opens, and is listed to be
+/// sent the changes.
+struct Watch {
+    health: Health,
+    service: String,
+    listed: bool,
+}
+
+impl StreamHandler<(), HealthCheckResponse> for Watch {
+    fn on_writable(&mut self, out: &mut Outbound<'_, HealthCheckResponse>) {
+        if self.listed {
+            return;
+        }
+        self.listed = true;
+        // Under the watchers' lock, so that no change falls between the status sent and
+        // the listing.
+        let mut watchers = self
+            .health
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let status = self.health.watched(&self.service);
+        out.send(&HealthCheckResponse {
+            status: status as i32,
+        });
+        watchers.retain(|w| !w.sender.is_closed());
+        watchers.push(Watcher {
+            service: std::mem::take(&mut self.service),
+            last: status,
+            sender: out.sender(),
+        });
+    }
+}
 
 fn reply(
     env: &crate::wire::Envelope,
@@ -142,8 +207,23 @@ impl Service for Health {
                 reply,
             ),
             _ => call.fail(Status::unknown_method(
-                "grpc.health.v1.Health/Watch needs server streaming, which is not served yet",
+                "grpc.health.v1.Health/Watch streams: call it over gRPC",
             )),
+        }
+    }
+
+    fn open(&self, index: usize, call: StreamCall<'_>) -> Opened {
+        match index {
+            1 => call.server_streaming(
+                |_ctx, req: HealthCheckRequest| -> OpenStream<(), HealthCheckResponse> {
+                    Ok(Box::new(Watch {
+                        health: self.clone(),
+                        service: req.service,
+                        listed: false,
+                    }))
+                },
+            ),
+            _ => call.fail(Status::unknown_method("no such streaming method")),
         }
     }
 }

@@ -29,6 +29,7 @@ mod order;
 mod router;
 mod service;
 mod stats;
+mod stream;
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -45,6 +46,9 @@ pub use health::{Health, ServingStatus};
 pub use limit::{Admitted, Limiter};
 pub use service::{encode_pb_reply, encode_thrift_reply, Call, Idl, MethodInfo, Service};
 pub use stats::CloseCounts;
+pub use stream::{
+    OpenStream, Opened, Outbound, StreamCall, StreamHandler, StreamKind, StreamSender,
+};
 
 pub(crate) use grpc::GRPC_TRANSPORT;
 

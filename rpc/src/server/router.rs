@@ -142,10 +142,12 @@ mod tests {
         MethodInfo {
             name: "ping",
             oneway: false,
+            kind: super::super::StreamKind::Unary,
         },
         MethodInfo {
             name: "echo",
             oneway: false,
+            kind: super::super::StreamKind::Unary,
         },
     ];
 

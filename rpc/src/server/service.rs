@@ -8,6 +8,7 @@ use netpoll_codec::thrift::{Message, MessageType};
 
 use super::context::{CallContext, Reply, ReplyEncoder, ReplyError, ReplyInner};
 use super::order::Sink;
+use super::stream::{Opened, StreamCall, StreamKind};
 use crate::middleware::Running;
 use crate::wire::{self, Envelope, Headers, Payload};
 use crate::{ErrorKind, Outcome, Status};
@@ -28,6 +29,9 @@ pub struct MethodInfo {
     pub name: &'static str,
     /// Whether callers expect no reply.
     pub oneway: bool,
+    /// How it streams. Streaming methods are served over gRPC only, through
+    /// [`Service::open`].
+    pub kind: StreamKind,
 }
 
 /// A served IDL service. Generated code implements it (as `{Service}Server`) around the
@@ -47,6 +51,14 @@ pub trait Service: Send + Sync + 'static {
     fn methods(&self) -> &'static [MethodInfo];
     /// Runs method `index` for `call`, on the core that owns the connection.
     fn call(&self, index: usize, call: Call<'_, '_, '_>);
+    /// Opens a stream of streaming method `index` (one whose
+    /// [`kind`](MethodInfo::kind) is not [`StreamKind::Unary`]). The default refuses it.
+    fn open(&self, index: usize, call: StreamCall<'_>) -> Opened {
+        let _ = index;
+        call.fail(Status::unknown_method(
+            "this service has no streaming methods",
+        ))
+    }
 }
 
 /// One request being served: decode its arguments, run the handler, reply. Generated code
@@ -185,7 +197,10 @@ impl Call<'_, '_, '_> {
 /// Runs a handler, catching its panic, inside what the call's middlewares keep entered
 /// while it runs (a span). The borrow of their states ends before it runs: the handler
 /// may take the call over (`defer`).
-fn run_handler<R>(ctx: &CallContext<'_>, handler: impl FnOnce() -> R) -> std::thread::Result<R> {
+pub(crate) fn run_handler<R>(
+    ctx: &CallContext<'_>,
+    handler: impl FnOnce() -> R,
+) -> std::thread::Result<R> {
     let entered = ctx.mw.borrow().as_ref().map(Running::enter);
     let outcome = catch_unwind(AssertUnwindSafe(handler));
     drop(entered);
@@ -242,7 +257,7 @@ fn finish(ctx: &CallContext<'_>, error: Option<ErrorKind>, response_bytes: usize
     }
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = p.downcast_ref::<String>() {

@@ -1780,6 +1780,7 @@ pub mod kitchen_sink {
         ::netpoll_rpc::server::MethodInfo {
             name: "ping",
             oneway: false,
+            kind: ::netpoll_rpc::server::StreamKind::Unary,
         },
     ];
     impl<S: Base> ::netpoll_rpc::server::Service for BaseServer<S> {
@@ -2413,18 +2414,22 @@ pub mod kitchen_sink {
         ::netpoll_rpc::server::MethodInfo {
             name: "ping",
             oneway: false,
+            kind: ::netpoll_rpc::server::StreamKind::Unary,
         },
         ::netpoll_rpc::server::MethodInfo {
             name: "fetch",
             oneway: false,
+            kind: ::netpoll_rpc::server::StreamKind::Unary,
         },
         ::netpoll_rpc::server::MethodInfo {
             name: "log",
             oneway: true,
+            kind: ::netpoll_rpc::server::StreamKind::Unary,
         },
         ::netpoll_rpc::server::MethodInfo {
             name: "trees",
             oneway: false,
+            kind: ::netpoll_rpc::server::StreamKind::Unary,
         },
     ];
     impl<S: Store> ::netpoll_rpc::server::Service for StoreServer<S> {

@@ -44,6 +44,7 @@ const __ECHO_METHODS: &[::netpoll_rpc::server::MethodInfo] = &[
     ::netpoll_rpc::server::MethodInfo {
         name: "Echo",
         oneway: false,
+        kind: ::netpoll_rpc::server::StreamKind::Unary,
     },
 ];
 impl<S: Echo> ::netpoll_rpc::server::Service for EchoServer<S> {
