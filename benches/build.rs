@@ -14,7 +14,8 @@ fn main() {
     // without protoc.
     let tonic_out = out.with_file_name("tonic");
     std::fs::create_dir_all(&tonic_out).expect("create OUT_DIR/tonic");
-    let fds = protox::compile(["../idl/echo.proto"], ["../idl"]).expect("parse echo.proto");
+    let fds = protox::compile(["../idl/echo.proto", "../idl/stream.proto"], ["../idl"])
+        .expect("parse echo.proto and stream.proto");
     tonic_prost_build::configure()
         .bytes(".")
         .out_dir(&tonic_out)

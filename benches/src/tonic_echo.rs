@@ -6,6 +6,13 @@ pub mod grpc {
     include!(concat!(env!("OUT_DIR"), "/tonic/echo.rs"));
 }
 
+/// tonic's client and server of `idl/stream.proto` (every gRPC call shape), for the
+/// streaming interop tests.
+pub mod stream {
+    #![allow(missing_docs, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/tonic/streamer.rs"));
+}
+
 /// Echoes the request's message.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EchoSvc;

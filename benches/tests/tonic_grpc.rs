@@ -105,3 +105,89 @@ fn tonic_deadline_against_a_slow_handler() {
     });
     server.shutdown(Duration::from_secs(1));
 }
+
+/// tonic's generated client of `idl/stream.proto`, every shape, against our server:
+/// thousands of messages each way, interleaved replies, an error status, and a stream
+/// dropped by the client while the server still sends.
+#[test]
+fn tonic_streams_every_shape_with_our_server() {
+    use benches::tonic_echo::stream::{streamer_client::StreamerClient, Chunk, RepeatRequest};
+    let server = examples::echo_service::builder()
+        .addr("127.0.0.1:0")
+        .cores(1)
+        .max_frame(8 << 20)
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    rt().block_on(async move {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = StreamerClient::new(ch).max_decoding_message_size(16 << 20);
+        // Server streaming.
+        let msg = Bytes::from_static(b"tonic repeat");
+        let mut s = c
+            .repeat(RepeatRequest {
+                msg: msg.clone(),
+                count: 10_000,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut n = 0;
+        while let Some(m) = s.message().await.unwrap() {
+            assert_eq!(m.msg, msg);
+            n += 1;
+        }
+        assert_eq!(n, 10_000);
+        let e = c
+            .repeat(RepeatRequest { msg, count: -5 })
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        // Client streaming.
+        let parts: Vec<Bytes> = (0..5000).map(|i| Bytes::from(format!("{i},"))).collect();
+        let joined: Vec<u8> = parts.iter().flat_map(|b| b.iter().copied()).collect();
+        let reqs = tokio_stream::iter(parts.into_iter().map(|msg| Chunk { msg }));
+        let r = c.concat(reqs).await.unwrap().into_inner();
+        assert_eq!(r.msg, joined);
+        // Bidirectional, in lock step: each reply read before the next message is sent.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(1);
+        let mut replies = c
+            .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        for i in 0..500u32 {
+            let msg = Bytes::from(i.to_be_bytes().to_vec());
+            tx.send(Chunk { msg: msg.clone() }).await.unwrap();
+            assert_eq!(replies.message().await.unwrap().unwrap().msg, msg);
+        }
+        drop(tx);
+        assert!(replies.message().await.unwrap().is_none(), "ends with OK");
+        // A large server stream dropped after a few messages: the connection goes on.
+        let mut s = c
+            .repeat(RepeatRequest {
+                msg: Bytes::from(vec![7u8; 10_000]),
+                count: 1_000_000,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for _ in 0..10 {
+            s.message().await.unwrap().unwrap();
+        }
+        drop(s);
+        let r = c
+            .concat(tokio_stream::iter(vec![Chunk {
+                msg: Bytes::from_static(b"still here"),
+            }]))
+            .await
+            .unwrap();
+        assert_eq!(&r.into_inner().msg[..], b"still here");
+    });
+    server.shutdown(Duration::from_secs(1));
+}

@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use netpoll_codec::ByteString;
-use netpoll_rpc::server::{Server, ServerBuilder, ServerError};
+use netpoll_rpc::server::{
+    OpenStream, Outbound, Server, ServerBuilder, ServerError, StreamHandler,
+};
 use netpoll_rpc::{CallContext, Reply};
 
+use crate::gen::pb::streamer::{Chunk, RepeatRequest};
 use crate::gen::{echo, interop, pb};
 
 /// `echo.thrift`: returns the message unchanged (a zero-copy view of the request). For
@@ -94,12 +97,94 @@ impl pb::echo::Echo for PbEchoHandler {
     }
 }
 
-/// `stream.proto`'s `Streamer`: `Sleep` replies with its message after its delay, without
-/// blocking the core (the streaming methods are not served yet).
+/// `stream.proto`'s `Streamer`, every call shape: `Repeat` streams `count` copies of its
+/// message as fast as the client reads them, `Concat` joins what the client streams,
+/// `Chat` echoes each message as it arrives, and `Sleep` replies after its delay. None
+/// blocks the core.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StreamerHandler;
 
+/// `Repeat`'s stream: the replies still to send.
+struct Repeat {
+    msg: Bytes,
+    left: i64,
+}
+
+impl StreamHandler<(), Chunk> for Repeat {
+    fn on_writable(&mut self, out: &mut Outbound<'_, Chunk>) {
+        let chunk = Chunk {
+            msg: self.msg.clone(),
+        };
+        while self.left > 0 {
+            self.left -= 1;
+            if !out.send(&chunk) {
+                return; // more when the client has read some
+            }
+        }
+        out.finish(Ok(()));
+    }
+}
+
+/// `Concat`'s stream: what arrived so far.
+#[derive(Default)]
+struct Concat {
+    joined: Vec<u8>,
+}
+
+/// The most `Concat` joins before it refuses the call.
+const CONCAT_LIMIT: usize = 64 << 20;
+
+impl StreamHandler<Chunk, Chunk> for Concat {
+    fn on_message(&mut self, msg: Chunk, out: &mut Outbound<'_, Chunk>) {
+        if self.joined.len() + msg.msg.len() > CONCAT_LIMIT {
+            out.finish(Err(netpoll_rpc::Status::new(
+                netpoll_rpc::ErrorKind::ResourceExhausted,
+                format!("Concat joins at most {CONCAT_LIMIT} bytes"),
+            )));
+            return;
+        }
+        self.joined.extend_from_slice(&msg.msg);
+    }
+
+    fn on_end(&mut self, out: &mut Outbound<'_, Chunk>) {
+        let msg = Bytes::from(std::mem::take(&mut self.joined));
+        out.send(&Chunk { msg });
+        out.finish(Ok(()));
+    }
+}
+
+/// `Chat`'s stream: each message back as it arrives (while the client reads, the next
+/// messages wait in its window).
+struct Chat;
+
+impl StreamHandler<Chunk, Chunk> for Chat {
+    fn on_message(&mut self, msg: Chunk, out: &mut Outbound<'_, Chunk>) {
+        out.send(&msg);
+    }
+}
+
 impl pb::streamer::Streamer for StreamerHandler {
+    fn repeat(&self, _ctx: &CallContext<'_>, req: RepeatRequest) -> OpenStream<(), Chunk> {
+        if req.count < 0 {
+            return Err(netpoll_rpc::Status::new(
+                netpoll_rpc::ErrorKind::InvalidArgument,
+                format!("count must not be negative, not {}", req.count),
+            ));
+        }
+        Ok(Box::new(Repeat {
+            msg: req.msg,
+            left: i64::from(req.count),
+        }))
+    }
+
+    fn concat(&self, _ctx: &CallContext<'_>) -> OpenStream<Chunk, Chunk> {
+        Ok(Box::<Concat>::default())
+    }
+
+    fn chat(&self, _ctx: &CallContext<'_>) -> OpenStream<Chunk, Chunk> {
+        Ok(Box::new(Chat))
+    }
+
     fn sleep(
         &self,
         ctx: &CallContext<'_>,

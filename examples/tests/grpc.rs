@@ -86,6 +86,80 @@ fn grpcio_calls_our_server_in_plain_text_and_over_tls() {
 }
 
 #[test]
+fn grpcio_streams_every_shape_in_plain_text_and_over_tls() {
+    if !have_grpcio() {
+        return;
+    }
+    let server = EchoServer::start(&["--max-frame", "8388608"]);
+    run_peer(&["streams", &server.addr.to_string()]);
+    let dir = std::env::temp_dir().join(format!("grpc-stream-pki-{}", std::process::id()));
+    let ok = Command::new(env!("CARGO_BIN_EXE_tls_certs"))
+        .arg(&dir)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "tls_certs failed");
+    let pem = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    let tls = EchoServer::start(&[
+        "--max-frame",
+        "8388608",
+        "--tls-cert",
+        &pem("server.pem"),
+        "--tls-key",
+        &pem("server.key"),
+    ]);
+    run_peer(&["streams", &tls.addr.to_string(), &pem("ca.pem")]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn health_watch_streams_each_change_of_status() {
+    use netpoll_rpc::server::{Health, Server, ServingStatus};
+    use std::io::BufRead;
+    if !have_grpcio() {
+        return;
+    }
+    let health = Health::new();
+    health.set("echo.Echo", ServingStatus::Serving);
+    let server = Server::builder()
+        .addr("127.0.0.1:0")
+        .cores(1)
+        .service(health.clone())
+        .start()
+        .unwrap();
+    let mut peer = Command::new("python3")
+        .arg(script())
+        .arg(idl())
+        .args(["watch", &server.local_addr().to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(peer.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line == "watching" {
+            break;
+        }
+    }
+    health.set("echo.Echo", ServingStatus::NotServing);
+    std::thread::sleep(Duration::from_millis(100));
+    health.set("other.Service", ServingStatus::NotServing); // not watched: not sent
+    health.set("echo.Echo", ServingStatus::Serving);
+    for line in lines {
+        seen.push_str(&line.unwrap());
+        seen.push('\n');
+    }
+    let status = peer.wait().unwrap();
+    assert!(
+        status.success() && seen.contains("all checks passed"),
+        "{seen}"
+    );
+    server.shutdown(Duration::from_secs(2));
+}
+
+#[test]
 fn a_deadline_that_expires_ends_the_call_and_spares_the_connection() {
     if !have_grpcio() {
         return;
@@ -460,4 +534,347 @@ fn a_client_that_ignores_flow_control_is_stopped() {
     );
     let grew = server.rss_mib() - rss_before;
     assert!(grew < 100.0, "the server grew by {grew:.0} MiB");
+}
+
+/// Reads what arrives within `wait`, appending whole frames to `frames` (a partial frame
+/// stays in `buf`).
+fn read_frames(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    frames: &mut Vec<(h2f::FrameHeader, Vec<u8>)>,
+    wait: Duration,
+) {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut chunk = [0u8; 65536];
+    while let Ok(n) = s.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let mut at = 0;
+    while let Ok(Split::Frame(h, n)) = h2f::split(&buf[at..], 1 << 24) {
+        frames.push((h, buf[at + h2f::HEADER_LEN..at + n].to_vec()));
+        at += n;
+    }
+    buf.drain(..at);
+}
+
+#[test]
+fn a_streaming_client_that_does_not_read_its_replies_is_held_to_its_windows() {
+    let server = EchoServer::start(&[]);
+    let rss_before = server.rss_mib();
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    let mut out = BytesMut::new();
+    out.extend_from_slice(h2f::PREFACE);
+    // A window of 0: the client takes none of the server's replies.
+    h2f::write_settings(&mut out, &[(h2f::setting::INITIAL_WINDOW_SIZE, 0)]);
+    h2f::write_headers(
+        &mut out,
+        1,
+        &request_block("/streamer.Streamer/Chat"),
+        false,
+        16_384,
+    );
+    s.write_all(&out).unwrap();
+    // `Chunk { msg }` of 1000 bytes, behind its prefix.
+    let mut message = BytesMut::new();
+    netpoll_codec::h2::grpc::write_prefix(&mut message, false, 1003);
+    message.extend_from_slice(&[0x0a, 0xe8, 0x07]);
+    message.extend_from_slice(&[b'c'; 1000]);
+    // Send as much as the server's windows allow, as a well-behaved client does.
+    let (mut conn_window, mut stream_window) = (65_535i64, 65_535i64);
+    let (mut buf, mut frames) = (Vec::new(), Vec::new());
+    let mut sent = 0usize;
+    let mut seen = 0;
+    loop {
+        while conn_window >= message.len() as i64 && stream_window >= message.len() as i64 {
+            out.clear();
+            h2f::write_data(&mut out, 1, &message, false);
+            s.write_all(&out).unwrap();
+            conn_window -= message.len() as i64;
+            stream_window -= message.len() as i64;
+            sent += 1;
+        }
+        read_frames(&mut s, &mut buf, &mut frames, Duration::from_millis(300));
+        let before = (conn_window, stream_window);
+        for (h, p) in &frames[seen..] {
+            match h.kind {
+                kind::SETTINGS if !h.has(flag::ACK) => {
+                    for (id, v) in h2f::settings(p).unwrap() {
+                        if id == h2f::setting::INITIAL_WINDOW_SIZE {
+                            stream_window += i64::from(v) - 65_535;
+                        }
+                    }
+                }
+                kind::WINDOW_UPDATE => {
+                    let inc = i64::from(h2f::window_increment(p).unwrap());
+                    match h.stream {
+                        0 => conn_window += inc,
+                        1 => stream_window += inc,
+                        _ => {}
+                    }
+                }
+                kind::GOAWAY | kind::RST_STREAM => panic!("the stream was ended: {h:?}"),
+                _ => {}
+            }
+        }
+        seen = frames.len();
+        if before == (conn_window, stream_window) {
+            break; // no more credit: the server holds the client back
+        }
+    }
+    let sent_bytes = sent * message.len();
+    assert!(
+        ((1 << 20) - message.len()..(1 << 20) + (256 << 10)).contains(&sent_bytes),
+        "the client could send {sent_bytes} bytes without reading a reply"
+    );
+    let grew = server.rss_mib() - rss_before;
+    assert!(grew < 30.0, "the server grew by {grew:.0} MiB");
+    // Now it reads: every message comes back, in order, then OK.
+    out.clear();
+    h2f::write_window_update(&mut out, 0, 64 << 20);
+    h2f::write_window_update(&mut out, 1, 64 << 20);
+    h2f::write_data(&mut out, 1, &[], true);
+    s.write_all(&out).unwrap();
+    let mut body = Vec::new();
+    let mut ended = false;
+    for _ in 0..100 {
+        read_frames(&mut s, &mut buf, &mut frames, Duration::from_millis(100));
+        for (h, p) in &frames[seen..] {
+            if h.stream == 1 && h.kind == kind::DATA {
+                body.extend_from_slice(p);
+            }
+            ended |= h.stream == 1 && h.kind == kind::HEADERS && h.has(flag::END_STREAM);
+        }
+        seen = frames.len();
+        if ended {
+            break;
+        }
+    }
+    assert!(ended, "the stream did not end");
+    assert_eq!(body.len(), sent * message.len(), "every message comes back");
+    assert!(body.chunks(message.len()).all(|m| m == &message[..]));
+    let st = statuses(&frames);
+    assert_eq!(st, vec![(1, "0".to_owned())]);
+}
+
+#[test]
+fn a_server_stream_to_a_client_that_does_not_read_holds_bounded_memory() {
+    let server = EchoServer::start(&[]);
+    let rss_before = server.rss_mib();
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    let mut out = BytesMut::new();
+    out.extend_from_slice(h2f::PREFACE);
+    // Windows as large as HTTP/2 allows: only the socket holds the server back.
+    h2f::write_settings(
+        &mut out,
+        &[(h2f::setting::INITIAL_WINDOW_SIZE, h2f::MAX_WINDOW)],
+    );
+    h2f::write_window_update(&mut out, 0, h2f::MAX_WINDOW - 65_535);
+    h2f::write_headers(
+        &mut out,
+        1,
+        &request_block("/streamer.Streamer/Repeat"),
+        false,
+        16_384,
+    );
+    // RepeatRequest { msg: 1000 bytes, count: 1_000_000 }: a gigabyte of replies.
+    let mut req = vec![0x0a, 0xe8, 0x07];
+    req.extend_from_slice(&[b'r'; 1000]);
+    req.extend_from_slice(&[0x10, 0xc0, 0x84, 0x3d]);
+    let mut message = BytesMut::new();
+    netpoll_codec::h2::grpc::write_prefix(&mut message, false, req.len());
+    message.extend_from_slice(&req);
+    h2f::write_data(&mut out, 1, &message, true);
+    s.write_all(&out).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let grew = server.rss_mib() - rss_before;
+    assert!(grew < 40.0, "the server grew by {grew:.0} MiB");
+    // The client gives up on it; the connection still serves a call.
+    out.clear();
+    h2f::write_rst_stream(&mut out, 1, h2f::code::CANCEL);
+    ok_call(&mut out, 3);
+    s.write_all(&out).unwrap();
+    let (mut buf, mut frames) = (Vec::new(), Vec::new());
+    let mut answered = false;
+    for _ in 0..200 {
+        read_frames(&mut s, &mut buf, &mut frames, Duration::from_millis(50));
+        answered = statuses(&frames).contains(&(3, "0".to_owned()));
+        if answered {
+            break;
+        }
+        frames.retain(|(h, _)| h.stream != 1); // the cancelled stream's replies
+    }
+    assert!(
+        answered,
+        "the call after the cancelled stream was not answered"
+    );
+}
+
+// ----- streaming handlers that fail, and streams that are cancelled -----------------------
+
+mod probe {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use examples::gen::pb::streamer::{Chunk, RepeatRequest, SleepRequest, Streamer};
+    use netpoll_rpc::server::{OpenStream, Outbound, StreamHandler};
+    use netpoll_rpc::{CallContext, ErrorKind, Reply, Status};
+
+    /// `Repeat` never finishes (it waits for room forever) and counts its cancellations;
+    /// `Concat` refuses; `Chat` panics at its first message.
+    pub struct Probe {
+        pub cancels: Arc<AtomicUsize>,
+    }
+
+    struct Forever(Arc<AtomicUsize>);
+
+    impl StreamHandler<(), Chunk> for Forever {
+        fn on_writable(&mut self, out: &mut Outbound<'_, Chunk>) {
+            let chunk = Chunk {
+                msg: vec![1u8; 1000].into(),
+            };
+            while out.send(&chunk) {}
+        }
+
+        fn on_cancel(&mut self, _why: &Status) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    struct Panics;
+
+    impl StreamHandler<Chunk, Chunk> for Panics {
+        fn on_message(&mut self, _msg: Chunk, _out: &mut Outbound<'_, Chunk>) {
+            panic!("chat handler fails");
+        }
+    }
+
+    impl Streamer for Probe {
+        fn repeat(&self, _ctx: &CallContext<'_>, _req: RepeatRequest) -> OpenStream<(), Chunk> {
+            Ok(Box::new(Forever(self.cancels.clone())))
+        }
+
+        fn concat(&self, _ctx: &CallContext<'_>) -> OpenStream<Chunk, Chunk> {
+            Err(Status::new(ErrorKind::Unavailable, "concat is closed"))
+        }
+
+        fn chat(&self, _ctx: &CallContext<'_>) -> OpenStream<Chunk, Chunk> {
+            Ok(Box::new(Panics))
+        }
+
+        fn sleep(&self, _ctx: &CallContext<'_>, req: SleepRequest) -> Reply<Chunk> {
+            Reply::ok(Chunk { msg: req.msg })
+        }
+    }
+}
+
+#[test]
+fn failing_and_cancelled_stream_handlers() {
+    use std::sync::atomic::Ordering;
+    let cancels = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server = netpoll_rpc::server::Server::builder()
+        .addr("127.0.0.1:0")
+        .cores(1)
+        .service(examples::gen::pb::streamer::StreamerServer::new(
+            probe::Probe {
+                cancels: cancels.clone(),
+            },
+        ))
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let mut s = raw(addr);
+    let mut out = BytesMut::new();
+    // A panicking handler: INTERNAL, with what it said.
+    h2f::write_headers(
+        &mut out,
+        1,
+        &request_block("/streamer.Streamer/Chat"),
+        false,
+        16_384,
+    );
+    h2f::write_data(&mut out, 1, &echo_message(b"hi"), false);
+    // A refused stream: its status, in trailers only.
+    h2f::write_headers(
+        &mut out,
+        3,
+        &request_block("/streamer.Streamer/Concat"),
+        false,
+        16_384,
+    );
+    // A stream that never ends, reset by the client.
+    h2f::write_headers(
+        &mut out,
+        5,
+        &request_block("/streamer.Streamer/Repeat"),
+        false,
+        16_384,
+    );
+    h2f::write_data(&mut out, 5, &echo_message(b"r"), true);
+    s.write_all(&out).unwrap();
+    let (mut buf, mut frames) = (Vec::new(), Vec::new());
+    for _ in 0..50 {
+        read_frames(&mut s, &mut buf, &mut frames, Duration::from_millis(50));
+        let st = statuses(&frames);
+        if st.iter().any(|(id, _)| *id == 1) && st.iter().any(|(id, _)| *id == 3) {
+            break;
+        }
+    }
+    let st = statuses(&frames);
+    assert!(st.contains(&(1, "13".to_owned())), "{st:?}");
+    assert!(st.contains(&(3, "14".to_owned())), "{st:?}");
+    let mut d = hpack::Decoder::new(4096, 1 << 20);
+    let mut messages = Vec::new();
+    for (h, p) in frames.iter().filter(|(h, _)| h.kind == kind::HEADERS) {
+        d.decode(p, |n, v| {
+            if n == b"grpc-message" {
+                messages.push((h.stream, netpoll_codec::h2::grpc::decode_message(v)));
+            }
+        })
+        .unwrap();
+    }
+    assert!(
+        messages
+            .iter()
+            .any(|(id, m)| *id == 1 && m.contains("panicked: chat handler fails")),
+        "{messages:?}"
+    );
+    assert_eq!(cancels.load(Ordering::SeqCst), 0);
+    out.clear();
+    h2f::write_rst_stream(&mut out, 5, h2f::code::CANCEL);
+    s.write_all(&out).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while cancels.load(Ordering::SeqCst) < 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        cancels.load(Ordering::SeqCst),
+        1,
+        "a reset cancels the handler"
+    );
+    // Another that never ends, on a connection that goes away.
+    out.clear();
+    h2f::write_headers(
+        &mut out,
+        7,
+        &request_block("/streamer.Streamer/Repeat"),
+        false,
+        16_384,
+    );
+    h2f::write_data(&mut out, 7, &echo_message(b"r"), true);
+    s.write_all(&out).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(s);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while cancels.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        cancels.load(Ordering::SeqCst),
+        2,
+        "a closed connection cancels it"
+    );
+    server.shutdown(Duration::from_secs(1));
 }

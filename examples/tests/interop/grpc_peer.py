@@ -4,17 +4,23 @@ idl/echo.proto at run time) as a client of our server.
 
 Usage:
   grpc_peer.py IDL_DIR client HOST:PORT [CA_PEM]
+  grpc_peer.py IDL_DIR streams HOST:PORT [CA_PEM]
+  grpc_peer.py IDL_DIR watch HOST:PORT
   grpc_peer.py IDL_DIR deadline HOST:PORT
   grpc_peer.py IDL_DIR trace HOST:PORT TRACEPARENT
 
 `client` checks unary echo from 0 bytes to 4 MiB, 200 calls in flight at once on one
 connection, UNIMPLEMENTED for unknown methods and services, a gzip-compressed request
 refused as UNIMPLEMENTED (the server speaks identity only), and the health service
-(`grpc.health.v1.Health/Check`: SERVING, NOT_FOUND; `Watch` not served yet); over TLS when
-CA_PEM is given.
+(`grpc.health.v1.Health/Check`: SERVING, NOT_FOUND; `Watch`); over TLS when CA_PEM is
+given.
+`streams` checks every streaming shape of idl/stream.proto: thousands of messages, messages
+larger than the flow-control windows, empty streams, an error status, a deadline passing
+mid-stream, a cancelled stream, 64 streams at once.
 `deadline` (against a server whose echo replies after 500 ms) checks that a 100 ms
 deadline ends the call DEADLINE_EXCEEDED and that the connection serves the next call.
-`trace` makes one call with `traceparent` (and a custom header) in its metadata.
+`trace` makes one call with `traceparent` (and a custom header) in its metadata, then one
+server stream with `traceparent`.
 Prints each check; exit status 0 and "all checks passed" when every one passed.
 """
 
@@ -96,11 +102,11 @@ def client(pb, pbg, target, ca=None):
         check("health of an unknown service", False, "answered")
     except grpc.RpcError as e:
         check("health of an unknown service", e.code() == grpc.StatusCode.NOT_FOUND, f"{e.code()}")
-    try:
-        next(iter(ch.unary_stream("/grpc.health.v1.Health/Watch")(b"", timeout=5)))
-        check("health Watch", False, "answered")
-    except grpc.RpcError as e:
-        check("health Watch is not served yet", e.code() == grpc.StatusCode.UNIMPLEMENTED, f"{e.code()}")
+    watch = ch.unary_stream("/grpc.health.v1.Health/Watch")(b"\x0a\x09echo.Echo", timeout=5)
+    check("health Watch sends SERVING first", next(iter(watch)) == b"\x08\x01")
+    watch.cancel()
+    unknown = next(iter(ch.unary_stream("/grpc.health.v1.Health/Watch")(b"\x0a\x04nope", timeout=5)))
+    check("health Watch of an unknown service says SERVICE_UNKNOWN", unknown == b"\x08\x03", repr(unknown))
     # idl/stream.proto: its unary Sleep is served (without blocking the core: 20 calls of
     # 200 ms at once take about 200 ms), its streaming methods are not yet.
     import stream_pb2
@@ -116,14 +122,110 @@ def client(pb, pbg, target, ca=None):
         check("Sleep past its deadline", False, "answered")
     except grpc.RpcError as e:
         check("Sleep past its deadline", e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, f"{e.code()}")
-    try:
-        next(iter(st.Repeat(stream_pb2.RepeatRequest(msg=b"r", count=3), timeout=5)))
-        check("Repeat", False, "answered")
-    except grpc.RpcError as e:
-        check("Repeat (server streaming) is not served yet", e.code() == grpc.StatusCode.UNIMPLEMENTED,
-              f"{e.code()}")
+    got = [c.msg for c in st.Repeat(stream_pb2.RepeatRequest(msg=b"r", count=3), timeout=5)]
+    check("Repeat (server streaming)", got == [b"r"] * 3, repr(got))
     r = stub.Echo(pb.EchoRequest(msg=b"after"), timeout=5)
     check("the connection still serves", r.msg == b"after")
+
+
+def streams(target, ca=None):
+    """Every streaming shape of idl/stream.proto, with thousands of messages."""
+    import grpc
+    import queue
+    import stream_pb2 as spb
+    import stream_pb2_grpc
+    ch = channel(target, ca)
+    st = stream_pb2_grpc.StreamerStub(ch)
+    # Server streaming: small and many, none, and large (more than every window).
+    for count, size in ((5000, 100), (0, 10), (200, 64 << 10), (3, 4 << 20)):
+        msg = bytes((i * 13) % 251 for i in range(size)) if size < 100_000 else b"m" * size
+        got = list(st.Repeat(spb.RepeatRequest(msg=msg, count=count), timeout=60))
+        check(f"Repeat {count} x {size} B", len(got) == count and all(c.msg == msg for c in got),
+              f"{len(got)} replies")
+    try:
+        list(st.Repeat(spb.RepeatRequest(msg=b"x", count=-1), timeout=5))
+        check("Repeat with a negative count", False, "answered")
+    except grpc.RpcError as e:
+        check("Repeat with a negative count is INVALID_ARGUMENT",
+              e.code() == grpc.StatusCode.INVALID_ARGUMENT and "negative" in (e.details() or ""),
+              f"{e.code()} {e.details()}")
+    # Client streaming.
+    parts = [b"%05d," % i for i in range(3000)]
+    r = st.Concat(iter(spb.Chunk(msg=p) for p in parts), timeout=30)
+    check("Concat of 3000 messages", r.msg == b"".join(parts), f"{len(r.msg)} bytes")
+    r = st.Concat(iter([]), timeout=5)
+    check("Concat of none", r.msg == b"")
+    big = [bytes([i]) * (256 << 10) for i in range(40)]
+    r = st.Concat(iter(spb.Chunk(msg=p) for p in big), timeout=30)
+    check("Concat of 40 x 256 KiB", r.msg == b"".join(big), f"{len(r.msg)} bytes")
+    # Bidirectional: all at once, then in lock step (each reply before the next message).
+    msgs = [b"chat %d" % i for i in range(3000)]
+    got = [c.msg for c in st.Chat(iter(spb.Chunk(msg=m) for m in msgs), timeout=30)]
+    check("Chat of 3000 messages", got == msgs, f"{len(got)} back")
+    q = queue.Queue()
+
+    def requests():
+        while True:
+            m = q.get()
+            if m is None:
+                return
+            yield spb.Chunk(msg=m)
+
+    replies = st.Chat(requests(), timeout=30)
+    ok = True
+    for i in range(200):
+        q.put(b"step %d" % i)
+        ok &= next(replies).msg == b"step %d" % i
+    q.put(None)
+    check("Chat in lock step, 200 rounds", ok and list(replies) == [])
+    # A deadline that passes mid-stream: the messages before it arrive, then
+    # DEADLINE_EXCEEDED.
+    q2 = queue.Queue()
+
+    def slow():
+        while True:
+            m = q2.get()
+            if m is None:
+                return
+            yield spb.Chunk(msg=m)
+
+    call = st.Chat(slow(), timeout=0.5)
+    q2.put(b"before")
+    first = next(call).msg
+    try:
+        next(call)
+        check("a stream's deadline", False, "answered")
+    except grpc.RpcError as e:
+        check("a stream's deadline ends it DEADLINE_EXCEEDED after its messages",
+              first == b"before" and e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, f"{e.code()}")
+    q2.put(None)
+    # A client that cancels a large stream mid-way; the connection goes on.
+    it = st.Repeat(spb.RepeatRequest(msg=b"c" * 1000, count=1_000_000), timeout=30)
+    first = [next(it).msg for _ in range(10)]
+    it.cancel()
+    r = st.Sleep(spb.SleepRequest(ms=0, msg=b"after cancel"), timeout=5)
+    check("a cancelled stream spares the connection", r.msg == b"after cancel" and len(first) == 10)
+    # Many streams at once on one connection.
+    futs = []
+    with concurrent.futures.ThreadPoolExecutor(16) as ex:
+        for i in range(64):
+            futs.append(ex.submit(lambda i=i: [c.msg for c in st.Repeat(
+                spb.RepeatRequest(msg=b"%d" % i, count=500), timeout=30)]))
+        got = [f.result() for f in futs]
+    check("64 concurrent Repeat streams", all(g == [b"%d" % i] * 500 for i, g in enumerate(got)))
+
+
+def watch(target):
+    """grpc.health.v1.Health/Watch of echo.Echo: SERVING first; then, once this prints
+    "watching", the test sets NOT_SERVING and then SERVING again, and each arrives."""
+    ch = channel(target)
+    call = ch.unary_stream("/grpc.health.v1.Health/Watch")(b"\x0a\x09echo.Echo", timeout=20)
+    it = iter(call)
+    check("Watch sends SERVING first", next(it) == b"\x08\x01")
+    print("watching", flush=True)
+    check("Watch sends the change to NOT_SERVING", next(it) == b"\x08\x02")
+    check("Watch sends the change back to SERVING", next(it) == b"\x08\x01")
+    call.cancel()
 
 
 def deadline(pb, pbg, target):
@@ -144,6 +246,12 @@ def trace(pb, pbg, target, traceparent):
     r = stub.Echo(pb.EchoRequest(msg=b"traced"), timeout=5,
                   metadata=(("traceparent", traceparent), ("x-custom", "kept")))
     check("a call with trace context", r.msg == b"traced")
+    import stream_pb2
+    import stream_pb2_grpc
+    st = stream_pb2_grpc.StreamerStub(channel(target))
+    got = list(st.Repeat(stream_pb2.RepeatRequest(msg=b"t", count=3), timeout=5,
+                         metadata=(("traceparent", traceparent),)))
+    check("a stream with trace context", len(got) == 3)
 
 
 def main():
@@ -151,6 +259,10 @@ def main():
     mode, target = sys.argv[2], sys.argv[3]
     if mode == "client":
         client(pb, pbg, target, sys.argv[4] if len(sys.argv) > 4 else None)
+    elif mode == "streams":
+        streams(target, sys.argv[4] if len(sys.argv) > 4 else None)
+    elif mode == "watch":
+        watch(target)
     elif mode == "deadline":
         deadline(pb, pbg, target)
     elif mode == "trace":
