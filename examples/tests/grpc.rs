@@ -878,3 +878,83 @@ fn failing_and_cancelled_stream_handlers() {
     );
     server.shutdown(Duration::from_secs(1));
 }
+
+/// A unary echo request on `stream` with `grpc-encoding: gzip`, whose message is `message`
+/// behind a prefix with the compressed flag `flag`.
+fn gzip_call(out: &mut BytesMut, stream: u32, encoding: Option<&str>, flag: bool, message: &[u8]) {
+    let mut block = request_block("/echo.Echo/Echo");
+    if let Some(e) = encoding {
+        hpack::encode(&mut block, b"grpc-encoding", e.as_bytes(), false);
+    }
+    h2f::write_headers(out, stream, &block, false, 16_384);
+    let mut m = BytesMut::new();
+    netpoll_codec::h2::grpc::write_prefix(&mut m, flag, message.len());
+    m.extend_from_slice(message);
+    let chunks: Vec<&[u8]> = m.chunks(16_384).collect();
+    for (i, c) in chunks.iter().enumerate() {
+        h2f::write_data(out, stream, c, i + 1 == chunks.len());
+    }
+}
+
+#[test]
+fn gzip_requests_are_inflated_within_the_limit_and_answered_in_gzip() {
+    let server = EchoServer::start(&["--max-frame", "1048576"]);
+    let mut s = raw(server.addr);
+    // EchoRequest { msg: 100 000 x 'z' }, gzipped.
+    let mut plain = vec![0x0a, 0xa0, 0x8d, 0x06];
+    plain.extend_from_slice(&[b'z'; 100_000]);
+    let mut z = Vec::new();
+    netpoll_codec::h2::grpc::gzip(&plain, &mut z);
+    // A bomb: 64 MiB of zeros in less than the 1 MiB a message may have.
+    let mut bomb = Vec::new();
+    netpoll_codec::h2::grpc::gzip(&vec![0u8; 64 << 20], &mut bomb);
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    let mut out = BytesMut::new();
+    gzip_call(&mut out, 1, Some("gzip"), true, &z);
+    gzip_call(&mut out, 3, Some("gzip"), true, &bomb);
+    gzip_call(&mut out, 5, None, true, &z); // compressed, but no grpc-encoding
+    gzip_call(&mut out, 7, Some("gzip"), true, b"not gzip at all");
+    gzip_call(&mut out, 9, Some("snappy"), true, &z);
+    s.write_all(&out).unwrap();
+    let rss_before = server.rss_mib();
+    let (mut buf, mut frames) = (Vec::new(), Vec::new());
+    for _ in 0..100 {
+        read_frames(&mut s, &mut buf, &mut frames, Duration::from_millis(50));
+        if statuses(&frames).len() == 5 {
+            break;
+        }
+    }
+    let mut st = statuses(&frames);
+    st.sort();
+    assert_eq!(
+        st,
+        [(1, "0"), (3, "8"), (5, "13"), (7, "13"), (9, "12")]
+            .map(|(i, c)| (i, c.to_owned()))
+            .to_vec()
+    );
+    assert!(
+        server.rss_mib() - rss_before < 30.0,
+        "the bomb was inflated"
+    );
+    // The reply is gzip too, and says so.
+    let mut d = hpack::Decoder::new(4096, 1 << 20);
+    let mut encoding = None;
+    let mut body = Vec::new();
+    for (h, p) in frames.iter().filter(|(h, _)| h.stream == 1) {
+        match h.kind {
+            kind::HEADERS => d
+                .decode(p, |n, v| {
+                    if n == b"grpc-encoding" {
+                        encoding = Some(v.to_vec());
+                    }
+                })
+                .unwrap(),
+            kind::DATA => body.extend_from_slice(p),
+            _ => {}
+        }
+    }
+    assert_eq!(encoding.as_deref(), Some(&b"gzip"[..]));
+    assert_eq!(body[0], 1, "the compressed flag");
+    let back = netpoll_codec::h2::grpc::gunzip(&body[5..], 1 << 20).unwrap();
+    assert_eq!(back, plain);
+}

@@ -59,6 +59,37 @@ pub fn write_prefix(out: &mut BytesMut, compressed: bool, len: usize) {
     out.put_u32(len as u32);
 }
 
+/// Why a compressed message could not be decompressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GzipError {
+    /// It decompresses to more than the limit.
+    TooLarge,
+    /// It is not gzip.
+    Corrupt,
+}
+
+/// Appends `msg` compressed with gzip (`grpc-encoding: gzip`), at a fast level.
+pub fn gzip(msg: &[u8], out: &mut Vec<u8>) {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+    // Writing to a Vec cannot fail.
+    let _ = enc.write_all(msg);
+    let _ = enc.finish();
+}
+
+/// Decompresses a gzip message, refusing one that grows beyond `max` bytes before
+/// decompressing more of it (a decompression bomb costs at most `max` bytes).
+pub fn gunzip(msg: &[u8], max: usize) -> Result<Vec<u8>, GzipError> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(msg.len().saturating_mul(4).min(max).min(1 << 20));
+    let mut dec = flate2::read::GzDecoder::new(msg).take(max as u64 + 1);
+    dec.read_to_end(&mut out).map_err(|_| GzipError::Corrupt)?;
+    if out.len() > max {
+        return Err(GzipError::TooLarge);
+    }
+    Ok(out)
+}
+
 /// Parses `grpc-timeout` (`1*8DIGIT` then a unit: H, M, S, m, u, n).
 pub fn parse_timeout(v: &[u8]) -> Option<Duration> {
     let (&unit, digits) = v.split_last()?;
@@ -132,6 +163,18 @@ pub fn decode_message(v: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_round_trips_and_bounds_what_it_inflates() {
+        let msg = vec![b'a'; 100_000];
+        let mut z = Vec::new();
+        gzip(&msg, &mut z);
+        assert!(z.len() < 1_000, "{} bytes", z.len());
+        assert_eq!(gunzip(&z, 100_000).unwrap(), msg);
+        assert_eq!(gunzip(&z, 99_999), Err(GzipError::TooLarge));
+        assert_eq!(gunzip(b"not gzip", 100), Err(GzipError::Corrupt));
+        assert_eq!(gunzip(&z[..z.len() / 2], 1 << 20), Err(GzipError::Corrupt));
+    }
 
     #[test]
     fn messages_split_and_refuse() {

@@ -10,8 +10,8 @@ Usage:
   grpc_peer.py IDL_DIR trace HOST:PORT TRACEPARENT
 
 `client` checks unary echo from 0 bytes to 4 MiB, 200 calls in flight at once on one
-connection, UNIMPLEMENTED for unknown methods and services, a gzip-compressed request
-refused as UNIMPLEMENTED (the server speaks identity only), and the health service
+connection, UNIMPLEMENTED for unknown methods and services, gzip-compressed echo (and
+deflate refused as UNIMPLEMENTED), and the health service
 (`grpc.health.v1.Health/Check`: SERVING, NOT_FOUND; `Watch`); over TLS when CA_PEM is
 given.
 `streams` checks every streaming shape of idl/stream.proto: thousands of messages, messages
@@ -85,11 +85,16 @@ def client(pb, pbg, target, ca=None):
         except grpc.RpcError as e:
             check(f"UNIMPLEMENTED for {path}", e.code() == grpc.StatusCode.UNIMPLEMENTED,
                   f"{e.code()} {e.details()}")
+    for n in (0, 300, 1 << 20):
+        msg = b"zip" * (n // 3)
+        r = stub.Echo(pb.EchoRequest(msg=msg), timeout=5, compression=grpc.Compression.Gzip)
+        check(f"gzip echo of {n} B", r.msg == msg)
     try:
-        stub.Echo(pb.EchoRequest(msg=b"zip" * 100), timeout=5, compression=grpc.Compression.Gzip)
-        check("gzip refused", False, "answered")
+        stub.Echo(pb.EchoRequest(msg=b"x"), timeout=5, compression=grpc.Compression.Deflate)
+        check("deflate refused", False, "answered")
     except grpc.RpcError as e:
-        check("gzip refused", e.code() == grpc.StatusCode.UNIMPLEMENTED, f"{e.code()} {e.details()}")
+        check("deflate refused as UNIMPLEMENTED", e.code() == grpc.StatusCode.UNIMPLEMENTED,
+              f"{e.code()} {e.details()}")
     # grpc.health.v1.Health, by hand: HealthCheckRequest { service = 1 } in, and
     # HealthCheckResponse { status = 1 } out (SERVING is 1).
     check_health = ch.unary_unary("/grpc.health.v1.Health/Check")
@@ -205,6 +210,15 @@ def streams(target, ca=None):
     it.cancel()
     r = st.Sleep(spb.SleepRequest(ms=0, msg=b"after cancel"), timeout=5)
     check("a cancelled stream spares the connection", r.msg == b"after cancel" and len(first) == 10)
+    # gzip, both ways, on every shape.
+    gz = grpc.Compression.Gzip
+    got = [c.msg for c in st.Repeat(spb.RepeatRequest(msg=b"g" * 5000, count=300), timeout=30,
+                                    compression=gz)]
+    check("gzip Repeat", got == [b"g" * 5000] * 300, f"{len(got)} replies")
+    r = st.Concat(iter(spb.Chunk(msg=p) for p in parts), timeout=30, compression=gz)
+    check("gzip Concat", r.msg == b"".join(parts))
+    got = [c.msg for c in st.Chat(iter(spb.Chunk(msg=m) for m in msgs), timeout=30, compression=gz)]
+    check("gzip Chat", got == msgs)
     # Many streams at once on one connection.
     futs = []
     with concurrent.futures.ThreadPoolExecutor(16) as ex:

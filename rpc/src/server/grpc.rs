@@ -131,6 +131,9 @@ struct Stream {
     sent: usize,
     /// Set when it ends, for the senders made for it on other threads.
     closed: Option<Arc<AtomicBool>>,
+    /// Its client sent gzip-compressed messages (`grpc-encoding: gzip`): its replies are
+    /// compressed too, as grpc-go's servers do.
+    gzip: bool,
 }
 
 impl std::fmt::Debug for Stream {
@@ -238,6 +241,8 @@ pub(crate) struct H2 {
     conn_recv_window: i64,
     /// The header block of a reply's HEADERS (`:status 200`, `content-type`).
     reply_headers: Vec<u8>,
+    /// The same for gzip-compressed replies (`grpc-encoding: gzip`).
+    gzip_headers: Vec<u8>,
     /// The header block of a successful reply's trailers (`grpc-status: 0`).
     ok_trailers: Vec<u8>,
     /// Streams with a reply waiting for window.
@@ -294,6 +299,8 @@ impl H2 {
             b"application/grpc",
             true,
         );
+        let mut gzip_headers = reply_headers.clone();
+        hpack::encode(&mut gzip_headers, b"grpc-encoding", b"gzip", false);
         let mut ok_trailers = Vec::new();
         hpack::encode(&mut ok_trailers, b"grpc-status", b"0", false);
         H2 {
@@ -310,6 +317,7 @@ impl H2 {
             conn_window: CONN_WINDOW,
             conn_recv_window: i64::from(CONN_WINDOW),
             reply_headers,
+            gzip_headers,
             ok_trailers,
             blocked: Vec::new(),
             writers: Vec::new(),
@@ -666,12 +674,16 @@ impl H2 {
         let mut timeout = None;
         let mut grpc_content = false;
         let mut encoding_ok = true;
+        let mut gzip = false;
         let mut meta: Vec<(String, Vec<u8>)> = Vec::new();
         let decoded = self.decoder.decode(block, |n, v| match n {
             b":path" => path = Some(v.to_vec()),
             b"content-type" => grpc_content = v.starts_with(b"application/grpc"),
             b"grpc-timeout" => timeout = grpc::parse_timeout(v),
-            b"grpc-encoding" => encoding_ok = v == b"identity",
+            b"grpc-encoding" => {
+                gzip = v == b"gzip";
+                encoding_ok = gzip || v == b"identity";
+            }
             b"te" | b"user-agent" | b"grpc-accept-encoding" => {}
             n if n.first() == Some(&b':') => {}
             n => {
@@ -728,7 +740,7 @@ impl H2 {
                 stream,
                 end_stream,
                 12,
-                "only identity encoding is served",
+                "only gzip and identity encodings are served",
             );
             return Ok(());
         }
@@ -767,6 +779,7 @@ impl H2 {
             error: None,
             sent: 0,
             closed: None,
+            gzip,
         };
         if matches!(kind, StreamKind::Client | StreamKind::Bidi) {
             // The call opens now; its messages follow, to its handler.
@@ -810,17 +823,43 @@ impl H2 {
             return;
         }
         let body = &s.data[s.header_len..];
-        let ok = match grpc::message(body, usize::MAX) {
-            Ok(grpc::Message::Whole {
-                compressed: false,
-                len,
-            }) => (len + grpc::PREFIX_LEN == body.len()).then_some(()),
+        let whole = match grpc::message(body, usize::MAX) {
+            Ok(grpc::Message::Whole { compressed, len })
+                if len + grpc::PREFIX_LEN == body.len() =>
+            {
+                Some(compressed)
+            }
             _ => None,
         };
-        if ok.is_none() {
+        let failure = match whole {
+            None => Some((13, "the request must be exactly one message".to_owned())), // INTERNAL, as gRPC does
+            Some(true) if !s.gzip => {
+                Some((13, "a compressed message without grpc-encoding".to_owned()))
+            }
+            Some(true) => match grpc::gunzip(&body[grpc::PREFIX_LEN..], self.max_message) {
+                Ok(plain) => {
+                    // The header, a prefix's room, then the message as it was sent.
+                    let h = s.header_len;
+                    let mut data = BytesMut::with_capacity(h + grpc::PREFIX_LEN + plain.len());
+                    data.extend_from_slice(&s.data[..h]);
+                    data.extend_from_slice(&[0; grpc::PREFIX_LEN]);
+                    data.extend_from_slice(&plain);
+                    s.data = data;
+                    None
+                }
+                Err(grpc::GzipError::TooLarge) => Some((
+                    8, // RESOURCE_EXHAUSTED
+                    format!("request message larger than {} bytes", self.max_message),
+                )),
+                Err(grpc::GzipError::Corrupt) => {
+                    Some((13, "the request does not gunzip".to_owned()))
+                }
+            },
+            Some(false) => None,
+        };
+        if let Some((code, why)) = failure {
             s.answered = true;
-            let why = "the request must be exactly one uncompressed message";
-            self.trailers_only(conn, stream, 13, why); // INTERNAL, as gRPC does
+            self.trailers_only(conn, stream, code, &why);
             self.end_stream(conn, stream);
             return;
         }
@@ -895,9 +934,18 @@ impl H2 {
         // A client pinging while replies flow (grpc-go's bandwidth estimator does, once a
         // round trip) is not flooding: the control frame count starts again.
         self.control_frames = 0;
-        let mut data = BytesMut::with_capacity(grpc::PREFIX_LEN + body.len());
-        grpc::write_prefix(&mut data, false, body.len());
-        data.extend_from_slice(&body);
+        let mut data;
+        if self.streams.get(&stream).is_some_and(|s| s.gzip) {
+            let mut z = Vec::new();
+            grpc::gzip(&body, &mut z);
+            data = BytesMut::with_capacity(grpc::PREFIX_LEN + z.len());
+            grpc::write_prefix(&mut data, true, z.len());
+            data.extend_from_slice(&z);
+        } else {
+            data = BytesMut::with_capacity(grpc::PREFIX_LEN + body.len());
+            grpc::write_prefix(&mut data, false, body.len());
+            data.extend_from_slice(&body);
+        }
         if let Some(s) = self.streams.get_mut(&stream) {
             self.queued += data.len();
             s.out = data;
@@ -914,7 +962,12 @@ impl H2 {
         };
         let out = conn.output();
         if !s.headers_sent && (!s.out.is_empty() || matches!(s.done, Some(Done::Ok))) {
-            h2f::write_headers(out, stream, &self.reply_headers, false, self.peer_max_frame);
+            let headers = if s.gzip {
+                &self.gzip_headers
+            } else {
+                &self.reply_headers
+            };
+            h2f::write_headers(out, stream, headers, false, self.peer_max_frame);
             s.headers_sent = true;
         }
         while !s.out.is_empty() {
@@ -1017,15 +1070,32 @@ impl H2 {
                     self.run(conn, stream, |h, out| h.message(m, out));
                 }
                 Ok(grpc::Message::NeedMore(_)) => break,
-                Ok(grpc::Message::Whole { .. }) => {
-                    self.fail(
-                        conn,
-                        stream,
-                        ErrorKind::InvalidTransform,
-                        12,
-                        "only identity encoding is served",
-                    );
-                    break;
+                Ok(grpc::Message::Whole { len, .. }) => {
+                    let z = s.data.split_to(grpc::PREFIX_LEN + len);
+                    let plain = if s.gzip {
+                        grpc::gunzip(&z[grpc::PREFIX_LEN..], self.max_message)
+                    } else {
+                        Err(grpc::GzipError::Corrupt)
+                    };
+                    match plain {
+                        Ok(m) => self.run(conn, stream, |h, out| h.message(m.into(), out)),
+                        Err(e) => {
+                            let (kind, code, why) = match e {
+                                grpc::GzipError::TooLarge => (
+                                    ErrorKind::ResourceExhausted,
+                                    8,
+                                    "a request message inflates beyond the limit",
+                                ),
+                                grpc::GzipError::Corrupt => (
+                                    ErrorKind::Protocol,
+                                    13,
+                                    "a compressed message that does not gunzip, or without grpc-encoding",
+                                ),
+                            };
+                            self.fail(conn, stream, kind, code, why);
+                            break;
+                        }
+                    }
                 }
                 Err(grpc::MessageError::TooLarge(n)) => {
                     let why = format!(
@@ -1175,13 +1245,12 @@ impl H2 {
                 if s.kind == StreamKind::Bidi {
                     // Our headers at once, as tonic's server sends them: a client may wait
                     // for them before it sends its first message.
-                    h2f::write_headers(
-                        conn.output(),
-                        stream,
-                        &self.reply_headers,
-                        false,
-                        self.peer_max_frame,
-                    );
+                    let headers = if s.gzip {
+                        &self.gzip_headers
+                    } else {
+                        &self.reply_headers
+                    };
+                    h2f::write_headers(conn.output(), stream, headers, false, self.peer_max_frame);
                     s.headers_sent = true;
                 }
                 self.run(conn, stream, |h, out| h.writable(out));
@@ -1433,6 +1502,10 @@ impl RawOut for Out<'_, '_> {
             .is_none_or(|s| s.done.is_some())
     }
 
+    fn gzip(&self) -> bool {
+        self.h2.streams.get(&self.stream).is_some_and(|s| s.gzip)
+    }
+
     fn remote(&mut self) -> Remote {
         let closed = match self.h2.streams.get_mut(&self.stream) {
             Some(s) => s.closed.get_or_insert_with(Default::default).clone(),
@@ -1448,6 +1521,7 @@ impl RawOut for Out<'_, '_> {
             stream: self.stream,
             push: self.h2.push,
             closed,
+            gzip: self.gzip(),
         }
     }
 }

@@ -103,15 +103,12 @@ impl<Resp: prost::Message> Outbound<'_, Resp> {
     /// wait for [`StreamHandler::on_writable`] (a message sent anyway is still queued). A
     /// message sent after [`finish`](Self::finish) is dropped.
     pub fn send(&mut self, msg: &Resp) -> bool {
-        let len = msg.encoded_len();
+        let gzip = self.raw.gzip();
         let Some(queue) = self.raw.queue() else {
             return false;
         };
-        queue.reserve(netpoll_codec::h2::grpc::PREFIX_LEN + len);
-        netpoll_codec::h2::grpc::write_prefix(queue, false, len);
-        // The queue has room for the whole message, reserved above.
-        let _ = msg.encode(queue);
-        self.raw.queued(netpoll_codec::h2::grpc::PREFIX_LEN + len)
+        let n = frame_message(msg, gzip, queue);
+        self.raw.queued(n)
     }
 }
 
@@ -144,6 +141,28 @@ impl<Resp> Outbound<'_, Resp> {
     }
 }
 
+/// Appends `msg` behind its gRPC prefix, gzip-compressed if `gzip`; the bytes appended.
+fn frame_message<M: prost::Message>(msg: &M, gzip: bool, out: &mut BytesMut) -> usize {
+    use netpoll_codec::h2::grpc;
+    let len = msg.encoded_len();
+    if gzip {
+        let mut plain = Vec::with_capacity(len);
+        // A Vec grows as needed: encoding cannot fail.
+        let _ = msg.encode(&mut plain);
+        let mut z = Vec::new();
+        grpc::gzip(&plain, &mut z);
+        out.reserve(grpc::PREFIX_LEN + z.len());
+        grpc::write_prefix(out, true, z.len());
+        out.extend_from_slice(&z);
+        return grpc::PREFIX_LEN + z.len();
+    }
+    out.reserve(grpc::PREFIX_LEN + len);
+    grpc::write_prefix(out, false, len);
+    // The buffer has room for the whole message, reserved above.
+    let _ = msg.encode(out);
+    grpc::PREFIX_LEN + len
+}
+
 /// What a [`StreamSender`] hands its stream's core.
 #[derive(Debug)]
 pub(crate) enum Push {
@@ -165,6 +184,8 @@ pub(crate) struct Remote {
     pub(crate) push: PushFn,
     /// Set when the stream ends.
     pub(crate) closed: Arc<AtomicBool>,
+    /// Its messages are gzip-compressed.
+    pub(crate) gzip: bool,
 }
 
 /// Sends on one stream from any thread: see [`Outbound::sender`]. Clones send on the same
@@ -199,10 +220,8 @@ impl<Resp: prost::Message> StreamSender<Resp> {
         if self.is_closed() {
             return false;
         }
-        let len = msg.encoded_len();
-        let mut buf = BytesMut::with_capacity(netpoll_codec::h2::grpc::PREFIX_LEN + len);
-        netpoll_codec::h2::grpc::write_prefix(&mut buf, false, len);
-        let _ = msg.encode(&mut buf);
+        let mut buf = BytesMut::new();
+        frame_message(msg, self.remote.gzip, &mut buf);
         self.post(Push::Message(buf.freeze()))
     }
 }
@@ -237,6 +256,8 @@ pub(crate) trait RawOut {
     fn has_room(&self) -> bool;
     fn finish(&mut self, result: Result<(), Status>);
     fn is_finished(&self) -> bool;
+    /// Whether messages are gzip-compressed.
+    fn gzip(&self) -> bool;
     /// Where a [`StreamSender`] of this stream posts.
     fn remote(&mut self) -> Remote;
 }
