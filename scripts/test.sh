@@ -12,7 +12,7 @@ fi
 
 # Foreign peers for the interop tests: Apache's Thrift compiler (Debian) generates the
 # Python peer's code; Apache Thrift's Python library (PyPI) runs it; grpcio and
-# grpcio-tools (PyPI, scripts/requirements-test.txt) are the gRPC peer.
+# grpcio-tools (PyPI, scripts/requirements-test.txt) are a gRPC peer.
 # A real etcd (Debian's etcd-server, 3.4) for the registry and discovery tests, and a real
 # Prometheus (Debian's prometheus) for the metrics test; the tests start their own on free
 # ports and stop them (the packages' own services are not used).
@@ -20,6 +20,10 @@ need=()
 command -v thrift >/dev/null 2>&1 || need+=(thrift-compiler)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+# grpc-go (Debian's golang-google-grpc-dev, built in GOPATH mode with Debian's Go) is a
+# gRPC client peer.
+command -v go >/dev/null 2>&1 || need+=(golang-go)
+[ -d /usr/share/gocode/src/google.golang.org/grpc ] || need+=(golang-google-grpc-dev)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq

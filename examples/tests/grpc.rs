@@ -1,7 +1,7 @@
-//! gRPC on the echo server's port, from outside: gRPC's own Python library (`grpcio`) as a
-//! client, in plain text and over TLS, and raw HTTP/2 peers that misbehave. `scripts/test.sh`
-//! installs `grpcio` and `grpcio-tools`; under `CI` a missing peer fails the test,
-//! elsewhere the test says why it skipped.
+//! gRPC on the echo server's port, from outside: gRPC's own Python library (`grpcio`) and
+//! grpc-go (Debian's `golang-google-grpc-dev`) as clients, in plain text and over TLS, and
+//! raw HTTP/2 peers that misbehave. `scripts/test.sh` installs them; under `CI` a missing
+//! peer fails the test, elsewhere the test says why it skipped.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -108,6 +108,82 @@ fn grpcio_streams_every_shape_in_plain_text_and_over_tls() {
         &pem("server.key"),
     ]);
     run_peer(&["streams", &tls.addr.to_string(), &pem("ca.pem")]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Builds the grpc-go client (`tests/interop/grpc_go`) against Debian's
+/// golang-google-grpc-dev (GOPATH mode, Go 1.19); `None` (with the reason) outside CI when
+/// Go or the package is missing.
+fn grpc_go_client() -> Option<PathBuf> {
+    let gopath = "/usr/share/gocode";
+    let have = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        && Path::new(gopath)
+            .join("src/google.golang.org/grpc")
+            .is_dir();
+    if !have {
+        let why = "the grpc-go peer needs `apt-get install golang-go golang-google-grpc-dev` \
+                   (scripts/test.sh installs them)";
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("SKIPPED: {why}");
+        return None;
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/grpc_go/main.go");
+    let bin = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grpc_go_client");
+    let out = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", gopath)
+        .env(
+            "GOCACHE",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(bin)
+}
+
+#[test]
+fn grpc_go_calls_and_streams_in_plain_text_and_over_tls() {
+    let Some(client) = grpc_go_client() else {
+        return;
+    };
+    let run = |args: &[&str]| {
+        let out = Command::new(&client).args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("all checks passed"),
+            "grpc-go {args:?}:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let server = EchoServer::start(&["--max-frame", "8388608"]);
+    run(&[&server.addr.to_string()]);
+    let dir = std::env::temp_dir().join(format!("grpc-go-pki-{}", std::process::id()));
+    let ok = Command::new(env!("CARGO_BIN_EXE_tls_certs"))
+        .arg(&dir)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "tls_certs failed");
+    let pem = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    let tls = EchoServer::start(&[
+        "--max-frame",
+        "8388608",
+        "--tls-cert",
+        &pem("server.pem"),
+        "--tls-key",
+        &pem("server.key"),
+    ]);
+    run(&[&tls.addr.to_string(), &pem("ca.pem")]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
