@@ -187,6 +187,155 @@ fn grpc_go_calls_and_streams_in_plain_text_and_over_tls() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Our gRPC client's checks against a server of `echo.proto` that behaves as
+/// `grpc_peer.py serve` says (statuses on request, a slow reply, metadata sent back).
+fn client_checks(addr: std::net::SocketAddr, trailer: bool) {
+    use examples::gen::pb::echo::{EchoClient, EchoReply, EchoRequest};
+    use netpoll_rpc::client::ClientBuilder;
+    use netpoll_rpc::ErrorKind;
+    let c = EchoClient::from_builder(ClientBuilder::new(addr).grpc().max_frame(16 << 20)).unwrap();
+    for n in [0usize, 1, 128, 100_000, 4 << 20] {
+        let msg = bytes::Bytes::from((0..n).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>());
+        let r = c.echo(EchoRequest { msg: msg.clone() }).unwrap();
+        assert_eq!(r.msg, msg, "{n} bytes");
+    }
+    for (code, kind) in [
+        (3, ErrorKind::InvalidArgument),
+        (7, ErrorKind::PermissionDenied),
+        (9, ErrorKind::FailedPrecondition),
+        (16, ErrorKind::Unauthenticated),
+    ] {
+        let e = c
+            .echo(EchoRequest {
+                msg: format!("status:{code}").into(),
+            })
+            .unwrap_err();
+        assert_eq!(e.kind(), kind, "{e}");
+        assert!(
+            e.to_string().contains(&format!("status {code} on purpose")),
+            "{e}"
+        );
+    }
+    let e = c
+        .client()
+        .call::<_, EchoReply>("Nope", EchoRequest::default())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::UnknownMethod, "{e}");
+    let (r, back) = c
+        .with_transient("tenant", "acme")
+        .client()
+        .call_meta::<_, EchoReply>("Echo", EchoRequest { msg: "meta".into() })
+        .unwrap();
+    assert_eq!(&r.msg[..], b"meta");
+    let got: Vec<(&str, &[u8])> = back
+        .iter()
+        .filter(|(k, _)| k.starts_with("x-tenant"))
+        .collect();
+    let mut want = vec![("x-tenant", &b"acme"[..])];
+    if trailer {
+        want.push(("x-tenant-trailer", &b"acme"[..]));
+    }
+    assert_eq!(got, want, "{back:?}");
+    let e = c
+        .with_timeout(Some(Duration::from_millis(100)))
+        .echo(EchoRequest {
+            msg: "sleep".into(),
+        })
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeadlineExceeded, "{e}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..300u32 {
+        let tx = tx.clone();
+        let msg = bytes::Bytes::from(i.to_be_bytes().to_vec());
+        c.echo_with(EchoRequest { msg: msg.clone() }, move |r| {
+            tx.send(r.map(|r| r.msg == msg)).unwrap();
+        });
+    }
+    for _ in 0..300 {
+        assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap());
+    }
+}
+
+#[test]
+fn our_grpc_client_calls_grpcio() {
+    use std::io::BufRead;
+    if !have_grpcio() {
+        return;
+    }
+    let mut peer = Command::new("python3")
+        .arg(script())
+        .arg(idl())
+        .arg("serve")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(peer.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("port ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("grpc_peer.py serve said {line:?}"));
+    let outcome = std::panic::catch_unwind(|| {
+        client_checks(std::net::SocketAddr::from(([127, 0, 0, 1], port)), true)
+    });
+    drop(peer.stdin.take()); // it stops when its input closes
+    let _ = peer.wait();
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
+
+#[test]
+fn our_grpc_client_calls_our_server() {
+    use examples::gen::pb::echo::{EchoClient, EchoRequest};
+    use examples::gen::pb::streamer::{SleepRequest, StreamerClient};
+    use netpoll_rpc::client::ClientBuilder;
+    let server = EchoServer::start(&["--max-frame", "8388608"]);
+    let c = EchoClient::from_builder(ClientBuilder::new(server.addr).grpc().max_frame(8 << 20))
+        .unwrap();
+    for n in [0usize, 100, 4 << 20] {
+        let msg = bytes::Bytes::from(vec![b'o'; n]);
+        assert_eq!(c.echo(EchoRequest { msg: msg.clone() }).unwrap().msg, msg);
+    }
+    // The server's deadline and ours: DEADLINE_EXCEEDED either way.
+    let s = StreamerClient::from_builder(ClientBuilder::new(server.addr).grpc()).unwrap();
+    let e = s
+        .with_timeout(Some(Duration::from_millis(100)))
+        .sleep(SleepRequest {
+            ms: 1000,
+            msg: "late".into(),
+        })
+        .unwrap_err();
+    assert_eq!(e.kind(), netpoll_rpc::ErrorKind::DeadlineExceeded, "{e}");
+    let r = s
+        .sleep(SleepRequest {
+            ms: 10,
+            msg: "in time".into(),
+        })
+        .unwrap();
+    assert_eq!(&r.msg[..], b"in time");
+    // A unary call of a server-streaming method that replies twice: not a unary reply.
+    let e = s
+        .client()
+        .call::<_, examples::gen::pb::streamer::Chunk>(
+            "Repeat",
+            examples::gen::pb::streamer::RepeatRequest {
+                msg: "x".into(),
+                count: 2,
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, netpoll_rpc::CallError::Protocol(_))
+            && e.to_string().contains("exactly one message"),
+        "{e}"
+    );
+}
+
 #[test]
 fn health_watch_streams_each_change_of_status() {
     use netpoll_rpc::server::{Health, Server, ServingStatus};

@@ -59,6 +59,20 @@ pub enum ErrorKind {
     /// The caller's request is not valid for the method (gRPC INVALID_ARGUMENT; Thrift
     /// sends `INTERNAL_ERROR`).
     InvalidArgument,
+    /// What the call would create exists already (gRPC ALREADY_EXISTS).
+    AlreadyExists,
+    /// The caller may not do this (gRPC PERMISSION_DENIED).
+    PermissionDenied,
+    /// The system is not in a state the call needs (gRPC FAILED_PRECONDITION).
+    FailedPrecondition,
+    /// The call was aborted, typically by a concurrency conflict (gRPC ABORTED).
+    Aborted,
+    /// A value past the valid range (gRPC OUT_OF_RANGE).
+    OutOfRange,
+    /// Unrecoverable data loss (gRPC DATA_LOSS).
+    DataLoss,
+    /// The caller did not prove who it is (gRPC UNAUTHENTICATED).
+    Unauthenticated,
     /// A Thrift exception type this table does not know, kept as it came.
     Other(i32),
 }
@@ -104,6 +118,13 @@ impl ErrorKind {
         row(ErrorKind::NotFound, "not_found", 6, 5),
         row(ErrorKind::Cancelled, "cancelled", 6, 1),
         row(ErrorKind::InvalidArgument, "invalid_argument", 6, 3),
+        row(ErrorKind::AlreadyExists, "already_exists", 6, 6),
+        row(ErrorKind::PermissionDenied, "permission_denied", 6, 7),
+        row(ErrorKind::FailedPrecondition, "failed_precondition", 6, 9),
+        row(ErrorKind::Aborted, "aborted", 6, 10),
+        row(ErrorKind::OutOfRange, "out_of_range", 6, 11),
+        row(ErrorKind::DataLoss, "data_loss", 6, 15),
+        row(ErrorKind::Unauthenticated, "unauthenticated", 6, 16),
     ];
 
     fn codes(self) -> Option<&'static ErrorCodes> {
@@ -127,6 +148,28 @@ impl ErrorKind {
     /// The gRPC status code this kind maps to.
     pub fn grpc_code(self) -> u8 {
         self.codes().map_or(2, |c| c.grpc)
+    }
+
+    /// The kind a gRPC status code (other than OK) stands for.
+    pub fn from_grpc_code(code: u8) -> ErrorKind {
+        match code {
+            1 => ErrorKind::Cancelled,
+            3 => ErrorKind::InvalidArgument,
+            4 => ErrorKind::DeadlineExceeded,
+            5 => ErrorKind::NotFound,
+            6 => ErrorKind::AlreadyExists,
+            7 => ErrorKind::PermissionDenied,
+            8 => ErrorKind::ResourceExhausted,
+            9 => ErrorKind::FailedPrecondition,
+            10 => ErrorKind::Aborted,
+            11 => ErrorKind::OutOfRange,
+            12 => ErrorKind::UnknownMethod,
+            13 => ErrorKind::Internal,
+            14 => ErrorKind::Unavailable,
+            15 => ErrorKind::DataLoss,
+            16 => ErrorKind::Unauthenticated,
+            _ => ErrorKind::Unknown,
+        }
     }
 
     /// The kind a Thrift `TApplicationException` type (or `ErrorProto` type) stands for.
@@ -236,6 +279,13 @@ pub struct Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_codes_round_trip() {
+        for code in 1..=16u8 {
+            assert_eq!(ErrorKind::from_grpc_code(code).grpc_code(), code, "{code}");
+        }
+    }
 
     #[test]
     fn every_kind_has_one_row_and_thrift_types_round_trip() {

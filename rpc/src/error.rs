@@ -56,6 +56,9 @@ pub enum CallError<E = Infallible> {
     Application(ApplicationException),
     /// The server answered with one of the method's declared exceptions.
     Declared(E),
+    /// A gRPC server answered with a status other than OK: its code (as an
+    /// [`ErrorKind`](crate::ErrorKind)) and message.
+    Status(crate::Status),
     /// The reply frame was well formed but its body does not decode as the method's result.
     Decode(Cause),
     /// The request is too large to send (over the frame limit or a length field).
@@ -94,6 +97,7 @@ impl<E> CallError<E> {
             CallError::Protocol(_) | CallError::Decode(_) => K::Protocol,
             CallError::Application(e) => crate::status::exception_kind(e),
             CallError::Declared(_) => K::Declared,
+            CallError::Status(s) => s.kind(),
             CallError::TooLarge(_) | CallError::QueueFull { .. } => K::ResourceExhausted,
             CallError::WouldBlockCore => K::Internal,
             CallError::NoInstance(_) | CallError::CircuitOpen(_) => K::Unavailable,
@@ -120,6 +124,7 @@ impl<E: fmt::Debug> From<CallError<E>> for crate::Status {
     fn from(e: CallError<E>) -> crate::Status {
         match e {
             CallError::Application(a) => crate::Status::from(a),
+            CallError::Status(s) => s,
             e => crate::Status::new(e.kind(), e.to_string()),
         }
     }
@@ -135,6 +140,7 @@ impl CallError {
             CallError::Protocol(s) => CallError::Protocol(s),
             CallError::Application(a) => CallError::Application(a),
             CallError::Declared(never) => match never {},
+            CallError::Status(s) => CallError::Status(s),
             CallError::Decode(s) => CallError::Decode(s),
             CallError::TooLarge(s) => CallError::TooLarge(s),
             CallError::QueueFull { queued, limit } => CallError::QueueFull { queued, limit },
@@ -155,6 +161,9 @@ impl<E: fmt::Debug> fmt::Display for CallError<E> {
             CallError::Protocol(why) => write!(f, "invalid reply: {why}"),
             CallError::Application(e) => write!(f, "server error: {e}"),
             CallError::Declared(e) => write!(f, "declared exception: {e:?}"),
+            CallError::Status(s) => {
+                write!(f, "server error: {} ({})", s.message(), s.kind().name())
+            }
             CallError::Decode(why) => write!(f, "cannot decode the reply: {why}"),
             CallError::TooLarge(why) => write!(f, "request too large: {why}"),
             CallError::QueueFull { queued, limit } => write!(

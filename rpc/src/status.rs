@@ -88,6 +88,15 @@ impl Status {
 /// Kitex's own (`request over limit: ...`), so that the two recognise each other's.
 pub const OVERLOADED_PREFIX: &str = "request over limit: ";
 
+/// The status a gRPC code and message stand for, the overload marker included.
+pub(crate) fn from_grpc(code: u8, message: String) -> Status {
+    let mut kind = ErrorKind::from_grpc_code(code);
+    if kind == ErrorKind::Unavailable && message.starts_with(OVERLOADED_PREFIX) {
+        kind = ErrorKind::Overloaded;
+    }
+    Status::new(kind, message)
+}
+
 /// The kind an application exception stands for, the overload marker included.
 pub(crate) fn exception_kind(e: &ApplicationException) -> ErrorKind {
     let k = ErrorKind::from(e.kind);

@@ -339,9 +339,17 @@ fn unpackers(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &st
 
 fn client(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) {
     let (svc, idl) = (&s.rust_name, &s.wire_name);
-    let (inner, builder_fn, defaults) = match s.idl {
-        Idl::Thrift => ("ThriftClient", "thrift", "TTHeader, binary"),
-        Idl::Protobuf => ("PbClient", "protobuf", "TTHeader"),
+    let (inner, build, defaults) = match s.idl {
+        Idl::Thrift => (
+            "ThriftClient",
+            format!("thrift(\"{idl}\")"),
+            "TTHeader, binary",
+        ),
+        Idl::Protobuf => (
+            "PbClient",
+            format!("protobuf_service(\"{idl}\", \"{}\")", s.full_name),
+            "TTHeader",
+        ),
     };
     code.line("");
     code.line(format!(
@@ -359,7 +367,7 @@ fn client(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
         "pub fn connect(addr: impl ::std::net::ToSocketAddrs) -> ::std::result::Result<Self, {rpc}::client::ClientError> {{"
     ));
     code.line(format!(
-        "{rpc}::client::ClientBuilder::new(addr).{builder_fn}(\"{idl}\").map(Self)"
+        "{rpc}::client::ClientBuilder::new(addr).{build}.map(Self)"
     ));
     code.close("}");
     code.line(
@@ -369,15 +377,13 @@ fn client(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
     code.open(format!(
         "pub fn new(service: &str, builder: {rpc}::client::ClientBuilder) -> ::std::result::Result<Self, {rpc}::client::ClientError> {{"
     ));
-    code.line(format!(
-        "builder.destination(service).{builder_fn}(\"{idl}\").map(Self)"
-    ));
+    code.line(format!("builder.destination(service).{build}.map(Self)"));
     code.close("}");
     code.line("/// A client with the settings of `builder`.");
     code.open(format!(
         "pub fn from_builder(builder: {rpc}::client::ClientBuilder) -> ::std::result::Result<Self, {rpc}::client::ClientError> {{"
     ));
-    code.line(format!("builder.{builder_fn}(\"{idl}\").map(Self)"));
+    code.line(format!("builder.{build}.map(Self)"));
     code.close("}");
     code.line("/// The untyped client underneath (for its statistics, or keyed calls).");
     code.open(format!(

@@ -6,6 +6,7 @@ Usage:
   grpc_peer.py IDL_DIR client HOST:PORT [CA_PEM]
   grpc_peer.py IDL_DIR streams HOST:PORT [CA_PEM]
   grpc_peer.py IDL_DIR watch HOST:PORT
+  grpc_peer.py IDL_DIR serve
   grpc_peer.py IDL_DIR deadline HOST:PORT
   grpc_peer.py IDL_DIR trace HOST:PORT TRACEPARENT
 
@@ -242,6 +243,42 @@ def watch(target):
     call.cancel()
 
 
+def serve(pb, pbg):
+    """A grpcio server of echo.proto's Echo (for our client): echoes, except that a
+    message `status:N` is answered with status N, `sleep` replies after 500 ms, and the
+    request's `rpc-transit-tenant` metadata comes back as header `x-tenant` and trailer
+    `x-tenant-trailer`; replies to a gzip request are gzip. Prints the port, then serves
+    until its standard input closes."""
+    import grpc
+    from concurrent import futures
+
+    class Echo(pbg.EchoServicer):
+        def Echo(self, request, context):
+            meta = dict(context.invocation_metadata())
+            tenant = meta.get("rpc-transit-tenant")
+            if tenant is not None:
+                context.send_initial_metadata((("x-tenant", tenant),))
+                context.set_trailing_metadata((("x-tenant-trailer", tenant),))
+            m = request.msg
+            if m.startswith(b"status:"):
+                code = int(m[7:])
+                status = next(c for c in grpc.StatusCode if c.value[0] == code)
+                context.abort(status, f"status {code} on purpose")
+            if m == b"sleep":
+                time.sleep(0.5)
+            return pb.EchoReply(msg=m)
+
+    server = grpc.server(futures.ThreadPoolExecutor(8),
+                         options=[("grpc.max_receive_message_length", 16 << 20),
+                                  ("grpc.max_send_message_length", 16 << 20)])
+    pbg.add_EchoServicer_to_server(Echo(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(f"port {port}", flush=True)
+    sys.stdin.read()
+    server.stop(0)
+
+
 def deadline(pb, pbg, target):
     import grpc
     ch = channel(target)
@@ -270,6 +307,9 @@ def trace(pb, pbg, target, traceparent):
 
 def main():
     pb, pbg = stubs(sys.argv[1])
+    if sys.argv[2] == "serve":
+        serve(pb, pbg)
+        return 0
     mode, target = sys.argv[2], sys.argv[3]
     if mode == "client":
         client(pb, pbg, target, sys.argv[4] if len(sys.argv) > 4 else None)

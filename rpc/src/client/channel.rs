@@ -208,6 +208,7 @@ impl Inner {
             self.framing.clone(),
             self.cfg.max_queued_bytes,
             self.cfg.idle_timeout,
+            self.addr,
         ));
         let timeout = Some(self.cfg.connect_timeout);
         #[cfg(feature = "tls")]

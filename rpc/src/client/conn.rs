@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use netpoll::{CloseReason, Conn, Core, Handler, Input, TimerId};
 
 use super::framing::{ReplyFraming, ReplySplit};
+use super::grpc::H2Client;
 use crate::CallError;
 
 /// Writes one request frame carrying the given sequence id into a connection's output, or
@@ -45,6 +46,8 @@ pub(crate) struct ClientConn {
     idle_timeout: Option<Duration>,
     /// When the last call was sent or answered.
     last_active: std::time::Instant,
+    /// The HTTP/2 state, on a gRPC connection.
+    h2: Option<Box<H2Client>>,
 }
 
 /// The timer token of the idle check (call timers use sequence ids, below 2^32).
@@ -55,8 +58,10 @@ impl ClientConn {
         framing: Arc<dyn ReplyFraming>,
         max_queued: usize,
         idle_timeout: Option<Duration>,
+        addr: std::net::SocketAddr,
     ) -> Self {
         ClientConn {
+            h2: framing.grpc().map(|t| Box::new(H2Client::new(t, addr))),
             framing,
             next_seq: 0,
             pending: HashMap::new(),
@@ -109,6 +114,28 @@ impl ClientConn {
         }
         self.next_seq = seq.wrapping_add(1);
         self.last_active = conn.now();
+        if let Some(h2) = self.h2.as_deref_mut() {
+            // gRPC: the request frame becomes an HTTP/2 stream.
+            let mut frame = BytesMut::new();
+            let sent =
+                encode(&mut frame, seq).and_then(|()| h2.send(conn, seq, frame.freeze(), timeout));
+            match (sent, done) {
+                (Err(e), Some(done)) => done(Err(e)),
+                (Err(_), None) => {}
+                (Ok(()), Some(done)) => {
+                    let timer = timeout.map(|t| conn.set_timer(conn.now() + t, seq as u32 as u64));
+                    let p = Pending {
+                        done,
+                        timer,
+                        start: 0,
+                        len: 0,
+                    };
+                    self.pending.insert(seq, p);
+                }
+                (Ok(()), None) => {}
+            }
+            return;
+        }
         let before = conn.unsent_len();
         if let Err(e) = encode(conn.output(), seq) {
             // An encoder must leave the output as it was; make sure of it.
@@ -196,8 +223,46 @@ impl Drop for ClientConn {
     }
 }
 
+impl ClientConn {
+    /// Reads a gRPC connection's input: the calls that ended are completed.
+    fn read_grpc(&mut self, conn: &mut Conn<'_>, input: &mut Input<'_>) {
+        let Some(h2) = self.h2.as_deref_mut() else {
+            return;
+        };
+        let mut ended = Vec::new();
+        let read = h2.read(conn, input, &mut ended);
+        if let Err(e) = &read {
+            h2.go_away(conn, e);
+        }
+        if h2.going_away() {
+            self.retiring = true;
+        }
+        self.last_active = conn.now();
+        for (seq, result) in ended {
+            if let Some(p) = self.pending.remove(&seq) {
+                if let Some(t) = p.timer {
+                    conn.cancel_timer(t);
+                }
+                (p.done)(result);
+            }
+        }
+        if let Err(e) = read {
+            let why = crate::reason(format!("HTTP/2 connection error: {}", e.why));
+            self.fail_all(Some(conn.core()), || CallError::Protocol(why.clone()));
+            conn.close();
+            return;
+        }
+        if self.retiring && self.pending.is_empty() {
+            conn.close();
+        }
+    }
+}
+
 impl Handler for ClientConn {
     fn on_data(&mut self, conn: &mut Conn<'_>, input: &mut Input<'_>) {
+        if self.h2.is_some() {
+            return self.read_grpc(conn, input);
+        }
         loop {
             match self.framing.split(input.chunk()) {
                 ReplySplit::NeedMore(n) => {
@@ -255,8 +320,21 @@ impl Handler for ClientConn {
             return;
         }
         if let Some(p) = self.pending.remove(&(token as u32 as i32)) {
-            self.withdraw(conn, &p);
+            let mut ended = Vec::new();
+            match self.h2.as_deref_mut() {
+                Some(h2) => h2.cancel(conn, token as u32 as i32, &mut ended),
+                None => self.withdraw(conn, &p),
+            }
             (p.done)(Err(CallError::Timeout));
+            // Calls that waited for a stream and could not be sent.
+            for (seq, result) in ended {
+                if let Some(p) = self.pending.remove(&seq) {
+                    if let Some(t) = p.timer {
+                        conn.cancel_timer(t);
+                    }
+                    (p.done)(result);
+                }
+            }
         }
         if self.retiring && self.pending.is_empty() {
             conn.close();

@@ -29,6 +29,27 @@ pub trait ReplyFraming: Send + Sync + 'static {
         let _ = frame;
         false
     }
+
+    /// For gRPC: where calls go over HTTP/2 (the connection then speaks HTTP/2, and
+    /// [`split`](Self::split) is not used). Default: not gRPC.
+    #[doc(hidden)]
+    fn grpc(&self) -> Option<std::sync::Arc<super::GrpcTarget>> {
+        None
+    }
+}
+
+/// The framing of gRPC calls: HTTP/2 streams to `target`.
+#[derive(Debug, Clone)]
+pub(crate) struct GrpcReplies(pub(crate) std::sync::Arc<super::GrpcTarget>);
+
+impl ReplyFraming for GrpcReplies {
+    fn split(&self, _input: &[u8]) -> ReplySplit {
+        ReplySplit::Invalid(crate::reason("gRPC replies are read by the HTTP/2 state"))
+    }
+
+    fn grpc(&self) -> Option<std::sync::Arc<super::GrpcTarget>> {
+        Some(self.0.clone())
+    }
 }
 
 /// Finds reply frames of one protocol and their sequence ids in place, with `codec`'s

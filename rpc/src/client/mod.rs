@@ -7,12 +7,14 @@ mod channel;
 mod cluster;
 mod conn;
 mod framing;
+mod grpc;
 mod policy;
 mod typed;
 
 pub use channel::{Channel, ChannelConfig};
 pub use conn::{Done, Encode};
 pub use framing::{FrameReplies, KitexPbFraming, ReplyFraming, ReplySplit, ThriftFraming};
+pub use grpc::GrpcTarget;
 pub use policy::{BreakerConfig, RetryOn, RetryPolicy};
 pub use typed::{
     CallFuture, Client, ClientBuilder, ClientError, ClientTransport, PayloadCodec, PbClient,

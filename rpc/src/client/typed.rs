@@ -35,6 +35,10 @@ pub enum ClientTransport {
     /// Framed (a 4-byte length), understood by Kitex, Volo and Apache servers. For
     /// Protobuf: Kitex Protobuf's own framing.
     Framed,
+    /// gRPC over HTTP/2 (Protobuf clients only): each call a stream of one connection,
+    /// to any gRPC server (tonic, grpc-go, grpcio, or ours). Over TLS the connector must
+    /// offer ALPN `h2`, as gRPC servers require.
+    Grpc,
 }
 
 /// Settings of a typed client: which service it calls (a name and how to find its
@@ -78,6 +82,8 @@ pub enum ClientError {
     Addr(crate::Cause),
     /// The client's own event loop could not start.
     Runtime(netpoll::BuildError),
+    /// The settings ask for what cannot be done (gRPC with Thrift, say).
+    Unsupported(crate::Cause),
 }
 
 impl fmt::Display for ClientError {
@@ -85,6 +91,7 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::Addr(e) => write!(f, "bad server address: {e}"),
             ClientError::Runtime(e) => write!(f, "cannot start the client's event loop: {e}"),
+            ClientError::Unsupported(e) => write!(f, "unsupported settings: {e}"),
         }
     }
 }
@@ -94,6 +101,7 @@ impl std::error::Error for ClientError {
         match self {
             ClientError::Addr(e) => Some(&**e),
             ClientError::Runtime(e) => Some(e),
+            ClientError::Unsupported(e) => Some(&**e),
         }
     }
 }
@@ -183,6 +191,11 @@ impl ClientBuilder {
     pub fn transport(mut self, t: ClientTransport) -> Self {
         self.transport = t;
         self
+    }
+
+    /// Calls over gRPC ([`ClientTransport::Grpc`]).
+    pub fn grpc(self) -> Self {
+        self.transport(ClientTransport::Grpc)
     }
 
     /// Compact Thrift instead of binary (Thrift clients only).
@@ -287,7 +300,9 @@ impl ClientBuilder {
             }
         };
         let transport = match self.transport {
-            ClientTransport::TTHeader => Transport::TTHeader {
+            // A gRPC call is written as a TTHeader frame, which the connection's HTTP/2
+            // state turns into a stream (and its reply back into a TTHeader frame).
+            ClientTransport::TTHeader | ClientTransport::Grpc => Transport::TTHeader {
                 framed_payload: false,
             },
             ClientTransport::TTHeaderFramed => Transport::TTHeader {
@@ -345,6 +360,11 @@ impl ClientBuilder {
 
     /// A Thrift client of `service` (the IDL service name, sent as `isn` and key 6).
     pub fn thrift(self, service: &'static str) -> Result<ThriftClient, ClientError> {
+        if self.transport == ClientTransport::Grpc {
+            return Err(ClientError::Unsupported(crate::reason(
+                "gRPC carries Protobuf services only",
+            )));
+        }
         let codec = Thrift {
             compact: self.compact,
         };
@@ -361,13 +381,39 @@ impl ClientBuilder {
         })
     }
 
-    /// A Kitex Protobuf client of `service`.
+    /// A Protobuf client of `service` (Kitex Protobuf, or gRPC with the transport
+    /// [`Grpc`](ClientTransport::Grpc), where `service` is the full name).
     pub fn protobuf(self, service: &'static str) -> Result<PbClient, ClientError> {
+        self.protobuf_service(service, service)
+    }
+
+    /// A Protobuf client of `service`, whose fully qualified name (`package.Service`, as
+    /// gRPC paths name it) is `full_name`. Generated clients call this.
+    pub fn protobuf_service(
+        self,
+        service: &'static str,
+        full_name: &'static str,
+    ) -> Result<PbClient, ClientError> {
         let max = self.max_frame;
-        let framing: Arc<dyn ReplyFraming> = Arc::new(match self.transport {
-            ClientTransport::Framed => KitexPbFraming::plain(max),
-            _ => KitexPbFraming::ttheader(max),
-        });
+        let framing: Arc<dyn ReplyFraming> = match self.transport {
+            ClientTransport::Framed => Arc::new(KitexPbFraming::plain(max)),
+            ClientTransport::Grpc => {
+                #[cfg(feature = "tls")]
+                let (tls, authority) = match &self.channel.tls {
+                    Some(t) => (true, Some(t.server_name.to_string())),
+                    None => (false, None),
+                };
+                #[cfg(not(feature = "tls"))]
+                let (tls, authority) = (false, None);
+                Arc::new(super::framing::GrpcReplies(Arc::new(super::GrpcTarget {
+                    full_name: Arc::from(full_name),
+                    authority,
+                    tls,
+                    max_message: max,
+                })))
+            }
+            _ => Arc::new(KitexPbFraming::ttheader(max)),
+        };
         Ok(Client {
             base: self.build(service, Payload::Protobuf, framing)?,
             codec: Protobuf,
@@ -560,6 +606,15 @@ pub trait PayloadCodec: Clone + Send + Sync + fmt::Debug + 'static {
     fn payload(&self) -> Payload;
     /// Reads the body of an EXCEPTION reply: the application error it carries.
     fn read_exception(&self, body: Bytes) -> Result<ApplicationException, CallError>;
+
+    /// The error an EXCEPTION reply stands for. Default: the application exception
+    /// [`read_exception`](Self::read_exception) reads.
+    fn read_error(&self, body: Bytes) -> CallError {
+        match self.read_exception(body) {
+            Ok(e) => CallError::Application(e),
+            Err(e) => e,
+        }
+    }
 }
 
 /// Thrift payloads, binary or compact.
@@ -591,6 +646,22 @@ impl PayloadCodec for Thrift {
 impl PayloadCodec for Protobuf {
     fn payload(&self) -> Payload {
         Payload::Protobuf
+    }
+
+    /// A gRPC status (an `ErrorProto` with the gRPC code in field 3) is a
+    /// [`CallError::Status`] with that code's kind; a Kitex Protobuf `ErrorProto` an
+    /// application exception.
+    fn read_error(&self, body: Bytes) -> CallError {
+        match wire::GrpcStatus::decode(body.clone()) {
+            Ok(s) if s.code != 0 => {
+                let code = s.code.min(255) as u8;
+                CallError::Status(crate::status::from_grpc(code, s.message))
+            }
+            _ => match self.read_exception(body) {
+                Ok(e) => CallError::Application(e),
+                Err(e) => e,
+            },
+        }
     }
 
     fn read_exception(&self, body: Bytes) -> Result<ApplicationException, CallError> {
@@ -812,7 +883,7 @@ impl<C: PayloadCodec> Client<C> {
         let (env, body) = self.base.open_reply(frame)?;
         match env.kind {
             MessageType::Reply => R::read(env.payload, body),
-            MessageType::Exception => Err(CallError::Application(self.codec.read_exception(body)?)),
+            MessageType::Exception => Err(self.codec.read_error(body)),
             k => Err(CallError::Protocol(crate::reason(format!(
                 "a {k:?} message in reply"
             )))),

@@ -143,20 +143,25 @@ impl StreamerClient {
     pub fn connect(
         addr: impl ::std::net::ToSocketAddrs,
     ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
-        ::netpoll_rpc::client::ClientBuilder::new(addr).protobuf("Streamer").map(Self)
+        ::netpoll_rpc::client::ClientBuilder::new(addr)
+            .protobuf_service("Streamer", "streamer.Streamer")
+            .map(Self)
     }
     /// A client of the service registered as `service` (found by the builder's resolver, or its host ports), as Kitex's `NewClient(service, options...)`.
     pub fn new(
         service: &str,
         builder: ::netpoll_rpc::client::ClientBuilder,
     ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
-        builder.destination(service).protobuf("Streamer").map(Self)
+        builder
+            .destination(service)
+            .protobuf_service("Streamer", "streamer.Streamer")
+            .map(Self)
     }
     /// A client with the settings of `builder`.
     pub fn from_builder(
         builder: ::netpoll_rpc::client::ClientBuilder,
     ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
-        builder.protobuf("Streamer").map(Self)
+        builder.protobuf_service("Streamer", "streamer.Streamer").map(Self)
     }
     /// The untyped client underneath (for its statistics, or keyed calls).
     pub fn client(&self) -> &::netpoll_rpc::client::PbClient {

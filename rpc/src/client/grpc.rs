@@ -1,0 +1,736 @@
+//! gRPC over HTTP/2 for the client: the HTTP/2 state of one client connection.
+//!
+//! A call arrives here as the TTHeader frame every Protobuf client writes (its string
+//! headers are the call's metadata, its payload a Kitex Protobuf message naming the
+//! method); it leaves as one HTTP/2 stream: HEADERS (`:path /{package.Service}/{Method}`,
+//! `grpc-timeout`, the metadata) and DATA (the message behind gRPC's prefix). The reply
+//! is gathered (bounded by the client's largest frame) and handed back as a TTHeader frame
+//! carrying a Kitex Protobuf REPLY, or an EXCEPTION whose status keeps the exact gRPC
+//! code, so that the typed client reads it as it reads any other; the response's custom
+//! metadata comes back as backward values (`call_meta`).
+//!
+//! Flow control is kept both ways: requests wait for the server's windows; what the
+//! server sends is credited back as it is received (each stream holds at most one reply,
+//! bounded by the largest frame). Streams over the server's `MAX_CONCURRENT_STREAMS` wait
+//! here, in order, for others to end. A GOAWAY fails the calls the server did not take
+//! as never sent (so they are retried elsewhere); PING and SETTINGS are answered.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use netpoll::{Conn, Input};
+use netpoll_codec::frame::{str_key, KitexPbHeader, TTHeader, TTHeaderBuilder};
+use netpoll_codec::h2::frame::{self as h2f, code, flag, kind, setting, Split};
+use netpoll_codec::h2::{grpc, hpack};
+use netpoll_codec::thrift::MessageType;
+use netpoll_codec::ByteString;
+
+use crate::{CallError, ErrorKind};
+
+/// The per-stream receive window we advertise.
+const STREAM_WINDOW: u32 = 1 << 20;
+/// The connection receive window we keep open.
+const CONN_WINDOW: u32 = 16 << 20;
+/// The largest response header list we take.
+const MAX_HEADER_LIST: usize = 64 * 1024;
+
+/// Where a gRPC client's calls go: the service's full name (for `:path`), the
+/// `:authority` and `:scheme`, and the largest reply message taken. Made by
+/// [`ClientBuilder::grpc`](super::ClientBuilder::grpc); opaque.
+#[derive(Debug, Clone)]
+pub struct GrpcTarget {
+    pub(crate) full_name: std::sync::Arc<str>,
+    /// `:authority`; the server's address when `None`.
+    pub(crate) authority: Option<String>,
+    pub(crate) tls: bool,
+    pub(crate) max_message: usize,
+}
+
+/// One call's stream.
+#[derive(Debug)]
+struct Stream {
+    seq: i32,
+    method: ByteString,
+    /// Request DATA not sent yet (the last of it ends our side).
+    out: Bytes,
+    send_window: i64,
+    /// Waiting for window (listed in `blocked`).
+    blocked: bool,
+    /// The response's HEADERS came.
+    headers: bool,
+    /// The response is gzip-compressed.
+    gzip: bool,
+    /// The response's messages, as they arrive.
+    body: BytesMut,
+    /// Bytes received since the stream's window was last topped up.
+    unacked: u32,
+    /// The response's custom metadata (headers and trailers).
+    meta: Vec<(String, Vec<u8>)>,
+    status: Option<u8>,
+    message: String,
+    http_status: Option<u16>,
+}
+
+/// A call waiting for the server to allow one more stream.
+#[derive(Debug)]
+struct Waiting {
+    seq: i32,
+    frame: Bytes,
+    timeout: Option<Duration>,
+}
+
+/// A call's outcome: the reply frame, or the failure.
+pub(crate) type Outcome = (i32, Result<Bytes, CallError>);
+
+/// The HTTP/2 state of one gRPC client connection.
+#[derive(Debug)]
+pub(crate) struct H2Client {
+    target: std::sync::Arc<GrpcTarget>,
+    authority: String,
+    started: bool,
+    decoder: hpack::Decoder,
+    next_stream: u32,
+    streams: HashMap<u32, Stream>,
+    by_seq: HashMap<i32, u32>,
+    waiting: VecDeque<Waiting>,
+    blocked: Vec<u32>,
+    continuation: Option<(u32, bool, BytesMut)>,
+    peer_max_frame: usize,
+    peer_initial_window: i64,
+    peer_max_streams: usize,
+    conn_send_window: i64,
+    conn_recv_window: i64,
+    conn_unacked: u32,
+    /// The server's GOAWAY: the last stream it took.
+    goaway: Option<u32>,
+}
+
+/// A connection error: GOAWAY with this code, then close; every call fails.
+#[derive(Debug)]
+pub(crate) struct ConnError {
+    pub(crate) code: u32,
+    pub(crate) why: &'static str,
+}
+
+fn conn_err(code: u32, why: &'static str) -> ConnError {
+    ConnError { code, why }
+}
+
+impl H2Client {
+    pub(crate) fn new(target: std::sync::Arc<GrpcTarget>, addr: std::net::SocketAddr) -> H2Client {
+        H2Client {
+            authority: target.authority.clone().unwrap_or_else(|| addr.to_string()),
+            target,
+            started: false,
+            decoder: hpack::Decoder::new(4096, MAX_HEADER_LIST),
+            next_stream: 1,
+            streams: HashMap::new(),
+            by_seq: HashMap::new(),
+            waiting: VecDeque::new(),
+            blocked: Vec::new(),
+            continuation: None,
+            peer_max_frame: h2f::DEFAULT_MAX_FRAME as usize,
+            peer_initial_window: i64::from(h2f::DEFAULT_WINDOW),
+            peer_max_streams: usize::MAX,
+            conn_send_window: i64::from(h2f::DEFAULT_WINDOW),
+            conn_recv_window: i64::from(CONN_WINDOW),
+            conn_unacked: 0,
+            goaway: None,
+        }
+    }
+
+    /// Whether the server said it takes no new streams.
+    pub(crate) fn going_away(&self) -> bool {
+        self.goaway.is_some()
+    }
+
+    /// The connection preface, our settings and the connection window, once.
+    fn start(&mut self, out: &mut BytesMut) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        out.extend_from_slice(h2f::PREFACE);
+        h2f::write_settings(
+            out,
+            &[
+                (setting::ENABLE_PUSH, 0),
+                (setting::INITIAL_WINDOW_SIZE, STREAM_WINDOW),
+                (setting::MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST as u32),
+            ],
+        );
+        h2f::write_window_update(out, 0, CONN_WINDOW - h2f::DEFAULT_WINDOW);
+    }
+
+    /// Sends call `seq`, whose request is the TTHeader `frame`: on a new stream, or
+    /// queued until the server allows one more.
+    pub(crate) fn send(
+        &mut self,
+        conn: &mut Conn<'_>,
+        seq: i32,
+        frame: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<(), CallError> {
+        self.start(conn.output());
+        if self.goaway.is_some() {
+            return Err(not_taken("the server is going away"));
+        }
+        if self.streams.len() >= self.peer_max_streams {
+            self.waiting.push_back(Waiting {
+                seq,
+                frame,
+                timeout,
+            });
+            return Ok(());
+        }
+        self.open(conn, seq, frame, timeout)
+    }
+
+    fn open(
+        &mut self,
+        conn: &mut Conn<'_>,
+        seq: i32,
+        frame: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<(), CallError> {
+        let bad = |e: &dyn std::fmt::Display| CallError::Protocol(crate::reason(e.to_string()));
+        let tt = TTHeader::parse(frame).map_err(|e| bad(&e))?;
+        let (header, body) = KitexPbHeader::parse_message(tt.message()).map_err(|e| bad(&e))?;
+        let id = self.next_stream;
+        if id > (1 << 31) - 1 {
+            return Err(not_taken("the connection ran out of stream ids"));
+        }
+        self.next_stream += 2;
+        let mut block = Vec::with_capacity(256);
+        let path = format!("/{}/{}", self.target.full_name, &*header.method);
+        for (n, v) in [
+            (&b":method"[..], &b"POST"[..]),
+            (b":scheme", if self.target.tls { b"https" } else { b"http" }),
+            (b":path", path.as_bytes()),
+            (b":authority", self.authority.as_bytes()),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+            (b"grpc-accept-encoding", b"identity,gzip"),
+            (b"user-agent", b"netpoll-rpc"),
+        ] {
+            hpack::encode(&mut block, n, v, false);
+        }
+        if let Some(t) = timeout.or_else(|| tt.rpc_timeout()) {
+            let mut v = Vec::new();
+            grpc::format_timeout(t, &mut v);
+            hpack::encode(&mut block, b"grpc-timeout", &v, false);
+        }
+        for (k, v) in tt.str_headers() {
+            if let Some(name) = metadata_name(k) {
+                hpack::encode(&mut block, name.as_bytes(), v, false);
+            }
+        }
+        h2f::write_headers(conn.output(), id, &block, false, self.peer_max_frame);
+        let mut data = BytesMut::with_capacity(grpc::PREFIX_LEN + body.len());
+        grpc::write_prefix(&mut data, false, body.len());
+        data.extend_from_slice(&body);
+        self.streams.insert(
+            id,
+            Stream {
+                seq,
+                method: header.method,
+                out: data.freeze(),
+                send_window: self.peer_initial_window,
+                blocked: false,
+                headers: false,
+                gzip: false,
+                body: BytesMut::new(),
+                unacked: 0,
+                meta: Vec::new(),
+                status: None,
+                message: String::new(),
+                http_status: None,
+            },
+        );
+        self.by_seq.insert(seq, id);
+        self.flush(conn, id);
+        Ok(())
+    }
+
+    /// Sends as much of a stream's request as the windows allow.
+    fn flush(&mut self, conn: &mut Conn<'_>, id: u32) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.out.is_empty() {
+            return; // sent whole already
+        }
+        let out = conn.output();
+        loop {
+            let room = self
+                .conn_send_window
+                .min(s.send_window)
+                .min(self.peer_max_frame as i64);
+            if room <= 0 && !s.out.is_empty() {
+                if !s.blocked {
+                    s.blocked = true;
+                    self.blocked.push(id);
+                }
+                return;
+            }
+            let n = (room.max(0) as usize).min(s.out.len());
+            let last = n == s.out.len();
+            h2f::write_data(out, id, &s.out[..n], last);
+            s.out.advance(n);
+            self.conn_send_window -= n as i64;
+            s.send_window -= n as i64;
+            if last {
+                s.out = Bytes::new();
+                return;
+            }
+        }
+    }
+
+    fn flush_blocked(&mut self, conn: &mut Conn<'_>) {
+        for id in std::mem::take(&mut self.blocked) {
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.blocked = false;
+                self.flush(conn, id);
+            }
+        }
+    }
+
+    /// Call `seq` timed out: its stream is reset (or it leaves the queue).
+    pub(crate) fn cancel(&mut self, conn: &mut Conn<'_>, seq: i32, done: &mut Vec<Outcome>) {
+        if let Some(id) = self.by_seq.remove(&seq) {
+            if self.streams.remove(&id).is_some() {
+                h2f::write_rst_stream(conn.output(), id, code::CANCEL);
+            }
+            self.open_waiting(conn, done);
+        } else {
+            self.waiting.retain(|w| w.seq != seq);
+        }
+    }
+
+    /// Opens queued calls while the server allows more streams; those that cannot be
+    /// sent fail into `done`.
+    fn open_waiting(&mut self, conn: &mut Conn<'_>, done: &mut Vec<Outcome>) {
+        while self.streams.len() < self.peer_max_streams && self.goaway.is_none() {
+            let Some(w) = self.waiting.pop_front() else {
+                return;
+            };
+            if let Err(e) = self.open(conn, w.seq, w.frame, w.timeout) {
+                done.push((w.seq, Err(e)));
+            }
+        }
+    }
+
+    /// Reads the server's frames; the calls that ended go to `done`.
+    pub(crate) fn read(
+        &mut self,
+        conn: &mut Conn<'_>,
+        input: &mut Input<'_>,
+        done: &mut Vec<Outcome>,
+    ) -> Result<(), ConnError> {
+        loop {
+            let split = h2f::split(input.chunk(), h2f::DEFAULT_MAX_FRAME)
+                .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "frame over our maximum size"))?;
+            let (h, len) = match split {
+                Split::Frame(h, len) => (h, len),
+                Split::NeedMore(n) => {
+                    input.need(n);
+                    break;
+                }
+            };
+            let mut frame = input.split_to(len);
+            frame.advance(h2f::HEADER_LEN);
+            self.frame(conn, h, frame, done)?;
+        }
+        if self.conn_unacked >= CONN_WINDOW / 2 {
+            h2f::write_window_update(conn.output(), 0, self.conn_unacked);
+            self.conn_recv_window += i64::from(self.conn_unacked);
+            self.conn_unacked = 0;
+        }
+        self.open_waiting(conn, done);
+        Ok(())
+    }
+
+    fn frame(
+        &mut self,
+        conn: &mut Conn<'_>,
+        h: h2f::FrameHeader,
+        payload: Bytes,
+        done: &mut Vec<Outcome>,
+    ) -> Result<(), ConnError> {
+        if let Some((stream, _, _)) = &self.continuation {
+            if h.kind != kind::CONTINUATION || h.stream != *stream {
+                return Err(conn_err(code::PROTOCOL_ERROR, "header block interrupted"));
+            }
+        }
+        match h.kind {
+            kind::SETTINGS => {
+                if h.has(flag::ACK) {
+                    return Ok(());
+                }
+                let values = h2f::settings(&payload)
+                    .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad SETTINGS length"))?;
+                for (id, v) in values {
+                    match id {
+                        setting::INITIAL_WINDOW_SIZE => {
+                            if v > h2f::MAX_WINDOW {
+                                return Err(conn_err(code::FLOW_CONTROL_ERROR, "window too large"));
+                            }
+                            let delta = i64::from(v) - self.peer_initial_window;
+                            self.peer_initial_window = i64::from(v);
+                            for s in self.streams.values_mut() {
+                                s.send_window += delta;
+                            }
+                        }
+                        setting::MAX_FRAME_SIZE => {
+                            if !(h2f::DEFAULT_MAX_FRAME..=(1 << 24) - 1).contains(&v) {
+                                return Err(conn_err(code::PROTOCOL_ERROR, "bad MAX_FRAME_SIZE"));
+                            }
+                            self.peer_max_frame = v as usize;
+                        }
+                        setting::MAX_CONCURRENT_STREAMS => self.peer_max_streams = v as usize,
+                        _ => {}
+                    }
+                }
+                h2f::write_settings_ack(conn.output());
+                self.flush_blocked(conn);
+            }
+            kind::PING => {
+                let data: [u8; 8] = payload[..]
+                    .try_into()
+                    .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "PING not 8 bytes"))?;
+                if !h.has(flag::ACK) {
+                    h2f::write_ping(conn.output(), true, data);
+                }
+            }
+            kind::WINDOW_UPDATE => {
+                let inc = i64::from(
+                    h2f::window_increment(&payload)
+                        .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad WINDOW_UPDATE"))?,
+                );
+                if h.stream == 0 {
+                    self.conn_send_window += inc;
+                    self.flush_blocked(conn);
+                } else if let Some(s) = self.streams.get_mut(&h.stream) {
+                    s.send_window += inc;
+                    if !s.out.is_empty() {
+                        self.flush(conn, h.stream);
+                    }
+                }
+            }
+            kind::HEADERS => {
+                let block = h2f::content(&h, payload)
+                    .map_err(|_| conn_err(code::PROTOCOL_ERROR, "bad HEADERS padding"))?;
+                let end = h.has(flag::END_STREAM);
+                if h.has(flag::END_HEADERS) {
+                    self.headers(h.stream, end, &block, done)?;
+                } else {
+                    self.continuation = Some((h.stream, end, BytesMut::from(&block[..])));
+                }
+            }
+            kind::CONTINUATION => {
+                let Some((stream, end, mut block)) = self.continuation.take() else {
+                    return Err(conn_err(
+                        code::PROTOCOL_ERROR,
+                        "CONTINUATION without HEADERS",
+                    ));
+                };
+                if block.len() + payload.len() > MAX_HEADER_LIST * 2 {
+                    return Err(conn_err(code::ENHANCE_YOUR_CALM, "header block too large"));
+                }
+                block.extend_from_slice(&payload);
+                if h.has(flag::END_HEADERS) {
+                    self.headers(stream, end, &block, done)?;
+                } else {
+                    self.continuation = Some((stream, end, block));
+                }
+            }
+            kind::DATA => {
+                let len = h.len;
+                self.conn_recv_window -= i64::from(len);
+                if self.conn_recv_window < 0 {
+                    return Err(conn_err(code::FLOW_CONTROL_ERROR, "DATA beyond the window"));
+                }
+                // What we hold is bounded by the largest reply, not by the windows: credit
+                // it back at once.
+                self.conn_unacked += len;
+                let data = h2f::content(&h, payload)
+                    .map_err(|_| conn_err(code::PROTOCOL_ERROR, "bad DATA padding"))?;
+                let max = self.target.max_message + grpc::PREFIX_LEN;
+                let Some(s) = self.streams.get_mut(&h.stream) else {
+                    return Ok(()); // a stream we cancelled
+                };
+                if s.body.len() + data.len() > max {
+                    let seq = s.seq;
+                    self.end(conn, h.stream, code::CANCEL);
+                    done.push((
+                        seq,
+                        Err(CallError::Status(crate::Status::new(
+                            ErrorKind::ResourceExhausted,
+                            format!("the reply is larger than {} bytes", self.target.max_message),
+                        ))),
+                    ));
+                    return Ok(());
+                }
+                s.body.extend_from_slice(&data);
+                s.unacked += len;
+                if h.has(flag::END_STREAM) {
+                    // No trailers: not a gRPC response.
+                    let seq = s.seq;
+                    self.end(conn, h.stream, code::NO_ERROR);
+                    let e = CallError::Protocol(crate::reason(
+                        "the response ended without gRPC trailers",
+                    ));
+                    done.push((seq, Err(e)));
+                } else if s.unacked >= STREAM_WINDOW / 2 {
+                    h2f::write_window_update(conn.output(), h.stream, s.unacked);
+                    s.unacked = 0;
+                }
+            }
+            kind::RST_STREAM => {
+                let code = h2f::error_code(&payload)
+                    .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad RST_STREAM"))?;
+                if let Some(s) = self.streams.remove(&h.stream) {
+                    self.by_seq.remove(&s.seq);
+                    let e = if code == code::REFUSED_STREAM {
+                        not_taken("the server refused the stream")
+                    } else {
+                        CallError::ConnectionLost(crate::reason(format!(
+                            "the server reset the call's stream (HTTP/2 error {code})"
+                        )))
+                    };
+                    done.push((s.seq, Err(e)));
+                }
+            }
+            kind::GOAWAY => {
+                if payload.len() < 8 {
+                    return Err(conn_err(code::FRAME_SIZE_ERROR, "bad GOAWAY"));
+                }
+                let last = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
+                    & 0x7fff_ffff;
+                self.goaway = Some(last);
+                // Streams the server did not take fail as never sent, and so does the queue.
+                let dropped: Vec<u32> = self
+                    .streams
+                    .keys()
+                    .copied()
+                    .filter(|&id| id > last)
+                    .collect();
+                for id in dropped {
+                    if let Some(s) = self.streams.remove(&id) {
+                        self.by_seq.remove(&s.seq);
+                        done.push((
+                            s.seq,
+                            Err(not_taken("the server went away before taking the call")),
+                        ));
+                    }
+                }
+                for w in self.waiting.drain(..) {
+                    done.push((w.seq, Err(not_taken("the server is going away"))));
+                }
+            }
+            kind::PUSH_PROMISE => {
+                return Err(conn_err(
+                    code::PROTOCOL_ERROR,
+                    "PUSH_PROMISE, which we disabled",
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A whole header block: the response's headers, or its trailers (which end it).
+    fn headers(
+        &mut self,
+        id: u32,
+        end: bool,
+        block: &[u8],
+        done: &mut Vec<Outcome>,
+    ) -> Result<(), ConnError> {
+        let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        self.decoder
+            .decode(block, |n, v| fields.push((n.to_vec(), v.to_vec())))
+            .map_err(|_| conn_err(code::COMPRESSION_ERROR, "bad header block"))?;
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Ok(()); // cancelled
+        };
+        let first = !s.headers;
+        s.headers = true;
+        for (n, v) in fields {
+            match &n[..] {
+                b":status" => {
+                    s.http_status = std::str::from_utf8(&v).ok().and_then(|v| v.parse().ok())
+                }
+                b"grpc-status" => {
+                    s.status = std::str::from_utf8(&v).ok().and_then(|v| v.parse().ok())
+                }
+                b"grpc-message" => s.message = grpc::decode_message(&v),
+                b"grpc-encoding" if first => s.gzip = v == b"gzip",
+                b"content-type" | b"grpc-accept-encoding" | b"date" | b"server" => {}
+                n if n.first() == Some(&b':') => {}
+                n => s.meta.push((String::from_utf8_lossy(n).into_owned(), v)),
+            }
+        }
+        if !end {
+            return Ok(());
+        }
+        let s = self.streams.remove(&id).expect("looked up above");
+        self.by_seq.remove(&s.seq);
+        let seq = s.seq;
+        done.push((seq, self.reply(s)));
+        Ok(())
+    }
+
+    /// The reply frame of a finished stream, or its failure.
+    fn reply(&self, s: Stream) -> Result<Bytes, CallError> {
+        if s.http_status != Some(200) {
+            return Err(CallError::Protocol(crate::reason(format!(
+                "HTTP status {:?}, not 200: not a gRPC server",
+                s.http_status
+            ))));
+        }
+        let Some(status) = s.status else {
+            return Err(CallError::Protocol(crate::reason(
+                "the response has no grpc-status",
+            )));
+        };
+        let mut body = s.body.freeze();
+        let (kind, message) = if status == 0 {
+            let (compressed, len) = match grpc::message(&body, usize::MAX) {
+                Ok(grpc::Message::Whole { compressed, len })
+                    if grpc::PREFIX_LEN + len == body.len() =>
+                {
+                    (compressed, len)
+                }
+                _ => {
+                    return Err(CallError::Protocol(crate::reason(
+                        "a unary reply must be exactly one message",
+                    )))
+                }
+            };
+            body.advance(grpc::PREFIX_LEN);
+            if compressed {
+                if !s.gzip {
+                    return Err(CallError::Protocol(crate::reason(
+                        "a compressed reply without grpc-encoding",
+                    )));
+                }
+                body = grpc::gunzip(&body, self.target.max_message)
+                    .map_err(|e| CallError::Decode(crate::reason(format!("{e:?}"))))?
+                    .into();
+            }
+            debug_assert!(compressed || body.len() == len);
+            (MessageType::Reply, body)
+        } else {
+            let e = crate::wire::GrpcStatus {
+                type_id: crate::status::from_grpc(status, String::new())
+                    .kind()
+                    .thrift_type(),
+                message: s.message,
+                code: u32::from(status),
+            };
+            (
+                MessageType::Exception,
+                Bytes::from(prost::Message::encode_to_vec(&e)),
+            )
+        };
+        // The response's metadata, as the backward values `call_meta` returns.
+        let back: Vec<(String, Vec<u8>)> = s
+            .meta
+            .into_iter()
+            .map(|(k, v)| (format!("{}{k}", super::typed::BACKWARD_PREFIX), v))
+            .collect();
+        let strs: Vec<(&str, &[u8])> = back.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+        let b = TTHeaderBuilder {
+            seq_id: s.seq,
+            protocol_id: 4,
+            strs: &strs,
+            ..TTHeaderBuilder::default()
+        };
+        let mut out = BytesMut::with_capacity(64 + message.len());
+        let start = b
+            .begin(&mut out)
+            .map_err(|e| CallError::Protocol(crate::cause(e)))?;
+        KitexPbHeader {
+            kind,
+            method: s.method,
+            seq_id: s.seq,
+        }
+        .write_message_header(&mut out, message.len());
+        out.extend_from_slice(&message);
+        TTHeaderBuilder::finish(&mut out, start)
+            .map_err(|e| CallError::Protocol(crate::cause(e)))?;
+        Ok(out.freeze())
+    }
+
+    /// Forgets a stream, resetting it with `code` unless it ended cleanly.
+    fn end(&mut self, conn: &mut Conn<'_>, id: u32, reset: u32) {
+        if let Some(s) = self.streams.remove(&id) {
+            self.by_seq.remove(&s.seq);
+            if reset != code::NO_ERROR {
+                h2f::write_rst_stream(conn.output(), id, reset);
+            }
+        }
+    }
+
+    /// Ends the connection on our side: GOAWAY with `e`'s code.
+    pub(crate) fn go_away(&mut self, conn: &mut Conn<'_>, e: &ConnError) {
+        tracing::debug!(code = e.code, why = e.why, "gRPC connection error; GOAWAY");
+        h2f::write_goaway(conn.output(), 0, e.code, e.why.as_bytes());
+    }
+}
+
+/// A call the server never took: as safe to retry elsewhere as a failed connect.
+fn not_taken(why: &'static str) -> CallError {
+    CallError::Connect(std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        why,
+    ))
+}
+
+/// The gRPC metadata name of a TTHeader string header of a call, or `None` for those
+/// that are TTHeader's own: Kitex's metainfo (`RPC_TRANSIT_k`, `RPC_PERSIST_k`) travels as
+/// `rpc-transit-k` and `rpc-persist-k` (HTTP/2 names are lower case), the rest as it is,
+/// lower-cased.
+fn metadata_name(k: &[u8]) -> Option<String> {
+    let k = std::str::from_utf8(k).ok()?;
+    if k == str_key::IDL_SERVICE_NAME || k.is_empty() || k.starts_with(':') {
+        return None;
+    }
+    for (upper, lower) in [
+        ("RPC_TRANSIT_", "rpc-transit-"),
+        ("RPC_PERSIST_", "rpc-persist-"),
+    ] {
+        if let Some(rest) = k.strip_prefix(upper) {
+            return Some(format!("{lower}{}", rest.to_ascii_lowercase()));
+        }
+    }
+    let valid = k
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    valid.then(|| k.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_names() {
+        assert_eq!(
+            metadata_name(b"RPC_TRANSIT_Tenant").as_deref(),
+            Some("rpc-transit-tenant")
+        );
+        assert_eq!(
+            metadata_name(b"RPC_PERSIST_user").as_deref(),
+            Some("rpc-persist-user")
+        );
+        assert_eq!(
+            metadata_name(b"traceparent").as_deref(),
+            Some("traceparent")
+        );
+        assert_eq!(metadata_name(b"isn"), None);
+        assert_eq!(metadata_name(b"bad name"), None);
+    }
+}
