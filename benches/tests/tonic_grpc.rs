@@ -324,3 +324,134 @@ fn our_grpc_client_calls_tonic() {
     let _ = stop_tx.send(());
     server.join().unwrap();
 }
+
+/// tonic's server of `stream.proto`, as its comments say.
+#[derive(Debug, Default)]
+struct TonicStreamer;
+
+type BoxStream<T> =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl benches::tonic_echo::stream::streamer_server::Streamer for TonicStreamer {
+    type RepeatStream = BoxStream<benches::tonic_echo::stream::Chunk>;
+    type ChatStream = BoxStream<benches::tonic_echo::stream::Chunk>;
+
+    async fn repeat(
+        &self,
+        req: tonic::Request<benches::tonic_echo::stream::RepeatRequest>,
+    ) -> Result<tonic::Response<Self::RepeatStream>, tonic::Status> {
+        let r = req.into_inner();
+        if r.count < 0 {
+            return Err(tonic::Status::invalid_argument(
+                "count must not be negative",
+            ));
+        }
+        let chunk = benches::tonic_echo::stream::Chunk { msg: r.msg };
+        let items = (0..r.count).map(move |_| Ok(chunk.clone()));
+        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+
+    async fn concat(
+        &self,
+        req: tonic::Request<tonic::Streaming<benches::tonic_echo::stream::Chunk>>,
+    ) -> Result<tonic::Response<benches::tonic_echo::stream::Chunk>, tonic::Status> {
+        let mut s = req.into_inner();
+        let mut all = Vec::new();
+        while let Some(c) = s.message().await? {
+            all.extend_from_slice(&c.msg);
+        }
+        Ok(tonic::Response::new(benches::tonic_echo::stream::Chunk {
+            msg: all.into(),
+        }))
+    }
+
+    async fn chat(
+        &self,
+        req: tonic::Request<tonic::Streaming<benches::tonic_echo::stream::Chunk>>,
+    ) -> Result<tonic::Response<Self::ChatStream>, tonic::Status> {
+        Ok(tonic::Response::new(Box::pin(req.into_inner())))
+    }
+
+    async fn sleep(
+        &self,
+        req: tonic::Request<benches::tonic_echo::stream::SleepRequest>,
+    ) -> Result<tonic::Response<benches::tonic_echo::stream::Chunk>, tonic::Status> {
+        let r = req.into_inner();
+        tokio::time::sleep(Duration::from_millis(r.ms.max(0) as u64)).await;
+        Ok(tonic::Response::new(benches::tonic_echo::stream::Chunk {
+            msg: r.msg,
+        }))
+    }
+}
+
+#[test]
+fn our_streaming_client_with_tonic() {
+    use examples::gen::pb::streamer::{Chunk, RepeatRequest, StreamerClient};
+    use netpoll_rpc::client::ClientBuilder;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            tonic::transport::Server::builder()
+                .add_service(
+                    benches::tonic_echo::stream::streamer_server::StreamerServer::new(
+                        TonicStreamer,
+                    ),
+                )
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .unwrap();
+        });
+    });
+    let c = StreamerClient::from_builder(ClientBuilder::new(addr).grpc()).unwrap();
+    let s = c
+        .repeat(RepeatRequest {
+            msg: Bytes::from_static(b"tonic"),
+            count: 5000,
+        })
+        .unwrap();
+    let mut n = 0;
+    while let Some(m) = s.recv().unwrap() {
+        assert_eq!(&m.msg[..], b"tonic");
+        n += 1;
+    }
+    assert_eq!(n, 5000);
+    let e = c
+        .repeat(RepeatRequest {
+            msg: Bytes::new(),
+            count: -1,
+        })
+        .unwrap()
+        .recv()
+        .unwrap_err();
+    assert_eq!(e.kind(), netpoll_rpc::ErrorKind::InvalidArgument, "{e}");
+    let s = c.concat().unwrap();
+    let mut want = Vec::new();
+    for i in 0..3000 {
+        let p = format!("{i},");
+        want.extend_from_slice(p.as_bytes());
+        s.send(&Chunk { msg: p.into() }).unwrap();
+    }
+    assert_eq!(&s.finish().unwrap().msg[..], &want[..]);
+    let s = c.chat().unwrap();
+    for i in 0..300 {
+        let m = Bytes::from(format!("step {i}"));
+        s.send(&Chunk { msg: m.clone() }).unwrap();
+        assert_eq!(s.recv().unwrap().unwrap().msg, m);
+    }
+    s.close_send();
+    assert!(s.recv().unwrap().is_none());
+    let _ = stop_tx.send(());
+    server.join().unwrap();
+}

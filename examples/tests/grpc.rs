@@ -257,7 +257,7 @@ fn client_checks(addr: std::net::SocketAddr, trailer: bool) {
 }
 
 #[test]
-fn our_grpc_client_calls_grpcio() {
+fn our_grpc_client_calls_and_streams_with_grpcio() {
     use std::io::BufRead;
     if !have_grpcio() {
         return;
@@ -280,7 +280,9 @@ fn our_grpc_client_calls_grpcio() {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("grpc_peer.py serve said {line:?}"));
     let outcome = std::panic::catch_unwind(|| {
-        client_checks(std::net::SocketAddr::from(([127, 0, 0, 1], port)), true)
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        client_checks(addr, true);
+        stream_client_checks(addr);
     });
     drop(peer.stdin.take()); // it stops when its input closes
     let _ = peer.wait();
@@ -1182,4 +1184,114 @@ fn gzip_requests_are_inflated_within_the_limit_and_answered_in_gzip() {
     assert_eq!(body[0], 1, "the compressed flag");
     let back = netpoll_codec::h2::grpc::gunzip(&body[5..], 1 << 20).unwrap();
     assert_eq!(back, plain);
+}
+
+/// Our streaming client's checks against a server of `stream.proto` that behaves as its
+/// comments say (ours, grpcio's, tonic's).
+pub fn stream_client_checks(addr: std::net::SocketAddr) {
+    use examples::gen::pb::streamer::{Chunk, RepeatRequest, StreamerClient};
+    use netpoll_rpc::client::ClientBuilder;
+    use netpoll_rpc::ErrorKind;
+    let c = StreamerClient::from_builder(ClientBuilder::new(addr).grpc().max_frame(8 << 20))
+        .unwrap()
+        .with_timeout(Some(Duration::from_secs(30)));
+    // Server streaming: many, none, large.
+    for (count, size) in [(5000, 100), (0, 10), (100, 200_000)] {
+        let msg = bytes::Bytes::from(vec![b's'; size]);
+        let s = c
+            .repeat(RepeatRequest {
+                msg: msg.clone(),
+                count,
+            })
+            .unwrap();
+        let mut n = 0;
+        while let Some(m) = s.recv().unwrap() {
+            assert_eq!(m.msg, msg);
+            n += 1;
+        }
+        assert_eq!(n, count, "Repeat {count} x {size}");
+    }
+    let e = c
+        .repeat(RepeatRequest {
+            msg: "x".into(),
+            count: -1,
+        })
+        .unwrap()
+        .recv()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    // Client streaming.
+    let s = c.concat().unwrap();
+    let mut want = Vec::new();
+    for i in 0..3000 {
+        let p = format!("{i},");
+        want.extend_from_slice(p.as_bytes());
+        s.send(&Chunk { msg: p.into() }).unwrap();
+    }
+    assert_eq!(&s.finish().unwrap().msg[..], &want[..]);
+    // Bidirectional: in lock step, then a writer thread and a reader at once.
+    let s = c.chat().unwrap();
+    for i in 0..300 {
+        let m = bytes::Bytes::from(format!("step {i}"));
+        s.send(&Chunk { msg: m.clone() }).unwrap();
+        assert_eq!(s.recv().unwrap().unwrap().msg, m);
+    }
+    s.close_send();
+    assert!(s.recv().unwrap().is_none());
+    let s = std::sync::Arc::new(c.chat().unwrap());
+    let writer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            for i in 0..5000 {
+                s.send(&Chunk {
+                    msg: format!("chat {i}").into(),
+                })
+                .unwrap();
+            }
+            s.close_send();
+        })
+    };
+    for i in 0..5000 {
+        assert_eq!(
+            s.recv().unwrap().unwrap().msg,
+            bytes::Bytes::from(format!("chat {i}"))
+        );
+    }
+    assert!(s.recv().unwrap().is_none());
+    writer.join().unwrap();
+    // A deadline mid-stream.
+    let s = c
+        .with_timeout(Some(Duration::from_millis(300)))
+        .chat()
+        .unwrap();
+    s.send(&Chunk {
+        msg: "before".into(),
+    })
+    .unwrap();
+    assert_eq!(&s.recv().unwrap().unwrap().msg[..], b"before");
+    let e = s.recv().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeadlineExceeded, "{e}");
+    // A large stream dropped after a few replies; the connection goes on.
+    let s = c
+        .repeat(RepeatRequest {
+            msg: vec![1u8; 10_000].into(),
+            count: 1_000_000,
+        })
+        .unwrap();
+    for _ in 0..10 {
+        s.recv().unwrap().unwrap();
+    }
+    drop(s);
+    let s = c.concat().unwrap();
+    s.send(&Chunk {
+        msg: "still here".into(),
+    })
+    .unwrap();
+    assert_eq!(&s.finish().unwrap().msg[..], b"still here");
+}
+
+#[test]
+fn our_streaming_client_with_our_server() {
+    let server = EchoServer::start(&["--max-frame", "8388608"]);
+    stream_client_checks(server.addr);
 }

@@ -51,6 +51,32 @@ pub fn write_status(env: &Envelope, out: &mut BytesMut, status: &Status, h: &Hea
     debug_assert!(r.is_ok(), "writing a status failed: {r:?}");
 }
 
+/// Appends `msg` behind its gRPC prefix, gzip-compressed if `gzip`; the bytes appended.
+pub(crate) fn frame_grpc_message<M: prost::Message>(
+    msg: &M,
+    gzip: bool,
+    out: &mut BytesMut,
+) -> usize {
+    use netpoll_codec::h2::grpc;
+    let len = msg.encoded_len();
+    if gzip {
+        let mut plain = Vec::with_capacity(len);
+        // A Vec grows as needed: encoding cannot fail.
+        let _ = msg.encode(&mut plain);
+        let mut z = Vec::new();
+        grpc::gzip(&plain, &mut z);
+        out.reserve(grpc::PREFIX_LEN + z.len());
+        grpc::write_prefix(out, true, z.len());
+        out.extend_from_slice(&z);
+        return grpc::PREFIX_LEN + z.len();
+    }
+    out.reserve(grpc::PREFIX_LEN + len);
+    grpc::write_prefix(out, false, len);
+    // The buffer has room for the whole message, reserved above.
+    let _ = msg.encode(out);
+    grpc::PREFIX_LEN + len
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,6 @@ use crate::gen::writer::Code;
 /// Appends the `rpc` items of `s` to `code`. `rpc` and `rt` are how generated code names
 /// the `rpc` and `codec` crates.
 pub(crate) fn emit(code: &mut Code, s: &ServiceDesc, rpc: &str, rt: &str) {
-    let idl = &s.wire_name;
     let all: Vec<&MethodDesc> = s.methods.iter().collect();
     let unary: Vec<&MethodDesc> = s
         .methods
@@ -18,13 +17,7 @@ pub(crate) fn emit(code: &mut Code, s: &ServiceDesc, rpc: &str, rt: &str) {
     reply_encoders(code, s, &unary, rpc);
     server(code, s, &all, rpc);
     unpackers(code, s, &unary, rpc, rt);
-    for m in s.methods.iter().filter(|m| m.streaming != Streaming::Unary) {
-        code.line(format!(
-            "// `{idl}.{}` streams: served over gRPC; the client has no method for it yet.",
-            m.wire_name
-        ));
-    }
-    client(code, s, &unary, rpc);
+    client(code, s, &all, rpc);
 }
 
 fn params(m: &MethodDesc) -> String {
@@ -439,7 +432,38 @@ fn client(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
     code.open("pub fn with_key(&self, key: u64) -> Self {");
     code.line("Self(self.0.with_key(key))");
     code.close("}");
-    for m in methods {
+    for m in methods.iter().filter(|m| m.streaming != Streaming::Unary) {
+        let wire = &m.wire_name;
+        let input = m.params.first().map(|(_, t)| t.as_str()).unwrap_or("()");
+        let ty = format!("{rpc}::client::ClientStream<{input}, {}>", m.ret);
+        code.doc(m.doc.as_deref());
+        if m.streaming == Streaming::Server {
+            code.line(format!(
+                "/// Calls `{idl}.{wire}` over gRPC: sends `req`, then read the replies with \
+                 `recv` (from any thread but a netpoll core)."
+            ));
+            code.open(format!(
+                "pub fn {}(&self, req: {input}) -> ::std::result::Result<{ty}, {rpc}::CallError> {{",
+                m.rust_name
+            ));
+            code.line(format!("let s = self.0.stream(\"{wire}\")?;"));
+            code.line("s.send(&req)?;");
+            code.line("s.close_send();");
+            code.line("::std::result::Result::Ok(s)");
+        } else {
+            code.line(format!(
+                "/// Opens `{idl}.{wire}` over gRPC: `send` the requests, `close_send`, and \
+                 `recv` the replies (or `finish` for the one reply of client streaming)."
+            ));
+            code.open(format!(
+                "pub fn {}(&self) -> ::std::result::Result<{ty}, {rpc}::CallError> {{",
+                m.rust_name
+            ));
+            code.line(format!("self.0.stream(\"{wire}\")"));
+        }
+        code.close("}");
+    }
+    for m in methods.iter().filter(|m| m.streaming == Streaming::Unary) {
         let p = params(m);
         let wire = &m.wire_name;
         let (request, widen, unpack) = match &m.shape {

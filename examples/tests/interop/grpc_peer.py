@@ -244,7 +244,8 @@ def watch(target):
 
 
 def serve(pb, pbg):
-    """A grpcio server of echo.proto's Echo (for our client): echoes, except that a
+    """A grpcio server of echo.proto's Echo and stream.proto's Streamer (for our client).
+    Echo echoes, except that a
     message `status:N` is answered with status N, `sleep` replies after 500 ms, and the
     request's `rpc-transit-tenant` metadata comes back as header `x-tenant` and trailer
     `x-tenant-trailer`; replies to a gzip request are gzip. Prints the port, then serves
@@ -268,10 +269,33 @@ def serve(pb, pbg):
                 time.sleep(0.5)
             return pb.EchoReply(msg=m)
 
-    server = grpc.server(futures.ThreadPoolExecutor(8),
+    import stream_pb2 as spb
+    import stream_pb2_grpc
+
+    class Streamer(stream_pb2_grpc.StreamerServicer):
+        def Repeat(self, request, context):
+            if request.count < 0:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"count must not be negative, not {request.count}")
+            for _ in range(request.count):
+                yield spb.Chunk(msg=request.msg)
+
+        def Concat(self, request_iterator, context):
+            return spb.Chunk(msg=b"".join(c.msg for c in request_iterator))
+
+        def Chat(self, request_iterator, context):
+            for c in request_iterator:
+                yield c
+
+        def Sleep(self, request, context):
+            time.sleep(request.ms / 1000)
+            return spb.Chunk(msg=request.msg)
+
+    server = grpc.server(futures.ThreadPoolExecutor(32),
                          options=[("grpc.max_receive_message_length", 16 << 20),
                                   ("grpc.max_send_message_length", 16 << 20)])
     pbg.add_EchoServicer_to_server(Echo(), server)
+    stream_pb2_grpc.add_StreamerServicer_to_server(Streamer(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(f"port {port}", flush=True)

@@ -175,6 +175,52 @@ impl Channel {
         }
     }
 
+    /// Opens a streaming gRPC call on one of the channel's connections: `encode` writes
+    /// its request frame (method and metadata, no message); its replies and end go to
+    /// `shared`. The core it runs on, for the handle's requests.
+    pub(crate) fn open_stream(
+        &self,
+        encode: Encode,
+        timeout: Option<Duration>,
+        shared: Arc<super::stream::Shared>,
+    ) -> usize {
+        let inner = self.inner.clone();
+        let slot = inner.next.fetch_add(1, Ordering::Relaxed) % inner.slots.len();
+        let core = slot % inner.rt.cores().max(1);
+        let failed = shared.clone();
+        let spawned = self.inner.rt.spawn(core, move |c: &mut Core| {
+            let id = match inner.connection(c, slot) {
+                Ok(id) => id,
+                Err(e) => return shared.end(Err(CallError::Connect(e))),
+            };
+            let mut args = Some((encode, shared));
+            let r = c.with_handler::<ClientConn, _>(id, |h, conn| {
+                let (encode, shared) = args.take().expect("called once");
+                let end = shared.clone();
+                if let Err(e) = h.open_stream(conn, encode, timeout, shared) {
+                    end.end(Err(e));
+                }
+            });
+            if r.is_none() {
+                if let Some((_, shared)) = args {
+                    shared.end(Err(CallError::Connect(std::io::Error::new(
+                        std::io::ErrorKind::NotConnected,
+                        "the connection closed before the call was sent",
+                    ))));
+                }
+            }
+        });
+        if spawned.is_err() {
+            failed.end(Err(CallError::RuntimeStopped));
+        }
+        core
+    }
+
+    /// The runtime the channel's connections run on.
+    pub(crate) fn runtime(&self) -> &RuntimeHandle {
+        &self.inner.rt
+    }
+
     fn dispatch(&self, encode: Encode, timeout: Option<Duration>, done: Option<Done>) {
         let inner = self.inner.clone();
         let slot = inner.next.fetch_add(1, Ordering::Relaxed) % inner.slots.len();

@@ -8,7 +8,8 @@ use bytes::{Bytes, BytesMut};
 use netpoll::{CloseReason, Conn, Core, Handler, Input, TimerId};
 
 use super::framing::{ReplyFraming, ReplySplit};
-use super::grpc::H2Client;
+use super::grpc::{H2Client, STREAM_TIMER};
+use super::stream::{Op, Shared};
 use crate::CallError;
 
 /// Writes one request frame carrying the given sequence id into a connection's output, or
@@ -77,7 +78,43 @@ impl ClientConn {
     /// Takes no new calls; closes once the calls in flight are answered.
     pub(crate) fn retire(&mut self, conn: &mut Conn<'_>) {
         self.retiring = true;
-        if self.pending.is_empty() {
+        if self.idle() {
+            conn.close();
+        }
+    }
+
+    /// Whether no call (and no gRPC stream) is in flight.
+    fn idle(&self) -> bool {
+        self.pending.is_empty() && self.h2.as_ref().is_none_or(|h| h.no_streams())
+    }
+
+    /// Opens a streaming gRPC call, whose request frame `encode` writes (with no
+    /// message); its replies and its end go to `shared`.
+    pub(crate) fn open_stream(
+        &mut self,
+        conn: &mut Conn<'_>,
+        encode: Encode,
+        timeout: Option<Duration>,
+        shared: std::sync::Arc<Shared>,
+    ) -> Result<(), CallError> {
+        let Some(h2) = self.h2.as_deref_mut() else {
+            return Err(CallError::Protocol(crate::reason(
+                "streaming calls need the gRPC transport",
+            )));
+        };
+        let mut frame = BytesMut::new();
+        encode(&mut frame, 0)?;
+        self.last_active = conn.now();
+        h2.open_stream(conn, frame.freeze(), timeout, shared)
+    }
+
+    /// What a streaming call's handle asks of its stream.
+    pub(crate) fn stream_op(&mut self, conn: &mut Conn<'_>, stream: u32, op: Op) {
+        self.last_active = conn.now();
+        if let Some(h2) = self.h2.as_deref_mut() {
+            h2.stream_op(conn, stream, op);
+        }
+        if self.retiring && self.idle() {
             conn.close();
         }
     }
@@ -217,6 +254,9 @@ impl Drop for ClientConn {
     /// or a callback panicked and the connection was aborted): they fail now instead of
     /// waiting forever.
     fn drop(&mut self) {
+        if let Some(h2) = self.h2.as_deref_mut() {
+            h2.close_streams(&crate::reason("the connection's handler was torn down"));
+        }
         self.fail_all(None, || {
             CallError::ConnectionLost(crate::reason("the connection's handler was torn down"))
         });
@@ -252,7 +292,7 @@ impl ClientConn {
             conn.close();
             return;
         }
-        if self.retiring && self.pending.is_empty() {
+        if self.retiring && self.idle() {
             conn.close();
         }
     }
@@ -306,10 +346,19 @@ impl Handler for ClientConn {
     }
 
     fn on_timer(&mut self, conn: &mut Conn<'_>, token: u64) {
+        if token != IDLE_TOKEN && token & STREAM_TIMER != 0 {
+            if let Some(h2) = self.h2.as_deref_mut() {
+                h2.stream_deadline(conn, token as u32);
+            }
+            if self.retiring && self.idle() {
+                conn.close();
+            }
+            return;
+        }
         if token == IDLE_TOKEN {
             let Some(t) = self.idle_timeout else { return };
             let idle = conn.now().saturating_duration_since(self.last_active);
-            if self.pending.is_empty() && idle >= t {
+            if self.idle() && idle >= t {
                 tracing::debug!(idle = ?idle, "closing an idle client connection");
                 self.retiring = true;
                 conn.close();
@@ -343,12 +392,15 @@ impl Handler for ClientConn {
 
     fn on_shutdown(&mut self, conn: &mut Conn<'_>) {
         // Calls in flight may still complete before the runtime's deadline.
-        if self.pending.is_empty() {
+        if self.idle() {
             conn.close();
         }
     }
 
     fn on_close(&mut self, core: &mut Core, reason: CloseReason) {
+        if let Some(h2) = self.h2.as_deref_mut() {
+            h2.close_streams(&crate::reason(format!("the connection closed: {reason}")));
+        }
         match reason {
             CloseReason::ConnectFailed(e) => {
                 let (kind, shared) = (e.kind(), Arc::new(e));
@@ -380,4 +432,10 @@ impl Handler for ClientConn {
             }
         }
     }
+}
+
+/// Hands a streaming call's request to its connection (the [`OpFn`](super::stream::OpFn)
+/// of client streams).
+pub(crate) fn stream_op(core: &mut Core, conn: netpoll::ConnId, stream: u32, op: Op) {
+    core.with_handler::<ClientConn, _>(conn, |h, c| h.stream_op(c, stream, op));
 }

@@ -16,6 +16,7 @@
 //! as never sent (so they are retried elsewhere); PING and SETTINGS are answered.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -26,7 +27,11 @@ use netpoll_codec::h2::{grpc, hpack};
 use netpoll_codec::thrift::MessageType;
 use netpoll_codec::ByteString;
 
+use super::stream::{Op, Shared, RECV_QUEUE};
 use crate::{CallError, ErrorKind};
+
+/// Timer tokens of streaming calls' deadlines: this bit, and the stream id.
+pub(crate) const STREAM_TIMER: u64 = 1 << 40;
 
 /// The per-stream receive window we advertise.
 const STREAM_WINDOW: u32 = 1 << 20;
@@ -52,8 +57,19 @@ pub struct GrpcTarget {
 struct Stream {
     seq: i32,
     method: ByteString,
-    /// Request DATA not sent yet (the last of it ends our side).
-    out: Bytes,
+    /// Request DATA not sent yet.
+    out: BytesMut,
+    /// Our side ends once `out` is sent.
+    close: bool,
+    /// END_STREAM went out.
+    closed: bool,
+    /// A streaming call's handle: replies go to it, and so does the end.
+    shared: Option<Arc<Shared>>,
+    /// Bytes of replies read but not credited back to the server (a streaming call's
+    /// reader is behind).
+    uncredited: u32,
+    /// A streaming call's deadline.
+    timer: Option<netpoll::TimerId>,
     send_window: i64,
     /// Waiting for window (listed in `blocked`).
     blocked: bool,
@@ -140,6 +156,11 @@ impl H2Client {
         }
     }
 
+    /// Whether no call is in flight or waiting.
+    pub(crate) fn no_streams(&self) -> bool {
+        self.streams.is_empty() && self.waiting.is_empty()
+    }
+
     /// Whether the server said it takes no new streams.
     pub(crate) fn going_away(&self) -> bool {
         self.goaway.is_some()
@@ -187,13 +208,15 @@ impl H2Client {
         self.open(conn, seq, frame, timeout)
     }
 
-    fn open(
+    /// A new stream's id, and its HEADERS from a call's TTHeader frame: the method, and
+    /// the request message.
+    #[allow(clippy::type_complexity)]
+    fn request(
         &mut self,
         conn: &mut Conn<'_>,
-        seq: i32,
         frame: Bytes,
         timeout: Option<Duration>,
-    ) -> Result<(), CallError> {
+    ) -> Result<(u32, ByteString, Bytes), CallError> {
         let bad = |e: &dyn std::fmt::Display| CallError::Protocol(crate::reason(e.to_string()));
         let tt = TTHeader::parse(frame).map_err(|e| bad(&e))?;
         let (header, body) = KitexPbHeader::parse_message(tt.message()).map_err(|e| bad(&e))?;
@@ -227,63 +250,198 @@ impl H2Client {
             }
         }
         h2f::write_headers(conn.output(), id, &block, false, self.peer_max_frame);
+        Ok((id, header.method, body))
+    }
+
+    fn new_stream(&self, seq: i32, method: ByteString, out: BytesMut, close: bool) -> Stream {
+        Stream {
+            seq,
+            method,
+            out,
+            close,
+            closed: false,
+            shared: None,
+            uncredited: 0,
+            timer: None,
+            send_window: self.peer_initial_window,
+            blocked: false,
+            headers: false,
+            gzip: false,
+            body: BytesMut::new(),
+            unacked: 0,
+            meta: Vec::new(),
+            status: None,
+            message: String::new(),
+            http_status: None,
+        }
+    }
+
+    fn open(
+        &mut self,
+        conn: &mut Conn<'_>,
+        seq: i32,
+        frame: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<(), CallError> {
+        let (id, method, body) = self.request(conn, frame, timeout)?;
         let mut data = BytesMut::with_capacity(grpc::PREFIX_LEN + body.len());
         grpc::write_prefix(&mut data, false, body.len());
         data.extend_from_slice(&body);
-        self.streams.insert(
-            id,
-            Stream {
-                seq,
-                method: header.method,
-                out: data.freeze(),
-                send_window: self.peer_initial_window,
-                blocked: false,
-                headers: false,
-                gzip: false,
-                body: BytesMut::new(),
-                unacked: 0,
-                meta: Vec::new(),
-                status: None,
-                message: String::new(),
-                http_status: None,
-            },
-        );
+        let stream = self.new_stream(seq, method, data, true);
+        self.streams.insert(id, stream);
         self.by_seq.insert(seq, id);
         self.flush(conn, id);
         Ok(())
     }
 
-    /// Sends as much of a stream's request as the windows allow.
+    /// Opens a streaming call (its TTHeader frame carries the method and metadata, and no
+    /// message): its replies go to `shared`, which learns the stream's id.
+    pub(crate) fn open_stream(
+        &mut self,
+        conn: &mut Conn<'_>,
+        frame: Bytes,
+        timeout: Option<Duration>,
+        shared: Arc<Shared>,
+    ) -> Result<(), CallError> {
+        self.start(conn.output());
+        if self.goaway.is_some() {
+            return Err(not_taken("the server is going away"));
+        }
+        if self.streams.len() >= self.peer_max_streams {
+            return Err(not_taken(
+                "the server allows no more streams on the connection",
+            ));
+        }
+        let (id, method, _) = self.request(conn, frame, timeout)?;
+        let mut stream = self.new_stream(-1, method, BytesMut::new(), false);
+        if let Some(t) = timeout {
+            stream.timer = Some(conn.set_timer(conn.now() + t, STREAM_TIMER | u64::from(id)));
+        }
+        shared.state.lock().unwrap_or_else(|p| p.into_inner()).at = Some((conn.id(), id));
+        stream.shared = Some(shared);
+        self.streams.insert(id, stream);
+        Ok(())
+    }
+
+    /// What a streaming call's handle asks.
+    pub(crate) fn stream_op(&mut self, conn: &mut Conn<'_>, id: u32, op: Op) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        match op {
+            Op::Send(m) => {
+                if s.close {
+                    // Sent after our end: dropped (the handle stops waiting for it).
+                    if let Some(sh) = &s.shared {
+                        let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
+                        st.queued = st.queued.saturating_sub(m.len());
+                    }
+                    return;
+                }
+                s.out.extend_from_slice(&m);
+                self.flush(conn, id);
+            }
+            Op::Close => {
+                s.close = true;
+                self.flush(conn, id);
+            }
+            Op::Credit => {
+                let shared = s.shared.clone();
+                let behind = shared.as_ref().is_some_and(|sh| {
+                    sh.state
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .inbox_bytes
+                        >= RECV_QUEUE
+                });
+                if !behind && s.uncredited > 0 {
+                    s.unacked += std::mem::take(&mut s.uncredited);
+                    if let Some(sh) = shared {
+                        sh.state
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .uncredited = 0;
+                    }
+                    self.top_up_stream(conn, id);
+                }
+            }
+            Op::Cancel => {
+                self.end(conn, id, code::CANCEL);
+            }
+        }
+    }
+
+    /// A streaming call's deadline passed.
+    pub(crate) fn stream_deadline(&mut self, conn: &mut Conn<'_>, id: u32) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.timer = None;
+            if let Some(sh) = &s.shared {
+                sh.end(Err(CallError::Timeout));
+            }
+            self.end(conn, id, code::CANCEL);
+        }
+    }
+
+    /// Tops a stream's receive window up once half of it was used.
+    fn top_up_stream(&mut self, conn: &mut Conn<'_>, id: u32) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            if s.unacked >= STREAM_WINDOW / 2 {
+                h2f::write_window_update(conn.output(), id, s.unacked);
+                s.unacked = 0;
+            }
+        }
+    }
+
+    /// The connection is gone: every streaming call ends with `why`.
+    pub(crate) fn close_streams(&mut self, why: &crate::Cause) {
+        for (_, s) in self.streams.drain() {
+            if let Some(sh) = s.shared {
+                sh.end(Err(CallError::ConnectionLost(why.clone())));
+            }
+        }
+    }
+
+    /// Sends as much of a stream's request as the windows allow, and ends our side once
+    /// it is all sent and the end was asked for.
     fn flush(&mut self, conn: &mut Conn<'_>, id: u32) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        if s.out.is_empty() {
-            return; // sent whole already
+        if s.closed {
+            return;
         }
         let out = conn.output();
-        loop {
+        let before = s.out.len();
+        while !s.out.is_empty() {
             let room = self
                 .conn_send_window
                 .min(s.send_window)
                 .min(self.peer_max_frame as i64);
-            if room <= 0 && !s.out.is_empty() {
+            if room <= 0 {
                 if !s.blocked {
                     s.blocked = true;
                     self.blocked.push(id);
                 }
-                return;
+                break;
             }
-            let n = (room.max(0) as usize).min(s.out.len());
-            let last = n == s.out.len();
+            let n = (room as usize).min(s.out.len());
+            let last = n == s.out.len() && s.close;
             h2f::write_data(out, id, &s.out[..n], last);
-            s.out.advance(n);
+            let _ = s.out.split_to(n);
             self.conn_send_window -= n as i64;
             s.send_window -= n as i64;
-            if last {
-                s.out = Bytes::new();
-                return;
-            }
+            s.closed = last;
+        }
+        if s.out.is_empty() && s.close && !s.closed {
+            h2f::write_data(out, id, &[], true);
+            s.closed = true;
+        }
+        let sent = before - s.out.len();
+        if let (Some(sh), true) = (&s.shared, sent > 0) {
+            let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.queued = st.queued.saturating_sub(sent);
+            drop(st);
+            sh.cond.notify_all();
         }
     }
 
@@ -423,7 +581,7 @@ impl H2Client {
                     .map_err(|_| conn_err(code::PROTOCOL_ERROR, "bad HEADERS padding"))?;
                 let end = h.has(flag::END_STREAM);
                 if h.has(flag::END_HEADERS) {
-                    self.headers(h.stream, end, &block, done)?;
+                    self.headers(conn, h.stream, end, &block, done)?;
                 } else {
                     self.continuation = Some((h.stream, end, BytesMut::from(&block[..])));
                 }
@@ -440,7 +598,7 @@ impl H2Client {
                 }
                 block.extend_from_slice(&payload);
                 if h.has(flag::END_HEADERS) {
-                    self.headers(stream, end, &block, done)?;
+                    self.headers(conn, stream, end, &block, done)?;
                 } else {
                     self.continuation = Some((stream, end, block));
                 }
@@ -460,6 +618,10 @@ impl H2Client {
                 let Some(s) = self.streams.get_mut(&h.stream) else {
                     return Ok(()); // a stream we cancelled
                 };
+                if s.shared.is_some() {
+                    self.stream_data(conn, h.stream, &data, len, h.has(flag::END_STREAM));
+                    return Ok(());
+                }
                 if s.body.len() + data.len() > max {
                     let seq = s.seq;
                     self.end(conn, h.stream, code::CANCEL);
@@ -492,6 +654,9 @@ impl H2Client {
                     .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad RST_STREAM"))?;
                 if let Some(s) = self.streams.remove(&h.stream) {
                     self.by_seq.remove(&s.seq);
+                    if let Some(t) = s.timer {
+                        conn.cancel_timer(t);
+                    }
                     let e = if code == code::REFUSED_STREAM {
                         not_taken("the server refused the stream")
                     } else {
@@ -499,7 +664,10 @@ impl H2Client {
                             "the server reset the call's stream (HTTP/2 error {code})"
                         )))
                     };
-                    done.push((s.seq, Err(e)));
+                    match s.shared {
+                        Some(sh) => sh.end(Err(e)),
+                        None => done.push((s.seq, Err(e))),
+                    }
                 }
             }
             kind::GOAWAY => {
@@ -519,10 +687,11 @@ impl H2Client {
                 for id in dropped {
                     if let Some(s) = self.streams.remove(&id) {
                         self.by_seq.remove(&s.seq);
-                        done.push((
-                            s.seq,
-                            Err(not_taken("the server went away before taking the call")),
-                        ));
+                        let e = not_taken("the server went away before taking the call");
+                        match s.shared {
+                            Some(sh) => sh.end(Err(e)),
+                            None => done.push((s.seq, Err(e))),
+                        }
                     }
                 }
                 for w in self.waiting.drain(..) {
@@ -543,6 +712,7 @@ impl H2Client {
     /// A whole header block: the response's headers, or its trailers (which end it).
     fn headers(
         &mut self,
+        conn: &mut Conn<'_>,
         id: u32,
         end: bool,
         block: &[u8],
@@ -577,6 +747,33 @@ impl H2Client {
         }
         let s = self.streams.remove(&id).expect("looked up above");
         self.by_seq.remove(&s.seq);
+        if let Some(t) = s.timer {
+            conn.cancel_timer(t);
+        }
+        if let Some(sh) = &s.shared {
+            let result = if s.http_status != Some(200) {
+                Err(CallError::Protocol(crate::reason(format!(
+                    "HTTP status {:?}, not 200: not a gRPC server",
+                    s.http_status
+                ))))
+            } else {
+                match s.status {
+                    Some(0) if s.body.is_empty() => Ok(()),
+                    Some(0) => Err(CallError::Protocol(crate::reason(
+                        "the stream ended inside a message",
+                    ))),
+                    Some(code) => Err(CallError::Status(crate::status::from_grpc(
+                        code,
+                        s.message.clone(),
+                    ))),
+                    None => Err(CallError::Protocol(crate::reason(
+                        "the response has no grpc-status",
+                    ))),
+                }
+            };
+            sh.end(result);
+            return Ok(());
+        }
         let seq = s.seq;
         done.push((seq, self.reply(s)));
         Ok(())
@@ -664,13 +861,82 @@ impl H2Client {
         Ok(out.freeze())
     }
 
-    /// Forgets a stream, resetting it with `code` unless it ended cleanly.
+    /// Forgets a stream, resetting it with `code` unless it ended cleanly. A streaming
+    /// call's handle not told yet is told it was cancelled.
     fn end(&mut self, conn: &mut Conn<'_>, id: u32, reset: u32) {
         if let Some(s) = self.streams.remove(&id) {
             self.by_seq.remove(&s.seq);
             if reset != code::NO_ERROR {
                 h2f::write_rst_stream(conn.output(), id, reset);
             }
+            if let Some(t) = s.timer {
+                conn.cancel_timer(t);
+            }
+            if let Some(sh) = s.shared {
+                sh.end(Err(CallError::Status(crate::Status::new(
+                    ErrorKind::Cancelled,
+                    "the stream was reset",
+                ))));
+            }
+        }
+    }
+
+    /// DATA of a streaming call: its whole messages go to the reader; the window is
+    /// credited back at once while the reader keeps up, and as it reads otherwise.
+    fn stream_data(&mut self, conn: &mut Conn<'_>, id: u32, data: &[u8], len: u32, end: bool) {
+        let max = self.target.max_message;
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let Some(sh) = s.shared.clone() else {
+            return;
+        };
+        s.body.extend_from_slice(data);
+        let mut failure = None;
+        let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match grpc::message(&s.body, max) {
+                Ok(grpc::Message::Whole { compressed, len }) => {
+                    let mut m = s.body.split_to(grpc::PREFIX_LEN + len).freeze();
+                    m.advance(grpc::PREFIX_LEN);
+                    if compressed {
+                        match (s.gzip, grpc::gunzip(&m, max)) {
+                            (true, Ok(plain)) => m = plain.into(),
+                            _ => {
+                                failure = Some("a compressed reply that does not gunzip");
+                                break;
+                            }
+                        }
+                    }
+                    st.inbox_bytes += m.len();
+                    st.inbox.push_back(m);
+                }
+                Ok(grpc::Message::NeedMore(_)) => break,
+                Err(_) => {
+                    failure = Some("a reply message over the limit, or a bad prefix");
+                    break;
+                }
+            }
+        }
+        if st.inbox_bytes < RECV_QUEUE {
+            s.unacked += len + std::mem::take(&mut s.uncredited);
+            st.uncredited = 0;
+        } else {
+            s.uncredited += len;
+            st.uncredited = s.uncredited;
+        }
+        drop(st);
+        sh.cond.notify_all();
+        if let Some(why) = failure {
+            sh.end(Err(CallError::Protocol(crate::reason(why))));
+            self.end(conn, id, code::CANCEL);
+        } else if end {
+            sh.end(Err(CallError::Protocol(crate::reason(
+                "the response ended without gRPC trailers",
+            ))));
+            self.end(conn, id, code::NO_ERROR);
+        } else {
+            self.top_up_stream(conn, id);
         }
     }
 

@@ -18,7 +18,7 @@ use prost::Message as _;
 
 use super::cluster::{Cluster, ClusterConfig};
 use super::policy::{self, Breaker, BreakerConfig, RetryBudget, RetryPolicy};
-use super::{ChannelConfig, KitexPbFraming, ReplyFraming, ThriftFraming};
+use super::{ChannelConfig, ClientStream, KitexPbFraming, ReplyFraming, ThriftFraming};
 use crate::balance::P2c;
 use crate::discovery::{LoadBalancer, Resolver, StaticResolver};
 use crate::trace::TraceContext;
@@ -345,6 +345,7 @@ impl ClientBuilder {
                 transport,
                 payload,
                 split,
+                grpc: self.transport == ClientTransport::Grpc,
                 service: ByteString::from_static(service),
                 caller: self.caller,
                 max_frame: self.max_frame,
@@ -436,6 +437,8 @@ struct BaseInner {
     transport: Transport,
     payload: Payload,
     split: Protocol,
+    /// Calls go over gRPC.
+    grpc: bool,
     service: ByteString,
     caller: Arc<str>,
     max_frame: usize,
@@ -1045,6 +1048,56 @@ impl<C: PayloadCodec> Client<C> {
         args: A,
     ) -> CallFuture<R> {
         CallFuture::start(|completer| self.call_with(method, args, move |r| completer.complete(r)))
+    }
+
+    /// Opens a streaming call of `method` (gRPC only): send its requests and read its
+    /// replies through the handle, from any thread but a netpoll core. The stream goes to
+    /// one instance, picked by the balancer; its deadline is the client's timeout, sent
+    /// as `grpc-timeout` and enforced here too. Generated clients call this for methods
+    /// that stream.
+    pub fn stream<Req, Resp>(
+        &self,
+        method: &'static str,
+    ) -> Result<ClientStream<Req, Resp>, CallError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let inner = &self.base.inner;
+        if !inner.grpc {
+            return Err(CallError::Protocol(crate::reason(
+                "streaming calls need the gRPC transport (ClientBuilder::grpc)",
+            )));
+        }
+        // The handle's headers and the trace context travel; middlewares follow unary
+        // calls only, so far.
+        let mut meta = self.base.headers.as_deref().cloned().unwrap_or_default();
+        if let Some(parent) = &self.base.trace {
+            inject(&mut meta, parent);
+        }
+        let snap = inner.cluster.snapshot();
+        let info = self.base.info(method, None);
+        let Some(i) = snap.pick(&info, self.base.key, &[]) else {
+            return Err(CallError::NoInstance(crate::reason(format!(
+                "no instance of {} can take the stream",
+                inner.cluster.service
+            ))));
+        };
+        let channel = snap.endpoints[i].channel.clone();
+        let timeout = self.base.timeout;
+        let encode = self
+            .base
+            .encoder(method, MessageType::Call, meta, timeout, |env, out, h| {
+                wire::write_pb(env, out, MessageType::Call, &(), h)
+            });
+        let shared = Arc::new(super::stream::Shared::default());
+        let core = channel.open_stream(Box::new(encode), timeout, shared.clone());
+        Ok(ClientStream::new(
+            shared,
+            channel.runtime().clone(),
+            core,
+            super::conn::stream_op,
+        ))
     }
 
     /// Sends a oneway call: nothing comes back.

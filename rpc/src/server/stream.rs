@@ -107,7 +107,7 @@ impl<Resp: prost::Message> Outbound<'_, Resp> {
         let Some(queue) = self.raw.queue() else {
             return false;
         };
-        let n = frame_message(msg, gzip, queue);
+        let n = crate::wire::frame_grpc_message(msg, gzip, queue);
         self.raw.queued(n)
     }
 }
@@ -139,28 +139,6 @@ impl<Resp> Outbound<'_, Resp> {
             _resp: PhantomData,
         }
     }
-}
-
-/// Appends `msg` behind its gRPC prefix, gzip-compressed if `gzip`; the bytes appended.
-fn frame_message<M: prost::Message>(msg: &M, gzip: bool, out: &mut BytesMut) -> usize {
-    use netpoll_codec::h2::grpc;
-    let len = msg.encoded_len();
-    if gzip {
-        let mut plain = Vec::with_capacity(len);
-        // A Vec grows as needed: encoding cannot fail.
-        let _ = msg.encode(&mut plain);
-        let mut z = Vec::new();
-        grpc::gzip(&plain, &mut z);
-        out.reserve(grpc::PREFIX_LEN + z.len());
-        grpc::write_prefix(out, true, z.len());
-        out.extend_from_slice(&z);
-        return grpc::PREFIX_LEN + z.len();
-    }
-    out.reserve(grpc::PREFIX_LEN + len);
-    grpc::write_prefix(out, false, len);
-    // The buffer has room for the whole message, reserved above.
-    let _ = msg.encode(out);
-    grpc::PREFIX_LEN + len
 }
 
 /// What a [`StreamSender`] hands its stream's core.
@@ -221,7 +199,7 @@ impl<Resp: prost::Message> StreamSender<Resp> {
             return false;
         }
         let mut buf = BytesMut::new();
-        frame_message(msg, self.remote.gzip, &mut buf);
+        crate::wire::frame_grpc_message(msg, self.remote.gzip, &mut buf);
         self.post(Push::Message(buf.freeze()))
     }
 }

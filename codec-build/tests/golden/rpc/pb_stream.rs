@@ -210,6 +210,40 @@ impl StreamerClient {
     pub fn with_key(&self, key: u64) -> Self {
         Self(self.0.with_key(key))
     }
+    ///  Server streaming: `count` replies, each carrying `msg`.
+    /// Calls `Streamer.Repeat` over gRPC: sends `req`, then read the replies with `recv` (from any thread but a netpoll core).
+    pub fn repeat(
+        &self,
+        req: RepeatRequest,
+    ) -> ::std::result::Result<
+        ::netpoll_rpc::client::ClientStream<RepeatRequest, Chunk>,
+        ::netpoll_rpc::CallError,
+    > {
+        let s = self.0.stream("Repeat")?;
+        s.send(&req)?;
+        s.close_send();
+        ::std::result::Result::Ok(s)
+    }
+    ///  Client streaming: one reply, every received `msg` concatenated in order.
+    /// Opens `Streamer.Concat` over gRPC: `send` the requests, `close_send`, and `recv` the replies (or `finish` for the one reply of client streaming).
+    pub fn concat(
+        &self,
+    ) -> ::std::result::Result<
+        ::netpoll_rpc::client::ClientStream<Chunk, Chunk>,
+        ::netpoll_rpc::CallError,
+    > {
+        self.0.stream("Concat")
+    }
+    ///  Bidirectional: each received `msg` echoed back as soon as it arrives.
+    /// Opens `Streamer.Chat` over gRPC: `send` the requests, `close_send`, and `recv` the replies (or `finish` for the one reply of client streaming).
+    pub fn chat(
+        &self,
+    ) -> ::std::result::Result<
+        ::netpoll_rpc::client::ClientStream<Chunk, Chunk>,
+        ::netpoll_rpc::CallError,
+    > {
+        self.0.stream("Chat")
+    }
     ///  Unary: replies with `msg` after `ms` milliseconds, without blocking its core.
     /// Calls `Streamer.Sleep` and waits for its result.
     pub fn sleep(

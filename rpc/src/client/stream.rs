@@ -1,0 +1,242 @@
+//! Streaming gRPC calls on the client: [`ClientStream`], a handle usable from any thread
+//! (not from a netpoll core: its calls block), over one HTTP/2 stream that lives on the
+//! core owning its connection.
+//!
+//! Both directions apply back-pressure. [`send`](ClientStream::send) blocks while the
+//! stream has more than [`SEND_QUEUE`] bytes the server's windows have not let out yet;
+//! replies wait in the handle (at most [`RECV_QUEUE`] bytes and one message) and the
+//! stream's receive window is credited back only as [`recv`](ClientStream::recv) takes
+//! them, so a slow reader slows the server instead of filling memory.
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use netpoll::{ConnId, Core, RuntimeHandle};
+
+use crate::CallError;
+
+/// Bytes a stream's sender may have queued before [`ClientStream::send`] waits.
+pub const SEND_QUEUE: usize = 256 * 1024;
+
+/// Reply bytes a stream holds for its reader before it stops crediting the server.
+pub const RECV_QUEUE: usize = 1 << 20;
+
+/// What the handle and the connection's core share of one stream.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub(crate) state: Mutex<State>,
+    pub(crate) cond: Condvar,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// Where the stream lives, once opened: its connection and stream id.
+    pub(crate) at: Option<(ConnId, u32)>,
+    /// Replies not read yet (whole messages, inflated).
+    pub(crate) inbox: VecDeque<Bytes>,
+    pub(crate) inbox_bytes: usize,
+    /// Bytes received and not credited back to the server, waiting for the reader.
+    pub(crate) uncredited: u32,
+    /// Request bytes handed to the core and not sent yet.
+    pub(crate) queued: usize,
+    /// How the stream ended: OK, or why not.
+    pub(crate) end: Option<Result<(), CallError>>,
+}
+
+impl Shared {
+    /// Ends the stream (only the first end counts) and wakes its handle.
+    pub(crate) fn end(&self, result: Result<(), CallError>) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.end.is_none() {
+            s.end = Some(result);
+        }
+        drop(s);
+        self.cond.notify_all();
+    }
+}
+
+/// What a handle asks of its stream's core.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// A framed message (prefix included).
+    Send(Bytes),
+    /// Our side is done.
+    Close,
+    /// The reader took messages: credit the server.
+    Credit,
+    /// Give up on the stream.
+    Cancel,
+}
+
+/// Hands an [`Op`] to the stream on its connection; supplied by the channel.
+pub(crate) type OpFn = fn(&mut Core, ConnId, u32, Op);
+
+/// A streaming call: send requests, then read replies (or both at once, from two
+/// threads: the handle is `Sync`). Dropping it before the stream ended cancels it.
+pub struct ClientStream<Req, Resp> {
+    shared: Arc<Shared>,
+    rt: RuntimeHandle,
+    core: usize,
+    op: OpFn,
+    _types: PhantomData<fn(&Req) -> Resp>,
+}
+
+impl<Req, Resp> std::fmt::Debug for ClientStream<Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        f.debug_struct("ClientStream")
+            .field("at", &s.at)
+            .field("ended", &s.end.is_some())
+            .finish()
+    }
+}
+
+impl<Req, Resp> ClientStream<Req, Resp> {
+    pub(crate) fn new(shared: Arc<Shared>, rt: RuntimeHandle, core: usize, op: OpFn) -> Self {
+        ClientStream {
+            shared,
+            rt,
+            core,
+            op,
+            _types: PhantomData,
+        }
+    }
+
+    fn post(&self, op: Op) -> bool {
+        let (shared, f) = (self.shared.clone(), self.op);
+        self.rt
+            .spawn(self.core, move |core| {
+                let at = shared.state.lock().unwrap_or_else(|p| p.into_inner()).at;
+                if let Some((conn, stream)) = at {
+                    f(core, conn, stream, op);
+                }
+            })
+            .is_ok()
+    }
+
+    /// Ends our side: the server sees the end of the requests.
+    pub fn close_send(&self) {
+        self.post(Op::Close);
+    }
+
+    /// Gives up on the call: the stream is reset, and [`recv`](Self::recv) says
+    /// cancelled.
+    pub fn cancel(&self) {
+        self.post(Op::Cancel);
+        self.shared.end(Err(CallError::Status(crate::Status::new(
+            crate::ErrorKind::Cancelled,
+            "cancelled by the client",
+        ))));
+    }
+
+    /// Whether the stream has ended (all replies may not have been read yet).
+    pub fn is_ended(&self) -> bool {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .end
+            .is_some()
+    }
+}
+
+fn on_core() -> Result<(), CallError> {
+    if netpoll::current_core().is_some() {
+        return Err(CallError::WouldBlockCore);
+    }
+    Ok(())
+}
+
+impl<Req: prost::Message, Resp: prost::Message + Default> ClientStream<Req, Resp> {
+    /// Sends `msg`, waiting while the stream has [`SEND_QUEUE`] bytes not yet sent. Fails
+    /// once the stream has ended (read the reason with [`recv`](Self::recv)).
+    pub fn send(&self, msg: &Req) -> Result<(), CallError> {
+        on_core()?;
+        let mut buf = BytesMut::new();
+        let n = crate::wire::frame_grpc_message(msg, false, &mut buf);
+        let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        while s.queued >= SEND_QUEUE && s.end.is_none() {
+            s = self
+                .shared
+                .cond
+                .wait_timeout(s, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if let Some(end) = &s.end {
+            return Err(match end {
+                Ok(()) => CallError::Protocol(crate::reason("the server ended the stream")),
+                Err(e) => clone_error(e),
+            });
+        }
+        s.queued += n;
+        drop(s);
+        if !self.post(Op::Send(buf.freeze())) {
+            return Err(CallError::RuntimeStopped);
+        }
+        Ok(())
+    }
+
+    /// The next reply, waiting for it: `Ok(None)` once the server ended the stream with
+    /// OK and every reply was read; the failure otherwise.
+    pub fn recv(&self) -> Result<Option<Resp>, CallError> {
+        on_core()?;
+        let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(m) = s.inbox.pop_front() {
+                s.inbox_bytes -= m.len();
+                let credit = s.uncredited > 0 && s.inbox_bytes < RECV_QUEUE / 2;
+                drop(s);
+                if credit {
+                    self.post(Op::Credit);
+                }
+                return Resp::decode(m)
+                    .map(Some)
+                    .map_err(|e| CallError::Decode(crate::cause(e)));
+            }
+            match &s.end {
+                Some(Ok(())) => return Ok(None),
+                Some(Err(e)) => return Err(clone_error(e)),
+                None => {}
+            }
+            s = self
+                .shared
+                .cond
+                .wait_timeout(s, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Ends our side and reads the one reply (client streaming).
+    pub fn finish(&self) -> Result<Resp, CallError> {
+        self.close_send();
+        match self.recv()? {
+            Some(r) => Ok(r),
+            None => Err(CallError::Protocol(crate::reason(
+                "the server ended the stream without a reply",
+            ))),
+        }
+    }
+}
+
+impl<Req, Resp> Drop for ClientStream<Req, Resp> {
+    fn drop(&mut self) {
+        if !self.is_ended() {
+            self.post(Op::Cancel);
+        }
+    }
+}
+
+/// A copy of a stream's failure for each reader (the original stays in the state).
+fn clone_error(e: &CallError) -> CallError {
+    match e {
+        CallError::Status(s) => CallError::Status(s.clone()),
+        CallError::Timeout => CallError::Timeout,
+        CallError::Application(a) => CallError::Application(a.clone()),
+        e => CallError::ConnectionLost(crate::reason(e.to_string())),
+    }
+}
