@@ -374,6 +374,19 @@ fn health_watch_streams_each_change_of_status() {
     std::thread::sleep(Duration::from_millis(100));
     health.set("other.Service", ServingStatus::NotServing); // not watched: not sent
     health.set("echo.Echo", ServingStatus::Serving);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line == "changed" {
+            break;
+        }
+    }
+    // A graceful shutdown ends the watch (it would otherwise keep the server until the
+    // end of its grace period).
+    let started = std::time::Instant::now();
+    server.shutdown(Duration::from_secs(5));
+    let took = started.elapsed();
     for line in lines {
         seen.push_str(&line.unwrap());
         seen.push('\n');
@@ -383,7 +396,7 @@ fn health_watch_streams_each_change_of_status() {
         status.success() && seen.contains("all checks passed"),
         "{seen}"
     );
-    server.shutdown(Duration::from_secs(2));
+    assert!(took < Duration::from_secs(2), "the shutdown took {took:?}");
 }
 
 #[test]
@@ -1294,4 +1307,137 @@ pub fn stream_client_checks(addr: std::net::SocketAddr) {
 fn our_streaming_client_with_our_server() {
     let server = EchoServer::start(&["--max-frame", "8388608"]);
     stream_client_checks(server.addr);
+}
+
+/// Sends `message`-sized DATA on `streams` as far as the server's windows allow (reading
+/// its WINDOW_UPDATEs), until it gives no more credit; the bytes sent.
+fn send_while_credited(
+    s: &mut TcpStream,
+    streams: &[u32],
+    chunk: &[u8],
+    buf: &mut Vec<u8>,
+    frames: &mut Vec<(h2f::FrameHeader, Vec<u8>)>,
+) -> usize {
+    let (mut conn_window, mut windows) = (65_535i64, vec![65_535i64; streams.len()]);
+    let mut seen = 0;
+    let mut sent = 0;
+    loop {
+        let mut out = BytesMut::new();
+        for (i, &id) in streams.iter().enumerate() {
+            while conn_window >= chunk.len() as i64 && windows[i] >= chunk.len() as i64 {
+                h2f::write_data(&mut out, id, chunk, false);
+                conn_window -= chunk.len() as i64;
+                windows[i] -= chunk.len() as i64;
+                sent += chunk.len();
+            }
+        }
+        s.write_all(&out).unwrap();
+        read_frames(s, buf, frames, Duration::from_millis(300));
+        let before = (conn_window, windows.clone());
+        for (h, p) in &frames[seen..] {
+            match h.kind {
+                kind::SETTINGS if !h.has(flag::ACK) => {
+                    for (id, v) in h2f::settings(p).unwrap() {
+                        if id == h2f::setting::INITIAL_WINDOW_SIZE {
+                            windows.iter_mut().for_each(|w| *w += i64::from(v) - 65_535);
+                        }
+                    }
+                }
+                kind::WINDOW_UPDATE => {
+                    let inc = i64::from(h2f::window_increment(p).unwrap());
+                    match streams.iter().position(|&id| id == h.stream) {
+                        _ if h.stream == 0 => conn_window += inc,
+                        Some(i) => windows[i] += inc,
+                        None => {}
+                    }
+                }
+                kind::GOAWAY => panic!("the connection was ended: {h:?}"),
+                _ => {}
+            }
+        }
+        seen = frames.len();
+        if before.0 == conn_window && before.1 == windows {
+            return sent;
+        }
+    }
+}
+
+#[test]
+fn partial_messages_hold_the_connection_window_and_a_truncated_one_fails() {
+    let server = EchoServer::start(&[]); // messages up to 16 MiB
+    let rss_before = server.rss_mib();
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    let mut out = BytesMut::new();
+    out.extend_from_slice(h2f::PREFACE);
+    h2f::write_settings(&mut out, &[]);
+    // Eight Chat streams, each announcing a 15 MiB message and never finishing it.
+    let streams: Vec<u32> = (0..8).map(|i| 1 + 2 * i).collect();
+    for &id in &streams {
+        h2f::write_headers(
+            &mut out,
+            id,
+            &request_block("/streamer.Streamer/Chat"),
+            false,
+            16_384,
+        );
+        let mut prefix = BytesMut::new();
+        netpoll_codec::h2::grpc::write_prefix(&mut prefix, false, 15 << 20);
+        h2f::write_data(&mut out, id, &prefix, false);
+    }
+    s.write_all(&out).unwrap();
+    let (mut buf, mut frames) = (Vec::new(), Vec::new());
+    let sent = send_while_credited(&mut s, &streams, &[7u8; 16_000], &mut buf, &mut frames);
+    // The connection window (twice the largest message and 1 MiB) holds them back.
+    assert!(
+        sent < 40 << 20,
+        "{} MiB of partial messages taken",
+        sent >> 20
+    );
+    let grew = server.rss_mib() - rss_before;
+    assert!(grew < 80.0, "the server grew by {grew:.0} MiB");
+    drop(s);
+    // A client that ends its side inside a message: INTERNAL, not a hang.
+    let mut s = raw(server.addr);
+    let mut out = BytesMut::new();
+    h2f::write_headers(
+        &mut out,
+        1,
+        &request_block("/streamer.Streamer/Concat"),
+        false,
+        16_384,
+    );
+    let mut m = BytesMut::new();
+    netpoll_codec::h2::grpc::write_prefix(&mut m, false, 100);
+    m.extend_from_slice(&[0x0a, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+    h2f::write_data(&mut out, 1, &m, true);
+    s.write_all(&out).unwrap();
+    let (mut buf, mut frames) = (Vec::new(), Vec::new());
+    for _ in 0..40 {
+        read_frames(&mut s, &mut buf, &mut frames, Duration::from_millis(50));
+        if !statuses(&frames).is_empty() {
+            break;
+        }
+    }
+    assert_eq!(statuses(&frames), vec![(1, "13".to_owned())]);
+}
+
+#[test]
+fn a_request_still_arriving_does_not_keep_an_idle_connection_open() {
+    let server = EchoServer::start(&["--idle-timeout-ms", "300"]);
+    let mut s = raw(server.addr);
+    let mut out = BytesMut::new();
+    // HEADERS of a unary call whose message never comes.
+    h2f::write_headers(
+        &mut out,
+        1,
+        &request_block("/echo.Echo/Echo"),
+        false,
+        16_384,
+    );
+    s.write_all(&out).unwrap();
+    let started = std::time::Instant::now();
+    let (frames, closed) = frames_until_close(&mut s);
+    assert!(closed, "the idle connection was not closed");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(goaway_code(&frames), Some(h2f::code::NO_ERROR));
 }

@@ -232,7 +232,9 @@ def streams(target, ca=None):
 
 def watch(target):
     """grpc.health.v1.Health/Watch of echo.Echo: SERVING first; then, once this prints
-    "watching", the test sets NOT_SERVING and then SERVING again, and each arrives."""
+    "watching", the test sets NOT_SERVING and then SERVING again, and each arrives; once
+    this prints "changed", the test shuts the server down, and the watch ends."""
+    import grpc
     ch = channel(target)
     call = ch.unary_stream("/grpc.health.v1.Health/Watch")(b"\x0a\x09echo.Echo", timeout=20)
     it = iter(call)
@@ -240,7 +242,15 @@ def watch(target):
     print("watching", flush=True)
     check("Watch sends the change to NOT_SERVING", next(it) == b"\x08\x02")
     check("Watch sends the change back to SERVING", next(it) == b"\x08\x01")
-    call.cancel()
+    print("changed", flush=True)
+    # The test now shuts the server down: NOT_SERVING, then the stream ends UNAVAILABLE.
+    check("Watch hears NOT_SERVING when the server shuts down", next(it) == b"\x08\x02")
+    try:
+        next(it)
+        check("the watch ends when the server shuts down", False, "went on")
+    except grpc.RpcError as e:
+        check("the watch ends UNAVAILABLE when the server shuts down",
+              e.code() == grpc.StatusCode.UNAVAILABLE, f"{e.code()}")
 
 
 def serve(pb, pbg):

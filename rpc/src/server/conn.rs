@@ -610,6 +610,8 @@ impl ServerConn {
             h2.served(conn, call.stream, call.timeout.map(|t| call.arrived + t));
         }
         h2.ready = ready;
+        // Streams opened above may have taken what arrived with them.
+        h2.settle(conn);
         if let Err(e) = read {
             h2.go_away(conn, &e);
             self.grpc = Some(h2);
@@ -719,7 +721,7 @@ impl Handler for ServerConn {
                 // Open gRPC streams count as calls in flight.
                 let busy = self.deferred.all > 0
                     || self.order.in_flight() > 0
-                    || self.grpc.as_ref().is_some_and(|h| !h.idle());
+                    || self.grpc.as_ref().is_some_and(|h| h.serving());
                 if !busy && now >= self.last_active + idle {
                     if let Some(h2) = self.grpc.as_deref_mut() {
                         h2.shutdown(conn); // GOAWAY first: a call racing the close is retried

@@ -48,7 +48,7 @@ const CONN_QUEUE: usize = 1 << 20;
 const OUTPUT_HIGH: usize = 4 << 20;
 
 /// How soon replies held back by a full output are retried.
-const FLUSH_RETRY: Duration = Duration::from_millis(1);
+const FLUSH_RETRY: Duration = Duration::from_millis(5);
 
 /// The custom transport number gRPC calls carry in their envelope.
 pub(crate) const GRPC_TRANSPORT: u16 = u16::MAX;
@@ -107,8 +107,12 @@ struct Stream {
     /// Bytes received on it since its window was last topped up.
     unacked: u32,
     /// Bytes of its request held in `data` (given back to the connection window when
-    /// they leave it).
+    /// they leave it). For a client- or bidirectional-streaming call: bytes not yet
+    /// credited to the stream's window.
     buffered: u32,
+    /// For a client- or bidirectional-streaming call: bytes held in `data` not yet
+    /// credited to the connection window (what a partial message holds).
+    conn_held: u32,
     /// Its reply waits for window (it is in `blocked`).
     blocked: bool,
     /// The service its `:path` named.
@@ -143,6 +147,25 @@ impl std::fmt::Debug for Stream {
             .field("remote_closed", &self.remote_closed)
             .field("queued", &self.out.len())
             .finish()
+    }
+}
+
+impl Drop for Stream {
+    /// A stream dropped without being ended (its connection's state torn down by a
+    /// panic): its senders learn it ended, and its call ends for middleware and metrics.
+    fn drop(&mut self) {
+        if let Some(c) = &self.closed {
+            c.store(true, Ordering::Release);
+        }
+        if let Some(call) = self.call.take() {
+            let error = self.error.or(Some(ErrorKind::Unavailable));
+            let sent = self.sent;
+            let ended =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call.end(error, sent)));
+            if ended.is_err() {
+                tracing::warn!("a middleware panicked ending a stream's call");
+            }
+        }
     }
 }
 
@@ -345,6 +368,14 @@ impl H2 {
         self.streams.is_empty()
     }
 
+    /// Whether a call is being served: a stream opened or answered, not a request still
+    /// arriving (which alone must not keep an idle connection open).
+    pub(crate) fn serving(&self) -> bool {
+        self.streams
+            .values()
+            .any(|s| s.answered || s.call.is_some())
+    }
+
     /// Reads what `input` holds: answers the connection's frames, gathers requests, and
     /// appends the calls whose requests are whole to `ready`.
     pub(crate) fn read(
@@ -405,8 +436,7 @@ impl H2 {
             frame.advance(h2f::HEADER_LEN);
             self.frame(conn, h, frame, now, shared, ready)?;
         }
-        self.top_up(conn);
-        self.wake(conn);
+        self.settle(conn);
         Ok(())
     }
 
@@ -586,6 +616,7 @@ impl H2 {
                     if keep {
                         s.data.extend_from_slice(&data);
                         s.buffered += data.len() as u32;
+                        s.conn_held += data.len() as u32;
                     }
                     let held = if keep { data.len() as u32 } else { 0 };
                     s.unacked += len - held;
@@ -664,10 +695,19 @@ impl H2 {
         ready: &mut Vec<Ready>,
     ) -> Result<(), ConnError> {
         let new_stream = !self.streams.contains_key(&stream);
+        if stream == 0 || stream % 2 == 0 {
+            return Err(conn_err(code::PROTOCOL_ERROR, "bad stream id"));
+        }
+        if new_stream && stream <= self.last_stream {
+            // Trailers on a stream we ended (answered early, or past its deadline) while
+            // the client was still sending: decoded, to keep the table in step, and
+            // ignored (RFC 9113 §5.1).
+            return self
+                .decoder
+                .decode(block, |_, _| {})
+                .map_err(|_| conn_err(code::COMPRESSION_ERROR, "bad header block"));
+        }
         if new_stream {
-            if stream == 0 || stream % 2 == 0 || stream <= self.last_stream {
-                return Err(conn_err(code::PROTOCOL_ERROR, "bad stream id"));
-            }
             self.last_stream = stream;
         }
         let mut path: Option<Vec<u8>> = None;
@@ -768,6 +808,7 @@ impl H2 {
             headers_sent: false,
             unacked: 0,
             buffered: 0,
+            conn_held: 0,
             blocked: false,
             service: route.0,
             meta: metadata_headers(stream, &meta),
@@ -960,7 +1001,10 @@ impl H2 {
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
+        // What waits for the socket: before this flush, and what it adds.
+        let pending = conn.pending_output();
         let out = conn.output();
+        let start = out.len();
         if !s.headers_sent && (!s.out.is_empty() || matches!(s.done, Some(Done::Ok))) {
             let headers = if s.gzip {
                 &self.gzip_headers
@@ -975,7 +1019,8 @@ impl H2 {
                 .conn_send_window
                 .min(s.send_window)
                 .min(self.peer_max_frame as i64);
-            let output_full = s.kind != StreamKind::Unary && out.len() >= OUTPUT_HIGH;
+            let output_full =
+                s.kind != StreamKind::Unary && pending + (out.len() - start) >= OUTPUT_HIGH;
             if room <= 0 || output_full {
                 if !s.blocked {
                     s.blocked = true;
@@ -1030,7 +1075,7 @@ impl H2 {
     pub(crate) fn flush_timer(&mut self, conn: &mut Conn<'_>) {
         self.flush_timer = None;
         self.flush_blocked(conn);
-        self.wake(conn);
+        self.settle(conn);
     }
 
     /// Tops a stream's receive window up once half of it was used.
@@ -1118,13 +1163,25 @@ impl H2 {
         // allowed), and is credited with the rest, so that a message larger than the
         // window can still arrive. A stream not open yet keeps what came (bounded by the
         // window).
+        let truncated =
+            s.remote_closed && !s.data.is_empty() && s.done.is_none() && s.handler.is_some();
         if s.handler.is_some() || s.done.is_some() {
             if s.done.is_some() {
                 s.data.clear();
             }
-            let credit = std::mem::take(&mut s.buffered);
-            s.unacked += credit;
-            self.conn_unacked += credit;
+            // The stream's window takes all of it (a message larger than the window can
+            // still arrive); the connection's only what left `data`: partial messages
+            // hold the connection window, so what a connection makes us hold stays
+            // within the window we advertise.
+            s.unacked += std::mem::take(&mut s.buffered);
+            let left = s.conn_held - s.data.len() as u32;
+            s.conn_held -= left;
+            self.conn_unacked += left;
+        }
+        if truncated {
+            let why = "the client ended its side inside a message";
+            self.fail(conn, stream, ErrorKind::Protocol, 13, why);
+            return;
         }
         let end = s.remote_closed && s.data.is_empty() && !s.end_told && s.handler.is_some();
         if end {
@@ -1206,7 +1263,7 @@ impl H2 {
                 s.error = Some(kind);
                 s.done = Some(Done::Status(code, why.to_owned()));
                 if let Some(mut h) = s.handler.take() {
-                    h.cancel(&Status::new(kind, why));
+                    stream::cancel(&mut *h, &Status::new(kind, why));
                 }
                 self.flush(conn, stream);
             }
@@ -1271,7 +1328,7 @@ impl H2 {
             Push::Message(m) => {
                 if s.out.len() + m.len() > CONN_QUEUE.max(m.len()) || self.queued > CONN_QUEUE * 4 {
                     let why = "the stream's sender outran its client";
-                    self.fail(conn, stream, ErrorKind::ResourceExhausted, 8, why);
+                    self.abort(conn, stream, ErrorKind::ResourceExhausted, 8, why);
                     return;
                 }
                 s.out.extend_from_slice(&m);
@@ -1280,6 +1337,8 @@ impl H2 {
                 self.flush(conn, stream);
             }
             Push::Finish(result) => {
+                // Finished by its sender: the handler is done with, not cancelled.
+                drop(s.handler.take());
                 let mut out = Out {
                     h2: self,
                     conn,
@@ -1288,6 +1347,7 @@ impl H2 {
                 out.finish(result);
             }
         }
+        self.settle(conn);
     }
 
     /// Tells a stream's handler, if it still runs, that the stream was cancelled.
@@ -1295,8 +1355,9 @@ impl H2 {
         if let Some(s) = self.streams.get_mut(&stream) {
             if let Some(mut h) = s.handler.take() {
                 s.error = Some(why.kind());
-                h.cancel(why);
-            } else if s.done.is_none() && s.call.is_some() {
+                stream::cancel(&mut *h, why);
+            } else if s.call.is_some() && (s.done.is_none() || !s.out.is_empty()) {
+                // Not finished, or finished with replies the client never took.
                 s.error = Some(why.kind());
             }
         }
@@ -1312,7 +1373,7 @@ impl H2 {
             }
             if let Some(mut h) = s.handler.take() {
                 s.error = Some(why.kind());
-                h.cancel(&why);
+                stream::cancel(&mut *h, &why);
             }
             if let Some(call) = s.call.take() {
                 let error = if s.done.is_some() || s.error.is_none() {
@@ -1333,12 +1394,22 @@ impl H2 {
     }
 
     /// A graceful shutdown: GOAWAY naming the last stream taken; it and those before it
-    /// are still answered.
+    /// are still answered, and streaming handlers are told (a watch finishes).
     pub(crate) fn shutdown(&mut self, conn: &mut Conn<'_>) {
         if !self.goaway && self.started {
             h2f::write_goaway(conn.output(), self.last_stream, code::NO_ERROR, b"");
         }
         self.goaway = true;
+        let open: Vec<u32> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.handler.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in open {
+            self.run(conn, id, |h, out| h.shutdown(out));
+        }
+        self.settle(conn);
     }
 
     /// After a call was served: one still unanswered (deferred) with a deadline gets a
@@ -1357,7 +1428,11 @@ impl H2 {
             if let Some(c) = &s.closed {
                 c.store(true, Ordering::Release);
             }
-            self.conn_unacked += s.buffered;
+            self.conn_unacked += if matches!(s.kind, StreamKind::Client | StreamKind::Bidi) {
+                std::mem::take(&mut s.conn_held)
+            } else {
+                std::mem::take(&mut s.buffered)
+            };
             self.queued -= s.out.len();
             if let Some(t) = s.timer {
                 conn.cancel_timer(t);
@@ -1365,7 +1440,7 @@ impl H2 {
             if let Some(mut h) = s.handler.take() {
                 let why = Status::new(ErrorKind::Cancelled, "the stream ended");
                 s.error.get_or_insert(ErrorKind::Cancelled);
-                h.cancel(&why);
+                stream::cancel(&mut *h, &why);
             }
             if let Some(call) = s.call.take() {
                 call.end(s.error, s.sent);
@@ -1374,32 +1449,52 @@ impl H2 {
     }
 
     /// A stream's deadline passed: its handler (if it still runs) is cancelled, and the
-    /// client told DEADLINE_EXCEEDED.
+    /// client told DEADLINE_EXCEEDED. A stream finished but held back by a client that
+    /// does not read ends too.
     pub(crate) fn deadline(&mut self, conn: &mut Conn<'_>, stream: u32) {
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
-        if s.done.is_some() {
-            return; // its status is on its way
-        }
         s.timer = None;
         let why = "the deadline passed before the reply";
-        self.cancel(stream, &Status::deadline_exceeded(why));
-        if let Some(s) = self.streams.get_mut(&stream) {
-            s.error = Some(ErrorKind::DeadlineExceeded);
-            // Queued messages are dropped: the caller stopped waiting.
-            self.queued -= s.out.len();
-            s.out.clear();
-            let block = status_block(!s.headers_sent, 4, why); // DEADLINE_EXCEEDED
-            h2f::write_headers(conn.output(), stream, &block, true, self.peer_max_frame);
-        }
-        if self.streams.get(&stream).is_some_and(|s| !s.remote_closed) {
-            // As after any whole response: the client is told to stop sending, without
-            // an error that would hide the status (gRPC clients read RST_STREAM CANCEL
-            // as CANCELLED).
-            h2f::write_rst_stream(conn.output(), stream, code::NO_ERROR);
+        self.abort(conn, stream, ErrorKind::DeadlineExceeded, 4, why);
+        self.settle(conn);
+    }
+
+    /// Ends a stream at once with a status (the deadline passed, a sender outran its
+    /// client): its handler is cancelled and its queued replies dropped. The status goes
+    /// as trailers unless a reply may be half sent (then only RST_STREAM(CANCEL) says it).
+    fn abort(&mut self, conn: &mut Conn<'_>, stream: u32, kind: ErrorKind, code: u8, why: &str) {
+        self.cancel(stream, &Status::new(kind, why));
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        s.error = Some(kind);
+        let half_sent = !s.out.is_empty() && s.headers_sent;
+        self.queued -= s.out.len();
+        s.out.clear();
+        s.done = None;
+        let out = conn.output();
+        if half_sent {
+            h2f::write_rst_stream(out, stream, code::CANCEL);
+        } else {
+            let block = status_block(!s.headers_sent, code, why);
+            h2f::write_headers(out, stream, &block, true, self.peer_max_frame);
+            if !s.remote_closed {
+                // As after any whole response: the client is told to stop sending,
+                // without an error that would hide the status (gRPC clients read
+                // RST_STREAM CANCEL as CANCELLED).
+                h2f::write_rst_stream(out, stream, code::NO_ERROR);
+            }
         }
         self.end_stream(conn, stream);
+    }
+
+    /// After any work that may have freed room or taken requests: handlers that waited
+    /// are told, and the receive windows topped up.
+    pub(crate) fn settle(&mut self, conn: &mut Conn<'_>) {
+        self.wake(conn);
+        self.top_up(conn);
     }
 
     /// The close cause a connection error counts as.
@@ -1488,9 +1583,8 @@ impl RawOut for Out<'_, '_> {
         // What the client still sends is dropped.
         if matches!(s.kind, StreamKind::Client | StreamKind::Bidi) {
             s.data.clear();
-            let credit = std::mem::take(&mut s.buffered);
-            s.unacked += credit;
-            self.h2.conn_unacked += credit;
+            s.unacked += std::mem::take(&mut s.buffered);
+            self.h2.conn_unacked += std::mem::take(&mut s.conn_held);
         }
         self.h2.flush(self.conn, self.stream);
     }

@@ -90,11 +90,13 @@ impl Health {
 
     /// Sets what `Check` reports for `service` (`package.Service`, or `""`).
     pub fn set(&self, service: &str, status: ServingStatus) {
+        // The change and its notice under one lock: two changes at once reach watchers
+        // in the order they were stored.
+        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
         self.statuses
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(service.to_owned(), status);
-        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
         watchers.retain(|w| !w.sender.is_closed());
         for w in watchers.iter_mut().filter(|w| w.service == service) {
             if w.last != status {
@@ -143,6 +145,18 @@ struct Watch {
 }
 
 impl StreamHandler<(), HealthCheckResponse> for Watch {
+    /// The server is going away: the watcher hears NOT_SERVING, then the stream ends
+    /// UNAVAILABLE, as gRPC's health servers do.
+    fn on_shutdown(&mut self, out: &mut Outbound<'_, HealthCheckResponse>) {
+        out.send(&HealthCheckResponse {
+            status: ServingStatus::NotServing as i32,
+        });
+        out.finish(Err(Status::new(
+            crate::ErrorKind::Unavailable,
+            "the server is shutting down",
+        )));
+    }
+
     fn on_writable(&mut self, out: &mut Outbound<'_, HealthCheckResponse>) {
         if self.listed {
             return;

@@ -75,6 +75,13 @@ pub trait StreamHandler<Req, Resp>: 'static {
         let _ = out;
     }
 
+    /// The server is shutting down gracefully: no new streams come, and what is still
+    /// open when its grace period ends is closed. A stream that would go on for long (a
+    /// subscription, a watch) should finish now. The default does nothing.
+    fn on_shutdown(&mut self, out: &mut Outbound<'_, Resp>) {
+        let _ = out;
+    }
+
     /// The stream ended before the handler finished it: the client reset it, its deadline
     /// passed, or the connection closed. Nothing more can be sent.
     fn on_cancel(&mut self, why: &Status) {
@@ -245,6 +252,7 @@ pub(crate) trait RawStream {
     fn message(&mut self, msg: Bytes, out: &mut dyn RawOut);
     fn end(&mut self, out: &mut dyn RawOut);
     fn writable(&mut self, out: &mut dyn RawOut);
+    fn shutdown(&mut self, out: &mut dyn RawOut);
     fn cancel(&mut self, why: &Status);
 }
 
@@ -279,6 +287,10 @@ where
         self.0.on_writable(&mut outbound(out))
     }
 
+    fn shutdown(&mut self, out: &mut dyn RawOut) {
+        self.0.on_shutdown(&mut outbound(out))
+    }
+
     fn cancel(&mut self, why: &Status) {
         self.0.on_cancel(why)
     }
@@ -296,6 +308,14 @@ pub(crate) fn event(out: &mut dyn RawOut, f: impl FnOnce(&mut dyn RawOut)) -> bo
             ))));
             false
         }
+    }
+}
+
+/// Tells a handler its stream was cancelled, catching its panic (which has nothing left
+/// to answer: it is logged).
+pub(crate) fn cancel(h: &mut dyn RawStream, why: &Status) {
+    if catch_unwind(AssertUnwindSafe(|| h.cancel(why))).is_err() {
+        tracing::warn!("a stream handler panicked in on_cancel");
     }
 }
 
