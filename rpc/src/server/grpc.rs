@@ -1,15 +1,18 @@
 //! gRPC over HTTP/2 (h2c with prior knowledge, or over TLS) on the server's port: the
-//! HTTP/2 connection state of one connection. Unary calls of Protobuf services only, so
-//! far.
+//! HTTP/2 connection state of one connection.
 //!
-//! A stream's HEADERS name the method (`:path` `/{package}.{Service}/{Method}`); its DATA
-//! is gathered (bounded by the server's largest frame) until the client ends the stream,
-//! then the call is served like any other: its message is handed to the service as a
-//! Kitex Protobuf message of transport [`GRPC_TRANSPORT`], whose reply this module turns
-//! back into HEADERS, DATA and trailers (or trailers alone for an error). Frames are split
-//! off the connection's input in place; memory per connection and per stream is bounded
-//! (flow-control windows we advertise, at most [`MAX_STREAMS`] streams, header blocks at
-//! most [`MAX_HEADER_BLOCK`]).
+//! A stream's HEADERS name the method (`:path` `/{package}.{Service}/{Method}`). A unary
+//! (or server-streaming) request's DATA is gathered (bounded by the server's largest
+//! frame) until the client ends the stream, then the call is served like any other: its
+//! message is handed to the service as a Kitex Protobuf message of transport
+//! [`GRPC_TRANSPORT`], whose reply this module turns back into HEADERS, DATA and trailers
+//! (or trailers alone for an error). A client- or bidirectional-streaming call opens at
+//! its HEADERS, and its handler ([`StreamHandler`](super::StreamHandler)) is handed each
+//! message as it is whole; what handlers write queues per stream and leaves as flow
+//! control allows. Frames are split off the connection's input in place; memory per
+//! connection and per stream is bounded (flow-control windows we advertise, credited back
+//! only as requests are handed over; reply queues; at most [`MAX_STREAMS`] streams;
+//! header blocks at most [`MAX_HEADER_BLOCK`]).
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
