@@ -1441,3 +1441,139 @@ fn a_request_still_arriving_does_not_keep_an_idle_connection_open() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(goaway_code(&frames), Some(h2f::code::NO_ERROR));
 }
+
+// ----- our gRPC client against a hand-written HTTP/2 server that misbehaves ---------------
+
+/// A raw HTTP/2 server for one client connection: reads its frames, writes what a test
+/// says.
+struct RawServer {
+    s: TcpStream,
+    buf: Vec<u8>,
+    frames: Vec<(h2f::FrameHeader, Vec<u8>)>,
+}
+
+impl RawServer {
+    fn accept(l: &std::net::TcpListener) -> RawServer {
+        let (s, _) = l.accept().unwrap();
+        let mut r = RawServer {
+            s,
+            buf: Vec::new(),
+            frames: Vec::new(),
+        };
+        let mut out = BytesMut::new();
+        h2f::write_settings(&mut out, &[]);
+        r.s.write_all(&out).unwrap();
+        r
+    }
+
+    /// Reads until a frame of `kind` arrives (the preface first); its header.
+    fn until(&mut self, kind: u8) -> h2f::FrameHeader {
+        for _ in 0..100 {
+            if self.buf.starts_with(h2f::PREFACE) {
+                self.buf.drain(..h2f::PREFACE.len());
+            }
+            read_frames(
+                &mut self.s,
+                &mut self.buf,
+                &mut self.frames,
+                Duration::from_millis(30),
+            );
+            if let Some((h, _)) = self.frames.iter().find(|(h, _)| h.kind == kind) {
+                return *h;
+            }
+        }
+        panic!("no frame of kind {kind} came: {:?}", self.frames);
+    }
+
+    fn send(&mut self, out: &BytesMut) {
+        self.s.write_all(out).unwrap();
+    }
+}
+
+/// A response's HEADERS (status 200, gRPC).
+fn response_headers(out: &mut BytesMut, id: u32) {
+    let mut b = Vec::new();
+    hpack::encode(&mut b, b":status", b"200", false);
+    hpack::encode(&mut b, b"content-type", b"application/grpc", false);
+    h2f::write_headers(out, id, &b, false, 16_384);
+}
+
+/// Trailers with `status`.
+fn response_trailers(out: &mut BytesMut, id: u32, status: &str) {
+    let mut b = Vec::new();
+    hpack::encode(&mut b, b"grpc-status", status.as_bytes(), false);
+    h2f::write_headers(out, id, &b, true, 16_384);
+}
+
+#[test]
+fn our_client_holds_a_misbehaving_server_to_the_protocol() {
+    use examples::gen::pb::streamer::{Chunk, RepeatRequest, StreamerClient};
+    use netpoll_rpc::client::ClientBuilder;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    // A warmed-up connection opens with the preface, before anything the server sends
+    // is answered.
+    let c = StreamerClient::from_builder(ClientBuilder::new(addr).grpc().warm_up(true)).unwrap();
+    let mut srv = RawServer::accept(&l);
+    let mut first = [0u8; 24];
+    srv.s.read_exact(&mut first).unwrap();
+    assert_eq!(&first, h2f::PREFACE);
+    // A server that sends far beyond the stream's window (1 MiB) to a reader that does
+    // not read: the client resets the stream instead of holding it all.
+    let s = c
+        .with_timeout(Some(Duration::from_secs(10)))
+        .repeat(RepeatRequest::default())
+        .unwrap();
+    let h = srv.until(kind::HEADERS);
+    let mut out = BytesMut::new();
+    response_headers(&mut out, h.stream);
+    let mut body = BytesMut::new();
+    while body.len() + 105 <= 16_000 {
+        // Chunk { msg: 98 bytes }.
+        netpoll_codec::h2::grpc::write_prefix(&mut body, false, 100);
+        body.extend_from_slice(&[0x0a, 98]);
+        body.extend_from_slice(&[b'y'; 98]);
+    }
+    for _ in 0..(4 << 20) / body.len() {
+        h2f::write_data(&mut out, h.stream, &body, false);
+    }
+    srv.send(&out);
+    let rst = srv.until(kind::RST_STREAM);
+    assert_eq!(rst.stream, h.stream);
+    let mut n = 0;
+    let e = loop {
+        match s.recv() {
+            Ok(Some(_)) => n += 1,
+            Ok(None) => panic!("the stream ended OK"),
+            Err(e) => break e,
+        }
+    };
+    assert!(n * 105 <= (3 << 20) / 2, "{n} messages were held");
+    assert!(e.to_string().contains("flow-control window"), "{e}");
+    // A client-streaming reply followed by an error status: finish() fails.
+    let s = c.concat().unwrap();
+    s.send(&Chunk { msg: "a".into() }).unwrap();
+    srv.frames.clear();
+    let h = srv.until(kind::HEADERS);
+    let mut out = BytesMut::new();
+    response_headers(&mut out, h.stream);
+    let mut m = BytesMut::new();
+    netpoll_codec::h2::grpc::write_prefix(&mut m, false, 3);
+    m.extend_from_slice(&[0x0a, 1, b'p']);
+    h2f::write_data(&mut out, h.stream, &m, false);
+    response_trailers(&mut out, h.stream, "13");
+    srv.send(&out);
+    let e = s.finish().unwrap_err();
+    assert_eq!(e.kind(), netpoll_rpc::ErrorKind::Internal, "{e}");
+    // A proxy's 503 is UNAVAILABLE (retried as such), not a protocol error.
+    let s = c.concat().unwrap();
+    srv.frames.clear();
+    let h = srv.until(kind::HEADERS);
+    let mut b = Vec::new();
+    hpack::encode(&mut b, b":status", b"503", false);
+    let mut out = BytesMut::new();
+    h2f::write_headers(&mut out, h.stream, &b, true, 16_384);
+    srv.send(&out);
+    let e = s.finish().unwrap_err();
+    assert_eq!(e.kind(), netpoll_rpc::ErrorKind::Unavailable, "{e}");
+}

@@ -90,6 +90,51 @@ pub fn gunzip(msg: &[u8], max: usize) -> Result<Vec<u8>, GzipError> {
     Ok(out)
 }
 
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Encodes a `-bin` metadata value: base64 without padding, as gRPC implementations
+/// should send it.
+pub fn base64_encode(v: &[u8]) -> String {
+    let mut out = String::with_capacity(v.len().div_ceil(3) * 4);
+    for c in v.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..=c.len() {
+            out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Decodes a `-bin` metadata value, padded or not (as gRPC implementations must accept
+/// both); `None` when it is not base64.
+pub fn base64_decode(v: &[u8]) -> Option<Vec<u8>> {
+    let v = v
+        .strip_suffix(b"==")
+        .or_else(|| v.strip_suffix(b"="))
+        .unwrap_or(v);
+    if v.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(v.len() * 3 / 4);
+    for c in v.chunks(4) {
+        let mut n = 0u32;
+        for (i, &b) in c.iter().enumerate() {
+            let d = B64.iter().position(|&x| x == b)? as u32;
+            n |= d << (18 - 6 * i);
+        }
+        out.push((n >> 16) as u8);
+        if c.len() > 2 {
+            out.push((n >> 8) as u8);
+        }
+        if c.len() > 3 {
+            out.push(n as u8);
+        }
+    }
+    Some(out)
+}
+
 /// Parses `grpc-timeout` (`1*8DIGIT` then a unit: H, M, S, m, u, n).
 pub fn parse_timeout(v: &[u8]) -> Option<Duration> {
     let (&unit, digits) = v.split_last()?;
@@ -163,6 +208,19 @@ pub fn decode_message(v: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_round_trips_padded_or_not() {
+        for v in [&b""[..], b"a", b"ab", b"abc", b"abcd", &[0, 255, 7, 128, 1]] {
+            let e = base64_encode(v);
+            assert!(!e.ends_with('='));
+            assert_eq!(base64_decode(e.as_bytes()).as_deref(), Some(v), "{e}");
+        }
+        assert_eq!(base64_decode(b"AP8=").as_deref(), Some(&[0, 255][..]));
+        assert_eq!(base64_decode(b"YWJj").as_deref(), Some(&b"abc"[..]));
+        assert_eq!(base64_decode(b"a!"), None);
+        assert_eq!(base64_decode(b"abcde"), None);
+    }
 
     #[test]
     fn gzip_round_trips_and_bounds_what_it_inflates() {

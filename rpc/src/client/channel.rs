@@ -188,7 +188,11 @@ impl Channel {
         let slot = inner.next.fetch_add(1, Ordering::Relaxed) % inner.slots.len();
         let core = slot % inner.rt.cores().max(1);
         let failed = shared.clone();
+        // If the core stops before the task runs, the stream ends instead of waiting.
+        let guard = EndOnDrop(Some(shared.clone()));
         let spawned = self.inner.rt.spawn(core, move |c: &mut Core| {
+            let mut guard = guard;
+            guard.0 = None;
             let id = match inner.connection(c, slot) {
                 Ok(id) => id,
                 Err(e) => return shared.end(Err(CallError::Connect(e))),
@@ -304,6 +308,17 @@ impl Inner {
                 std::io::ErrorKind::NotConnected,
                 "the connection closed before the call was sent",
             ))));
+        }
+    }
+}
+
+/// Ends a stream whose opening task was dropped without running (its core stopped).
+struct EndOnDrop(Option<Arc<super::stream::Shared>>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            s.end(Err(CallError::RuntimeStopped));
         }
     }
 }

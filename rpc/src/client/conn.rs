@@ -105,15 +105,33 @@ impl ClientConn {
         let mut frame = BytesMut::new();
         encode(&mut frame, 0)?;
         self.last_active = conn.now();
-        h2.open_stream(conn, frame.freeze(), timeout, shared)
+        let opened = h2.open_stream(conn, frame.freeze(), timeout, shared);
+        if h2.going_away() {
+            self.retiring = true;
+        }
+        opened
+    }
+
+    /// Completes calls that ended outside a read (queued calls that could not be sent).
+    fn complete(&mut self, conn: &mut Conn<'_>, ended: Vec<super::grpc::Outcome>) {
+        for (seq, result) in ended {
+            if let Some(p) = self.pending.remove(&seq) {
+                if let Some(t) = p.timer {
+                    conn.cancel_timer(t);
+                }
+                (p.done)(result);
+            }
+        }
     }
 
     /// What a streaming call's handle asks of its stream.
     pub(crate) fn stream_op(&mut self, conn: &mut Conn<'_>, stream: u32, op: Op) {
         self.last_active = conn.now();
+        let mut ended = Vec::new();
         if let Some(h2) = self.h2.as_deref_mut() {
-            h2.stream_op(conn, stream, op);
+            h2.stream_op(conn, stream, op, &mut ended);
         }
+        self.complete(conn, ended);
         if self.retiring && self.idle() {
             conn.close();
         }
@@ -132,7 +150,9 @@ impl ClientConn {
         while self.pending.contains_key(&seq) {
             seq = seq.wrapping_add(1);
         }
-        let queued = conn.pending_output();
+        // What waits for the server: unsent output, and requests the HTTP/2 state holds
+        // for window or for a stream.
+        let queued = conn.pending_output() + self.h2.as_ref().map_or(0, |h| h.held());
         if queued >= self.max_queued {
             // The server is not taking what we send: fail at once instead of queueing
             // without bound.
@@ -156,6 +176,9 @@ impl ClientConn {
             let mut frame = BytesMut::new();
             let sent =
                 encode(&mut frame, seq).and_then(|()| h2.send(conn, seq, frame.freeze(), timeout));
+            if h2.going_away() {
+                self.retiring = true;
+            }
             match (sent, done) {
                 (Err(e), Some(done)) => done(Err(e)),
                 (Err(_), None) => {}
@@ -340,6 +363,10 @@ impl Handler for ClientConn {
     }
 
     fn on_open(&mut self, conn: &mut Conn<'_>) {
+        if let Some(h2) = self.h2.as_deref_mut() {
+            // A gRPC server speaks only after our preface (a warmed-up connection too).
+            h2.start(conn.output());
+        }
         if let Some(t) = self.idle_timeout {
             conn.set_timer(conn.now() + t, IDLE_TOKEN);
         }
@@ -347,9 +374,11 @@ impl Handler for ClientConn {
 
     fn on_timer(&mut self, conn: &mut Conn<'_>, token: u64) {
         if token != IDLE_TOKEN && token & STREAM_TIMER != 0 {
+            let mut ended = Vec::new();
             if let Some(h2) = self.h2.as_deref_mut() {
-                h2.stream_deadline(conn, token as u32);
+                h2.stream_deadline(conn, token as u32, &mut ended);
             }
+            self.complete(conn, ended);
             if self.retiring && self.idle() {
                 conn.close();
             }
@@ -376,16 +405,9 @@ impl Handler for ClientConn {
             }
             (p.done)(Err(CallError::Timeout));
             // Calls that waited for a stream and could not be sent.
-            for (seq, result) in ended {
-                if let Some(p) = self.pending.remove(&seq) {
-                    if let Some(t) = p.timer {
-                        conn.cancel_timer(t);
-                    }
-                    (p.done)(result);
-                }
-            }
+            self.complete(conn, ended);
         }
-        if self.retiring && self.pending.is_empty() {
+        if self.retiring && self.idle() {
             conn.close();
         }
     }

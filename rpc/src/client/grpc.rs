@@ -81,6 +81,8 @@ struct Stream {
     body: BytesMut,
     /// Bytes received since the stream's window was last topped up.
     unacked: u32,
+    /// What the server may still send on it; below zero it ignored flow control.
+    recv_window: i64,
     /// The response's custom metadata (headers and trailers).
     meta: Vec<(String, Vec<u8>)>,
     status: Option<u8>,
@@ -118,8 +120,10 @@ pub(crate) struct H2Client {
     conn_send_window: i64,
     conn_recv_window: i64,
     conn_unacked: u32,
-    /// The server's GOAWAY: the last stream it took.
+    /// The server's GOAWAY: the last stream it took (or ours, when stream ids run out).
     goaway: Option<u32>,
+    /// Request bytes held here: not yet let out by the windows, or waiting for a stream.
+    held: usize,
 }
 
 /// A connection error: GOAWAY with this code, then close; every call fails.
@@ -153,6 +157,7 @@ impl H2Client {
             conn_recv_window: i64::from(CONN_WINDOW),
             conn_unacked: 0,
             goaway: None,
+            held: 0,
         }
     }
 
@@ -166,8 +171,22 @@ impl H2Client {
         self.goaway.is_some()
     }
 
-    /// The connection preface, our settings and the connection window, once.
-    fn start(&mut self, out: &mut BytesMut) {
+    /// Request bytes held by the HTTP/2 state (counted against the client's queue bound).
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Forgets a stream: the bytes it held, and its call's sequence id.
+    fn take_stream(&mut self, id: u32) -> Option<Stream> {
+        let s = self.streams.remove(&id)?;
+        self.by_seq.remove(&s.seq);
+        self.held -= s.out.len();
+        Some(s)
+    }
+
+    /// The connection preface, our settings and the connection window, once (as soon as
+    /// the connection is open: a server speaks only after our preface).
+    pub(crate) fn start(&mut self, out: &mut BytesMut) {
         if self.started {
             return;
         }
@@ -198,6 +217,7 @@ impl H2Client {
             return Err(not_taken("the server is going away"));
         }
         if self.streams.len() >= self.peer_max_streams {
+            self.held += frame.len();
             self.waiting.push_back(Waiting {
                 seq,
                 frame,
@@ -225,6 +245,11 @@ impl H2Client {
             return Err(not_taken("the connection ran out of stream ids"));
         }
         self.next_stream += 2;
+        if self.next_stream > (1 << 31) - 1 - 1000 {
+            // Nearly out of ids: the connection takes no new calls (a new one is opened)
+            // and closes once these are answered.
+            self.goaway.get_or_insert(id);
+        }
         let mut block = Vec::with_capacity(256);
         let path = format!("/{}/{}", self.target.full_name, &*header.method);
         for (n, v) in [
@@ -245,8 +270,12 @@ impl H2Client {
             hpack::encode(&mut block, b"grpc-timeout", &v, false);
         }
         for (k, v) in tt.str_headers() {
-            if let Some(name) = metadata_name(k) {
-                hpack::encode(&mut block, name.as_bytes(), v, false);
+            let Some(name) = metadata_name(k) else {
+                continue;
+            };
+            match metadata_value(&name, v) {
+                Some(v) => hpack::encode(&mut block, name.as_bytes(), &v, false),
+                None => tracing::debug!(name, "metadata value not printable ASCII; not sent"),
             }
         }
         h2f::write_headers(conn.output(), id, &block, false, self.peer_max_frame);
@@ -269,6 +298,7 @@ impl H2Client {
             gzip: false,
             body: BytesMut::new(),
             unacked: 0,
+            recv_window: i64::from(STREAM_WINDOW),
             meta: Vec::new(),
             status: None,
             message: String::new(),
@@ -288,6 +318,7 @@ impl H2Client {
         grpc::write_prefix(&mut data, false, body.len());
         data.extend_from_slice(&body);
         let stream = self.new_stream(seq, method, data, true);
+        self.held += stream.out.len();
         self.streams.insert(id, stream);
         self.by_seq.insert(seq, id);
         self.flush(conn, id);
@@ -324,7 +355,13 @@ impl H2Client {
     }
 
     /// What a streaming call's handle asks.
-    pub(crate) fn stream_op(&mut self, conn: &mut Conn<'_>, id: u32, op: Op) {
+    pub(crate) fn stream_op(
+        &mut self,
+        conn: &mut Conn<'_>,
+        id: u32,
+        op: Op,
+        done: &mut Vec<Outcome>,
+    ) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
@@ -339,6 +376,7 @@ impl H2Client {
                     return;
                 }
                 s.out.extend_from_slice(&m);
+                self.held += m.len();
                 self.flush(conn, id);
             }
             Op::Close => {
@@ -367,18 +405,26 @@ impl H2Client {
             }
             Op::Cancel => {
                 self.end(conn, id, code::CANCEL);
+                // A stream slot came free.
+                self.open_waiting(conn, done);
             }
         }
     }
 
     /// A streaming call's deadline passed.
-    pub(crate) fn stream_deadline(&mut self, conn: &mut Conn<'_>, id: u32) {
+    pub(crate) fn stream_deadline(
+        &mut self,
+        conn: &mut Conn<'_>,
+        id: u32,
+        done: &mut Vec<Outcome>,
+    ) {
         if let Some(s) = self.streams.get_mut(&id) {
             s.timer = None;
             if let Some(sh) = &s.shared {
                 sh.end(Err(CallError::Timeout));
             }
             self.end(conn, id, code::CANCEL);
+            self.open_waiting(conn, done);
         }
     }
 
@@ -387,6 +433,7 @@ impl H2Client {
         if let Some(s) = self.streams.get_mut(&id) {
             if s.unacked >= STREAM_WINDOW / 2 {
                 h2f::write_window_update(conn.output(), id, s.unacked);
+                s.recv_window += i64::from(s.unacked);
                 s.unacked = 0;
             }
         }
@@ -394,6 +441,8 @@ impl H2Client {
 
     /// The connection is gone: every streaming call ends with `why`.
     pub(crate) fn close_streams(&mut self, why: &crate::Cause) {
+        self.held = 0;
+        self.by_seq.clear();
         for (_, s) in self.streams.drain() {
             if let Some(sh) = s.shared {
                 sh.end(Err(CallError::ConnectionLost(why.clone())));
@@ -428,6 +477,7 @@ impl H2Client {
             let last = n == s.out.len() && s.close;
             h2f::write_data(out, id, &s.out[..n], last);
             let _ = s.out.split_to(n);
+            self.held -= n;
             self.conn_send_window -= n as i64;
             s.send_window -= n as i64;
             s.closed = last;
@@ -456,13 +506,15 @@ impl H2Client {
 
     /// Call `seq` timed out: its stream is reset (or it leaves the queue).
     pub(crate) fn cancel(&mut self, conn: &mut Conn<'_>, seq: i32, done: &mut Vec<Outcome>) {
-        if let Some(id) = self.by_seq.remove(&seq) {
-            if self.streams.remove(&id).is_some() {
+        if let Some(&id) = self.by_seq.get(&seq) {
+            if self.take_stream(id).is_some() {
                 h2f::write_rst_stream(conn.output(), id, code::CANCEL);
             }
             self.open_waiting(conn, done);
-        } else {
-            self.waiting.retain(|w| w.seq != seq);
+        } else if let Some(i) = self.waiting.iter().position(|w| w.seq == seq) {
+            if let Some(w) = self.waiting.remove(i) {
+                self.held -= w.frame.len();
+            }
         }
     }
 
@@ -473,6 +525,7 @@ impl H2Client {
             let Some(w) = self.waiting.pop_front() else {
                 return;
             };
+            self.held -= w.frame.len();
             if let Err(e) = self.open(conn, w.seq, w.frame, w.timeout) {
                 done.push((w.seq, Err(e)));
             }
@@ -567,7 +620,13 @@ impl H2Client {
                         .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad WINDOW_UPDATE"))?,
                 );
                 if h.stream == 0 {
+                    if inc == 0 {
+                        return Err(conn_err(code::PROTOCOL_ERROR, "zero window increment"));
+                    }
                     self.conn_send_window += inc;
+                    if self.conn_send_window > i64::from(h2f::MAX_WINDOW) {
+                        return Err(conn_err(code::FLOW_CONTROL_ERROR, "window overflow"));
+                    }
                     self.flush_blocked(conn);
                 } else if let Some(s) = self.streams.get_mut(&h.stream) {
                     s.send_window += inc;
@@ -618,6 +677,25 @@ impl H2Client {
                 let Some(s) = self.streams.get_mut(&h.stream) else {
                     return Ok(()); // a stream we cancelled
                 };
+                s.recv_window -= i64::from(len);
+                if s.recv_window < 0 {
+                    // The server ignored the stream's window: the call fails, not the rest.
+                    let seq = s.seq;
+                    let streaming = s.shared.is_some();
+                    let e = CallError::Protocol(crate::reason(
+                        "the server sent beyond the stream's flow-control window",
+                    ));
+                    if let Some(sh) = &s.shared {
+                        sh.end(Err(CallError::Protocol(crate::reason(
+                            "the server sent beyond the stream's flow-control window",
+                        ))));
+                    }
+                    self.end(conn, h.stream, code::FLOW_CONTROL_ERROR);
+                    if !streaming {
+                        done.push((seq, Err(e)));
+                    }
+                    return Ok(());
+                }
                 if s.shared.is_some() {
                     self.stream_data(conn, h.stream, &data, len, h.has(flag::END_STREAM));
                     return Ok(());
@@ -646,14 +724,14 @@ impl H2Client {
                     done.push((seq, Err(e)));
                 } else if s.unacked >= STREAM_WINDOW / 2 {
                     h2f::write_window_update(conn.output(), h.stream, s.unacked);
+                    s.recv_window += i64::from(s.unacked);
                     s.unacked = 0;
                 }
             }
             kind::RST_STREAM => {
                 let code = h2f::error_code(&payload)
                     .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad RST_STREAM"))?;
-                if let Some(s) = self.streams.remove(&h.stream) {
-                    self.by_seq.remove(&s.seq);
+                if let Some(s) = self.take_stream(h.stream) {
                     if let Some(t) = s.timer {
                         conn.cancel_timer(t);
                     }
@@ -685,8 +763,7 @@ impl H2Client {
                     .filter(|&id| id > last)
                     .collect();
                 for id in dropped {
-                    if let Some(s) = self.streams.remove(&id) {
-                        self.by_seq.remove(&s.seq);
+                    if let Some(s) = self.take_stream(id) {
                         let e = not_taken("the server went away before taking the call");
                         match s.shared {
                             Some(sh) => sh.end(Err(e)),
@@ -694,6 +771,7 @@ impl H2Client {
                         }
                     }
                 }
+                self.held -= self.waiting.iter().map(|w| w.frame.len()).sum::<usize>();
                 for w in self.waiting.drain(..) {
                     done.push((w.seq, Err(not_taken("the server is going away"))));
                 }
@@ -719,14 +797,46 @@ impl H2Client {
         done: &mut Vec<Outcome>,
     ) -> Result<(), ConnError> {
         let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        self.decoder
-            .decode(block, |n, v| fields.push((n.to_vec(), v.to_vec())))
-            .map_err(|_| conn_err(code::COMPRESSION_ERROR, "bad header block"))?;
+        let decoded = self
+            .decoder
+            .decode(block, |n, v| fields.push((n.to_vec(), v.to_vec())));
+        let failure = match decoded {
+            Ok(()) => None,
+            // The table is still in step: only this stream fails.
+            Err(hpack::HpackError::ListTooLarge) => Some(CallError::Status(crate::Status::new(
+                ErrorKind::ResourceExhausted,
+                format!("the server's header list is over {MAX_HEADER_LIST} bytes"),
+            ))),
+            Err(_) => return Err(conn_err(code::COMPRESSION_ERROR, "bad header block")),
+        };
         let Some(s) = self.streams.get_mut(&id) else {
             return Ok(()); // cancelled
         };
+        // Informational (1xx) headers are skipped; after the response's headers, only
+        // trailers (which end the stream) may come.
+        let informational = fields
+            .iter()
+            .any(|(n, v)| n == b":status" && v.first() == Some(&b'1'));
+        let failure = failure.or_else(|| {
+            (s.headers && !end && !informational).then(|| {
+                CallError::Protocol(crate::reason("a second header block before the trailers"))
+            })
+        });
+        if let Some(e) = failure {
+            let seq = s.seq;
+            match &s.shared {
+                Some(sh) => sh.end(Err(e)),
+                None => done.push((seq, Err(e))),
+            }
+            self.end(conn, id, code::PROTOCOL_ERROR);
+            return Ok(());
+        }
+        if informational {
+            return Ok(());
+        }
         let first = !s.headers;
         s.headers = true;
+        let mut meta_bytes: usize = s.meta.iter().map(|(k, v)| k.len() + v.len()).sum();
         for (n, v) in fields {
             match &n[..] {
                 b":status" => {
@@ -739,23 +849,29 @@ impl H2Client {
                 b"grpc-encoding" if first => s.gzip = v == b"gzip",
                 b"content-type" | b"grpc-accept-encoding" | b"date" | b"server" => {}
                 n if n.first() == Some(&b':') => {}
-                n => s.meta.push((String::from_utf8_lossy(n).into_owned(), v)),
+                // Kept for `call_meta` (a unary call), within the header-list bound.
+                n if s.shared.is_none() && meta_bytes + n.len() + v.len() <= MAX_HEADER_LIST => {
+                    meta_bytes += n.len() + v.len();
+                    let v = if n.ends_with(b"-bin") {
+                        grpc::base64_decode(&v).unwrap_or(v)
+                    } else {
+                        v
+                    };
+                    s.meta.push((String::from_utf8_lossy(n).into_owned(), v));
+                }
+                _ => {}
             }
         }
         if !end {
             return Ok(());
         }
-        let s = self.streams.remove(&id).expect("looked up above");
-        self.by_seq.remove(&s.seq);
+        let s = self.take_stream(id).expect("looked up above");
         if let Some(t) = s.timer {
             conn.cancel_timer(t);
         }
         if let Some(sh) = &s.shared {
             let result = if s.http_status != Some(200) {
-                Err(CallError::Protocol(crate::reason(format!(
-                    "HTTP status {:?}, not 200: not a gRPC server",
-                    s.http_status
-                ))))
+                Err(http_error(s.http_status))
             } else {
                 match s.status {
                     Some(0) if s.body.is_empty() => Ok(()),
@@ -782,10 +898,7 @@ impl H2Client {
     /// The reply frame of a finished stream, or its failure.
     fn reply(&self, s: Stream) -> Result<Bytes, CallError> {
         if s.http_status != Some(200) {
-            return Err(CallError::Protocol(crate::reason(format!(
-                "HTTP status {:?}, not 200: not a gRPC server",
-                s.http_status
-            ))));
+            return Err(http_error(s.http_status));
         }
         let Some(status) = s.status else {
             return Err(CallError::Protocol(crate::reason(
@@ -864,8 +977,7 @@ impl H2Client {
     /// Forgets a stream, resetting it with `code` unless it ended cleanly. A streaming
     /// call's handle not told yet is told it was cancelled.
     fn end(&mut self, conn: &mut Conn<'_>, id: u32, reset: u32) {
-        if let Some(s) = self.streams.remove(&id) {
-            self.by_seq.remove(&s.seq);
+        if let Some(s) = self.take_stream(id) {
             if reset != code::NO_ERROR {
                 h2f::write_rst_stream(conn.output(), id, reset);
             }
@@ -908,7 +1020,8 @@ impl H2Client {
                             }
                         }
                     }
-                    st.inbox_bytes += m.len();
+                    // Counted as on the wire (prefix included): empty messages count too.
+                    st.inbox_bytes += grpc::PREFIX_LEN + m.len();
                     st.inbox.push_back(m);
                 }
                 Ok(grpc::Message::NeedMore(_)) => break,
@@ -947,6 +1060,23 @@ impl H2Client {
     }
 }
 
+/// A response whose HTTP status is not 200, as gRPC maps HTTP statuses to its codes
+/// (a proxy's 503 is UNAVAILABLE, and retried as such).
+fn http_error(status: Option<u16>) -> CallError {
+    let code = match status {
+        Some(400) => 13,
+        Some(401) => 16,
+        Some(403) => 7,
+        Some(404) => 12,
+        Some(429 | 502 | 503 | 504) => 14,
+        _ => 2,
+    };
+    CallError::Status(crate::Status::new(
+        ErrorKind::from_grpc_code(code),
+        format!("HTTP status {status:?} instead of 200"),
+    ))
+}
+
 /// A call the server never took: as safe to retry elsewhere as a failed connect.
 fn not_taken(why: &'static str) -> CallError {
     CallError::Connect(std::io::Error::new(
@@ -956,26 +1086,55 @@ fn not_taken(why: &'static str) -> CallError {
 }
 
 /// The gRPC metadata name of a TTHeader string header of a call, or `None` for those
-/// that are TTHeader's own: Kitex's metainfo (`RPC_TRANSIT_k`, `RPC_PERSIST_k`) travels as
-/// `rpc-transit-k` and `rpc-persist-k` (HTTP/2 names are lower case), the rest as it is,
-/// lower-cased.
+/// that are TTHeader's own or cannot travel as metadata: Kitex's metainfo
+/// (`RPC_TRANSIT_k`, `RPC_PERSIST_k`) travels as `rpc-transit-k` and `rpc-persist-k`
+/// (HTTP/2 names are lower case), the rest as it is, lower-cased. Names HTTP/2 or gRPC
+/// reserve are left out.
 fn metadata_name(k: &[u8]) -> Option<String> {
     let k = std::str::from_utf8(k).ok()?;
-    if k == str_key::IDL_SERVICE_NAME || k.is_empty() || k.starts_with(':') {
+    if k == str_key::IDL_SERVICE_NAME {
         return None;
     }
-    for (upper, lower) in [
+    let name = match [
         ("RPC_TRANSIT_", "rpc-transit-"),
         ("RPC_PERSIST_", "rpc-persist-"),
-    ] {
-        if let Some(rest) = k.strip_prefix(upper) {
-            return Some(format!("{lower}{}", rest.to_ascii_lowercase()));
-        }
+    ]
+    .iter()
+    .find_map(|(upper, lower)| k.strip_prefix(upper).map(|rest| format!("{lower}{rest}")))
+    {
+        Some(n) => n,
+        None => k.to_owned(),
     }
-    let valid = k
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    valid.then(|| k.to_ascii_lowercase())
+    .to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    let reserved = name.starts_with("grpc-")
+        || [
+            "te",
+            "content-type",
+            "user-agent",
+            "connection",
+            "host",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+        ]
+        .contains(&name.as_str());
+    (valid && !reserved).then_some(name)
+}
+
+/// A metadata value as it may travel: base64 for `-bin` names, and printable ASCII
+/// otherwise (`None`: it cannot, and is left out).
+fn metadata_value(name: &str, v: &[u8]) -> Option<Vec<u8>> {
+    if name.ends_with("-bin") {
+        return Some(grpc::base64_encode(v).into_bytes());
+    }
+    v.iter()
+        .all(|b| (0x20..0x7f).contains(b))
+        .then(|| v.to_vec())
 }
 
 #[cfg(test)]
@@ -998,5 +1157,13 @@ mod tests {
         );
         assert_eq!(metadata_name(b"isn"), None);
         assert_eq!(metadata_name(b"bad name"), None);
+        assert_eq!(metadata_name(b"RPC_TRANSIT_bad key"), None);
+        assert_eq!(metadata_name(b"Content-Type"), None);
+        assert_eq!(metadata_name(b"grpc-timeout"), None);
+        assert_eq!(metadata_value("x-nl", b"a\r\nb"), None);
+        assert_eq!(
+            metadata_value("x-bin", &[0, 255]).as_deref(),
+            Some(&b"AP8"[..])
+        );
     }
 }

@@ -127,6 +127,7 @@ pub(crate) fn unsent<E>(e: &CallError<E>) -> bool {
         CallError::Application(a) => {
             crate::status::exception_kind(a) == crate::ErrorKind::Overloaded
         }
+        CallError::Status(s) => s.kind() == crate::ErrorKind::Overloaded,
         _ => false,
     }
 }

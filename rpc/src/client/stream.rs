@@ -42,6 +42,8 @@ pub(crate) struct State {
     pub(crate) uncredited: u32,
     /// Request bytes handed to the core and not sent yet.
     pub(crate) queued: usize,
+    /// Our side was ended (`close_send`).
+    pub(crate) closed: bool,
     /// How the stream ended: OK, or why not.
     pub(crate) end: Option<Result<(), CallError>>,
 }
@@ -78,6 +80,9 @@ pub(crate) type OpFn = fn(&mut Core, ConnId, u32, Op);
 /// threads: the handle is `Sync`). Dropping it before the stream ended cancels it.
 pub struct ClientStream<Req, Resp> {
     shared: Arc<Shared>,
+    /// The client it was opened by, kept alive (its own event loop, if it has one, runs
+    /// as long as a client handle or a stream does).
+    _owner: Arc<dyn std::any::Any + Send + Sync>,
     rt: RuntimeHandle,
     core: usize,
     op: OpFn,
@@ -95,9 +100,16 @@ impl<Req, Resp> std::fmt::Debug for ClientStream<Req, Resp> {
 }
 
 impl<Req, Resp> ClientStream<Req, Resp> {
-    pub(crate) fn new(shared: Arc<Shared>, rt: RuntimeHandle, core: usize, op: OpFn) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        owner: Arc<dyn std::any::Any + Send + Sync>,
+        rt: RuntimeHandle,
+        core: usize,
+        op: OpFn,
+    ) -> Self {
         ClientStream {
             shared,
+            _owner: owner,
             rt,
             core,
             op,
@@ -119,6 +131,11 @@ impl<Req, Resp> ClientStream<Req, Resp> {
 
     /// Ends our side: the server sees the end of the requests.
     pub fn close_send(&self) {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closed = true;
         self.post(Op::Close);
     }
 
@@ -172,6 +189,11 @@ impl<Req: prost::Message, Resp: prost::Message + Default> ClientStream<Req, Resp
                 Err(e) => clone_error(e),
             });
         }
+        if s.closed {
+            return Err(CallError::Protocol(crate::reason(
+                "send after close_send: the requests were ended",
+            )));
+        }
         s.queued += n;
         drop(s);
         if !self.post(Op::Send(buf.freeze())) {
@@ -187,7 +209,7 @@ impl<Req: prost::Message, Resp: prost::Message + Default> ClientStream<Req, Resp
         let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(m) = s.inbox.pop_front() {
-                s.inbox_bytes -= m.len();
+                s.inbox_bytes -= netpoll_codec::h2::grpc::PREFIX_LEN + m.len();
                 let credit = s.uncredited > 0 && s.inbox_bytes < RECV_QUEUE / 2;
                 drop(s);
                 if credit {
@@ -211,13 +233,19 @@ impl<Req: prost::Message, Resp: prost::Message + Default> ClientStream<Req, Resp
         }
     }
 
-    /// Ends our side and reads the one reply (client streaming).
+    /// Ends our side and reads the one reply (client streaming), then the stream's end:
+    /// an error status after the reply fails the call too.
     pub fn finish(&self) -> Result<Resp, CallError> {
         self.close_send();
-        match self.recv()? {
-            Some(r) => Ok(r),
-            None => Err(CallError::Protocol(crate::reason(
+        let Some(r) = self.recv()? else {
+            return Err(CallError::Protocol(crate::reason(
                 "the server ended the stream without a reply",
+            )));
+        };
+        match self.recv()? {
+            None => Ok(r),
+            Some(_) => Err(CallError::Protocol(crate::reason(
+                "more than one reply to a client-streaming call",
             ))),
         }
     }
@@ -234,9 +262,22 @@ impl<Req, Resp> Drop for ClientStream<Req, Resp> {
 /// A copy of a stream's failure for each reader (the original stays in the state).
 fn clone_error(e: &CallError) -> CallError {
     match e {
-        CallError::Status(s) => CallError::Status(s.clone()),
         CallError::Timeout => CallError::Timeout,
+        CallError::Connect(e) => CallError::Connect(std::io::Error::new(e.kind(), e.to_string())),
+        CallError::ConnectionLost(c) => CallError::ConnectionLost(c.clone()),
+        CallError::Protocol(c) => CallError::Protocol(c.clone()),
         CallError::Application(a) => CallError::Application(a.clone()),
-        e => CallError::ConnectionLost(crate::reason(e.to_string())),
+        CallError::Declared(never) => match *never {},
+        CallError::Status(s) => CallError::Status(s.clone()),
+        CallError::Decode(c) => CallError::Decode(c.clone()),
+        CallError::TooLarge(c) => CallError::TooLarge(c.clone()),
+        CallError::QueueFull { queued, limit } => CallError::QueueFull {
+            queued: *queued,
+            limit: *limit,
+        },
+        CallError::RuntimeStopped => CallError::RuntimeStopped,
+        CallError::WouldBlockCore => CallError::WouldBlockCore,
+        CallError::NoInstance(c) => CallError::NoInstance(c.clone()),
+        CallError::CircuitOpen(c) => CallError::CircuitOpen(c.clone()),
     }
 }

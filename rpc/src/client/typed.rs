@@ -1094,6 +1094,7 @@ impl<C: PayloadCodec> Client<C> {
         let core = channel.open_stream(Box::new(encode), timeout, shared.clone());
         Ok(ClientStream::new(
             shared,
+            self.base.inner.clone(),
             channel.runtime().clone(),
             core,
             super::conn::stream_op,

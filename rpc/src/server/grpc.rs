@@ -731,7 +731,13 @@ impl H2 {
             n if n.first() == Some(&b':') => {}
             n => {
                 if let Ok(k) = std::str::from_utf8(n) {
-                    meta.push((metainfo_name(k), v.to_vec()));
+                    // `-bin` values travel in base64; handlers see the bytes.
+                    let v = if k.ends_with("-bin") {
+                        grpc::base64_decode(v).unwrap_or_else(|| v.to_vec())
+                    } else {
+                        v.to_vec()
+                    };
+                    meta.push((metainfo_name(k), v));
                 }
             }
         });
