@@ -89,6 +89,7 @@ fn generate(
     rpc: Option<&str>,
 ) -> Result<Vec<PathBuf>, ProtoError> {
     let fds = protox::compile(protos, includes).map_err(|e| ProtoError::Parse(format!("{e:?}")))?;
+    let descriptor = std::sync::Arc::new(prost::Message::encode_to_vec(&fds));
     std::fs::create_dir_all(out_dir).map_err(ProtoError::Generate)?;
     let packages: Vec<String> = fds.file.iter().map(|f| f.package().to_string()).collect();
     let mut config = prost_build::Config::new();
@@ -96,6 +97,7 @@ fn generate(
     if let Some(rpc) = rpc {
         config.service_generator(Box::new(crate::protobuf_rpc::RpcServices {
             rpc: rpc.to_owned(),
+            descriptor,
         }));
     }
     config.compile_fds(fds).map_err(ProtoError::Generate)?;

@@ -14,6 +14,8 @@ use crate::services::{emit, Idl, MethodDesc, ServiceDesc, Shape, Streaming};
 pub(crate) struct RpcServices {
     /// How generated code names the `rpc` crate.
     pub rpc: String,
+    /// The encoded `FileDescriptorSet` of the files compiled (for server reflection).
+    pub descriptor: std::sync::Arc<Vec<u8>>,
 }
 
 /// A comment's lines as one doc comment.
@@ -22,8 +24,9 @@ fn doc(lines: &[String]) -> Option<String> {
 }
 
 /// The description of a protobuf service.
-pub(crate) fn describe(s: &Service) -> ServiceDesc {
+pub(crate) fn describe(s: &Service, descriptor: Option<std::sync::Arc<Vec<u8>>>) -> ServiceDesc {
     ServiceDesc {
+        descriptor,
         idl: Idl::Protobuf,
         wire_name: s.proto_name.clone(),
         full_name: if s.package.is_empty() {
@@ -61,7 +64,12 @@ impl ServiceGenerator for RpcServices {
         let mut code = Code::default();
         // Generated protobuf code names `prost` through the `rpc` crate's re-export.
         let rt = format!("{}::__private::netpoll_codec", self.rpc);
-        emit(&mut code, &describe(&s), &self.rpc, &rt);
+        emit(
+            &mut code,
+            &describe(&s, Some(self.descriptor.clone())),
+            &self.rpc,
+            &rt,
+        );
         buf.push_str(&code.finish());
     }
 }

@@ -267,6 +267,7 @@ pub fn builder_with(echo: EchoHandler) -> ServerBuilder {
         .service(interop::InteropServer::new(InteropHandler::default()))
         .service(pb::echo::EchoServer::new(PbEchoHandler { delay }))
         .service(pb::streamer::StreamerServer::new(StreamerHandler))
+        .reflection(true)
 }
 
 /// Starts the echo server on `addr` with `cores` cores.

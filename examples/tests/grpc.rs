@@ -400,6 +400,15 @@ fn health_watch_streams_each_change_of_status() {
 }
 
 #[test]
+fn grpcio_reflection_client_finds_every_service() {
+    if !have_grpcio() {
+        return;
+    }
+    let server = EchoServer::start(&[]);
+    run_peer(&["reflect", &server.addr.to_string()]);
+}
+
+#[test]
 fn a_deadline_that_expires_ends_the_call_and_spares_the_connection() {
     if !have_grpcio() {
         return;

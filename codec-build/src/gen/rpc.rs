@@ -146,6 +146,7 @@ impl Ctx<'_> {
             }
         }
         let desc = ServiceDesc {
+            descriptor: None,
             idl: Idl::Thrift,
             wire_name: idl.clone(),
             full_name: idl.clone(),

@@ -20,6 +20,20 @@ pub(crate) fn emit(code: &mut Code, s: &ServiceDesc, rpc: &str, rt: &str) {
     client(code, s, &all, rpc);
 }
 
+/// Bytes as the inside of a byte string literal.
+fn escape_bytes(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for &c in b {
+        match c {
+            b'"' => s.push_str("\\\""),
+            b'\\' => s.push_str("\\\\"),
+            0x20..=0x7e => s.push(c as char),
+            _ => s.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    s
+}
+
 fn params(m: &MethodDesc) -> String {
     m.params
         .iter()
@@ -161,6 +175,17 @@ fn server(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
     code.line(format!("f.write_str(\"{svc}Server\")"));
     code.close("}");
     code.close("}");
+    if let Some(d) = &s.descriptor {
+        code.line("");
+        code.line(format!(
+            "/// The `FileDescriptorSet` `{svc}` was compiled from, for gRPC server reflection."
+        ));
+        code.line(format!(
+            "const __{}_DESCRIPTOR: &[u8] = b\"{}\";",
+            snake.to_uppercase(),
+            escape_bytes(d)
+        ));
+    }
     code.line("");
     code.open(format!(
         "const {methods_const}: &[{rpc}::server::MethodInfo] = &["
@@ -201,6 +226,14 @@ fn server(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
     ));
     code.line(methods_const.clone());
     code.close("}");
+    if s.descriptor.is_some() {
+        code.open("fn file_descriptor_set(&self) -> ::std::option::Option<&'static [u8]> {");
+        code.line(format!(
+            "::std::option::Option::Some(__{}_DESCRIPTOR)",
+            snake.to_uppercase()
+        ));
+        code.close("}");
+    }
     code.open(format!(
         "fn call(&self, index: usize, call: {rpc}::server::Call<'_, '_, '_>) {{"
     ));

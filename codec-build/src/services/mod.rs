@@ -44,6 +44,9 @@ pub(crate) struct ServiceDesc {
     pub doc: Option<String>,
     /// The methods, inherited ones (Thrift `extends`) first.
     pub methods: Vec<MethodDesc>,
+    /// The encoded `FileDescriptorSet` of the files the service was compiled from (its
+    /// own and what they import), for gRPC server reflection; Protobuf only.
+    pub descriptor: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 /// One method of a service.

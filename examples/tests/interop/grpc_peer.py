@@ -5,6 +5,7 @@ idl/echo.proto at run time) as a client of our server.
 Usage:
   grpc_peer.py IDL_DIR client HOST:PORT [CA_PEM]
   grpc_peer.py IDL_DIR streams HOST:PORT [CA_PEM]
+  grpc_peer.py IDL_DIR reflect HOST:PORT
   grpc_peer.py IDL_DIR watch HOST:PORT
   grpc_peer.py IDL_DIR serve
   grpc_peer.py IDL_DIR deadline HOST:PORT
@@ -313,6 +314,39 @@ def serve(pb, pbg):
     server.stop(0)
 
 
+def reflect(target):
+    """gRPC server reflection, through grpcio's own reflection client (grpcio-reflection):
+    the services listed, each one's file fetched by symbol and by name, its methods found
+    in the descriptor pool it builds, an unknown symbol refused."""
+    import grpc
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase)
+    ch = channel(target)
+    db = ProtoReflectionDescriptorDatabase(ch)
+    services = set(db.get_services())
+    want = {"echo.Echo", "streamer.Streamer", "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection"}
+    check("reflection lists the services", want <= services, repr(sorted(services)))
+    pool = DescriptorPool(db)
+    echo = pool.FindServiceByName("echo.Echo")
+    check("echo.Echo's descriptor, with its method", [m.name for m in echo.methods] == ["Echo"],
+          repr([m.name for m in echo.methods]))
+    st = pool.FindServiceByName("streamer.Streamer")
+    shapes = {m.name: (m.client_streaming, m.server_streaming) for m in st.methods}
+    check("streamer.Streamer's streaming shapes",
+          shapes == {"Repeat": (False, True), "Concat": (True, False), "Chat": (True, True),
+                     "Sleep": (False, False)}, repr(shapes))
+    req = pool.FindMessageTypeByName("echo.EchoRequest")
+    check("a message type by name", [f.name for f in req.fields] == ["msg"])
+    check("a file by name", db.FindFileByName("stream.proto").package == "streamer")
+    try:
+        db.FindFileContainingSymbol("nope.Nope")
+        check("an unknown symbol is refused", False, "found")
+    except KeyError:
+        check("an unknown symbol is refused", True)
+
+
 def deadline(pb, pbg, target):
     import grpc
     ch = channel(target)
@@ -349,6 +383,8 @@ def main():
         client(pb, pbg, target, sys.argv[4] if len(sys.argv) > 4 else None)
     elif mode == "streams":
         streams(target, sys.argv[4] if len(sys.argv) > 4 else None)
+    elif mode == "reflect":
+        reflect(target)
     elif mode == "watch":
         watch(target)
     elif mode == "deadline":

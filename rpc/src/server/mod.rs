@@ -26,6 +26,7 @@ mod grpc;
 mod health;
 mod limit;
 mod order;
+mod reflection;
 mod router;
 mod service;
 mod stats;
@@ -134,6 +135,8 @@ pub struct ServerBuilder {
     limits: Limits,
     busy_poll: Duration,
     services: Vec<Arc<dyn Service>>,
+    /// Serve gRPC server reflection.
+    reflection: bool,
     framings: Vec<Arc<dyn Framing>>,
     middleware: Vec<Arc<dyn crate::middleware::DynMiddleware>>,
     metrics: Option<crate::metrics::Metrics>,
@@ -291,6 +294,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves gRPC server reflection (`grpc.reflection.v1.ServerReflection` and
+    /// `grpc.reflection.v1alpha.ServerReflection`): the services registered, and the
+    /// `.proto` descriptors generated Protobuf services were compiled from, for grpcurl
+    /// and other reflection clients.
+    pub fn reflection(mut self, on: bool) -> Self {
+        self.reflection = on;
+        self
+    }
+
     /// Counts every call in `metrics` (see [`crate::metrics`]): the server's own hook,
     /// cheaper than installing [`Metrics`](crate::metrics::Metrics) as a middleware.
     pub fn metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
@@ -364,7 +376,13 @@ impl ServerBuilder {
     /// Starts the cores and listens. Returns once every core accepts connections.
     pub fn start(self) -> Result<Server, ServerError> {
         let addr = self.addr.map_err(ServerError::Addr)?;
-        let router = Router::new(self.services).map_err(ServerError::Services)?;
+        let mut services = self.services;
+        if self.reflection {
+            let [v1, v1alpha] = reflection::Reflection::for_services(&services);
+            services.push(Arc::new(v1));
+            services.push(Arc::new(v1alpha));
+        }
+        let router = Router::new(services).map_err(ServerError::Services)?;
         let mut b = Runtime::builder().thread_name("rpc-server");
         if let Some(n) = self.cores {
             b = b.cores(n);
@@ -464,6 +482,7 @@ impl Server {
             },
             busy_poll: Duration::ZERO,
             services: Vec::new(),
+            reflection: false,
             framings: Vec::new(),
             middleware: Vec::new(),
             metrics: None,

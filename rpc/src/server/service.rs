@@ -51,6 +51,11 @@ pub trait Service: Send + Sync + 'static {
     fn methods(&self) -> &'static [MethodInfo];
     /// Runs method `index` for `call`, on the core that owns the connection.
     fn call(&self, index: usize, call: Call<'_, '_, '_>);
+    /// The encoded `FileDescriptorSet` the service was compiled from (Protobuf services;
+    /// generated code supplies it), for gRPC server reflection. Default: none.
+    fn file_descriptor_set(&self) -> Option<&'static [u8]> {
+        None
+    }
     /// Opens a stream of streaming method `index` (one whose
     /// [`kind`](MethodInfo::kind) is not [`StreamKind::Unary`]). The default refuses it.
     fn open(&self, index: usize, call: StreamCall<'_>) -> Opened {
