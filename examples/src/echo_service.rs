@@ -99,8 +99,9 @@ impl pb::echo::Echo for PbEchoHandler {
 
 /// `stream.proto`'s `Streamer`, every call shape: `Repeat` streams `count` copies of its
 /// message as fast as the client reads them, `Concat` joins what the client streams,
-/// `Chat` echoes each message as it arrives, and `Sleep` replies after its delay. None
-/// blocks the core.
+/// `Chat` echoes each message as it arrives, and `Sleep` replies after its delay (and
+/// sends the request's `x-echo-back` and `x-echo-back-bin` metadata back). None blocks
+/// the core.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StreamerHandler;
 
@@ -190,6 +191,14 @@ impl pb::streamer::Streamer for StreamerHandler {
         ctx: &CallContext<'_>,
         req: pb::streamer::SleepRequest,
     ) -> Reply<pb::streamer::Chunk> {
+        // Metadata `x-echo-back` (and `x-echo-back-bin`) comes back as reply metadata.
+        if let Some(tt) = ctx.ttheader() {
+            for key in ["x-echo-back", "x-echo-back-bin"] {
+                if let Some(v) = tt.str_header(key) {
+                    ctx.send_back(key, v);
+                }
+            }
+        }
         let (later, reply) = ctx.defer();
         let delay = Duration::from_millis(u64::try_from(req.ms).unwrap_or(0));
         let chunk = pb::streamer::Chunk { msg: req.msg };

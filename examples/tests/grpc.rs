@@ -320,6 +320,32 @@ fn our_grpc_client_calls_our_server() {
         })
         .unwrap();
     assert_eq!(&r.msg[..], b"in time");
+    // Metadata both ways, text and binary: the server's Sleep sends it back.
+    let (r, back) = s
+        .with_header("x-echo-back", "ours")
+        .with_header("x-echo-back-bin", vec![0u8, 1, 255])
+        .client()
+        .call_meta::<_, examples::gen::pb::streamer::Chunk>(
+            "Sleep",
+            SleepRequest {
+                ms: 0,
+                msg: "meta".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(&r.msg[..], b"meta");
+    let got: Vec<(&str, &[u8])> = back
+        .iter()
+        .filter(|(k, _)| k.starts_with("x-echo"))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("x-echo-back", &b"ours"[..]),
+            ("x-echo-back-bin", &[0u8, 1, 255][..])
+        ],
+        "{back:?}"
+    );
     // A unary call of a server-streaming method that replies twice: not a unary reply.
     let e = s
         .client()

@@ -2,9 +2,106 @@
 //! [`write_status`]: an error reply carrying a [`crate::Status`].
 
 pub use netpoll_codec::envelope::{
-    decode_thrift, parse, parse_message, peek_seq_id, write_pb, write_thrift, Envelope, Headers,
-    Parsed, Payload, Transport, WireError, WriteError,
+    decode_thrift, parse, parse_message, peek_seq_id, write_thrift, Envelope, Headers, Parsed,
+    Payload, Transport, WireError, WriteError,
 };
+
+/// Appends a Protobuf message in `env`'s shape (`netpoll_codec::envelope::write_pb`). A
+/// reply on the gRPC transport is first preceded by the metadata it sends back (its
+/// `RPC_BACKWARD_*` headers, which the gRPC connection sends as response metadata).
+pub fn write_pb<M: prost::Message>(
+    env: &Envelope,
+    out: &mut BytesMut,
+    kind: MessageType,
+    body: &M,
+    h: &Headers<'_>,
+) -> Result<(), WriteError> {
+    if env.transport == Transport::Custom(crate::server::GRPC_TRANSPORT) {
+        write_grpc_meta(out, h);
+    }
+    netpoll_codec::envelope::write_pb(env, out, kind, body, h)
+}
+
+/// The metadata section of a gRPC reply between the service layer and the connection: a
+/// count, then each name (without `RPC_BACKWARD_`) and value, length-prefixed.
+fn write_grpc_meta(out: &mut BytesMut, h: &Headers<'_>) {
+    use bytes::BufMut;
+    let back = || {
+        h.strs.iter().filter_map(|(k, v)| {
+            k.strip_prefix(crate::client::BACKWARD_PREFIX)
+                .map(|k| (k, *v))
+        })
+    };
+    out.put_u16(back().count().min(usize::from(u16::MAX)) as u16);
+    for (k, v) in back().take(usize::from(u16::MAX)) {
+        out.put_u16(k.len() as u16);
+        out.put_slice(k.as_bytes());
+        out.put_u32(v.len() as u32);
+        out.put_slice(v);
+    }
+}
+
+/// Splits a gRPC reply into the metadata it sends back and its message.
+pub(crate) fn read_grpc_meta(
+    mut reply: bytes::Bytes,
+) -> Option<(Vec<(String, bytes::Bytes)>, bytes::Bytes)> {
+    use bytes::Buf;
+    let mut meta = Vec::new();
+    if reply.len() < 2 {
+        return None;
+    }
+    let n = reply.get_u16();
+    for _ in 0..n {
+        if reply.len() < 2 {
+            return None;
+        }
+        let kl = usize::from(reply.get_u16());
+        if reply.len() < kl + 4 {
+            return None;
+        }
+        let k = String::from_utf8_lossy(&reply.split_to(kl)).into_owned();
+        let vl = reply.get_u32() as usize;
+        if reply.len() < vl {
+            return None;
+        }
+        meta.push((k, reply.split_to(vl)));
+    }
+    Some((meta, reply))
+}
+
+/// Metadata as it may travel in HTTP/2: a valid lower-case name that neither HTTP/2 nor
+/// gRPC reserves, and a value in base64 for `-bin` names or printable ASCII otherwise;
+/// `None` when it cannot.
+pub(crate) fn grpc_metadata(name: &str, v: &[u8]) -> Option<(String, Vec<u8>)> {
+    let name = name.to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    let reserved = name.starts_with("grpc-")
+        || [
+            "te",
+            "content-type",
+            "user-agent",
+            "connection",
+            "host",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+        ]
+        .contains(&name.as_str());
+    if !valid || reserved {
+        return None;
+    }
+    if name.ends_with("-bin") {
+        let v = netpoll_codec::h2::grpc::base64_encode(v).into_bytes();
+        return Some((name, v));
+    }
+    v.iter()
+        .all(|b| (0x20..0x7f).contains(b))
+        .then(|| (name, v.to_vec()))
+}
 
 use bytes::BytesMut;
 use netpoll_codec::frame;

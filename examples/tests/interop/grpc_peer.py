@@ -131,6 +131,14 @@ def client(pb, pbg, target, ca=None):
         check("Sleep past its deadline", e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, f"{e.code()}")
     got = [c.msg for c in st.Repeat(stream_pb2.RepeatRequest(msg=b"r", count=3), timeout=5)]
     check("Repeat (server streaming)", got == [b"r"] * 3, repr(got))
+    # Metadata both ways: text and binary (-bin) values come back as reply metadata.
+    r, call = st.Sleep.with_call(stream_pb2.SleepRequest(ms=0, msg=b"meta"), timeout=5,
+                                 metadata=(("x-echo-back", "text value"),
+                                           ("x-echo-back-bin", b"\x00\x01\xff")))
+    got = dict(call.initial_metadata())
+    check("reply metadata, text and binary",
+          r.msg == b"meta" and got.get("x-echo-back") == "text value"
+          and got.get("x-echo-back-bin") == b"\x00\x01\xff", repr(got))
     r = stub.Echo(pb.EchoRequest(msg=b"after"), timeout=5)
     check("the connection still serves", r.msg == b"after")
 

@@ -270,12 +270,12 @@ impl H2Client {
             hpack::encode(&mut block, b"grpc-timeout", &v, false);
         }
         for (k, v) in tt.str_headers() {
-            let Some(name) = metadata_name(k) else {
-                continue;
-            };
-            match metadata_value(&name, v) {
-                Some(v) => hpack::encode(&mut block, name.as_bytes(), &v, false),
-                None => tracing::debug!(name, "metadata value not printable ASCII; not sent"),
+            match metadata(k, v) {
+                Some((name, v)) => hpack::encode(&mut block, name.as_bytes(), &v, false),
+                None => tracing::debug!(
+                    name = %String::from_utf8_lossy(k),
+                    "header cannot travel as gRPC metadata; not sent"
+                ),
             }
         }
         h2f::write_headers(conn.output(), id, &block, false, self.peer_max_frame);
@@ -1085,56 +1085,23 @@ fn not_taken(why: &'static str) -> CallError {
     ))
 }
 
-/// The gRPC metadata name of a TTHeader string header of a call, or `None` for those
-/// that are TTHeader's own or cannot travel as metadata: Kitex's metainfo
-/// (`RPC_TRANSIT_k`, `RPC_PERSIST_k`) travels as `rpc-transit-k` and `rpc-persist-k`
-/// (HTTP/2 names are lower case), the rest as it is, lower-cased. Names HTTP/2 or gRPC
-/// reserve are left out.
-fn metadata_name(k: &[u8]) -> Option<String> {
+/// The gRPC metadata of a TTHeader string header of a call, or `None` for those that are
+/// TTHeader's own or cannot travel as metadata: Kitex's metainfo (`RPC_TRANSIT_k`,
+/// `RPC_PERSIST_k`) travels as `rpc-transit-k` and `rpc-persist-k` (HTTP/2 names are
+/// lower case), the rest as it is, lower-cased ([`crate::wire::grpc_metadata`]).
+fn metadata(k: &[u8], v: &[u8]) -> Option<(String, Vec<u8>)> {
     let k = std::str::from_utf8(k).ok()?;
     if k == str_key::IDL_SERVICE_NAME {
         return None;
     }
-    let name = match [
+    let name = [
         ("RPC_TRANSIT_", "rpc-transit-"),
         ("RPC_PERSIST_", "rpc-persist-"),
     ]
     .iter()
     .find_map(|(upper, lower)| k.strip_prefix(upper).map(|rest| format!("{lower}{rest}")))
-    {
-        Some(n) => n,
-        None => k.to_owned(),
-    }
-    .to_ascii_lowercase();
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
-    let reserved = name.starts_with("grpc-")
-        || [
-            "te",
-            "content-type",
-            "user-agent",
-            "connection",
-            "host",
-            "keep-alive",
-            "proxy-connection",
-            "transfer-encoding",
-            "upgrade",
-        ]
-        .contains(&name.as_str());
-    (valid && !reserved).then_some(name)
-}
-
-/// A metadata value as it may travel: base64 for `-bin` names, and printable ASCII
-/// otherwise (`None`: it cannot, and is left out).
-fn metadata_value(name: &str, v: &[u8]) -> Option<Vec<u8>> {
-    if name.ends_with("-bin") {
-        return Some(grpc::base64_encode(v).into_bytes());
-    }
-    v.iter()
-        .all(|b| (0x20..0x7f).contains(b))
-        .then(|| v.to_vec())
+    .unwrap_or_else(|| k.to_owned());
+    crate::wire::grpc_metadata(&name, v)
 }
 
 #[cfg(test)]
@@ -1142,27 +1109,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metadata_names() {
+    fn metadata_names_and_values() {
+        let name = |k: &[u8]| metadata(k, b"v").map(|(n, _)| n);
         assert_eq!(
-            metadata_name(b"RPC_TRANSIT_Tenant").as_deref(),
+            name(b"RPC_TRANSIT_Tenant").as_deref(),
             Some("rpc-transit-tenant")
         );
         assert_eq!(
-            metadata_name(b"RPC_PERSIST_user").as_deref(),
+            name(b"RPC_PERSIST_user").as_deref(),
             Some("rpc-persist-user")
         );
+        assert_eq!(name(b"traceparent").as_deref(), Some("traceparent"));
+        assert_eq!(name(b"isn"), None);
+        assert_eq!(name(b"bad name"), None);
+        assert_eq!(name(b"RPC_TRANSIT_bad key"), None);
+        assert_eq!(name(b"Content-Type"), None);
+        assert_eq!(name(b"grpc-timeout"), None);
+        assert_eq!(metadata(b"x-nl", b"a\r\nb"), None);
         assert_eq!(
-            metadata_name(b"traceparent").as_deref(),
-            Some("traceparent")
-        );
-        assert_eq!(metadata_name(b"isn"), None);
-        assert_eq!(metadata_name(b"bad name"), None);
-        assert_eq!(metadata_name(b"RPC_TRANSIT_bad key"), None);
-        assert_eq!(metadata_name(b"Content-Type"), None);
-        assert_eq!(metadata_name(b"grpc-timeout"), None);
-        assert_eq!(metadata_value("x-nl", b"a\r\nb"), None);
-        assert_eq!(
-            metadata_value("x-bin", &[0, 255]).as_deref(),
+            metadata(b"x-bin", &[0, 255]).map(|(_, v)| v).as_deref(),
             Some(&b"AP8"[..])
         );
     }

@@ -141,6 +141,8 @@ struct Stream {
     /// Its client sent gzip-compressed messages (`grpc-encoding: gzip`): its replies are
     /// compressed too, as grpc-go's servers do.
     gzip: bool,
+    /// Response metadata the handler sent back, for our HEADERS (HPACK-encoded).
+    extra_headers: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Stream {
@@ -830,6 +832,7 @@ impl H2 {
             sent: 0,
             closed: None,
             gzip,
+            extra_headers: None,
         };
         if matches!(kind, StreamKind::Client | StreamKind::Bidi) {
             // The call opens now; its messages follow, to its handler.
@@ -958,13 +961,28 @@ impl H2 {
     /// stream as HEADERS, DATA and trailers, or as trailers alone for an error. A stream
     /// reset meanwhile takes nothing.
     pub(crate) fn reply(&mut self, conn: &mut Conn<'_>, message: Bytes) {
-        let Ok((header, body)) = KitexPbHeader::parse_message(message) else {
+        let parsed = crate::wire::read_grpc_meta(message).and_then(|(meta, m)| {
+            KitexPbHeader::parse_message(m)
+                .ok()
+                .map(|(h, b)| (meta, h, b))
+        });
+        let Some((meta, header, body)) = parsed else {
             tracing::warn!("a gRPC reply could not be read back; dropped");
             return;
         };
         let stream = header.seq_id as u32;
-        if !self.streams.contains_key(&stream) {
+        let Some(s) = self.streams.get_mut(&stream) else {
             return;
+        };
+        // What the handler sends back: response metadata, in our HEADERS.
+        if !meta.is_empty() {
+            let mut block = Vec::new();
+            for (k, v) in &meta {
+                if let Some((n, v)) = crate::wire::grpc_metadata(k, v) {
+                    hpack::encode(&mut block, n.as_bytes(), &v, false);
+                }
+            }
+            s.extra_headers = Some(block);
         }
         if header.kind == MessageType::Exception {
             let e: crate::wire::GrpcStatus = prost::Message::decode(body).unwrap_or_default();
@@ -977,7 +995,20 @@ impl H2 {
                 );
                 crate::status::exception_kind(&exception).grpc_code()
             };
-            self.trailers_only(conn, stream, code, &e.message);
+            let mut block = status_block(true, code, &e.message);
+            if let Some(extra) = self
+                .streams
+                .get_mut(&stream)
+                .and_then(|s| s.extra_headers.take())
+            {
+                block.extend_from_slice(&extra);
+            }
+            h2f::write_headers(conn.output(), stream, &block, true, self.peer_max_frame);
+            if let Some(s) = self.streams.get_mut(&stream) {
+                if !s.remote_closed {
+                    h2f::write_rst_stream(conn.output(), stream, code::NO_ERROR);
+                }
+            }
             self.end_stream(conn, stream);
             return;
         }
@@ -1020,7 +1051,14 @@ impl H2 {
             } else {
                 &self.reply_headers
             };
-            h2f::write_headers(out, stream, headers, false, self.peer_max_frame);
+            match s.extra_headers.take() {
+                None => h2f::write_headers(out, stream, headers, false, self.peer_max_frame),
+                Some(extra) => {
+                    let mut block = headers.clone();
+                    block.extend_from_slice(&extra);
+                    h2f::write_headers(out, stream, &block, false, self.peer_max_frame);
+                }
+            }
             s.headers_sent = true;
         }
         while !s.out.is_empty() {

@@ -153,6 +153,17 @@ func unary(cc *grpc.ClientConn) {
 	err = cc.Invoke(ctx, "/echo.Echo/Echo", &req, &reply)
 	cancel()
 	check("a call with metadata (and a -bin key)", err == nil && string(field1(reply)) == "with metadata", fmt.Sprint(err))
+	// Metadata back: the server's Sleep echoes x-echo-back and x-echo-back-bin.
+	ctx = metadata.AppendToOutgoingContext(context.Background(), "x-echo-back", "go value", "x-echo-back-bin", string([]byte{9, 0, 255}))
+	ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+	var header metadata.MD
+	req = sleepRequest(0, []byte("meta back"))
+	err = cc.Invoke(ctx, "/streamer.Streamer/Sleep", &req, &reply, grpc.Header(&header))
+	cancel()
+	back := header.Get("x-echo-back")
+	backBin := header.Get("x-echo-back-bin")
+	check("reply metadata, text and binary", err == nil && len(back) == 1 && back[0] == "go value" &&
+		len(backBin) == 1 && backBin[0] == string([]byte{9, 0, 255}), fmt.Sprint(err, header))
 	out, err = call(cc, "/grpc.health.v1.Health/Check", []byte{0x0a, 9, 'e', 'c', 'h', 'o', '.', 'E', 'c', 'h', 'o'}, 5*time.Second)
 	check("health Check", err == nil && bytes.Equal(out, []byte{0x08, 0x01}), fmt.Sprint(out, err))
 }
