@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use netpoll::{CloseReason, Conn, Core, Handler, Input, TimerId};
 
 use super::framing::{ReplyFraming, ReplySplit};
-use super::grpc::{H2Client, STREAM_TIMER};
+use super::grpc::{H2Client, FLUSH_TIMER, STREAM_TIMER};
 use super::stream::{Op, Shared};
 use crate::CallError;
 
@@ -373,6 +373,12 @@ impl Handler for ClientConn {
     }
 
     fn on_timer(&mut self, conn: &mut Conn<'_>, token: u64) {
+        if token == FLUSH_TIMER {
+            if let Some(h2) = self.h2.as_deref_mut() {
+                h2.flush_dirty(conn);
+            }
+            return;
+        }
         if token != IDLE_TOKEN && token & STREAM_TIMER != 0 {
             let mut ended = Vec::new();
             if let Some(h2) = self.h2.as_deref_mut() {

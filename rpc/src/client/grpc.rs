@@ -33,6 +33,9 @@ use crate::{CallError, ErrorKind};
 /// Timer tokens of streaming calls' deadlines: this bit, and the stream id.
 pub(crate) const STREAM_TIMER: u64 = 1 << 40;
 
+/// The timer token of the flush of what streaming calls sent in one loop turn.
+pub(crate) const FLUSH_TIMER: u64 = 1 << 41;
+
 /// The per-stream receive window we advertise.
 const STREAM_WINDOW: u32 = 1 << 20;
 /// The connection receive window we keep open.
@@ -124,6 +127,9 @@ pub(crate) struct H2Client {
     goaway: Option<u32>,
     /// Request bytes held here: not yet let out by the windows, or waiting for a stream.
     held: usize,
+    /// Streams whose handles sent messages this loop turn: flushed together at its end,
+    /// so that what is sent at once shares DATA frames.
+    dirty: Vec<u32>,
 }
 
 /// A connection error: GOAWAY with this code, then close; every call fails.
@@ -158,6 +164,7 @@ impl H2Client {
             conn_unacked: 0,
             goaway: None,
             held: 0,
+            dirty: Vec::new(),
         }
     }
 
@@ -377,7 +384,13 @@ impl H2Client {
                 }
                 s.out.extend_from_slice(&m);
                 self.held += m.len();
-                self.flush(conn, id);
+                if self.dirty.is_empty() {
+                    // Flushed at the next turn, with whatever else is sent by then.
+                    conn.set_timer(conn.now(), FLUSH_TIMER);
+                }
+                if !self.dirty.contains(&id) {
+                    self.dirty.push(id);
+                }
             }
             Op::Close => {
                 s.close = true;
@@ -408,6 +421,13 @@ impl H2Client {
                 // A stream slot came free.
                 self.open_waiting(conn, done);
             }
+        }
+    }
+
+    /// Sends what streaming calls' handles sent since the last flush.
+    pub(crate) fn flush_dirty(&mut self, conn: &mut Conn<'_>) {
+        for id in std::mem::take(&mut self.dirty) {
+            self.flush(conn, id);
         }
     }
 

@@ -1149,6 +1149,7 @@ impl H2 {
             }
             if !room(s, self.queued) {
                 self.wait_for_room(stream);
+                self.flush(conn, stream);
                 return;
             }
             let s = self.streams.get_mut(&stream).expect("looked up above");
@@ -1159,7 +1160,7 @@ impl H2 {
                 }) => {
                     let mut m = s.data.split_to(grpc::PREFIX_LEN + len).freeze();
                     m.advance(grpc::PREFIX_LEN);
-                    self.run(conn, stream, |h, out| h.message(m, out));
+                    self.event(conn, stream, |h, out| h.message(m, out));
                 }
                 Ok(grpc::Message::NeedMore(_)) => break,
                 Ok(grpc::Message::Whole { len, .. }) => {
@@ -1170,7 +1171,7 @@ impl H2 {
                         Err(grpc::GzipError::Corrupt)
                     };
                     match plain {
-                        Ok(m) => self.run(conn, stream, |h, out| h.message(m.into(), out)),
+                        Ok(m) => self.event(conn, stream, |h, out| h.message(m.into(), out)),
                         Err(e) => {
                             let (kind, code, why) = match e {
                                 grpc::GzipError::TooLarge => (
@@ -1203,6 +1204,8 @@ impl H2 {
                 }
             }
         }
+        // What the handler sent for these messages leaves together.
+        self.flush(conn, stream);
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
@@ -1277,11 +1280,22 @@ impl H2 {
                 self.run(conn, id, |h, out| h.writable(out));
             }
         }
+        // A handler whose replies all left at once (the windows had room) waits for room
+        // it already has: it is told on the next loop turn, so that one fast stream does
+        // not hold the core.
+        let ready = self.writers.iter().any(|id| {
+            self.streams
+                .get(id)
+                .is_some_and(|s| s.handler.is_some() && room(s, self.queued))
+        });
+        if ready && self.flush_timer.is_none() {
+            self.flush_timer = Some(conn.set_timer(conn.now(), FLUSH_TIMER));
+        }
     }
 
-    /// Runs one event of a stream's handler. A handler that finished its stream, or
-    /// panicked, is dropped.
-    fn run(
+    /// Runs one event of a stream's handler; what it sends stays queued until the caller
+    /// flushes. A handler that finished its stream, or panicked, is dropped.
+    fn event(
         &mut self,
         conn: &mut Conn<'_>,
         stream: u32,
@@ -1301,6 +1315,17 @@ impl H2 {
                 s.handler = Some(h);
             }
         }
+    }
+
+    /// [`event`](Self::event), then what the handler sent leaves (as the windows allow).
+    fn run(
+        &mut self,
+        conn: &mut Conn<'_>,
+        stream: u32,
+        f: impl FnOnce(&mut dyn RawStream, &mut dyn RawOut),
+    ) {
+        self.event(conn, stream, f);
+        self.flush(conn, stream);
     }
 
     /// Finishes a stream with an error from the connection's side.
@@ -1594,11 +1619,13 @@ impl RawOut for Out<'_, '_> {
     }
 
     fn queued(&mut self, n: usize) -> bool {
+        // Sent when the handler's event ends (`run`): what it sends at once shares DATA
+        // frames instead of one frame per message (gRPC messages are often tiny, and a
+        // peer may count frames).
         self.h2.queued += n;
         if let Some(s) = self.h2.streams.get_mut(&self.stream) {
             s.sent += n;
         }
-        self.h2.flush(self.conn, self.stream);
         let room = self.has_room();
         if !room {
             self.h2.wait_for_room(self.stream);
