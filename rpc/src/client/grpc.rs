@@ -496,7 +496,7 @@ impl H2Client {
             let n = (room as usize).min(s.out.len());
             let last = n == s.out.len() && s.close;
             h2f::write_data(out, id, &s.out[..n], last);
-            let _ = s.out.split_to(n);
+            s.out.advance(n); // no split: that would make the buffer shared (an allocation)
             self.held -= n;
             self.conn_send_window -= n as i64;
             s.send_window -= n as i64;

@@ -1081,7 +1081,7 @@ impl H2 {
             }
             let n = (room as usize).min(s.out.len());
             h2f::write_data(out, stream, &s.out[..n], false);
-            let _ = s.out.split_to(n);
+            s.out.advance(n); // no split: that would make the buffer shared (an allocation)
             self.queued -= n;
             self.conn_send_window -= n as i64;
             s.send_window -= n as i64;
