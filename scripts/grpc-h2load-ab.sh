@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Server CPU per call under h2load's fixed gRPC load (16 connections x 32 streams at
+# 48,000 calls/s, 128 B echo), for each echo_server binary given, alternating between them
+# REPEATS times (default 3): the h2load row of scripts/grpc-bench.sh as a same-run A/B of
+# two builds (perf-ab.sh builds each commit's under /tmp/perf-ab/target-<commit>/release).
+#
+#   scripts/grpc-h2load-ab.sh BASE_ECHO_SERVER HEAD_ECHO_SERVER
+#
+# Prints each binary's runs, sorted. Server on CPU 0, h2load on CPU 1. CPU time is read
+# from /proc in clock ticks: one tick is about 0.07 µs per call at this load.
+set -euo pipefail
+REPEATS=${REPEATS:-3} python3 - "$@" <<'PY'
+import os, subprocess, sys, tempfile, time
+
+def cpu(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+pb = b"\x0a" + bytes([128]) + b"\x01" + b"x" * 128  # EchoRequest { msg: 128 B }
+body = tempfile.mktemp(prefix="grpc-body-")
+with open(body, "wb") as f:
+    f.write(b"\x00" + len(pb).to_bytes(4, "big") + pb)
+runs = {b: [] for b in sys.argv[1:]}
+for _ in range(int(os.environ["REPEATS"])):
+    for b in sys.argv[1:]:
+        p = subprocess.Popen([b, "--addr", "127.0.0.1:19020", "--cores", "1", "--cpus", "0"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        c0 = cpu(p.pid)
+        out = subprocess.run(["taskset", "-c", "1", "h2load", "-c", "16", "-m", "32", "--rps", "3000",
+                              "-D", "3s", "-d", body, "-H", "content-type: application/grpc",
+                              "-H", "te: trailers", "http://127.0.0.1:19020/echo.Echo/Echo"],
+                             capture_output=True, text=True, check=True)
+        c = cpu(p.pid) - c0
+        line = next(l for l in out.stdout.splitlines() if l.startswith("requests:"))
+        parts = line.replace(",", "").split()
+        runs[b].append(c / int(parts[parts.index("done") - 1]) * 1e6)
+        p.kill()
+        p.wait()
+os.unlink(body)
+for b, v in runs.items():
+    print(b, " ".join(f"{x:.3f}" for x in sorted(v)), "µs/call")
+PY
