@@ -100,7 +100,8 @@ impl pb::echo::Echo for PbEchoHandler {
 /// `stream.proto`'s `Streamer`, every call shape: `Repeat` streams `count` copies of its
 /// message as fast as the client reads them, `Concat` joins what the client streams,
 /// `Chat` echoes each message as it arrives, and `Sleep` replies after its delay (and
-/// sends the request's `x-echo-back` and `x-echo-back-bin` metadata back). None blocks
+/// sends the request's `x-echo-back` and `x-echo-back-bin` metadata back; a negative
+/// delay is INVALID_ARGUMENT with status details). None blocks
 /// the core.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StreamerHandler;
@@ -191,6 +192,17 @@ impl pb::streamer::Streamer for StreamerHandler {
         ctx: &CallContext<'_>,
         req: pb::streamer::SleepRequest,
     ) -> Reply<pb::streamer::Chunk> {
+        if req.ms < 0 {
+            // INVALID_ARGUMENT with gRPC status details: an encoded `google.rpc.Status`
+            // carrying the same code and message.
+            let message = "ms must not be negative";
+            let mut details = vec![0x08, 3, 0x12, message.len() as u8];
+            details.extend_from_slice(message.as_bytes());
+            return Reply::err(
+                netpoll_rpc::Status::new(netpoll_rpc::ErrorKind::InvalidArgument, message)
+                    .with_details(details),
+            );
+        }
         // Metadata `x-echo-back` (and `x-echo-back-bin`) comes back as reply metadata.
         if let Some(tt) = ctx.ttheader() {
             for key in ["x-echo-back", "x-echo-back-bin"] {

@@ -320,6 +320,23 @@ fn our_grpc_client_calls_our_server() {
         })
         .unwrap();
     assert_eq!(&r.msg[..], b"in time");
+    // Status details come back with the status.
+    let e = s
+        .sleep(SleepRequest {
+            ms: -1,
+            msg: "x".into(),
+        })
+        .unwrap_err();
+    match &e {
+        netpoll_rpc::CallError::Status(st) => {
+            assert_eq!(st.kind(), netpoll_rpc::ErrorKind::InvalidArgument);
+            assert_eq!(
+                st.details(),
+                Some(&b"\x08\x03\x12\x17ms must not be negative"[..])
+            );
+        }
+        e => panic!("{e}"),
+    }
     // Metadata both ways, text and binary: the server's Sleep sends it back.
     let (r, back) = s
         .with_header("x-echo-back", "ours")

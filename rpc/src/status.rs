@@ -14,6 +14,9 @@ use crate::ErrorKind;
 pub struct Status {
     kind: ErrorKind,
     message: String,
+    /// gRPC's status details (`grpc-status-details-bin`: an encoded `google.rpc.Status`),
+    /// when there are any.
+    details: Option<bytes::Bytes>,
 }
 
 impl Status {
@@ -22,6 +25,7 @@ impl Status {
         Status {
             kind: kind.into(),
             message: message.into(),
+            details: None,
         }
     }
 
@@ -74,6 +78,19 @@ impl Status {
         &self.message
     }
 
+    /// The same status with gRPC status details: the bytes of an encoded
+    /// `google.rpc.Status` (with its `details` of `Any` messages), sent over gRPC as
+    /// `grpc-status-details-bin`. Thrift and Kitex Protobuf have no place for them.
+    pub fn with_details(mut self, details: impl Into<bytes::Bytes>) -> Status {
+        self.details = Some(details.into());
+        self
+    }
+
+    /// The gRPC status details, if the status has any.
+    pub fn details(&self) -> Option<&[u8]> {
+        self.details.as_deref()
+    }
+
     /// The `TApplicationException` this status is sent as.
     pub fn to_exception(&self) -> ApplicationException {
         if self.kind == ErrorKind::Overloaded && !self.message.starts_with(OVERLOADED_PREFIX) {
@@ -95,6 +112,16 @@ pub(crate) fn from_grpc(code: u8, message: String) -> Status {
         kind = ErrorKind::Overloaded;
     }
     Status::new(kind, message)
+}
+
+/// The same, with status details when the bytes are not empty.
+pub(crate) fn from_grpc_with(code: u8, message: String, details: bytes::Bytes) -> Status {
+    let s = from_grpc(code, message);
+    if details.is_empty() {
+        s
+    } else {
+        s.with_details(details)
+    }
 }
 
 /// The kind an application exception stands for, the overload marker included.

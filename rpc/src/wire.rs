@@ -122,6 +122,9 @@ pub(crate) struct GrpcStatus {
     /// The gRPC status code.
     #[prost(uint32, tag = "3")]
     pub code: u32,
+    /// The status details (`grpc-status-details-bin`), if any.
+    #[prost(bytes = "bytes", tag = "4")]
+    pub details: bytes::Bytes,
 }
 
 /// Appends an EXCEPTION reply carrying `status`: a `TApplicationException` for Thrift, an
@@ -135,6 +138,10 @@ pub fn write_status(env: &Envelope, out: &mut BytesMut, status: &Status, h: &Hea
             type_id: status.kind().thrift_type(),
             message: status.message().to_owned(),
             code: u32::from(status.kind().grpc_code()),
+            details: status
+                .details()
+                .map(bytes::Bytes::copy_from_slice)
+                .unwrap_or_default(),
         };
         write_pb(env, out, MessageType::Exception, &e, h)
     } else {

@@ -139,6 +139,15 @@ def client(pb, pbg, target, ca=None):
     check("reply metadata, text and binary",
           r.msg == b"meta" and got.get("x-echo-back") == "text value"
           and got.get("x-echo-back-bin") == b"\x00\x01\xff", repr(got))
+    # Status details (grpc-status-details-bin): a google.rpc.Status with the same code.
+    try:
+        st.Sleep(stream_pb2.SleepRequest(ms=-1), timeout=5)
+        check("status details", False, "answered")
+    except grpc.RpcError as e:
+        details = dict(e.trailing_metadata() or ()).get("grpc-status-details-bin")
+        want = b"\x08\x03\x12\x17ms must not be negative"
+        check("status details", e.code() == grpc.StatusCode.INVALID_ARGUMENT and details == want,
+              f"{e.code()} {details!r}")
     r = stub.Echo(pb.EchoRequest(msg=b"after"), timeout=5)
     check("the connection still serves", r.msg == b"after")
 

@@ -90,6 +90,8 @@ struct Stream {
     meta: Vec<(String, Vec<u8>)>,
     status: Option<u8>,
     message: String,
+    /// `grpc-status-details-bin`, decoded.
+    details: Bytes,
     http_status: Option<u16>,
 }
 
@@ -309,6 +311,7 @@ impl H2Client {
             meta: Vec::new(),
             status: None,
             message: String::new(),
+            details: Bytes::new(),
             http_status: None,
         }
     }
@@ -866,6 +869,9 @@ impl H2Client {
                     s.status = std::str::from_utf8(&v).ok().and_then(|v| v.parse().ok())
                 }
                 b"grpc-message" => s.message = grpc::decode_message(&v),
+                b"grpc-status-details-bin" => {
+                    s.details = grpc::base64_decode(&v).map(Bytes::from).unwrap_or_default()
+                }
                 b"grpc-encoding" if first => s.gzip = v == b"gzip",
                 b"content-type" | b"grpc-accept-encoding" | b"date" | b"server" => {}
                 n if n.first() == Some(&b':') => {}
@@ -898,9 +904,10 @@ impl H2Client {
                     Some(0) => Err(CallError::Protocol(crate::reason(
                         "the stream ended inside a message",
                     ))),
-                    Some(code) => Err(CallError::Status(crate::status::from_grpc(
+                    Some(code) => Err(CallError::Status(crate::status::from_grpc_with(
                         code,
                         s.message.clone(),
+                        s.details.clone(),
                     ))),
                     None => Err(CallError::Protocol(crate::reason(
                         "the response has no grpc-status",
@@ -959,6 +966,7 @@ impl H2Client {
                     .thrift_type(),
                 message: s.message,
                 code: u32::from(status),
+                details: s.details,
             };
             (
                 MessageType::Exception,

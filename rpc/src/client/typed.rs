@@ -658,7 +658,7 @@ impl PayloadCodec for Protobuf {
         match wire::GrpcStatus::decode(body.clone()) {
             Ok(s) if s.code != 0 => {
                 let code = s.code.min(255) as u8;
-                CallError::Status(crate::status::from_grpc(code, s.message))
+                CallError::Status(crate::status::from_grpc_with(code, s.message, s.details))
             }
             _ => match self.read_exception(body) {
                 Ok(e) => CallError::Application(e),

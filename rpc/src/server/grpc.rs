@@ -178,7 +178,8 @@ impl Drop for Stream {
 #[derive(Debug)]
 enum Done {
     Ok,
-    Status(u8, String),
+    /// A code, its message, and status details (possibly empty).
+    Status(u8, String, Bytes),
 }
 
 /// What ends a streaming call for its middlewares and metrics.
@@ -996,6 +997,7 @@ impl H2 {
                 crate::status::exception_kind(&exception).grpc_code()
             };
             let mut block = status_block(true, code, &e.message);
+            details_header(&mut block, &e.details);
             if let Some(extra) = self
                 .streams
                 .get_mut(&stream)
@@ -1093,8 +1095,9 @@ impl H2 {
             Done::Ok => {
                 h2f::write_headers(out, stream, &self.ok_trailers, true, self.peer_max_frame)
             }
-            Done::Status(code, message) => {
-                let block = status_block(!s.headers_sent, code, &message);
+            Done::Status(code, message, details) => {
+                let mut block = status_block(!s.headers_sent, code, &message);
+                details_header(&mut block, &details);
                 h2f::write_headers(out, stream, &block, true, self.peer_max_frame);
             }
         }
@@ -1333,7 +1336,7 @@ impl H2 {
         if let Some(s) = self.streams.get_mut(&stream) {
             if s.done.is_none() {
                 s.error = Some(kind);
-                s.done = Some(Done::Status(code, why.to_owned()));
+                s.done = Some(Done::Status(code, why.to_owned(), Bytes::new()));
                 if let Some(mut h) = s.handler.take() {
                     stream::cancel(&mut *h, &Status::new(kind, why));
                 }
@@ -1359,9 +1362,14 @@ impl H2 {
         match handler {
             Err(status) => {
                 s.error = Some(status.kind());
+                let details = status
+                    .details()
+                    .map(Bytes::copy_from_slice)
+                    .unwrap_or_default();
                 s.done = Some(Done::Status(
                     status.kind().grpc_code(),
                     status.message().to_owned(),
+                    details,
                 ));
                 s.data.clear();
                 self.flush(conn, stream);
@@ -1581,6 +1589,14 @@ fn room(s: &Stream, queued: usize) -> bool {
     s.out.len() < STREAM_QUEUE && queued < CONN_QUEUE
 }
 
+/// Appends `grpc-status-details-bin` (base64) when there are details.
+fn details_header(block: &mut Vec<u8>, details: &[u8]) {
+    if !details.is_empty() {
+        let v = grpc::base64_encode(details);
+        hpack::encode(block, b"grpc-status-details-bin", v.as_bytes(), false);
+    }
+}
+
 /// A status as a header block: trailers, or (`head`) a whole trailers-only response.
 fn status_block(head: bool, status: u8, message: &str) -> Vec<u8> {
     let mut block = Vec::with_capacity(64 + message.len());
@@ -1651,7 +1667,15 @@ impl RawOut for Out<'_, '_> {
             Ok(()) => Done::Ok,
             Err(status) => {
                 s.error = Some(status.kind());
-                Done::Status(status.kind().grpc_code(), status.message().to_owned())
+                let details = status
+                    .details()
+                    .map(Bytes::copy_from_slice)
+                    .unwrap_or_default();
+                Done::Status(
+                    status.kind().grpc_code(),
+                    status.message().to_owned(),
+                    details,
+                )
             }
         });
         // What the client still sends is dropped.

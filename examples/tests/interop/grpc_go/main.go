@@ -141,6 +141,10 @@ func unary(cc *grpc.ClientConn) {
 	check("200 calls in flight", len(bad) == 0, <-bad)
 	_, err := call(cc, "/echo.Echo/Nope", nil, 5*time.Second)
 	check("UNIMPLEMENTED", status.Code(err) == codes.Unimplemented, fmt.Sprint(err))
+	// Status details: grpc-go reads them into the status it returns.
+	_, err = call(cc, "/streamer.Streamer/Sleep", sleepRequest(-1, nil), 5*time.Second)
+	st := status.Convert(err)
+	check("status details", st.Code() == codes.InvalidArgument && st.Proto().GetMessage() == "ms must not be negative", fmt.Sprint(err))
 	_, err = call(cc, "/streamer.Streamer/Sleep", sleepRequest(1000, []byte("late")), 100*time.Millisecond)
 	check("DEADLINE_EXCEEDED", status.Code(err) == codes.DeadlineExceeded, fmt.Sprint(err))
 	m := bytes.Repeat([]byte("gzip "), 20000)
