@@ -22,6 +22,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use netpoll::{Conn, Input};
 use netpoll_codec::frame::{str_key, KitexPbHeader, TTHeader, TTHeaderBuilder};
+use netpoll_codec::h2::conn::{self as h2c, conn_err, ConnError, HeaderBlocks};
 use netpoll_codec::h2::frame::{self as h2f, code, flag, kind, setting, Split};
 use netpoll_codec::h2::{grpc, hpack};
 use netpoll_codec::thrift::MessageType;
@@ -118,7 +119,7 @@ pub(crate) struct H2Client {
     by_seq: HashMap<i32, u32>,
     waiting: VecDeque<Waiting>,
     blocked: Vec<u32>,
-    continuation: Option<(u32, bool, BytesMut)>,
+    continuation: HeaderBlocks,
     peer_max_frame: usize,
     peer_initial_window: i64,
     peer_max_streams: usize,
@@ -134,17 +135,6 @@ pub(crate) struct H2Client {
     dirty: Vec<u32>,
 }
 
-/// A connection error: GOAWAY with this code, then close; every call fails.
-#[derive(Debug)]
-pub(crate) struct ConnError {
-    pub(crate) code: u32,
-    pub(crate) why: &'static str,
-}
-
-fn conn_err(code: u32, why: &'static str) -> ConnError {
-    ConnError { code, why }
-}
-
 impl H2Client {
     pub(crate) fn new(target: std::sync::Arc<GrpcTarget>, addr: std::net::SocketAddr) -> H2Client {
         H2Client {
@@ -157,7 +147,7 @@ impl H2Client {
             by_seq: HashMap::new(),
             waiting: VecDeque::new(),
             blocked: Vec::new(),
-            continuation: None,
+            continuation: HeaderBlocks::new(MAX_HEADER_LIST * 2),
             peer_max_frame: h2f::DEFAULT_MAX_FRAME as usize,
             peer_initial_window: i64::from(h2f::DEFAULT_WINDOW),
             peer_max_streams: usize::MAX,
@@ -592,64 +582,32 @@ impl H2Client {
         payload: Bytes,
         done: &mut Vec<Outcome>,
     ) -> Result<(), ConnError> {
-        if let Some((stream, _, _)) = &self.continuation {
-            if h.kind != kind::CONTINUATION || h.stream != *stream {
-                return Err(conn_err(code::PROTOCOL_ERROR, "header block interrupted"));
-            }
-        }
+        self.continuation.check(&h)?;
         match h.kind {
             kind::SETTINGS => {
-                if h.has(flag::ACK) {
+                let Some(set) = h2c::read_settings(&h, &payload)? else {
                     return Ok(());
-                }
-                let values = h2f::settings(&payload)
-                    .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad SETTINGS length"))?;
-                for (id, v) in values {
-                    match id {
-                        setting::INITIAL_WINDOW_SIZE => {
-                            if v > h2f::MAX_WINDOW {
-                                return Err(conn_err(code::FLOW_CONTROL_ERROR, "window too large"));
-                            }
-                            let delta = i64::from(v) - self.peer_initial_window;
-                            self.peer_initial_window = i64::from(v);
-                            for s in self.streams.values_mut() {
-                                s.send_window += delta;
-                            }
-                        }
-                        setting::MAX_FRAME_SIZE => {
-                            if !(h2f::DEFAULT_MAX_FRAME..=(1 << 24) - 1).contains(&v) {
-                                return Err(conn_err(code::PROTOCOL_ERROR, "bad MAX_FRAME_SIZE"));
-                            }
-                            self.peer_max_frame = v as usize;
-                        }
-                        setting::MAX_CONCURRENT_STREAMS => self.peer_max_streams = v as usize,
-                        _ => {}
+                };
+                if let Some(v) = set.initial_window {
+                    let delta = i64::from(v) - self.peer_initial_window;
+                    self.peer_initial_window = i64::from(v);
+                    for s in self.streams.values_mut() {
+                        s.send_window += delta;
                     }
+                }
+                if let Some(v) = set.max_frame {
+                    self.peer_max_frame = v as usize;
+                }
+                if let Some(v) = set.max_streams {
+                    self.peer_max_streams = v as usize;
                 }
                 h2f::write_settings_ack(conn.output());
                 self.flush_blocked(conn);
             }
-            kind::PING => {
-                let data: [u8; 8] = payload[..]
-                    .try_into()
-                    .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "PING not 8 bytes"))?;
-                if !h.has(flag::ACK) {
-                    h2f::write_ping(conn.output(), true, data);
-                }
-            }
+            kind::PING => h2c::answer_ping(&h, &payload, conn.output())?,
             kind::WINDOW_UPDATE => {
-                let inc = i64::from(
-                    h2f::window_increment(&payload)
-                        .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad WINDOW_UPDATE"))?,
-                );
+                let inc = h2c::window_update(&h, &payload, &mut self.conn_send_window)?;
                 if h.stream == 0 {
-                    if inc == 0 {
-                        return Err(conn_err(code::PROTOCOL_ERROR, "zero window increment"));
-                    }
-                    self.conn_send_window += inc;
-                    if self.conn_send_window > i64::from(h2f::MAX_WINDOW) {
-                        return Err(conn_err(code::FLOW_CONTROL_ERROR, "window overflow"));
-                    }
                     self.flush_blocked(conn);
                 } else if let Some(s) = self.streams.get_mut(&h.stream) {
                     s.send_window += inc;
@@ -659,30 +617,13 @@ impl H2Client {
                 }
             }
             kind::HEADERS => {
-                let block = h2f::content(&h, payload)
-                    .map_err(|_| conn_err(code::PROTOCOL_ERROR, "bad HEADERS padding"))?;
-                let end = h.has(flag::END_STREAM);
-                if h.has(flag::END_HEADERS) {
-                    self.headers(conn, h.stream, end, &block, done)?;
-                } else {
-                    self.continuation = Some((h.stream, end, BytesMut::from(&block[..])));
+                if let Some((stream, end, block)) = self.continuation.headers(&h, payload)? {
+                    self.headers(conn, stream, end, &block, done)?;
                 }
             }
             kind::CONTINUATION => {
-                let Some((stream, end, mut block)) = self.continuation.take() else {
-                    return Err(conn_err(
-                        code::PROTOCOL_ERROR,
-                        "CONTINUATION without HEADERS",
-                    ));
-                };
-                if block.len() + payload.len() > MAX_HEADER_LIST * 2 {
-                    return Err(conn_err(code::ENHANCE_YOUR_CALM, "header block too large"));
-                }
-                block.extend_from_slice(&payload);
-                if h.has(flag::END_HEADERS) {
+                if let Some((stream, end, block)) = self.continuation.continuation(&h, &payload)? {
                     self.headers(conn, stream, end, &block, done)?;
-                } else {
-                    self.continuation = Some((stream, end, block));
                 }
             }
             kind::DATA => {

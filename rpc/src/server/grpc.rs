@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use netpoll::{Conn, Input};
 use netpoll_codec::frame::{KitexPbHeader, TTHeader, TTHeaderBuilder};
+pub(crate) use netpoll_codec::h2::conn::ConnError;
+use netpoll_codec::h2::conn::{self as h2c, conn_err, HeaderBlocks};
 use netpoll_codec::h2::frame::{self as h2f, code, flag, kind, setting, FrameHeader, Split};
 use netpoll_codec::h2::{grpc, hpack};
 use netpoll_codec::thrift::{ApplicationException, ApplicationExceptionKind, MessageType};
@@ -256,7 +258,7 @@ pub(crate) struct H2 {
     streams: HashMap<u32, Stream, BuildHasherDefault<Fnv>>,
     last_stream: u32,
     /// A header block being gathered: its stream, whether it ends the stream, the block.
-    continuation: Option<(u32, bool, BytesMut)>,
+    continuation: HeaderBlocks,
     peer_max_frame: usize,
     peer_initial_window: i64,
     conn_send_window: i64,
@@ -307,17 +309,6 @@ impl std::fmt::Debug for H2 {
     }
 }
 
-/// A connection error: GOAWAY with this code, then close.
-#[derive(Debug)]
-pub(crate) struct ConnError {
-    pub(crate) code: u32,
-    pub(crate) why: &'static str,
-}
-
-fn conn_err(code: u32, why: &'static str) -> ConnError {
-    ConnError { code, why }
-}
-
 impl H2 {
     pub(crate) fn new(push: PushFn) -> H2 {
         let mut reply_headers = Vec::new();
@@ -338,7 +329,7 @@ impl H2 {
             decoder: hpack::Decoder::new(4096, MAX_HEADER_LIST),
             streams: HashMap::default(),
             last_stream: 0,
-            continuation: None,
+            continuation: HeaderBlocks::new(MAX_HEADER_BLOCK),
             peer_max_frame: h2f::DEFAULT_MAX_FRAME as usize,
             peer_initial_window: i64::from(h2f::DEFAULT_WINDOW),
             conn_send_window: i64::from(h2f::DEFAULT_WINDOW),
@@ -464,11 +455,7 @@ impl H2 {
         shared: &Shared,
         ready: &mut Vec<Ready>,
     ) -> Result<(), ConnError> {
-        if let Some((stream, _, _)) = &self.continuation {
-            if h.kind != kind::CONTINUATION || h.stream != *stream {
-                return Err(conn_err(code::PROTOCOL_ERROR, "header block interrupted"));
-            }
-        }
+        self.continuation.check(&h)?;
         if self
             .second
             .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1))
@@ -493,63 +480,30 @@ impl H2 {
         }
         match h.kind {
             kind::SETTINGS => {
-                if h.stream != 0 {
-                    return Err(conn_err(code::PROTOCOL_ERROR, "SETTINGS on a stream"));
-                }
-                if h.has(flag::ACK) {
+                let Some(set) = h2c::read_settings(&h, &payload)? else {
                     return Ok(());
-                }
-                let values = h2f::settings(&payload)
-                    .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad SETTINGS length"))?;
+                };
                 let mut grew = false;
-                for (id, v) in values {
-                    match id {
-                        setting::INITIAL_WINDOW_SIZE => {
-                            if v > h2f::MAX_WINDOW {
-                                return Err(conn_err(code::FLOW_CONTROL_ERROR, "window too large"));
-                            }
-                            let delta = i64::from(v) - self.peer_initial_window;
-                            self.peer_initial_window = i64::from(v);
-                            for s in self.streams.values_mut() {
-                                s.send_window += delta;
-                            }
-                            grew |= delta > 0;
-                        }
-                        setting::MAX_FRAME_SIZE => {
-                            if !(h2f::DEFAULT_MAX_FRAME..=(1 << 24) - 1).contains(&v) {
-                                return Err(conn_err(code::PROTOCOL_ERROR, "bad MAX_FRAME_SIZE"));
-                            }
-                            self.peer_max_frame = v as usize;
-                        }
-                        _ => {}
+                if let Some(v) = set.initial_window {
+                    let delta = i64::from(v) - self.peer_initial_window;
+                    self.peer_initial_window = i64::from(v);
+                    for s in self.streams.values_mut() {
+                        s.send_window += delta;
                     }
+                    grew = delta > 0;
+                }
+                if let Some(v) = set.max_frame {
+                    self.peer_max_frame = v as usize;
                 }
                 h2f::write_settings_ack(conn.output());
                 if grew {
                     self.flush_blocked(conn);
                 }
             }
-            kind::PING => {
-                let data: [u8; 8] = payload[..]
-                    .try_into()
-                    .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "PING not 8 bytes"))?;
-                if !h.has(flag::ACK) {
-                    h2f::write_ping(conn.output(), true, data);
-                }
-            }
+            kind::PING => h2c::answer_ping(&h, &payload, conn.output())?,
             kind::WINDOW_UPDATE => {
-                let inc = i64::from(
-                    h2f::window_increment(&payload)
-                        .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad WINDOW_UPDATE"))?,
-                );
+                let inc = h2c::window_update(&h, &payload, &mut self.conn_send_window)?;
                 if h.stream == 0 {
-                    if inc == 0 {
-                        return Err(conn_err(code::PROTOCOL_ERROR, "zero window increment"));
-                    }
-                    self.conn_send_window += inc;
-                    if self.conn_send_window > i64::from(h2f::MAX_WINDOW) {
-                        return Err(conn_err(code::FLOW_CONTROL_ERROR, "window overflow"));
-                    }
                     self.flush_blocked(conn);
                 } else if let Some(s) = self.streams.get_mut(&h.stream) {
                     s.send_window += inc;
@@ -560,33 +514,15 @@ impl H2 {
                 }
             }
             kind::HEADERS => {
-                let block = h2f::content(&h, payload)
-                    .map_err(|_| conn_err(code::PROTOCOL_ERROR, "bad HEADERS padding"))?;
-                let end_stream = h.has(flag::END_STREAM);
-                if h.has(flag::END_HEADERS) {
-                    self.headers(conn, h.stream, end_stream, &block, now, shared, ready)?;
-                } else {
-                    if block.len() > MAX_HEADER_BLOCK {
-                        return Err(conn_err(code::ENHANCE_YOUR_CALM, "header block too large"));
-                    }
-                    self.continuation = Some((h.stream, end_stream, BytesMut::from(&block[..])));
+                if let Some((stream, end_stream, block)) = self.continuation.headers(&h, payload)? {
+                    self.headers(conn, stream, end_stream, &block, now, shared, ready)?;
                 }
             }
             kind::CONTINUATION => {
-                let Some((stream, end_stream, mut block)) = self.continuation.take() else {
-                    return Err(conn_err(
-                        code::PROTOCOL_ERROR,
-                        "CONTINUATION without HEADERS",
-                    ));
-                };
-                if block.len() + payload.len() > MAX_HEADER_BLOCK {
-                    return Err(conn_err(code::ENHANCE_YOUR_CALM, "header block too large"));
-                }
-                block.extend_from_slice(&payload);
-                if h.has(flag::END_HEADERS) {
+                if let Some((stream, end_stream, block)) =
+                    self.continuation.continuation(&h, &payload)?
+                {
                     self.headers(conn, stream, end_stream, &block, now, shared, ready)?;
-                } else {
-                    self.continuation = Some((stream, end_stream, block));
                 }
             }
             kind::DATA => {
