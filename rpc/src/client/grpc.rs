@@ -229,7 +229,6 @@ impl H2Client {
 
     /// A new stream's id, and its HEADERS from a call's TTHeader frame: the method, and
     /// the request message.
-    #[allow(clippy::type_complexity)]
     fn request(
         &mut self,
         conn: &mut Conn<'_>,
@@ -348,7 +347,7 @@ impl H2Client {
         if let Some(t) = timeout {
             stream.timer = Some(conn.set_timer(conn.now() + t, STREAM_TIMER | u64::from(id)));
         }
-        shared.state.lock().unwrap_or_else(|p| p.into_inner()).at = Some((conn.id(), id));
+        shared.lock().at = Some((conn.id(), id));
         stream.shared = Some(shared);
         self.streams.insert(id, stream);
         Ok(())
@@ -370,7 +369,7 @@ impl H2Client {
                 if s.close {
                     // Sent after our end: dropped (the handle stops waiting for it).
                     if let Some(sh) = &s.shared {
-                        let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut st = sh.lock();
                         st.queued = st.queued.saturating_sub(m.len());
                     }
                     return;
@@ -501,7 +500,7 @@ impl H2Client {
         }
         let sent = before - s.out.len();
         if let (Some(sh), true) = (&s.shared, sent > 0) {
-            let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = sh.lock();
             st.queued = st.queued.saturating_sub(sent);
             drop(st);
             sh.cond.notify_all();
@@ -974,7 +973,7 @@ impl H2Client {
         };
         s.body.extend_from_slice(data);
         let mut failure = None;
-        let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = sh.lock();
         loop {
             match grpc::message(&s.body, max) {
                 Ok(grpc::Message::Whole { compressed, len }) => {

@@ -49,9 +49,22 @@ pub(crate) struct State {
 }
 
 impl Shared {
+    /// The state, whoever panicked holding it.
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for a change of the state (its end, room, a reply), at most 100 ms.
+    fn wait<'a>(&self, s: std::sync::MutexGuard<'a, State>) -> std::sync::MutexGuard<'a, State> {
+        self.cond
+            .wait_timeout(s, Duration::from_millis(100))
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+    }
+
     /// Ends the stream (only the first end counts) and wakes its handle.
     pub(crate) fn end(&self, result: Result<(), CallError>) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.lock();
         if s.end.is_none() {
             s.end = Some(result);
         }
@@ -91,7 +104,7 @@ pub struct ClientStream<Req, Resp> {
 
 impl<Req, Resp> std::fmt::Debug for ClientStream<Req, Resp> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self.shared.lock();
         f.debug_struct("ClientStream")
             .field("at", &s.at)
             .field("ended", &s.end.is_some())
@@ -121,7 +134,7 @@ impl<Req, Resp> ClientStream<Req, Resp> {
         let (shared, f) = (self.shared.clone(), self.op);
         self.rt
             .spawn(self.core, move |core| {
-                let at = shared.state.lock().unwrap_or_else(|p| p.into_inner()).at;
+                let at = shared.lock().at;
                 if let Some((conn, stream)) = at {
                     f(core, conn, stream, op);
                 }
@@ -174,14 +187,9 @@ impl<Req: prost::Message, Resp: prost::Message + Default> ClientStream<Req, Resp
         on_core()?;
         let mut buf = BytesMut::new();
         let n = crate::wire::frame_grpc_message(msg, false, &mut buf);
-        let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.shared.lock();
         while s.queued >= SEND_QUEUE && s.end.is_none() {
-            s = self
-                .shared
-                .cond
-                .wait_timeout(s, Duration::from_millis(100))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            s = self.shared.wait(s);
         }
         if let Some(end) = &s.end {
             return Err(match end {
@@ -206,7 +214,7 @@ impl<Req: prost::Message, Resp: prost::Message + Default> ClientStream<Req, Resp
     /// OK and every reply was read; the failure otherwise.
     pub fn recv(&self) -> Result<Option<Resp>, CallError> {
         on_core()?;
-        let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.shared.lock();
         loop {
             if let Some(m) = s.inbox.pop_front() {
                 s.inbox_bytes -= netpoll_codec::h2::grpc::PREFIX_LEN + m.len();
@@ -224,12 +232,7 @@ impl<Req: prost::Message, Resp: prost::Message + Default> ClientStream<Req, Resp
                 Some(Err(e)) => return Err(clone_error(e)),
                 None => {}
             }
-            s = self
-                .shared
-                .cond
-                .wait_timeout(s, Duration::from_millis(100))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            s = self.shared.wait(s);
         }
     }
 

@@ -433,7 +433,8 @@ impl H2 {
             frame.advance(h2f::HEADER_LEN);
             self.frame(conn, h, frame, now, shared, ready)?;
         }
-        self.settle(conn);
+        // Handlers are woken and windows topped up by the caller, once the calls this
+        // read made ready are served too (`settle`).
         Ok(())
     }
 
@@ -934,18 +935,13 @@ impl H2 {
             };
             let mut block = status_block(true, code, &e.message);
             details_header(&mut block, &e.details);
-            if let Some(extra) = self
-                .streams
-                .get_mut(&stream)
-                .and_then(|s| s.extra_headers.take())
-            {
+            if let Some(extra) = s.extra_headers.take() {
                 block.extend_from_slice(&extra);
             }
-            h2f::write_headers(conn.output(), stream, &block, true, self.peer_max_frame);
-            if let Some(s) = self.streams.get_mut(&stream) {
-                if !s.remote_closed {
-                    h2f::write_rst_stream(conn.output(), stream, code::NO_ERROR);
-                }
+            let out = conn.output();
+            h2f::write_headers(out, stream, &block, true, self.peer_max_frame);
+            if !s.remote_closed {
+                h2f::write_rst_stream(out, stream, code::NO_ERROR);
             }
             self.end_stream(conn, stream);
             return;
@@ -954,7 +950,7 @@ impl H2 {
         // round trip) is not flooding: the control frame count starts again.
         self.control_frames = 0;
         let mut data;
-        if self.streams.get(&stream).is_some_and(|s| s.gzip) {
+        if s.gzip {
             let mut z = Vec::new();
             grpc::gzip(&body, &mut z);
             data = BytesMut::with_capacity(grpc::PREFIX_LEN + z.len());
@@ -965,11 +961,9 @@ impl H2 {
             grpc::write_prefix(&mut data, false, body.len());
             data.extend_from_slice(&body);
         }
-        if let Some(s) = self.streams.get_mut(&stream) {
-            self.queued += data.len();
-            s.out = data;
-            s.done = Some(Done::Ok);
-        }
+        self.queued += data.len();
+        s.out = data;
+        s.done = Some(Done::Ok);
         self.flush(conn, stream);
     }
 
