@@ -14,7 +14,7 @@ use netpoll_codec::h2::frame::{self as h2f, flag, kind, Split};
 use netpoll_codec::h2::hpack;
 
 mod common;
-use common::EchoServer;
+use common::{pem, EchoServer};
 
 fn idl() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -57,22 +57,13 @@ fn run_peer(args: &[&str]) {
     );
 }
 
-#[test]
-fn grpcio_calls_our_server_in_plain_text_and_over_tls() {
-    if !have_grpcio() {
-        return;
-    }
+/// Runs `peer` against `echo_server` (messages up to 8 MiB) in plain text, then over TLS
+/// with the test PKI's server certificate: its arguments are the address and, over TLS,
+/// the CA's file.
+fn plain_and_tls(peer: impl Fn(&[&str])) {
     let server = EchoServer::start(&["--max-frame", "8388608"]);
-    run_peer(&["client", &server.addr.to_string()]);
-
-    let dir = std::env::temp_dir().join(format!("grpc-test-pki-{}", std::process::id()));
-    let ok = Command::new(env!("CARGO_BIN_EXE_tls_certs"))
-        .arg(&dir)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(ok, "tls_certs failed");
-    let pem = |n: &str| dir.join(n).to_str().unwrap().to_owned();
-    let (cert, key, ca) = (pem("server.pem"), pem("server.key"), pem("ca.pem"));
+    peer(&[&server.addr.to_string()]);
+    let (cert, key) = (pem("server.pem"), pem("server.key"));
     let tls = EchoServer::start(&[
         "--max-frame",
         "8388608",
@@ -81,8 +72,15 @@ fn grpcio_calls_our_server_in_plain_text_and_over_tls() {
         "--tls-key",
         &key,
     ]);
-    run_peer(&["client", &tls.addr.to_string(), &ca]);
-    let _ = std::fs::remove_dir_all(&dir);
+    peer(&[&tls.addr.to_string(), &pem("ca.pem")]);
+}
+
+#[test]
+fn grpcio_calls_our_server_in_plain_text_and_over_tls() {
+    if !have_grpcio() {
+        return;
+    }
+    plain_and_tls(|args| run_peer(&[&["client"], args].concat()));
 }
 
 #[test]
@@ -90,25 +88,7 @@ fn grpcio_streams_every_shape_in_plain_text_and_over_tls() {
     if !have_grpcio() {
         return;
     }
-    let server = EchoServer::start(&["--max-frame", "8388608"]);
-    run_peer(&["streams", &server.addr.to_string()]);
-    let dir = std::env::temp_dir().join(format!("grpc-stream-pki-{}", std::process::id()));
-    let ok = Command::new(env!("CARGO_BIN_EXE_tls_certs"))
-        .arg(&dir)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(ok, "tls_certs failed");
-    let pem = |n: &str| dir.join(n).to_str().unwrap().to_owned();
-    let tls = EchoServer::start(&[
-        "--max-frame",
-        "8388608",
-        "--tls-cert",
-        &pem("server.pem"),
-        "--tls-key",
-        &pem("server.key"),
-    ]);
-    run_peer(&["streams", &tls.addr.to_string(), &pem("ca.pem")]);
-    let _ = std::fs::remove_dir_all(&dir);
+    plain_and_tls(|args| run_peer(&[&["streams"], args].concat()));
 }
 
 /// Builds the grpc-go client (`tests/interop/grpc_go`) against Debian's
@@ -166,25 +146,7 @@ fn grpc_go_calls_and_streams_in_plain_text_and_over_tls() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let server = EchoServer::start(&["--max-frame", "8388608"]);
-    run(&[&server.addr.to_string()]);
-    let dir = std::env::temp_dir().join(format!("grpc-go-pki-{}", std::process::id()));
-    let ok = Command::new(env!("CARGO_BIN_EXE_tls_certs"))
-        .arg(&dir)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(ok, "tls_certs failed");
-    let pem = |n: &str| dir.join(n).to_str().unwrap().to_owned();
-    let tls = EchoServer::start(&[
-        "--max-frame",
-        "8388608",
-        "--tls-cert",
-        &pem("server.pem"),
-        "--tls-key",
-        &pem("server.key"),
-    ]);
-    run(&[&tls.addr.to_string(), &pem("ca.pem")]);
-    let _ = std::fs::remove_dir_all(&dir);
+    plain_and_tls(run);
 }
 
 /// Our gRPC client's checks against a server of `echo.proto` that behaves as

@@ -9,9 +9,8 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,26 +21,7 @@ use netpoll_rpc::CallError;
 
 mod common;
 use common::peers::{generated, peer_script, volo_peer, wait_listening, Peer};
-use common::{free_addr, http_get, EchoServer};
-
-/// The test PKI, written once per test binary.
-fn pki() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("tls-test-pki-{}", std::process::id()));
-        let ok = Command::new(env!("CARGO_BIN_EXE_tls_certs"))
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "tls_certs failed");
-        dir
-    })
-}
-
-fn pem(name: &str) -> String {
-    pki().join(name).to_str().unwrap().to_owned()
-}
+use common::{free_addr, http_get, pem, EchoServer};
 
 /// `echo_server` serving TLS with the test server certificate (or `cert`), plus `flags`.
 fn tls_server(cert: &str, flags: &[&str]) -> EchoServer {

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::EchoServer;
+use common::{pem, EchoServer};
 use examples::gen::echo::EchoClient;
 use netpoll_rpc::client::ClientBuilder;
 use netpoll_rpc::otel::{Exporter, OpenTelemetry};
@@ -419,13 +419,6 @@ fn a_grpc_call_joins_its_callers_trace() {
 
 #[test]
 fn spans_are_exported_over_https() {
-    let dir = std::env::temp_dir().join(format!("otlp-tls-pki-{}", std::process::id()));
-    let ok = Command::new(env!("CARGO_BIN_EXE_tls_certs"))
-        .arg(&dir)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(ok, "tls_certs failed");
-    let pem = |n: &str| dir.join(n).to_str().unwrap().to_owned();
     let rx = Receiver::start_with(&["--tls", &pem("server.pem"), &pem("server.key")]);
     let url = format!("https://{}", rx.addr.replace("127.0.0.1", "localhost"));
     let server = EchoServer::start(&[
@@ -453,5 +446,4 @@ fn spans_are_exported_over_https() {
         find(&spans, "echo-https", "server")["parent_span_id"],
         hex(&caller.span_id)
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,6 +15,27 @@ use netpoll_codec::thrift::{Message, MessageType};
 use netpoll_codec::ByteString;
 use netpoll_rpc::wire::{self, Envelope, Headers, Parsed, Payload, Transport};
 
+/// The test PKI (`tls_certs`: a CA, server and client certificates, an expired one, a
+/// foreign CA's client certificate), written once per test binary.
+pub fn pki() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("test-pki-{}", std::process::id()));
+        let ok = Command::new(env!("CARGO_BIN_EXE_tls_certs"))
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "tls_certs failed");
+        dir
+    })
+}
+
+/// The path of file `name` of the test PKI.
+pub fn pem(name: &str) -> String {
+    pki().join(name).to_str().unwrap().to_owned()
+}
+
 /// A blocking raw connection speaking one protocol.
 pub struct Raw {
     pub stream: TcpStream,
