@@ -15,6 +15,45 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A tonic server on its own thread (a current-thread tokio runtime), serving what
+/// `router` adds, until [`stop`](TonicServer::stop).
+struct TonicServer {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl TonicServer {
+    fn start(
+        router: impl FnOnce(tonic::transport::Server) -> tonic::transport::server::Router
+            + Send
+            + 'static,
+    ) -> TonicServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            rt().block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                router(tonic::transport::Server::builder())
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        TonicServer { addr, stop, thread }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap();
+    }
+}
+
 async fn client(
     addr: std::net::SocketAddr,
 ) -> grpc::echo_client::EchoClient<tonic::transport::Channel> {
@@ -230,31 +269,14 @@ impl grpc::echo_server::Echo for Probe {
 fn our_grpc_client_calls_tonic() {
     use examples::gen::pb::echo::{EchoClient, EchoRequest};
     use netpoll_rpc::client::ClientBuilder;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
-            tonic::transport::Server::builder()
-                .add_service(
-                    grpc::echo_server::EchoServer::new(Probe)
-                        .max_decoding_message_size(64 << 20)
-                        .max_encoding_message_size(64 << 20),
-                )
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stop_rx.await;
-                })
-                .await
-                .unwrap();
-        });
+    let server = TonicServer::start(|mut b| {
+        b.add_service(
+            grpc::echo_server::EchoServer::new(Probe)
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+        )
     });
+    let addr = server.addr;
     let c = EchoClient::from_builder(ClientBuilder::new(addr).grpc().max_frame(16 << 20)).unwrap();
     for n in [0usize, 1, 128, 100_000, 1 << 20, 4 << 20] {
         let msg = Bytes::from((0..n).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>());
@@ -321,8 +343,7 @@ fn our_grpc_client_calls_tonic() {
     for _ in 0..500 {
         assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap());
     }
-    let _ = stop_tx.send(());
-    server.join().unwrap();
+    server.stop();
 }
 
 /// tonic's server of `stream.proto`, as its comments say.
@@ -389,31 +410,12 @@ impl benches::tonic_echo::stream::streamer_server::Streamer for TonicStreamer {
 fn our_streaming_client_with_tonic() {
     use examples::gen::pb::streamer::{Chunk, RepeatRequest, StreamerClient};
     use netpoll_rpc::client::ClientBuilder;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
-            tonic::transport::Server::builder()
-                .add_service(
-                    benches::tonic_echo::stream::streamer_server::StreamerServer::new(
-                        TonicStreamer,
-                    ),
-                )
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stop_rx.await;
-                })
-                .await
-                .unwrap();
-        });
+    let server = TonicServer::start(|mut b| {
+        b.add_service(
+            benches::tonic_echo::stream::streamer_server::StreamerServer::new(TonicStreamer),
+        )
     });
+    let addr = server.addr;
     let c = StreamerClient::from_builder(ClientBuilder::new(addr).grpc()).unwrap();
     let s = c
         .repeat(RepeatRequest {
@@ -452,6 +454,5 @@ fn our_streaming_client_with_tonic() {
     }
     s.close_send();
     assert!(s.recv().unwrap().is_none());
-    let _ = stop_tx.send(());
-    server.join().unwrap();
+    server.stop();
 }
