@@ -96,58 +96,51 @@ impl Etcd {
         Ok(None)
     }
 
-    /// POSTs `body` to `path` on the first member that answers.
-    fn call(&self, path: &str, body: &Value) -> io::Result<Value> {
-        let body = body.to_string();
+    /// `ask`s the members in turn: the first answer, or the last failure.
+    fn first_member<T>(
+        &self,
+        ask: impl Fn(&str, Option<&http::HttpTls>) -> io::Result<T>,
+    ) -> io::Result<T> {
         let mut last = io::Error::other("no etcd endpoint given");
         for (e, https) in &self.endpoints {
-            let tls = match self.tls_for(e, *https) {
-                Ok(t) => t,
-                Err(err) => {
-                    last = err;
-                    continue;
-                }
-            };
-            match http::post(e, path, &body, self.timeout, tls.as_ref()) {
-                Ok(text) => {
-                    return serde_json::from_str(&text)
-                        .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
-                }
+            match self.tls_for(e, *https).and_then(|tls| ask(e, tls.as_ref())) {
+                Ok(v) => return Ok(v),
                 Err(err) => last = err,
             }
         }
         Err(last)
     }
 
+    /// POSTs `body` to `path` on the first member that answers.
+    fn call(&self, path: &str, body: &Value) -> io::Result<Value> {
+        let body = body.to_string();
+        let text = self.first_member(|e, tls| http::post(e, path, &body, self.timeout, tls))?;
+        serde_json::from_str(&text).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
+    }
+
     /// Opens a watch stream on the first member that answers.
     fn watch(&self, body: &Value) -> io::Result<(Response, TcpStream)> {
         let body = body.to_string();
-        let mut last = io::Error::other("no etcd endpoint given");
-        for (e, https) in &self.endpoints {
-            let tls = match self.tls_for(e, *https) {
-                Ok(t) => t,
-                Err(err) => {
-                    last = err;
-                    continue;
-                }
-            };
-            match Response::open(
+        let r = self.first_member(|e, tls| {
+            let r = Response::open(
                 e,
                 "/v3/watch",
                 &[("Content-Type", "application/json")],
                 body.as_bytes(),
                 self.timeout,
-                tls.as_ref(),
-            ) {
-                // A silent watch is taken down and set up again (listing first) after a
-                // while, so that a connection that died without a word cannot freeze the
-                // instance list.
-                Ok(r) if r.status == 200 => return r.into_stream(WATCH_IDLE),
-                Ok(r) => last = io::Error::other(format!("watch answered HTTP {}", r.status)),
-                Err(err) => last = err,
+                tls,
+            )?;
+            if r.status != 200 {
+                return Err(io::Error::other(format!(
+                    "watch answered HTTP {}",
+                    r.status
+                )));
             }
-        }
-        Err(last)
+            Ok(r)
+        })?;
+        // A silent watch is taken down and set up again (listing first) after a while,
+        // so that a connection that died without a word cannot freeze the instance list.
+        r.into_stream(WATCH_IDLE)
     }
 
     /// Every key under `prefix`, with the store's revision.
