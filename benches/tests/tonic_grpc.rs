@@ -346,6 +346,72 @@ fn our_grpc_client_calls_tonic() {
     server.stop();
 }
 
+#[test]
+fn our_gzip_requests_with_tonic() {
+    use examples::gen::pb::echo::{EchoClient, EchoRequest};
+    use examples::gen::pb::streamer::{Chunk, StreamerClient};
+    use netpoll_rpc::client::ClientBuilder;
+    use tonic::codec::CompressionEncoding::Gzip;
+    // tonic takes and sends gzip only when told to: the proof that what we send is.
+    let server = TonicServer::start(|mut b| {
+        b.add_service(
+            grpc::echo_server::EchoServer::new(Probe)
+                .accept_compressed(Gzip)
+                .send_compressed(Gzip)
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+        )
+        .add_service(
+            benches::tonic_echo::stream::streamer_server::StreamerServer::new(TonicStreamer)
+                .accept_compressed(Gzip)
+                .send_compressed(Gzip),
+        )
+    });
+    let gz = || ClientBuilder::new(server.addr).grpc().send_gzip(true);
+    let c = EchoClient::from_builder(gz().max_frame(16 << 20)).unwrap();
+    for n in [0usize, 1, 100_000, 4 << 20] {
+        let msg = Bytes::from((0..n).map(|i| (i % 7) as u8).collect::<Vec<u8>>());
+        assert_eq!(
+            c.echo(EchoRequest { msg: msg.clone() }).unwrap().msg,
+            msg,
+            "{n} B"
+        );
+    }
+    let s = StreamerClient::from_builder(gz()).unwrap();
+    let st = s.concat().unwrap();
+    let mut want = Vec::new();
+    for i in 0..2000 {
+        let p = format!("{i},");
+        want.extend_from_slice(p.as_bytes());
+        st.send(&Chunk { msg: p.into() }).unwrap();
+    }
+    assert_eq!(&st.finish().unwrap().msg[..], &want[..]);
+    let st = s.chat().unwrap();
+    for i in 0..200 {
+        let m = Bytes::from(format!("gzip {i}").repeat(50));
+        st.send(&Chunk { msg: m.clone() }).unwrap();
+        assert_eq!(st.recv().unwrap().unwrap().msg, m);
+    }
+    st.close_send();
+    assert!(st.recv().unwrap().is_none());
+    server.stop();
+    // A tonic server that does not accept gzip refuses our compressed requests, and takes
+    // the same client's plain ones.
+    let plain =
+        TonicServer::start(|mut b| b.add_service(grpc::echo_server::EchoServer::new(Probe)));
+    let c =
+        EchoClient::from_builder(ClientBuilder::new(plain.addr).grpc().send_gzip(true)).unwrap();
+    let e = c.echo(EchoRequest { msg: "z".into() }).unwrap_err();
+    assert_eq!(e.kind(), netpoll_rpc::ErrorKind::UnknownMethod, "{e}");
+    assert!(e.to_string().contains("gzip"), "{e}");
+    let c = EchoClient::from_builder(ClientBuilder::new(plain.addr).grpc()).unwrap();
+    assert_eq!(
+        &c.echo(EchoRequest { msg: "z".into() }).unwrap().msg[..],
+        b"z"
+    );
+    plain.stop();
+}
+
 /// tonic's server of `stream.proto`, as its comments say.
 #[derive(Debug, Default)]
 struct TonicStreamer;

@@ -183,6 +183,22 @@ fn client_checks(addr: std::net::SocketAddr, trailer: bool) {
         .call::<_, EchoReply>("Nope", EchoRequest::default())
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UnknownMethod, "{e}");
+    // gzip requests (the server answers them in gzip).
+    let gz = EchoClient::from_builder(
+        ClientBuilder::new(addr)
+            .grpc()
+            .send_gzip(true)
+            .max_frame(16 << 20),
+    )
+    .unwrap();
+    for n in [0usize, 100_000, 4 << 20] {
+        let msg = bytes::Bytes::from((0..n).map(|i| (i % 13) as u8).collect::<Vec<u8>>());
+        assert_eq!(
+            gz.echo(EchoRequest { msg: msg.clone() }).unwrap().msg,
+            msg,
+            "gzip {n} B"
+        );
+    }
     let (r, back) = c
         .with_transient("tenant", "acme")
         .client()
@@ -264,6 +280,17 @@ fn our_grpc_client_calls_our_server() {
     for n in [0usize, 100, 4 << 20] {
         let msg = bytes::Bytes::from(vec![b'o'; n]);
         assert_eq!(c.echo(EchoRequest { msg: msg.clone() }).unwrap().msg, msg);
+    }
+    let gz = EchoClient::from_builder(
+        ClientBuilder::new(server.addr)
+            .grpc()
+            .send_gzip(true)
+            .max_frame(8 << 20),
+    )
+    .unwrap();
+    for n in [0usize, 100, 4 << 20] {
+        let msg = bytes::Bytes::from(vec![b'z'; n]);
+        assert_eq!(gz.echo(EchoRequest { msg: msg.clone() }).unwrap().msg, msg);
     }
     // The server's deadline and ours: DEADLINE_EXCEEDED either way.
     let s = StreamerClient::from_builder(ClientBuilder::new(server.addr).grpc()).unwrap();
@@ -1315,6 +1342,18 @@ pub fn stream_client_checks(addr: std::net::SocketAddr) {
     })
     .unwrap();
     assert_eq!(&s.finish().unwrap().msg[..], b"still here");
+    // gzip-compressed messages, both ways, on a bidirectional stream.
+    let gz = StreamerClient::from_builder(ClientBuilder::new(addr).grpc().send_gzip(true))
+        .unwrap()
+        .with_timeout(Some(Duration::from_secs(30)));
+    let s = gz.chat().unwrap();
+    for i in 0..500 {
+        let m = bytes::Bytes::from(format!("gzip {i} ").repeat(40));
+        s.send(&Chunk { msg: m.clone() }).unwrap();
+        assert_eq!(s.recv().unwrap().unwrap().msg, m);
+    }
+    s.close_send();
+    assert!(s.recv().unwrap().is_none());
 }
 
 #[test]

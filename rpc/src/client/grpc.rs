@@ -54,6 +54,8 @@ pub struct GrpcTarget {
     pub(crate) authority: Option<String>,
     pub(crate) tls: bool,
     pub(crate) max_message: usize,
+    /// Request messages are gzip-compressed.
+    pub(crate) gzip: bool,
 }
 
 /// One call's stream.
@@ -262,6 +264,9 @@ impl H2Client {
         ] {
             hpack::encode(&mut block, n, v, false);
         }
+        if self.target.gzip {
+            hpack::encode(&mut block, b"grpc-encoding", b"gzip", false);
+        }
         if let Some(t) = timeout.or_else(|| tt.rpc_timeout()) {
             let mut v = Vec::new();
             grpc::format_timeout(t, &mut v);
@@ -313,9 +318,19 @@ impl H2Client {
         timeout: Option<Duration>,
     ) -> Result<(), CallError> {
         let (id, method, body) = self.request(conn, frame, timeout)?;
-        let mut data = BytesMut::with_capacity(grpc::PREFIX_LEN + body.len());
-        grpc::write_prefix(&mut data, false, body.len());
-        data.extend_from_slice(&body);
+        let data = if self.target.gzip {
+            let mut z = Vec::new();
+            grpc::gzip(&body, &mut z);
+            let mut data = BytesMut::with_capacity(grpc::PREFIX_LEN + z.len());
+            grpc::write_prefix(&mut data, true, z.len());
+            data.extend_from_slice(&z);
+            data
+        } else {
+            let mut data = BytesMut::with_capacity(grpc::PREFIX_LEN + body.len());
+            grpc::write_prefix(&mut data, false, body.len());
+            data.extend_from_slice(&body);
+            data
+        };
         let stream = self.new_stream(seq, method, data, true);
         self.held += stream.out.len();
         self.streams.insert(id, stream);

@@ -99,6 +99,8 @@ pub struct ClientStream<Req, Resp> {
     rt: RuntimeHandle,
     core: usize,
     op: OpFn,
+    /// Messages are sent gzip-compressed.
+    gzip: bool,
     _types: PhantomData<fn(&Req) -> Resp>,
 }
 
@@ -119,6 +121,7 @@ impl<Req, Resp> ClientStream<Req, Resp> {
         rt: RuntimeHandle,
         core: usize,
         op: OpFn,
+        gzip: bool,
     ) -> Self {
         ClientStream {
             shared,
@@ -126,6 +129,7 @@ impl<Req, Resp> ClientStream<Req, Resp> {
             rt,
             core,
             op,
+            gzip,
             _types: PhantomData,
         }
     }
@@ -186,7 +190,7 @@ impl<Req: prost::Message, Resp: prost::Message + Default> ClientStream<Req, Resp
     pub fn send(&self, msg: &Req) -> Result<(), CallError> {
         on_core()?;
         let mut buf = BytesMut::new();
-        let n = crate::wire::frame_grpc_message(msg, false, &mut buf);
+        let n = crate::wire::frame_grpc_message(msg, self.gzip, &mut buf);
         let mut s = self.shared.lock();
         while s.queued >= SEND_QUEUE && s.end.is_none() {
             s = self.shared.wait(s);

@@ -58,6 +58,7 @@ pub struct ClientBuilder {
     max_frame: usize,
     runtime: Option<RuntimeHandle>,
     middleware: Vec<Arc<dyn crate::middleware::DynMiddleware>>,
+    send_gzip: bool,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -70,6 +71,7 @@ impl fmt::Debug for ClientBuilder {
             .field("compact", &self.compact)
             .field("caller", &self.caller)
             .field("channel", &self.channel)
+            .field("send_gzip", &self.send_gzip)
             .finish()
     }
 }
@@ -124,6 +126,7 @@ impl Default for ClientBuilder {
             max_frame: frame::DEFAULT_MAX_FRAME,
             runtime: None,
             middleware: Vec::new(),
+            send_gzip: false,
         }
     }
 }
@@ -196,6 +199,13 @@ impl ClientBuilder {
     /// Calls over gRPC ([`ClientTransport::Grpc`]).
     pub fn grpc(self) -> Self {
         self.transport(ClientTransport::Grpc)
+    }
+
+    /// Compresses gRPC request messages with gzip (`grpc-encoding: gzip`; gRPC clients
+    /// only; default off). Replies are inflated whether or not this is on.
+    pub fn send_gzip(mut self, on: bool) -> Self {
+        self.send_gzip = on;
+        self
     }
 
     /// Compact Thrift instead of binary (Thrift clients only).
@@ -346,6 +356,7 @@ impl ClientBuilder {
                 payload,
                 split,
                 grpc: self.transport == ClientTransport::Grpc,
+                send_gzip: self.send_gzip,
                 service: ByteString::from_static(service),
                 caller: self.caller,
                 max_frame: self.max_frame,
@@ -411,6 +422,7 @@ impl ClientBuilder {
                     authority,
                     tls,
                     max_message: max,
+                    gzip: self.send_gzip,
                 })))
             }
             _ => Arc::new(KitexPbFraming::ttheader(max)),
@@ -439,6 +451,8 @@ struct BaseInner {
     split: Protocol,
     /// Calls go over gRPC.
     grpc: bool,
+    /// gRPC request messages are gzip-compressed.
+    send_gzip: bool,
     service: ByteString,
     caller: Arc<str>,
     max_frame: usize,
@@ -1098,6 +1112,7 @@ impl<C: PayloadCodec> Client<C> {
             channel.runtime().clone(),
             core,
             super::conn::stream_op,
+            inner.send_gzip,
         ))
     }
 
