@@ -71,5 +71,5 @@ pub use crate::runtime::{Builder, CoreStopped, Runtime, RuntimeHandle, DEFAULT_W
 pub use crate::stats::CloseCounts;
 pub use crate::sys::pool::PoolStats;
 pub use crate::sys::uring::ring::MIN_KERNEL;
-pub use crate::sys::{block_termination_signals, open_fds, wait_for_termination};
+pub use crate::sys::{block_termination_signals, open_fds, wait_for_termination, BackendKind};
 pub use crate::timer::TimerId;

@@ -26,6 +26,8 @@ pub struct Builder {
     pin: bool,
     name: String,
     max_connections: Option<usize>,
+    /// Set by [`Builder::backend`]; otherwise `NETPOLL_BACKEND`, otherwise auto.
+    backend: Option<crate::BackendKind>,
     cfg: CoreConfig,
 }
 
@@ -37,7 +39,9 @@ impl Default for Builder {
             pin: false,
             name: "netpoll".into(),
             max_connections: None,
+            backend: None,
             cfg: CoreConfig {
+                backend: crate::BackendKind::Auto,
                 ring_entries: 4096,
                 buffer_size: 16 * 1024,
                 buffer_count: 1024,
@@ -77,7 +81,17 @@ impl Builder {
         self
     }
 
-    /// Submission queue entries per core (the completion queue is four times larger).
+    /// The I/O backend: [`BackendKind::Auto`](crate::BackendKind::Auto) (io_uring, or
+    /// epoll where io_uring cannot be used), or one forced. Overrides the environment
+    /// variable `NETPOLL_BACKEND` (`io_uring`, `epoll` or `auto`), which is read when this
+    /// is not called.
+    pub fn backend(mut self, kind: crate::BackendKind) -> Self {
+        self.backend = Some(kind);
+        self
+    }
+
+    /// Submission queue entries per core (the completion queue is four times larger;
+    /// io_uring only).
     pub fn ring_entries(mut self, n: u32) -> Self {
         self.cfg.ring_entries = n;
         self
@@ -152,6 +166,10 @@ impl Builder {
         if let Some(total) = self.max_connections {
             self.cfg.max_connections = total.div_ceil(n);
         }
+        self.cfg.backend = match self.backend {
+            Some(kind) => kind,
+            None => crate::BackendKind::from_env()?.unwrap_or_default(),
+        };
         let cfg = &self.cfg;
         if !(512..=1 << 26).contains(&cfg.buffer_size) {
             return Err(BuildError::InvalidConfig(
@@ -229,7 +247,21 @@ impl Builder {
             threads,
         };
         match failure {
-            None => Ok(rt),
+            None => {
+                let first = &rt.handle.cores[0];
+                match &first.fallback {
+                    Some(why) => tracing::warn!(
+                        backend = %first.backend,
+                        "netpoll runs on epoll: io_uring cannot be used here ({why})"
+                    ),
+                    None => tracing::info!(
+                        backend = %first.backend,
+                        asked = %self.cfg.backend,
+                        "netpoll runs on {}", first.backend
+                    ),
+                }
+                Ok(rt)
+            }
             Some(e) => {
                 rt.shutdown(Duration::ZERO);
                 Err(e)
@@ -320,6 +352,11 @@ impl RuntimeHandle {
     /// Number of cores.
     pub fn cores(&self) -> usize {
         self.cores.len()
+    }
+
+    /// The I/O backend the cores run on (`IoUring` or `Epoll`, never `Auto`).
+    pub fn backend(&self) -> crate::BackendKind {
+        self.cores[0].backend
     }
 
     /// How many connections have closed, by reason, over every core.

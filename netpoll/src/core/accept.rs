@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::lifecycle::Life;
 use super::state::ConnectOp;
 use super::{Core, Factory, TimerTarget};
-use crate::sys::Op;
+use crate::sys::{Driver, Op};
 use crate::token::{self, Op as Kind};
 use crate::CloseReason;
 
@@ -72,9 +72,15 @@ impl Core {
             if l.armed {
                 self.cancel_op(token::encode(Kind::Accept, li, 0));
             } else {
-                self.listeners.remove(li as usize);
+                self.remove_listener(li);
             }
         }
+    }
+
+    /// Closes listener `li`, whose accept is not in flight.
+    fn remove_listener(&mut self, li: u32) {
+        let l = self.listeners.remove(li as usize);
+        self.driver.forget(l.fd.as_raw_fd());
     }
 
     pub(super) fn on_accept(&mut self, li: u32, res: i32, more: bool) {
@@ -130,7 +136,7 @@ impl Core {
             return;
         }
         if closing {
-            self.listeners.remove(li as usize);
+            self.remove_listener(li);
         } else if res >= 0 {
             self.arm_accept(li);
         } else if res != -libc::ECANCELED {

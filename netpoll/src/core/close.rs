@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::lifecycle::{Drained, Life, OnClose};
 use super::state::SendOp;
 use super::{Core, TimerTarget};
-use crate::sys::Op;
+use crate::sys::{Driver, Op};
 use crate::token::{self, Op as Kind};
 use crate::{sys, CloseReason};
 
@@ -118,6 +118,7 @@ impl Core {
 
     fn release(&mut self, slot: u32) {
         let mut c = self.conns.remove(slot as usize);
+        self.driver.forget(c.fd.as_raw_fd());
         drop(c.fd); // closes the socket
         let spare = match mem::replace(
             &mut c.send,

@@ -104,6 +104,7 @@ const SHRINK_AFTER: Duration = Duration::from_secs(1);
 /// Per-core settings, from [`Builder`](crate::Builder).
 #[derive(Debug, Clone)]
 pub(crate) struct CoreConfig {
+    pub(crate) backend: crate::BackendKind,
     pub(crate) ring_entries: u32,
     pub(crate) buffer_size: usize,
     pub(crate) buffer_count: usize,
@@ -120,6 +121,10 @@ pub(crate) struct Remote {
     eventfd: OwnedFd,
     wake: WakeFlag,
     pub(crate) stats: Arc<CoreStats>,
+    /// The backend the core runs on.
+    pub(crate) backend: crate::BackendKind,
+    /// Why io_uring is not used, when `Auto` fell back to epoll.
+    pub(crate) fallback: Option<String>,
 }
 
 impl Remote {
@@ -216,8 +221,11 @@ impl std::fmt::Debug for Core {
 impl Core {
     /// Creates a core on the calling thread (the thread that will run it).
     pub(crate) fn new(id: usize, cfg: CoreConfig) -> Result<(Core, Arc<Remote>), BuildError> {
-        let driver = Backend::new(cfg.ring_entries)?;
-        let ring = driver.buffer_ring(0, cfg.max_buffers.max(cfg.buffer_count))?;
+        let (driver, ring, fallback) = Backend::new(
+            cfg.backend,
+            cfg.ring_entries,
+            cfg.max_buffers.max(cfg.buffer_count),
+        )?;
         let pool = BufPool::new(ring, cfg.buffer_count, cfg.buffer_size);
         let (tx, rx) = crossbeam_channel::unbounded();
         let remote = Arc::new(Remote {
@@ -225,6 +233,8 @@ impl Core {
             eventfd: sys::eventfd()?,
             wake: WakeFlag::default(),
             stats: Arc::new(CoreStats::default()),
+            backend: driver.kind(),
+            fallback: fallback.map(|e| e.to_string()),
         });
         let cq = driver.completion_capacity();
         let now = Instant::now();

@@ -1,9 +1,11 @@
 //! What the event loop needs from the operating system: the [`Driver`] interface a
-//! backend implements (today io_uring, in `uring`), the backend-neutral receive pool
-//! (`pool`), and thin wrappers over the few raw syscalls netpoll makes outside a backend.
+//! backend implements (io_uring in `uring`, epoll in `epoll`), the [`Backend`] a core runs
+//! on (chosen at start, see [`BackendKind`]), the backend-neutral receive pool (`pool`),
+//! and thin wrappers over the few raw syscalls netpoll makes outside a backend.
 //!
 //! Every libc call lives under this module and is turned into `io::Result` in one place.
 
+pub(crate) mod epoll;
 pub(crate) mod pool;
 pub(crate) mod uring;
 
@@ -13,8 +15,189 @@ use std::time::Duration;
 
 use crate::BuildError;
 
-/// The backend the cores run on.
-pub(crate) type Backend = uring::Uring;
+/// Which I/O backend the cores run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// io_uring where it can be used, epoll where it cannot (the default).
+    #[default]
+    Auto,
+    /// io_uring only: starting fails where it cannot be used.
+    IoUring,
+    /// epoll (edge-triggered), even where io_uring works.
+    Epoll,
+}
+
+impl BackendKind {
+    /// What the environment variable `NETPOLL_BACKEND` asks for (`io_uring`, `epoll` or
+    /// `auto`), if it is set; an unknown value is an error that names the choices.
+    pub fn from_env() -> Result<Option<BackendKind>, BuildError> {
+        match std::env::var("NETPOLL_BACKEND") {
+            Err(_) => Ok(None),
+            Ok(v) => v.parse().map(Some).map_err(|_| {
+                BuildError::InvalidConfig("NETPOLL_BACKEND must be io_uring, epoll or auto")
+            }),
+        }
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Ok(BackendKind::Auto),
+            "io_uring" | "iouring" | "uring" => Ok(BackendKind::IoUring),
+            "epoll" => Ok(BackendKind::Epoll),
+            _ => Err(()),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Auto => "auto",
+            BackendKind::IoUring => "io_uring",
+            BackendKind::Epoll => "epoll",
+        })
+    }
+}
+
+/// The backend a core runs on.
+pub(crate) enum Backend {
+    Uring(uring::Uring),
+    Epoll(epoll::Epoll),
+}
+
+/// Where a backend's receive pool hands its buffers.
+pub(crate) enum BackendRing {
+    Uring(uring::bufring::BufRing),
+    Epoll(epoll::EpollBufs),
+}
+
+impl Backend {
+    /// The backend `kind` asks for; with `Auto`, io_uring, or epoll if io_uring cannot be
+    /// used (and why not). `entries` sizes io_uring's rings.
+    pub(crate) fn new(
+        kind: BackendKind,
+        entries: u32,
+        pool_max: usize,
+    ) -> Result<(Backend, BackendRing, Option<BuildError>), BuildError> {
+        let uring = || -> Result<(Backend, BackendRing), BuildError> {
+            let u = uring::Uring::new(entries)?;
+            let ring = u.buffer_ring(0, pool_max)?;
+            Ok((Backend::Uring(u), BackendRing::Uring(ring)))
+        };
+        let epoll = || -> Result<(Backend, BackendRing), BuildError> {
+            let e = epoll::Epoll::new()?;
+            let ring = e.buffer_ring(0, pool_max)?;
+            Ok((Backend::Epoll(e), BackendRing::Epoll(ring)))
+        };
+        match kind {
+            BackendKind::IoUring => uring().map(|(b, r)| (b, r, None)),
+            BackendKind::Epoll => epoll().map(|(b, r)| (b, r, None)),
+            BackendKind::Auto => match uring() {
+                Ok((b, r)) => Ok((b, r, None)),
+                Err(why) => epoll().map(|(b, r)| (b, r, Some(why))),
+            },
+        }
+    }
+
+    /// Which backend this is.
+    pub(crate) fn kind(&self) -> BackendKind {
+        match self {
+            Backend::Uring(_) => BackendKind::IoUring,
+            Backend::Epoll(_) => BackendKind::Epoll,
+        }
+    }
+}
+
+impl pool::Provide for BackendRing {
+    fn capacity(&self) -> usize {
+        match self {
+            BackendRing::Uring(r) => r.capacity(),
+            BackendRing::Epoll(r) => r.capacity(),
+        }
+    }
+
+    unsafe fn provide(&mut self, bid: u16, addr: *mut u8, len: u32) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            match self {
+                BackendRing::Uring(r) => r.provide(bid, addr, len),
+                BackendRing::Epoll(r) => r.provide(bid, addr, len),
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        match self {
+            BackendRing::Uring(r) => r.publish(),
+            BackendRing::Epoll(r) => r.publish(),
+        }
+    }
+
+    fn group(&self) -> u16 {
+        match self {
+            BackendRing::Uring(r) => r.group(),
+            BackendRing::Epoll(r) => r.group(),
+        }
+    }
+}
+
+/// Forwards each call to the backend in use.
+macro_rules! each_backend {
+    ($self:ident, $d:ident => $e:expr) => {
+        match $self {
+            Backend::Uring($d) => $e,
+            Backend::Epoll($d) => $e,
+        }
+    };
+}
+
+impl Driver for Backend {
+    type Ring = BackendRing;
+
+    fn buffer_ring(&self, group: u16, max: usize) -> Result<BackendRing, BuildError> {
+        match self {
+            Backend::Uring(d) => d.buffer_ring(group, max).map(BackendRing::Uring),
+            Backend::Epoll(d) => d.buffer_ring(group, max).map(BackendRing::Epoll),
+        }
+    }
+
+    fn completion_capacity(&self) -> usize {
+        each_backend!(self, d => d.completion_capacity())
+    }
+
+    unsafe fn push(&mut self, op: Op, user_data: u64) {
+        // SAFETY: forwarded from this function's contract.
+        each_backend!(self, d => unsafe { d.push(op, user_data) })
+    }
+
+    fn drain_backlog(&mut self) {
+        each_backend!(self, d => d.drain_backlog())
+    }
+
+    fn submit_and_reap(&mut self) -> io::Result<usize> {
+        each_backend!(self, d => d.submit_and_reap())
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        each_backend!(self, d => d.wait(timeout))
+    }
+
+    fn has_completions(&mut self) -> bool {
+        each_backend!(self, d => d.has_completions())
+    }
+
+    fn completions(&mut self, out: &mut Vec<Completion>) {
+        each_backend!(self, d => d.completions(out))
+    }
+
+    fn forget(&mut self, fd: RawFd) {
+        each_backend!(self, d => d.forget(fd))
+    }
+}
 
 /// One operation, as the core asks for it.
 #[derive(Debug, Clone, Copy)]
@@ -93,9 +276,15 @@ pub(crate) trait Driver {
 
     /// Appends the completions that arrived to `out`.
     fn completions(&mut self, out: &mut Vec<Completion>);
+
+    /// `fd` is about to be closed, with no operation of it in flight: forget it (a
+    /// readiness backend drops its registration, so that the number can be reused).
+    fn forget(&mut self, fd: RawFd) {
+        let _ = fd;
+    }
 }
 
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {

@@ -1,0 +1,653 @@
+//! The epoll backend, for hosts where io_uring cannot be used (a container whose seccomp
+//! profile blocks it, `kernel.io_uring_disabled`, a kernel older than 6.1).
+//!
+//! It implements the same [`Driver`] as io_uring, so the core above it is unchanged: an
+//! [`Op`] is queued, and performed when its descriptor is ready, and its result is reported
+//! as a [`Completion`] exactly as io_uring would report it: a multishot receive yields one
+//! completion per pool buffer filled (`more` set) and ends with end-of-file, an error or
+//! `ENOBUFS` when the pool has no free buffer; a multishot accept yields one per connection;
+//! cancellations end their targets with `ECANCELED`.
+//!
+//! Readiness is edge-triggered: each descriptor is added to the epoll set once (in and out,
+//! on its first operation that would block) and stays until the core is about to close it
+//! ([`Driver::forget`]). A descriptor is known readable or writable until an operation on
+//! it returns `EAGAIN` (or reads short, which means the same for a stream socket), and
+//! becomes so again at its next edge, so operations are attempted at once when they can
+//! succeed, with no `epoll_ctl` per operation. Sends are tried as they are submitted: on a
+//! connection whose socket has room (the usual case) a send costs one `send(2)`.
+//!
+//! Receives go into the same zero-copy pool as io_uring's (`pool`): the pool hands its
+//! buffers to [`EpollBufs`] instead of the kernel, and a receive takes one. A descriptor
+//! is served at most [`BUDGET`] receives or accepts per turn, then waits its next turn, so
+//! one busy connection cannot starve the others.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::sys::{cvt, pool::Provide, Completion, Driver, Op};
+use crate::BuildError;
+
+/// Receives (or accepts) on one descriptor per turn before the others are served.
+const BUDGET: usize = 32;
+/// Events read per `epoll_wait`.
+const EVENTS: usize = 1024;
+
+/// Buffers the pool handed over: `(bid, addr, len)`.
+#[derive(Default)]
+struct Bufs {
+    /// Usable by receives.
+    avail: Vec<(u16, *mut u8, u32)>,
+    /// Handed over since the last publish.
+    pending: Vec<(u16, *mut u8, u32)>,
+}
+
+/// The receive pool's side of the epoll backend: a list of free buffers that receives
+/// take from (the counterpart of io_uring's provided-buffer ring).
+pub(crate) struct EpollBufs {
+    bufs: Rc<RefCell<Bufs>>,
+    group: u16,
+    capacity: usize,
+}
+
+impl Provide for EpollBufs {
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    unsafe fn provide(&mut self, bid: u16, addr: *mut u8, len: u32) {
+        self.bufs.borrow_mut().pending.push((bid, addr, len));
+    }
+
+    fn publish(&mut self) {
+        let mut b = self.bufs.borrow_mut();
+        let b = &mut *b;
+        b.avail.append(&mut b.pending);
+    }
+
+    fn group(&self) -> u16 {
+        self.group
+    }
+}
+
+/// An operation waiting for its descriptor.
+#[derive(Clone, Copy)]
+struct Pending {
+    op: Op,
+    user_data: u64,
+    /// A connect was started and waits for writability.
+    started: bool,
+    /// Listed in `waiting` (it did not complete when first tried).
+    indexed: bool,
+}
+
+/// What is known of one descriptor.
+#[derive(Default)]
+struct FdState {
+    /// In the epoll set.
+    registered: bool,
+    readable: bool,
+    writable: bool,
+    /// The peer's end (or an error) was reported: no later edge will come, so a short
+    /// read no longer means the next one would block (it may be the end of input).
+    hup: bool,
+    /// Listed in `ready` (it used its budget with readiness left).
+    listed: bool,
+    /// Accepts, receives and reads, in order.
+    reads: VecDeque<Pending>,
+    /// Sends and connects, in order.
+    writes: VecDeque<Pending>,
+}
+
+/// What trying an operation came to.
+enum Step {
+    /// It completed for good.
+    Done,
+    /// It would block: wait for the descriptor's next edge.
+    Blocked,
+    /// It is multishot and used this turn's budget with readiness left.
+    Budget,
+}
+
+/// A core's epoll instance, its descriptors' operations and the completions not yet read.
+pub(crate) struct Epoll {
+    ep: OwnedFd,
+    /// Indexed by descriptor number.
+    fds: Vec<FdState>,
+    /// Pushed and not yet performed, in order.
+    submitted: VecDeque<(Op, u64)>,
+    done: Vec<Completion>,
+    /// Descriptors with readiness left after their budget: served next turn.
+    ready: Vec<RawFd>,
+    events: Vec<libc::epoll_event>,
+    bufs: Rc<RefCell<Bufs>>,
+    /// The descriptor of each operation that had to wait, by user data (for cancellation
+    /// by target).
+    waiting: HashMap<u64, RawFd>,
+}
+
+impl Epoll {
+    /// A new epoll instance.
+    pub(crate) fn new() -> Result<Epoll, BuildError> {
+        // SAFETY: epoll_create1 takes no pointers; a non-negative return is a fresh fd.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        Ok(Epoll {
+            // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+            ep: unsafe { OwnedFd::from_raw_fd(fd) },
+            fds: Vec::new(),
+            submitted: VecDeque::new(),
+            done: Vec::with_capacity(1024),
+            ready: Vec::new(),
+            events: Vec::with_capacity(EVENTS),
+            bufs: Rc::default(),
+            waiting: HashMap::new(),
+        })
+    }
+
+    fn state(&mut self, fd: RawFd) -> &mut FdState {
+        let i = fd as usize;
+        if i >= self.fds.len() {
+            self.fds.resize_with(i + 1, FdState::default);
+        }
+        &mut self.fds[i]
+    }
+
+    fn complete(&mut self, user_data: u64, result: i32, more: bool, buffer: Option<u16>) {
+        self.done.push(Completion {
+            user_data,
+            result,
+            more,
+            buffer,
+        });
+    }
+
+    /// Performs what was pushed, in order.
+    fn run_submitted(&mut self) {
+        while let Some((op, user_data)) = self.submitted.pop_front() {
+            let pending = Pending {
+                op,
+                user_data,
+                started: false,
+                indexed: false,
+            };
+            let (fd, read) = match op {
+                Op::Cancel { target } => {
+                    let found = match self.waiting.get(&target) {
+                        Some(&fd) => self.end_ops(fd, -libc::ECANCELED, |p| p.user_data == target),
+                        None => 0,
+                    };
+                    let res = if found > 0 { 0 } else { -libc::ENOENT };
+                    self.complete(user_data, res, false, None);
+                    continue;
+                }
+                Op::CancelFd { fd } => {
+                    let found = self.end_ops(fd, -libc::ECANCELED, |_| true);
+                    let res = if found > 0 {
+                        found as i32
+                    } else {
+                        -libc::ENOENT
+                    };
+                    self.complete(user_data, res, false, None);
+                    continue;
+                }
+                Op::AcceptMulti { fd } => {
+                    // The listener was made for io_uring, which does not need it
+                    // non-blocking; accept4 here must not block.
+                    let _ = set_nonblocking(fd);
+                    (fd, true)
+                }
+                Op::RecvMulti { fd, .. } | Op::Recv { fd, .. } | Op::Read { fd, .. } => (fd, true),
+                Op::Send { fd, .. } | Op::Connect { fd, .. } => (fd, false),
+            };
+            let st = self.state(fd);
+            if read { &mut st.reads } else { &mut st.writes }.push_back(pending);
+            self.drive(fd);
+            // Still queued (it is the last of its queue if so): cancellable by target.
+            let st = &mut self.fds[fd as usize];
+            let q = if read { &mut st.reads } else { &mut st.writes };
+            if let Some(p) = q
+                .back_mut()
+                .filter(|p| p.user_data == user_data && !p.indexed)
+            {
+                p.indexed = true;
+                self.waiting.insert(user_data, fd);
+            }
+        }
+    }
+
+    /// Ends `fd`'s waiting operations that `which` selects with `res`; returns how many.
+    fn end_ops(&mut self, fd: RawFd, res: i32, which: impl Fn(&Pending) -> bool) -> usize {
+        let Some(st) = self.fds.get_mut(fd as usize) else {
+            return 0;
+        };
+        let mut ended = Vec::new();
+        for q in [&mut st.reads, &mut st.writes] {
+            q.retain(|p| {
+                let hit = which(p);
+                if hit {
+                    ended.push(*p);
+                }
+                !hit
+            });
+        }
+        for p in &ended {
+            if p.indexed {
+                self.waiting.remove(&p.user_data);
+            }
+            self.complete(p.user_data, res, false, None);
+        }
+        ended.len()
+    }
+
+    /// An operation at the front of its queue completed for good.
+    fn finished(&mut self, fd: RawFd, read: bool) {
+        let st = &mut self.fds[fd as usize];
+        let q = if read { &mut st.reads } else { &mut st.writes };
+        if let Some(p) = q.pop_front() {
+            if p.indexed {
+                self.waiting.remove(&p.user_data);
+            }
+        }
+    }
+
+    /// Runs `fd`'s operations as far as its readiness allows.
+    fn drive(&mut self, fd: RawFd) {
+        let i = fd as usize;
+        let mut blocked = false;
+        let mut budget = false;
+        loop {
+            let st = &mut self.fds[i];
+            let Some(&p) = st.reads.front() else { break };
+            if st.registered && !st.readable {
+                blocked = true;
+                break;
+            }
+            match self.try_read(fd, p) {
+                Step::Done => self.finished(fd, true),
+                Step::Blocked => {
+                    self.fds[i].readable = false;
+                    blocked = true;
+                    break;
+                }
+                Step::Budget => {
+                    budget = true;
+                    break;
+                }
+            }
+        }
+        loop {
+            let st = &mut self.fds[i];
+            let Some(&p) = st.writes.front() else { break };
+            if st.registered && !st.writable {
+                blocked = true;
+                break;
+            }
+            match self.try_write(fd, p) {
+                Step::Done => self.finished(fd, false),
+                Step::Blocked | Step::Budget => {
+                    let st = &mut self.fds[i];
+                    st.writable = false;
+                    if let Some(front) = st.writes.front_mut() {
+                        if matches!(front.op, Op::Connect { .. }) {
+                            front.started = true;
+                        }
+                    }
+                    blocked = true;
+                    break;
+                }
+            }
+        }
+        let st = &mut self.fds[i];
+        if budget && !st.listed {
+            st.listed = true;
+            self.ready.push(fd);
+        }
+        if blocked && !st.registered {
+            let mut ev = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+                u64: fd as u64,
+            };
+            // SAFETY: passes a pointer to a live epoll_event; both descriptors are open.
+            let r =
+                unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+            if r < 0 {
+                // Not pollable (or out of memory): the waiting operations fail rather than
+                // wait for an edge that never comes.
+                self.end_ops(fd, -errno(), |_| true);
+                return;
+            }
+            let st = &mut self.fds[i];
+            st.registered = true;
+            // Known to have blocked just now; the registration reports any edge since.
+            st.readable = st.reads.is_empty();
+            st.writable = st.writes.is_empty();
+        }
+    }
+
+    fn try_read(&mut self, fd: RawFd, p: Pending) -> Step {
+        match p.op {
+            Op::AcceptMulti { .. } => {
+                for _ in 0..BUDGET {
+                    // SAFETY: null address pointers ask for no peer address.
+                    let r = unsafe {
+                        libc::accept4(
+                            fd,
+                            std::ptr::null_mut(),
+                            std::ptr::null_mut(),
+                            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                        )
+                    };
+                    if r >= 0 {
+                        self.complete(p.user_data, r, true, None);
+                        continue;
+                    }
+                    match errno() {
+                        libc::EAGAIN => return Step::Blocked,
+                        // The peer gave up before we took it: skip it, as io_uring does.
+                        libc::ECONNABORTED | libc::EINTR | libc::EPROTO => continue,
+                        e => {
+                            self.complete(p.user_data, -e, false, None);
+                            return Step::Done;
+                        }
+                    }
+                }
+                Step::Budget
+            }
+            Op::RecvMulti { .. } => {
+                for _ in 0..BUDGET {
+                    let Some((bid, addr, len)) = self.bufs.borrow_mut().avail.pop() else {
+                        self.complete(p.user_data, -libc::ENOBUFS, false, None);
+                        return Step::Done;
+                    };
+                    // SAFETY: the pool handed this buffer over (`EpollBufs::provide`): its
+                    // `len` bytes are ours to write until a completion names `bid`.
+                    let r =
+                        unsafe { libc::recv(fd, addr.cast(), len as usize, libc::MSG_DONTWAIT) };
+                    if r > 0 {
+                        self.complete(p.user_data, r as i32, true, Some(bid));
+                        if (r as u32) < len && !self.fds[fd as usize].hup {
+                            // A short read drained the socket: its next edge says more came.
+                            return Step::Blocked;
+                        }
+                        continue;
+                    }
+                    self.bufs.borrow_mut().avail.push((bid, addr, len));
+                    if r == 0 {
+                        self.complete(p.user_data, 0, false, None);
+                        return Step::Done;
+                    }
+                    match errno() {
+                        libc::EAGAIN => return Step::Blocked,
+                        libc::EINTR => continue,
+                        e => {
+                            self.complete(p.user_data, -e, false, None);
+                            return Step::Done;
+                        }
+                    }
+                }
+                Step::Budget
+            }
+            Op::Recv { buf, len, .. } | Op::Read { buf, len, .. } => loop {
+                // SAFETY: the caller of `push` keeps the `len` bytes at `buf` valid and
+                // untouched until this operation completes.
+                let r = unsafe {
+                    if matches!(p.op, Op::Read { .. }) {
+                        libc::read(fd, buf.cast(), len as usize)
+                    } else {
+                        libc::recv(fd, buf.cast(), len as usize, libc::MSG_DONTWAIT)
+                    }
+                };
+                if r >= 0 {
+                    self.complete(p.user_data, r as i32, false, None);
+                    return Step::Done;
+                }
+                match errno() {
+                    libc::EAGAIN => return Step::Blocked,
+                    libc::EINTR => continue,
+                    e => {
+                        self.complete(p.user_data, -e, false, None);
+                        return Step::Done;
+                    }
+                }
+            },
+            _ => unreachable!("not a read operation"),
+        }
+    }
+
+    fn try_write(&mut self, fd: RawFd, p: Pending) -> Step {
+        match p.op {
+            Op::Send { buf, len, .. } => {
+                let mut sent = 0usize;
+                loop {
+                    // SAFETY: the caller of `push` keeps the `len` bytes at `buf` valid
+                    // until this operation completes; `sent` never passes `len`.
+                    let r = unsafe {
+                        libc::send(
+                            fd,
+                            buf.add(sent).cast(),
+                            len as usize - sent,
+                            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                        )
+                    };
+                    if r >= 0 {
+                        sent += r as usize;
+                        if sent < len as usize && r > 0 {
+                            continue;
+                        }
+                        self.complete(p.user_data, sent as i32, false, None);
+                        return Step::Done;
+                    }
+                    match errno() {
+                        libc::EINTR => continue,
+                        // Part went: report it, as a short io_uring send does; the core
+                        // sends the rest, which waits for room.
+                        libc::EAGAIN if sent > 0 => {
+                            self.complete(p.user_data, sent as i32, false, None);
+                            self.fds[fd as usize].writable = false;
+                            return Step::Done;
+                        }
+                        libc::EAGAIN => return Step::Blocked,
+                        e => {
+                            self.complete(p.user_data, -e, false, None);
+                            return Step::Done;
+                        }
+                    }
+                }
+            }
+            Op::Connect { addr, len, .. } => {
+                if p.started {
+                    // Writable after EINPROGRESS: the outcome is the socket's error.
+                    let mut err: libc::c_int = 0;
+                    let mut n = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                    // SAFETY: both pointers name live locals of the sizes given.
+                    let r = unsafe {
+                        libc::getsockopt(
+                            fd,
+                            libc::SOL_SOCKET,
+                            libc::SO_ERROR,
+                            (&mut err as *mut libc::c_int).cast(),
+                            &mut n,
+                        )
+                    };
+                    let res = if r < 0 { -errno() } else { -err };
+                    self.complete(p.user_data, res, false, None);
+                    return Step::Done;
+                }
+                if let Err(e) = set_nonblocking(fd) {
+                    self.complete(
+                        p.user_data,
+                        -e.raw_os_error().unwrap_or(libc::EIO),
+                        false,
+                        None,
+                    );
+                    return Step::Done;
+                }
+                // SAFETY: the caller of `push` keeps the `len` bytes at `addr` valid until
+                // this operation completes.
+                let r = unsafe { libc::connect(fd, addr, len) };
+                if r == 0 {
+                    self.complete(p.user_data, 0, false, None);
+                    return Step::Done;
+                }
+                match errno() {
+                    libc::EINPROGRESS | libc::EINTR | libc::EAGAIN => Step::Blocked,
+                    e => {
+                        self.complete(p.user_data, -e, false, None);
+                        Step::Done
+                    }
+                }
+            }
+            _ => unreachable!("not a write operation"),
+        }
+    }
+
+    /// Waits up to `timeout` for readiness, and performs what became possible.
+    fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let ms = match timeout {
+            None => -1,
+            // Rounded up: waking before a timer is due would only spin.
+            Some(t) => t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
+        };
+        self.events.clear();
+        // SAFETY: the kernel writes at most `capacity` events into the vector's spare room.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.ep.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                EVENTS.min(self.events.capacity()) as i32,
+                ms,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::EINTR) {
+                Ok(())
+            } else {
+                Err(e)
+            };
+        }
+        // SAFETY: the kernel initialised `n` events.
+        unsafe { self.events.set_len(n as usize) };
+        for k in 0..n as usize {
+            let ev = self.events[k];
+            let fd = ev.u64 as RawFd;
+            let Some(st) = self.fds.get_mut(fd as usize) else {
+                continue;
+            };
+            if !st.registered {
+                continue;
+            }
+            let bits = ev.events as i32;
+            let broken = bits & (libc::EPOLLHUP | libc::EPOLLERR) != 0;
+            if broken || bits & libc::EPOLLRDHUP != 0 {
+                st.hup = true;
+            }
+            if broken || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) != 0 {
+                st.readable = true;
+            }
+            if broken || bits & libc::EPOLLOUT != 0 {
+                st.writable = true;
+            }
+            self.drive(fd);
+        }
+        for fd in std::mem::take(&mut self.ready) {
+            if let Some(st) = self.fds.get_mut(fd as usize) {
+                st.listed = false;
+                self.drive(fd);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller keeps open; no pointers.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: as above.
+        cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    }
+    Ok(())
+}
+
+impl Driver for Epoll {
+    type Ring = EpollBufs;
+
+    fn buffer_ring(&self, group: u16, max: usize) -> Result<EpollBufs, BuildError> {
+        Ok(EpollBufs {
+            bufs: self.bufs.clone(),
+            group,
+            capacity: max.min(1 << 15),
+        })
+    }
+
+    fn completion_capacity(&self) -> usize {
+        1024
+    }
+
+    unsafe fn push(&mut self, op: Op, user_data: u64) {
+        self.submitted.push_back((op, user_data));
+    }
+
+    fn drain_backlog(&mut self) {}
+
+    fn submit_and_reap(&mut self) -> io::Result<usize> {
+        self.run_submitted();
+        self.poll(Some(Duration::ZERO))?;
+        Ok(self.done.len())
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        self.run_submitted();
+        let timeout = if self.done.is_empty() && self.ready.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        self.poll(timeout)?;
+        Ok(self.done.len())
+    }
+
+    fn has_completions(&mut self) -> bool {
+        !self.done.is_empty()
+    }
+
+    fn completions(&mut self, out: &mut Vec<Completion>) {
+        out.append(&mut self.done);
+    }
+
+    fn forget(&mut self, fd: RawFd) {
+        let Some(st) = self.fds.get_mut(fd as usize) else {
+            return;
+        };
+        if st.registered {
+            // SAFETY: no event pointer is needed to delete; `fd` is still open.
+            unsafe {
+                libc::epoll_ctl(
+                    self.ep.as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    fd,
+                    std::ptr::null_mut(),
+                );
+            }
+        }
+        let st = &mut self.fds[fd as usize];
+        debug_assert!(st.reads.is_empty() && st.writes.is_empty());
+        st.registered = false;
+        st.readable = false;
+        st.writable = false;
+        st.hup = false;
+        st.reads.clear();
+        st.writes.clear();
+        // A stale `ready` entry finds nothing to do.
+    }
+}
