@@ -236,7 +236,11 @@ fn main() {
     let ran = b.run(
         Duration::from_secs(5),
         |server| {
-            println!("echo_server: listening on {}", server.local_addr());
+            println!(
+                "echo_server: {} listening on {}",
+                server.runtime().backend(),
+                server.local_addr()
+            );
             if let Some((addr, m)) = metrics {
                 m.add_source(netpoll_rpc::metrics::Metrics::server_metrics(server));
                 if let Some(l) = &limiter {

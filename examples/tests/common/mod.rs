@@ -199,6 +199,56 @@ pub fn thrift_shapes() -> Vec<(Transport, Payload)> {
 pub struct EchoServer {
     child: Child,
     pub addr: SocketAddr,
+    /// The I/O backend it says it runs on (`io_uring` or `epoll`).
+    pub backend: String,
+}
+
+/// Installs, in the calling process (a child between fork and exec), a seccomp filter
+/// that makes `io_uring_setup`, `io_uring_enter` and `io_uring_register` fail with EPERM,
+/// as Docker's default seccomp profile does. Only async-signal-safe calls: two `prctl`s
+/// on a filter on the stack.
+#[allow(dead_code)]
+fn deny_io_uring() -> std::io::Result<()> {
+    // Classic BPF over `struct seccomp_data`: the syscall number at offset 0, the audit
+    // architecture at 4.
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    #[cfg(target_arch = "x86_64")]
+    const ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
+    #[cfg(target_arch = "aarch64")]
+    const ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
+    let f = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let deny = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+    let prog = [
+        f(LD_W_ABS, 0, 0, 4),
+        f(JEQ_K, 1, 0, ARCH),
+        f(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW), // another architecture: not ours to judge
+        f(LD_W_ABS, 0, 0, 0),
+        f(JEQ_K, 3, 0, libc::SYS_io_uring_setup as u32),
+        f(JEQ_K, 2, 0, libc::SYS_io_uring_enter as u32),
+        f(JEQ_K, 1, 0, libc::SYS_io_uring_register as u32),
+        f(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+        f(RET_K, 0, 0, deny),
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prctl with integer arguments, then with a pointer to `fprog`, which lives
+    // until the call returns (the kernel copies the filter).
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &fprog as *const libc::sock_fprog,
+            ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 impl EchoServer {
@@ -206,6 +256,30 @@ impl EchoServer {
         let mut cmd = Command::new(Self::binary());
         cmd.args(["--addr", "127.0.0.1:0", "--cores", "1"])
             .args(flags);
+        Self::spawn(cmd)
+    }
+
+    /// Starts the server with the environment variables `env` set.
+    #[allow(dead_code)]
+    pub fn start_with_env(env: &[(&str, &str)], flags: &[&str]) -> EchoServer {
+        let mut cmd = Command::new(Self::binary());
+        cmd.args(["--addr", "127.0.0.1:0", "--cores", "1"])
+            .args(flags)
+            .envs(env.iter().copied());
+        Self::spawn(cmd)
+    }
+
+    /// Starts the server where io_uring is blocked, as in a container under Docker's
+    /// default seccomp profile (see `deny_io_uring`).
+    #[allow(dead_code)]
+    pub fn start_without_io_uring(flags: &[&str]) -> EchoServer {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(Self::binary());
+        cmd.args(["--addr", "127.0.0.1:0", "--cores", "1"])
+            .args(flags);
+        // SAFETY: `deny_io_uring` makes only async-signal-safe calls (two prctls) and
+        // allocates nothing, as code between fork and exec must.
+        unsafe { cmd.pre_exec(deny_io_uring) };
         Self::spawn(cmd)
     }
 
@@ -240,12 +314,21 @@ impl EchoServer {
             line.push(b[0]);
         }
         let line = String::from_utf8(line).expect("utf-8");
-        let addr = line
-            .rsplit(' ')
-            .next()
+        // "echo_server: BACKEND listening on ADDR" (older builds say no backend).
+        let words: Vec<&str> = line.split(' ').collect();
+        let addr = words
+            .last()
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("echo_server said {line:?}"));
-        EchoServer { child, addr }
+        let backend = match words[..] {
+            ["echo_server:", backend, "listening", "on", _] => backend,
+            _ => "",
+        };
+        EchoServer {
+            child,
+            addr,
+            backend: backend.to_owned(),
+        }
     }
 
     /// Starts the server on `addr` exactly.

@@ -134,6 +134,7 @@ pub struct ServerBuilder {
     write_timeout: Option<Duration>,
     limits: Limits,
     busy_poll: Duration,
+    backend: Option<netpoll::BackendKind>,
     services: Vec<Arc<dyn Service>>,
     /// Serve gRPC server reflection.
     reflection: bool,
@@ -256,6 +257,14 @@ impl ServerBuilder {
     /// Spin this long for completions before sleeping (see `netpoll`'s `busy_poll`).
     pub fn busy_poll(mut self, spin: Duration) -> Self {
         self.busy_poll = spin;
+        self
+    }
+
+    /// The I/O backend of the server's cores (see [`netpoll::Builder::backend`]): by
+    /// default io_uring, or epoll where io_uring cannot be used; `NETPOLL_BACKEND` chooses
+    /// when this is not called.
+    pub fn backend(mut self, kind: netpoll::BackendKind) -> Self {
+        self.backend = Some(kind);
         self
     }
 
@@ -399,6 +408,9 @@ impl ServerBuilder {
         if !self.busy_poll.is_zero() {
             b = b.busy_poll(self.busy_poll);
         }
+        if let Some(kind) = self.backend {
+            b = b.backend(kind);
+        }
         let rt = b.build().map_err(ServerError::Runtime)?;
         let shared = Arc::new(Shared {
             router,
@@ -481,6 +493,7 @@ impl Server {
                 high_water: DEFAULT_HIGH_WATER,
             },
             busy_poll: Duration::ZERO,
+            backend: None,
             services: Vec::new(),
             reflection: false,
             framings: Vec::new(),
