@@ -25,11 +25,17 @@ def free_port():
     return port
 
 
-def start_cmd(cmd):
-    """Starts server command `cmd` on CPU 0 with `--addr` on a free port; waits until it
-    accepts. Returns the process and the address."""
+def start_cmd(cmd, env=None):
+    """Starts server command `cmd` on CPU 0 with `--addr` on a free port, with the
+    environment variables `env` ("K=V" strings) added; waits until it accepts. Returns the
+    process and the address."""
     addr = f"127.0.0.1:{free_port()}"
-    p = subprocess.Popen(["taskset", "-c", "0"] + cmd + ["--addr", addr], stdout=subprocess.DEVNULL)
+    environ = dict(os.environ)
+    for kv in env or []:
+        k, v = kv.split("=", 1)
+        environ[k] = v
+    p = subprocess.Popen(["taskset", "-c", "0"] + cmd + ["--addr", addr], stdout=subprocess.DEVNULL,
+                         env=environ)
     host, port = addr.rsplit(":", 1)
     deadline = time.time() + 10
     while time.time() < deadline:
@@ -42,8 +48,8 @@ def start_cmd(cmd):
     raise SystemExit(f"{cmd[0]} did not start")
 
 
-def start(binary):
-    return start_cmd([binary, "--cores", "1", "--cpus", "0"])
+def start(binary, env=None):
+    return start_cmd([binary, "--cores", "1", "--cpus", "0"], env)
 
 
 def run(bench, server, addr, proto, conns, inflight, duration):
@@ -76,12 +82,16 @@ def main():
     for a in ["--base", "--base-bin", "--head", "--head-bin", "--bench", "--duration", "--rows"]:
         ap.add_argument(a, required=True)
     ap.add_argument("--repeats", type=int, default=5)
+    # "K=V" environment variables for one side's server (the same binary on two backends).
+    ap.add_argument("--base-env", action="append", default=[])
+    ap.add_argument("--head-env", action="append", default=[])
     args = ap.parse_args()
     rows = [r.split(":") for r in args.rows.split()]
     servers = {}
     try:
-        for side, binary in [("base", args.base_bin), ("head", args.head_bin)]:
-            servers[side] = start(binary)
+        for side, binary, env in [("base", args.base_bin, args.base_env),
+                                  ("head", args.head_bin, args.head_env)]:
+            servers[side] = start(binary, env)
         results = {(tuple(r), side): [] for r in rows for side in ("base", "head")}
         for i in range(args.repeats):
             for proto, conns, inflight in rows:

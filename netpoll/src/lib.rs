@@ -45,6 +45,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
+mod addr;
 mod conn;
 mod core;
 mod error;
@@ -62,6 +63,7 @@ mod tls;
 mod token;
 mod wake;
 
+pub use crate::addr::{Addr, AddrParseError};
 pub use crate::conn::{Conn, ConnId};
 pub use crate::core::{current_core, now, Core};
 pub use crate::error::BuildError;

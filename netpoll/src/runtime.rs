@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::core::{CoreConfig, Factory, ListenTls, Remote, Task};
+use crate::core::{CoreConfig, Factory, ListenTls, Remote, Spread, Task};
 use crate::{sys, BuildError, Core, Handler};
 
 /// Default of [`Builder::write_timeout`].
@@ -438,7 +438,7 @@ impl RuntimeHandle {
             let done = done_tx.clone();
             let tls = tls.clone();
             self.spawn(i, move |core| {
-                core.add_listener(fd, factory, tls);
+                core.add_listener(fd, factory, tls, None);
                 let _ = done.send(());
             })
             .map_err(|_| io::Error::other("a core has stopped"))?;
@@ -449,6 +449,63 @@ impl RuntimeHandle {
                 .map_err(|_| io::Error::other("a core stopped before listening"))?;
         }
         Ok(addr)
+    }
+}
+
+impl RuntimeHandle {
+    /// Listens on the Unix domain socket at `path` (which must not exist yet). A path
+    /// cannot be bound once per core as `SO_REUSEPORT` allows for TCP: one socket is
+    /// shared, core 0 accepts, and each connection is served by the next core in turn
+    /// (handed over as its descriptor). `factory` runs on the serving core.
+    pub fn listen_unix<F>(&self, path: impl AsRef<std::path::Path>, factory: F) -> io::Result<()>
+    where
+        F: Fn(&mut Core) -> Box<dyn Handler> + Send + Sync + 'static,
+    {
+        self.listen_unix_with(path.as_ref(), Arc::new(factory), ListenTls::default())
+    }
+
+    /// Like [`listen_unix`](RuntimeHandle::listen_unix), for TLS (see
+    /// [`listen_tls`](RuntimeHandle::listen_tls)).
+    #[cfg(feature = "tls")]
+    pub fn listen_unix_tls<F>(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        acceptor: crate::tls::TlsAcceptor,
+        factory: F,
+    ) -> io::Result<()>
+    where
+        F: Fn(&mut Core) -> Box<dyn Handler> + Send + Sync + 'static,
+    {
+        let tls = ListenTls {
+            acceptor: Some(acceptor),
+        };
+        self.listen_unix_with(path.as_ref(), Arc::new(factory), tls)
+    }
+
+    fn listen_unix_with(
+        &self,
+        path: &std::path::Path,
+        factory: Factory,
+        tls: ListenTls,
+    ) -> io::Result<()> {
+        let socket =
+            socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM.cloexec(), None)?;
+        socket.bind(&socket2::SockAddr::unix(path)?)?;
+        socket.listen(4096)?;
+        let fd: OwnedFd = socket.into();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let spread = Spread {
+            cores: self.clone(),
+            next: 0,
+        };
+        self.spawn(0, move |core| {
+            core.add_listener(fd, factory, tls, Some(spread));
+            let _ = done_tx.send(());
+        })
+        .map_err(|_| io::Error::other("a core has stopped"))?;
+        done_rx
+            .recv()
+            .map_err(|_| io::Error::other("a core stopped before listening"))
     }
 }
 

@@ -792,3 +792,58 @@ fn descriptor_leak_check() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_unix_socket_is_shared_and_its_connections_spread_over_the_cores() {
+    use std::os::unix::net::UnixStream;
+    const CORES: usize = 3;
+    const CONNS: usize = 30;
+    let dir = std::env::temp_dir().join(format!("netpoll-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("echo.sock");
+    let _ = std::fs::remove_file(&path);
+    let rt = Runtime::builder().cores(CORES).build().expect("runtime");
+    let served: Arc<Vec<AtomicUsize>> = Arc::new((0..CORES).map(|_| AtomicUsize::new(0)).collect());
+    let counts = served.clone();
+    rt.handle()
+        .listen_unix(&path, move |core| {
+            counts[core.id()].fetch_add(1, Ordering::SeqCst);
+            Box::new(FrameEcho)
+        })
+        .expect("listen on the path");
+    // A second listener on the same path is refused: the path is taken.
+    assert!(rt
+        .handle()
+        .listen_unix(&path, |_| Box::new(FrameEcho))
+        .is_err());
+    let mut streams: Vec<UnixStream> = (0..CONNS)
+        .map(|_| {
+            let s = UnixStream::connect(&path).expect("connect");
+            s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+            s
+        })
+        .collect();
+    for (i, s) in streams.iter_mut().enumerate() {
+        let msg = pattern(3000 + i, i as u8);
+        s.write_all(&frame(&msg)).expect("write");
+        assert_eq!(read_frame(s).expect("reply"), msg);
+    }
+    // Core 0 accepts; each connection is served by the next core in turn.
+    let spread: Vec<usize> = served.iter().map(|n| n.load(Ordering::SeqCst)).collect();
+    println!("{CONNS} connections over {CORES} cores: {spread:?}");
+    assert_eq!(spread, vec![CONNS / CORES; CORES]);
+    // Outbound: a core dials the path too.
+    let (tx, rx) = mpsc::channel();
+    let target = netpoll::Addr::unix(&path);
+    on_core(&rt, 1, move |core| {
+        core.connect(target, Some(IO_TIMEOUT), Box::new(Dialer { report: tx }))
+            .expect("connect");
+    });
+    assert_eq!(
+        rx.recv_timeout(IO_TIMEOUT).expect("result"),
+        Ok(b"dialed".to_vec())
+    );
+    drop(streams);
+    rt.shutdown(Duration::from_millis(500));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -23,6 +23,15 @@ pub(crate) struct Listener {
     /// Connections accepted here speak TLS.
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsAcceptor>,
+    /// The one listener of a socket the cores share (a Unix socket path cannot be bound
+    /// once per core): its connections are handed to every core in turn.
+    spread: Option<Spread>,
+}
+
+/// Where a shared listener's connections go: each core in turn.
+pub(crate) struct Spread {
+    pub(crate) cores: crate::RuntimeHandle,
+    pub(crate) next: usize,
 }
 
 /// What a listener's connections speak.
@@ -33,7 +42,13 @@ pub(crate) struct ListenTls {
 }
 
 impl Core {
-    pub(crate) fn add_listener(&mut self, fd: OwnedFd, factory: Factory, tls: ListenTls) {
+    pub(crate) fn add_listener(
+        &mut self,
+        fd: OwnedFd,
+        factory: Factory,
+        tls: ListenTls,
+        spread: Option<Spread>,
+    ) {
         #[cfg(not(feature = "tls"))]
         let _ = tls;
         let li = self.listeners.insert(Listener {
@@ -43,6 +58,7 @@ impl Core {
             closing: false,
             #[cfg(feature = "tls")]
             tls: tls.acceptor,
+            spread,
         }) as u32;
         self.arm_accept(li);
     }
@@ -98,37 +114,27 @@ impl Core {
         let closing = l.closing;
         let factory = l.factory.clone();
         #[cfg(feature = "tls")]
-        let tls = l.tls.clone();
+        let tls = ListenTls {
+            acceptor: l.tls.clone(),
+        };
+        #[cfg(not(feature = "tls"))]
+        let tls = ListenTls::default();
+        // A shared listener's connection may belong to another core.
+        let target = l.spread.as_mut().filter(|_| accepted.is_some()).map(|s| {
+            let core = s.next % s.cores.cores();
+            s.next = s.next.wrapping_add(1);
+            (core, s.cores.clone())
+        });
         if let Some(fd) = accepted {
             if closing || self.shutting_down {
                 // Dropped: closed at once.
-            } else if self.conns.len() >= self.cfg.max_connections {
-                self.remote.stats.count_refused();
-                tracing::debug!(
-                    core = self.id,
-                    "connection refused: max_connections reached"
-                );
             } else {
-                let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
-                match panic::catch_unwind(AssertUnwindSafe(|| factory(self))) {
-                    Ok(handler) => {
-                        let slot = self.insert_conn(fd, handler);
-                        #[cfg(feature = "tls")]
-                        if let Some(acceptor) = &tls {
-                            match crate::tls::Session::server(acceptor) {
-                                Ok(session) => self.attach_tls(slot, session),
-                                Err(e) => self
-                                    .abort(slot, crate::TlsError::close_reason(e.kind(), true, e)),
-                            }
-                        }
-                        if self.conns[slot as usize].lc.is(Life::Open) {
-                            self.arm_recv(slot);
-                            self.call_handler(slot, |h, c| h.on_open(c));
-                        }
+                match target {
+                    Some((core, cores)) if core != self.id => {
+                        // If that core stopped, the task (and the connection) is dropped.
+                        let _ = cores.spawn(core, move |c| c.open_accepted(fd, factory, tls));
                     }
-                    Err(_) => {
-                        tracing::warn!(core = self.id, "a connection factory panicked")
-                    }
+                    _ => self.open_accepted(fd, factory, tls),
                 }
             }
         }
@@ -148,6 +154,44 @@ impl Core {
             );
             self.timers
                 .insert(self.now + ACCEPT_RETRY, TimerTarget::AcceptRetry(li));
+        }
+    }
+
+    /// Starts serving an accepted connection on this core.
+    fn open_accepted(&mut self, fd: OwnedFd, factory: Factory, tls: ListenTls) {
+        #[cfg(not(feature = "tls"))]
+        let _ = tls;
+        if self.shutting_down {
+            return;
+        }
+        if self.conns.len() >= self.cfg.max_connections {
+            self.remote.stats.count_refused();
+            tracing::debug!(
+                core = self.id,
+                "connection refused: max_connections reached"
+            );
+            return;
+        }
+        // A Unix socket has no Nagle to turn off.
+        let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
+        match panic::catch_unwind(AssertUnwindSafe(|| factory(self))) {
+            Ok(handler) => {
+                let slot = self.insert_conn(fd, handler);
+                #[cfg(feature = "tls")]
+                if let Some(acceptor) = &tls.acceptor {
+                    match crate::tls::Session::server(acceptor) {
+                        Ok(session) => self.attach_tls(slot, session),
+                        Err(e) => {
+                            self.abort(slot, crate::TlsError::close_reason(e.kind(), true, e))
+                        }
+                    }
+                }
+                if self.conns[slot as usize].lc.is(Life::Open) {
+                    self.arm_recv(slot);
+                    self.call_handler(slot, |h, c| h.on_open(c));
+                }
+            }
+            Err(_) => tracing::warn!(core = self.id, "a connection factory panicked"),
         }
     }
 

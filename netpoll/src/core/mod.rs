@@ -36,7 +36,6 @@ mod tls;
 
 use std::io;
 use std::mem::{self, ManuallyDrop};
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -56,7 +55,7 @@ use lifecycle::{Life, Lifecycle};
 pub(crate) use state::ConnState;
 use state::ConnectOp;
 
-pub(crate) use accept::{ListenTls, Listener};
+pub(crate) use accept::{ListenTls, Listener, Spread};
 
 thread_local! {
     static CURRENT_CORE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
@@ -369,7 +368,8 @@ impl Core {
         self.timers.cancel(timer).is_some()
     }
 
-    /// Opens an outbound TCP connection on this core. `handler` gets
+    /// Opens an outbound connection on this core, over TCP or to a Unix domain socket
+    /// (`addr` is a [`SocketAddr`](std::net::SocketAddr) or an [`Addr`](crate::Addr)). `handler` gets
     /// [`Handler::on_open`] once connected, or [`Handler::on_close`] with
     /// [`CloseReason::ConnectFailed`] or [`CloseReason::ConnectTimedOut`].
     ///
@@ -377,11 +377,11 @@ impl Core {
     /// the replies to what it sent, or client and server could each wait for the other.
     pub fn connect(
         &mut self,
-        addr: SocketAddr,
+        addr: impl Into<crate::Addr>,
         timeout: Option<Duration>,
         handler: Box<dyn Handler>,
     ) -> io::Result<ConnId> {
-        self.connect_with(addr, timeout, handler, None)
+        self.connect_with(addr.into(), timeout, handler, None)
     }
 
     /// Like [`connect`](Core::connect), over TLS: the handshake follows the connect, and
@@ -392,7 +392,7 @@ impl Core {
     #[cfg(feature = "tls")]
     pub fn connect_tls(
         &mut self,
-        addr: SocketAddr,
+        addr: impl Into<crate::Addr>,
         timeout: Option<Duration>,
         handler: Box<dyn Handler>,
         tls: &crate::tls::TlsConnector,
@@ -400,12 +400,12 @@ impl Core {
     ) -> io::Result<ConnId> {
         let name = crate::tls::server_name(server_name)?;
         let session = crate::tls::Session::client(tls, name)?;
-        self.connect_with(addr, timeout, handler, Some(session))
+        self.connect_with(addr.into(), timeout, handler, Some(session))
     }
 
     fn connect_with(
         &mut self,
-        addr: SocketAddr,
+        addr: crate::Addr,
         timeout: Option<Duration>,
         handler: Box<dyn Handler>,
         tls: Option<Box<crate::tls::Session>>,
@@ -413,20 +413,29 @@ impl Core {
         if self.shutting_down {
             return Err(io::Error::other("the runtime is shutting down"));
         }
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM.cloexec(),
-            Some(socket2::Protocol::TCP),
-        )?;
-        socket.set_tcp_nodelay(true)?;
-        // Outbound connections may sit idle between calls: keepalive finds a peer that
-        // vanished (a crashed host, a dropped NAT entry) in about a minute.
-        socket.set_tcp_keepalive(
-            &socket2::TcpKeepalive::new()
-                .with_time(Duration::from_secs(30))
-                .with_interval(Duration::from_secs(10))
-                .with_retries(3),
-        )?;
+        let sockaddr = Box::new(addr.sockaddr()?);
+        let socket = match addr {
+            crate::Addr::Tcp(a) => {
+                let socket = socket2::Socket::new(
+                    socket2::Domain::for_address(a),
+                    socket2::Type::STREAM.cloexec(),
+                    Some(socket2::Protocol::TCP),
+                )?;
+                socket.set_tcp_nodelay(true)?;
+                // Outbound connections may sit idle between calls: keepalive finds a peer
+                // that vanished (a crashed host, a dropped NAT entry) in about a minute.
+                socket.set_tcp_keepalive(
+                    &socket2::TcpKeepalive::new()
+                        .with_time(Duration::from_secs(30))
+                        .with_interval(Duration::from_secs(10))
+                        .with_retries(3),
+                )?;
+                socket
+            }
+            crate::Addr::Unix(_) => {
+                socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM.cloexec(), None)?
+            }
+        };
         let fd: OwnedFd = socket.into();
         let slot = self.insert_conn(fd, handler);
         let id = self.slot_id(slot);
@@ -434,7 +443,6 @@ impl Core {
         c.lc = Lifecycle::connecting();
         c.outbound = true;
         c.tls = tls;
-        let sockaddr = Box::new(socket2::SockAddr::from(addr));
         let op = Op::Connect {
             fd: c.fd.as_raw_fd(),
             addr: sockaddr.as_ptr().cast(),
