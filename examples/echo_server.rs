@@ -16,7 +16,7 @@ use netpoll_rpc::client::ClientBuilder;
 use netpoll_rpc::otel::{Exporter, OpenTelemetry, Sampler};
 
 const USAGE: &str =
-    "usage: echo_server [--addr HOST:PORT] [--cores N] [--cpus 0,1] [--busy-poll-us N]
+    "usage: echo_server [--addr HOST:PORT] [--unix PATH] [--cores N] [--cpus 0,1] [--busy-poll-us N]
        [--max-connections N] [--max-frame BYTES] [--max-in-flight N] [--high-water BYTES]
        [--idle-timeout-ms MS] [--read-timeout-ms MS] [--write-timeout-ms MS (0: none)]
        [--limit-qps N] [--limit-concurrency N]
@@ -27,6 +27,8 @@ const USAGE: &str =
        [--echo-peer-cert]      (Echo.echo of \"peer-certificate\" answers the client's
                                 TLS certificate, DER, for tests)
        [--metrics HOST:PORT]   (Prometheus text format at /metrics)
+       (--unix PATH: also serve on the Unix domain socket PATH, removed at exit;
+        NETPOLL_BACKEND=io_uring|epoll|auto chooses the I/O backend)
        [--forward HOST:PORT]   (relay every Echo.echo call to the echo server there)
        [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE [--tls-client-optional]]
         [--tls-allow-plaintext] [--tls-handshake-timeout-ms MS]]
@@ -156,6 +158,9 @@ fn main() {
                 std::process::exit(2)
             }
         }
+    }
+    if let Some(path) = flag(&args, "--unix") {
+        b = b.unix(path);
     }
     if let Some(us) = parse("--busy-poll-us") {
         b = b.busy_poll(Duration::from_micros(us as u64));

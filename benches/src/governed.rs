@@ -6,7 +6,6 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,7 +43,7 @@ pub struct GovernedReport {
     /// Retries the client made.
     pub retries: u64,
     /// Calls each instance answered (over the whole run).
-    pub instances: Vec<(SocketAddr, u64)>,
+    pub instances: Vec<(netpoll_rpc::discovery::Addr, u64)>,
 }
 
 struct Shared {

@@ -2,6 +2,8 @@
 //! filter that refuses io_uring as Docker's default profile does falls back to epoll on
 //! its own and serves every protocol, in plain text and over TLS; `NETPOLL_BACKEND`
 //! chooses a backend, and a bad value is refused with a message that names the choices.
+//! And Unix domain sockets: every protocol, plain and TLS, on whichever backend the tests
+//! run on (CI runs them on both).
 
 mod common;
 
@@ -14,11 +16,13 @@ use examples::gen::{echo, pb};
 use netpoll_rpc::client::{ClientBuilder, ClientTransport};
 use netpoll_rpc::tls::TlsConnector;
 
-/// Every protocol `echo_server` speaks, against the server at `addr`: Thrift in each
-/// transport and protocol (raw), Kitex Protobuf framed and in TTHeader, gRPC unary and
-/// streaming, and TLS (TTHeader and gRPC) when `tls` (its plain text is allowed too).
-fn every_protocol(addr: std::net::SocketAddr, tls: bool) {
-    for (t, p) in thrift_shapes() {
+/// Every protocol `echo_server` speaks, against the server at `target` (`host:port` or
+/// `unix:/path`): Thrift in each transport and protocol (raw, over TCP at `raw`), Thrift
+/// through our client, Kitex Protobuf framed and in TTHeader, gRPC unary and streaming,
+/// and TLS (TTHeader and gRPC) when `tls` (its plain text is allowed too).
+fn every_protocol(target: &str, raw: Option<std::net::SocketAddr>, tls: bool) {
+    for (t, p) in raw.map(|_| thrift_shapes()).unwrap_or_default() {
+        let addr = raw.unwrap();
         let mut c = Raw::connect(addr, t, p);
         c.send_thrift(
             "echo",
@@ -33,7 +37,10 @@ fn every_protocol(addr: std::net::SocketAddr, tls: bool) {
     }
     let big = Bytes::from((0..1 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
     for t in [ClientTransport::Framed, ClientTransport::TTHeader] {
-        let c = pb::echo::EchoClient::from_builder(ClientBuilder::new(addr).transport(t)).unwrap();
+        let c = echo::EchoClient::from_builder(ClientBuilder::new(target).transport(t)).unwrap();
+        assert_eq!(c.echo(big.clone()).unwrap(), big, "Thrift over {t:?}");
+        let c =
+            pb::echo::EchoClient::from_builder(ClientBuilder::new(target).transport(t)).unwrap();
         let r = c.echo(pb::echo::EchoRequest { msg: big.clone() }).unwrap();
         assert_eq!(r.msg, big, "Kitex Protobuf over {t:?}");
     }
@@ -53,7 +60,7 @@ fn every_protocol(addr: std::net::SocketAddr, tls: bool) {
         s.close_send();
         assert!(s.recv().unwrap().is_none());
     };
-    grpc(ClientBuilder::new(addr));
+    grpc(ClientBuilder::new(target));
     if tls {
         let connector = || {
             TlsConnector::builder(pem("ca.pem"))
@@ -61,14 +68,14 @@ fn every_protocol(addr: std::net::SocketAddr, tls: bool) {
                 .build()
                 .unwrap()
         };
-        let b = ClientBuilder::new(addr)
+        let b = ClientBuilder::new(target)
             .connect_timeout(Duration::from_secs(5))
             .tls(connector(), "localhost")
             .unwrap();
         let c = echo::EchoClient::from_builder(b).unwrap();
         assert_eq!(c.echo(big.clone()).unwrap(), big, "Thrift over TLS");
         grpc(
-            ClientBuilder::new(addr)
+            ClientBuilder::new(target)
                 .tls(connector(), "localhost")
                 .unwrap(),
         );
@@ -89,7 +96,7 @@ fn where_io_uring_is_blocked_the_server_runs_on_epoll_and_serves_every_protocol(
         server.backend, "epoll",
         "chosen on its own, io_uring refused"
     );
-    every_protocol(server.addr, true);
+    every_protocol(&server.addr.to_string(), Some(server.addr), true);
 }
 
 #[test]
@@ -97,7 +104,7 @@ fn netpoll_backend_chooses_and_a_bad_value_is_refused() {
     for (value, want) in [("epoll", "epoll"), ("io_uring", "io_uring")] {
         let server = EchoServer::start_with_env(&[("NETPOLL_BACKEND", value)], &[]);
         assert_eq!(server.backend, want);
-        every_protocol(server.addr, false);
+        every_protocol(&server.addr.to_string(), Some(server.addr), false);
     }
     let out = Command::new(env!("CARGO_BIN_EXE_echo_server"))
         .args(["--addr", "127.0.0.1:0", "--cores", "1"])
@@ -110,4 +117,43 @@ fn netpoll_backend_chooses_and_a_bad_value_is_refused() {
         err.contains("NETPOLL_BACKEND must be io_uring, epoll or auto"),
         "{err}"
     );
+}
+
+/// A fresh path for a Unix domain socket.
+fn socket_path(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("echo-sockets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.sock"));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+#[test]
+fn a_unix_socket_serves_every_protocol_plain_and_over_tls() {
+    let path = socket_path("every-protocol");
+    let (cert, key) = (pem("server.pem"), pem("server.key"));
+    let mut server = EchoServer::start(&[
+        "--unix",
+        path.to_str().unwrap(),
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-allow-plaintext",
+    ]);
+    let target = format!("unix:{}", path.display());
+    every_protocol(&target, None, true);
+    // A graceful stop removes the socket file.
+    assert!(server.terminate().success());
+    assert!(!path.exists(), "{} was left behind", path.display());
+    // A path that is taken is refused, clearly.
+    std::fs::write(&path, b"not a socket").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_echo_server"))
+        .args(["--addr", "127.0.0.1:0", "--unix", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use"), "{err}");
+    let _ = std::fs::remove_file(&path);
 }

@@ -97,7 +97,11 @@ impl Load {
 }
 
 fn answered(c: &EchoClient) -> HashMap<SocketAddr, u64> {
-    c.client().answered_by_instance().into_iter().collect()
+    c.client()
+        .answered_by_instance()
+        .into_iter()
+        .filter_map(|(a, n)| Some((a.as_tcp()?, n)))
+        .collect()
 }
 
 /// Calls each of `live` answered between two snapshots, and their total.
@@ -167,7 +171,7 @@ fn survive(found: Found<'_>) {
         c.client()
             .answered_by_instance()
             .into_iter()
-            .map(|(a, _)| a)
+            .filter_map(|(a, _)| a.as_tcp())
             .collect()
     };
     if url.is_some() {

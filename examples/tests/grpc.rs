@@ -76,6 +76,21 @@ fn plain_and_tls(peer: impl Fn(&[&str])) {
 }
 
 #[test]
+fn grpcio_calls_and_streams_over_a_unix_socket() {
+    if !have_grpcio() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("grpc-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("echo.sock");
+    let _ = std::fs::remove_file(&path);
+    let _server = EchoServer::start(&["--max-frame", "8388608", "--unix", path.to_str().unwrap()]);
+    let target = format!("unix:{}", path.display());
+    run_peer(&["client", &target]);
+    run_peer(&["streams", &target]);
+}
+
+#[test]
 fn grpcio_calls_our_server_in_plain_text_and_over_tls() {
     if !have_grpcio() {
         return;

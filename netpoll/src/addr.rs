@@ -46,6 +46,12 @@ impl From<SocketAddr> for Addr {
     }
 }
 
+impl PartialEq<SocketAddr> for Addr {
+    fn eq(&self, other: &SocketAddr) -> bool {
+        self.as_tcp() == Some(*other)
+    }
+}
+
 impl fmt::Display for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -285,7 +285,11 @@ mod tests {
             .enumerate()
             .map(|(i, &w)| Instance {
                 weight: w,
-                ..Instance::new(format!("10.0.0.{}:80", i + 1).parse().unwrap())
+                ..Instance::new(
+                    format!("10.0.0.{}:80", i + 1)
+                        .parse::<std::net::SocketAddr>()
+                        .unwrap(),
+                )
             })
             .collect()
     }

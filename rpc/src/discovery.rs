@@ -9,14 +9,77 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use netpoll::Addr;
+
 use crate::{CallInfo, Cause, Outcome};
+
+/// Addresses a client can be given: `host:port` (resolved), `unix:/path` (a Unix domain
+/// socket), a [`SocketAddr`] or an [`Addr`]. Like [`ToSocketAddrs`], with Unix sockets.
+pub trait ToAddrs {
+    /// The addresses this names (a host name may resolve to several).
+    fn to_addrs(&self) -> std::io::Result<Vec<Addr>>;
+}
+
+impl ToAddrs for str {
+    fn to_addrs(&self) -> std::io::Result<Vec<Addr>> {
+        match self.strip_prefix("unix:") {
+            Some(_) => self
+                .parse::<Addr>()
+                .map(|a| vec![a])
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e)),
+            None => Ok(self.to_socket_addrs()?.map(Addr::Tcp).collect()),
+        }
+    }
+}
+
+impl ToAddrs for String {
+    fn to_addrs(&self) -> std::io::Result<Vec<Addr>> {
+        self.as_str().to_addrs()
+    }
+}
+
+impl ToAddrs for Addr {
+    fn to_addrs(&self) -> std::io::Result<Vec<Addr>> {
+        Ok(vec![self.clone()])
+    }
+}
+
+impl ToAddrs for SocketAddr {
+    fn to_addrs(&self) -> std::io::Result<Vec<Addr>> {
+        Ok(vec![Addr::Tcp(*self)])
+    }
+}
+
+impl ToAddrs for (&str, u16) {
+    fn to_addrs(&self) -> std::io::Result<Vec<Addr>> {
+        Ok(self.to_socket_addrs()?.map(Addr::Tcp).collect())
+    }
+}
+
+impl ToAddrs for (std::net::IpAddr, u16) {
+    fn to_addrs(&self) -> std::io::Result<Vec<Addr>> {
+        Ok(vec![Addr::Tcp(SocketAddr::from(*self))])
+    }
+}
+
+impl ToAddrs for ([u8; 4], u16) {
+    fn to_addrs(&self) -> std::io::Result<Vec<Addr>> {
+        Ok(vec![Addr::Tcp(SocketAddr::from(*self))])
+    }
+}
+
+impl<T: ToAddrs + ?Sized> ToAddrs for &T {
+    fn to_addrs(&self) -> std::io::Result<Vec<Addr>> {
+        (**self).to_addrs()
+    }
+}
 
 /// One instance of a service: where it listens, how much of the load it should take,
 /// and what it says of itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Instance {
-    /// Its address.
-    pub addr: SocketAddr,
+    /// Its address: TCP, or a Unix domain socket.
+    pub addr: Addr,
     /// Its share of the load relative to the others (Kitex's default is 10).
     pub weight: u32,
     /// Key/value tags (cluster, zone, version...).
@@ -25,9 +88,9 @@ pub struct Instance {
 
 impl Instance {
     /// An instance at `addr` with the default weight (10) and no tags.
-    pub fn new(addr: SocketAddr) -> Instance {
+    pub fn new(addr: impl Into<Addr>) -> Instance {
         Instance {
-            addr,
+            addr: addr.into(),
             weight: 10,
             tags: Vec::new(),
         }
@@ -227,8 +290,9 @@ pub struct StaticResolver {
 }
 
 impl StaticResolver {
-    /// Instances at `addrs` (each `host:port`, resolved now), with the default weight.
-    pub fn new<A: ToSocketAddrs>(addrs: impl IntoIterator<Item = A>) -> Result<Self, ResolveError> {
+    /// Instances at `addrs` (each `host:port`, resolved now, or `unix:/path`), with the
+    /// default weight.
+    pub fn new<A: ToAddrs>(addrs: impl IntoIterator<Item = A>) -> Result<Self, ResolveError> {
         let mut instances = Vec::new();
         for a in addrs {
             instances.push(Instance::new(first_addr(a)?));
@@ -237,7 +301,7 @@ impl StaticResolver {
     }
 
     /// Instances with weights.
-    pub fn weighted<A: ToSocketAddrs>(
+    pub fn weighted<A: ToAddrs>(
         addrs: impl IntoIterator<Item = (A, u32)>,
     ) -> Result<Self, ResolveError> {
         let mut instances = Vec::new();
@@ -273,13 +337,14 @@ impl StaticResolver {
     }
 }
 
-fn first_addr(a: impl ToSocketAddrs) -> Result<SocketAddr, ResolveError> {
+fn first_addr(a: impl ToAddrs) -> Result<Addr, ResolveError> {
     let err = |cause| ResolveError {
         service: String::new(),
         cause,
     };
-    a.to_socket_addrs()
+    a.to_addrs()
         .map_err(|e| err(crate::cause(e)))?
+        .into_iter()
         .next()
         .ok_or_else(|| err(crate::reason("the name resolved to no address")))
 }
@@ -343,8 +408,8 @@ impl Resolver for DnsResolver {
                 cause: crate::cause(e),
             }),
             _ => {
-                out.sort_by_key(|i| i.addr);
-                out.dedup_by_key(|i| i.addr);
+                out.sort_by(|a, b| a.addr.cmp(&b.addr));
+                out.dedup_by(|a, b| a.addr == b.addr);
                 Ok(out)
             }
         }

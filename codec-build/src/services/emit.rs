@@ -387,10 +387,10 @@ fn client(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
     code.line("");
     code.open(format!("impl {svc}Client {{"));
     code.line(format!(
-        "/// A client of the server at `addr` with the defaults ({defaults})."
+        "/// A client of the server at `addr` (`host:port` or `unix:/path`) with the defaults ({defaults})."
     ));
     code.open(format!(
-        "pub fn connect(addr: impl ::std::net::ToSocketAddrs) -> ::std::result::Result<Self, {rpc}::client::ClientError> {{"
+        "pub fn connect(addr: impl {rpc}::discovery::ToAddrs) -> ::std::result::Result<Self, {rpc}::client::ClientError> {{"
     ));
     code.line(format!(
         "{rpc}::client::ClientBuilder::new(addr).{build}.map(Self)"

@@ -277,6 +277,8 @@ impl EchoServer {
         let mut cmd = Command::new(Self::binary());
         cmd.args(["--addr", "127.0.0.1:0", "--cores", "1"])
             .args(flags);
+        // Auto, whatever the tests run on: the fallback is what is tested.
+        cmd.env_remove("NETPOLL_BACKEND");
         // SAFETY: `deny_io_uring` makes only async-signal-safe calls (two prctls) and
         // allocates nothing, as code between fork and exec must.
         unsafe { cmd.pre_exec(deny_io_uring) };

@@ -1,6 +1,5 @@
 //! [`Channel`]: a small pool of connections to one address, shared by every thread.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,7 +47,7 @@ impl Default for ChannelConfig {
 
 struct Inner {
     rt: RuntimeHandle,
-    addr: SocketAddr,
+    addr: crate::discovery::Addr,
     cfg: ChannelConfig,
     framing: Arc<dyn ReplyFraming>,
     /// The connection of each pool slot, touched only on the slot's core.
@@ -80,11 +79,11 @@ impl std::fmt::Debug for Channel {
 }
 
 impl Channel {
-    /// A channel to `addr` whose connections run on `rt`'s cores and whose replies are
-    /// split by `framing`.
+    /// A channel to `addr` (TCP, or a Unix domain socket) whose connections run on `rt`'s
+    /// cores and whose replies are split by `framing`.
     pub fn new(
         rt: RuntimeHandle,
-        addr: SocketAddr,
+        addr: impl Into<crate::discovery::Addr>,
         framing: Arc<dyn ReplyFraming>,
         cfg: ChannelConfig,
     ) -> Channel {
@@ -92,7 +91,7 @@ impl Channel {
         Channel {
             inner: Arc::new(Inner {
                 rt,
-                addr,
+                addr: addr.into(),
                 cfg,
                 framing,
                 slots: (0..n).map(|_| Mutex::new(None)).collect(),
@@ -103,8 +102,8 @@ impl Channel {
     }
 
     /// The server's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.inner.addr
+    pub fn addr(&self) -> &crate::discovery::Addr {
+        &self.inner.addr
     }
 
     /// Sends a call and waits for its reply frame. `encode` writes the request frame for
@@ -258,13 +257,13 @@ impl Inner {
             self.framing.clone(),
             self.cfg.max_queued_bytes,
             self.cfg.idle_timeout,
-            self.addr,
+            &self.addr,
         ));
         let timeout = Some(self.cfg.connect_timeout);
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.cfg.tls {
             let id = core.connect_tls(
-                self.addr,
+                self.addr.clone(),
                 timeout,
                 handler,
                 &tls.connector,
@@ -273,7 +272,7 @@ impl Inner {
             *guard = Some(id);
             return Ok(id);
         }
-        let id = core.connect(self.addr, timeout, handler)?;
+        let id = core.connect(self.addr.clone(), timeout, handler)?;
         *guard = Some(id);
         Ok(id)
     }

@@ -4,7 +4,6 @@
 //! failures), and the balancer's picker over the current list.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use netpoll::RuntimeHandle;
 use super::policy::{Breaker, BreakerConfig};
 use super::{Channel, ChannelConfig, ReplyFraming};
 use crate::discovery::{
-    Instance, InstanceState, Load, LoadBalancer, Pick, Picker, Resolver, States, WatchGuard,
+    Addr, Instance, InstanceState, Load, LoadBalancer, Pick, Picker, Resolver, States, WatchGuard,
 };
 use crate::CallInfo;
 
@@ -23,7 +22,7 @@ const DOWN_FOR: Duration = Duration::from_secs(1);
 
 /// One instance and this client's state of it.
 pub(crate) struct Endpoint {
-    pub(crate) addr: SocketAddr,
+    pub(crate) addr: Addr,
     pub(crate) channel: Channel,
     in_flight: AtomicU32,
     /// Latency moving average, in nanoseconds.
@@ -152,7 +151,10 @@ impl std::fmt::Debug for Cluster {
             .field("balancer", &self.lb.name())
             .field(
                 "instances",
-                &s.endpoints.iter().map(|e| e.addr).collect::<Vec<_>>(),
+                &s.endpoints
+                    .iter()
+                    .map(|e| e.addr.to_string())
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -243,23 +245,26 @@ impl Cluster {
     /// ones get a channel (connected on first use), and those that left are retired
     /// (their connections close once their calls are answered).
     pub(crate) fn update(&self, mut list: Vec<Instance>) {
-        list.sort_by_key(|i| i.addr);
-        list.dedup_by_key(|i| i.addr);
+        list.sort_by(|a, b| a.addr.cmp(&b.addr));
+        list.dedup_by(|a, b| a.addr == b.addr);
         let old = self.snapshot();
         if *old.instances == *list {
             return;
         }
-        let mut known: HashMap<SocketAddr, Arc<Endpoint>> =
-            old.endpoints.iter().map(|e| (e.addr, e.clone())).collect();
+        let mut known: HashMap<Addr, Arc<Endpoint>> = old
+            .endpoints
+            .iter()
+            .map(|e| (e.addr.clone(), e.clone()))
+            .collect();
         let endpoints: Vec<Arc<Endpoint>> = list
             .iter()
             .map(|i| {
                 known.remove(&i.addr).unwrap_or_else(|| {
                     Arc::new(Endpoint {
-                        addr: i.addr,
+                        addr: i.addr.clone(),
                         channel: Channel::new(
                             self.rt.clone(),
-                            i.addr,
+                            i.addr.clone(),
                             self.framing.clone(),
                             self.cfg.clone(),
                         ),
@@ -274,7 +279,7 @@ impl Cluster {
             .collect();
         tracing::info!(
             service = %self.service,
-            instances = ?list.iter().map(|i| i.addr).collect::<Vec<_>>(),
+            instances = ?list.iter().map(|i| i.addr.to_string()).collect::<Vec<_>>(),
             "instances changed"
         );
         let instances: Arc<[Instance]> = list.into();
@@ -291,11 +296,11 @@ impl Cluster {
     }
 
     /// Calls answered by each instance so far.
-    pub(crate) fn answered(&self) -> Vec<(SocketAddr, u64)> {
+    pub(crate) fn answered(&self) -> Vec<(Addr, u64)> {
         self.snapshot()
             .endpoints
             .iter()
-            .map(|e| (e.addr, e.answered.load(Ordering::Relaxed)))
+            .map(|e| (e.addr.clone(), e.answered.load(Ordering::Relaxed)))
             .collect()
     }
 

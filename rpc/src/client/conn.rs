@@ -59,7 +59,7 @@ impl ClientConn {
         framing: Arc<dyn ReplyFraming>,
         max_queued: usize,
         idle_timeout: Option<Duration>,
-        addr: std::net::SocketAddr,
+        addr: &crate::discovery::Addr,
     ) -> Self {
         ClientConn {
             h2: framing.grpc().map(|t| Box::new(H2Client::new(t, addr))),

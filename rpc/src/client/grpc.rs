@@ -138,9 +138,17 @@ pub(crate) struct H2Client {
 }
 
 impl H2Client {
-    pub(crate) fn new(target: std::sync::Arc<GrpcTarget>, addr: std::net::SocketAddr) -> H2Client {
+    pub(crate) fn new(
+        target: std::sync::Arc<GrpcTarget>,
+        addr: &crate::discovery::Addr,
+    ) -> H2Client {
+        // A Unix socket has no host to name: "localhost", as grpc-go sends.
+        let authority = match addr {
+            crate::discovery::Addr::Tcp(a) => a.to_string(),
+            crate::discovery::Addr::Unix(_) => "localhost".to_owned(),
+        };
         H2Client {
-            authority: target.authority.clone().unwrap_or_else(|| addr.to_string()),
+            authority: target.authority.clone().unwrap_or(authority),
             target,
             started: false,
             decoder: hpack::Decoder::new(4096, MAX_HEADER_LIST),

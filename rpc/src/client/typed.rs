@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
+
+use crate::discovery::{Addr, ToAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -134,13 +136,13 @@ impl Default for ClientBuilder {
 impl ClientBuilder {
     /// A client of the server at `addr`, with the defaults: TTHeader, binary Thrift, one
     /// connection, 1 s connect timeout, 5 s call timeout, its own one-core event loop.
-    pub fn new(addr: impl ToSocketAddrs) -> ClientBuilder {
+    pub fn new(addr: impl ToAddrs) -> ClientBuilder {
         ClientBuilder::default().host_ports([addr])
     }
 
     /// The service's instances are these `host:port` addresses (Kitex's
     /// `WithHostPorts`); see [`StaticResolver`].
-    pub fn host_ports<A: ToSocketAddrs>(mut self, addrs: impl IntoIterator<Item = A>) -> Self {
+    pub fn host_ports<A: ToAddrs>(mut self, addrs: impl IntoIterator<Item = A>) -> Self {
         self.resolver = Some(
             StaticResolver::new(addrs)
                 .map(|r| Arc::new(r) as Arc<dyn Resolver>)
@@ -768,7 +770,7 @@ impl<C: PayloadCodec> fmt::Debug for Client<C> {
 
 impl<C: PayloadCodec> Client<C> {
     /// A builder for a client of the server at `addr`.
-    pub fn builder(addr: impl ToSocketAddrs) -> ClientBuilder {
+    pub fn builder(addr: impl ToAddrs) -> ClientBuilder {
         ClientBuilder::new(addr)
     }
 
@@ -847,7 +849,7 @@ impl<C: PayloadCodec> Client<C> {
     }
 
     /// Calls answered by each current instance so far (for load reports).
-    pub fn answered_by_instance(&self) -> Vec<(SocketAddr, u64)> {
+    pub fn answered_by_instance(&self) -> Vec<(Addr, u64)> {
         self.base.inner.cluster.answered()
     }
 
@@ -996,24 +998,23 @@ impl<C: PayloadCodec> Client<C> {
             let back = ended.backward.take();
             finish(watch, ended, result, |r| done(back, r))
         };
-        let flight =
-            |complete: Complete<R>, tried: Vec<SocketAddr>, first: Option<FirstPick>| Flight {
-                client: self.clone(),
-                method,
-                args: args.clone(),
-                meta: meta.clone(),
-                deadline: self.base.timeout.map(|t| netpoll::now() + t),
-                tried,
-                retries: 0,
-                last_error: None,
-                watching,
-                method_breaker: method_breaker.clone(),
-                first,
-                blamed: false,
-                backward,
-                instances: 1,
-                complete,
-            };
+        let flight = |complete: Complete<R>, tried: Vec<Addr>, first: Option<FirstPick>| Flight {
+            client: self.clone(),
+            method,
+            args: args.clone(),
+            meta: meta.clone(),
+            deadline: self.base.timeout.map(|t| netpoll::now() + t),
+            tried,
+            retries: 0,
+            last_error: None,
+            watching,
+            method_breaker: method_breaker.clone(),
+            first,
+            blamed: false,
+            backward,
+            instances: 1,
+            complete,
+        };
         let quantile = inner.retry.backup_quantile.map(|q| {
             inner
                 .latencies
@@ -1045,7 +1046,7 @@ impl<C: PayloadCodec> Client<C> {
             if pending && inner.budget.try_retry() {
                 inner.retries.fetch_add(1, Ordering::Relaxed);
                 let mut backup = backup;
-                if let Some(a) = *first.lock().unwrap_or_else(|p| p.into_inner()) {
+                if let Some(a) = first.lock().unwrap_or_else(|p| p.into_inner()).clone() {
                     backup.tried.push(a);
                 }
                 backup.send();
@@ -1243,7 +1244,7 @@ struct Flight<C: PayloadCodec, A, R> {
     meta: Metadata,
     deadline: Option<Instant>,
     /// Instances tried so far.
-    tried: Vec<SocketAddr>,
+    tried: Vec<Addr>,
     retries: u32,
     last_error: Option<CallError>,
     /// Middleware watches the call: note each try's sequence id and request size.
@@ -1274,7 +1275,7 @@ struct Ended {
 type Complete<R> = Box<dyn FnOnce(Ended, Result<R, CallError>) + Send>;
 
 /// The first instance a call was sent to.
-type FirstPick = Arc<Mutex<Option<SocketAddr>>>;
+type FirstPick = Arc<Mutex<Option<Addr>>>;
 
 impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
     /// Sends the call to an instance it has not tried yet.
@@ -1319,11 +1320,11 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
         let ep = snap.endpoints[idx].clone();
         self.instances = snap.endpoints.len();
         if let Some(first) = self.first.take() {
-            *first.lock().unwrap_or_else(|p| p.into_inner()) = Some(ep.addr);
+            *first.lock().unwrap_or_else(|p| p.into_inner()) = Some(ep.addr.clone());
         }
         if !ep.breaker.allow(now) {
             // Its half-open breaker is probing already: another instance.
-            self.tried.push(ep.addr);
+            self.tried.push(ep.addr.clone());
             self.last_error = Some(CallError::CircuitOpen(crate::reason(format!(
                 "instance {} fails too often",
                 ep.addr
@@ -1364,7 +1365,7 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
             let replied = len > 0;
             let v = sent.as_ref().map_or(0, |s| s.load(Ordering::Relaxed));
             let ended = Ended {
-                peer: Some(ep.addr),
+                peer: ep.addr.as_tcp(),
                 seq_id: (v >> 32) as u32 as i32,
                 request_bytes: (v & 0xffff_ffff) as usize,
                 response_bytes: len,
@@ -1407,7 +1408,7 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
             self.retries += 1;
             let delay = self.client.base.inner.retry.delay(self.retries, &e);
             tracing::debug!(instance = %ep.addr, error = %e, retry = self.retries, "retrying");
-            self.tried.push(ep.addr);
+            self.tried.push(ep.addr.clone());
             self.last_error = Some(e);
             if delay.is_zero() {
                 self.send();

@@ -249,7 +249,7 @@ fn parse_instance(value: &[u8]) -> Option<Instance> {
         .collect();
     tags.sort();
     Some(Instance {
-        addr,
+        addr: crate::discovery::Addr::Tcp(addr),
         weight: weight.min(u32::MAX as i64) as u32,
         tags,
     })
@@ -532,7 +532,7 @@ impl EtcdResolver {
 
 fn sorted(map: &HashMap<String, Instance>) -> Vec<Instance> {
     let mut v: Vec<Instance> = map.values().cloned().collect();
-    v.sort_by_key(|i| i.addr);
+    v.sort_by(|a, b| a.addr.cmp(&b.addr));
     v
 }
 
@@ -702,7 +702,10 @@ mod tests {
     fn kitex_values_parse() {
         let v = br#"{"network":"tcp","address":"127.0.0.1:8888","weight":0,"tags":{"zone":"a"}}"#;
         let i = parse_instance(v).unwrap();
-        assert_eq!(i.addr, "127.0.0.1:8888".parse().unwrap());
+        assert_eq!(
+            i.addr,
+            "127.0.0.1:8888".parse::<crate::discovery::Addr>().unwrap()
+        );
         assert_eq!(i.weight, 10, "a weight of 0 reads as the default");
         assert_eq!(i.tag("zone"), Some("a"));
         assert!(parse_instance(b"not json").is_none());
@@ -713,6 +716,9 @@ mod tests {
             tags: vec![("k".into(), "v".into())],
         };
         let back = parse_instance(EtcdRegistry::value(&r).as_bytes()).unwrap();
-        assert_eq!((back.addr, back.weight), (r.addr, 7));
+        assert_eq!(
+            (back.addr, back.weight),
+            (crate::discovery::Addr::Tcp(r.addr), 7)
+        );
     }
 }

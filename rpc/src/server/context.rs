@@ -230,7 +230,7 @@ impl CallContext<'_> {
     }
 
     /// The certificate the client presented over TLS (mTLS; see
-    /// [`TlsAcceptorBuilder::client_ca`](crate::tls::TlsAcceptorBuilder::client_ca)), in
+    /// `tls::TlsAcceptorBuilder::client_ca`, feature `tls`), in
     /// DER, verified against the server's client CA: for authorising by identity. `None`
     /// on plain connections and for clients that presented none.
     pub fn peer_certificate(&self) -> Option<&[u8]> {

@@ -135,6 +135,8 @@ pub struct ServerBuilder {
     limits: Limits,
     busy_poll: Duration,
     backend: Option<netpoll::BackendKind>,
+    /// Also listen on this Unix domain socket.
+    unix: Option<std::path::PathBuf>,
     services: Vec<Arc<dyn Service>>,
     /// Serve gRPC server reflection.
     reflection: bool,
@@ -257,6 +259,15 @@ impl ServerBuilder {
     /// Spin this long for completions before sleeping (see `netpoll`'s `busy_poll`).
     pub fn busy_poll(mut self, spin: Duration) -> Self {
         self.busy_poll = spin;
+        self
+    }
+
+    /// Also serves on the Unix domain socket at `path` (which must not exist), every
+    /// protocol as on the TCP port, over TLS too if the server has TLS. The cores share
+    /// the one socket: each connection is served by the next core in turn. The file is
+    /// removed when the server stops.
+    pub fn unix(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.unix = Some(path.into());
         self
     }
 
@@ -428,14 +439,25 @@ impl ServerBuilder {
         let factory = move |core: &mut netpoll::Core| -> Box<dyn netpoll::Handler> {
             Box::new(ServerConn::new(shared.clone(), core.now()))
         };
+        let h = rt.handle();
         #[cfg(feature = "tls")]
-        let listened = match self.tls {
-            Some(acceptor) => rt.handle().listen_tls(addr, acceptor, factory),
-            None => rt.handle().listen(addr, factory),
+        let listened = match &self.tls {
+            Some(acceptor) => h.listen_tls(addr, acceptor.clone(), factory.clone()),
+            None => h.listen(addr, factory.clone()),
         };
         #[cfg(not(feature = "tls"))]
-        let listened = rt.handle().listen(addr, factory);
+        let listened = h.listen(addr, factory.clone());
         let local = listened.map_err(ServerError::Listen)?;
+        if let Some(path) = &self.unix {
+            #[cfg(feature = "tls")]
+            let listened = match self.tls {
+                Some(acceptor) => h.listen_unix_tls(path, acceptor, factory),
+                None => h.listen_unix(path, factory),
+            };
+            #[cfg(not(feature = "tls"))]
+            let listened = h.listen_unix(path, factory);
+            listened.map_err(ServerError::Listen)?;
+        }
         let registered = match self.registry {
             Some(r) => {
                 let reg = Registration {
@@ -452,6 +474,7 @@ impl ServerBuilder {
         Ok(Server {
             rt: Some(rt),
             local,
+            unix: self.unix,
             shared: stats,
             registered,
         })
@@ -463,6 +486,8 @@ impl ServerBuilder {
 pub struct Server {
     rt: Option<Runtime>,
     local: SocketAddr,
+    /// The Unix domain socket it also listens on, removed when it stops.
+    unix: Option<std::path::PathBuf>,
     shared: Arc<Shared>,
     registered: Option<(Arc<dyn Registry>, Registration, Duration)>,
 }
@@ -494,6 +519,7 @@ impl Server {
             },
             busy_poll: Duration::ZERO,
             backend: None,
+            unix: None,
             services: Vec::new(),
             reflection: false,
             framings: Vec::new(),
@@ -547,6 +573,20 @@ impl Server {
         if let Some(rt) = self.rt.take() {
             rt.shutdown(grace);
         }
+        self.remove_unix_socket();
+    }
+
+    /// The Unix domain socket it also listens on ([`ServerBuilder::unix`]).
+    pub fn unix_path(&self) -> Option<&std::path::Path> {
+        self.unix.as_deref()
+    }
+
+    fn remove_unix_socket(&mut self) {
+        if let Some(path) = self.unix.take() {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::debug!(path = %path.display(), error = %e, "cannot remove the socket file");
+            }
+        }
     }
 }
 
@@ -559,6 +599,7 @@ impl Drop for Server {
                 tracing::warn!(error = %e, "cannot deregister");
             }
         }
+        self.remove_unix_socket();
     }
 }
 

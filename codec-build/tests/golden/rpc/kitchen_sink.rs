@@ -1822,9 +1822,9 @@ pub mod kitchen_sink {
     #[derive(Debug, Clone)]
     pub struct BaseClient(::netpoll_rpc::client::ThriftClient);
     impl BaseClient {
-        /// A client of the server at `addr` with the defaults (TTHeader, binary).
+        /// A client of the server at `addr` (`host:port` or `unix:/path`) with the defaults (TTHeader, binary).
         pub fn connect(
-            addr: impl ::std::net::ToSocketAddrs,
+            addr: impl ::netpoll_rpc::discovery::ToAddrs,
         ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
             ::netpoll_rpc::client::ClientBuilder::new(addr).thrift("Base").map(Self)
         }
@@ -2526,9 +2526,9 @@ pub mod kitchen_sink {
     #[derive(Debug, Clone)]
     pub struct StoreClient(::netpoll_rpc::client::ThriftClient);
     impl StoreClient {
-        /// A client of the server at `addr` with the defaults (TTHeader, binary).
+        /// A client of the server at `addr` (`host:port` or `unix:/path`) with the defaults (TTHeader, binary).
         pub fn connect(
-            addr: impl ::std::net::ToSocketAddrs,
+            addr: impl ::netpoll_rpc::discovery::ToAddrs,
         ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
             ::netpoll_rpc::client::ClientBuilder::new(addr).thrift("Store").map(Self)
         }

@@ -88,9 +88,9 @@ pub fn register_echo<S: Echo>(
 #[derive(Debug, Clone)]
 pub struct EchoClient(::netpoll_rpc::client::PbClient);
 impl EchoClient {
-    /// A client of the server at `addr` with the defaults (TTHeader).
+    /// A client of the server at `addr` (`host:port` or `unix:/path`) with the defaults (TTHeader).
     pub fn connect(
-        addr: impl ::std::net::ToSocketAddrs,
+        addr: impl ::netpoll_rpc::discovery::ToAddrs,
     ) -> ::std::result::Result<Self, ::netpoll_rpc::client::ClientError> {
         ::netpoll_rpc::client::ClientBuilder::new(addr)
             .protobuf_service("Echo", "echo.Echo")
