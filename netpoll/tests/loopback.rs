@@ -847,3 +847,69 @@ fn a_unix_socket_is_shared_and_its_connections_spread_over_the_cores() {
     rt.shutdown(Duration::from_millis(500));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A TCP read stops at urgent data's mark, short of what is queued: the rest must still be
+/// read (a readiness backend must not take that short read for an empty socket).
+#[test]
+fn urgent_data_does_not_stall_a_connection() {
+    let (rt, addr) = echo_server(1);
+    let mut s = connect(addr);
+    for round in 0..20u8 {
+        let (a, b) = (pattern(100, round), pattern(200, round.wrapping_add(1)));
+        s.write_all(&frame(&a)).expect("write");
+        socket2::SockRef::from(&s)
+            .send_out_of_band(b"!")
+            .expect("urgent byte");
+        s.write_all(&frame(&b)).expect("write");
+        assert_eq!(read_frame(&mut s).expect("reply before the mark"), a);
+        assert_eq!(read_frame(&mut s).expect("reply after the mark"), b);
+    }
+    rt.shutdown(Duration::from_millis(500));
+}
+
+/// A Unix socket whose backlog is full refuses a connect at once (EAGAIN, where TCP would
+/// wait): the dialer is told it failed (or, where the backend waits, timed out), and is
+/// never told it connected.
+#[test]
+fn a_unix_connect_to_a_full_backlog_fails() {
+    use std::os::unix::net::UnixListener;
+    let dir = std::env::temp_dir().join(format!("netpoll-backlog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("full.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).expect("bind");
+    // Fill the backlog: non-blocking connects until one is refused.
+    let mut held = Vec::new();
+    loop {
+        let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)
+            .expect("socket");
+        s.set_nonblocking(true).expect("nonblocking");
+        match s.connect(&socket2::SockAddr::unix(&path).expect("addr")) {
+            Ok(()) => held.push(s),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("connect: {e}"),
+        }
+        assert!(held.len() < 100_000, "the backlog never filled");
+    }
+    let rt = Runtime::builder().cores(1).build().expect("runtime");
+    let (tx, rx) = mpsc::channel();
+    let target = netpoll::Addr::unix(&path);
+    on_core(&rt, 0, move |core| {
+        core.connect(
+            target,
+            Some(Duration::from_millis(300)),
+            Box::new(Dialer { report: tx }),
+        )
+        .expect("connect");
+    });
+    // Dialer reports ConnectFailed as an error; a timed-out connect closes without a report.
+    match rx.recv_timeout(Duration::from_secs(2)) {
+        Ok(Ok(v)) => panic!("told it connected, and got {v:?}"),
+        Ok(Err(kind)) => assert_eq!(kind, "WouldBlock"),
+        Err(_) => {} // timed out (a backend that waits for room in the backlog)
+    }
+    drop(held);
+    drop(listener);
+    rt.shutdown(Duration::from_millis(500));
+    let _ = std::fs::remove_dir_all(&dir);
+}

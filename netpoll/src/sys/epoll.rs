@@ -8,18 +8,22 @@
 //! `ENOBUFS` when the pool has no free buffer; a multishot accept yields one per connection;
 //! cancellations end their targets with `ECANCELED`.
 //!
-//! Readiness is edge-triggered: each descriptor is added to the epoll set once (in and out,
-//! on its first operation that would block) and stays until the core is about to close it
-//! ([`Driver::forget`]). A descriptor is known readable or writable until an operation on
-//! it returns `EAGAIN` (or reads short, which means the same for a stream socket), and
-//! becomes so again at its next edge, so operations are attempted at once when they can
-//! succeed, with no `epoll_ctl` per operation. Sends are tried as they are submitted: on a
-//! connection whose socket has room (the usual case) a send costs one `send(2)`.
+//! Readiness is edge-triggered: each descriptor is added to the epoll set once, on its first
+//! operation that would block, and stays until the core is about to close it
+//! ([`Driver::forget`]). Output readiness (`EPOLLOUT`) is asked for only while a send or a
+//! connect waits for it: a Unix socket would otherwise wake the core each time its peer
+//! reads. A descriptor is known readable or writable until an operation on it returns
+//! `EAGAIN`, and becomes so again at its next edge, so operations are attempted at once
+//! when they can succeed, with no `epoll_ctl` per operation. A short read of a TCP socket
+//! also means it is empty (saving the `EAGAIN`), unless urgent data or the peer's end was
+//! seen; other sockets (a Unix socket's reads stop at each record) read to `EAGAIN`. Sends
+//! are tried as they are submitted: on a connection whose socket has room (the usual
+//! case) a send costs one `send(2)`.
 //!
 //! Receives go into the same zero-copy pool as io_uring's (`pool`): the pool hands its
 //! buffers to [`EpollBufs`] instead of the kernel, and a receive takes one. A descriptor
-//! is served at most [`BUDGET`] receives or accepts per turn, then waits its next turn, so
-//! one busy connection cannot starve the others.
+//! is served at most [`BUDGET`] receives or accepts at a time, then waits for the others
+//! (at most twice per loop turn), so one busy connection cannot starve the rest.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -89,11 +93,14 @@ struct Pending {
 struct FdState {
     /// In the epoll set.
     registered: bool,
+    /// `EPOLLOUT` is in its interest set.
+    out: bool,
     readable: bool,
     writable: bool,
-    /// The peer's end (or an error) was reported: no later edge will come, so a short
-    /// read no longer means the next one would block (it may be the end of input).
-    hup: bool,
+    /// A short read does not mean the socket is empty: it is not TCP (a Unix socket's
+    /// reads stop at each record), or urgent data came (a read stops at its mark), or the
+    /// peer's end was seen (no later edge will say that more is left): read to `EAGAIN`.
+    read_to_eagain: bool,
     /// Listed in `ready` (it used its budget with readiness left).
     listed: bool,
     /// Accepts, receives and reads, in order.
@@ -115,8 +122,8 @@ enum Step {
 /// A core's epoll instance, its descriptors' operations and the completions not yet read.
 pub(crate) struct Epoll {
     ep: OwnedFd,
-    /// Indexed by descriptor number.
-    fds: Vec<FdState>,
+    /// The descriptors with operations, or registered (freed by `forget`).
+    fds: HashMap<RawFd, FdState>,
     /// Pushed and not yet performed, in order.
     submitted: VecDeque<(Op, u64)>,
     done: Vec<Completion>,
@@ -137,7 +144,7 @@ impl Epoll {
         Ok(Epoll {
             // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
             ep: unsafe { OwnedFd::from_raw_fd(fd) },
-            fds: Vec::new(),
+            fds: HashMap::new(),
             submitted: VecDeque::new(),
             done: Vec::with_capacity(1024),
             ready: Vec::new(),
@@ -148,11 +155,7 @@ impl Epoll {
     }
 
     fn state(&mut self, fd: RawFd) -> &mut FdState {
-        let i = fd as usize;
-        if i >= self.fds.len() {
-            self.fds.resize_with(i + 1, FdState::default);
-        }
-        &mut self.fds[i]
+        self.fds.entry(fd).or_default()
     }
 
     fn complete(&mut self, user_data: u64, result: i32, more: bool, buffer: Option<u16>) {
@@ -195,8 +198,12 @@ impl Epoll {
                 }
                 Op::AcceptMulti { fd } => {
                     // The listener was made for io_uring, which does not need it
-                    // non-blocking; accept4 here must not block.
-                    let _ = set_nonblocking(fd);
+                    // non-blocking; accept4 here must not block the core.
+                    if let Err(e) = set_nonblocking(fd) {
+                        let e = e.raw_os_error().unwrap_or(libc::EIO);
+                        self.complete(user_data, -e, false, None);
+                        continue;
+                    }
                     (fd, true)
                 }
                 Op::RecvMulti { fd, .. } | Op::Recv { fd, .. } | Op::Read { fd, .. } => (fd, true),
@@ -206,7 +213,9 @@ impl Epoll {
             if read { &mut st.reads } else { &mut st.writes }.push_back(pending);
             self.drive(fd);
             // Still queued (it is the last of its queue if so): cancellable by target.
-            let st = &mut self.fds[fd as usize];
+            let Some(st) = self.fds.get_mut(&fd) else {
+                continue;
+            };
             let q = if read { &mut st.reads } else { &mut st.writes };
             if let Some(p) = q
                 .back_mut()
@@ -220,7 +229,7 @@ impl Epoll {
 
     /// Ends `fd`'s waiting operations that `which` selects with `res`; returns how many.
     fn end_ops(&mut self, fd: RawFd, res: i32, which: impl Fn(&Pending) -> bool) -> usize {
-        let Some(st) = self.fds.get_mut(fd as usize) else {
+        let Some(st) = self.fds.get_mut(&fd) else {
             return 0;
         };
         let mut ended = Vec::new();
@@ -244,7 +253,9 @@ impl Epoll {
 
     /// An operation at the front of its queue completed for good.
     fn finished(&mut self, fd: RawFd, read: bool) {
-        let st = &mut self.fds[fd as usize];
+        let Some(st) = self.fds.get_mut(&fd) else {
+            return;
+        };
         let q = if read { &mut st.reads } else { &mut st.writes };
         if let Some(p) = q.pop_front() {
             if p.indexed {
@@ -253,23 +264,26 @@ impl Epoll {
         }
     }
 
-    /// Runs `fd`'s operations as far as its readiness allows.
+    /// Runs `fd`'s operations as far as its readiness allows, and asks epoll for what
+    /// the ones left wait for.
     fn drive(&mut self, fd: RawFd) {
-        let i = fd as usize;
-        let mut blocked = false;
+        let mut read_blocked = false;
+        let mut write_blocked = false;
         let mut budget = false;
         loop {
-            let st = &mut self.fds[i];
+            let Some(st) = self.fds.get_mut(&fd) else {
+                return;
+            };
             let Some(&p) = st.reads.front() else { break };
             if st.registered && !st.readable {
-                blocked = true;
+                read_blocked = true;
                 break;
             }
             match self.try_read(fd, p) {
                 Step::Done => self.finished(fd, true),
                 Step::Blocked => {
-                    self.fds[i].readable = false;
-                    blocked = true;
+                    self.state(fd).readable = false;
+                    read_blocked = true;
                     break;
                 }
                 Step::Budget => {
@@ -279,51 +293,78 @@ impl Epoll {
             }
         }
         loop {
-            let st = &mut self.fds[i];
+            let Some(st) = self.fds.get_mut(&fd) else {
+                return;
+            };
             let Some(&p) = st.writes.front() else { break };
-            if st.registered && !st.writable {
-                blocked = true;
+            if st.registered && st.out && !st.writable {
+                write_blocked = true;
                 break;
             }
             match self.try_write(fd, p) {
                 Step::Done => self.finished(fd, false),
                 Step::Blocked | Step::Budget => {
-                    let st = &mut self.fds[i];
+                    let st = self.state(fd);
                     st.writable = false;
                     if let Some(front) = st.writes.front_mut() {
                         if matches!(front.op, Op::Connect { .. }) {
                             front.started = true;
                         }
                     }
-                    blocked = true;
+                    write_blocked = true;
                     break;
                 }
             }
         }
-        let st = &mut self.fds[i];
+        let Some(st) = self.fds.get_mut(&fd) else {
+            return;
+        };
         if budget && !st.listed {
             st.listed = true;
             self.ready.push(fd);
         }
-        if blocked && !st.registered {
-            let mut ev = libc::epoll_event {
-                events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-                u64: fd as u64,
-            };
-            // SAFETY: passes a pointer to a live epoll_event; both descriptors are open.
-            let r =
-                unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
-            if r < 0 {
-                // Not pollable (or out of memory): the waiting operations fail rather than
-                // wait for an edge that never comes.
-                self.end_ops(fd, -errno(), |_| true);
-                return;
-            }
-            let st = &mut self.fds[i];
+        let (op, out) = if !st.registered && (read_blocked || write_blocked) {
+            (libc::EPOLL_CTL_ADD, write_blocked)
+        } else if st.registered && write_blocked && !st.out {
+            (libc::EPOLL_CTL_MOD, true)
+        } else {
+            return;
+        };
+        if op == libc::EPOLL_CTL_ADD && !is_tcp(fd) {
+            st.read_to_eagain = true;
+        }
+        if let Err(e) = self.interest(fd, op, out) {
+            // Not pollable (or out of memory): the waiting operations fail rather than
+            // wait for an edge that never comes.
+            self.end_ops(fd, -e, |_| true);
+            return;
+        }
+        let st = self.state(fd);
+        if op == libc::EPOLL_CTL_ADD {
             st.registered = true;
             // Known to have blocked just now; the registration reports any edge since.
             st.readable = st.reads.is_empty();
             st.writable = st.writes.is_empty();
+        }
+        st.out = out;
+    }
+
+    /// Sets `fd`'s interest set (`op`: add or modify): input always, output if `out`.
+    fn interest(&mut self, fd: RawFd, op: libc::c_int, out: bool) -> Result<(), i32> {
+        let mut events = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET;
+        if out {
+            events |= libc::EPOLLOUT;
+        }
+        let mut ev = libc::epoll_event {
+            events: events as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: passes a pointer to a live epoll_event; both descriptors are open.
+        let r = unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev) };
+        if r < 0 {
+            Err(errno())
+        } else {
+            Ok(())
         }
     }
 
@@ -368,7 +409,8 @@ impl Epoll {
                         unsafe { libc::recv(fd, addr.cast(), len as usize, libc::MSG_DONTWAIT) };
                     if r > 0 {
                         self.complete(p.user_data, r as i32, true, Some(bid));
-                        if (r as u32) < len && !self.fds[fd as usize].hup {
+                        let drain = self.fds.get(&fd).is_some_and(|st| st.read_to_eagain);
+                        if (r as u32) < len && !drain {
                             // A short read drained the socket: its next edge says more came.
                             return Step::Blocked;
                         }
@@ -446,7 +488,7 @@ impl Epoll {
                         // sends the rest, which waits for room.
                         libc::EAGAIN if sent > 0 => {
                             self.complete(p.user_data, sent as i32, false, None);
-                            self.fds[fd as usize].writable = false;
+                            self.state(fd).writable = false;
                             return Step::Done;
                         }
                         libc::EAGAIN => return Step::Blocked,
@@ -493,7 +535,9 @@ impl Epoll {
                     return Step::Done;
                 }
                 match errno() {
-                    libc::EINPROGRESS | libc::EINTR | libc::EAGAIN => Step::Blocked,
+                    // Under way: its outcome comes with writability. (EAGAIN is not: a
+                    // Unix socket's full backlog refuses the connect, and it fails.)
+                    libc::EINPROGRESS | libc::EINTR => Step::Blocked,
                     e => {
                         self.complete(p.user_data, -e, false, None);
                         Step::Done
@@ -534,7 +578,7 @@ impl Epoll {
         for k in 0..n as usize {
             let ev = self.events[k];
             let fd = ev.u64 as RawFd;
-            let Some(st) = self.fds.get_mut(fd as usize) else {
+            let Some(st) = self.fds.get_mut(&fd) else {
                 continue;
             };
             if !st.registered {
@@ -542,19 +586,27 @@ impl Epoll {
             }
             let bits = ev.events as i32;
             let broken = bits & (libc::EPOLLHUP | libc::EPOLLERR) != 0;
-            if broken || bits & libc::EPOLLRDHUP != 0 {
-                st.hup = true;
+            if broken || bits & (libc::EPOLLRDHUP | libc::EPOLLPRI) != 0 {
+                st.read_to_eagain = true;
             }
-            if broken || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) != 0 {
+            if broken || bits & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) != 0 {
                 st.readable = true;
             }
             if broken || bits & libc::EPOLLOUT != 0 {
                 st.writable = true;
             }
+            let idle_out = st.out && st.writes.is_empty() && bits & libc::EPOLLOUT != 0;
             self.drive(fd);
+            // Nothing waits for room any more: stop asking (a Unix socket would report
+            // every read its peer makes).
+            if idle_out && self.fds.get(&fd).is_some_and(|st| st.writes.is_empty()) {
+                if self.interest(fd, libc::EPOLL_CTL_MOD, false).is_ok() {
+                    self.state(fd).out = false;
+                }
+            }
         }
         for fd in std::mem::take(&mut self.ready) {
-            if let Some(st) = self.fds.get_mut(fd as usize) {
+            if let Some(st) = self.fds.get_mut(&fd) {
                 st.listed = false;
                 self.drive(fd);
             }
@@ -567,6 +619,23 @@ fn errno() -> i32 {
     io::Error::last_os_error()
         .raw_os_error()
         .unwrap_or(libc::EIO)
+}
+
+/// Whether `fd` is a TCP socket (whose short reads mean it is empty).
+fn is_tcp(fd: RawFd) -> bool {
+    let mut proto: libc::c_int = 0;
+    let mut n = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: both pointers name live locals of the sizes given; `fd` is open.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PROTOCOL,
+            (&mut proto as *mut libc::c_int).cast(),
+            &mut n,
+        )
+    };
+    r == 0 && proto == libc::IPPROTO_TCP
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -626,7 +695,11 @@ impl Driver for Epoll {
     }
 
     fn forget(&mut self, fd: RawFd) {
-        let Some(st) = self.fds.get_mut(fd as usize) else {
+        // The core forgets only descriptors with nothing in flight; anything left would
+        // never complete, so it ends now.
+        let left = self.end_ops(fd, -libc::ECANCELED, |_| true);
+        debug_assert_eq!(left, 0, "descriptor {fd} forgotten with operations waiting");
+        let Some(st) = self.fds.remove(&fd) else {
             return;
         };
         if st.registered {
@@ -640,14 +713,6 @@ impl Driver for Epoll {
                 );
             }
         }
-        let st = &mut self.fds[fd as usize];
-        debug_assert!(st.reads.is_empty() && st.writes.is_empty());
-        st.registered = false;
-        st.readable = false;
-        st.writable = false;
-        st.hup = false;
-        st.reads.clear();
-        st.writes.clear();
-        // A stale `ready` entry finds nothing to do.
+        // A stale `ready` entry finds no state and is skipped.
     }
 }
