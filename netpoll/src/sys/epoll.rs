@@ -599,10 +599,11 @@ impl Epoll {
             self.drive(fd);
             // Nothing waits for room any more: stop asking (a Unix socket would report
             // every read its peer makes).
-            if idle_out && self.fds.get(&fd).is_some_and(|st| st.writes.is_empty()) {
-                if self.interest(fd, libc::EPOLL_CTL_MOD, false).is_ok() {
-                    self.state(fd).out = false;
-                }
+            if idle_out
+                && self.fds.get(&fd).is_some_and(|st| st.writes.is_empty())
+                && self.interest(fd, libc::EPOLL_CTL_MOD, false).is_ok()
+            {
+                self.state(fd).out = false;
             }
         }
         for fd in std::mem::take(&mut self.ready) {
