@@ -125,6 +125,20 @@ fn main() {
             std::process::exit(2)
         })
     });
+    if telemetry.is_none() {
+        // Log lines to stderr (with --otlp the exporter's subscriber writes them): warnings
+        // and errors, such as the runtime's line saying it fell back to epoll, unless
+        // RUST_LOG names another level.
+        let level = std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|v| v.parse::<tracing::Level>().ok())
+            .unwrap_or(tracing::Level::WARN);
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init();
+    }
     let forward = flag(&args, "--forward").map(|next| {
         let mut c = ClientBuilder::default().host_ports([next.as_str()]);
         if let Some(t) = tracing_mw {

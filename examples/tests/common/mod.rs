@@ -201,6 +201,8 @@ pub struct EchoServer {
     pub addr: SocketAddr,
     /// The I/O backend it says it runs on (`io_uring` or `epoll`).
     pub backend: String,
+    /// What it wrote to stderr so far (also passed on to ours).
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 /// Installs, in the calling process (a child between fork and exec), a seccomp filter
@@ -304,11 +306,31 @@ impl EchoServer {
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_echo_server").to_owned())
     }
 
+    /// What the server wrote to stderr so far.
+    #[allow(dead_code)]
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
     fn spawn(mut cmd: Command) -> EchoServer {
         let mut child = cmd
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start echo_server");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
         let mut out = child.stdout.take().expect("stdout");
         let mut line = Vec::new();
         let mut b = [0u8; 1];
@@ -330,6 +352,7 @@ impl EchoServer {
             child,
             addr,
             backend: backend.to_owned(),
+            log,
         }
     }
 
