@@ -354,6 +354,13 @@ def reflect(target):
     check("streamer.Streamer's streaming shapes",
           shapes == {"Repeat": (False, True), "Concat": (True, False), "Chat": (True, True),
                      "Sleep": (False, False)}, repr(shapes))
+    health = pool.FindServiceByName("grpc.health.v1.Health")
+    shapes = {m.name: (m.client_streaming, m.server_streaming) for m in health.methods}
+    check("grpc.health.v1.Health's descriptor",
+          shapes == {"Check": (False, False), "Watch": (False, True)}, repr(shapes))
+    status = pool.FindEnumTypeByName("grpc.health.v1.HealthCheckResponse.ServingStatus")
+    check("health's ServingStatus", [v.name for v in status.values] ==
+          ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"])
     req = pool.FindMessageTypeByName("echo.EchoRequest")
     check("a message type by name", [f.name for f in req.fields] == ["msg"])
     check("a file by name", db.FindFileByName("stream.proto").package == "streamer")

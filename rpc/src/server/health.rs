@@ -182,6 +182,76 @@ impl StreamHandler<(), HealthCheckResponse> for Watch {
     }
 }
 
+/// `grpc/health/v1/health.proto` as a `FileDescriptorSet`, for server reflection: the
+/// two messages, `ServingStatus`, and the service with `Check` and the streaming `Watch`.
+fn descriptor_set() -> Vec<u8> {
+    use prost::Message;
+    use prost_types::field_descriptor_proto::{Label, Type};
+    use prost_types::{
+        DescriptorProto, EnumDescriptorProto, EnumValueDescriptorProto, FieldDescriptorProto,
+        FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto, ServiceDescriptorProto,
+    };
+    let field = |name: &str, ty: Type, type_name: Option<&str>| FieldDescriptorProto {
+        name: Some(name.to_owned()),
+        number: Some(1),
+        label: Some(Label::Optional as i32),
+        r#type: Some(ty as i32),
+        type_name: type_name.map(str::to_owned),
+        json_name: Some(name.to_owned()),
+        ..Default::default()
+    };
+    let status = EnumDescriptorProto {
+        name: Some("ServingStatus".to_owned()),
+        value: ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| EnumValueDescriptorProto {
+                name: Some((*n).to_owned()),
+                number: Some(i as i32),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let method = |name: &str, streaming: bool| MethodDescriptorProto {
+        name: Some(name.to_owned()),
+        input_type: Some(".grpc.health.v1.HealthCheckRequest".to_owned()),
+        output_type: Some(".grpc.health.v1.HealthCheckResponse".to_owned()),
+        client_streaming: Some(false),
+        server_streaming: Some(streaming),
+        ..Default::default()
+    };
+    let file = FileDescriptorProto {
+        name: Some("grpc/health/v1/health.proto".to_owned()),
+        package: Some("grpc.health.v1".to_owned()),
+        message_type: vec![
+            DescriptorProto {
+                name: Some("HealthCheckRequest".to_owned()),
+                field: vec![field("service", Type::String, None)],
+                ..Default::default()
+            },
+            DescriptorProto {
+                name: Some("HealthCheckResponse".to_owned()),
+                field: vec![field(
+                    "status",
+                    Type::Enum,
+                    Some(".grpc.health.v1.HealthCheckResponse.ServingStatus"),
+                )],
+                enum_type: vec![status],
+                ..Default::default()
+            },
+        ],
+        service: vec![ServiceDescriptorProto {
+            name: Some("Health".to_owned()),
+            method: vec![method("Check", false), method("Watch", true)],
+            ..Default::default()
+        }],
+        syntax: Some("proto3".to_owned()),
+        ..Default::default()
+    };
+    FileDescriptorSet { file: vec![file] }.encode_to_vec()
+}
+
 fn reply(
     env: &crate::wire::Envelope,
     r: Result<HealthCheckResponse, Status>,
@@ -206,6 +276,11 @@ impl Service for Health {
 
     fn methods(&self) -> &'static [MethodInfo] {
         METHODS
+    }
+
+    fn file_descriptor_set(&self) -> Option<&'static [u8]> {
+        static SET: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        Some(SET.get_or_init(descriptor_set))
     }
 
     fn call(&self, index: usize, call: Call<'_, '_, '_>) {
