@@ -99,12 +99,23 @@ impl pb::echo::Echo for PbEchoHandler {
 
 /// `stream.proto`'s `Streamer`, every call shape: `Repeat` streams `count` copies of its
 /// message as fast as the client reads them, `Concat` joins what the client streams,
-/// `Chat` echoes each message as it arrives, and `Sleep` replies after its delay (and
-/// sends the request's `x-echo-back` and `x-echo-back-bin` metadata back; a negative
-/// delay is INVALID_ARGUMENT with status details). None blocks
-/// the core.
+/// `Chat` echoes each message as it arrives, and `Sleep` replies after its delay (a
+/// negative delay is INVALID_ARGUMENT with status details). Each sends the request's
+/// `x-echo-back` and `x-echo-back-bin` metadata back as the response's. None blocks the
+/// core.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StreamerHandler;
+
+/// Metadata `x-echo-back` (and `x-echo-back-bin`) comes back as the response's metadata.
+fn echo_back(ctx: &CallContext<'_>) {
+    if let Some(tt) = ctx.ttheader() {
+        for key in ["x-echo-back", "x-echo-back-bin"] {
+            if let Some(v) = tt.str_header(key) {
+                ctx.send_back(key, v);
+            }
+        }
+    }
+}
 
 /// `Repeat`'s stream: the replies still to send.
 struct Repeat {
@@ -166,7 +177,8 @@ impl StreamHandler<Chunk, Chunk> for Chat {
 }
 
 impl pb::streamer::Streamer for StreamerHandler {
-    fn repeat(&self, _ctx: &CallContext<'_>, req: RepeatRequest) -> OpenStream<(), Chunk> {
+    fn repeat(&self, ctx: &CallContext<'_>, req: RepeatRequest) -> OpenStream<(), Chunk> {
+        echo_back(ctx);
         if req.count < 0 {
             return Err(netpoll_rpc::Status::new(
                 netpoll_rpc::ErrorKind::InvalidArgument,
@@ -179,11 +191,13 @@ impl pb::streamer::Streamer for StreamerHandler {
         }))
     }
 
-    fn concat(&self, _ctx: &CallContext<'_>) -> OpenStream<Chunk, Chunk> {
+    fn concat(&self, ctx: &CallContext<'_>) -> OpenStream<Chunk, Chunk> {
+        echo_back(ctx);
         Ok(Box::<Concat>::default())
     }
 
-    fn chat(&self, _ctx: &CallContext<'_>) -> OpenStream<Chunk, Chunk> {
+    fn chat(&self, ctx: &CallContext<'_>) -> OpenStream<Chunk, Chunk> {
+        echo_back(ctx);
         Ok(Box::new(Chat))
     }
 
@@ -203,14 +217,7 @@ impl pb::streamer::Streamer for StreamerHandler {
                     .with_details(details),
             );
         }
-        // Metadata `x-echo-back` (and `x-echo-back-bin`) comes back as reply metadata.
-        if let Some(tt) = ctx.ttheader() {
-            for key in ["x-echo-back", "x-echo-back-bin"] {
-                if let Some(v) = tt.str_header(key) {
-                    ctx.send_back(key, v);
-                }
-            }
-        }
+        echo_back(ctx);
         let (later, reply) = ctx.defer();
         let delay = Duration::from_millis(u64::try_from(req.ms).unwrap_or(0));
         let chunk = pb::streamer::Chunk { msg: req.msg };

@@ -367,6 +367,37 @@ fn our_grpc_client_calls_our_server() {
         ],
         "{back:?}"
     );
+    // A streaming handler's metadata, text and binary: in its headers, and with a
+    // status that refuses the stream at once.
+    let meta = |m: &[(String, bytes::Bytes)]| -> Vec<(String, Vec<u8>)> {
+        m.iter()
+            .filter(|(k, _)| k.starts_with("x-echo"))
+            .map(|(k, v)| (k.clone(), v.to_vec()))
+            .collect()
+    };
+    let want = vec![
+        ("x-echo-back".to_owned(), b"ours".to_vec()),
+        ("x-echo-back-bin".to_owned(), vec![0u8, 1, 255]),
+    ];
+    let tagged = s
+        .with_header("x-echo-back", "ours")
+        .with_header("x-echo-back-bin", vec![0u8, 1, 255]);
+    let chat = tagged.chat().unwrap();
+    chat.send(&examples::gen::pb::streamer::Chunk { msg: "m".into() })
+        .unwrap();
+    assert_eq!(&chat.recv().unwrap().unwrap().msg[..], b"m");
+    assert_eq!(meta(&chat.metadata()), want);
+    chat.close_send();
+    assert!(chat.recv().unwrap().is_none());
+    let refused = tagged
+        .repeat(examples::gen::pb::streamer::RepeatRequest {
+            msg: "x".into(),
+            count: -1,
+        })
+        .unwrap();
+    let e = refused.recv().unwrap_err();
+    assert_eq!(e.kind(), netpoll_rpc::ErrorKind::InvalidArgument, "{e}");
+    assert_eq!(meta(&refused.metadata()), want);
     // A unary call of a server-streaming method that replies twice: not a unary reply.
     let e = s
         .client()

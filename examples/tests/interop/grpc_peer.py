@@ -238,6 +238,22 @@ def streams(target, ca=None):
     check("gzip Concat", r.msg == b"".join(parts))
     got = [c.msg for c in st.Chat(iter(spb.Chunk(msg=m) for m in msgs), timeout=30, compression=gz)]
     check("gzip Chat", got == msgs)
+    # A streaming handler's response metadata: in its headers (text and binary), and with
+    # the status when it fails at once (trailers only).
+    md_out = (("x-echo-back", "py"), ("x-echo-back-bin", b"\x00\x01\xff"))
+    call = st.Chat(iter([spb.Chunk(msg=b"m")]), timeout=5, metadata=md_out)
+    got = [c.msg for c in call]
+    md = dict(call.initial_metadata())
+    check("a stream's response metadata", got == [b"m"] and md.get("x-echo-back") == "py"
+          and md.get("x-echo-back-bin") == b"\x00\x01\xff", repr(md))
+    try:
+        list(st.Repeat(spb.RepeatRequest(msg=b"x", count=-1), timeout=5, metadata=md_out))
+        check("a refused stream's metadata", False, "answered")
+    except grpc.RpcError as e:
+        md = dict(tuple(e.initial_metadata() or ()) + tuple(e.trailing_metadata() or ()))
+        check("a refused stream's metadata comes with its status",
+              e.code() == grpc.StatusCode.INVALID_ARGUMENT and md.get("x-echo-back") == "py",
+              repr(md))
     # Many streams at once on one connection.
     futs = []
     with concurrent.futures.ThreadPoolExecutor(16) as ex:

@@ -838,8 +838,9 @@ impl H2Client {
                 b"grpc-encoding" if first => s.gzip = v == b"gzip",
                 b"content-type" | b"grpc-accept-encoding" | b"date" | b"server" => {}
                 n if n.first() == Some(&b':') => {}
-                // Kept for `call_meta` (a unary call), within the header-list bound.
-                n if s.shared.is_none() && meta_bytes + n.len() + v.len() <= MAX_HEADER_LIST => {
+                // Kept for `call_meta` (a unary call) or the stream's handle, within the
+                // header-list bound.
+                n if meta_bytes + n.len() + v.len() <= MAX_HEADER_LIST => {
                     meta_bytes += n.len() + v.len();
                     let v = if n.ends_with(b"-bin") {
                         grpc::base64_decode(&v).unwrap_or(v)
@@ -849,6 +850,15 @@ impl H2Client {
                     s.meta.push((String::from_utf8_lossy(n).into_owned(), v));
                 }
                 _ => {}
+            }
+        }
+        if let Some(sh) = &s.shared {
+            // A stream's handle reads its metadata as it comes.
+            if !s.meta.is_empty() {
+                let meta = std::mem::take(&mut s.meta);
+                sh.lock()
+                    .meta
+                    .extend(meta.into_iter().map(|(k, v)| (k, Bytes::from(v))));
             }
         }
         if !end {

@@ -46,6 +46,8 @@ pub(crate) struct State {
     pub(crate) closed: bool,
     /// How the stream ended: OK, or why not.
     pub(crate) end: Option<Result<(), CallError>>,
+    /// The response's metadata so far (headers, then trailers), `-bin` values decoded.
+    pub(crate) meta: Vec<(String, Bytes)>,
 }
 
 impl Shared {
@@ -154,6 +156,13 @@ impl<Req, Resp> ClientStream<Req, Resp> {
             .unwrap_or_else(|p| p.into_inner())
             .closed = true;
         self.post(Op::Close);
+    }
+
+    /// The response's metadata received so far: the server's headers once they came (with
+    /// or before its first reply), and its trailers once the stream ended. `-bin` values
+    /// are decoded.
+    pub fn metadata(&self) -> Vec<(String, Bytes)> {
+        self.shared.lock().meta.clone()
     }
 
     /// Gives up on the call: the stream is reset, and [`recv`](Self::recv) says

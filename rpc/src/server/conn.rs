@@ -447,7 +447,7 @@ impl ServerConn {
                 deadline,
             });
             if let Some(h2) = sink.grpc {
-                h2.attach(sink.conn, stream, opened.handler, end);
+                h2.attach(sink.conn, stream, opened.handler, end, &opened.back);
             }
             return Ok(());
         }

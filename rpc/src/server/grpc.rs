@@ -913,15 +913,7 @@ impl H2 {
             return;
         };
         // What the handler sends back: response metadata, in our HEADERS.
-        if !meta.is_empty() {
-            let mut block = Vec::new();
-            for (k, v) in &meta {
-                if let Some((n, v)) = crate::wire::grpc_metadata(k, v) {
-                    hpack::encode(&mut block, n.as_bytes(), &v, false);
-                }
-            }
-            s.extra_headers = Some(block);
-        }
+        s.extra_headers = metadata_block(&meta);
         if header.kind == MessageType::Exception {
             let e: crate::wire::GrpcStatus = prost::Message::decode(body).unwrap_or_default();
             let code = if e.code != 0 {
@@ -983,14 +975,8 @@ impl H2 {
             } else {
                 &self.reply_headers
             };
-            match s.extra_headers.take() {
-                None => h2f::write_headers(out, stream, headers, false, self.peer_max_frame),
-                Some(extra) => {
-                    let mut block = headers.clone();
-                    block.extend_from_slice(&extra);
-                    h2f::write_headers(out, stream, &block, false, self.peer_max_frame);
-                }
-            }
+            let block = with_extra(headers, s.extra_headers.take());
+            h2f::write_headers(out, stream, &block, false, self.peer_max_frame);
             s.headers_sent = true;
         }
         while !s.out.is_empty() {
@@ -1028,6 +1014,10 @@ impl H2 {
             Done::Status(code, message, details) => {
                 let mut block = status_block(!s.headers_sent, code, &message);
                 details_header(&mut block, &details);
+                if let Some(extra) = s.extra_headers.take() {
+                    // Trailers only: the metadata goes with the status.
+                    block.extend_from_slice(&extra);
+                }
                 h2f::write_headers(out, stream, &block, true, self.peer_max_frame);
             }
         }
@@ -1282,6 +1272,7 @@ impl H2 {
         stream: u32,
         handler: Result<Box<dyn RawStream>, Status>,
         call: Box<StreamEnd>,
+        back: &[(String, Bytes)],
     ) {
         let Some(s) = self.streams.get_mut(&stream) else {
             call.end(Some(ErrorKind::Cancelled), 0);
@@ -1289,6 +1280,7 @@ impl H2 {
         };
         s.call = Some(call);
         s.answered = true;
+        s.extra_headers = metadata_block(back);
         match handler {
             Err(status) => {
                 s.error = Some(status.kind());
@@ -1312,12 +1304,13 @@ impl H2 {
                 if s.kind == StreamKind::Bidi {
                     // Our headers at once, as tonic's server sends them: a client may wait
                     // for them before it sends its first message.
-                    let headers = if s.gzip {
+                    let base = if s.gzip {
                         &self.gzip_headers
                     } else {
                         &self.reply_headers
                     };
-                    h2f::write_headers(conn.output(), stream, headers, false, self.peer_max_frame);
+                    let block = with_extra(base, s.extra_headers.take());
+                    h2f::write_headers(conn.output(), stream, &block, false, self.peer_max_frame);
                     s.headers_sent = true;
                 }
                 self.run(conn, stream, |h, out| h.writable(out));
@@ -1693,6 +1686,34 @@ fn metadata_headers(stream: u32, meta: &[(String, Vec<u8>)]) -> Option<TTHeader>
     .write_message_header(&mut out, 0);
     TTHeaderBuilder::finish(&mut out, start).ok()?;
     TTHeader::parse(out.freeze()).ok()
+}
+
+/// The HPACK block of response metadata a handler sent back (names that cannot travel
+/// as gRPC metadata are dropped); `None` when there is none.
+fn metadata_block(meta: &[(String, Bytes)]) -> Option<Vec<u8>> {
+    if meta.is_empty() {
+        return None;
+    }
+    let mut block = Vec::new();
+    for (k, v) in meta {
+        match crate::wire::grpc_metadata(k, v) {
+            Some((n, v)) => hpack::encode(&mut block, n.as_bytes(), &v, false),
+            None => tracing::debug!(name = %k, "cannot travel as gRPC metadata; not sent"),
+        }
+    }
+    Some(block)
+}
+
+/// `base` with the `extra` header fields after it.
+fn with_extra(base: &[u8], extra: Option<Vec<u8>>) -> std::borrow::Cow<'_, [u8]> {
+    match extra {
+        None => std::borrow::Cow::Borrowed(base),
+        Some(extra) => {
+            let mut block = base.to_vec();
+            block.extend_from_slice(&extra);
+            std::borrow::Cow::Owned(block)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -332,6 +332,9 @@ pub struct Opened {
     pub(crate) handler: Result<Box<dyn RawStream>, Status>,
     /// The middlewares that started the call, to end with the stream.
     pub(crate) running: Option<Running>,
+    /// What the handler sent back while opening ([`CallContext::send_back`]): the
+    /// response's metadata, in its headers.
+    pub(crate) back: Vec<(String, Bytes)>,
 }
 
 impl std::fmt::Debug for Opened {
@@ -378,6 +381,7 @@ impl StreamCall<'_> {
         Opened {
             handler: Err(status),
             running: self.ctx.mw.borrow_mut().take(),
+            back: sent_back(&self.ctx),
         }
     }
 
@@ -398,6 +402,19 @@ impl StreamCall<'_> {
         Opened {
             handler,
             running: ctx.mw.borrow_mut().take(),
+            back: sent_back(ctx),
         }
     }
+}
+
+/// What a handler sent back through `ctx` (names without Kitex's backward prefix).
+fn sent_back(ctx: &CallContext<'_>) -> Vec<(String, Bytes)> {
+    let back = std::mem::take(&mut *ctx.back.borrow_mut());
+    back.entries
+        .into_iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(crate::client::BACKWARD_PREFIX)
+                .map(|k| (k.to_owned(), v))
+        })
+        .collect()
 }
