@@ -323,3 +323,70 @@ fn a_resolver_finds_instances_and_a_balancer_spreads_calls() {
     assert_eq!(served, [3, 3, 3], "each instance in turn");
     drop(servers);
 }
+
+/// A client's middlewares start and end its streams too: the call id reaches the server's
+/// middleware, each stream ends once with its outcome (OK, a status, a cancellation), and
+/// a middleware can refuse a stream before it opens.
+#[test]
+fn client_middleware_runs_around_streams() {
+    use examples::gen::pb::streamer::{Chunk, RepeatRequest, StreamerClient};
+    let server_stats = Arc::new(CallStats::default());
+    let client_stats = Arc::new(CallStats::default());
+    let server = examples::echo_service::builder()
+        .addr("127.0.0.1:0")
+        .cores(1)
+        .middleware(server_stats.clone())
+        .start()
+        .unwrap();
+    let b = ClientBuilder::new(server.local_addr())
+        .grpc()
+        .middleware(client_stats.clone());
+    let c = StreamerClient::from_builder(b.clone()).unwrap();
+    // OK.
+    let s = c.chat().unwrap();
+    s.send(&Chunk { msg: "a".into() }).unwrap();
+    assert_eq!(&s.recv().unwrap().unwrap().msg[..], b"a");
+    s.close_send();
+    assert!(s.recv().unwrap().is_none());
+    // Refused by the server's handler.
+    let s = c
+        .repeat(RepeatRequest {
+            msg: "x".into(),
+            count: -1,
+        })
+        .unwrap();
+    assert!(s.recv().is_err());
+    // Cancelled by us.
+    let s = c
+        .repeat(RepeatRequest {
+            msg: "y".into(),
+            count: 1_000_000,
+        })
+        .unwrap();
+    s.recv().unwrap().unwrap();
+    s.cancel();
+    let chat = client_stats.method("Chat");
+    assert_eq!((chat.calls, chat.errors.len()), (1, 0), "{chat:?}");
+    let repeat = client_stats.method("Repeat");
+    assert_eq!(repeat.calls, 2, "{repeat:?}");
+    assert_eq!(
+        repeat.errors.get("invalid_argument"),
+        Some(&1),
+        "{repeat:?}"
+    );
+    assert_eq!(repeat.errors.get("cancelled"), Some(&1), "{repeat:?}");
+    // The call ids travelled with the streams.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while server_stats.method("Repeat").ids_seen.len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(server_stats.method("Chat").ids_seen, ["Chat-0"]);
+    assert_eq!(
+        server_stats.method("Repeat").ids_seen,
+        ["Repeat-1", "Repeat-2"]
+    );
+    // A client middleware refuses a stream before it opens: the server never sees it.
+    let denied = StreamerClient::from_builder(b.middleware(Deny("Concat"))).unwrap();
+    assert!(matches!(denied.concat(), Err(CallError::Application(_))));
+    assert!(server_stats.method("Concat").ids_seen.is_empty());
+}

@@ -24,11 +24,24 @@ pub const SEND_QUEUE: usize = 256 * 1024;
 /// Reply bytes a stream holds for its reader before it stops crediting the server.
 pub const RECV_QUEUE: usize = 1 << 20;
 
+/// What runs once when a stream ends (the middlewares that started it), told the error.
+pub(crate) type OnEnd = Box<dyn FnOnce(Option<&CallError>) + Send>;
+
 /// What the handle and the connection's core share of one stream.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     pub(crate) cond: Condvar,
+    /// Ends the stream's middlewares, at its end.
+    pub(crate) on_end: Mutex<Option<OnEnd>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -66,12 +79,21 @@ impl Shared {
 
     /// Ends the stream (only the first end counts) and wakes its handle.
     pub(crate) fn end(&self, result: Result<(), CallError>) {
+        let error = result.as_ref().err().map(clone_error);
         let mut s = self.lock();
-        if s.end.is_none() {
+        let first = s.end.is_none();
+        if first {
             s.end = Some(result);
         }
         drop(s);
         self.cond.notify_all();
+        if first {
+            let on_end = self.on_end.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(f) = on_end {
+                // Outside the stream's lock: a middleware may take its time.
+                f(error.as_ref());
+            }
+        }
     }
 }
 

@@ -1084,19 +1084,20 @@ impl<C: PayloadCodec> Client<C> {
                 "streaming calls need the gRPC transport (ClientBuilder::grpc)",
             )));
         }
-        // The handle's headers and the trace context travel; middlewares follow unary
-        // calls only, so far.
-        let mut meta = self.base.headers.as_deref().cloned().unwrap_or_default();
-        if let Some(parent) = &self.base.trace {
-            inject(&mut meta, parent);
-        }
+        // The middlewares start the stream (they may refuse it, or open its span) and end
+        // with it, whichever way it ends.
+        let (watch, meta) = self.start(method)?;
         let snap = inner.cluster.snapshot();
         let info = self.base.info(method, None);
         let Some(i) = snap.pick(&info, self.base.key, &[]) else {
-            return Err(CallError::NoInstance(crate::reason(format!(
+            let e = CallError::NoInstance(crate::reason(format!(
                 "no instance of {} can take the stream",
                 inner.cluster.service
-            ))));
+            )));
+            if let Some(w) = watch {
+                w.end(Some(&e), 0);
+            }
+            return Err(e);
         };
         let channel = snap.endpoints[i].channel.clone();
         let timeout = self.base.timeout;
@@ -1106,6 +1107,10 @@ impl<C: PayloadCodec> Client<C> {
                 wire::write_pb(env, out, MessageType::Call, &(), h)
             });
         let shared = Arc::new(super::stream::Shared::default());
+        if let Some(w) = watch {
+            *shared.on_end.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Box::new(move |e: Option<&CallError>| w.end(e, 0)));
+        }
         let core = channel.open_stream(Box::new(encode), timeout, shared.clone());
         Ok(ClientStream::new(
             shared,
