@@ -255,24 +255,29 @@ fn main() {
     let ran = b.run(
         Duration::from_secs(5),
         |server| {
-            println!(
-                "echo_server: {} listening on {}",
-                server.runtime().backend(),
-                server.local_addr()
-            );
+            // The metrics endpoint first (its line before the listening one, which says
+            // the server is ready): HOST:0 picks a free port, printed here.
             if let Some((addr, m)) = metrics {
                 m.add_source(netpoll_rpc::metrics::Metrics::server_metrics(server));
                 if let Some(l) = &limiter {
                     m.add_source(l.metrics_source());
                 }
                 match netpoll_rpc::metrics::serve(addr.as_str(), m) {
-                    Ok(e) => endpoint = Some(e),
+                    Ok(e) => {
+                        println!("echo_server: metrics on {}", e.local_addr());
+                        endpoint = Some(e);
+                    }
                     Err(e) => {
                         eprintln!("echo_server: --metrics {addr}: {e}");
                         std::process::exit(1);
                     }
                 }
             }
+            println!(
+                "echo_server: {} listening on {}",
+                server.runtime().backend(),
+                server.local_addr()
+            );
         },
         |_| {},
     );

@@ -92,8 +92,8 @@ impl Drop for Prometheus {
 
 #[test]
 fn prometheus_counts_what_the_client_counted() {
-    let metrics_addr = free_addr();
-    let server = EchoServer::start(&["--metrics", &metrics_addr.to_string()]);
+    let server = EchoServer::start(&["--metrics", "127.0.0.1:0"]);
+    let metrics_addr = server.metrics.expect("metrics address");
     let prom = Prometheus::start(metrics_addr);
     let client_metrics = Metrics::new();
     let client = EchoClient::new(

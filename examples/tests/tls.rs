@@ -374,11 +374,16 @@ fn handshaken(addr: SocketAddr) -> (rustls::ClientConnection, TcpStream) {
 
 #[test]
 fn hostile_tls_peers_are_closed_and_others_go_on() {
-    let metrics = free_addr().to_string();
     let server = tls_server(
         "server",
-        &["--tls-handshake-timeout-ms", "500", "--metrics", &metrics],
+        &[
+            "--tls-handshake-timeout-ms",
+            "500",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
     );
+    let metrics = server.metrics.expect("metrics address");
     let good = our_client(
         server.addr,
         connector("ca.pem", false),
@@ -455,7 +460,7 @@ fn hostile_tls_peers_are_closed_and_others_go_on() {
     assert_eq!(open_fds(server.pid()), baseline, "descriptors leaked");
     // The server counted the TLS failures (all but the close after a full handshake,
     // which is the peer's close).
-    let (_, body) = http_get(metrics.parse().unwrap(), "/metrics").expect("metrics");
+    let (_, body) = http_get(metrics, "/metrics").expect("metrics");
     let tls: u64 = body
         .lines()
         .find_map(|l| l.strip_prefix("rpc_server_connections_closed_total{reason=\"tls\"} "))

@@ -201,6 +201,9 @@ pub struct EchoServer {
     pub addr: SocketAddr,
     /// The I/O backend it says it runs on (`io_uring` or `epoll`).
     pub backend: String,
+    /// Where its metrics are served (`--metrics`; `HOST:0` picks the port).
+    #[allow(dead_code)]
+    pub metrics: Option<SocketAddr>,
     /// What it wrote to stderr so far (also passed on to ours).
     log: std::sync::Arc<std::sync::Mutex<String>>,
 }
@@ -332,13 +335,21 @@ impl EchoServer {
             }
         });
         let mut out = child.stdout.take().expect("stdout");
-        let mut line = Vec::new();
-        let mut b = [0u8; 1];
-        while out.read(&mut b).expect("read stdout") == 1 && b[0] != b'\n' {
-            line.push(b[0]);
-        }
-        let line = String::from_utf8(line).expect("utf-8");
-        // "echo_server: BACKEND listening on ADDR" (older builds say no backend).
+        let mut metrics = None;
+        // Lines until "echo_server: BACKEND listening on ADDR" (older builds say no
+        // backend), which says it is ready; "echo_server: metrics on ADDR" comes before it.
+        let line = loop {
+            let mut line = Vec::new();
+            let mut b = [0u8; 1];
+            while out.read(&mut b).expect("read stdout") == 1 && b[0] != b'\n' {
+                line.push(b[0]);
+            }
+            let line = String::from_utf8(line).expect("utf-8");
+            match line.strip_prefix("echo_server: metrics on ") {
+                Some(a) => metrics = a.parse().ok(),
+                None => break line,
+            }
+        };
         let words: Vec<&str> = line.split(' ').collect();
         let addr = words
             .last()
@@ -352,6 +363,7 @@ impl EchoServer {
             child,
             addr,
             backend: backend.to_owned(),
+            metrics,
             log,
         }
     }
