@@ -17,7 +17,7 @@ use netpoll_rpc::otel::{Exporter, OpenTelemetry, Sampler};
 
 const USAGE: &str =
     "usage: echo_server [--addr HOST:PORT] [--unix PATH] [--cores N] [--cpus 0,1] [--busy-poll-us N]
-       [--max-connections N] [--max-frame BYTES] [--max-in-flight N] [--high-water BYTES]
+       [--buffer-count N] [--max-connections N] [--max-frame BYTES] [--max-in-flight N] [--high-water BYTES]
        [--idle-timeout-ms MS] [--read-timeout-ms MS] [--write-timeout-ms MS (0: none)]
        [--limit-qps N] [--limit-concurrency N]
        [--registry etcd://HOST:PORT --service NAME [--weight N] [--advertise HOST:PORT]
@@ -175,6 +175,9 @@ fn main() {
     }
     if let Some(path) = flag(&args, "--unix") {
         b = b.unix(path);
+    }
+    if let Some(n) = parse("--buffer-count") {
+        b = b.buffer_count(n);
     }
     if let Some(us) = parse("--busy-poll-us") {
         b = b.busy_poll(Duration::from_micros(us as u64));

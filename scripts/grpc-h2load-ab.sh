@@ -5,16 +5,16 @@
 # two builds (perf-ab.sh builds each commit's under /tmp/perf-ab/target-<commit>/release).
 #
 #   scripts/grpc-h2load-ab.sh BASE_ECHO_SERVER HEAD_ECHO_SERVER
+#   scripts/grpc-h2load-ab.sh "target/release/echo_server" "target/release/echo_server --buffer-count 128"
 #
-# Prints each binary's runs, sorted. Server on CPU 0, h2load on CPU 1. CPU time is read
-# from /proc in clock ticks: one tick is about 0.07 µs per call at this load.
+# Each argument is a command (a binary and flags). Prints each one's runs, sorted, and
+# their medians. Server on CPU 0, h2load on CPU 1. CPU time is the server's threads'
+# schedstat run time (nanoseconds).
 set -euo pipefail
-REPEATS=${REPEATS:-3} python3 - "$@" <<'PY'
-import os, subprocess, sys, tempfile, time
-
-def cpu(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+cd "$(dirname "$0")/.."
+REPEATS=${REPEATS:-3} PYTHONPATH=scripts python3 - "$@" <<'PY'
+import os, shlex, subprocess, sys, tempfile, time
+from perf_ab import cpu_seconds as cpu, median
 
 pb = b"\x0a" + bytes([128]) + b"\x01" + b"x" * 128  # EchoRequest { msg: 128 B }
 body = tempfile.mktemp(prefix="grpc-body-")
@@ -23,7 +23,7 @@ with open(body, "wb") as f:
 runs = {b: [] for b in sys.argv[1:]}
 for _ in range(int(os.environ["REPEATS"])):
     for b in sys.argv[1:]:
-        p = subprocess.Popen([b, "--addr", "127.0.0.1:19020", "--cores", "1", "--cpus", "0"],
+        p = subprocess.Popen(shlex.split(b) + ["--addr", "127.0.0.1:19020", "--cores", "1", "--cpus", "0"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         c0 = cpu(p.pid)
@@ -39,5 +39,5 @@ for _ in range(int(os.environ["REPEATS"])):
         p.wait()
 os.unlink(body)
 for b, v in runs.items():
-    print(b, " ".join(f"{x:.3f}" for x in sorted(v)), "µs/call")
+    print(f"{b}: median {median(v):.3f} µs/call; runs", " ".join(f"{x:.3f}" for x in sorted(v)))
 PY

@@ -653,14 +653,30 @@ impl H2 {
         if new_stream {
             self.last_stream = stream;
         }
-        let mut path: Option<Vec<u8>> = None;
+        // `:path` is routed as it is decoded (`/{package}.{Service}/{Method}`): no copy of
+        // it is kept, except to name an unknown one.
+        let mut path_seen = false;
+        let mut found = None;
+        let mut unknown = String::new();
+        let router = &shared.router;
         let mut timeout = None;
         let mut grpc_content = false;
         let mut encoding_ok = true;
         let mut gzip = false;
         let mut meta: Vec<(String, Vec<u8>)> = Vec::new();
         let decoded = self.decoder.decode(block, |n, v| match n {
-            b":path" => path = Some(v.to_vec()),
+            b":path" => {
+                path_seen = true;
+                found = std::str::from_utf8(v).ok().and_then(|p| {
+                    let (svc, method) = p.strip_prefix('/')?.split_once('/')?;
+                    router
+                        .find_full(svc, method)
+                        .map(|(s, i)| (s.full_name(), s.methods()[i].name, s.methods()[i].kind))
+                });
+                if found.is_none() {
+                    unknown = String::from_utf8_lossy(v).into_owned();
+                }
+            }
             b"content-type" => grpc_content = v.starts_with(b"application/grpc"),
             b"grpc-timeout" => timeout = grpc::parse_timeout(v),
             b"grpc-encoding" => {
@@ -706,20 +722,12 @@ impl H2 {
             h2f::write_rst_stream(conn.output(), stream, code::REFUSED_STREAM);
             return Ok(());
         }
-        let Some(path) = path.filter(|_| grpc_content) else {
+        if !path_seen || !grpc_content {
             self.refuse(conn, stream, end_stream, 3, "not a gRPC request"); // INVALID_ARGUMENT
             return Ok(());
-        };
-        // `/{package}.{Service}/{Method}`.
-        let found = std::str::from_utf8(&path).ok().and_then(|p| {
-            let (svc, method) = p.strip_prefix('/')?.split_once('/')?;
-            shared
-                .router
-                .find_full(svc, method)
-                .map(|(s, i)| (s.full_name(), s.methods()[i].name, s.methods()[i].kind))
-        });
+        }
         let Some(route) = found else {
-            let why = format!("unknown method {}", String::from_utf8_lossy(&path));
+            let why = format!("unknown method {unknown}");
             self.refuse(conn, stream, end_stream, 12, &why); // UNIMPLEMENTED
             return Ok(());
         };
@@ -941,6 +949,30 @@ impl H2 {
         // A client pinging while replies flow (grpc-go's bandwidth estimator does, once a
         // round trip) is not flooding: the control frame count starts again.
         self.control_frames = 0;
+        let framed = grpc::PREFIX_LEN + body.len();
+        let room = self
+            .conn_send_window
+            .min(s.send_window)
+            .min(self.peer_max_frame as i64);
+        if !s.gzip && !s.headers_sent && s.out.is_empty() && framed as i64 <= room {
+            // The whole reply fits the windows (the usual case): HEADERS, one DATA frame
+            // and the trailers go straight to the connection's output, with no queue.
+            let out = conn.output();
+            let block = with_extra(&self.reply_headers, s.extra_headers.take());
+            h2f::write_headers(out, stream, &block, false, self.peer_max_frame);
+            h2f::write_header(out, framed, kind::DATA, 0, stream);
+            grpc::write_prefix(out, false, body.len());
+            out.extend_from_slice(&body);
+            h2f::write_headers(out, stream, &self.ok_trailers, true, self.peer_max_frame);
+            if !s.remote_closed {
+                h2f::write_rst_stream(out, stream, code::NO_ERROR);
+            }
+            s.headers_sent = true;
+            self.conn_send_window -= framed as i64;
+            s.send_window -= framed as i64;
+            self.end_stream(conn, stream);
+            return;
+        }
         let mut data;
         if s.gzip {
             let mut z = Vec::new();

@@ -134,6 +134,8 @@ pub struct ServerBuilder {
     write_timeout: Option<Duration>,
     limits: Limits,
     busy_poll: Duration,
+    /// Receive pool buffers each core starts with (netpoll's default when `None`).
+    buffer_count: Option<usize>,
     backend: Option<netpoll::BackendKind>,
     /// Also listen on this Unix domain socket.
     unix: Option<std::path::PathBuf>,
@@ -259,6 +261,13 @@ impl ServerBuilder {
     /// Spin this long for completions before sleeping (see `netpoll`'s `busy_poll`).
     pub fn busy_poll(mut self, spin: Duration) -> Self {
         self.busy_poll = spin;
+        self
+    }
+
+    /// Receive pool buffers each core starts with (see [`netpoll::Builder::buffer_count`]);
+    /// the pool grows past it under load and shrinks back.
+    pub fn buffer_count(mut self, n: usize) -> Self {
+        self.buffer_count = Some(n);
         self
     }
 
@@ -422,6 +431,9 @@ impl ServerBuilder {
         if let Some(kind) = self.backend {
             b = b.backend(kind);
         }
+        if let Some(n) = self.buffer_count {
+            b = b.buffer_count(n);
+        }
         let rt = b.build().map_err(ServerError::Runtime)?;
         let shared = Arc::new(Shared {
             router,
@@ -518,6 +530,7 @@ impl Server {
                 high_water: DEFAULT_HIGH_WATER,
             },
             busy_poll: Duration::ZERO,
+            buffer_count: None,
             backend: None,
             unix: None,
             services: Vec::new(),
