@@ -272,6 +272,10 @@ fn main() {
                     }
                     Err(e) => {
                         eprintln!("echo_server: --metrics {addr}: {e}");
+                        // exit runs no destructor: the socket file goes now.
+                        if let Some(p) = server.unix_path() {
+                            let _ = std::fs::remove_file(p);
+                        }
                         std::process::exit(1);
                     }
                 }

@@ -132,15 +132,19 @@ fn socket_path(name: &str) -> std::path::PathBuf {
 fn a_unix_socket_serves_every_protocol_plain_and_over_tls() {
     let path = socket_path("every-protocol");
     let (cert, key) = (pem("server.pem"), pem("server.key"));
-    let mut server = EchoServer::start(&[
-        "--unix",
-        path.to_str().unwrap(),
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-        "--tls-allow-plaintext",
-    ]);
+    // Two cores: core 0 accepts, and hands every other connection (TLS ones too) over.
+    let mut server = EchoServer::start_cores(
+        2,
+        &[
+            "--unix",
+            path.to_str().unwrap(),
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-allow-plaintext",
+        ],
+    );
     let target = format!("unix:{}", path.display());
     every_protocol(&target, None, true);
     // A graceful stop removes the socket file.
@@ -156,4 +160,29 @@ fn a_unix_socket_serves_every_protocol_plain_and_over_tls() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use"), "{err}");
     let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_stopping_server_removes_only_its_own_socket_file() {
+    let path = socket_path("replaced");
+    let p = path.to_str().unwrap();
+    let mut old = EchoServer::start(&["--unix", p]);
+    // An operator replaces it: removes the path, and a new server binds it.
+    std::fs::remove_file(&path).unwrap();
+    let new = EchoServer::start(&["--unix", p]);
+    assert!(old.terminate().success());
+    assert!(path.exists(), "the old server removed the new one's socket");
+    let c = echo::EchoClient::from_builder(ClientBuilder::new(format!("unix:{p}"))).unwrap();
+    assert_eq!(&c.echo(Bytes::from_static(b"new")).unwrap()[..], b"new");
+    drop(new);
+    // A server that fails to start after binding the path leaves no file behind (here
+    // its registry cannot be reached).
+    let _ = std::fs::remove_file(&path);
+    let out = Command::new(env!("CARGO_BIN_EXE_echo_server"))
+        .args(["--addr", "127.0.0.1:0", "--unix", p])
+        .args(["--registry", "etcd://127.0.0.1:1", "--service", "nowhere"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!path.exists(), "a failed start left {p}");
 }

@@ -18,9 +18,14 @@ pub enum Addr {
 }
 
 impl Addr {
-    /// The path of a Unix domain socket.
+    /// The path of a Unix domain socket (made absolute against the current directory
+    /// now, so that a later change of directory does not move it).
     pub fn unix(path: impl AsRef<Path>) -> Addr {
-        Addr::Unix(Arc::from(path.as_ref()))
+        let path = path.as_ref();
+        match std::path::absolute(path) {
+            Ok(abs) => Addr::Unix(Arc::from(abs.as_path())),
+            Err(_) => Addr::Unix(Arc::from(path)),
+        }
     }
 
     /// The TCP address, if this is one.

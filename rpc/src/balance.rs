@@ -224,7 +224,12 @@ impl LoadBalancer for ConsistentHash {
             // Points depend on the address only, so an instance keeps its points when
             // others come and go.
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            inst.addr.hash(&mut h);
+            // A TCP instance hashes as its socket address did before Unix sockets, so
+            // that clients of both versions agree on the ring during a rollout.
+            match &inst.addr {
+                crate::discovery::Addr::Tcp(a) => a.hash(&mut h),
+                unix => unix.hash(&mut h),
+            }
             let base = h.finish();
             // Weights are capped so that one instance cannot blow the ring up.
             let points = inst.weight.clamp(1, 1000) * self.points_per_weight;

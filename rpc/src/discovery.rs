@@ -68,6 +68,42 @@ impl ToAddrs for ([u8; 4], u16) {
     }
 }
 
+impl ToAddrs for (String, u16) {
+    fn to_addrs(&self) -> std::io::Result<Vec<Addr>> {
+        (self.0.as_str(), self.1).to_addrs()
+    }
+}
+
+impl ToAddrs for (std::net::Ipv4Addr, u16) {
+    fn to_addrs(&self) -> std::io::Result<Vec<Addr>> {
+        Ok(vec![Addr::Tcp(SocketAddr::from(*self))])
+    }
+}
+
+impl ToAddrs for (std::net::Ipv6Addr, u16) {
+    fn to_addrs(&self) -> std::io::Result<Vec<Addr>> {
+        Ok(vec![Addr::Tcp(SocketAddr::from(*self))])
+    }
+}
+
+impl ToAddrs for std::net::SocketAddrV4 {
+    fn to_addrs(&self) -> std::io::Result<Vec<Addr>> {
+        Ok(vec![Addr::Tcp(SocketAddr::V4(*self))])
+    }
+}
+
+impl ToAddrs for std::net::SocketAddrV6 {
+    fn to_addrs(&self) -> std::io::Result<Vec<Addr>> {
+        Ok(vec![Addr::Tcp(SocketAddr::V6(*self))])
+    }
+}
+
+impl ToAddrs for [SocketAddr] {
+    fn to_addrs(&self) -> std::io::Result<Vec<Addr>> {
+        Ok(self.iter().copied().map(Addr::Tcp).collect())
+    }
+}
+
 impl<T: ToAddrs + ?Sized> ToAddrs for &T {
     fn to_addrs(&self) -> std::io::Result<Vec<Addr>> {
         (**self).to_addrs()

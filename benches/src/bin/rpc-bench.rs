@@ -266,7 +266,7 @@ fn protocol(name: &str, thrift: &str, payload: usize) -> Result<Arc<dyn Protocol
 #[allow(dead_code)] // held only to keep the server running
 enum Embedded {
     Raw(netpoll::Runtime),
-    Rpc(netpoll_rpc::server::Server),
+    Rpc(Box<netpoll_rpc::server::Server>),
 }
 
 fn main() {
@@ -315,7 +315,7 @@ fn main() {
                 .start()
                 .map(|s| {
                     let addr = s.local_addr();
-                    (Embedded::Rpc(s), addr)
+                    (Embedded::Rpc(Box::new(s)), addr)
                 })
                 .map_err(|e| e.into())
         };

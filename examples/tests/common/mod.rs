@@ -258,8 +258,13 @@ fn deny_io_uring() -> std::io::Result<()> {
 
 impl EchoServer {
     pub fn start(flags: &[&str]) -> EchoServer {
+        Self::start_cores(1, flags)
+    }
+
+    /// Starts the server on `cores` cores.
+    pub fn start_cores(cores: usize, flags: &[&str]) -> EchoServer {
         let mut cmd = Command::new(Self::binary());
-        cmd.args(["--addr", "127.0.0.1:0", "--cores", "1"])
+        cmd.args(["--addr", "127.0.0.1:0", "--cores", &cores.to_string()])
             .args(flags);
         Self::spawn(cmd)
     }

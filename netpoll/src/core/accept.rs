@@ -162,6 +162,8 @@ impl Core {
         #[cfg(not(feature = "tls"))]
         let _ = tls;
         if self.shutting_down {
+            // Handed over by a shared listener as this core began to stop.
+            self.remote.stats.count_refused();
             return;
         }
         if self.conns.len() >= self.cfg.max_connections {

@@ -59,6 +59,8 @@ pub(crate) struct State {
     pub(crate) closed: bool,
     /// How the stream ended: OK, or why not.
     pub(crate) end: Option<Result<(), CallError>>,
+    /// Its end is being recorded by its middlewares (`end` follows).
+    pub(crate) ending: bool,
     /// The response's metadata so far (headers, then trailers), `-bin` values decoded.
     pub(crate) meta: Vec<(String, Bytes)>,
 }
@@ -79,21 +81,21 @@ impl Shared {
 
     /// Ends the stream (only the first end counts) and wakes its handle.
     pub(crate) fn end(&self, result: Result<(), CallError>) {
-        let error = result.as_ref().err().map(clone_error);
         let mut s = self.lock();
-        let first = s.end.is_none();
-        if first {
-            s.end = Some(result);
+        if s.end.is_some() || s.ending {
+            return;
         }
+        // The middlewares end before the handle can see the end: once `recv` or `finish`
+        // returns it, what they record of the stream is there.
+        s.ending = true;
         drop(s);
-        self.cond.notify_all();
-        if first {
-            let on_end = self.on_end.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(f) = on_end {
-                // Outside the stream's lock: a middleware may take its time.
-                f(error.as_ref());
-            }
+        let on_end = self.on_end.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(f) = on_end {
+            // Outside the stream's lock: a middleware may take its time.
+            f(result.as_ref().err());
         }
+        self.lock().end = Some(result);
+        self.cond.notify_all();
     }
 }
 

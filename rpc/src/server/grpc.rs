@@ -1513,7 +1513,11 @@ impl H2 {
         if half_sent {
             h2f::write_rst_stream(out, stream, code::CANCEL);
         } else {
-            let block = status_block(!s.headers_sent, code, why);
+            let mut block = status_block(!s.headers_sent, code, why);
+            if let Some(extra) = s.extra_headers.take() {
+                // Trailers only: the response's metadata goes with the status.
+                block.extend_from_slice(&extra);
+            }
             h2f::write_headers(out, stream, &block, true, self.peer_max_frame);
             if !s.remote_closed {
                 // As after any whole response: the client is told to stop sending,

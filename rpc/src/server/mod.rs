@@ -276,7 +276,9 @@ impl ServerBuilder {
     /// the one socket: each connection is served by the next core in turn. The file is
     /// removed when the server stops.
     pub fn unix(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.unix = Some(path.into());
+        let path = path.into();
+        // Absolute now: the file is removed at stop, whatever the directory is by then.
+        self.unix = Some(std::path::absolute(&path).unwrap_or(path));
         self
     }
 
@@ -460,15 +462,19 @@ impl ServerBuilder {
         #[cfg(not(feature = "tls"))]
         let listened = h.listen(addr, factory.clone());
         let local = listened.map_err(ServerError::Listen)?;
-        if let Some(path) = &self.unix {
+        let mut unix = None;
+        if let Some(path) = self.unix {
             #[cfg(feature = "tls")]
             let listened = match self.tls {
-                Some(acceptor) => h.listen_unix_tls(path, acceptor, factory),
-                None => h.listen_unix(path, factory),
+                Some(acceptor) => h.listen_unix_tls(&path, acceptor, factory),
+                None => h.listen_unix(&path, factory),
             };
             #[cfg(not(feature = "tls"))]
-            let listened = h.listen_unix(path, factory);
+            let listened = h.listen_unix(&path, factory);
             listened.map_err(ServerError::Listen)?;
+            // Removed with the server (or if starting fails from here on), and only while
+            // the path is still our socket, not a later server's.
+            unix = Some(UnixSocketFile::bound(path));
         }
         let registered = match self.registry {
             Some(r) => {
@@ -486,7 +492,7 @@ impl ServerBuilder {
         Ok(Server {
             rt: Some(rt),
             local,
-            unix: self.unix,
+            unix,
             shared: stats,
             registered,
         })
@@ -499,7 +505,7 @@ pub struct Server {
     rt: Option<Runtime>,
     local: SocketAddr,
     /// The Unix domain socket it also listens on, removed when it stops.
-    unix: Option<std::path::PathBuf>,
+    unix: Option<UnixSocketFile>,
     shared: Arc<Shared>,
     registered: Option<(Arc<dyn Registry>, Registration, Duration)>,
 }
@@ -583,22 +589,50 @@ impl Server {
                 Err(e) => tracing::warn!(error = %e, "cannot deregister"),
             }
         }
+        // No new connection comes by the path from now on, and a replacement may bind it
+        // while calls in flight finish here.
+        drop(self.unix.take());
         if let Some(rt) = self.rt.take() {
             rt.shutdown(grace);
         }
-        self.remove_unix_socket();
     }
 
     /// The Unix domain socket it also listens on ([`ServerBuilder::unix`]).
     pub fn unix_path(&self) -> Option<&std::path::Path> {
-        self.unix.as_deref()
+        self.unix.as_ref().map(|u| u.path.as_path())
+    }
+}
+
+/// A Unix domain socket's path, bound by a server: removed when dropped, if it is still
+/// the socket that was bound (not one a later server bound after removing it).
+struct UnixSocketFile {
+    path: std::path::PathBuf,
+    /// Device and inode right after binding.
+    id: Option<(u64, u64)>,
+}
+
+impl UnixSocketFile {
+    fn bound(path: std::path::PathBuf) -> UnixSocketFile {
+        let id = Self::id_of(&path);
+        UnixSocketFile { path, id }
     }
 
-    fn remove_unix_socket(&mut self) {
-        if let Some(path) = self.unix.take() {
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::debug!(path = %path.display(), error = %e, "cannot remove the socket file");
-            }
+    fn id_of(path: &std::path::Path) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    }
+}
+
+impl Drop for UnixSocketFile {
+    fn drop(&mut self) {
+        if self.id.is_none() || Self::id_of(&self.path) != self.id {
+            tracing::debug!(path = %self.path.display(), "the socket file is not ours any more; left");
+            return;
+        }
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::debug!(path = %self.path.display(), error = %e, "cannot remove the socket file");
         }
     }
 }
@@ -612,7 +646,6 @@ impl Drop for Server {
                 tracing::warn!(error = %e, "cannot deregister");
             }
         }
-        self.remove_unix_socket();
     }
 }
 
