@@ -1676,3 +1676,105 @@ fn our_client_holds_a_misbehaving_server_to_the_protocol() {
     let e = s.finish().unwrap_err();
     assert_eq!(e.kind(), netpoll_rpc::ErrorKind::Unavailable, "{e}");
 }
+
+/// A streaming call opened on a netpoll core (as a handler streaming to another service
+/// would): blocking sends are refused there, the callback form and `try_send` work, and
+/// the replies and the end arrive as events.
+#[test]
+fn a_callback_stream_runs_on_a_netpoll_core() {
+    use examples::gen::pb::streamer::{Chunk, RepeatRequest, StreamerClient};
+    use netpoll_rpc::client::{ClientBuilder, StreamEvent};
+    let server = EchoServer::start(&[]);
+    let rt = netpoll::Runtime::builder().cores(1).build().unwrap();
+    let c = StreamerClient::from_builder(
+        ClientBuilder::new(server.addr)
+            .grpc()
+            .runtime(rt.handle().clone()),
+    )
+    .unwrap();
+    let (events, got) = std::sync::mpsc::channel();
+    let (handles, handle) = std::sync::mpsc::channel();
+    rt.handle()
+        .spawn(0, move |_core| {
+            let blocking = c.chat().unwrap();
+            let refused = blocking.send(&Chunk { msg: "x".into() });
+            assert!(
+                matches!(refused, Err(netpoll_rpc::CallError::WouldBlockCore)),
+                "{refused:?}"
+            );
+            blocking.cancel();
+            let s = c
+                .client()
+                .stream_with::<Chunk, Chunk>("Chat", move |e| {
+                    let _ = events.send(e);
+                })
+                .unwrap();
+            for i in 0..100 {
+                let sent = s.try_send(&Chunk {
+                    msg: format!("cb {i}").into(),
+                });
+                assert!(sent.unwrap(), "the queue is far from full");
+            }
+            s.close_send();
+            handles.send(s).unwrap(); // kept: dropping it would cancel the stream
+        })
+        .unwrap();
+    let _s = handle.recv_timeout(Duration::from_secs(10)).unwrap();
+    for i in 0..100 {
+        match got.recv_timeout(Duration::from_secs(10)).unwrap() {
+            StreamEvent::Message(m) => assert_eq!(m.msg, bytes::Bytes::from(format!("cb {i}"))),
+            StreamEvent::End(e) => panic!("ended early: {e:?}"),
+        }
+    }
+    match got.recv_timeout(Duration::from_secs(10)).unwrap() {
+        StreamEvent::End(Ok(())) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        got.recv_timeout(Duration::from_millis(200)).is_err(),
+        "told twice"
+    );
+    // A status ends the events; so does our cancel, once, whichever thread it is on.
+    let c = StreamerClient::from_builder(ClientBuilder::new(server.addr).grpc()).unwrap();
+    let (tx, got) = std::sync::mpsc::channel();
+    let refused = c
+        .client()
+        .stream_with::<RepeatRequest, Chunk>("Repeat", move |e| {
+            let _ = tx.send(e);
+        })
+        .unwrap();
+    let request = |count| RepeatRequest {
+        msg: "r".into(),
+        count,
+    };
+    assert!(refused.try_send(&request(-1)).unwrap());
+    refused.close_send();
+    match got.recv_timeout(Duration::from_secs(10)).unwrap() {
+        StreamEvent::End(Err(e)) => {
+            assert_eq!(e.kind(), netpoll_rpc::ErrorKind::InvalidArgument, "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let (tx, got) = std::sync::mpsc::channel();
+    let long = c
+        .client()
+        .stream_with::<RepeatRequest, Chunk>("Repeat", move |e| {
+            let _ = tx.send(e);
+        })
+        .unwrap();
+    assert!(long.try_send(&request(1_000_000)).unwrap());
+    long.close_send();
+    assert!(matches!(
+        got.recv_timeout(Duration::from_secs(10)).unwrap(),
+        StreamEvent::Message(_)
+    ));
+    long.cancel();
+    let ends: Vec<_> = std::iter::from_fn(|| got.recv_timeout(Duration::from_millis(500)).ok())
+        .filter(|e| matches!(e, StreamEvent::End(_)))
+        .collect();
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert!(
+        matches!(&ends[0], StreamEvent::End(Err(e)) if e.kind() == netpoll_rpc::ErrorKind::Cancelled),
+        "{ends:?}"
+    );
+}

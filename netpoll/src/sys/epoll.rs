@@ -502,19 +502,10 @@ impl Epoll {
             Op::Connect { addr, len, .. } => {
                 if p.started {
                     // Writable after EINPROGRESS: the outcome is the socket's error.
-                    let mut err: libc::c_int = 0;
-                    let mut n = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-                    // SAFETY: both pointers name live locals of the sizes given.
-                    let r = unsafe {
-                        libc::getsockopt(
-                            fd,
-                            libc::SOL_SOCKET,
-                            libc::SO_ERROR,
-                            (&mut err as *mut libc::c_int).cast(),
-                            &mut n,
-                        )
+                    let res = match socket_int(fd, libc::SO_ERROR) {
+                        Ok(err) => -err,
+                        Err(e) => -e,
                     };
-                    let res = if r < 0 { -errno() } else { -err };
                     self.complete(p.user_data, res, false, None);
                     return Step::Done;
                 }
@@ -624,19 +615,28 @@ fn errno() -> i32 {
 
 /// Whether `fd` is a TCP socket (whose short reads mean it is empty).
 fn is_tcp(fd: RawFd) -> bool {
-    let mut proto: libc::c_int = 0;
+    socket_int(fd, libc::SO_PROTOCOL) == Ok(libc::IPPROTO_TCP)
+}
+
+/// An integer socket option (`SOL_SOCKET` level) of `fd`, or the errno.
+fn socket_int(fd: RawFd, option: libc::c_int) -> Result<libc::c_int, i32> {
+    let mut v: libc::c_int = 0;
     let mut n = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: both pointers name live locals of the sizes given; `fd` is open.
     let r = unsafe {
         libc::getsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_PROTOCOL,
-            (&mut proto as *mut libc::c_int).cast(),
+            option,
+            (&mut v as *mut libc::c_int).cast(),
             &mut n,
         )
     };
-    r == 0 && proto == libc::IPPROTO_TCP
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(v)
+    }
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {

@@ -1032,6 +1032,10 @@ impl H2Client {
                 }
             }
         }
+        drop(st);
+        // A callback stream takes its replies now (and so credits them at once).
+        sh.deliver();
+        let mut st = sh.lock();
         if st.inbox_bytes < RECV_QUEUE {
             s.unacked += len + std::mem::take(&mut s.uncredited);
             st.uncredited = 0;

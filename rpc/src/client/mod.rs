@@ -17,7 +17,7 @@ pub use conn::{Done, Encode};
 pub use framing::{FrameReplies, KitexPbFraming, ReplyFraming, ReplySplit, ThriftFraming};
 pub use grpc::GrpcTarget;
 pub use policy::{BreakerConfig, RetryOn, RetryPolicy};
-pub use stream::{ClientStream, RECV_QUEUE, SEND_QUEUE};
+pub use stream::{ClientStream, StreamEvent, RECV_QUEUE, SEND_QUEUE};
 pub use typed::{
     CallFuture, Client, ClientBuilder, ClientError, ClientTransport, PayloadCodec, PbClient,
     Protobuf, Request, Response, Thrift, ThriftClient, BACKWARD_PREFIX, PERSIST_PREFIX,

@@ -27,6 +27,28 @@ pub const RECV_QUEUE: usize = 1 << 20;
 /// What runs once when a stream ends (the middlewares that started it), told the error.
 pub(crate) type OnEnd = Box<dyn FnOnce(Option<&CallError>) + Send>;
 
+/// What a callback stream ([`StreamEvent`]) is handed: each reply as it arrives, then the
+/// end.
+pub(crate) enum Delivery {
+    Message(Bytes),
+    End(Result<(), CallError>),
+}
+
+/// A callback stream's receiver of [`Delivery`]s.
+pub(crate) type Observer = Box<dyn FnMut(Delivery) + Send>;
+
+/// What a stream opened with a callback (`stream_with`) is told: each reply, on the core
+/// of the stream's connection as it arrives, then once how the stream ended (`Ok` after
+/// the server's OK and every reply), on the thread that ended it (the connection's core,
+/// or the one that cancelled or dropped the stream).
+#[derive(Debug)]
+pub enum StreamEvent<Resp> {
+    /// A reply.
+    Message(Resp),
+    /// The end: the server's OK, or why not. Nothing follows.
+    End(Result<(), CallError>),
+}
+
 /// What the handle and the connection's core share of one stream.
 #[derive(Default)]
 pub(crate) struct Shared {
@@ -34,6 +56,9 @@ pub(crate) struct Shared {
     pub(crate) cond: Condvar,
     /// Ends the stream's middlewares, at its end.
     pub(crate) on_end: Mutex<Option<OnEnd>>,
+    /// A callback stream's receiver: replies go to it instead of waiting for `recv`.
+    /// Taken out while it runs.
+    pub(crate) observer: Mutex<Option<Observer>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -61,6 +86,8 @@ pub(crate) struct State {
     pub(crate) end: Option<Result<(), CallError>>,
     /// Its end is being recorded by its middlewares (`end` follows).
     pub(crate) ending: bool,
+    /// A callback stream's observer was told of the end.
+    pub(crate) end_delivered: bool,
     /// The response's metadata so far (headers, then trailers), `-bin` values decoded.
     pub(crate) meta: Vec<(String, Bytes)>,
 }
@@ -96,6 +123,47 @@ impl Shared {
         }
         self.lock().end = Some(result);
         self.cond.notify_all();
+        self.deliver();
+    }
+
+    /// Hands a callback stream's replies that arrived, and then its end, to its observer
+    /// (a stream read with `recv` has none). The observer is taken out while it runs, so
+    /// that it may use the stream (send, cancel) without deadlock; whoever finds it taken
+    /// leaves the work to the thread running it, which looks again before leaving.
+    pub(crate) fn deliver(&self) {
+        loop {
+            let taken = self
+                .observer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            let Some(mut f) = taken else {
+                return;
+            };
+            loop {
+                let mut s = self.lock();
+                if let Some(m) = s.inbox.pop_front() {
+                    s.inbox_bytes -= netpoll_codec::h2::grpc::PREFIX_LEN + m.len();
+                    drop(s);
+                    f(Delivery::Message(m));
+                    continue;
+                }
+                let end = match &s.end {
+                    Some(end) if !s.end_delivered => end.as_ref().map(|_| ()).map_err(clone_error),
+                    _ => break,
+                };
+                s.end_delivered = true;
+                drop(s);
+                f(Delivery::End(end));
+                return; // told everything: the observer is done with
+            }
+            *self.observer.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
+            // What came while it ran (the end, from another thread) is delivered now.
+            let s = self.lock();
+            if s.inbox.is_empty() && (s.end.is_none() || s.end_delivered) {
+                return;
+            }
+        }
     }
 }
 
@@ -245,6 +313,35 @@ impl<Req: prost::Message, Resp: prost::Message + Default> ClientStream<Req, Resp
             return Err(CallError::RuntimeStopped);
         }
         Ok(())
+    }
+
+    /// Sends `msg` without waiting, from any thread, a netpoll core included: `Ok(false)`
+    /// (and nothing sent) while the stream has [`SEND_QUEUE`] bytes not yet sent. Fails
+    /// once the stream has ended or its requests were ended.
+    pub fn try_send(&self, msg: &Req) -> Result<bool, CallError> {
+        let mut buf = BytesMut::new();
+        let n = crate::wire::frame_grpc_message(msg, self.gzip, &mut buf);
+        let mut s = self.shared.lock();
+        if let Some(end) = &s.end {
+            return Err(match end {
+                Ok(()) => CallError::Protocol(crate::reason("the server ended the stream")),
+                Err(e) => clone_error(e),
+            });
+        }
+        if s.closed {
+            return Err(CallError::Protocol(crate::reason(
+                "send after close_send: the requests were ended",
+            )));
+        }
+        if s.queued >= SEND_QUEUE {
+            return Ok(false);
+        }
+        s.queued += n;
+        drop(s);
+        if !self.post(Op::Send(buf.freeze())) {
+            return Err(CallError::RuntimeStopped);
+        }
+        Ok(true)
     }
 
     /// The next reply, waiting for it: `Ok(None)` once the server ended the stream with

@@ -20,6 +20,7 @@ use prost::Message as _;
 
 use super::cluster::{Cluster, ClusterConfig};
 use super::policy::{self, Breaker, BreakerConfig, RetryBudget, RetryPolicy};
+use super::stream::{Delivery, StreamEvent};
 use super::{ChannelConfig, ClientStream, KitexPbFraming, ReplyFraming, ThriftFraming};
 use crate::balance::P2c;
 use crate::discovery::{LoadBalancer, Resolver, StaticResolver};
@@ -1078,6 +1079,71 @@ impl<C: PayloadCodec> Client<C> {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
+        self.open_stream(method, None)
+    }
+
+    /// Opens a streaming call of `method` whose replies go to `on_event` instead of
+    /// `recv`: for a stream opened on a netpoll core (a handler that streams to another
+    /// service), where nothing may block. Each reply is decoded and handed over on the
+    /// core of the stream's connection as it arrives (and credited to the server at
+    /// once: the callback is the reader), then the end, once. Send with
+    /// [`ClientStream::try_send`], which never waits; [`ClientStream::close_send`] and
+    /// [`ClientStream::cancel`] never wait either. Keep the handle while the stream runs:
+    /// dropping it cancels the stream. A reply that does not decode ends the events with
+    /// that error (cancel the stream then); a panicking callback is told nothing more.
+    pub fn stream_with<Req, Resp>(
+        &self,
+        method: &'static str,
+        mut on_event: impl FnMut(StreamEvent<Resp>) + Send + 'static,
+    ) -> Result<ClientStream<Req, Resp>, CallError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let mut done = false;
+        let mut event = move |e: StreamEvent<Resp>| {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_event(e)));
+            if r.is_err() {
+                tracing::warn!(
+                    method,
+                    "a stream's callback panicked; it is told nothing more"
+                );
+            }
+            r.is_ok()
+        };
+        let observer: super::stream::Observer = Box::new(move |d| {
+            if done {
+                return;
+            }
+            done = match d {
+                Delivery::Message(m) => match Resp::decode(m) {
+                    Ok(r) => !event(StreamEvent::Message(r)),
+                    Err(e) => {
+                        let why = format!("a reply does not decode: {e}");
+                        event(StreamEvent::End(Err(CallError::Protocol(crate::reason(
+                            why,
+                        )))));
+                        true
+                    }
+                },
+                Delivery::End(r) => {
+                    event(StreamEvent::End(r));
+                    true
+                }
+            };
+        });
+        self.open_stream(method, Some(observer))
+    }
+
+    fn open_stream<Req, Resp>(
+        &self,
+        method: &'static str,
+        observer: Option<super::stream::Observer>,
+    ) -> Result<ClientStream<Req, Resp>, CallError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
         let inner = &self.base.inner;
         if !inner.grpc {
             return Err(CallError::Protocol(crate::reason(
@@ -1107,6 +1173,7 @@ impl<C: PayloadCodec> Client<C> {
                 wire::write_pb(env, out, MessageType::Call, &(), h)
             });
         let shared = Arc::new(super::stream::Shared::default());
+        *shared.observer.lock().unwrap_or_else(|p| p.into_inner()) = observer;
         if let Some(w) = watch {
             *shared.on_end.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(Box::new(move |e: Option<&CallError>| w.end(e, 0)));
