@@ -290,38 +290,25 @@ impl<Req: prost::Message, Resp: prost::Message + Default> ClientStream<Req, Resp
     /// once the stream has ended (read the reason with [`recv`](Self::recv)).
     pub fn send(&self, msg: &Req) -> Result<(), CallError> {
         on_core()?;
-        let mut buf = BytesMut::new();
-        let n = crate::wire::frame_grpc_message(msg, self.gzip, &mut buf);
-        let mut s = self.shared.lock();
-        while s.queued >= SEND_QUEUE && s.end.is_none() {
-            s = self.shared.wait(s);
-        }
-        if let Some(end) = &s.end {
-            return Err(match end {
-                Ok(()) => CallError::Protocol(crate::reason("the server ended the stream")),
-                Err(e) => clone_error(e),
-            });
-        }
-        if s.closed {
-            return Err(CallError::Protocol(crate::reason(
-                "send after close_send: the requests were ended",
-            )));
-        }
-        s.queued += n;
-        drop(s);
-        if !self.post(Op::Send(buf.freeze())) {
-            return Err(CallError::RuntimeStopped);
-        }
-        Ok(())
+        self.enqueue(msg, true).map(drop)
     }
 
     /// Sends `msg` without waiting, from any thread, a netpoll core included: `Ok(false)`
     /// (and nothing sent) while the stream has [`SEND_QUEUE`] bytes not yet sent. Fails
     /// once the stream has ended or its requests were ended.
     pub fn try_send(&self, msg: &Req) -> Result<bool, CallError> {
+        self.enqueue(msg, false)
+    }
+
+    /// Queues `msg` for the stream's core: while [`SEND_QUEUE`] bytes are unsent, waits
+    /// for room if `wait`, or returns `Ok(false)` at once.
+    fn enqueue(&self, msg: &Req, wait: bool) -> Result<bool, CallError> {
         let mut buf = BytesMut::new();
         let n = crate::wire::frame_grpc_message(msg, self.gzip, &mut buf);
         let mut s = self.shared.lock();
+        while wait && s.queued >= SEND_QUEUE && s.end.is_none() {
+            s = self.shared.wait(s);
+        }
         if let Some(end) = &s.end {
             return Err(match end {
                 Ok(()) => CallError::Protocol(crate::reason("the server ended the stream")),
