@@ -13,7 +13,7 @@ use netpoll_rpc::client::{ClientBuilder, ClientTransport};
 use netpoll_rpc::CallError;
 
 mod common;
-use common::free_addr;
+use common::free_addrs;
 use common::peers::{volo_peer, wait_listening, Peer};
 
 #[test]
@@ -48,7 +48,7 @@ fn volo_clients_call_our_server_and_our_clients_call_volo_servers() {
         );
 
         // Our clients against a Volo server.
-        let (echo_addr, interop_addr) = (free_addr(), free_addr());
+        let [echo_addr, interop_addr] = free_addrs();
         let _volo = Peer(
             Command::new(&peer)
                 .args(["serve", "--transport", transport])

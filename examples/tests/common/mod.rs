@@ -448,10 +448,17 @@ pub struct Etcd {
 
 /// A loopback address nothing listens on now (for a server that starts later).
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    let [a] = free_addrs();
+    a
+}
+
+/// `N` distinct loopback addresses nothing listens on now. All `N` are held at once while
+/// they are picked: picked one at a time, two may come out the same, and the second
+/// server to bind it would fail (or, with `SO_REUSEPORT`, share it with the first).
+pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let held: [std::net::TcpListener; N] =
+        std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    held.map(|l| l.local_addr().unwrap())
 }
 
 impl Etcd {
@@ -474,10 +481,11 @@ impl Etcd {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let [client, peer] = free_addrs();
         let mut e = Etcd {
             child: None,
-            client: free_addr(),
-            peer: free_addr(),
+            client,
+            peer,
             dir,
             tls,
         };

@@ -134,10 +134,12 @@ async fn serve(t: Transport, echo_addr: SocketAddr, interop_addr: SocketAddr) ->
             }
         }
     };
-    let (a, b) = tokio::join!(echo, interop);
-    a.map_err(|e| anyhow!("echo server: {e}"))?;
-    b.map_err(|e| anyhow!("interop server: {e}"))?;
-    Ok(())
+    // Whichever server stops first (a bind that failed, say) ends the process with its
+    // error, so a test never talks to one server while the other is missing.
+    tokio::select! {
+        a = echo => a.map_err(|e| anyhow!("echo server: {e}")),
+        b = interop => b.map_err(|e| anyhow!("interop server: {e}")),
+    }
 }
 
 // ----- TLS ----------------------------------------------------------------------------
