@@ -504,6 +504,38 @@ fn p2c_avoids_a_slow_instance_and_backup_requests_cut_the_tail() {
     );
 }
 
+/// Refused connects use up no retries while untried instances remain: with five of six
+/// instances refusing and two retries allowed, every call still reaches the live one
+/// (round robin sends the first calls through the refusing ones in turn).
+#[test]
+fn refused_connects_do_not_use_up_retries() {
+    use netpoll_rpc::balance::WeightedRoundRobin;
+    let live = EchoServer::start(&[]);
+    let refusing: [SocketAddr; 5] = common::free_addrs();
+    let client = EchoClient::new(
+        "mostly-gone",
+        ClientBuilder::default()
+            .host_ports(
+                refusing
+                    .iter()
+                    .copied()
+                    .chain([live.addr])
+                    .collect::<Vec<_>>(),
+            )
+            .load_balancer(WeightedRoundRobin)
+            .circuit_breaker(None),
+    )
+    .unwrap();
+    for i in 0..30 {
+        let r = client.echo(Bytes::from_static(b"r"));
+        assert_eq!(&r.unwrap_or_else(|e| panic!("call {i}: {e}"))[..], b"r");
+    }
+    assert!(
+        client.client().retries() >= 5,
+        "the refused tries were retried"
+    );
+}
+
 /// A failing instance trips its breaker (its calls stop), and is probed back in after it
 /// heals (here: replaced by a healthy process on the same address).
 #[test]

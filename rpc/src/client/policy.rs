@@ -23,7 +23,8 @@ pub enum RetryOn {
 /// How failed calls are tried again. Retries go to another instance when one exists.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
-    /// Tries after the first. Default 2.
+    /// Tries after the first. Default 2. A connect that failed does not count while the
+    /// call has instances it has not tried (it reached no server); 0 turns that off too.
     pub max_retries: u32,
     /// Wait before the first retry; doubled each retry (with jitter), up to
     /// `max_backoff`. Retries of unsent calls go at once. Default 10 ms.

@@ -1470,14 +1470,19 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
                 },
                 latency,
             );
+            // A refused connect marks its instance down whether or not this call may try
+            // again: other calls pass over it either way.
+            let refused = matches!(result, Err(CallError::Connect(_)));
+            if refused {
+                snap.mark_down(idx);
+            }
             let e = match result {
                 Err(e) if self.may_retry(&e) => e,
                 r => return self.finish(ended, r),
             };
-            if matches!(e, CallError::Connect(_)) {
-                snap.mark_down(idx);
+            if !(refused && self.untried_left()) {
+                self.retries += 1;
             }
-            self.retries += 1;
             let delay = self.client.base.inner.retry.delay(self.retries, &e);
             tracing::debug!(instance = %ep.addr, error = %e, retry = self.retries, "retrying");
             self.tried.push(ep.addr.clone());
@@ -1491,10 +1496,24 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
         });
     }
 
+    /// Whether an instance this call has not tried remains after the one it is on.
+    fn untried_left(&self) -> bool {
+        self.tried.len() + 1 < self.instances
+    }
+
     /// Whether the call may be tried again after `e`.
+    ///
+    /// A connect that failed uses up no retry while the call has instances left to try
+    /// (as gRPC's transparent retry of calls that never left the client): the request
+    /// reached no server, and the next try goes to another instance, so a service with
+    /// one live instance among refusing ones still answers. Each instance is tried at most
+    /// once, and the retry budget still bounds it.
     fn may_retry(&self, e: &CallError) -> bool {
         let inner = &self.client.base.inner;
-        self.retries < inner.retry.max_retries
+        let free = inner.retry.max_retries > 0
+            && matches!(e, CallError::Connect(_))
+            && self.untried_left();
+        (free || self.retries < inner.retry.max_retries)
             && inner.retry.allows(self.method, e)
             && self.deadline.is_none_or(|d| netpoll::now() < d)
             && inner.budget.try_retry()
