@@ -2,7 +2,9 @@
 //! connection's control frames (SETTINGS, PING, WINDOW_UPDATE), and gather a header block
 //! from HEADERS and its CONTINUATIONs, each failure a [`ConnError`] (GOAWAY with its code).
 
-use bytes::{Bytes, BytesMut};
+use std::borrow::Cow;
+
+use bytes::BytesMut;
 
 use super::frame::{self as h2f, code, flag, kind, setting, FrameHeader};
 
@@ -98,12 +100,13 @@ pub fn window_update(
 #[derive(Debug)]
 pub struct HeaderBlocks {
     /// The stream, whether its HEADERS ended the stream, and the block so far.
-    pending: Option<(u32, bool, BytesMut)>,
+    pending: Option<(u32, bool, Vec<u8>)>,
     max: usize,
 }
 
-/// A whole header block: its stream, whether it ends the stream, and the block.
-pub type HeaderBlock = (u32, bool, Bytes);
+/// A whole header block: its stream, whether it ends the stream, and the block (borrowed
+/// from the frame when one frame carried it all, gathered when CONTINUATIONs did).
+pub type HeaderBlock<'a> = (u32, bool, Cow<'a, [u8]>);
 
 impl HeaderBlocks {
     /// Gathers blocks of at most `max` bytes (beyond: ENHANCE_YOUR_CALM).
@@ -123,21 +126,21 @@ impl HeaderBlocks {
     }
 
     /// A HEADERS frame: its block when whole, `None` while CONTINUATIONs are owed.
-    pub fn headers(
+    pub fn headers<'a>(
         &mut self,
         h: &FrameHeader,
-        payload: Bytes,
-    ) -> Result<Option<HeaderBlock>, ConnError> {
+        payload: &'a [u8],
+    ) -> Result<Option<HeaderBlock<'a>>, ConnError> {
         let block = h2f::content(h, payload)
             .map_err(|_| conn_err(code::PROTOCOL_ERROR, "bad HEADERS padding"))?;
         let end_stream = h.has(flag::END_STREAM);
         if h.has(flag::END_HEADERS) {
-            return Ok(Some((h.stream, end_stream, block)));
+            return Ok(Some((h.stream, end_stream, Cow::Borrowed(block))));
         }
         if block.len() > self.max {
             return Err(conn_err(code::ENHANCE_YOUR_CALM, "header block too large"));
         }
-        self.pending = Some((h.stream, end_stream, BytesMut::from(&block[..])));
+        self.pending = Some((h.stream, end_stream, block.to_vec()));
         Ok(None)
     }
 
@@ -146,7 +149,7 @@ impl HeaderBlocks {
         &mut self,
         h: &FrameHeader,
         payload: &[u8],
-    ) -> Result<Option<HeaderBlock>, ConnError> {
+    ) -> Result<Option<HeaderBlock<'static>>, ConnError> {
         let Some((stream, end_stream, mut block)) = self.pending.take() else {
             return Err(conn_err(
                 code::PROTOCOL_ERROR,
@@ -158,7 +161,7 @@ impl HeaderBlocks {
         }
         block.extend_from_slice(payload);
         if h.has(flag::END_HEADERS) {
-            return Ok(Some((stream, end_stream, block.freeze())));
+            return Ok(Some((stream, end_stream, Cow::Owned(block))));
         }
         self.pending = Some((stream, end_stream, block));
         Ok(None)
@@ -227,7 +230,7 @@ mod tests {
     fn header_blocks_gather_and_are_bounded() {
         let mut hb = HeaderBlocks::new(8);
         let h = header(kind::HEADERS, flag::END_STREAM, 1, 3);
-        assert_eq!(hb.headers(&h, Bytes::from_static(b"abc")).unwrap(), None);
+        assert_eq!(hb.headers(&h, b"abc").unwrap(), None);
         assert!(hb.check(&header(kind::DATA, 0, 1, 0)).is_err());
         let c = header(kind::CONTINUATION, flag::END_HEADERS, 1, 3);
         hb.check(&c).unwrap();
@@ -235,7 +238,9 @@ mod tests {
         assert_eq!((stream, end, &block[..]), (1, true, &b"abcdef"[..]));
         assert!(hb.continuation(&c, b"x").is_err(), "no HEADERS before it");
         let h = header(kind::HEADERS, 0, 3, 6);
-        hb.headers(&h, Bytes::from_static(b"123456")).unwrap();
+        hb.headers(&h, b"123456").unwrap();
+        let c = header(kind::CONTINUATION, 0, 3, 0);
+        hb.continuation(&c, b"").unwrap();
         let c = header(kind::CONTINUATION, 0, 3, 3);
         assert_eq!(
             hb.continuation(&c, b"789").unwrap_err().code,

@@ -1,7 +1,7 @@
 //! HTTP/2 frames (RFC 9113 §4, §6): the 9-byte header, splitting whole frames off a
 //! buffer in place, reading the payloads the protocol defines, and writing frames.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
 /// What a client sends first (RFC 9113 §3.4), before its SETTINGS.
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -165,25 +165,27 @@ pub struct Malformed(pub &'static str);
 
 /// The data of a DATA frame, or the header block fragment of a HEADERS frame, without
 /// padding (and, for HEADERS, priority fields).
-pub fn content(h: &FrameHeader, mut payload: Bytes) -> Result<Bytes, Malformed> {
+///
+/// It borrows the payload: frames are read in place from the connection's input, and a
+/// caller that keeps the content copies it where it belongs.
+pub fn content<'a>(h: &FrameHeader, mut payload: &'a [u8]) -> Result<&'a [u8], Malformed> {
     let mut pad = 0usize;
     if h.has(flag::PADDED) {
-        let Some(&p) = payload.first() else {
+        let Some((&p, rest)) = payload.split_first() else {
             return Err(Malformed("PADDED frame without a pad length"));
         };
         pad = usize::from(p);
-        payload = payload.slice(1..);
+        payload = rest;
     }
     if h.kind == kind::HEADERS && h.has(flag::PRIORITY) {
-        if payload.len() < 5 {
-            return Err(Malformed("HEADERS priority fields truncated"));
-        }
-        payload = payload.slice(5..);
+        payload = payload
+            .get(5..)
+            .ok_or(Malformed("HEADERS priority fields truncated"))?;
     }
     if pad > payload.len() {
         return Err(Malformed("padding longer than the payload"));
     }
-    Ok(payload.slice(..payload.len() - pad))
+    Ok(&payload[..payload.len() - pad])
 }
 
 /// The `(identifier, value)` pairs of a SETTINGS payload.
@@ -337,10 +339,7 @@ mod tests {
         assert!(seen[1].0.has(flag::ACK));
         assert_eq!(window_increment(&seen[2].1).unwrap(), 1000);
         assert_eq!(seen[3].0.stream, 3);
-        assert_eq!(
-            &content(&seen[3].0, seen[3].1.clone()).unwrap()[..],
-            b"hello"
-        );
+        assert_eq!(content(&seen[3].0, &seen[3].1).unwrap(), b"hello");
         // A partial frame asks for the rest; an oversize one is refused by its header.
         assert_eq!(
             split(&buf[..12], DEFAULT_MAX_FRAME),
@@ -359,10 +358,20 @@ mod tests {
             flags: flag::PADDED | flag::PRIORITY,
             stream: 1,
         };
-        let p = Bytes::from_static(&[2, 0, 0, 0, 0, 9, b'a', b'b', 0, 0]);
-        assert_eq!(&content(&h, p).unwrap()[..], b"ab");
-        let bad = Bytes::from_static(&[9, 0, 0, 0, 0, 9, b'a']);
-        assert!(content(&h, bad).is_err());
+        let p = [2, 0, 0, 0, 0, 9, b'a', b'b', 0, 0];
+        assert_eq!(content(&h, &p).unwrap(), b"ab");
+        let bad = [9, 0, 0, 0, 0, 9, b'a'];
+        assert!(content(&h, &bad).is_err());
+        let no_pad_length = FrameHeader {
+            flags: flag::PADDED,
+            ..h
+        };
+        assert!(content(&no_pad_length, &[]).is_err());
+        let short_priority = FrameHeader {
+            flags: flag::PRIORITY,
+            ..h
+        };
+        assert!(content(&short_priority, &[0, 0, 0]).is_err());
     }
 
     #[test]

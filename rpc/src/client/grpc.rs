@@ -584,9 +584,10 @@ impl H2Client {
                     break;
                 }
             };
-            let mut frame = input.split_to(len);
-            frame.advance(h2f::HEADER_LEN);
-            self.frame(conn, h, frame, done)?;
+            // Read in place: the frame's bytes leave the input once it is handled.
+            let payload = &input.chunk()[h2f::HEADER_LEN..len];
+            self.frame(conn, h, payload, done)?;
+            input.advance(len);
         }
         if self.conn_unacked >= CONN_WINDOW / 2 {
             h2f::write_window_update(conn.output(), 0, self.conn_unacked);
@@ -601,13 +602,13 @@ impl H2Client {
         &mut self,
         conn: &mut Conn<'_>,
         h: h2f::FrameHeader,
-        payload: Bytes,
+        payload: &[u8],
         done: &mut Vec<Outcome>,
     ) -> Result<(), ConnError> {
         self.continuation.check(&h)?;
         match h.kind {
             kind::SETTINGS => {
-                let Some(set) = h2c::read_settings(&h, &payload)? else {
+                let Some(set) = h2c::read_settings(&h, payload)? else {
                     return Ok(());
                 };
                 if let Some(v) = set.initial_window {
@@ -626,9 +627,9 @@ impl H2Client {
                 h2f::write_settings_ack(conn.output());
                 self.flush_blocked(conn);
             }
-            kind::PING => h2c::answer_ping(&h, &payload, conn.output())?,
+            kind::PING => h2c::answer_ping(&h, payload, conn.output())?,
             kind::WINDOW_UPDATE => {
-                let inc = h2c::window_update(&h, &payload, &mut self.conn_send_window)?;
+                let inc = h2c::window_update(&h, payload, &mut self.conn_send_window)?;
                 if h.stream == 0 {
                     self.flush_blocked(conn);
                 } else if let Some(s) = self.streams.get_mut(&h.stream) {
@@ -644,7 +645,7 @@ impl H2Client {
                 }
             }
             kind::CONTINUATION => {
-                if let Some((stream, end, block)) = self.continuation.continuation(&h, &payload)? {
+                if let Some((stream, end, block)) = self.continuation.continuation(&h, payload)? {
                     self.headers(conn, stream, end, &block, done)?;
                 }
             }
@@ -683,7 +684,7 @@ impl H2Client {
                     return Ok(());
                 }
                 if s.shared.is_some() {
-                    self.stream_data(conn, h.stream, &data, len, h.has(flag::END_STREAM));
+                    self.stream_data(conn, h.stream, data, len, h.has(flag::END_STREAM));
                     return Ok(());
                 }
                 if s.body.len() + data.len() > max {
@@ -698,7 +699,7 @@ impl H2Client {
                     ));
                     return Ok(());
                 }
-                s.body.extend_from_slice(&data);
+                s.body.extend_from_slice(data);
                 s.unacked += len;
                 if h.has(flag::END_STREAM) {
                     // No trailers: not a gRPC response.
@@ -715,7 +716,7 @@ impl H2Client {
                 }
             }
             kind::RST_STREAM => {
-                let code = h2f::error_code(&payload)
+                let code = h2f::error_code(payload)
                     .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad RST_STREAM"))?;
                 if let Some(s) = self.take_stream(h.stream) {
                     if let Some(t) = s.timer {

@@ -298,6 +298,8 @@ pub(crate) struct H2 {
     pub(crate) scratch: BytesMut,
     /// Reused for the calls a read makes ready.
     pub(crate) ready: Vec<Ready>,
+    /// Reused for a request's custom metadata while its headers are decoded.
+    meta: Metadata,
 }
 
 impl std::fmt::Debug for H2 {
@@ -352,6 +354,7 @@ impl H2 {
             resets: 0,
             scratch: BytesMut::new(),
             ready: Vec::new(),
+            meta: Metadata::default(),
         }
     }
 
@@ -429,9 +432,10 @@ impl H2 {
                     break;
                 }
             };
-            let mut frame = input.split_to(len);
-            frame.advance(h2f::HEADER_LEN);
-            self.frame(conn, h, frame, now, shared, ready)?;
+            // Read in place: the frame's bytes leave the input once it is handled.
+            let payload = &input.chunk()[h2f::HEADER_LEN..len];
+            self.frame(conn, h, payload, now, shared, ready)?;
+            input.advance(len);
         }
         // Handlers are woken and windows topped up by the caller, once the calls this
         // read made ready are served too (`settle`).
@@ -451,7 +455,7 @@ impl H2 {
         &mut self,
         conn: &mut Conn<'_>,
         h: FrameHeader,
-        payload: Bytes,
+        payload: &[u8],
         now: Instant,
         shared: &Shared,
         ready: &mut Vec<Ready>,
@@ -481,7 +485,7 @@ impl H2 {
         }
         match h.kind {
             kind::SETTINGS => {
-                let Some(set) = h2c::read_settings(&h, &payload)? else {
+                let Some(set) = h2c::read_settings(&h, payload)? else {
                     return Ok(());
                 };
                 let mut grew = false;
@@ -501,9 +505,9 @@ impl H2 {
                     self.flush_blocked(conn);
                 }
             }
-            kind::PING => h2c::answer_ping(&h, &payload, conn.output())?,
+            kind::PING => h2c::answer_ping(&h, payload, conn.output())?,
             kind::WINDOW_UPDATE => {
-                let inc = h2c::window_update(&h, &payload, &mut self.conn_send_window)?;
+                let inc = h2c::window_update(&h, payload, &mut self.conn_send_window)?;
                 if h.stream == 0 {
                     self.flush_blocked(conn);
                 } else if let Some(s) = self.streams.get_mut(&h.stream) {
@@ -521,7 +525,7 @@ impl H2 {
             }
             kind::CONTINUATION => {
                 if let Some((stream, end_stream, block)) =
-                    self.continuation.continuation(&h, &payload)?
+                    self.continuation.continuation(&h, payload)?
                 {
                     self.headers(conn, stream, end_stream, &block, now, shared, ready)?;
                 }
@@ -557,7 +561,7 @@ impl H2 {
                     // Kept until its handler takes it; credited back then (see `pump`).
                     let keep = s.done.is_none();
                     if keep {
-                        s.data.extend_from_slice(&data);
+                        s.data.extend_from_slice(data);
                         s.buffered += data.len() as u32;
                         s.conn_held += data.len() as u32;
                     }
@@ -581,7 +585,7 @@ impl H2 {
                         self.end_stream(conn, h.stream);
                         return Ok(());
                     }
-                    s.data.extend_from_slice(&data);
+                    s.data.extend_from_slice(data);
                     s.buffered += data.len() as u32;
                 }
                 // Padding and dropped data go back to the connection window now, the
@@ -597,7 +601,7 @@ impl H2 {
                 }
             }
             kind::RST_STREAM => {
-                h2f::error_code(&payload)
+                h2f::error_code(payload)
                     .map_err(|_| conn_err(code::FRAME_SIZE_ERROR, "bad RST_STREAM"))?;
                 if self.streams.get(&h.stream).is_some_and(|s| !s.answered) {
                     // A stream reset before its request was even whole: what a rapid reset
@@ -663,7 +667,8 @@ impl H2 {
         let mut grpc_content = false;
         let mut encoding_ok = true;
         let mut gzip = false;
-        let mut meta: Vec<(String, Vec<u8>)> = Vec::new();
+        let meta = &mut self.meta;
+        meta.clear();
         let decoded = self.decoder.decode(block, |n, v| match n {
             b":path" => {
                 path_seen = true;
@@ -683,19 +688,11 @@ impl H2 {
                 gzip = v == b"gzip";
                 encoding_ok = gzip || v == b"identity";
             }
-            b"te" | b"user-agent" | b"grpc-accept-encoding" => {}
+            // HTTP's own headers, not the call's metadata: `content-length` describes the
+            // body (h2load and proxies send it; grpc clients do not).
+            b"te" | b"user-agent" | b"grpc-accept-encoding" | b"content-length" => {}
             n if n.first() == Some(&b':') => {}
-            n => {
-                if let Ok(k) = std::str::from_utf8(n) {
-                    // `-bin` values travel in base64; handlers see the bytes.
-                    let v = if k.ends_with("-bin") {
-                        grpc::base64_decode(v).unwrap_or_else(|| v.to_vec())
-                    } else {
-                        v.to_vec()
-                    };
-                    meta.push((metainfo_name(k), v));
-                }
-            }
+            n => meta.push(n, v),
         });
         match decoded {
             Ok(()) => {}
@@ -768,7 +765,7 @@ impl H2 {
             conn_held: 0,
             blocked: false,
             service: route.0,
-            meta: metadata_headers(stream, &meta),
+            meta: self.meta.headers(stream),
             timer: None,
             handler: None,
             wants_room: false,
@@ -1677,51 +1674,93 @@ impl RawOut for Out<'_, '_> {
     }
 }
 
-/// HTTP/2 header names are lower case: Kitex's metainfo arrives as `rpc-transit-KEY` or
-/// `rpc_transit_KEY` (and persist, backward); it is read back under its TTHeader names
-/// (`RPC_TRANSIT_KEY`, ...), as `ctx.transient` and `ctx.persistent` look for them. Other
-/// names stay as they are.
-fn metainfo_name(k: &str) -> String {
-    for (lower, upper) in [
-        ("rpc-transit-", "RPC_TRANSIT_"),
-        ("rpc_transit_", "RPC_TRANSIT_"),
-        ("rpc-persist-", "RPC_PERSIST_"),
-        ("rpc_persist_", "RPC_PERSIST_"),
-        ("rpc-backward-", "RPC_BACKWARD_"),
-        ("rpc_backward_", "RPC_BACKWARD_"),
-    ] {
-        if let Some(rest) = k.strip_prefix(lower) {
-            return format!("{upper}{rest}");
-        }
-    }
-    k.to_owned()
+/// A request's custom metadata as its headers are decoded: names and values back to
+/// back in one reused buffer, so that gathering them allocates nothing per header.
+#[derive(Debug, Default)]
+struct Metadata {
+    buf: Vec<u8>,
+    /// Where each header's name starts, where its value starts, and where it ends.
+    at: Vec<(usize, usize, usize)>,
 }
 
-/// A request's custom metadata as a TTHeader of string headers, the form middleware
-/// (trace context) and handlers (`ctx.transient`, `ctx.persistent`) read headers in;
-/// `None` when there is none.
-fn metadata_headers(stream: u32, meta: &[(String, Vec<u8>)]) -> Option<TTHeader> {
-    if meta.is_empty() {
-        return None;
+impl Metadata {
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.at.clear();
     }
-    let strs: Vec<(&str, &[u8])> = meta.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
-    let b = TTHeaderBuilder {
-        seq_id: stream as i32,
-        protocol_id: 4,
-        strs: &strs,
-        ..TTHeaderBuilder::default()
-    };
-    let mut out = BytesMut::new();
-    let start = b.begin(&mut out).ok()?;
-    // A frame carries a message: an empty Kitex Protobuf one stands in.
-    KitexPbHeader {
-        kind: MessageType::Call,
-        method: netpoll_codec::ByteString::from_static(""),
-        seq_id: stream as i32,
+
+    /// Keeps `name: value`: the name under its TTHeader name (see
+    /// [`push_metainfo_name`]), a `-bin` value decoded from its base64 (kept as it came
+    /// if it is not base64). Names that are not UTF-8 are dropped.
+    fn push(&mut self, name: &[u8], value: &[u8]) {
+        if std::str::from_utf8(name).is_err() {
+            return;
+        }
+        let start = self.buf.len();
+        push_metainfo_name(&mut self.buf, name);
+        let mid = self.buf.len();
+        match name.ends_with(b"-bin").then(|| grpc::base64_decode(value)) {
+            Some(Some(bytes)) => self.buf.extend_from_slice(&bytes),
+            _ => self.buf.extend_from_slice(value),
+        }
+        self.at.push((start, mid, self.buf.len()));
     }
-    .write_message_header(&mut out, 0);
-    TTHeaderBuilder::finish(&mut out, start).ok()?;
-    TTHeader::parse(out.freeze()).ok()
+
+    /// The metadata as a TTHeader of string headers, the form middleware (trace context)
+    /// and handlers (`ctx.transient`, `ctx.persistent`) read headers in; `None` when
+    /// there is none.
+    fn headers(&self, stream: u32) -> Option<TTHeader> {
+        if self.at.is_empty() {
+            return None;
+        }
+        let strs: Vec<(&str, &[u8])> = self
+            .at
+            .iter()
+            .filter_map(|&(a, m, e)| {
+                let name = std::str::from_utf8(&self.buf[a..m]).ok()?;
+                Some((name, &self.buf[m..e]))
+            })
+            .collect();
+        let b = TTHeaderBuilder {
+            seq_id: stream as i32,
+            protocol_id: 4,
+            strs: &strs,
+            ..TTHeaderBuilder::default()
+        };
+        let mut out = BytesMut::with_capacity(64 + self.buf.len() + 4 * strs.len());
+        let start = b.begin(&mut out).ok()?;
+        // A frame carries a message: an empty Kitex Protobuf one stands in.
+        KitexPbHeader {
+            kind: MessageType::Call,
+            method: netpoll_codec::ByteString::from_static(""),
+            seq_id: stream as i32,
+        }
+        .write_message_header(&mut out, 0);
+        TTHeaderBuilder::finish(&mut out, start).ok()?;
+        TTHeader::parse(out.freeze()).ok()
+    }
+}
+
+/// Appends a metadata name as handlers read it. HTTP/2 header names are lower case:
+/// Kitex's metainfo arrives as `rpc-transit-KEY` or `rpc_transit_KEY` (and persist,
+/// backward); it is read back under its TTHeader names (`RPC_TRANSIT_KEY`, ...), as
+/// `ctx.transient` and `ctx.persistent` look for them. Other names stay as they are.
+fn push_metainfo_name(out: &mut Vec<u8>, k: &[u8]) {
+    for (lower, upper) in [
+        (&b"rpc-transit-"[..], &b"RPC_TRANSIT_"[..]),
+        (b"rpc_transit_", b"RPC_TRANSIT_"),
+        (b"rpc-persist-", b"RPC_PERSIST_"),
+        (b"rpc_persist_", b"RPC_PERSIST_"),
+        (b"rpc-backward-", b"RPC_BACKWARD_"),
+        (b"rpc_backward_", b"RPC_BACKWARD_"),
+    ] {
+        if let Some(rest) = k.strip_prefix(lower) {
+            out.extend_from_slice(upper);
+            out.extend_from_slice(rest);
+            return;
+        }
+    }
+    out.extend_from_slice(k);
 }
 
 /// The HPACK block of response metadata a handler sent back (names that cannot travel
@@ -1758,10 +1797,38 @@ mod tests {
 
     #[test]
     fn kitex_metainfo_names_are_read_back_under_their_ttheader_names() {
-        assert_eq!(metainfo_name("rpc-transit-tenant"), "RPC_TRANSIT_tenant");
-        assert_eq!(metainfo_name("rpc_persist_user"), "RPC_PERSIST_user");
-        assert_eq!(metainfo_name("rpc-backward-x"), "RPC_BACKWARD_x");
-        assert_eq!(metainfo_name("traceparent"), "traceparent");
-        assert_eq!(metainfo_name("x-custom"), "x-custom");
+        let name = |k: &str| {
+            let mut out = Vec::new();
+            push_metainfo_name(&mut out, k.as_bytes());
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(name("rpc-transit-tenant"), "RPC_TRANSIT_tenant");
+        assert_eq!(name("rpc_persist_user"), "RPC_PERSIST_user");
+        assert_eq!(name("rpc-backward-x"), "RPC_BACKWARD_x");
+        assert_eq!(name("traceparent"), "traceparent");
+        assert_eq!(name("x-custom"), "x-custom");
+    }
+
+    #[test]
+    fn metadata_gathers_names_values_and_binary_values() {
+        let mut m = Metadata::default();
+        assert!(m.headers(1).is_none());
+        m.push(b"rpc-transit-tenant", b"t1");
+        m.push(b"trace-bin", b"AP8=");
+        m.push(b"odd-bin", b"not base64!");
+        m.push(b"\xff", b"dropped");
+        let h = m.headers(1).unwrap();
+        assert_eq!(
+            h.str_header("RPC_TRANSIT_tenant").as_deref(),
+            Some(&b"t1"[..])
+        );
+        assert_eq!(h.str_header("trace-bin").as_deref(), Some(&[0u8, 255][..]));
+        assert_eq!(
+            h.str_header("odd-bin").as_deref(),
+            Some(&b"not base64!"[..])
+        );
+        assert_eq!(h.str_headers().count(), 3);
+        m.clear();
+        assert!(m.headers(3).is_none());
     }
 }
