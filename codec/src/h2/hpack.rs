@@ -191,7 +191,18 @@ pub struct Decoder {
     allowed: usize,
     max_list: usize,
     scratch: [Vec<u8>; 2],
+    /// Short Huffman strings decoded lately, as (encoded, decoded): clients send some
+    /// literals again on every request (nghttp2 never indexes `:path`), and comparing
+    /// a few bytes costs less than decoding them.
+    recent: [(Vec<u8>, Vec<u8>); RECENT],
+    /// Which of `recent` the next new string replaces.
+    next_recent: usize,
 }
+
+/// How many decoded Huffman strings a decoder remembers.
+const RECENT: usize = 4;
+/// The longest encoded string it remembers (longer ones are decoded each time).
+const RECENT_MAX: usize = 64;
 
 impl Decoder {
     /// A decoder whose table may hold `max_table` bytes (our
@@ -205,6 +216,8 @@ impl Decoder {
             allowed: max_table,
             max_list,
             scratch: [Vec::new(), Vec::new()],
+            recent: Default::default(),
+            next_recent: 0,
         }
     }
 
@@ -265,9 +278,25 @@ impl Decoder {
         if !huffman {
             return Ok(Str::Block(start, end));
         }
+        let encoded = &block[start..end];
         let buf = &mut self.scratch[which];
         buf.clear();
-        huffman::decode(&block[start..end], buf).map_err(HpackError::Huffman)?;
+        if encoded.len() > RECENT_MAX {
+            huffman::decode(encoded, buf).map_err(HpackError::Huffman)?;
+            return Ok(Str::Scratch(which));
+        }
+        if let Some((_, decoded)) = self.recent.iter().find(|(e, _)| e[..] == *encoded) {
+            buf.extend_from_slice(decoded);
+            return Ok(Str::Scratch(which));
+        }
+        huffman::decode(encoded, buf).map_err(HpackError::Huffman)?;
+        // Only strings that decoded are remembered.
+        let (e, d) = &mut self.recent[self.next_recent];
+        self.next_recent = (self.next_recent + 1) % RECENT;
+        e.clear();
+        e.extend_from_slice(encoded);
+        d.clear();
+        d.extend_from_slice(buf);
         Ok(Str::Scratch(which))
     }
 
@@ -541,6 +570,29 @@ mod tests {
         ] {
             assert!(decode(&mut d, bad).is_err(), "{bad:x?}");
         }
+    }
+
+    #[test]
+    fn repeated_huffman_literals_decode_the_same_from_memory() {
+        // Literals without indexing, Huffman-coded, as nghttp2 sends `:path` each time:
+        // more distinct strings than the decoder remembers, in turn, twice over.
+        let values: Vec<String> = (0..RECENT + 2).map(|i| format!("/pkg.Svc/M{i}")).collect();
+        let mut d = Decoder::new(4096, 1 << 20);
+        for _ in 0..2 {
+            for v in values.iter().chain(values.iter().rev()) {
+                let mut block = Vec::new();
+                encode(&mut block, b":path", v.as_bytes(), true);
+                encode(&mut block, b"x-long", "v".repeat(200).as_bytes(), true);
+                let got = decode(&mut d, &block).unwrap();
+                assert_eq!(got[0], (":path".into(), v.clone()));
+                assert_eq!(got[1].1, "v".repeat(200));
+            }
+        }
+        // A string that does not decode is not remembered: it fails every time.
+        for _ in 0..2 {
+            assert!(decode(&mut d, &[0x00, 0x81, 0x00, 0x00]).is_err());
+        }
+        assert_eq!(d.table_size(), 0);
     }
 
     #[test]

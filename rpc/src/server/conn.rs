@@ -45,9 +45,11 @@ const CRRST: Headers<'static> = Headers {
 /// What `serve` needs of a gRPC call beyond its message.
 struct GrpcCall<'a> {
     h2: &'a mut H2,
+    /// Its stream: the call's sequence id.
+    stream: u32,
     timeout: Option<std::time::Duration>,
-    /// The service its path named (full name).
-    service: &'static str,
+    /// The service and method its path named.
+    route: super::router::Route,
     /// Its metadata, as headers.
     meta: Option<netpoll_codec::frame::TTHeader>,
     /// How its method streams.
@@ -239,8 +241,14 @@ impl ServerConn {
     ) -> Result<(), CloseCause> {
         let frame_len = frame.len();
         let shared = &*self.shared;
-        let (grpc, grpc_timeout, grpc_service, grpc_meta, kind) = match grpc {
-            Some(g) => (Some(g.h2), g.timeout, Some(g.service), g.meta, g.kind),
+        let (grpc, grpc_timeout, grpc_route, grpc_meta, kind) = match grpc {
+            Some(g) => (
+                Some(g.h2),
+                g.timeout,
+                Some((g.route, g.stream)),
+                g.meta,
+                g.kind,
+            ),
             None => (None, None, None, None, StreamKind::Unary),
         };
         // A frame whose envelope cannot be read cannot be answered: close.
@@ -261,14 +269,26 @@ impl ServerConn {
                 (parsed, Some(f))
             }
             Proto::Grpc => {
-                let mut parsed = wire::parse_message(
-                    Transport::Custom(GRPC_TRANSPORT),
-                    wire::Payload::Protobuf,
-                    frame,
-                )
-                .map_err(|_| CloseCause::BadFrame)?;
-                // Its metadata, read as headers by middleware and handlers.
-                parsed.ttheader = grpc_meta;
+                // The HTTP/2 layer routed it and took the message out of its stream: the
+                // envelope is made, not read, and the stream's id is its sequence id.
+                let Some((route, stream)) = grpc_route else {
+                    return Err(CloseCause::BadFrame);
+                };
+                let (svc, index) = shared.router.at(route);
+                let stream = stream as i32;
+                let parsed = wire::Parsed {
+                    envelope: wire::Envelope {
+                        transport: Transport::Custom(GRPC_TRANSPORT),
+                        payload: wire::Payload::Protobuf,
+                        method: netpoll_codec::ByteString::from_static(svc.methods()[index].name),
+                        seq_id: stream,
+                        header_seq: stream,
+                        kind: MessageType::Call,
+                    },
+                    body: frame,
+                    // Its metadata, read as headers by middleware and handlers.
+                    ttheader: grpc_meta,
+                };
                 (parsed, None)
             }
         };
@@ -294,9 +314,9 @@ impl ServerConn {
             sink.reply(slot, |out, h| wire::write_status(env, out, &s, h));
             return Ok(());
         }
-        let route = match grpc_service {
-            // A gRPC path names the service fully.
-            Some(full) => shared.router.find_full(full, &env.method),
+        let route = match grpc_route {
+            // Routed by its path already.
+            Some((route, _)) => Some(shared.router.at(route)),
             None => shared.router.find(&env.method, env.payload, || {
                 tt.and_then(|t| t.str_header(frame::str_key::IDL_SERVICE_NAME))
             }),
@@ -596,8 +616,9 @@ impl ServerConn {
                 headers,
                 Some(GrpcCall {
                     h2: &mut h2,
+                    stream: call.stream,
                     timeout: call.timeout,
-                    service: call.service,
+                    route: call.route,
                     meta: call.meta,
                     kind: call.kind,
                 }),

@@ -29,7 +29,7 @@ use netpoll_codec::h2::frame::{self as h2f, code, flag, kind, setting, FrameHead
 use netpoll_codec::h2::{grpc, hpack};
 use netpoll_codec::thrift::{ApplicationException, ApplicationExceptionKind, MessageType};
 
-use super::router::Fnv;
+use super::router::{Fnv, Route};
 use super::stats::CloseCause;
 use super::stream::{self, Push, PushFn, RawOut, RawStream, Remote, StreamKind};
 use super::Shared;
@@ -86,11 +86,10 @@ const CONN_WINDOW: u32 = 16 << 20;
 struct Stream {
     /// How its method streams.
     kind: StreamKind,
-    /// The request: a Kitex Protobuf message header written when the HEADERS came
-    /// (`header_len` bytes), then the DATA as it arrives. For a client- or
-    /// bidirectional-streaming call, the messages not yet handed to its handler.
+    /// The request as its DATA arrives (a gRPC message: prefix, then the message). For a
+    /// client- or bidirectional-streaming call, the messages not yet handed to its
+    /// handler.
     data: BytesMut,
-    header_len: usize,
     /// The caller's `grpc-timeout`.
     timeout: Option<Duration>,
     /// When its HEADERS arrived.
@@ -120,8 +119,8 @@ struct Stream {
     conn_held: u32,
     /// Its reply waits for window (it is in `blocked`).
     blocked: bool,
-    /// The service its `:path` named.
-    service: &'static str,
+    /// Its service and method.
+    route: Route,
     /// Its request's custom metadata, as the call's headers.
     meta: Option<TTHeader>,
     /// Its deadline's timer, while its reply is deferred.
@@ -243,8 +242,10 @@ pub(crate) struct Ready {
     /// The request's custom metadata (`traceparent`, `RPC_TRANSIT_*`, ...), in the form
     /// middleware and handlers read headers in.
     pub(crate) meta: Option<TTHeader>,
-    /// The service `:path` named (its full name).
-    pub(crate) service: &'static str,
+    /// The service and method `:path` named.
+    pub(crate) route: Route,
+    /// The request message (protobuf, without gRPC's prefix; empty for client and
+    /// bidirectional streaming, whose messages go to the stream's handler).
     pub(crate) message: Bytes,
     pub(crate) arrived: Instant,
     pub(crate) timeout: Option<Duration>,
@@ -290,8 +291,8 @@ pub(crate) struct H2 {
     rt: Option<netpoll::RuntimeHandle>,
     push: PushFn,
     goaway: bool,
-    /// The flood counters' current second, and what it has seen.
-    second: Option<Instant>,
+    /// When the flood counters' current second ends, and what it has seen.
+    second_ends: Option<Instant>,
     control_frames: u32,
     resets: u32,
     /// Reused for replies the services write.
@@ -349,7 +350,7 @@ impl H2 {
             rt: None,
             push,
             goaway: false,
-            second: None,
+            second_ends: None,
             control_frames: 0,
             resets: 0,
             scratch: BytesMut::new(),
@@ -461,11 +462,9 @@ impl H2 {
         ready: &mut Vec<Ready>,
     ) -> Result<(), ConnError> {
         self.continuation.check(&h)?;
-        if self
-            .second
-            .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1))
-        {
-            self.second = Some(now);
+        // Compared, not subtracted: this runs for every frame.
+        if self.second_ends.is_none_or(|end| now >= end) {
+            self.second_ends = Some(now + Duration::from_secs(1));
             self.control_frames = 0;
             self.resets = 0;
         }
@@ -574,9 +573,7 @@ impl H2 {
                 }
                 s.unacked += len;
                 if !s.answered {
-                    if s.data.len() - s.header_len + data.len()
-                        > shared.max_frame + grpc::PREFIX_LEN
-                    {
+                    if s.data.len() + data.len() > shared.max_frame + grpc::PREFIX_LEN {
                         s.answered = true;
                         self.conn_unacked += len;
                         let why = format!("request message larger than {} bytes", shared.max_frame);
@@ -674,9 +671,7 @@ impl H2 {
                 path_seen = true;
                 found = std::str::from_utf8(v).ok().and_then(|p| {
                     let (svc, method) = p.strip_prefix('/')?.split_once('/')?;
-                    router
-                        .find_full(svc, method)
-                        .map(|(s, i)| (s.full_name(), s.methods()[i].name, s.methods()[i].kind))
+                    router.find_full(svc, method)
                 });
                 if found.is_none() {
                     unknown = String::from_utf8_lossy(v).into_owned();
@@ -723,7 +718,7 @@ impl H2 {
             self.refuse(conn, stream, end_stream, 3, "not a gRPC request"); // INVALID_ARGUMENT
             return Ok(());
         }
-        let Some(route) = found else {
+        let Some(at) = found else {
             let why = format!("unknown method {unknown}");
             self.refuse(conn, stream, end_stream, 12, &why); // UNIMPLEMENTED
             return Ok(());
@@ -738,19 +733,11 @@ impl H2 {
             );
             return Ok(());
         }
-        let mut data = BytesMut::with_capacity(256);
-        let header = KitexPbHeader {
-            kind: MessageType::Call,
-            method: netpoll_codec::ByteString::from_static(route.1),
-            seq_id: stream as i32,
-        };
-        header.write_message_header(&mut data, 0);
-        let header_len = data.len();
-        let kind = route.2;
+        let (service, method) = router.at(at);
+        let kind = service.methods()[method].kind;
         let mut s = Stream {
             kind,
-            data,
-            header_len,
+            data: BytesMut::new(),
             timeout,
             arrived: now,
             remote_closed: end_stream,
@@ -764,7 +751,7 @@ impl H2 {
             buffered: 0,
             conn_held: 0,
             blocked: false,
-            service: route.0,
+            route: at,
             meta: self.meta.headers(stream),
             timer: None,
             handler: None,
@@ -778,15 +765,13 @@ impl H2 {
             extra_headers: None,
         };
         if matches!(kind, StreamKind::Client | StreamKind::Bidi) {
-            // The call opens now; its messages follow, to its handler.
-            let message = s.data.split().freeze();
-            s.header_len = 0;
+            // The call opens now, without a message; its messages follow, to its handler.
             ready.push(Ready {
                 stream,
                 kind,
                 meta: s.meta.take(),
-                service: s.service,
-                message,
+                route: at,
+                message: Bytes::new(),
                 arrived: now,
                 timeout,
             });
@@ -818,7 +803,7 @@ impl H2 {
             }
             return;
         }
-        let body = &s.data[s.header_len..];
+        let body = &s.data[..];
         let whole = match grpc::message(body, usize::MAX) {
             Ok(grpc::Message::Whole { compressed, len })
                 if len + grpc::PREFIX_LEN == body.len() =>
@@ -834,10 +819,8 @@ impl H2 {
             }
             Some(true) => match grpc::gunzip(&body[grpc::PREFIX_LEN..], self.max_message) {
                 Ok(plain) => {
-                    // The header, a prefix's room, then the message as it was sent.
-                    let h = s.header_len;
-                    let mut data = BytesMut::with_capacity(h + grpc::PREFIX_LEN + plain.len());
-                    data.extend_from_slice(&s.data[..h]);
+                    // A prefix's room, then the message as it was sent.
+                    let mut data = BytesMut::with_capacity(grpc::PREFIX_LEN + plain.len());
                     data.extend_from_slice(&[0; grpc::PREFIX_LEN]);
                     data.extend_from_slice(&plain);
                     s.data = data;
@@ -859,10 +842,8 @@ impl H2 {
             self.end_stream(conn, stream);
             return;
         }
-        // Move the message header over the 5-byte prefix: header, then the message.
+        // The message, without its prefix.
         self.conn_unacked += std::mem::take(&mut s.buffered);
-        let h = s.header_len;
-        s.data.copy_within(0..h, grpc::PREFIX_LEN);
         let mut data = std::mem::take(&mut s.data);
         data.advance(grpc::PREFIX_LEN);
         s.answered = true;
@@ -870,7 +851,7 @@ impl H2 {
             stream,
             kind: s.kind,
             meta: s.meta.take(),
-            service: s.service,
+            route: s.route,
             message: data.freeze(),
             arrived: s.arrived,
             timeout: s.timeout,

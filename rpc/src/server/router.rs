@@ -35,6 +35,14 @@ impl Hasher for Fnv {
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
+/// Where a call goes: a service of the router and the index of its method, found once
+/// (when a gRPC stream's headers come) and used again when the call is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub(crate) service: usize,
+    pub(crate) method: usize,
+}
+
 /// The services of a server and their methods.
 pub(crate) struct Router {
     services: Vec<Arc<dyn Service>>,
@@ -73,16 +81,24 @@ impl Router {
 
     /// The Protobuf service whose full name (`package.Service`) is `service`, and the
     /// index of its method `method`: how a gRPC path is routed.
-    pub(crate) fn find_full(
-        &self,
-        service: &str,
-        method: &str,
-    ) -> Option<(&Arc<dyn Service>, usize)> {
+    pub(crate) fn find_full(&self, service: &str, method: &str) -> Option<Route> {
         self.by_method
             .get(method)?
             .iter()
-            .map(|&(si, mi)| (&self.services[si], mi))
-            .find(|(s, _)| s.idl() == super::Idl::Protobuf && s.full_name() == service)
+            .copied()
+            .find(|&(si, _)| {
+                let s = &self.services[si];
+                s.idl() == super::Idl::Protobuf && s.full_name() == service
+            })
+            .map(|(si, mi)| Route {
+                service: si,
+                method: mi,
+            })
+    }
+
+    /// The service and method index a [`Route`] found.
+    pub(crate) fn at(&self, route: Route) -> (&Arc<dyn Service>, usize) {
+        (&self.services[route.service], route.method)
     }
 
     /// The service and method index for `method` arriving as `payload`. When several
