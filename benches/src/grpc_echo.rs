@@ -290,14 +290,13 @@ impl Session for GrpcSession {
                 return Err(ReplyError(format!("stream {} reset", h.stream)));
             }
             kind::HEADERS => {
-                let block = h2f::content(&h, Bytes::copy_from_slice(payload))
-                    .map_err(|e| ReplyError(e.0.into()))?;
+                let block = h2f::content(&h, payload).map_err(|e| ReplyError(e.0.into()))?;
                 let end = h.has(flag::END_STREAM);
                 if !h.has(flag::END_HEADERS) {
                     self.continuation = Some((h.stream, end, block.to_vec()));
                     return Ok(skip);
                 }
-                return self.headers(h.stream, end, &block, len);
+                return self.headers(h.stream, end, block, len);
             }
             kind::DATA => {
                 let mut data = payload;
