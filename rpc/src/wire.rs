@@ -41,30 +41,23 @@ fn write_grpc_meta(out: &mut BytesMut, h: &Headers<'_>) {
     }
 }
 
-/// Splits a gRPC reply into the metadata it sends back and its message.
-pub(crate) fn read_grpc_meta(
-    mut reply: bytes::Bytes,
-) -> Option<(Vec<(String, bytes::Bytes)>, bytes::Bytes)> {
-    use bytes::Buf;
-    let mut meta = Vec::new();
-    if reply.len() < 2 {
-        return None;
+/// The metadata a gRPC reply sends back: names and values, read in place.
+pub(crate) type ReplyMeta<'a> = Vec<(std::borrow::Cow<'a, str>, &'a [u8])>;
+
+/// Splits a gRPC reply into the metadata it sends back and its message, in place.
+pub(crate) fn read_grpc_meta(mut reply: &[u8]) -> Option<(ReplyMeta<'_>, &[u8])> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = b.split_at_checked(n)?;
+        *b = rest;
+        Some(head)
     }
-    let n = reply.get_u16();
+    let n = u16::from_be_bytes(take(&mut reply, 2)?.try_into().ok()?);
+    let mut meta = Vec::new();
     for _ in 0..n {
-        if reply.len() < 2 {
-            return None;
-        }
-        let kl = usize::from(reply.get_u16());
-        if reply.len() < kl + 4 {
-            return None;
-        }
-        let k = String::from_utf8_lossy(&reply.split_to(kl)).into_owned();
-        let vl = reply.get_u32() as usize;
-        if reply.len() < vl {
-            return None;
-        }
-        meta.push((k, reply.split_to(vl)));
+        let kl = usize::from(u16::from_be_bytes(take(&mut reply, 2)?.try_into().ok()?));
+        let k = String::from_utf8_lossy(take(&mut reply, kl)?);
+        let vl = u32::from_be_bytes(take(&mut reply, 4)?.try_into().ok()?) as usize;
+        meta.push((k, take(&mut reply, vl)?));
     }
     Some((meta, reply))
 }

@@ -884,23 +884,23 @@ impl H2 {
     /// A service's reply (a Kitex Protobuf message of [`GRPC_TRANSPORT`]): sent on its
     /// stream as HEADERS, DATA and trailers, or as trailers alone for an error. A stream
     /// reset meanwhile takes nothing.
-    pub(crate) fn reply(&mut self, conn: &mut Conn<'_>, message: Bytes) {
+    pub(crate) fn reply(&mut self, conn: &mut Conn<'_>, message: &[u8]) {
         let parsed = crate::wire::read_grpc_meta(message).and_then(|(meta, m)| {
-            KitexPbHeader::parse_message(m)
+            KitexPbHeader::split_message(m)
                 .ok()
-                .map(|(h, b)| (meta, h, b))
+                .map(|(kind, seq_id, b)| (meta, kind, seq_id, b))
         });
-        let Some((meta, header, body)) = parsed else {
+        let Some((meta, reply_kind, seq_id, body)) = parsed else {
             tracing::warn!("a gRPC reply could not be read back; dropped");
             return;
         };
-        let stream = header.seq_id as u32;
+        let stream = seq_id as u32;
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
         // What the handler sends back: response metadata, in our HEADERS.
         s.extra_headers = metadata_block(&meta);
-        if header.kind == MessageType::Exception {
+        if reply_kind == MessageType::Exception {
             let e: crate::wire::GrpcStatus = prost::Message::decode(body).unwrap_or_default();
             let code = if e.code != 0 {
                 e.code.min(16) as u8
@@ -940,7 +940,7 @@ impl H2 {
             h2f::write_headers(out, stream, &block, false, self.peer_max_frame);
             h2f::write_header(out, framed, kind::DATA, 0, stream);
             grpc::write_prefix(out, false, body.len());
-            out.extend_from_slice(&body);
+            out.extend_from_slice(body);
             h2f::write_headers(out, stream, &self.ok_trailers, true, self.peer_max_frame);
             if !s.remote_closed {
                 h2f::write_rst_stream(out, stream, code::NO_ERROR);
@@ -954,14 +954,14 @@ impl H2 {
         let mut data;
         if s.gzip {
             let mut z = Vec::new();
-            grpc::gzip(&body, &mut z);
+            grpc::gzip(body, &mut z);
             data = BytesMut::with_capacity(grpc::PREFIX_LEN + z.len());
             grpc::write_prefix(&mut data, true, z.len());
             data.extend_from_slice(&z);
         } else {
             data = BytesMut::with_capacity(grpc::PREFIX_LEN + body.len());
             grpc::write_prefix(&mut data, false, body.len());
-            data.extend_from_slice(&body);
+            data.extend_from_slice(body);
         }
         self.queued += data.len();
         s.out = data;
@@ -1746,12 +1746,13 @@ fn push_metainfo_name(out: &mut Vec<u8>, k: &[u8]) {
 
 /// The HPACK block of response metadata a handler sent back (names that cannot travel
 /// as gRPC metadata are dropped); `None` when there is none.
-fn metadata_block(meta: &[(String, Bytes)]) -> Option<Vec<u8>> {
+fn metadata_block<K: AsRef<str>, V: AsRef<[u8]>>(meta: &[(K, V)]) -> Option<Vec<u8>> {
     if meta.is_empty() {
         return None;
     }
     let mut block = Vec::new();
     for (k, v) in meta {
+        let (k, v) = (k.as_ref(), v.as_ref());
         match crate::wire::grpc_metadata(k, v) {
             Some((n, v)) => hpack::encode(&mut block, n.as_bytes(), &v, false),
             None => tracing::debug!(name = %k, "cannot travel as gRPC metadata; not sent"),

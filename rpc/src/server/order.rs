@@ -144,11 +144,12 @@ impl Sink<'_, '_> {
         write: impl FnOnce(&mut BytesMut, &Headers<'_>),
     ) {
         if let Some(h2) = self.grpc.as_deref_mut() {
+            // Written into the connection's reused buffer, read back from it in place.
             let mut buf = std::mem::take(&mut h2.scratch);
+            buf.clear();
             write(&mut buf, self.headers);
-            let message = buf.split().freeze();
+            h2.reply(self.conn, &buf);
             h2.scratch = buf;
-            h2.reply(self.conn, message);
             return;
         }
         match slot {
