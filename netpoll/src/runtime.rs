@@ -368,6 +368,20 @@ impl RuntimeHandle {
         c
     }
 
+    /// The index of this runtime's core running on the calling thread, if the caller is
+    /// on one of them (a handler, a task, a timer or a callback of this runtime); `None`
+    /// on any other thread, a core of another runtime included. Code that may run either
+    /// on or off the runtime uses it to keep work on the caller's core.
+    pub fn local_core(&self) -> Option<usize> {
+        let here = crate::core::local_remote();
+        if here.is_null() {
+            return None;
+        }
+        self.cores
+            .iter()
+            .position(|r| std::ptr::eq(Arc::as_ptr(r), here))
+    }
+
     /// Runs `task` on core `core` (modulo the number of cores) soon. Wakes the core with an
     /// eventfd write only if it is idle.
     pub fn spawn(

@@ -82,6 +82,13 @@ pub fn current_core() -> Option<usize> {
     CURRENT_CORE.with(|c| c.get())
 }
 
+/// The cross-thread half of the core running on this thread, by address (null on a
+/// thread that runs no core): how a [`RuntimeHandle`](crate::RuntimeHandle) tells whether
+/// the caller is on one of its own cores.
+pub(crate) fn local_remote() -> *const Remote {
+    LOCAL.with(|l| l.borrow().0)
+}
+
 /// A task sent to a core from another thread.
 pub(crate) type Task = Box<dyn FnOnce(&mut Core) + Send>;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use netpoll::{ConnId, Core, RuntimeHandle};
 
-use super::conn::{ClientConn, Done, Encode};
+use super::conn::{Call, ClientConn, Closures, Encode};
 use super::framing::ReplyFraming;
 use crate::CallError;
 
@@ -132,8 +132,19 @@ impl Channel {
         timeout: Option<Duration>,
         done: impl FnOnce(Result<Bytes, CallError>) + Send + 'static,
     ) {
+        let call = Box::new(Closures {
+            encode: Some(encode),
+            done: Some(done),
+        });
+        self.send_call(call, timeout);
+    }
+
+    /// Sends a call given as one object (the typed client's call state): one allocation
+    /// per call, and none more for its hop to the connection's core when the caller is on
+    /// that core.
+    pub(crate) fn send_call(&self, call: Call, timeout: Option<Duration>) {
         let timeout = timeout.or(self.inner.cfg.call_timeout);
-        self.dispatch(Box::new(encode), timeout, Some(Box::new(done)));
+        self.dispatch(call, timeout, true);
     }
 
     /// Sends a oneway call: no reply is expected, none is waited for.
@@ -141,7 +152,11 @@ impl Channel {
         &self,
         encode: impl FnOnce(&mut BytesMut, i32) -> Result<(), CallError> + Send + 'static,
     ) {
-        self.dispatch(Box::new(encode), None, None);
+        let call = Box::new(Closures {
+            encode: Some(encode),
+            done: None::<fn(Result<Bytes, CallError>)>,
+        });
+        self.dispatch(call, None, false);
     }
 
     /// Opens the channel's connections now, before the first call.
@@ -224,15 +239,80 @@ impl Channel {
         &self.inner.rt
     }
 
-    fn dispatch(&self, encode: Encode, timeout: Option<Duration>, done: Option<Done>) {
-        let inner = self.inner.clone();
-        let slot = inner.next.fetch_add(1, Ordering::Relaxed) % inner.slots.len();
-        let core = slot % inner.rt.cores().max(1);
-        // If the core has stopped the task is dropped, and with it `done`: a blocking
+    fn dispatch(&self, call: Call, timeout: Option<Duration>, reply: bool) {
+        let inner = &self.inner;
+        let cores = inner.rt.cores().max(1);
+        let n = inner.slots.len();
+        let next = inner.next.fetch_add(1, Ordering::Relaxed);
+        // Called on one of the runtime's cores (a reply callback making the next call, a
+        // handler of a server on the same runtime): a connection of this core's, so the
+        // call needs no hop to another thread.
+        let local = inner.rt.local_core();
+        let slot = match local {
+            Some(c) if c < n => c + cores * (next % (n - c).div_ceil(cores)),
+            _ => next % n,
+        };
+        let core = slot % cores;
+        if local == Some(core) {
+            return outbox_push(&inner.rt, core, (inner.clone(), slot, call, timeout, reply));
+        }
+        let inner = inner.clone();
+        // If the core has stopped the task is dropped, and with it the call: a blocking
         // caller then sees RuntimeStopped.
         let _ = self.inner.rt.spawn(core, move |c: &mut Core| {
-            inner.start(c, slot, encode, timeout, done)
+            inner.start(c, slot, call, timeout, reply)
         });
+    }
+}
+
+/// A call made on the core that owns its connection, waiting for the end of the loop
+/// turn: its channel, pool slot, call, timeout, and whether it expects a reply.
+type Queued = (Arc<Inner>, usize, Call, Option<Duration>, bool);
+
+/// The calls a core made to its own connections during the current loop turn. Sent
+/// at the end of the turn by one task for all of them, instead of one task each; not
+/// sent directly from the callback that made them, because that callback may run inside
+/// the very connection's handler the call goes to.
+#[derive(Default)]
+struct Outbox {
+    calls: Vec<Queued>,
+    /// A task that sends them is queued on the core.
+    scheduled: bool,
+}
+
+thread_local! {
+    static OUTBOX: std::cell::RefCell<Outbox> = std::cell::RefCell::default();
+}
+
+fn outbox_push(rt: &RuntimeHandle, core: usize, q: Queued) {
+    let schedule = OUTBOX.with(|o| {
+        let mut o = o.borrow_mut();
+        o.calls.push(q);
+        !std::mem::replace(&mut o.scheduled, true)
+    });
+    if schedule && rt.spawn(core, outbox_send).is_err() {
+        // The core is stopping: the calls are dropped with the thread, as a task would be.
+        OUTBOX.with(|o| o.borrow_mut().scheduled = false);
+    }
+}
+
+/// On the core: sends the calls it queued for itself (and those their failures queue).
+fn outbox_send(core: &mut Core) {
+    let mut batch = Vec::new();
+    loop {
+        OUTBOX.with(|o| {
+            let mut o = o.borrow_mut();
+            std::mem::swap(&mut o.calls, &mut batch);
+            if batch.is_empty() {
+                o.scheduled = false;
+            }
+        });
+        if batch.is_empty() {
+            return;
+        }
+        for (inner, slot, call, timeout, reply) in batch.drain(..) {
+            inner.start(core, slot, call, timeout, reply);
+        }
     }
 }
 
@@ -282,28 +362,45 @@ impl Inner {
         &self,
         core: &mut Core,
         slot: usize,
-        encode: Encode,
+        call: Call,
         timeout: Option<Duration>,
-        done: Option<Done>,
+        reply: bool,
     ) {
+        let mut pending = Some(call);
+        // The slot's connection as it is, if it takes calls (the common case: one
+        // lookup); else the one `connection` finds or opens.
+        let current = *self.slots[slot].lock().unwrap_or_else(|p| p.into_inner());
+        let sent = current.and_then(|id| {
+            core.with_handler::<ClientConn, _>(id, |h, conn| {
+                if h.retiring {
+                    return false;
+                }
+                if let Some(call) = pending.take() {
+                    h.submit(conn, call, timeout, reply);
+                }
+                true
+            })
+        });
+        if sent == Some(true) {
+            return;
+        }
         let id = match self.connection(core, slot) {
             Ok(id) => id,
             Err(e) => {
-                if let Some(done) = done {
-                    done(Err(CallError::Connect(e)));
+                if let (Some(call), true) = (pending, reply) {
+                    call.done(Err(CallError::Connect(e)));
                 }
                 return;
             }
         };
-        let mut pending = Some((encode, done));
         core.with_handler::<ClientConn, _>(id, |h, conn| {
-            if let Some((encode, done)) = pending.take() {
-                h.submit(conn, encode, timeout, done);
+            if let Some(call) = pending.take() {
+                h.submit(conn, call, timeout, reply);
             }
         });
-        if let Some((_, Some(done))) = pending {
+        if let (Some(call), true) = (pending, reply) {
             // Not sent: as safe to retry as a failed connect.
-            done(Err(CallError::Connect(std::io::Error::new(
+            call.done(Err(CallError::Connect(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
                 "the connection closed before the call was sent",
             ))));

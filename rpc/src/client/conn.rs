@@ -1,6 +1,7 @@
 //! One client connection: the calls in flight on it, matched to replies by sequence id.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use netpoll::{CloseReason, Conn, Core, Handler, Input, TimerId};
 use super::framing::{ReplyFraming, ReplySplit};
 use super::grpc::{H2Client, FLUSH_TIMER, STREAM_TIMER};
 use super::stream::{Op, Shared};
+use crate::server::router::Fnv;
 use crate::CallError;
 
 /// Writes one request frame carrying the given sequence id into a connection's output, or
@@ -20,8 +22,50 @@ pub type Encode = Box<dyn FnOnce(&mut BytesMut, i32) -> Result<(), CallError> + 
 /// buffer), or why there is none. Runs on the core that owns the connection.
 pub type Done = Box<dyn FnOnce(Result<Bytes, CallError>) + Send>;
 
+/// A call as a connection holds it: it writes its request frame, then takes its outcome.
+/// One boxed object per call, whatever the caller's shape (closures, or the typed
+/// client's own call state, which is sent again as is when the call is retried).
+pub(crate) trait Outgoing: Send {
+    /// Writes the request frame carrying `seq` into `out`, or says why it cannot (leaving
+    /// `out` as it was).
+    fn encode(&mut self, out: &mut BytesMut, seq: i32) -> Result<(), CallError>;
+    /// The call's outcome: the whole reply frame (a view of the receive buffer), or why
+    /// there is none. Runs on the connection's core; never for a oneway call.
+    fn done(self: Box<Self>, result: Result<Bytes, CallError>);
+}
+
+/// A boxed [`Outgoing`].
+pub(crate) type Call = Box<dyn Outgoing>;
+
+/// A call given as an encoder and a callback (`done` is `None` for a oneway call).
+pub(crate) struct Closures<E, D> {
+    pub(crate) encode: Option<E>,
+    pub(crate) done: Option<D>,
+}
+
+impl<E, D> Outgoing for Closures<E, D>
+where
+    E: FnOnce(&mut BytesMut, i32) -> Result<(), CallError> + Send,
+    D: FnOnce(Result<Bytes, CallError>) + Send,
+{
+    fn encode(&mut self, out: &mut BytesMut, seq: i32) -> Result<(), CallError> {
+        match self.encode.take() {
+            Some(e) => e(out, seq),
+            None => Err(CallError::Protocol(crate::reason(
+                "a call was encoded twice",
+            ))),
+        }
+    }
+
+    fn done(self: Box<Self>, result: Result<Bytes, CallError>) {
+        if let Some(d) = self.done {
+            d(result)
+        }
+    }
+}
+
 struct Pending {
-    done: Done,
+    call: Call,
     timer: Option<TimerId>,
     /// Where the request sits in the stream of bytes written to the connection.
     start: u64,
@@ -32,7 +76,9 @@ struct Pending {
 pub(crate) struct ClientConn {
     framing: Arc<dyn ReplyFraming>,
     next_seq: i32,
-    pending: HashMap<i32, Pending>,
+    /// Calls waiting for their reply, by sequence id (FNV: SipHash cost more than the
+    /// rest of the lookup).
+    pending: HashMap<i32, Pending, BuildHasherDefault<Fnv>>,
     /// Bytes of requests written to the connection so far.
     written: u64,
     /// Timed-out requests still in the unsent output, by stream position: dropped once
@@ -65,7 +111,7 @@ impl ClientConn {
             h2: framing.grpc().map(|t| Box::new(H2Client::new(t, addr))),
             framing,
             next_seq: 0,
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             written: 0,
             withdrawn: std::collections::BTreeMap::new(),
             max_queued,
@@ -119,7 +165,7 @@ impl ClientConn {
                 if let Some(t) = p.timer {
                     conn.cancel_timer(t);
                 }
-                (p.done)(result);
+                p.call.done(result);
             }
         }
     }
@@ -137,13 +183,14 @@ impl ClientConn {
         }
     }
 
-    /// Sends a call. `done` is `None` for a oneway call, which gets no reply.
+    /// Sends a call; `reply` is false for a oneway call, which gets no reply (and whose
+    /// `done` is never called).
     pub(crate) fn submit(
         &mut self,
         conn: &mut Conn<'_>,
-        encode: Encode,
+        mut call: Call,
         timeout: Option<Duration>,
-        done: Option<Done>,
+        reply: bool,
     ) {
         let mut seq = self.next_seq;
         // A sequence id still waiting for its reply after 2^32 calls is skipped, not reused.
@@ -156,16 +203,17 @@ impl ClientConn {
         if queued >= self.max_queued {
             // The server is not taking what we send: fail at once instead of queueing
             // without bound.
-            match done {
-                Some(done) => done(Err(CallError::QueueFull {
+            if reply {
+                call.done(Err(CallError::QueueFull {
                     queued,
                     limit: self.max_queued,
-                })),
-                None => tracing::warn!(
+                }));
+            } else {
+                tracing::warn!(
                     queued,
                     limit = self.max_queued,
                     "oneway call dropped: the connection's send queue is full"
-                ),
+                );
             }
             return;
         }
@@ -174,46 +222,46 @@ impl ClientConn {
         if let Some(h2) = self.h2.as_deref_mut() {
             // gRPC: the request frame becomes an HTTP/2 stream.
             let mut frame = BytesMut::new();
-            let sent =
-                encode(&mut frame, seq).and_then(|()| h2.send(conn, seq, frame.freeze(), timeout));
+            let sent = call
+                .encode(&mut frame, seq)
+                .and_then(|()| h2.send(conn, seq, frame.freeze(), timeout));
             if h2.going_away() {
                 self.retiring = true;
             }
-            match (sent, done) {
-                (Err(e), Some(done)) => done(Err(e)),
-                (Err(_), None) => {}
-                (Ok(()), Some(done)) => {
+            match sent {
+                Err(e) if reply => call.done(Err(e)),
+                Ok(()) if reply => {
                     let timer = timeout.map(|t| conn.set_timer(conn.now() + t, seq as u32 as u64));
                     let p = Pending {
-                        done,
+                        call,
                         timer,
                         start: 0,
                         len: 0,
                     };
                     self.pending.insert(seq, p);
                 }
-                (Ok(()), None) => {}
+                _ => {}
             }
             return;
         }
         let before = conn.unsent_len();
-        if let Err(e) = encode(conn.output(), seq) {
+        if let Err(e) = call.encode(conn.output(), seq) {
             // An encoder must leave the output as it was; make sure of it.
             conn.unsent_output().truncate(before);
-            if let Some(done) = done {
-                done(Err(e));
+            if reply {
+                call.done(Err(e));
             }
             return;
         }
         let len = conn.unsent_len().saturating_sub(before);
         let start = self.written;
         self.written += len as u64;
-        if let Some(done) = done {
+        if reply {
             let timer = timeout.map(|t| conn.set_timer(conn.now() + t, seq as u32 as u64));
             self.pending.insert(
                 seq,
                 Pending {
-                    done,
+                    call,
                     timer,
                     start,
                     len,
@@ -267,7 +315,7 @@ impl ClientConn {
             if let (Some(t), Some(c)) = (p.timer, core.as_deref_mut()) {
                 c.cancel_timer(t);
             }
-            (p.done)(Err(err()));
+            p.call.done(Err(err()));
         }
     }
 }
@@ -306,7 +354,7 @@ impl ClientConn {
                 if let Some(t) = p.timer {
                     conn.cancel_timer(t);
                 }
-                (p.done)(result);
+                p.call.done(result);
             }
         }
         if let Err(e) = read {
@@ -346,7 +394,7 @@ impl Handler for ClientConn {
                         if let Some(t) = p.timer {
                             conn.cancel_timer(t);
                         }
-                        (p.done)(Ok(frame));
+                        p.call.done(Ok(frame));
                     }
                     if self.retiring && self.pending.is_empty() {
                         conn.close();
@@ -409,7 +457,7 @@ impl Handler for ClientConn {
                 Some(h2) => h2.cancel(conn, token as u32 as i32, &mut ended),
                 None => self.withdraw(conn, &p),
             }
-            (p.done)(Err(CallError::Timeout));
+            p.call.done(Err(CallError::Timeout));
             // Calls that waited for a stream and could not be sent.
             self.complete(conn, ended);
         }

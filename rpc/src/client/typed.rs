@@ -18,7 +18,7 @@ use netpoll_codec::thrift::{ApplicationException, Message, MessageType};
 use netpoll_codec::ByteString;
 use prost::Message as _;
 
-use super::cluster::{Cluster, ClusterConfig};
+use super::cluster::{Cluster, ClusterConfig, Snapshot};
 use super::policy::{self, Breaker, BreakerConfig, RetryBudget, RetryPolicy};
 use super::stream::{Delivery, StreamEvent};
 use super::{ChannelConfig, ClientStream, KitexPbFraming, ReplyFraming, ThriftFraming};
@@ -464,6 +464,76 @@ struct BaseInner {
     runtime: Option<Arc<Runtime>>,
 }
 
+impl BaseInner {
+    /// Writes one request frame of `method` carrying `seq`: its envelope and headers
+    /// (with `meta`, and the `timeout` left to the call), then its body.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_frame(
+        &self,
+        method: &'static str,
+        kind: MessageType,
+        meta: &Metadata,
+        timeout: Option<Duration>,
+        out: &mut BytesMut,
+        seq: i32,
+        body: impl FnOnce(&Envelope, &mut BytesMut, &Headers<'_>) -> Result<(), wire::WriteError>,
+    ) -> Result<(), CallError> {
+        let inner = self;
+        let env = Envelope {
+            transport: inner.transport,
+            payload: inner.payload,
+            method: ByteString::from_static(method),
+            seq_id: seq,
+            header_seq: seq,
+            kind,
+        };
+        // Framed and Buffered carry no headers: none to make.
+        let headers = !matches!(inner.transport, Transport::Framed | Transport::Buffered);
+        let millis = timeout.filter(|_| headers).map(frame::TimeoutValue::new);
+        let with_timeout = [
+            (int_key::FROM_SERVICE, inner.caller.as_bytes()),
+            (int_key::TO_SERVICE, inner.to_service.as_bytes()),
+            (int_key::TO_METHOD, method.as_bytes()),
+            (
+                int_key::RPC_TIMEOUT,
+                millis.as_ref().map_or(&[][..], |m| m.as_bytes()),
+            ),
+        ];
+        let ints = if millis.is_some() {
+            &with_timeout[..]
+        } else {
+            &with_timeout[..3]
+        };
+        let isn = [(
+            frame::str_key::IDL_SERVICE_NAME,
+            inner.service.as_bytes().as_ref(),
+        )];
+        // Headers a middleware added (a trace context, say) travel too.
+        let with_meta: Vec<(&str, &[u8])>;
+        let strs: &[(&str, &[u8])] = if meta.is_empty() || !headers {
+            &isn
+        } else {
+            with_meta = isn.iter().copied().chain(meta.iter()).collect();
+            &with_meta
+        };
+        let h = Headers {
+            flags: 0,
+            ints,
+            strs,
+        };
+        let start = out.len();
+        body(&env, out, &h).map_err(|e| CallError::TooLarge(crate::cause(e)))?;
+        if out.len() - start > inner.max_frame {
+            out.truncate(start);
+            return Err(CallError::TooLarge(crate::reason(format!(
+                "the request frame exceeds the {} byte limit",
+                inner.max_frame
+            ))));
+        }
+        Ok(())
+    }
+}
+
 /// The prefix of TTHeader string headers that travel down a whole call chain (Kitex's
 /// persistent metainfo).
 pub const PERSIST_PREFIX: &str = "RPC_PERSIST_";
@@ -541,56 +611,7 @@ impl Base {
     ) -> impl FnOnce(&mut BytesMut, i32) -> Result<(), CallError> + Send + 'static {
         let inner = self.inner.clone();
         move |out: &mut BytesMut, seq: i32| {
-            let env = Envelope {
-                transport: inner.transport,
-                payload: inner.payload,
-                method: ByteString::from_static(method),
-                seq_id: seq,
-                header_seq: seq,
-                kind,
-            };
-            let millis = timeout.map(frame::TimeoutValue::new);
-            let with_timeout = [
-                (int_key::FROM_SERVICE, inner.caller.as_bytes()),
-                (int_key::TO_SERVICE, inner.to_service.as_bytes()),
-                (int_key::TO_METHOD, method.as_bytes()),
-                (
-                    int_key::RPC_TIMEOUT,
-                    millis.as_ref().map_or(&[][..], |m| m.as_bytes()),
-                ),
-            ];
-            let ints = if millis.is_some() {
-                &with_timeout[..]
-            } else {
-                &with_timeout[..3]
-            };
-            let isn = [(
-                frame::str_key::IDL_SERVICE_NAME,
-                inner.service.as_bytes().as_ref(),
-            )];
-            // Headers a middleware added (a trace context, say) travel too.
-            let with_meta: Vec<(&str, &[u8])>;
-            let strs: &[(&str, &[u8])] = if meta.is_empty() {
-                &isn
-            } else {
-                with_meta = isn.iter().copied().chain(meta.iter()).collect();
-                &with_meta
-            };
-            let h = Headers {
-                flags: 0,
-                ints,
-                strs,
-            };
-            let start = out.len();
-            body(&env, out, &h).map_err(|e| CallError::TooLarge(crate::cause(e)))?;
-            if out.len() - start > inner.max_frame {
-                out.truncate(start);
-                return Err(CallError::TooLarge(crate::reason(format!(
-                    "the request frame exceeds the {} byte limit",
-                    inner.max_frame
-                ))));
-            }
-            Ok(())
+            inner.encode_frame(method, kind, &meta, timeout, out, seq, body)
         }
     }
 
@@ -994,27 +1015,9 @@ impl<C: PayloadCodec> Client<C> {
         }
         inner.budget.call();
         let watching = watch.is_some();
-        let args = Arc::new(args);
         let complete = move |mut ended: Ended, result: Result<R, CallError>| {
             let back = ended.backward.take();
             finish(watch, ended, result, |r| done(back, r))
-        };
-        let flight = |complete: Complete<R>, tried: Vec<Addr>, first: Option<FirstPick>| Flight {
-            client: self.clone(),
-            method,
-            args: args.clone(),
-            meta: meta.clone(),
-            deadline: self.base.timeout.map(|t| netpoll::now() + t),
-            tried,
-            retries: 0,
-            last_error: None,
-            watching,
-            method_breaker: method_breaker.clone(),
-            first,
-            blamed: false,
-            backward,
-            instances: 1,
-            complete,
         };
         let quantile = inner.retry.backup_quantile.map(|q| {
             inner
@@ -1024,10 +1027,18 @@ impl<C: PayloadCodec> Client<C> {
                 .unwrap_or(Duration::from_millis(10))
         });
         let Some(delay) = quantile.or(inner.retry.backup_after) else {
-            return flight(Box::new(complete), Vec::new(), None).send();
+            let call = Call {
+                method,
+                meta,
+                watching,
+                method_breaker,
+                backward,
+            };
+            return Flight::new(self, call, Args::Own(args), None, complete).send();
         };
         // A backup request: if no reply came within `delay`, a copy goes to another
         // instance; the first reply ends the call, the other is dropped.
+        let args = Arc::new(args);
         let once: Arc<Mutex<Option<Complete<R>>>> = Arc::new(Mutex::new(Some(Box::new(complete))));
         let first: FirstPick = Arc::new(Mutex::new(None));
         let take = |once: &Arc<Mutex<Option<Complete<R>>>>| -> Complete<R> {
@@ -1039,8 +1050,24 @@ impl<C: PayloadCodec> Client<C> {
                 }
             })
         };
-        flight(take(&once), Vec::new(), Some(first.clone())).send();
-        let backup = flight(take(&once), Vec::new(), None);
+        let call = Call {
+            method,
+            meta,
+            watching,
+            method_breaker,
+            backward,
+        };
+        let flight = |first: Option<FirstPick>| {
+            Flight::new(
+                self,
+                call.clone(),
+                Args::Shared(args.clone()),
+                first,
+                take(&once),
+            )
+        };
+        flight(Some(first.clone())).send();
+        let backup = flight(None);
         inner.cluster.after(delay, move || {
             let pending = once.lock().unwrap_or_else(|p| p.into_inner()).is_some();
             let inner = &backup.client.base.inner;
@@ -1308,29 +1335,68 @@ impl<R> std::future::Future for CallFuture<R> {
     }
 }
 
-/// One call on its way: its tries so far, and what to do with its outcome.
-struct Flight<C: PayloadCodec, A, R> {
-    client: Client<C>,
+/// What a call is, whichever try: its method, headers and how it is watched.
+#[derive(Clone)]
+struct Call {
     method: &'static str,
-    args: Arc<A>,
     meta: Metadata,
+    /// Middleware watches the call: note each try's sequence id and request size.
+    watching: bool,
+    method_breaker: Option<Arc<Breaker>>,
+    /// The caller wants the reply's backward values.
+    backward: bool,
+}
+
+/// A call's request: its own, or shared by a call and its backup request.
+enum Args<A> {
+    Own(A),
+    Shared(Arc<A>),
+}
+
+impl<A> Args<A> {
+    fn get(&self) -> &A {
+        match self {
+            Args::Own(a) => a,
+            Args::Shared(a) => a,
+        }
+    }
+}
+
+/// One call on its way: its tries so far, and what to do with its outcome. Boxed once
+/// per call, it is what the connection holds while a try waits for its reply
+/// ([`Outgoing`](super::conn::Outgoing)), and it is sent again as is for a retry.
+struct Flight<C: PayloadCodec, A, R, K> {
+    client: Client<C>,
+    call: Call,
+    args: Args<A>,
     deadline: Option<Instant>,
     /// Instances tried so far.
     tried: Vec<Addr>,
     retries: u32,
     last_error: Option<CallError>,
-    /// Middleware watches the call: note each try's sequence id and request size.
-    watching: bool,
-    method_breaker: Option<Arc<Breaker>>,
     /// Where the first instance picked is noted, for a backup request to avoid it.
     first: Option<FirstPick>,
     /// The last failure was its instance's (whose breaker opened on it).
     blamed: bool,
-    /// The caller wants the reply's backward values.
-    backward: bool,
     /// How many instances the list had at the last try (for the method's breaker).
     instances: usize,
-    complete: Complete<R>,
+    /// The try on its way, once sent.
+    attempt: Option<Attempt>,
+    complete: K,
+    _reply: std::marker::PhantomData<fn() -> R>,
+}
+
+/// One try of a call: where it went and what it sent.
+struct Attempt {
+    snap: Arc<Snapshot>,
+    /// Its instance, in `snap`.
+    index: usize,
+    started: Instant,
+    /// The time the server is told the call has left.
+    remaining: Option<Duration>,
+    /// The try's sequence id and request frame size, noted for the call's middlewares.
+    seq_id: i32,
+    request_bytes: usize,
 }
 
 /// How a call's last try ended, for its middlewares (and the caller's backward values).
@@ -1343,17 +1409,47 @@ struct Ended {
     backward: Option<Metadata>,
 }
 
-/// What runs once a call is over (middlewares, then the caller's callback).
+/// What runs once a call is over (middlewares, then the caller's callback), where it
+/// must be shared (a call and its backup request).
 type Complete<R> = Box<dyn FnOnce(Ended, Result<R, CallError>) + Send>;
 
 /// The first instance a call was sent to.
 type FirstPick = Arc<Mutex<Option<Addr>>>;
 
-impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
+impl<C, A, R, K> Flight<C, A, R, K>
+where
+    C: PayloadCodec,
+    A: Request<C>,
+    R: Response<C> + 'static,
+    K: FnOnce(Ended, Result<R, CallError>) + Send + 'static,
+{
+    fn new(
+        client: &Client<C>,
+        call: Call,
+        args: Args<A>,
+        first: Option<FirstPick>,
+        complete: K,
+    ) -> Box<Self> {
+        Box::new(Flight {
+            client: client.clone(),
+            call,
+            args,
+            deadline: client.base.timeout.map(|t| netpoll::now() + t),
+            tried: Vec::new(),
+            retries: 0,
+            last_error: None,
+            first,
+            blamed: false,
+            instances: 1,
+            attempt: None,
+            complete,
+            _reply: std::marker::PhantomData,
+        })
+    }
+
     /// Sends the call to an instance it has not tried yet.
-    fn send(mut self) {
-        let base = self.client.base.clone();
-        let inner = &base.inner;
+    fn send(mut self: Box<Self>) {
+        let inner = &self.client.base.inner;
         let snap = inner.cluster.snapshot();
         let now = netpoll::now();
         let remaining = match self.deadline {
@@ -1374,8 +1470,8 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
             .iter()
             .filter_map(|a| snap.endpoints.iter().position(|e| e.addr == *a))
             .collect();
-        let info = base.info(self.method, None);
-        let Some(idx) = snap.pick(&info, base.key, &tried) else {
+        let info = self.client.base.info(self.call.method, None);
+        let Some(index) = snap.pick(&info, self.client.base.key, &tried) else {
             let e = match self.last_error.take() {
                 Some(e) => e,
                 None if snap.endpoints.is_empty() => CallError::NoInstance(crate::reason(format!(
@@ -1389,7 +1485,7 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
             };
             return self.finish(Ended::default(), Err(e));
         };
-        let ep = snap.endpoints[idx].clone();
+        let ep = &snap.endpoints[index];
         self.instances = snap.endpoints.len();
         if let Some(first) = self.first.take() {
             *first.lock().unwrap_or_else(|p| p.into_inner()) = Some(ep.addr.clone());
@@ -1404,96 +1500,95 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
             return self.send();
         }
         ep.started();
-        let args = self.args.clone();
-        let encode = base.encoder(
-            self.method,
-            MessageType::Call,
-            self.meta.clone(),
+        let channel = ep.channel.clone();
+        self.attempt = Some(Attempt {
+            snap,
+            index,
+            started: now,
             remaining,
-            move |env, out, h| args.write(env, out, MessageType::Call, h),
-        );
-        // With middleware watching, the try's sequence id and request size (known only on
-        // the connection's core) are noted for the call's end.
-        let sent = self.watching.then(|| Arc::new(AtomicU64::new(0)));
-        let noted = sent.clone();
-        let encode = move |out: &mut BytesMut, seq: i32| {
-            let before = out.len();
-            encode(out, seq)?;
-            if let Some(sent) = &noted {
-                let len = (out.len() - before).min(u32::MAX as usize) as u64;
-                sent.store(((seq as u32 as u64) << 32) | len, Ordering::Relaxed);
-            }
-            Ok(())
-        };
-        let started = netpoll::now();
-        ep.channel.clone().call_with(encode, remaining, move |r| {
-            let latency = netpoll::now().saturating_duration_since(started);
-            let len = r.as_ref().map_or(0, Bytes::len);
-            let backward = match (&r, self.backward) {
-                (Ok(frame), true) => Some(self.client.base.backward(frame)),
-                _ => None,
-            };
-            let result = r.and_then(|frame| self.client.decode::<R>(frame));
-            let replied = len > 0;
-            let v = sent.as_ref().map_or(0, |s| s.load(Ordering::Relaxed));
-            let ended = Ended {
-                peer: ep.addr.as_tcp(),
-                seq_id: (v >> 32) as u32 as i32,
-                request_bytes: (v & 0xffff_ffff) as usize,
-                response_bytes: len,
-                backward,
-            };
-            ep.ended(latency, replied);
-            let inner = &self.client.base.inner;
-            if result.is_ok() && inner.retry.backup_quantile.is_some() {
-                inner.latencies.record(latency);
-            }
-            // A call that failed here before reaching the instance (too large, queue
-            // full) says nothing of it.
-            if !matches!(
-                result,
-                Err(CallError::TooLarge(_) | CallError::QueueFull { .. })
-            ) {
-                let failed = result.as_ref().err().is_some_and(policy::counts_as_failure);
-                let now = netpoll::now();
-                ep.breaker.record(now, failed);
-                // A failure its instance's breaker now answers for is that instance's,
-                // not the method's: the method's breaker does not count it (else one bad
-                // instance of two would stop every call of the method).
-                self.blamed = failed && ep.breaker.is_open(now);
-            }
-            snap.picker.report(
-                idx,
-                &crate::Outcome {
-                    error: result.as_ref().err().map(CallError::kind),
-                    response_bytes: len,
-                },
-                latency,
-            );
-            // A refused connect marks its instance down whether or not this call may try
-            // again: other calls pass over it either way.
-            let refused = matches!(result, Err(CallError::Connect(_)));
-            if refused {
-                snap.mark_down(idx);
-            }
-            let e = match result {
-                Err(e) if self.may_retry(&e) => e,
-                r => return self.finish(ended, r),
-            };
-            if !(refused && self.untried_left()) {
-                self.retries += 1;
-            }
-            let delay = self.client.base.inner.retry.delay(self.retries, &e);
-            tracing::debug!(instance = %ep.addr, error = %e, retry = self.retries, "retrying");
-            self.tried.push(ep.addr.clone());
-            self.last_error = Some(e);
-            if delay.is_zero() {
-                self.send();
-            } else {
-                let cluster = self.client.base.inner.cluster.clone();
-                cluster.after(delay, move || self.send());
-            }
+            seq_id: 0,
+            request_bytes: 0,
         });
+        channel.send_call(self, remaining);
+    }
+
+    /// The reply (or failure) of the try on its way.
+    fn answered(mut self: Box<Self>, r: Result<Bytes, CallError>) {
+        let Some(a) = self.attempt.take() else {
+            return self.finish(
+                Ended::default(),
+                Err(CallError::Protocol(crate::reason(
+                    "a reply to a call never sent",
+                ))),
+            );
+        };
+        let ep = &a.snap.endpoints[a.index];
+        let latency = netpoll::now().saturating_duration_since(a.started);
+        let len = r.as_ref().map_or(0, Bytes::len);
+        let backward = match (&r, self.call.backward) {
+            (Ok(frame), true) => Some(self.client.base.backward(frame)),
+            _ => None,
+        };
+        let result = r.and_then(|frame| self.client.decode::<R>(frame));
+        let replied = len > 0;
+        let ended = Ended {
+            peer: ep.addr.as_tcp(),
+            seq_id: a.seq_id,
+            request_bytes: a.request_bytes,
+            response_bytes: len,
+            backward,
+        };
+        ep.ended(latency, replied);
+        let inner = &self.client.base.inner;
+        if result.is_ok() && inner.retry.backup_quantile.is_some() {
+            inner.latencies.record(latency);
+        }
+        // A call that failed here before reaching the instance (too large, queue full)
+        // says nothing of it.
+        if !matches!(
+            result,
+            Err(CallError::TooLarge(_) | CallError::QueueFull { .. })
+        ) {
+            let failed = result.as_ref().err().is_some_and(policy::counts_as_failure);
+            let now = netpoll::now();
+            ep.breaker.record(now, failed);
+            // A failure its instance's breaker now answers for is that instance's, not
+            // the method's: the method's breaker does not count it (else one bad instance
+            // of two would stop every call of the method).
+            self.blamed = failed && ep.breaker.is_open(now);
+        }
+        a.snap.picker.report(
+            a.index,
+            &crate::Outcome {
+                error: result.as_ref().err().map(CallError::kind),
+                response_bytes: len,
+            },
+            latency,
+        );
+        // A refused connect marks its instance down whether or not this call may try
+        // again: other calls pass over it either way.
+        let refused = matches!(result, Err(CallError::Connect(_)));
+        if refused {
+            a.snap.mark_down(a.index);
+        }
+        let e = match result {
+            Err(e) if self.may_retry(&e) => e,
+            r => return self.finish(ended, r),
+        };
+        if !(refused && self.untried_left()) {
+            self.retries += 1;
+        }
+        let delay = self.client.base.inner.retry.delay(self.retries, &e);
+        tracing::debug!(instance = %ep.addr, error = %e, retry = self.retries, "retrying");
+        self.tried.push(ep.addr.clone());
+        self.last_error = Some(e);
+        drop(a);
+        if delay.is_zero() {
+            self.send();
+        } else {
+            let cluster = self.client.base.inner.cluster.clone();
+            cluster.after(delay, move || self.send());
+        }
     }
 
     /// Whether an instance this call has not tried remains after the one it is on.
@@ -1514,7 +1609,7 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
             && matches!(e, CallError::Connect(_))
             && self.untried_left();
         (free || self.retries < inner.retry.max_retries)
-            && inner.retry.allows(self.method, e)
+            && inner.retry.allows(self.call.method, e)
             && self.deadline.is_none_or(|d| netpoll::now() < d)
             && inner.budget.try_retry()
             && {
@@ -1524,23 +1619,60 @@ impl<C: PayloadCodec, A: Request<C>, R: Response<C> + 'static> Flight<C, A, R> {
     }
 
     fn finish(self, ended: Ended, result: Result<R, CallError>) {
+        let this = self;
         if let Err(e) = &result {
             tracing::debug!(
-                service = &*self.client.base.inner.service,
-                method = self.method,
+                service = &*this.client.base.inner.service,
+                method = this.call.method,
                 peer = ?ended.peer,
                 error = %e,
-                trace_id = trace_id(&self.meta).as_deref(),
+                trace_id = trace_id(&this.call.meta).as_deref(),
                 "call failed"
             );
         }
-        if let Some(b) = &self.method_breaker {
+        if let Some(b) = &this.call.method_breaker {
             let failed = result.as_ref().err().is_some_and(policy::counts_as_failure);
-            if !(failed && self.blamed) {
-                b.record_scaled(netpoll::now(), failed, self.instances);
+            if !(failed && this.blamed) {
+                b.record_scaled(netpoll::now(), failed, this.instances);
             }
         }
-        (self.complete)(ended, result);
+        (this.complete)(ended, result);
+    }
+}
+
+impl<C, A, R, K> super::conn::Outgoing for Flight<C, A, R, K>
+where
+    C: PayloadCodec,
+    A: Request<C>,
+    R: Response<C> + 'static,
+    K: FnOnce(Ended, Result<R, CallError>) + Send + 'static,
+{
+    fn encode(&mut self, out: &mut BytesMut, seq: i32) -> Result<(), CallError> {
+        let Some(a) = self.attempt.as_mut() else {
+            return Err(CallError::Protocol(crate::reason(
+                "a call sent without a try",
+            )));
+        };
+        let args = self.args.get();
+        let before = out.len();
+        self.client.base.inner.encode_frame(
+            self.call.method,
+            MessageType::Call,
+            &self.call.meta,
+            a.remaining,
+            out,
+            seq,
+            |env, out, h| args.write(env, out, MessageType::Call, h),
+        )?;
+        if self.call.watching {
+            a.seq_id = seq;
+            a.request_bytes = out.len() - before;
+        }
+        Ok(())
+    }
+
+    fn done(self: Box<Self>, result: Result<Bytes, CallError>) {
+        self.answered(result)
     }
 }
 

@@ -27,7 +27,7 @@ mod health;
 mod limit;
 mod order;
 mod reflection;
-mod router;
+pub(crate) mod router;
 mod service;
 mod stats;
 mod stream;
