@@ -122,24 +122,27 @@ pub struct Parsed {
 /// Parses a whole frame of `protocol` (as [`frame::split`] delimited it).
 pub fn parse(protocol: frame::Protocol, frame: Bytes) -> Result<Parsed, WireError> {
     use frame::Protocol as P;
-    let after_length = |f: &Bytes| {
+    // The frame is ours: its length is stepped over in place, not sliced off (a slice is
+    // a reference-count increment on the receive buffer, and its drop another).
+    let after_length = |mut f: Bytes| {
         if f.len() < 4 {
             Err(WireError::Frame(FrameError::BadLength(f.len())))
         } else {
-            Ok(f.slice(4..))
+            bytes::Buf::advance(&mut f, 4);
+            Ok(f)
         }
     };
     let (transport, payload, message, tt) = match protocol {
         P::FramedBinary => (
             Transport::Framed,
             Payload::ThriftBinary,
-            after_length(&frame)?,
+            after_length(frame)?,
             None,
         ),
         P::FramedCompact => (
             Transport::Framed,
             Payload::ThriftCompact,
-            after_length(&frame)?,
+            after_length(frame)?,
             None,
         ),
         P::BufferedBinary => (Transport::Buffered, Payload::ThriftBinary, frame, None),
@@ -147,7 +150,7 @@ pub fn parse(protocol: frame::Protocol, frame: Bytes) -> Result<Parsed, WireErro
         P::KitexProtobuf => (
             Transport::KitexProtobuf,
             Payload::Protobuf,
-            after_length(&frame)?,
+            after_length(frame)?,
             None,
         ),
         P::TTHeader => {
@@ -189,8 +192,14 @@ fn parse_in(
     tt: Option<TTHeader>,
 ) -> Result<Parsed, WireError> {
     let (header, body) = match payload {
-        Payload::ThriftBinary => thrift_header(BinaryReader::new(message.clone()), &message)?,
-        Payload::ThriftCompact => thrift_header(CompactReader::new(message.clone()), &message)?,
+        Payload::ThriftBinary => {
+            let mut r = BinaryReader::new(message);
+            (read_begin(&mut r)?, r.buf)
+        }
+        Payload::ThriftCompact => {
+            let mut r = CompactReader::new(message);
+            (read_begin(&mut r)?, r.buf)
+        }
         Payload::Protobuf => pb_header(message)?,
     };
     let header_seq = tt.as_ref().map_or(header.seq_id, |t| t.seq_id());
@@ -208,12 +217,9 @@ fn parse_in(
     })
 }
 
-fn thrift_header<R: ProtocolRead>(
-    mut r: R,
-    message: &Bytes,
-) -> Result<(MessageHeader, Bytes), WireError> {
-    let h = r.read_message_begin().map_err(WireError::Header)?;
-    Ok((h, message.slice(r.position()..)))
+/// Reads a Thrift message header; what the reader has left is the body.
+fn read_begin<R: ProtocolRead>(r: &mut R) -> Result<MessageHeader, WireError> {
+    r.read_message_begin().map_err(WireError::Header)
 }
 
 /// A Kitex Protobuf message without its length: magic, type, name, sequence id, body.

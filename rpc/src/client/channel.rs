@@ -248,8 +248,9 @@ impl Channel {
         // handler of a server on the same runtime): a connection of this core's, so the
         // call needs no hop to another thread.
         let local = inner.rt.local_core();
-        let slot = match local {
-            Some(c) if c < n => c + cores * (next % (n - c).div_ceil(cores)),
+        let slot = match (local, super::conn::replying(Arc::as_ptr(inner) as usize)) {
+            (Some(_), Some(slot)) if slot < n => slot,
+            (Some(c), _) if c < n => c + cores * (next % (n - c).div_ceil(cores)),
             _ => next % n,
         };
         let core = slot % cores;
@@ -338,6 +339,7 @@ impl Inner {
             self.cfg.max_queued_bytes,
             self.cfg.idle_timeout,
             &self.addr,
+            (self as *const Inner as usize, slot),
         ));
         let timeout = Some(self.cfg.connect_timeout);
         #[cfg(feature = "tls")]

@@ -95,6 +95,40 @@ pub(crate) struct ClientConn {
     last_active: std::time::Instant,
     /// The HTTP/2 state, on a gRPC connection.
     h2: Option<Box<H2Client>>,
+    /// Its channel (by address) and pool slot: calls made from its reply callbacks to
+    /// the same channel are sent on it (see [`replying`]).
+    home: (usize, usize),
+}
+
+thread_local! {
+    /// While a connection hands replies to their callbacks: its channel and slot.
+    static REPLYING: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// The pool slot of the connection whose replies are being handed out on this thread, if
+/// it belongs to the channel at address `channel`. A call made from a reply callback goes
+/// back on the connection the reply came from, as a pipelining client would: the calls a
+/// loop turn makes then leave in one send per connection that had replies, instead of
+/// one per connection of the pool.
+pub(crate) fn replying(channel: usize) -> Option<usize> {
+    let (c, slot) = REPLYING.with(|r| r.get());
+    (c == channel && c != 0).then_some(slot)
+}
+
+/// Marks the connection `home` as handing out replies until dropped.
+struct Replying;
+
+impl Replying {
+    fn start(home: (usize, usize)) -> Replying {
+        REPLYING.with(|r| r.set(home));
+        Replying
+    }
+}
+
+impl Drop for Replying {
+    fn drop(&mut self) {
+        REPLYING.with(|r| r.set((0, 0)));
+    }
 }
 
 /// The timer token of the idle check (call timers use sequence ids, below 2^32).
@@ -106,8 +140,10 @@ impl ClientConn {
         max_queued: usize,
         idle_timeout: Option<Duration>,
         addr: &crate::discovery::Addr,
+        home: (usize, usize),
     ) -> Self {
         ClientConn {
+            home,
             h2: framing.grpc().map(|t| Box::new(H2Client::new(t, addr))),
             framing,
             next_seq: 0,
@@ -374,6 +410,7 @@ impl Handler for ClientConn {
         if self.h2.is_some() {
             return self.read_grpc(conn, input);
         }
+        let _replying = Replying::start(self.home);
         loop {
             match self.framing.split(input.chunk()) {
                 ReplySplit::NeedMore(n) => {

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
 
 use crate::discovery::{Addr, ToAddrs};
@@ -351,7 +352,7 @@ impl ClientBuilder {
                 cluster,
                 budget: RetryBudget::new(self.retry.budget_ratio, self.retry.min_retries_per_sec),
                 retry: self.retry,
-                method_breakers: breaker.map(|cfg| (cfg, Mutex::new(HashMap::new()))),
+                method_breakers: breaker.map(|cfg| (cfg, Mutex::new(HashMap::default()))),
                 retries: AtomicU64::new(0),
                 latencies: policy::Latencies::new(),
                 to_service: ByteString::from(destination),
@@ -567,9 +568,11 @@ impl Drop for BaseInner {
     }
 }
 
+/// The breaker of each method, made on its first call (FNV: looked up on every call, where
+/// SipHash cost more than the rest of the lookup).
 type MethodBreakers = (
     Arc<BreakerConfig>,
-    Mutex<HashMap<&'static str, Arc<Breaker>>>,
+    Mutex<HashMap<&'static str, Arc<Breaker>, BuildHasherDefault<crate::server::router::Fnv>>>,
 );
 
 #[derive(Clone)]
@@ -882,7 +885,7 @@ impl<C: PayloadCodec> Client<C> {
 
     /// Starts the client's middlewares on a call of `method`, and gathers the headers the
     /// call carries: the handle's, the middlewares', and its trace context.
-    fn start(&self, method: &'static str) -> Result<(Option<Watch>, Metadata), CallError> {
+    fn start(&self, method: &'static str) -> Result<(Option<Box<Watch>>, Metadata), CallError> {
         let mut meta = self.base.headers.as_deref().cloned().unwrap_or_default();
         if self.base.inner.middleware.is_empty() {
             // No span of its own: the call passes its parent on unchanged, as W3C trace
@@ -913,7 +916,10 @@ impl<C: PayloadCodec> Client<C> {
                         }
                     }
                 }
-                Ok((running.map(|running| Watch { call, running }), meta))
+                Ok((
+                    running.map(|running| Box::new(Watch { call, running })),
+                    meta,
+                ))
             }
             Err(status) => Err(CallError::Application(status.to_exception())),
         }
@@ -1678,7 +1684,7 @@ where
 
 /// Ends a call: its middlewares, then the caller's callback.
 fn finish<R>(
-    watch: Option<Watch>,
+    watch: Option<Box<Watch>>,
     ended: Ended,
     result: Result<R, CallError>,
     done: impl FnOnce(Result<R, CallError>),
