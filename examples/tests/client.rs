@@ -96,6 +96,51 @@ fn a_call_past_its_deadline_times_out_and_the_client_recovers() {
     assert_eq!(c.fail_with(0, "".into()).unwrap(), 0);
 }
 
+/// A connection keeps its calls' deadlines in one queue while they come in order; a call
+/// with a shorter timeout than the one before it must still time out on its own time,
+/// and the longer one still get its reply.
+#[test]
+fn a_shorter_deadline_behind_a_longer_one_times_out_on_time() {
+    let s = server();
+    let c = interop::InteropClient::connect(s.local_addr()).unwrap();
+    let long = c.with_timeout(Some(Duration::from_secs(5)));
+    let slow = std::thread::spawn(move || long.delayed_echo(Bytes::from_static(b"slow"), 600));
+    std::thread::sleep(Duration::from_millis(50));
+    let quick = c.with_timeout(Some(Duration::from_millis(100)));
+    let t0 = std::time::Instant::now();
+    match quick.delayed_echo(Bytes::from_static(b"x"), 400) {
+        Err(CallError::Timeout) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_millis(350),
+        "the 100 ms call timed out after {took:?}"
+    );
+    assert_eq!(&slow.join().unwrap().unwrap()[..], b"slow");
+    // Several calls with one timeout time out in turn, each on its own time.
+    let quick = c.with_timeout(Some(Duration::from_millis(80)));
+    let calls: Vec<_> = (0..4u64)
+        .map(|i| {
+            let q = quick.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30 * i));
+                let t0 = std::time::Instant::now();
+                let r = q.delayed_echo(Bytes::from_static(b"y"), 500);
+                (
+                    r.is_err_and(|e| matches!(e, CallError::Timeout)),
+                    t0.elapsed(),
+                )
+            })
+        })
+        .collect();
+    for h in calls {
+        let (timed_out, took) = h.join().unwrap();
+        assert!(timed_out && took < Duration::from_millis(350), "{took:?}");
+    }
+    assert_eq!(c.fail_with(0, "".into()).unwrap(), 0);
+}
+
 #[test]
 fn application_errors_and_connect_failures_are_typed() {
     // A Thrift client of a method the server does not have: UNKNOWN_METHOD.

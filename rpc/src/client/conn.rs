@@ -66,7 +66,10 @@ where
 
 struct Pending {
     call: Call,
+    /// Its own timer, when its deadline could not join the connection's deadline queue.
     timer: Option<TimerId>,
+    /// Its deadline, if it has one (in the queue or on its own timer).
+    deadline: Option<std::time::Instant>,
     /// Where the request sits in the stream of bytes written to the connection.
     start: u64,
     len: usize,
@@ -95,6 +98,13 @@ pub(crate) struct ClientConn {
     last_active: std::time::Instant,
     /// The HTTP/2 state, on a gRPC connection.
     h2: Option<Box<H2Client>>,
+    /// Deadlines of calls in the order they were set, each no earlier than the one before,
+    /// with their sequence ids: one timer for the connection, armed for the front, instead
+    /// of one per call. An entry whose call has ended stays until it reaches the front
+    /// (at once when replies come in order), or until the queue is compacted.
+    deadlines: std::collections::VecDeque<(std::time::Instant, i32)>,
+    /// The connection's deadline timer and when it fires (no later than the front's).
+    deadline_timer: Option<(TimerId, std::time::Instant)>,
     /// Its channel (by address) and pool slot: calls made from its reply callbacks to
     /// the same channel are sent on it (see [`replying`]).
     home: (usize, usize),
@@ -134,6 +144,13 @@ impl Drop for Replying {
 /// The timer token of the idle check (call timers use sequence ids, below 2^32).
 const IDLE_TOKEN: u64 = 1 << 63;
 
+/// The timer token of the deadline queue's front.
+const DEADLINE_TOKEN: u64 = 1 << 42;
+
+/// The deadline queue is compacted once it holds this many more entries than twice the
+/// calls in flight: memory follows the calls, not the replies.
+const DEADLINES_SLACK: usize = 64;
+
 impl ClientConn {
     pub(crate) fn new(
         framing: Arc<dyn ReplyFraming>,
@@ -144,6 +161,8 @@ impl ClientConn {
     ) -> Self {
         ClientConn {
             home,
+            deadlines: std::collections::VecDeque::new(),
+            deadline_timer: None,
             h2: framing.grpc().map(|t| Box::new(H2Client::new(t, addr))),
             framing,
             next_seq: 0,
@@ -196,11 +215,15 @@ impl ClientConn {
 
     /// Completes calls that ended outside a read (queued calls that could not be sent).
     fn complete(&mut self, conn: &mut Conn<'_>, ended: Vec<super::grpc::Outcome>) {
+        if ended.is_empty() {
+            return;
+        }
         for (seq, result) in ended {
             if let Some(p) = self.pending.remove(&seq) {
                 if let Some(t) = p.timer {
                     conn.cancel_timer(t);
                 }
+                self.forget_deadline(seq, p.deadline);
                 p.call.done(result);
             }
         }
@@ -267,10 +290,11 @@ impl ClientConn {
             match sent {
                 Err(e) if reply => call.done(Err(e)),
                 Ok(()) if reply => {
-                    let timer = timeout.map(|t| conn.set_timer(conn.now() + t, seq as u32 as u64));
+                    let (timer, deadline) = self.set_deadline(conn, seq, timeout);
                     let p = Pending {
                         call,
                         timer,
+                        deadline,
                         start: 0,
                         len: 0,
                     };
@@ -293,16 +317,112 @@ impl ClientConn {
         let start = self.written;
         self.written += len as u64;
         if reply {
-            let timer = timeout.map(|t| conn.set_timer(conn.now() + t, seq as u32 as u64));
+            let (timer, deadline) = self.set_deadline(conn, seq, timeout);
             self.pending.insert(
                 seq,
                 Pending {
                     call,
                     timer,
+                    deadline,
                     start,
                     len,
                 },
             );
+        }
+    }
+
+    /// Sets the deadline of call `seq`: in the connection's deadline queue if it is no
+    /// earlier than the queue's last (the common case: one timeout for every call), else
+    /// on a timer of its own. Returns that timer and the deadline.
+    fn set_deadline(
+        &mut self,
+        conn: &mut Conn<'_>,
+        seq: i32,
+        timeout: Option<Duration>,
+    ) -> (Option<TimerId>, Option<std::time::Instant>) {
+        let Some(t) = timeout else {
+            return (None, None);
+        };
+        let d = conn.now() + t;
+        if self.deadlines.back().is_some_and(|b| b.0 > d) {
+            return (Some(conn.set_timer(d, seq as u32 as u64)), Some(d));
+        }
+        self.deadlines.push_back((d, seq));
+        // The timer may be armed for a later deadline whose call ended and left the queue:
+        // then it is moved up to this one.
+        match self.deadline_timer {
+            Some((_, at)) if at <= d => {}
+            old => {
+                if let Some((t, _)) = old {
+                    conn.cancel_timer(t);
+                }
+                self.deadline_timer = Some((conn.set_timer(d, DEADLINE_TOKEN), d));
+            }
+        }
+        (None, Some(d))
+    }
+
+    /// Whether a deadline queue entry still stands for a call waiting for its reply.
+    fn deadline_live(&self, (d, seq): (std::time::Instant, i32)) -> bool {
+        self.pending
+            .get(&seq)
+            .is_some_and(|p| p.timer.is_none() && p.deadline == Some(d))
+    }
+
+    /// Call `seq`, whose deadline was `deadline`, ended: its queue entry goes if it is the
+    /// front (as it is when replies come in order: no lookup). Entries of calls that
+    /// ended out of order are dropped when the timer meets them, or all at once when they
+    /// outnumber the calls in flight.
+    fn forget_deadline(&mut self, seq: i32, deadline: Option<std::time::Instant>) {
+        if let (Some(&(d, s)), Some(pd)) = (self.deadlines.front(), deadline) {
+            if s == seq && d == pd {
+                self.deadlines.pop_front();
+            }
+        }
+        if self.deadlines.len() > 2 * self.pending.len() + DEADLINES_SLACK {
+            let pending = &self.pending;
+            self.deadlines.retain(|&(d, seq)| {
+                pending
+                    .get(&seq)
+                    .is_some_and(|p| p.timer.is_none() && p.deadline == Some(d))
+            });
+        }
+    }
+
+    /// The deadline timer fired: the calls whose deadline passed time out, and the timer
+    /// is armed again for the next.
+    fn deadlines_due(&mut self, conn: &mut Conn<'_>) {
+        self.deadline_timer = None;
+        let now = conn.now();
+        while let Some(&(d, seq)) = self.deadlines.front() {
+            if !self.deadline_live((d, seq)) {
+                self.deadlines.pop_front();
+                continue;
+            }
+            if d > now {
+                self.deadline_timer = Some((conn.set_timer(d, DEADLINE_TOKEN), d));
+                return;
+            }
+            self.deadlines.pop_front();
+            self.time_out(conn, seq);
+        }
+    }
+
+    /// Call `seq` ran out of time.
+    fn time_out(&mut self, conn: &mut Conn<'_>, seq: i32) {
+        if let Some(p) = self.pending.remove(&seq) {
+            if let Some(t) = p.timer {
+                conn.cancel_timer(t);
+            }
+            self.forget_deadline(seq, p.deadline);
+            let mut ended = Vec::new();
+            match self.h2.as_deref_mut() {
+                Some(h2) => h2.cancel(conn, seq, &mut ended),
+                None => self.withdraw(conn, &p),
+            }
+            p.call.done(Err(CallError::Timeout));
+            // Calls that waited for a stream and could not be sent.
+            self.complete(conn, ended);
         }
     }
 
@@ -347,6 +467,10 @@ impl ClientConn {
 
     fn fail_all(&mut self, core: Option<&mut Core>, err: impl Fn() -> CallError) {
         let mut core = core;
+        self.deadlines.clear();
+        if let (Some((t, _)), Some(c)) = (self.deadline_timer.take(), core.as_deref_mut()) {
+            c.cancel_timer(t);
+        }
         for (_, p) in self.pending.drain() {
             if let (Some(t), Some(c)) = (p.timer, core.as_deref_mut()) {
                 c.cancel_timer(t);
@@ -390,6 +514,7 @@ impl ClientConn {
                 if let Some(t) = p.timer {
                     conn.cancel_timer(t);
                 }
+                self.forget_deadline(seq, p.deadline);
                 p.call.done(result);
             }
         }
@@ -431,6 +556,7 @@ impl Handler for ClientConn {
                         if let Some(t) = p.timer {
                             conn.cancel_timer(t);
                         }
+                        self.forget_deadline(seq, p.deadline);
                         p.call.done(Ok(frame));
                     }
                     if self.retiring && self.pending.is_empty() {
@@ -488,15 +614,10 @@ impl Handler for ClientConn {
             }
             return;
         }
-        if let Some(p) = self.pending.remove(&(token as u32 as i32)) {
-            let mut ended = Vec::new();
-            match self.h2.as_deref_mut() {
-                Some(h2) => h2.cancel(conn, token as u32 as i32, &mut ended),
-                None => self.withdraw(conn, &p),
-            }
-            p.call.done(Err(CallError::Timeout));
-            // Calls that waited for a stream and could not be sent.
-            self.complete(conn, ended);
+        if token == DEADLINE_TOKEN {
+            self.deadlines_due(conn);
+        } else {
+            self.time_out(conn, token as u32 as i32);
         }
         if self.retiring && self.idle() {
             conn.close();
