@@ -6,7 +6,9 @@ mod common;
 
 use std::io::Read;
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -250,4 +252,149 @@ fn withdrawing_many_timed_out_requests_is_fast() {
         took < Duration::from_secs(4),
         "{n} calls took {took:?} to time out"
     );
+}
+
+/// A stuck server's connection with a full send queue, on `rt`, and callbacks that make a
+/// new call on it whatever the outcome of the last (so `QueueFull` after `QueueFull`, each
+/// failing at once on the core; no retries or breakers in the way), until told to stop.
+/// Returns the stop flag, the number of `QueueFull` outcomes so far, the client, and the
+/// stuck server's side of the connection (to keep it open).
+fn reissue_on_a_full_queue(rt: &netpoll::Runtime) -> Stuck {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::thread::spawn(move || listener.accept().unwrap().0);
+    let client = echo::EchoClient::from_builder(
+        ClientBuilder::new(addr)
+            .runtime(rt.handle().clone())
+            .transport(ClientTransport::Framed)
+            .connections(1)
+            .retry(netpoll_rpc::client::RetryPolicy::none())
+            .circuit_breaker(None)
+            .max_queued_bytes(1 << 20)
+            .call_timeout(Some(Duration::from_secs(60))),
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let full = Arc::new(AtomicU64::new(0));
+    fn again(c: echo::EchoClient, stop: Arc<AtomicBool>, full: Arc<AtomicU64>) {
+        let next = c.clone();
+        c.echo_with(Bytes::from(vec![9u8; 256 << 10]), move |r| {
+            if matches!(r, Err(CallError::QueueFull { .. })) {
+                full.fetch_add(1, Ordering::Relaxed);
+            }
+            if !stop.load(Ordering::Relaxed) {
+                again(next, stop, full);
+            }
+        });
+    }
+    for _ in 0..32 {
+        again(client.clone(), stop.clone(), full.clone());
+    }
+    // Until the kernel's buffers are full too (the first refusals come while they still
+    // take what is queued): then the queue stays full for good.
+    let t0 = Instant::now();
+    while full.load(Ordering::Relaxed) < 10_000 {
+        assert!(
+            t0.elapsed() < WAIT,
+            "the stuck connection's queue never filled"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Stuck {
+        stop,
+        full,
+        client,
+        _accepted: accepted,
+    }
+}
+
+struct Stuck {
+    stop: Arc<AtomicBool>,
+    full: Arc<AtomicU64>,
+    client: echo::EchoClient,
+    _accepted: std::thread::JoinHandle<std::net::TcpStream>,
+}
+
+impl Drop for Stuck {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Calls a core makes to its own connections wait for the end of the loop turn; a call
+/// that fails at once there (a full queue) and whose callback calls again must not keep
+/// the core from its I/O: the next try waits for the next turn. Another client on the
+/// same core goes on working meanwhile.
+#[test]
+fn a_callback_that_reissues_on_a_full_queue_does_not_starve_its_core() {
+    let rt = netpoll::Runtime::builder().cores(1).build().unwrap();
+    let stuck = reissue_on_a_full_queue(&rt);
+    let server = EchoServer::start(&[]);
+    let healthy = echo::EchoClient::from_builder(
+        ClientBuilder::new(server.addr)
+            .runtime(rt.handle().clone())
+            .call_timeout(Some(Duration::from_secs(5))),
+    )
+    .unwrap();
+    let (tx, rx) = mpsc::channel();
+    for _ in 0..20 {
+        let tx = tx.clone();
+        healthy.echo_with(Bytes::from_static(b"still here"), move |r| {
+            let _ = tx.send(r);
+        });
+    }
+    for i in 0..20 {
+        let r = rx
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("call {i} on the busy core never completed"));
+        assert_eq!(&r.unwrap()[..], b"still here");
+    }
+    let before = stuck.full.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(stuck.full.load(Ordering::Relaxed) > before);
+}
+
+/// A callback that panics while the core sends the calls it made to itself loses only
+/// its own call: the calls queued behind it are still sent, and later ones too.
+#[test]
+fn a_callback_panicking_among_queued_calls_spares_the_others() {
+    let rt = netpoll::Runtime::builder().cores(1).build().unwrap();
+    let stuck = reissue_on_a_full_queue(&rt);
+    let server = EchoServer::start(&[]);
+    let healthy = echo::EchoClient::from_builder(
+        ClientBuilder::new(server.addr)
+            .runtime(rt.handle().clone())
+            .call_timeout(Some(Duration::from_secs(5))),
+    )
+    .unwrap();
+    assert_eq!(
+        &healthy.echo(Bytes::from_static(b"warm")).unwrap()[..],
+        b"warm"
+    );
+    let (tx, rx) = mpsc::channel();
+    let panicked = Arc::new(AtomicU64::new(0));
+    for round in 0..3 {
+        // From a reply callback on the core: a call whose callback panics (it fails at
+        // once: its queue is full), then a healthy call queued behind it in the same turn.
+        let (doomed, next, tx) = (stuck.client.clone(), healthy.clone(), tx.clone());
+        let count = panicked.clone();
+        healthy.echo_with(Bytes::from_static(b"go"), move |_| {
+            doomed.echo_with(Bytes::from(vec![2u8; 1024]), move |r| {
+                count.fetch_add(1, Ordering::Relaxed);
+                panic!("a callback that panics on {:?}", r.err());
+            });
+            next.echo_with(Bytes::from_static(b"behind"), move |r| {
+                let _ = tx.send(r);
+            });
+        });
+        let r = rx
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("round {round}: the call behind the panic was lost"));
+        assert_eq!(&r.unwrap()[..], b"behind");
+        assert_eq!(
+            panicked.load(Ordering::Relaxed),
+            round + 1,
+            "the doomed call did not fail at once"
+        );
+    }
 }

@@ -292,27 +292,41 @@ fn outbox_push(rt: &RuntimeHandle, core: usize, q: Queued) {
         !std::mem::replace(&mut o.scheduled, true)
     });
     if schedule && rt.spawn(core, outbox_send).is_err() {
-        // The core is stopping: the calls are dropped with the thread, as a task would be.
+        // Not reached while this thread runs the core (a task a core sends itself is
+        // always taken); kept so that the flag never claims a task that does not exist.
         OUTBOX.with(|o| o.borrow_mut().scheduled = false);
     }
 }
 
-/// On the core: sends the calls it queued for itself (and those their failures queue).
+/// On the core: sends the calls it queued for itself before this task ran. Calls that
+/// these sends make in turn (the retry of a call that failed at once, the next call of a
+/// callback that makes one on every outcome) wait for the next loop turn: a caller that
+/// re-issues on every failure (a full send queue, a refused connect) must not keep the
+/// core from the I/O that would end the failures.
 fn outbox_send(core: &mut Core) {
-    let mut batch = Vec::new();
-    loop {
-        OUTBOX.with(|o| {
-            let mut o = o.borrow_mut();
-            std::mem::swap(&mut o.calls, &mut batch);
-            if batch.is_empty() {
-                o.scheduled = false;
-            }
-        });
-        if batch.is_empty() {
-            return;
-        }
-        for (inner, slot, call, timeout, reply) in batch.drain(..) {
-            inner.start(core, slot, call, timeout, reply);
+    let batch = OUTBOX.with(|o| {
+        let mut o = o.borrow_mut();
+        // Cleared first: a call queued from here on schedules a task of its own, and a
+        // panicking callback below cannot leave the flag set with no task to clear it.
+        o.scheduled = false;
+        std::mem::take(&mut o.calls)
+    });
+    let mut rest = Unsent(batch.into_iter());
+    for (inner, slot, call, timeout, reply) in rest.0.by_ref() {
+        inner.start(core, slot, call, timeout, reply);
+    }
+}
+
+/// The calls of a batch not sent yet: if a callback panics mid-batch (the task is then
+/// abandoned), they go back to the outbox for the next turn instead of being dropped.
+struct Unsent(std::vec::IntoIter<Queued>);
+
+impl Drop for Unsent {
+    fn drop(&mut self) {
+        for q in self.0.by_ref() {
+            let rt = q.0.rt.clone();
+            let core = q.1 % rt.cores().max(1);
+            outbox_push(&rt, core, q);
         }
     }
 }
@@ -383,7 +397,9 @@ impl Inner {
                 true
             })
         });
-        if sent == Some(true) {
+        if sent == Some(true) || pending.is_none() {
+            // Sent; or taken and lost to a panic in its encoder (the connection was
+            // aborted for it, and the call with it).
             return;
         }
         let id = match self.connection(core, slot) {

@@ -304,6 +304,16 @@ impl Cluster {
             .collect()
     }
 
+    /// Runs `f` soon on a core of the client's runtime (the caller's, if it is on one),
+    /// and never inside the caller's own call: a call that fails before it is sent (no
+    /// instance, an open breaker, a deadline already past) reports it this way, so that a
+    /// callback that calls again on every failure cannot recurse without bound, and the
+    /// callback runs on a core as documented. Dropped if the runtime stops.
+    pub(crate) fn soon(&self, f: impl FnOnce() + Send + 'static) {
+        let core = self.rt.local_core().unwrap_or(0);
+        let _ = self.rt.spawn(core, move |_: &mut netpoll::Core| f());
+    }
+
     /// Runs `f` after `delay`, on a core of the client's runtime (dropped if it stops).
     pub(crate) fn after(&self, delay: Duration, f: impl FnOnce() + Send + 'static) {
         let _ = self.rt.spawn(0, move |c: &mut netpoll::Core| {

@@ -535,7 +535,10 @@ impl Handler for ClientConn {
         if self.h2.is_some() {
             return self.read_grpc(conn, input);
         }
-        let _replying = Replying::start(self.home);
+        // Calls made from the reply callbacks come back here, unless this connection
+        // is backed up already (then they spread over the pool as other calls do).
+        let _replying =
+            (conn.pending_output() < self.max_queued / 2).then(|| Replying::start(self.home));
         loop {
             match self.framing.split(input.chunk()) {
                 ReplySplit::NeedMore(n) => {

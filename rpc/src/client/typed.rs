@@ -1000,7 +1000,8 @@ impl<C: PayloadCodec> Client<C> {
     ) {
         let (watch, meta) = match self.start(method) {
             Ok(x) => x,
-            Err(e) => return done(None, Err(e)),
+            // Reported soon, not from inside this call (see `Cluster::soon`).
+            Err(e) => return inner_of(self).cluster.soon(move || done(None, Err(e))),
         };
         let inner = &self.base.inner;
         let method_breaker = inner.method_breakers.as_ref().map(|(cfg, map)| {
@@ -1016,7 +1017,9 @@ impl<C: PayloadCodec> Client<C> {
                     "method {method} of {} fails too often",
                     inner.cluster.service
                 )));
-                return finish(watch, Ended::default(), Err(e), |r| done(None, r));
+                return inner
+                    .cluster
+                    .soon(move || finish(watch, Ended::default(), Err(e), |r| done(None, r)));
             }
         }
         inner.budget.call();
@@ -1461,7 +1464,7 @@ where
         let remaining = match self.deadline {
             Some(d) => match d.checked_duration_since(now) {
                 Some(r) if !r.is_zero() => Some(r),
-                _ => return self.finish(Ended::default(), Err(CallError::Timeout)),
+                _ => return self.finish_soon(CallError::Timeout),
             },
             None => None,
         };
@@ -1489,7 +1492,7 @@ where
                     inner.cluster.service
                 ))),
             };
-            return self.finish(Ended::default(), Err(e));
+            return self.finish_soon(e);
         };
         let ep = &snap.endpoints[index];
         self.instances = snap.endpoints.len();
@@ -1624,6 +1627,13 @@ where
             }
     }
 
+    /// Ends a call that failed before it was sent: soon, on a core of the client's
+    /// runtime, never from inside the call that asked for it (see `Cluster::soon`).
+    fn finish_soon(self: Box<Self>, e: CallError) {
+        let cluster = self.client.base.inner.cluster.clone();
+        cluster.soon(move || self.finish(Ended::default(), Err(e)));
+    }
+
     fn finish(self, ended: Ended, result: Result<R, CallError>) {
         let this = self;
         if let Err(e) = &result {
@@ -1680,6 +1690,11 @@ where
     fn done(self: Box<Self>, result: Result<Bytes, CallError>) {
         self.answered(result)
     }
+}
+
+/// The client state behind a handle.
+fn inner_of<C: PayloadCodec>(c: &Client<C>) -> &BaseInner {
+    &c.base.inner
 }
 
 /// Ends a call: its middlewares, then the caller's callback.
