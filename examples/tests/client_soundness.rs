@@ -321,6 +321,16 @@ impl Drop for Stuck {
     }
 }
 
+/// A client of `server` whose connections run on `rt`.
+fn client_on(rt: &netpoll::Runtime, server: &EchoServer) -> echo::EchoClient {
+    echo::EchoClient::from_builder(
+        ClientBuilder::new(server.addr)
+            .runtime(rt.handle().clone())
+            .call_timeout(Some(Duration::from_secs(5))),
+    )
+    .unwrap()
+}
+
 /// Calls a core makes to its own connections wait for the end of the loop turn; a call
 /// that fails at once there (a full queue) and whose callback calls again must not keep
 /// the core from its I/O: the next try waits for the next turn. Another client on the
@@ -330,12 +340,7 @@ fn a_callback_that_reissues_on_a_full_queue_does_not_starve_its_core() {
     let rt = netpoll::Runtime::builder().cores(1).build().unwrap();
     let stuck = reissue_on_a_full_queue(&rt);
     let server = EchoServer::start(&[]);
-    let healthy = echo::EchoClient::from_builder(
-        ClientBuilder::new(server.addr)
-            .runtime(rt.handle().clone())
-            .call_timeout(Some(Duration::from_secs(5))),
-    )
-    .unwrap();
+    let healthy = client_on(&rt, &server);
     let (tx, rx) = mpsc::channel();
     for _ in 0..20 {
         let tx = tx.clone();
@@ -361,12 +366,7 @@ fn a_callback_panicking_among_queued_calls_spares_the_others() {
     let rt = netpoll::Runtime::builder().cores(1).build().unwrap();
     let stuck = reissue_on_a_full_queue(&rt);
     let server = EchoServer::start(&[]);
-    let healthy = echo::EchoClient::from_builder(
-        ClientBuilder::new(server.addr)
-            .runtime(rt.handle().clone())
-            .call_timeout(Some(Duration::from_secs(5))),
-    )
-    .unwrap();
+    let healthy = client_on(&rt, &server);
     assert_eq!(
         &healthy.echo(Bytes::from_static(b"warm")).unwrap()[..],
         b"warm"

@@ -144,6 +144,17 @@ impl Drop for Replying {
 /// The timer token of the idle check (call timers use sequence ids, below 2^32).
 const IDLE_TOKEN: u64 = 1 << 63;
 
+/// Whether a deadline queue entry still stands for a call waiting for its reply (its
+/// sequence id may since belong to another call, with another deadline or its own timer).
+fn queued(
+    pending: &HashMap<i32, Pending, BuildHasherDefault<Fnv>>,
+    (d, seq): (std::time::Instant, i32),
+) -> bool {
+    pending
+        .get(&seq)
+        .is_some_and(|p| p.timer.is_none() && p.deadline == Some(d))
+}
+
 /// The timer token of the deadline queue's front.
 const DEADLINE_TOKEN: u64 = 1 << 42;
 
@@ -215,18 +226,22 @@ impl ClientConn {
 
     /// Completes calls that ended outside a read (queued calls that could not be sent).
     fn complete(&mut self, conn: &mut Conn<'_>, ended: Vec<super::grpc::Outcome>) {
-        if ended.is_empty() {
-            return;
-        }
         for (seq, result) in ended {
-            if let Some(p) = self.pending.remove(&seq) {
-                if let Some(t) = p.timer {
-                    conn.cancel_timer(t);
-                }
-                self.forget_deadline(seq, p.deadline);
+            if let Some(p) = self.take_pending(conn, seq) {
                 p.call.done(result);
             }
         }
+    }
+
+    /// Takes call `seq` out of those waiting for a reply, with its timer and its place in
+    /// the deadline queue: it has ended.
+    fn take_pending(&mut self, conn: &mut Conn<'_>, seq: i32) -> Option<Pending> {
+        let p = self.pending.remove(&seq)?;
+        if let Some(t) = p.timer {
+            conn.cancel_timer(t);
+        }
+        self.forget_deadline(seq, p.deadline);
+        Some(p)
     }
 
     /// What a streaming call's handle asks of its stream.
@@ -362,13 +377,6 @@ impl ClientConn {
         (None, Some(d))
     }
 
-    /// Whether a deadline queue entry still stands for a call waiting for its reply.
-    fn deadline_live(&self, (d, seq): (std::time::Instant, i32)) -> bool {
-        self.pending
-            .get(&seq)
-            .is_some_and(|p| p.timer.is_none() && p.deadline == Some(d))
-    }
-
     /// Call `seq`, whose deadline was `deadline`, ended: its queue entry goes if it is the
     /// front (as it is when replies come in order: no lookup). Entries of calls that
     /// ended out of order are dropped when the timer meets them, or all at once when they
@@ -381,11 +389,7 @@ impl ClientConn {
         }
         if self.deadlines.len() > 2 * self.pending.len() + DEADLINES_SLACK {
             let pending = &self.pending;
-            self.deadlines.retain(|&(d, seq)| {
-                pending
-                    .get(&seq)
-                    .is_some_and(|p| p.timer.is_none() && p.deadline == Some(d))
-            });
+            self.deadlines.retain(|&e| queued(pending, e));
         }
     }
 
@@ -395,7 +399,7 @@ impl ClientConn {
         self.deadline_timer = None;
         let now = conn.now();
         while let Some(&(d, seq)) = self.deadlines.front() {
-            if !self.deadline_live((d, seq)) {
+            if !queued(&self.pending, (d, seq)) {
                 self.deadlines.pop_front();
                 continue;
             }
@@ -410,11 +414,7 @@ impl ClientConn {
 
     /// Call `seq` ran out of time.
     fn time_out(&mut self, conn: &mut Conn<'_>, seq: i32) {
-        if let Some(p) = self.pending.remove(&seq) {
-            if let Some(t) = p.timer {
-                conn.cancel_timer(t);
-            }
-            self.forget_deadline(seq, p.deadline);
+        if let Some(p) = self.take_pending(conn, seq) {
             let mut ended = Vec::new();
             match self.h2.as_deref_mut() {
                 Some(h2) => h2.cancel(conn, seq, &mut ended),
@@ -509,15 +509,7 @@ impl ClientConn {
             self.retiring = true;
         }
         self.last_active = conn.now();
-        for (seq, result) in ended {
-            if let Some(p) = self.pending.remove(&seq) {
-                if let Some(t) = p.timer {
-                    conn.cancel_timer(t);
-                }
-                self.forget_deadline(seq, p.deadline);
-                p.call.done(result);
-            }
-        }
+        self.complete(conn, ended);
         if let Err(e) = read {
             let why = crate::reason(format!("HTTP/2 connection error: {}", e.why));
             self.fail_all(Some(conn.core()), || CallError::Protocol(why.clone()));
@@ -555,11 +547,7 @@ impl Handler for ClientConn {
                     }
                     self.last_active = conn.now();
                     // A reply nobody waits for (its call timed out) is dropped.
-                    if let Some(p) = self.pending.remove(&seq) {
-                        if let Some(t) = p.timer {
-                            conn.cancel_timer(t);
-                        }
-                        self.forget_deadline(seq, p.deadline);
+                    if let Some(p) = self.take_pending(conn, seq) {
                         p.call.done(Ok(frame));
                     }
                     if self.retiring && self.pending.is_empty() {

@@ -1001,7 +1001,7 @@ impl<C: PayloadCodec> Client<C> {
         let (watch, meta) = match self.start(method) {
             Ok(x) => x,
             // Reported soon, not from inside this call (see `Cluster::soon`).
-            Err(e) => return inner_of(self).cluster.soon(move || done(None, Err(e))),
+            Err(e) => return self.base.inner.cluster.soon(move || done(None, Err(e))),
         };
         let inner = &self.base.inner;
         let method_breaker = inner.method_breakers.as_ref().map(|(cfg, map)| {
@@ -1035,14 +1035,14 @@ impl<C: PayloadCodec> Client<C> {
                 .or(inner.retry.backup_after)
                 .unwrap_or(Duration::from_millis(10))
         });
+        let call = Call {
+            method,
+            meta,
+            watching,
+            method_breaker,
+            backward,
+        };
         let Some(delay) = quantile.or(inner.retry.backup_after) else {
-            let call = Call {
-                method,
-                meta,
-                watching,
-                method_breaker,
-                backward,
-            };
             return Flight::new(self, call, Args::Own(args), None, complete).send();
         };
         // A backup request: if no reply came within `delay`, a copy goes to another
@@ -1058,13 +1058,6 @@ impl<C: PayloadCodec> Client<C> {
                     c(ended, result);
                 }
             })
-        };
-        let call = Call {
-            method,
-            meta,
-            watching,
-            method_breaker,
-            backward,
         };
         let flight = |first: Option<FirstPick>| {
             Flight::new(
@@ -1690,11 +1683,6 @@ where
     fn done(self: Box<Self>, result: Result<Bytes, CallError>) {
         self.answered(result)
     }
-}
-
-/// The client state behind a handle.
-fn inner_of<C: PayloadCodec>(c: &Client<C>) -> &BaseInner {
-    &c.base.inner
 }
 
 /// Ends a call: its middlewares, then the caller's callback.
