@@ -28,6 +28,21 @@ impl ConnId {
     pub fn core(&self) -> usize {
         self.core as usize
     }
+
+    /// The id as two words (generation; core and slot), for keeping it in atomics.
+    pub fn to_bits(self) -> (u64, u64) {
+        (self.gen, (self.core as u64) << 32 | self.slot as u64)
+    }
+
+    /// The id [`to_bits`](ConnId::to_bits) gave these words for. Words that did not come
+    /// from it name no connection: looking one up finds nothing, as for a closed one.
+    pub fn from_bits(gen: u64, place: u64) -> ConnId {
+        ConnId {
+            core: (place >> 32) as u16,
+            slot: place as u32,
+            gen,
+        }
+    }
 }
 
 /// A connection as seen from its handler (or from a task on its core): write to it, close

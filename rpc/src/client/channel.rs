@@ -1,7 +1,8 @@
 //! [`Channel`]: a small pool of connections to one address, shared by every thread.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -51,7 +52,7 @@ struct Inner {
     cfg: ChannelConfig,
     framing: Arc<dyn ReplyFraming>,
     /// The connection of each pool slot, touched only on the slot's core.
-    slots: Vec<Mutex<Option<ConnId>>>,
+    slots: Vec<SlotConn>,
     next: AtomicUsize,
     /// The instance left: no new connection is opened.
     retired: std::sync::atomic::AtomicBool,
@@ -94,7 +95,7 @@ impl Channel {
                 addr: addr.into(),
                 cfg,
                 framing,
-                slots: (0..n).map(|_| Mutex::new(None)).collect(),
+                slots: (0..n).map(|_| SlotConn::default()).collect(),
                 next: AtomicUsize::new(0),
                 retired: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -136,15 +137,15 @@ impl Channel {
             encode: Some(encode),
             done: Some(done),
         });
-        self.send_call(call, timeout);
+        self.clone().send_call(call, timeout);
     }
 
     /// Sends a call given as one object (the typed client's call state): one allocation
     /// per call, and none more for its hop to the connection's core when the caller is on
     /// that core.
-    pub(crate) fn send_call(&self, call: Call, timeout: Option<Duration>) {
+    pub(crate) fn send_call(self, call: Call, timeout: Option<Duration>) {
         let timeout = timeout.or(self.inner.cfg.call_timeout);
-        self.dispatch(call, timeout, true);
+        dispatch(self.inner, call, timeout, true);
     }
 
     /// Sends a oneway call: no reply is expected, none is waited for.
@@ -156,7 +157,7 @@ impl Channel {
             encode: Some(encode),
             done: None::<fn(Result<Bytes, CallError>)>,
         });
-        self.dispatch(call, None, false);
+        dispatch(self.inner.clone(), call, None, false);
     }
 
     /// Opens the channel's connections now, before the first call.
@@ -178,11 +179,7 @@ impl Channel {
             let inner = self.inner.clone();
             let core = slot % inner.rt.cores().max(1);
             let _ = self.inner.rt.spawn(core, move |c: &mut Core| {
-                let id = inner.slots[slot]
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take();
-                if let Some(id) = id {
+                if let Some(id) = inner.slots[slot].take() {
                     c.with_handler::<ClientConn, _>(id, |h, conn| h.retire(conn));
                 }
             });
@@ -238,29 +235,31 @@ impl Channel {
     pub(crate) fn runtime(&self) -> &RuntimeHandle {
         &self.inner.rt
     }
+}
 
-    fn dispatch(&self, call: Call, timeout: Option<Duration>, reply: bool) {
-        let inner = &self.inner;
+/// Sends a call on one of the connections of `inner`'s pool.
+fn dispatch(inner: Arc<Inner>, call: Call, timeout: Option<Duration>, reply: bool) {
+    {
         let cores = inner.rt.cores().max(1);
         let n = inner.slots.len();
-        let next = inner.next.fetch_add(1, Ordering::Relaxed);
         // Called on one of the runtime's cores (a reply callback making the next call, a
         // handler of a server on the same runtime): a connection of this core's, so the
         // call needs no hop to another thread.
         let local = inner.rt.local_core();
-        let slot = match (local, super::conn::replying(Arc::as_ptr(inner) as usize)) {
+        let next = || inner.next.fetch_add(1, Ordering::Relaxed);
+        let slot = match (local, super::conn::replying(Arc::as_ptr(&inner) as usize)) {
             (Some(_), Some(slot)) if slot < n => slot,
-            (Some(c), _) if c < n => c + cores * (next % (n - c).div_ceil(cores)),
-            _ => next % n,
+            (Some(c), _) if c < n => c + cores * (next() % (n - c).div_ceil(cores)),
+            _ => next() % n,
         };
         let core = slot % cores;
         if local == Some(core) {
-            return outbox_push(&inner.rt, core, (inner.clone(), slot, call, timeout, reply));
+            return outbox_push(core, (inner, slot, call, timeout, reply));
         }
-        let inner = inner.clone();
+        let rt = inner.rt.clone();
         // If the core has stopped the task is dropped, and with it the call: a blocking
         // caller then sees RuntimeStopped.
-        let _ = self.inner.rt.spawn(core, move |c: &mut Core| {
+        let _ = rt.spawn(core, move |c: &mut Core| {
             inner.start(c, slot, call, timeout, reply)
         });
     }
@@ -285,13 +284,16 @@ thread_local! {
     static OUTBOX: std::cell::RefCell<Outbox> = std::cell::RefCell::default();
 }
 
-fn outbox_push(rt: &RuntimeHandle, core: usize, q: Queued) {
+fn outbox_push(core: usize, q: Queued) {
+    // The runtime, when a task must be scheduled (once per loop turn).
     let schedule = OUTBOX.with(|o| {
         let mut o = o.borrow_mut();
+        let rt = (!o.scheduled).then(|| q.0.rt.clone());
         o.calls.push(q);
-        !std::mem::replace(&mut o.scheduled, true)
+        o.scheduled = true;
+        rt
     });
-    if schedule && rt.spawn(core, outbox_send).is_err() {
+    if schedule.is_some_and(|rt| rt.spawn(core, outbox_send).is_err()) {
         // Not reached while this thread runs the core (a task a core sends itself is
         // always taken); kept so that the flag never claims a task that does not exist.
         OUTBOX.with(|o| o.borrow_mut().scheduled = false);
@@ -324,9 +326,8 @@ struct Unsent(std::vec::IntoIter<Queued>);
 impl Drop for Unsent {
     fn drop(&mut self) {
         for q in self.0.by_ref() {
-            let rt = q.0.rt.clone();
-            let core = q.1 % rt.cores().max(1);
-            outbox_push(&rt, core, q);
+            let core = q.1 % q.0.rt.cores().max(1);
+            outbox_push(core, q);
         }
     }
 }
@@ -335,9 +336,9 @@ impl Inner {
     /// On the slot's core: the slot's connection, opened if it has none (or only one the
     /// server asked us to leave).
     fn connection(&self, core: &mut Core, slot: usize) -> std::io::Result<ConnId> {
-        let mut guard = self.slots[slot].lock().unwrap_or_else(|p| p.into_inner());
         // A connection the server asked us to leave (TTHeader `crrst`) takes no new calls.
-        let live = guard
+        let live = self.slots[slot]
+            .get()
             .filter(|id| core.with_handler::<ClientConn, _>(*id, |h, _| !h.retiring) == Some(true));
         if let Some(id) = live {
             return Ok(id);
@@ -365,11 +366,11 @@ impl Inner {
                 &tls.connector,
                 &tls.server_name,
             )?;
-            *guard = Some(id);
+            self.slots[slot].set(id);
             return Ok(id);
         }
         let id = core.connect(self.addr.clone(), timeout, handler)?;
-        *guard = Some(id);
+        self.slots[slot].set(id);
         Ok(id)
     }
 
@@ -385,7 +386,7 @@ impl Inner {
         let mut pending = Some(call);
         // The slot's connection as it is, if it takes calls (the common case: one
         // lookup); else the one `connection` finds or opens.
-        let current = *self.slots[slot].lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.slots[slot].get();
         let sent = current.and_then(|id| {
             core.with_handler::<ClientConn, _>(id, |h, conn| {
                 if h.retiring {
@@ -423,6 +424,37 @@ impl Inner {
                 "the connection closed before the call was sent",
             ))));
         }
+    }
+}
+
+/// The connection of a pool slot. Read and written only on the slot's core (one thread),
+/// so plain loads and stores suffice: no lock, and no read-modify-write, on the call path.
+#[derive(Default)]
+struct SlotConn {
+    /// The id's generation, and its core and slot with bit 63 set (0: no connection).
+    gen: AtomicU64,
+    place: AtomicU64,
+}
+
+const PRESENT: u64 = 1 << 63;
+
+impl SlotConn {
+    fn get(&self) -> Option<ConnId> {
+        let place = self.place.load(Ordering::Relaxed);
+        (place & PRESENT != 0)
+            .then(|| ConnId::from_bits(self.gen.load(Ordering::Relaxed), place & !PRESENT))
+    }
+
+    fn set(&self, id: ConnId) {
+        let (gen, place) = id.to_bits();
+        self.gen.store(gen, Ordering::Relaxed);
+        self.place.store(place | PRESENT, Ordering::Relaxed);
+    }
+
+    fn take(&self) -> Option<ConnId> {
+        let id = self.get();
+        self.place.store(0, Ordering::Relaxed);
+        id
     }
 }
 

@@ -20,6 +20,19 @@ use crate::CallInfo;
 /// How long an instance whose connect failed is passed over.
 const DOWN_FOR: Duration = Duration::from_secs(1);
 
+/// Ids of clusters, for the snapshot caches.
+static NEXT_CLUSTER: AtomicU64 = AtomicU64::new(1);
+
+/// Clusters whose current list a thread keeps a copy of: a thread calling more services
+/// than this takes the lock for some of them.
+const SNAPSHOT_CACHE: usize = 8;
+
+thread_local! {
+    /// This thread's copies of clusters' instance lists: (cluster id, version, list).
+    static SNAPSHOTS: std::cell::RefCell<Vec<(u64, u64, Arc<Snapshot>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// One instance and this client's state of it.
 pub(crate) struct Endpoint {
     pub(crate) addr: Addr,
@@ -136,6 +149,11 @@ pub(crate) struct Cluster {
     lb: Arc<dyn LoadBalancer>,
     breaker: Arc<BreakerConfig>,
     current: RwLock<Arc<Snapshot>>,
+    /// Bumped each time `current` changes: a thread's cached copy of the list is good
+    /// while this has not moved (see [`Cluster::snapshot`]).
+    version: AtomicU64,
+    /// Tells this cluster's entries in the threads' snapshot caches from other clusters'.
+    id: u64,
     start: Instant,
     /// Keeps the resolver's watch alive.
     watch: Mutex<Option<WatchGuard>>,
@@ -188,6 +206,8 @@ impl Cluster {
                 endpoints: Vec::new(),
                 start,
             })),
+            version: AtomicU64::new(0),
+            id: NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed),
             start,
             watch: Mutex::new(None),
             stopped: Arc::new(AtomicBool::new(false)),
@@ -233,12 +253,35 @@ impl Cluster {
         cluster
     }
 
-    /// The current instance list.
+    /// The current instance list. Each thread keeps a copy of the lists it used last,
+    /// checked against the cluster's version: on the call path, one load instead of a
+    /// lock.
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        let version = self.version.load(Ordering::Acquire);
+        let cached = SNAPSHOTS.with(|c| {
+            let c = c.borrow();
+            c.iter()
+                .find(|e| e.0 == self.id && e.1 == version)
+                .map(|e| e.2.clone())
+        });
+        if let Some(s) = cached {
+            return s;
+        }
+        // Read the version again under the lock: the list and its version then match
+        // (a writer changes both under the write lock).
+        let (snap, version) = {
+            let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
+            (cur.clone(), self.version.load(Ordering::Acquire))
+        };
+        SNAPSHOTS.with(|c| {
+            let mut c = c.borrow_mut();
+            c.retain(|e| e.0 != self.id);
+            if c.len() >= SNAPSHOT_CACHE {
+                c.remove(0);
+            }
+            c.push((self.id, version, snap.clone()));
+        });
+        snap
     }
 
     /// Takes a new instance list: instances that stay keep their channel and state, new
@@ -289,7 +332,11 @@ impl Cluster {
             endpoints,
             start: self.start,
         });
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = snap;
+        {
+            let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+            *cur = snap;
+            self.version.fetch_add(1, Ordering::Release);
+        }
         for gone in known.into_values() {
             gone.channel.retire();
         }
@@ -332,6 +379,13 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // This thread's cached list goes with it (other threads' go as newer clusters
+        // push them out of their caches).
+        let _ = SNAPSHOTS.try_with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                c.retain(|e| e.0 != self.id);
+            }
+        });
         self.stopped.store(true, Ordering::Relaxed);
     }
 }

@@ -385,6 +385,83 @@ impl Breaker {
     }
 }
 
+/// The circuit breaker of each method of a client, made on the method's first call and
+/// found on later calls without a lock: an open-addressed table of slots, each set once
+/// and never changed, keyed by the method's name.
+pub(crate) struct MethodBreakers {
+    cfg: Arc<BreakerConfig>,
+    slots: Box<[std::sync::OnceLock<Box<NamedBreaker>>]>,
+    /// Taken to fill a slot, so that two first calls of one method make one breaker.
+    filling: Mutex<()>,
+}
+
+/// A method's name and its breaker.
+type NamedBreaker = (&'static str, Breaker);
+
+/// Methods a client keeps breakers for; the calls of methods beyond these go through the
+/// instance breakers only (and a warning says so once).
+const METHOD_SLOTS: usize = 1024;
+
+impl std::fmt::Debug for MethodBreakers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MethodBreakers")
+            .field("config", &self.cfg)
+            .finish()
+    }
+}
+
+impl MethodBreakers {
+    pub(crate) fn new(cfg: Arc<BreakerConfig>) -> Self {
+        MethodBreakers {
+            cfg,
+            slots: (0..METHOD_SLOTS).map(|_| Default::default()).collect(),
+            filling: Mutex::new(()),
+        }
+    }
+
+    /// The slot of `method`'s breaker, made if it has none yet; `None` if the table is
+    /// full.
+    pub(crate) fn find(&self, method: &'static str) -> Option<u16> {
+        // FNV-1a over the name: the same name from any string gets the same breaker.
+        let h = method.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+        let start = h as usize % METHOD_SLOTS;
+        for i in 0..METHOD_SLOTS {
+            let at = (start + i) % METHOD_SLOTS;
+            let slot = &self.slots[at];
+            let name = match slot.get() {
+                Some(b) => b.0,
+                None => {
+                    let _filling = self.filling.lock().unwrap_or_else(|p| p.into_inner());
+                    slot.get_or_init(|| Box::new((method, Breaker::new(self.cfg.clone()))))
+                        .0
+                }
+            };
+            if std::ptr::eq(name, method) || name == method {
+                return Some(at as u16);
+            }
+        }
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                methods = METHOD_SLOTS,
+                method,
+                "a client calls more methods than it keeps breakers for: this one has none"
+            );
+        }
+        None
+    }
+
+    /// The breaker in slot `at` (from [`find`](MethodBreakers::find)).
+    pub(crate) fn get(&self, at: u16) -> &Breaker {
+        &self.slots[at as usize]
+            .get()
+            .expect("a slot find returned is set")
+            .1
+    }
+}
+
 /// Whether failure `e` counts against a breaker: the instance or method failed, not the
 /// caller's request (a declared exception or an unknown method is an answer).
 pub(crate) fn counts_as_failure<E>(e: &CallError<E>) -> bool {

@@ -2,9 +2,7 @@
 //! [`Protobuf`]). It encodes calls, sends the TTHeader metadata a Kitex server expects,
 //! and decodes replies. Generated service clients wrap it.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
 
 use crate::discovery::{Addr, ToAddrs};
@@ -352,7 +350,7 @@ impl ClientBuilder {
                 cluster,
                 budget: RetryBudget::new(self.retry.budget_ratio, self.retry.min_retries_per_sec),
                 retry: self.retry,
-                method_breakers: breaker.map(|cfg| (cfg, Mutex::new(HashMap::default()))),
+                method_breakers: breaker.map(policy::MethodBreakers::new),
                 retries: AtomicU64::new(0),
                 latencies: policy::Latencies::new(),
                 to_service: ByteString::from(destination),
@@ -443,7 +441,7 @@ struct BaseInner {
     retry: RetryPolicy,
     budget: RetryBudget,
     /// Per-method breakers, when breakers are on.
-    method_breakers: Option<MethodBreakers>,
+    method_breakers: Option<policy::MethodBreakers>,
     /// Retries made.
     retries: AtomicU64,
     /// Latencies of successful tries (for backup requests at a quantile).
@@ -466,6 +464,11 @@ struct BaseInner {
 }
 
 impl BaseInner {
+    /// The method breaker in slot `at`, if there is one.
+    fn method_breaker(&self, at: Option<u16>) -> Option<&Breaker> {
+        Some(self.method_breakers.as_ref()?.get(at?))
+    }
+
     /// Writes one request frame of `method` carrying `seq`: its envelope and headers
     /// (with `meta`, and the `timeout` left to the call), then its body.
     #[allow(clippy::too_many_arguments)]
@@ -567,13 +570,6 @@ impl Drop for BaseInner {
         }
     }
 }
-
-/// The breaker of each method, made on its first call (FNV: looked up on every call, where
-/// SipHash cost more than the rest of the lookup).
-type MethodBreakers = (
-    Arc<BreakerConfig>,
-    Mutex<HashMap<&'static str, Arc<Breaker>, BuildHasherDefault<crate::server::router::Fnv>>>,
-);
 
 #[derive(Clone)]
 struct Base {
@@ -1004,14 +1000,8 @@ impl<C: PayloadCodec> Client<C> {
             Err(e) => return self.base.inner.cluster.soon(move || done(None, Err(e))),
         };
         let inner = &self.base.inner;
-        let method_breaker = inner.method_breakers.as_ref().map(|(cfg, map)| {
-            map.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(method)
-                .or_insert_with(|| Arc::new(Breaker::new(cfg.clone())))
-                .clone()
-        });
-        if let Some(b) = &method_breaker {
+        let method_breaker = inner.method_breakers.as_ref().and_then(|m| m.find(method));
+        if let Some(b) = inner.method_breaker(method_breaker) {
             if !b.allow(netpoll::now()) {
                 let e = CallError::CircuitOpen(crate::reason(format!(
                     "method {method} of {} fails too often",
@@ -1344,7 +1334,8 @@ struct Call {
     meta: Metadata,
     /// Middleware watches the call: note each try's sequence id and request size.
     watching: bool,
-    method_breaker: Option<Arc<Breaker>>,
+    /// The slot of the method's breaker, if it has one.
+    method_breaker: Option<u16>,
     /// The caller wants the reply's backward values.
     backward: bool,
 }
@@ -1384,7 +1375,9 @@ struct Flight<C: PayloadCodec, A, R, K> {
     instances: usize,
     /// The try on its way, once sent.
     attempt: Option<Attempt>,
-    complete: K,
+    /// Taken when the call ends (taken, not moved out with the rest of the call: the
+    /// call state stays where it is).
+    complete: Option<K>,
     _reply: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -1444,7 +1437,7 @@ where
             blamed: false,
             instances: 1,
             attempt: None,
-            complete,
+            complete: Some(complete),
             _reply: std::marker::PhantomData,
         })
     }
@@ -1627,8 +1620,10 @@ where
         cluster.soon(move || self.finish(Ended::default(), Err(e)));
     }
 
-    fn finish(self, ended: Ended, result: Result<R, CallError>) {
-        let this = self;
+    // Boxed: the call state is not moved out of its box to end it.
+    #[allow(clippy::boxed_local)]
+    fn finish(mut self: Box<Self>, ended: Ended, result: Result<R, CallError>) {
+        let this = &mut *self;
         if let Err(e) = &result {
             tracing::debug!(
                 service = &*this.client.base.inner.service,
@@ -1639,13 +1634,20 @@ where
                 "call failed"
             );
         }
-        if let Some(b) = &this.call.method_breaker {
+        if let Some(b) = this
+            .client
+            .base
+            .inner
+            .method_breaker(this.call.method_breaker)
+        {
             let failed = result.as_ref().err().is_some_and(policy::counts_as_failure);
             if !(failed && this.blamed) {
                 b.record_scaled(netpoll::now(), failed, this.instances);
             }
         }
-        (this.complete)(ended, result);
+        if let Some(complete) = this.complete.take() {
+            complete(ended, result);
+        }
     }
 }
 
