@@ -144,8 +144,20 @@ impl Channel {
     /// per call, and none more for its hop to the connection's core when the caller is on
     /// that core.
     pub(crate) fn send_call(self, call: Call, timeout: Option<Duration>) {
+        let route = self.route();
+        self.send_routed(route, call, timeout);
+    }
+
+    /// Where a call made now from this thread would go (for [`send_routed`](Self::send_routed)).
+    pub(crate) fn route(&self) -> Route {
+        self.inner.route()
+    }
+
+    /// As [`send_call`](Self::send_call), to where [`route`](Self::route) said, on the
+    /// same thread.
+    pub(crate) fn send_routed(self, route: Route, call: Call, timeout: Option<Duration>) {
         let timeout = timeout.or(self.inner.cfg.call_timeout);
-        dispatch(self.inner, call, timeout, true);
+        dispatch_to(self.inner, route, call, timeout, true);
     }
 
     /// Sends a oneway call: no reply is expected, none is waited for.
@@ -237,32 +249,63 @@ impl Channel {
     }
 }
 
-/// Sends a call on one of the connections of `inner`'s pool.
-fn dispatch(inner: Arc<Inner>, call: Call, timeout: Option<Duration>, reply: bool) {
-    {
-        let cores = inner.rt.cores().max(1);
-        let n = inner.slots.len();
+/// Where a call goes: a pool slot, and the core of its connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Route {
+    slot: usize,
+    core: usize,
+    /// The core is the calling thread's own: the call is sent, and ends, on this thread.
+    pub(crate) local: bool,
+}
+
+impl Inner {
+    /// The slot a call made now from this thread goes to.
+    fn route(&self) -> Route {
+        let cores = self.rt.cores().max(1);
+        let n = self.slots.len();
         // Called on one of the runtime's cores (a reply callback making the next call, a
         // handler of a server on the same runtime): a connection of this core's, so the
         // call needs no hop to another thread.
-        let local = inner.rt.local_core();
-        let next = || inner.next.fetch_add(1, Ordering::Relaxed);
-        let slot = match (local, super::conn::replying(Arc::as_ptr(&inner) as usize)) {
+        let local = self.rt.local_core();
+        let next = || self.next.fetch_add(1, Ordering::Relaxed);
+        let slot = match (local, super::conn::replying(self as *const Inner as usize)) {
             (Some(_), Some(slot)) if slot < n => slot,
             (Some(c), _) if c < n => c + cores * (next() % (n - c).div_ceil(cores)),
             _ => next() % n,
         };
         let core = slot % cores;
-        if local == Some(core) {
-            return outbox_push(core, (inner, slot, call, timeout, reply));
+        Route {
+            slot,
+            core,
+            local: local == Some(core),
         }
-        let rt = inner.rt.clone();
-        // If the core has stopped the task is dropped, and with it the call: a blocking
-        // caller then sees RuntimeStopped.
-        let _ = rt.spawn(core, move |c: &mut Core| {
-            inner.start(c, slot, call, timeout, reply)
-        });
     }
+}
+
+/// Sends a call on one of the connections of `inner`'s pool.
+fn dispatch(inner: Arc<Inner>, call: Call, timeout: Option<Duration>, reply: bool) {
+    let route = inner.route();
+    dispatch_to(inner, route, call, timeout, reply)
+}
+
+/// Sends a call on the connection `route` names.
+fn dispatch_to(
+    inner: Arc<Inner>,
+    route: Route,
+    call: Call,
+    timeout: Option<Duration>,
+    reply: bool,
+) {
+    let Route { slot, core, local } = route;
+    if local {
+        return outbox_push(core, (inner, slot, call, timeout, reply));
+    }
+    let rt = inner.rt.clone();
+    // If the core has stopped the task is dropped, and with it the call: a blocking
+    // caller then sees RuntimeStopped.
+    let _ = rt.spawn(core, move |c: &mut Core| {
+        inner.start(c, slot, call, timeout, reply)
+    });
 }
 
 /// A call made on the core that owns its connection, waiting for the end of the loop

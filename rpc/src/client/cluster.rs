@@ -4,12 +4,13 @@
 //! failures), and the balancer's picker over the current list.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use netpoll::RuntimeHandle;
 
+use super::percore::{Here, PerCore};
 use super::policy::{Breaker, BreakerConfig};
 use super::{Channel, ChannelConfig, ReplyFraming};
 use crate::discovery::{
@@ -37,37 +38,100 @@ thread_local! {
 pub(crate) struct Endpoint {
     pub(crate) addr: Addr,
     pub(crate) channel: Channel,
-    in_flight: AtomicU32,
-    /// Latency moving average, in nanoseconds.
-    ewma_ns: AtomicU64,
+    /// Calls in flight, latency and answers, counted per core of the client's runtime.
+    live: PerCore<Live>,
     pub(crate) breaker: Breaker,
     /// Until when (ms since the cluster started) the instance is passed over after a
     /// failed connect.
     down_until_ms: AtomicU64,
+}
+
+/// What one core (or the shared slot) counted of an instance.
+#[derive(Debug, Default)]
+struct Live {
+    /// Calls sent and not ended (wrapping: a core may end calls the shared slot counted).
+    in_flight: AtomicU64,
+    /// Latency moving average, in nanoseconds.
+    ewma_ns: AtomicU64,
     /// Calls that ended with a reply from it.
-    pub(crate) answered: AtomicU64,
+    answered: AtomicU64,
 }
 
 impl Endpoint {
-    pub(crate) fn started(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    /// A call goes to it, counted in slot `counted`: the sending thread's own core's slot
+    /// if the call stays on that core until it ends, else the shared one (see
+    /// [`Channel::route`]).
+    pub(crate) fn started(&self, counted: Here) {
+        let s = self.live.at(counted);
+        s.add(&s.value.in_flight, 1);
     }
 
-    /// A call sent to it ended after `latency`; `replied` if the instance answered.
-    pub(crate) fn ended(&self, latency: Duration, replied: bool) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if replied {
-            self.answered.fetch_add(1, Ordering::Relaxed);
+    /// A call counted in `counted` ended after `latency`, on the thread whose slot is
+    /// `here`; `replied` if the instance answered.
+    pub(crate) fn ended(&self, counted: Here, here: Here, latency: Duration, replied: bool) {
+        if counted == here || counted == Here::SHARED {
+            let c = self.live.at(counted);
+            c.sub(&c.value.in_flight, 1);
+        } else {
+            // Not reached: a call counted in a core's slot is sent on that core's own
+            // connection and ends there. Were it to end elsewhere, this thread may not
+            // write that slot.
+            debug_assert!(false, "a call ended away from the core that counted it");
         }
-        // EWMA with weight 1/8 per sample (racy updates only lose a sample).
+        let s = self.live.at(here);
+        if replied {
+            s.add(&s.value.answered, 1);
+        }
+        // EWMA with weight 1/8 per sample (in the shared slot, racy updates only lose a
+        // sample).
         let sample = latency.as_nanos().min(u64::MAX as u128) as u64;
-        let old = self.ewma_ns.load(Ordering::Relaxed);
+        let old = s.value.ewma_ns.load(Ordering::Relaxed);
         let new = if old == 0 {
             sample
         } else {
             old - old / 8 + sample / 8
         };
-        self.ewma_ns.store(new.max(1), Ordering::Relaxed);
+        s.value.ewma_ns.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// Calls it answered, over every core.
+    fn answered(&self) -> u64 {
+        self.live
+            .all()
+            .map(|l| l.answered.load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// Its load as the thread with slot `here` sees it: the calls in flight that thread's
+    /// core sent (a core's picks balance its own calls, as a client of its own would)
+    /// plus those other threads sent; and the latency that core measured, or any core's
+    /// before it measured one.
+    fn load(&self, here: Here) -> Load {
+        let count = |l: &Live| l.in_flight.load(Ordering::Relaxed);
+        let in_flight = if here == Here::SHARED {
+            self.live.all().map(count).fold(0, u64::wrapping_add)
+        } else {
+            count(self.live.at(here).value).wrapping_add(count(self.live.at(Here::SHARED).value))
+        };
+        let mut latency = self.live.at(here).value.ewma_ns.load(Ordering::Relaxed);
+        if latency == 0 {
+            latency = self
+                .live
+                .all()
+                .map(|l| l.ewma_ns.load(Ordering::Relaxed))
+                .find(|&n| n != 0)
+                .unwrap_or(0);
+        }
+        Load {
+            // Wrapped below zero only for an instant (a core ended a call of the shared
+            // slot's before the shared slot counted it): none.
+            in_flight: u32::try_from(in_flight).unwrap_or(if in_flight > u64::MAX / 2 {
+                0
+            } else {
+                u32::MAX
+            }),
+            latency: Duration::from_nanos(latency),
+        }
     }
 }
 
@@ -79,6 +143,12 @@ pub(crate) struct Snapshot {
     start: Instant,
 }
 
+/// A snapshot as one thread sees its instances' load.
+struct View<'a> {
+    snap: &'a Snapshot,
+    here: Here,
+}
+
 impl Snapshot {
     fn now_ms(&self) -> u64 {
         netpoll::now()
@@ -86,21 +156,24 @@ impl Snapshot {
             .as_millis() as u64
     }
 
-    /// The instance for `call`, skipping `tried` ones; if the picker finds none usable,
-    /// any usable one; `None` if there is none.
+    /// The instance for `call`, skipping `tried` ones, as the thread with slot `here`
+    /// sees their load; if the picker finds none usable, any usable one; `None` if there
+    /// is none.
     pub(crate) fn pick(
         &self,
         call: &CallInfo<'_>,
         key: Option<u64>,
         tried: &[usize],
+        here: Here,
     ) -> Option<usize> {
         if self.endpoints.is_empty() {
             return None;
         }
+        let view = View { snap: self, here };
         let p = Pick {
             call,
             key,
-            state: States::Live(self),
+            state: States::Live(&view),
             tried,
         };
         match self.picker.pick(&p) {
@@ -120,22 +193,18 @@ impl Snapshot {
     }
 }
 
-impl InstanceState for Snapshot {
+impl InstanceState for View<'_> {
     fn len(&self) -> usize {
-        self.endpoints.len()
+        self.snap.endpoints.len()
     }
 
     fn load(&self, index: usize) -> Load {
-        let e = &self.endpoints[index];
-        Load {
-            in_flight: e.in_flight.load(Ordering::Relaxed),
-            latency: Duration::from_nanos(e.ewma_ns.load(Ordering::Relaxed)),
-        }
+        self.snap.endpoints[index].load(self.here)
     }
 
     fn available(&self, index: usize) -> bool {
-        let e = &self.endpoints[index];
-        e.down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+        let e = &self.snap.endpoints[index];
+        e.down_until_ms.load(Ordering::Relaxed) <= self.snap.now_ms()
             && !e.breaker.is_open(netpoll::now())
     }
 }
@@ -311,11 +380,9 @@ impl Cluster {
                             self.framing.clone(),
                             self.cfg.clone(),
                         ),
-                        in_flight: AtomicU32::new(0),
-                        ewma_ns: AtomicU64::new(0),
-                        breaker: Breaker::new(self.breaker.clone()),
+                        live: PerCore::new(self.rt.cores()),
+                        breaker: Breaker::new(self.breaker.clone(), self.rt.cores()),
                         down_until_ms: AtomicU64::new(0),
-                        answered: AtomicU64::new(0),
                     })
                 })
             })
@@ -342,12 +409,17 @@ impl Cluster {
         }
     }
 
+    /// The slot this thread counts in, among the client runtime's cores.
+    pub(crate) fn here(&self) -> Here {
+        Here::of(&self.rt)
+    }
+
     /// Calls answered by each instance so far.
     pub(crate) fn answered(&self) -> Vec<(Addr, u64)> {
         self.snapshot()
             .endpoints
             .iter()
-            .map(|e| (e.addr.clone(), e.answered.load(Ordering::Relaxed)))
+            .map(|e| (e.addr.clone(), e.answered()))
             .collect()
     }
 

@@ -8,6 +8,7 @@ mod cluster;
 mod conn;
 mod framing;
 mod grpc;
+mod percore;
 mod policy;
 mod stream;
 mod typed;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::percore::{Here, PerCore};
 use crate::CallError;
 
 /// Which failures a method's calls are retried on.
@@ -134,14 +135,16 @@ pub(crate) fn unsent<E>(e: &CallError<E>) -> bool {
 }
 
 /// Counts calls and retries over a sliding window of 10 one-second buckets, shared by
-/// every method of a client, and says whether one more retry fits.
+/// every method of a client, and says whether one more retry fits. Calls are counted per
+/// core ([`PerCore`]: no read-modify-write on shared memory per call); a retry, which is
+/// rare, adds the cores' buckets up.
 #[derive(Debug)]
 pub(crate) struct RetryBudget {
     ratio: f64,
     min_per_sec: u32,
     start: Instant,
-    /// (second, calls, retries) per bucket.
-    buckets: [Bucket; 10],
+    /// (second, calls, retries) per bucket, per core.
+    buckets: PerCore<[Bucket; 10]>,
 }
 
 #[derive(Debug, Default)]
@@ -152,52 +155,56 @@ struct Bucket {
 }
 
 impl RetryBudget {
-    pub(crate) fn new(ratio: f64, min_per_sec: u32) -> Self {
+    /// A budget for a client on `cores` cores.
+    pub(crate) fn new(ratio: f64, min_per_sec: u32, cores: usize) -> Self {
         RetryBudget {
             ratio,
             min_per_sec,
             start: Instant::now(),
-            buckets: Default::default(),
+            buckets: PerCore::new(cores),
         }
     }
 
-    fn bucket(&self) -> &Bucket {
+    /// The current bucket of the thread whose slot is `here`, emptied if it held an
+    /// older second; with the slot, to count in it.
+    fn bucket(&self, here: Here) -> (crate::client::percore::Slot<'_, [Bucket; 10]>, usize) {
         let sec = netpoll::now()
             .saturating_duration_since(self.start)
             .as_secs();
-        let b = &self.buckets[(sec % 10) as usize];
+        let slot = self.buckets.at(here);
+        let i = (sec % 10) as usize;
+        let b = &slot.value[i];
         let seen = b.second.load(Ordering::Relaxed);
-        if seen != sec
-            && b.second
-                .compare_exchange(seen, sec, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if seen != sec && slot.replace(&b.second, seen, sec) {
             b.calls.store(0, Ordering::Relaxed);
             b.retries.store(0, Ordering::Relaxed);
         }
-        b
+        (slot, i)
     }
 
-    /// A first try was made.
-    pub(crate) fn call(&self) {
-        self.bucket().calls.fetch_add(1, Ordering::Relaxed);
+    /// A first try was made, on the thread whose slot is `here`.
+    pub(crate) fn call(&self, here: Here) {
+        let (slot, i) = self.bucket(here);
+        slot.add(&slot.value[i].calls, 1);
     }
 
-    /// Takes one retry from the budget, if it has room.
-    pub(crate) fn try_retry(&self) -> bool {
+    /// Takes one retry from the budget, if it has room (on the thread whose slot is
+    /// `here`).
+    pub(crate) fn try_retry(&self, here: Here) -> bool {
         let now = netpoll::now()
             .saturating_duration_since(self.start)
             .as_secs();
         let (mut calls, mut retries) = (0u64, 0u64);
-        for b in &self.buckets {
+        for b in self.buckets.all().flatten() {
             if now.saturating_sub(b.second.load(Ordering::Relaxed)) < 10 {
-                calls += b.calls.load(Ordering::Relaxed);
-                retries += b.retries.load(Ordering::Relaxed);
+                calls = calls.wrapping_add(b.calls.load(Ordering::Relaxed));
+                retries = retries.wrapping_add(b.retries.load(Ordering::Relaxed));
             }
         }
         let allowed = calls as f64 * self.ratio + self.min_per_sec as f64 * 10.0;
         if (retries as f64) < allowed {
-            self.bucket().retries.fetch_add(1, Ordering::Relaxed);
+            let (slot, i) = self.bucket(here);
+            slot.add(&slot.value[i].retries, 1);
             true
         } else {
             false
@@ -245,19 +252,30 @@ impl BreakerConfig {
 /// A circuit breaker: closed (calls pass, failures counted), open (calls fail at once)
 /// and half-open (one probe at a time; enough successes close it, a failure reopens it).
 ///
-/// The closed state, where a breaker spends nearly all its time, is counted with atomics
-/// only: a call through a healthy breaker takes no lock.
+/// The closed state, where a breaker spends nearly all its time, is counted per core
+/// ([`PerCore`]): a call through a healthy breaker takes no lock and does no
+/// read-modify-write on shared memory. A failure adds the cores' windows up to decide
+/// whether the breaker opens.
 #[derive(Debug)]
 pub(crate) struct Breaker {
     cfg: Arc<BreakerConfig>,
     /// Not closed (open or half-open): the slow path decides.
     tripped: AtomicBool,
-    /// Closed state: when the window started (ms since `base`), and its counts.
+    /// Closed state: each core's window (when it started, ms since `base`) and counts.
+    windows: PerCore<Window>,
+    /// When the breaker last closed (ms since `base`): windows that started before count
+    /// nothing (a core resets its own when it next records).
+    closed_ms: AtomicU64,
+    base: Instant,
+    state: Mutex<BreakerState>,
+}
+
+/// One core's count of calls and errors since `since_ms`.
+#[derive(Debug, Default)]
+struct Window {
     since_ms: AtomicU64,
     calls: AtomicU64,
     errors: AtomicU64,
-    base: Instant,
-    state: Mutex<BreakerState>,
 }
 
 #[derive(Debug)]
@@ -268,13 +286,13 @@ enum BreakerState {
 }
 
 impl Breaker {
-    pub(crate) fn new(cfg: Arc<BreakerConfig>) -> Self {
+    /// A closed breaker counted over `cores` cores (and other threads).
+    pub(crate) fn new(cfg: Arc<BreakerConfig>, cores: usize) -> Self {
         Breaker {
             cfg,
             tripped: AtomicBool::new(false),
-            since_ms: AtomicU64::new(0),
-            calls: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
+            windows: PerCore::new(cores),
+            closed_ms: AtomicU64::new(0),
             base: Instant::now(),
             state: Mutex::new(BreakerState::Closed),
         }
@@ -317,38 +335,53 @@ impl Breaker {
         }
     }
 
-    /// A call that passed ended; `failed` if it failed in a way the breaker counts.
-    pub(crate) fn record(&self, now: Instant, failed: bool) {
-        self.record_scaled(now, failed, 1);
+    /// A call that passed ended, on the thread whose slot is `here`; `failed` if it
+    /// failed in a way the breaker counts.
+    pub(crate) fn record(&self, now: Instant, failed: bool, here: Here) {
+        self.record_scaled(now, failed, 1, here);
     }
 
     /// As [`record`](Breaker::record), for a breaker over `n` instances (a method's): it
     /// needs `n` times the minimum sample before it opens, so that one failing instance
     /// trips its own breaker first and is taken out, instead of the method's.
-    pub(crate) fn record_scaled(&self, now: Instant, failed: bool, n: usize) {
+    pub(crate) fn record_scaled(&self, now: Instant, failed: bool, n: usize, here: Here) {
         let cfg = &self.cfg;
         if !self.tripped.load(Ordering::Acquire) {
-            // Closed: count in the current window (a new window resets the counts; a
-            // racing update may land in either window, which is harmless).
+            // Closed: count in this core's current window (a new window, or one older
+            // than the last close, starts from zero; in the shared slot a racing update
+            // may land in either window, which is harmless).
             let ms = now.saturating_duration_since(self.base).as_millis() as u64;
-            let since = self.since_ms.load(Ordering::Relaxed);
-            if ms.saturating_sub(since) > cfg.window.as_millis() as u64
-                && self
-                    .since_ms
-                    .compare_exchange(since, ms, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
+            let window_ms = cfg.window.as_millis() as u64;
+            let closed = self.closed_ms.load(Ordering::Relaxed);
+            let w = self.windows.at(here);
+            let since = w.value.since_ms.load(Ordering::Relaxed);
+            if (ms.saturating_sub(since) > window_ms || since < closed)
+                && w.replace(&w.value.since_ms, since, ms.max(closed))
             {
-                self.calls.store(0, Ordering::Relaxed);
-                self.errors.store(0, Ordering::Relaxed);
+                w.value.calls.store(0, Ordering::Relaxed);
+                w.value.errors.store(0, Ordering::Relaxed);
             }
-            let calls = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
-            let errors = if failed {
-                self.errors.fetch_add(1, Ordering::Relaxed) + 1
-            } else {
-                self.errors.load(Ordering::Relaxed)
-            };
+            w.add(&w.value.calls, 1);
+            if !failed {
+                return;
+            }
+            w.add(&w.value.errors, 1);
+            // A failure: do the windows of every core, together, call for opening?
+            let (calls, errors) = self
+                .windows
+                .all()
+                .filter(|w| {
+                    let since = w.since_ms.load(Ordering::Relaxed);
+                    since >= closed && ms.saturating_sub(since) <= window_ms
+                })
+                .fold((0u64, 0u64), |(c, e), w| {
+                    (
+                        c.wrapping_add(w.calls.load(Ordering::Relaxed)),
+                        e.wrapping_add(w.errors.load(Ordering::Relaxed)),
+                    )
+                });
             let min_samples = cfg.min_samples.saturating_mul(n.max(1) as u64);
-            if failed && calls >= min_samples && errors as f64 >= cfg.error_rate * calls as f64 {
+            if calls >= min_samples && errors as f64 >= cfg.error_rate * calls as f64 {
                 let mut s = self.lock();
                 if matches!(*s, BreakerState::Closed) {
                     tracing::warn!(calls, errors, "circuit breaker opens");
@@ -372,9 +405,8 @@ impl Breaker {
                 if *passed >= cfg.probes {
                     tracing::info!("circuit breaker closes");
                     *s = BreakerState::Closed;
-                    self.calls.store(0, Ordering::Relaxed);
-                    self.errors.store(0, Ordering::Relaxed);
-                    self.since_ms.store(
+                    // Every core's window starts again from zero.
+                    self.closed_ms.store(
                         now.saturating_duration_since(self.base).as_millis() as u64,
                         Ordering::Relaxed,
                     );
@@ -390,6 +422,8 @@ impl Breaker {
 /// and never changed, keyed by the method's name.
 pub(crate) struct MethodBreakers {
     cfg: Arc<BreakerConfig>,
+    /// Cores of the client's runtime (the breakers count per core).
+    cores: usize,
     slots: Box<[std::sync::OnceLock<Box<NamedBreaker>>]>,
     /// Taken to fill a slot, so that two first calls of one method make one breaker.
     filling: Mutex<()>,
@@ -411,9 +445,10 @@ impl std::fmt::Debug for MethodBreakers {
 }
 
 impl MethodBreakers {
-    pub(crate) fn new(cfg: Arc<BreakerConfig>) -> Self {
+    pub(crate) fn new(cfg: Arc<BreakerConfig>, cores: usize) -> Self {
         MethodBreakers {
             cfg,
+            cores,
             slots: (0..METHOD_SLOTS).map(|_| Default::default()).collect(),
             filling: Mutex::new(()),
         }
@@ -434,8 +469,10 @@ impl MethodBreakers {
                 Some(b) => b.0,
                 None => {
                     let _filling = self.filling.lock().unwrap_or_else(|p| p.into_inner());
-                    slot.get_or_init(|| Box::new((method, Breaker::new(self.cfg.clone()))))
-                        .0
+                    slot.get_or_init(|| {
+                        Box::new((method, Breaker::new(self.cfg.clone(), self.cores)))
+                    })
+                    .0
                 }
             };
             if std::ptr::eq(name, method) || name == method {
@@ -484,31 +521,67 @@ mod tests {
             probes: 2,
             ..BreakerConfig::default()
         });
-        let b = Breaker::new(cfg);
+        let b = Breaker::new(cfg, 1);
         let t0 = Instant::now();
         for i in 0..9 {
             assert!(b.allow(t0));
-            b.record(t0, i % 2 == 0);
+            b.record(t0, i % 2 == 0, Here::SHARED);
         }
         assert!(b.allow(t0), "too few samples to open");
-        b.record(t0, true); // 6 of 10 failed
+        b.record(t0, true, Here::SHARED); // 6 of 10 failed
         assert!(!b.allow(t0), "open");
         assert!(b.is_open(t0));
         let later = t0 + Duration::from_millis(150);
         assert!(b.allow(later), "a probe after the cooldown");
         assert!(!b.allow(later), "one probe at a time");
-        b.record(later, false);
+        b.record(later, false, Here::SHARED);
         assert!(b.allow(later));
-        b.record(later, false);
+        b.record(later, false, Here::SHARED);
         assert!(!b.is_open(later), "closed after two good probes");
         // A failed probe reopens it.
         for _ in 0..10 {
-            b.record(later, true);
+            b.record(later, true, Here::SHARED);
         }
         let again = later + Duration::from_millis(150);
         assert!(b.allow(again));
-        b.record(again, true);
+        b.record(again, true, Here::SHARED);
         assert!(!b.allow(again));
+    }
+
+    #[test]
+    fn a_breaker_adds_up_the_windows_of_every_core() {
+        let cfg = Arc::new(BreakerConfig {
+            min_samples: 10,
+            cooldown: Duration::from_millis(100),
+            probes: 1,
+            ..BreakerConfig::default()
+        });
+        let b = Breaker::new(cfg, 2);
+        let t0 = Instant::now();
+        // Core 0 sees only successes, core 1 only failures, another thread one of each.
+        for _ in 0..4 {
+            b.record(t0, false, Here::core(0));
+        }
+        b.record(t0, false, Here::SHARED);
+        b.record(t0, true, Here::SHARED);
+        for _ in 0..3 {
+            b.record(t0, true, Here::core(1));
+        }
+        assert!(!b.is_open(t0), "9 calls: too few to open");
+        b.record(t0, true, Here::core(1));
+        assert!(b.is_open(t0), "10 calls, 5 failed, counted on three slots");
+        // Closed again by a good probe: every slot's count starts over, so the failures
+        // before it count for nothing.
+        let later = t0 + Duration::from_millis(150);
+        assert!(b.allow(later));
+        b.record(later, false, Here::core(0));
+        assert!(!b.is_open(later));
+        for _ in 0..9 {
+            b.record(later, true, Here::core(1));
+        }
+        assert!(!b.is_open(later), "9 calls since it closed");
+        b.record(later, true, Here::core(0));
+        assert!(b.is_open(later), "10 failed since it closed");
     }
 
     #[test]
@@ -526,11 +599,11 @@ mod tests {
 
     #[test]
     fn the_budget_caps_retries_at_its_ratio() {
-        let budget = RetryBudget::new(0.1, 0);
+        let budget = RetryBudget::new(0.1, 0, 1);
         for _ in 0..1000 {
-            budget.call();
+            budget.call(Here::SHARED);
         }
-        let granted = (0..1000).filter(|_| budget.try_retry()).count();
+        let granted = (0..1000).filter(|_| budget.try_retry(Here::SHARED)).count();
         assert_eq!(granted, 100);
     }
 

@@ -18,6 +18,7 @@ use netpoll_codec::ByteString;
 use prost::Message as _;
 
 use super::cluster::{Cluster, ClusterConfig, Snapshot};
+use super::percore::Here;
 use super::policy::{self, Breaker, BreakerConfig, RetryBudget, RetryPolicy};
 use super::stream::{Delivery, StreamEvent};
 use super::{ChannelConfig, ClientStream, KitexPbFraming, ReplyFraming, ThriftFraming};
@@ -331,6 +332,7 @@ impl ClientBuilder {
         };
         let destination = self.destination.unwrap_or_else(|| service.to_owned());
         let breaker = self.breaker.clone();
+        let cores = handle.cores();
         let cluster = Cluster::start(ClusterConfig {
             service: destination.clone(),
             rt: handle,
@@ -348,9 +350,13 @@ impl ClientBuilder {
         Ok(Base {
             inner: Arc::new(BaseInner {
                 cluster,
-                budget: RetryBudget::new(self.retry.budget_ratio, self.retry.min_retries_per_sec),
+                budget: RetryBudget::new(
+                    self.retry.budget_ratio,
+                    self.retry.min_retries_per_sec,
+                    cores,
+                ),
                 retry: self.retry,
-                method_breakers: breaker.map(policy::MethodBreakers::new),
+                method_breakers: breaker.map(|b| policy::MethodBreakers::new(b, cores)),
                 retries: AtomicU64::new(0),
                 latencies: policy::Latencies::new(),
                 to_service: ByteString::from(destination),
@@ -1012,7 +1018,7 @@ impl<C: PayloadCodec> Client<C> {
                     .soon(move || finish(watch, Ended::default(), Err(e), |r| done(None, r)));
             }
         }
-        inner.budget.call();
+        inner.budget.call(inner.cluster.here());
         let watching = watch.is_some();
         let complete = move |mut ended: Ended, result: Result<R, CallError>| {
             let back = ended.backward.take();
@@ -1063,7 +1069,7 @@ impl<C: PayloadCodec> Client<C> {
         inner.cluster.after(delay, move || {
             let pending = once.lock().unwrap_or_else(|p| p.into_inner()).is_some();
             let inner = &backup.client.base.inner;
-            if pending && inner.budget.try_retry() {
+            if pending && inner.budget.try_retry(inner.cluster.here()) {
                 inner.retries.fetch_add(1, Ordering::Relaxed);
                 let mut backup = backup;
                 if let Some(a) = first.lock().unwrap_or_else(|p| p.into_inner()).clone() {
@@ -1174,7 +1180,7 @@ impl<C: PayloadCodec> Client<C> {
         let (watch, meta) = self.start(method)?;
         let snap = inner.cluster.snapshot();
         let info = self.base.info(method, None);
-        let Some(i) = snap.pick(&info, self.base.key, &[]) else {
+        let Some(i) = snap.pick(&info, self.base.key, &[], inner.cluster.here()) else {
             let e = CallError::NoInstance(crate::reason(format!(
                 "no instance of {} can take the stream",
                 inner.cluster.service
@@ -1215,7 +1221,7 @@ impl<C: PayloadCodec> Client<C> {
         };
         let snap = self.base.inner.cluster.snapshot();
         let info = self.base.info(method, None);
-        match snap.pick(&info, self.base.key, &[]) {
+        match snap.pick(&info, self.base.key, &[], self.base.inner.cluster.here()) {
             Some(i) => snap.endpoints[i].channel.send_oneway(self.base.encoder(
                 method,
                 MessageType::Oneway,
@@ -1386,6 +1392,8 @@ struct Attempt {
     snap: Arc<Snapshot>,
     /// Its instance, in `snap`.
     index: usize,
+    /// The slot its instance counted it in flight in.
+    counted: Here,
     started: Instant,
     /// The time the server is told the call has left.
     remaining: Option<Duration>,
@@ -1466,7 +1474,8 @@ where
             .filter_map(|a| snap.endpoints.iter().position(|e| e.addr == *a))
             .collect();
         let info = self.client.base.info(self.call.method, None);
-        let Some(index) = snap.pick(&info, self.client.base.key, &tried) else {
+        let here = inner.cluster.here();
+        let Some(index) = snap.pick(&info, self.client.base.key, &tried, here) else {
             let e = match self.last_error.take() {
                 Some(e) => e,
                 None if snap.endpoints.is_empty() => CallError::NoInstance(crate::reason(format!(
@@ -1494,17 +1503,22 @@ where
             ))));
             return self.send();
         }
-        ep.started();
         let channel = ep.channel.clone();
+        // Counted in this core's own slot if the call stays on this core (it then ends
+        // here too), else in the shared one.
+        let route = channel.route();
+        let counted = if route.local { here } else { Here::SHARED };
+        ep.started(counted);
         self.attempt = Some(Attempt {
             snap,
             index,
+            counted,
             started: now,
             remaining,
             seq_id: 0,
             request_bytes: 0,
         });
-        channel.send_call(self, remaining);
+        channel.send_routed(route, self, remaining);
     }
 
     /// The reply (or failure) of the try on its way.
@@ -1533,7 +1547,8 @@ where
             response_bytes: len,
             backward,
         };
-        ep.ended(latency, replied);
+        let here = self.client.base.inner.cluster.here();
+        ep.ended(a.counted, here, latency, replied);
         let inner = &self.client.base.inner;
         if result.is_ok() && inner.retry.backup_quantile.is_some() {
             inner.latencies.record(latency);
@@ -1546,7 +1561,7 @@ where
         ) {
             let failed = result.as_ref().err().is_some_and(policy::counts_as_failure);
             let now = netpoll::now();
-            ep.breaker.record(now, failed);
+            ep.breaker.record(now, failed, here);
             // A failure its instance's breaker now answers for is that instance's, not
             // the method's: the method's breaker does not count it (else one bad instance
             // of two would stop every call of the method).
@@ -1606,7 +1621,7 @@ where
         (free || self.retries < inner.retry.max_retries)
             && inner.retry.allows(self.call.method, e)
             && self.deadline.is_none_or(|d| netpoll::now() < d)
-            && inner.budget.try_retry()
+            && inner.budget.try_retry(inner.cluster.here())
             && {
                 inner.retries.fetch_add(1, Ordering::Relaxed);
                 true
@@ -1642,7 +1657,8 @@ where
         {
             let failed = result.as_ref().err().is_some_and(policy::counts_as_failure);
             if !(failed && this.blamed) {
-                b.record_scaled(netpoll::now(), failed, this.instances);
+                let here = this.client.base.inner.cluster.here();
+                b.record_scaled(netpoll::now(), failed, this.instances, here);
             }
         }
         if let Some(complete) = this.complete.take() {
