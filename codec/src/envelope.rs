@@ -119,8 +119,45 @@ pub struct Parsed {
     pub ttheader: Option<TTHeader>,
 }
 
+/// A reply as a client that matched it by sequence id reads it: the message type, the
+/// payload encoding and the body, from a whole frame of `protocol`. The same checks as
+/// [`parse`], without taking the method name (no view of it, no UTF-8 check) or keeping
+/// the TTHeader.
+pub fn open_reply(
+    protocol: frame::Protocol,
+    frame: Bytes,
+) -> Result<(MessageType, Payload, Bytes), WireError> {
+    let (_, payload, message, _) = unframe(protocol, frame)?;
+    match payload {
+        Payload::ThriftBinary => {
+            let mut r = BinaryReader::new(message);
+            let (kind, _) = r.skip_message_begin().map_err(WireError::Header)?;
+            Ok((kind, payload, r.buf))
+        }
+        Payload::ThriftCompact => {
+            let mut r = CompactReader::new(message);
+            let (kind, _) = r.skip_message_begin().map_err(WireError::Header)?;
+            Ok((kind, payload, r.buf))
+        }
+        Payload::Protobuf => {
+            let (h, body) = pb_header(message)?;
+            Ok((h.kind, payload, body))
+        }
+    }
+}
+
 /// Parses a whole frame of `protocol` (as [`frame::split`] delimited it).
 pub fn parse(protocol: frame::Protocol, frame: Bytes) -> Result<Parsed, WireError> {
+    let (transport, payload, message, tt) = unframe(protocol, frame)?;
+    parse_in(transport, payload, message, tt)
+}
+
+/// A frame of `protocol` taken apart down to its message: how it came, its payload
+/// encoding, the message, and its TTHeader if it has one.
+fn unframe(
+    protocol: frame::Protocol,
+    frame: Bytes,
+) -> Result<(Transport, Payload, Bytes, Option<TTHeader>), WireError> {
     use frame::Protocol as P;
     // The frame is ours: its length is stepped over in place, not sliced off (a slice is
     // a reference-count increment on the receive buffer, and its drop another).
@@ -171,7 +208,7 @@ pub fn parse(protocol: frame::Protocol, frame: Bytes) -> Result<Parsed, WireErro
             )))
         }
     };
-    parse_in(transport, payload, message, tt)
+    Ok((transport, payload, message, tt))
 }
 
 /// Parses a message taken out of its frame by a framing of the application's own
@@ -579,6 +616,24 @@ mod tests {
             for cut in 0..3 {
                 assert!(peek_seq_id(p, &out[..cut]).is_err(), "{p:?} cut {cut}");
             }
+            // A client's reading of the reply agrees with the full parse, and a frame cut
+            // anywhere in its message header is an error, as it is to the full parse.
+            let full = parse(p, out.clone().freeze()).unwrap();
+            let (kind, pl, body) = open_reply(p, out.clone().freeze()).unwrap();
+            assert_eq!(
+                (kind, pl, body),
+                (full.envelope.kind, full.envelope.payload, full.body),
+                "{p:?}"
+            );
+            let body_at = out.len() - full_body_len(&out, p);
+            for cut in 0..body_at {
+                let frame = Bytes::copy_from_slice(&out[..cut]);
+                assert_eq!(
+                    open_reply(p, frame.clone()).is_err(),
+                    parse(p, frame).is_err(),
+                    "{p:?} cut {cut}"
+                );
+            }
         }
         let env = Envelope {
             transport: Transport::KitexProtobuf,
@@ -600,6 +655,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(peek_seq_id(P::KitexProtobuf, &out), Ok(1 << 30));
+    }
+
+    /// The length of the body of the whole message in `out`.
+    fn full_body_len(out: &BytesMut, p: frame::Protocol) -> usize {
+        parse(p, Bytes::copy_from_slice(out)).unwrap().body.len()
     }
 
     #[test]

@@ -27,6 +27,34 @@ impl BinaryReader {
             depth: 0,
         }
     }
+
+    /// Reads a message header as [`read_message_begin`](ProtocolRead::read_message_begin)
+    /// does, checking the same, but steps over the method name instead of taking it (no
+    /// view of the input, no UTF-8 check): for a reader that does not need the name, as a
+    /// client matching replies by sequence id. The type and sequence id.
+    pub fn skip_message_begin(&mut self) -> Result<(MessageType, i32), DecodeError> {
+        let first = self.read_i32()?;
+        let kind = if first < 0 {
+            let v = first as u32;
+            if v & VERSION_MASK != VERSION_1 {
+                return Err(DecodeError::BadMessageHeader(
+                    "unknown binary protocol version",
+                ));
+            }
+            let kind = MessageType::from_u8((v & 0xff) as u8)
+                .ok_or(DecodeError::BadMessageHeader("unknown message type"))?;
+            let n = self.read_i32()?;
+            let n = checked_len(i64::from(n), self.buf.len())?;
+            self.buf.advance(n);
+            kind
+        } else {
+            let n = checked_len(i64::from(first), self.buf.len())?;
+            self.buf.advance(n);
+            MessageType::from_u8(self.read_i8()? as u8)
+                .ok_or(DecodeError::BadMessageHeader("unknown message type"))?
+        };
+        Ok((kind, self.read_i32()?))
+    }
 }
 
 impl ProtocolRead for BinaryReader {

@@ -101,6 +101,29 @@ impl CompactReader {
         let n = self.varint()?;
         checked_len(i64::try_from(n).unwrap_or(i64::MAX), self.buf.len())
     }
+
+    /// Reads a message header as [`read_message_begin`](ProtocolRead::read_message_begin)
+    /// does, checking the same, but steps over the method name instead of taking it (no
+    /// view of the input, no UTF-8 check). The type and sequence id.
+    pub fn skip_message_begin(&mut self) -> Result<(MessageType, i32), DecodeError> {
+        if self.u8()? != PROTOCOL_ID {
+            return Err(DecodeError::BadMessageHeader(
+                "not the compact protocol (0x82)",
+            ));
+        }
+        let b = self.u8()?;
+        if b & VERSION_MASK != VERSION {
+            return Err(DecodeError::BadMessageHeader(
+                "unknown compact protocol version",
+            ));
+        }
+        let kind = MessageType::from_u8(b >> TYPE_SHIFT)
+            .ok_or(DecodeError::BadMessageHeader("unknown message type"))?;
+        let seq_id = self.varint()? as u32 as i32;
+        let n = self.length()?;
+        self.buf.advance(n);
+        Ok((kind, seq_id))
+    }
 }
 
 impl ProtocolRead for CompactReader {

@@ -204,8 +204,9 @@ impl InstanceState for View<'_> {
 
     fn available(&self, index: usize) -> bool {
         let e = &self.snap.endpoints[index];
-        e.down_until_ms.load(Ordering::Relaxed) <= self.snap.now_ms()
-            && !e.breaker.is_open(netpoll::now())
+        // Never marked down (the common case): no clock to read.
+        let down = e.down_until_ms.load(Ordering::Relaxed);
+        (down == 0 || down <= self.snap.now_ms()) && !e.breaker.is_open(netpoll::now())
     }
 }
 

@@ -1,7 +1,5 @@
 //! One client connection: the calls in flight on it, matched to replies by sequence id.
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +8,8 @@ use netpoll::{CloseReason, Conn, Core, Handler, Input, TimerId};
 
 use super::framing::{ReplyFraming, ReplySplit};
 use super::grpc::{H2Client, FLUSH_TIMER, STREAM_TIMER};
+use super::seqtable::SeqTable;
 use super::stream::{Op, Shared};
-use crate::server::router::Fnv;
 use crate::CallError;
 
 /// Writes one request frame carrying the given sequence id into a connection's output, or
@@ -79,9 +77,8 @@ struct Pending {
 pub(crate) struct ClientConn {
     framing: Arc<dyn ReplyFraming>,
     next_seq: i32,
-    /// Calls waiting for their reply, by sequence id (FNV: SipHash cost more than the
-    /// rest of the lookup).
-    pending: HashMap<i32, Pending, BuildHasherDefault<Fnv>>,
+    /// Calls waiting for their reply, by sequence id.
+    pending: SeqTable<Pending>,
     /// Bytes of requests written to the connection so far.
     written: u64,
     /// Timed-out requests still in the unsent output, by stream position: dropped once
@@ -146,12 +143,9 @@ const IDLE_TOKEN: u64 = 1 << 63;
 
 /// Whether a deadline queue entry still stands for a call waiting for its reply (its
 /// sequence id may since belong to another call, with another deadline or its own timer).
-fn queued(
-    pending: &HashMap<i32, Pending, BuildHasherDefault<Fnv>>,
-    (d, seq): (std::time::Instant, i32),
-) -> bool {
+fn queued(pending: &SeqTable<Pending>, (d, seq): (std::time::Instant, i32)) -> bool {
     pending
-        .get(&seq)
+        .get(seq)
         .is_some_and(|p| p.timer.is_none() && p.deadline == Some(d))
 }
 
@@ -177,7 +171,7 @@ impl ClientConn {
             h2: framing.grpc().map(|t| Box::new(H2Client::new(t, addr))),
             framing,
             next_seq: 0,
-            pending: HashMap::default(),
+            pending: SeqTable::default(),
             written: 0,
             withdrawn: std::collections::BTreeMap::new(),
             max_queued,
@@ -236,7 +230,7 @@ impl ClientConn {
     /// Takes call `seq` out of those waiting for a reply, with its timer and its place in
     /// the deadline queue: it has ended.
     fn take_pending(&mut self, conn: &mut Conn<'_>, seq: i32) -> Option<Pending> {
-        let p = self.pending.remove(&seq)?;
+        let p = self.pending.remove(seq)?;
         if let Some(t) = p.timer {
             conn.cancel_timer(t);
         }
@@ -268,7 +262,7 @@ impl ClientConn {
     ) {
         let mut seq = self.next_seq;
         // A sequence id still waiting for its reply after 2^32 calls is skipped, not reused.
-        while self.pending.contains_key(&seq) {
+        while self.pending.contains_key(seq) {
             seq = seq.wrapping_add(1);
         }
         // What waits for the server: unsent output, and requests the HTTP/2 state holds

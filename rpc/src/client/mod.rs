@@ -10,6 +10,7 @@ mod framing;
 mod grpc;
 mod percore;
 mod policy;
+mod seqtable;
 mod stream;
 mod typed;
 

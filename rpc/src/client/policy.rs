@@ -144,7 +144,16 @@ pub(crate) struct RetryBudget {
     min_per_sec: u32,
     start: Instant,
     /// (second, calls, retries) per bucket, per core.
-    buckets: PerCore<[Bucket; 10]>,
+    buckets: PerCore<Buckets>,
+}
+
+/// One core's buckets.
+#[derive(Debug, Default)]
+struct Buckets {
+    buckets: [Bucket; 10],
+    /// The bucket this core last counted a call in (high half) and the calls it counted
+    /// since it last read the clock (low half).
+    last: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -167,13 +176,13 @@ impl RetryBudget {
 
     /// The current bucket of the thread whose slot is `here`, emptied if it held an
     /// older second; with the slot, to count in it.
-    fn bucket(&self, here: Here) -> (crate::client::percore::Slot<'_, [Bucket; 10]>, usize) {
+    fn bucket(&self, here: Here) -> (crate::client::percore::Slot<'_, Buckets>, usize) {
         let sec = netpoll::now()
             .saturating_duration_since(self.start)
             .as_secs();
         let slot = self.buckets.at(here);
         let i = (sec % 10) as usize;
-        let b = &slot.value[i];
+        let b = &slot.value.buckets[i];
         let seen = b.second.load(Ordering::Relaxed);
         if seen != sec && slot.replace(&b.second, seen, sec) {
             b.calls.store(0, Ordering::Relaxed);
@@ -184,8 +193,22 @@ impl RetryBudget {
 
     /// A first try was made, on the thread whose slot is `here`.
     pub(crate) fn call(&self, here: Here) {
+        // A core reads the clock (to find the current second's bucket) once every 64
+        // calls: a bucket then takes at most 63 calls of the next second.
+        let slot = self.buckets.at(here);
+        let last = &slot.value.last;
+        let known = last.load(Ordering::Relaxed);
+        if here != Here::SHARED && known % 64 != 0 {
+            let i = (known >> 32) as usize % 10;
+            slot.add(&slot.value.buckets[i].calls, 1);
+            last.store(known + 1, Ordering::Relaxed);
+            return;
+        }
         let (slot, i) = self.bucket(here);
-        slot.add(&slot.value[i].calls, 1);
+        slot.add(&slot.value.buckets[i].calls, 1);
+        if here != Here::SHARED {
+            last.store(((i as u64) << 32) | 1, Ordering::Relaxed);
+        }
     }
 
     /// Takes one retry from the budget, if it has room (on the thread whose slot is
@@ -195,7 +218,7 @@ impl RetryBudget {
             .saturating_duration_since(self.start)
             .as_secs();
         let (mut calls, mut retries) = (0u64, 0u64);
-        for b in self.buckets.all().flatten() {
+        for b in self.buckets.all().flat_map(|b| &b.buckets) {
             if now.saturating_sub(b.second.load(Ordering::Relaxed)) < 10 {
                 calls = calls.wrapping_add(b.calls.load(Ordering::Relaxed));
                 retries = retries.wrapping_add(b.retries.load(Ordering::Relaxed));
@@ -204,7 +227,7 @@ impl RetryBudget {
         let allowed = calls as f64 * self.ratio + self.min_per_sec as f64 * 10.0;
         if (retries as f64) < allowed {
             let (slot, i) = self.bucket(here);
-            slot.add(&slot.value[i].retries, 1);
+            slot.add(&slot.value.buckets[i].retries, 1);
             true
         } else {
             false
@@ -350,10 +373,17 @@ impl Breaker {
             // Closed: count in this core's current window (a new window, or one older
             // than the last close, starts from zero; in the shared slot a racing update
             // may land in either window, which is harmless).
+            let w = self.windows.at(here);
+            // A success reads the clock (to see whether the window moved on) once every
+            // 64 calls: a window then ends at most 63 calls late. A failure always does.
+            let calls = w.value.calls.load(Ordering::Relaxed);
+            if !failed && calls % 64 != 0 {
+                w.add(&w.value.calls, 1);
+                return;
+            }
             let ms = now.saturating_duration_since(self.base).as_millis() as u64;
             let window_ms = cfg.window.as_millis() as u64;
             let closed = self.closed_ms.load(Ordering::Relaxed);
-            let w = self.windows.at(here);
             let since = w.value.since_ms.load(Ordering::Relaxed);
             if (ms.saturating_sub(since) > window_ms || since < closed)
                 && w.replace(&w.value.since_ms, since, ms.max(closed))

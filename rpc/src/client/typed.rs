@@ -636,11 +636,11 @@ impl Base {
         m
     }
 
-    /// Parses a reply frame: its body, or the exception it carries.
-    fn open_reply(&self, frame: Bytes) -> Result<(Envelope, Bytes), CallError> {
-        let parsed = wire::parse(self.inner.split, frame)
-            .map_err(|e| CallError::Protocol(crate::cause(e)))?;
-        Ok((parsed.envelope, parsed.body))
+    /// Opens a reply frame: its message type, payload encoding and body (the result, or
+    /// the exception it carries).
+    fn open_reply(&self, frame: Bytes) -> Result<(MessageType, Payload, Bytes), CallError> {
+        netpoll_codec::envelope::open_reply(self.inner.split, frame)
+            .map_err(|e| CallError::Protocol(crate::cause(e)))
     }
 }
 
@@ -929,9 +929,9 @@ impl<C: PayloadCodec> Client<C> {
 
     /// Decodes a reply frame: the result, or the error it carries.
     fn decode<R: Response<C>>(&self, frame: Bytes) -> Result<R, CallError> {
-        let (env, body) = self.base.open_reply(frame)?;
-        match env.kind {
-            MessageType::Reply => R::read(env.payload, body),
+        let (kind, payload, body) = self.base.open_reply(frame)?;
+        match kind {
+            MessageType::Reply => R::read(payload, body),
             MessageType::Exception => Err(self.codec.read_error(body)),
             k => Err(CallError::Protocol(crate::reason(format!(
                 "a {k:?} message in reply"
