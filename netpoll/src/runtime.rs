@@ -377,9 +377,13 @@ impl RuntimeHandle {
         if here.is_null() {
             return None;
         }
+        // The thread's core is its runtime's core number `current_core()`: this runtime's
+        // if the core there is the very one.
+        let i = crate::core::current_core()?;
         self.cores
-            .iter()
-            .position(|r| std::ptr::eq(Arc::as_ptr(r), here))
+            .get(i)
+            .is_some_and(|r| std::ptr::eq(Arc::as_ptr(r), here))
+            .then_some(i)
     }
 
     /// Runs `task` on core `core` (modulo the number of cores) soon. Wakes the core with an
