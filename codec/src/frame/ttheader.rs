@@ -165,6 +165,9 @@ pub struct TTHeader {
     ints: (u32, u32),
     /// The lengths of the string keys present: bit `min(len, 63)`.
     key_lens: u64,
+    /// Where the caller's timeout value is in `frame`, noted as the frame was parsed:
+    /// read on every call, found without walking the headers again.
+    timeout: Option<(u32, u32)>,
     /// Where the payload starts, and whether it carries its own 4-byte length.
     payload_start: usize,
     payload_framed: bool,
@@ -187,7 +190,16 @@ fn be32(b: &[u8], at: usize) -> Result<u32, FrameError> {
 
 /// Walks one info block starting at `at` (its id byte); returns the offset after it.
 /// The lengths of the string keys it holds are marked in `key_lens` (bit `min(len, 63)`).
-fn walk_block(b: &[u8], at: usize, end: usize, key_lens: &mut u64) -> Result<usize, FrameError> {
+/// What walking the info blocks notes for later lookups.
+#[derive(Default)]
+struct Noted {
+    /// The lengths of the string keys present: bit `min(len, 63)`.
+    key_lens: u64,
+    /// Where the first [`int_key::RPC_TIMEOUT`] value is (start, end), if any.
+    timeout: Option<(u32, u32)>,
+}
+
+fn walk_block(b: &[u8], at: usize, end: usize, noted: &mut Noted) -> Result<usize, FrameError> {
     let id = *b.get(at).ok_or(bad("truncated info block", at))?;
     let mut p = at + 1;
     let take = |p: &mut usize, n: usize| -> Result<(), FrameError> {
@@ -204,7 +216,7 @@ fn walk_block(b: &[u8], at: usize, end: usize, key_lens: &mut u64) -> Result<usi
             take(&mut p, 2)?;
             for _ in 0..count {
                 let klen = be16(b, p)? as usize;
-                *key_lens |= 1 << klen.min(63);
+                noted.key_lens |= 1 << klen.min(63);
                 take(&mut p, 2 + klen)?;
                 let vlen = be16(b, p)? as usize;
                 take(&mut p, 2 + vlen)?;
@@ -214,9 +226,14 @@ fn walk_block(b: &[u8], at: usize, end: usize, key_lens: &mut u64) -> Result<usi
             let count = be16(b, p)?;
             take(&mut p, 2)?;
             for _ in 0..count {
+                let key = be16(b, p)?;
                 take(&mut p, 2)?;
                 let vlen = be16(b, p)? as usize;
                 take(&mut p, 2 + vlen)?;
+                if key == int_key::RPC_TIMEOUT && noted.timeout.is_none() {
+                    // Offsets fit in 32 bits: the frame's length is a `u32`.
+                    noted.timeout = Some(((p - vlen) as u32, p as u32));
+                }
             }
         }
         info_id::ACL_TOKEN => {
@@ -266,10 +283,10 @@ impl TTHeader {
         // Offsets fit in 32 bits: the frame's length is a `u32`.
         let end32 = header_end as u32;
         let (mut strs, mut ints) = ((end32, end32), (end32, end32));
-        let mut key_lens = 0;
+        let mut noted = Noted::default();
         while p < header_end {
             let at = p;
-            p = walk_block(b, p, header_end, &mut key_lens)?;
+            p = walk_block(b, p, header_end, &mut noted)?;
             let span = match b[at] {
                 info_id::KEY_VALUE => &mut strs,
                 info_id::INT_KEY_VALUE => &mut ints,
@@ -306,7 +323,8 @@ impl TTHeader {
             info: (info_start, header_end),
             strs,
             ints,
-            key_lens,
+            key_lens: noted.key_lens,
+            timeout: noted.timeout,
             payload_start: header_end,
             payload_framed: framed,
             payload_protocol,
@@ -387,7 +405,8 @@ impl TTHeader {
 
     /// The caller's timeout ([`int_key::RPC_TIMEOUT`]), if it sent one.
     pub fn rpc_timeout(&self) -> Option<std::time::Duration> {
-        decode_timeout(&self.int_header(int_key::RPC_TIMEOUT)?)
+        let (a, b) = self.timeout?;
+        decode_timeout(&self.frame[a as usize..b as usize])
     }
 
     /// The ACL token, if any.
@@ -395,7 +414,7 @@ impl TTHeader {
         let b = &self.frame[..];
         let (mut p, end) = self.info;
         while p < end {
-            let next = walk_block(b, p, end, &mut 0).ok()?;
+            let next = walk_block(b, p, end, &mut Noted::default()).ok()?;
             if b[p] == info_id::ACL_TOKEN {
                 return Some(self.frame.slice(p + 3..next));
             }
@@ -444,7 +463,7 @@ impl<'a> Pairs<'a> {
                 self.left = be16(self.b, self.p + 1).ok()?;
                 self.p += 3;
             } else {
-                self.p = walk_block(self.b, self.p, self.end, &mut 0).ok()?;
+                self.p = walk_block(self.b, self.p, self.end, &mut Noted::default()).ok()?;
             }
         }
         self.left -= 1;
@@ -580,7 +599,8 @@ mod tests {
         info.extend_from_slice(&[info_id::INT_KEY_VALUE, 0, 1, 0, 7, 0, 1, b'x']);
         info.extend_from_slice(&[info_id::KEY_VALUE, 0, 2]);
         info.extend_from_slice(&[0, 1, b'b', 0, 2, b'2', b'2', 0, 1, b'c', 0, 0]);
-        info.extend_from_slice(&[info_id::INT_KEY_VALUE, 0, 1, 0, 8, 0, 0]);
+        info.extend_from_slice(&[info_id::INT_KEY_VALUE, 0, 2, 0, 8, 0, 0]);
+        info.extend_from_slice(&[0, int_key::RPC_TIMEOUT as u8, 0, 3, b'2', b'5', b'0']);
         while info.len() % 4 != 0 {
             info.push(0);
         }
@@ -604,7 +624,20 @@ mod tests {
             ]
         );
         let ints: Vec<_> = h.int_headers().collect();
-        assert_eq!(ints, [(7, &b"x"[..]), (8, &b""[..])]);
+        assert_eq!(
+            ints,
+            [
+                (7, &b"x"[..]),
+                (8, &b""[..]),
+                (int_key::RPC_TIMEOUT, &b"250"[..])
+            ]
+        );
+        // The timeout, noted where the frame was parsed, is the header's value.
+        assert_eq!(h.rpc_timeout(), Some(std::time::Duration::from_millis(250)));
+        assert_eq!(
+            h.rpc_timeout(),
+            decode_timeout(&h.int_header(int_key::RPC_TIMEOUT).unwrap())
+        );
         assert_eq!(h.str_header("c").as_deref(), Some(&b""[..]));
         assert_eq!(h.int_header(8).as_deref(), Some(&b""[..]));
         assert!(h.str_header("d").is_none());
