@@ -17,6 +17,10 @@ SERVER=$!
 trap 'kill $SERVER 2>/dev/null' EXIT
 sleep 0.5
 qps() { python3 -c 'import sys,json; d=json.load(sys.stdin); assert d["errors"]==0, d; print(d["qps"])'; }
+# CPU time the hypervisor took from this VM during the runs (steal), which makes runs
+# drift: printed so that a noisy run is seen as one.
+steal() { awk '/^cpu /{print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+steal0=$(steal)
 raw=(); gov=()
 for _ in $(seq "$REPEATS"); do
   raw+=("$(taskset -c 1 target/release/rpc-bench --addr 127.0.0.1:$PORT --protocol framed \
@@ -25,10 +29,12 @@ for _ in $(seq "$REPEATS"); do
     --protocol framed --connections "$CONNECTIONS" --inflight "$INFLIGHT" \
     --duration "$DURATION" --retry 2 --json | qps)")
 done
-python3 - "${raw[*]}" "${gov[*]}" <<'PY'
+python3 - "${raw[*]}" "${gov[*]}" "$steal0" "$(steal)" <<'PY'
 import statistics, sys
 raw = [float(x) for x in sys.argv[1].split()]
 gov = [float(x) for x in sys.argv[2].split()]
+(s0, t0), (s1, t1) = (map(int, a.split()) for a in sys.argv[3:5])
+print(f"steal: {100 * (s1 - s0) / max(1, t1 - t0):.1f}% of CPU time during the runs")
 r, g = statistics.median(raw), statistics.median(gov)
 print(f"raw client:      {r:,.0f} calls/s (runs: {', '.join(f'{x:,.0f}' for x in raw)})")
 print(f"governed client: {g:,.0f} calls/s (runs: {', '.join(f'{x:,.0f}' for x in gov)})")

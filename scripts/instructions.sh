@@ -3,7 +3,10 @@
 # for small changes, where CPU time per call drifts by more than the change between runs
 # (this VM exposes no hardware counters).
 #
-#   scripts/instructions.sh            (env: ROWS, SHORT=1s, LONG=4s)
+#   scripts/instructions.sh            (env: ROWS, SHORT=1s, LONG=4s, BIN)
+#
+# BIN=DIR takes the binaries from DIR (the release directory of another commit's build)
+# instead of building this tree's: how two commits are compared.
 #
 # Each row runs the measured process under callgrind twice, driven for SHORT and for LONG,
 # and reports (instructions of the long run - of the short run) / (calls of the long run -
@@ -26,9 +29,11 @@ ROWS=${ROWS:-"server:framed server:ttheader netpoll:raw client:raw client:govern
 SHORT=${SHORT:-1s}
 LONG=${LONG:-4s}
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
-cargo build --release -q -p benches --bin rpc-bench --bin minimal-responder
-cargo build --release -q -p examples --bin echo_server --example netpoll_echo
-BIN=$PWD/target/release
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p benches --bin rpc-bench --bin minimal-responder
+  cargo build --release -q -p examples --bin echo_server --example netpoll_echo
+  BIN=$PWD/target/release
+fi
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }

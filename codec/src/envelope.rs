@@ -127,8 +127,7 @@ pub fn open_reply(
     protocol: frame::Protocol,
     frame: Bytes,
 ) -> Result<(MessageType, Payload, Bytes), WireError> {
-    let (_, payload, message, _) = unframe(protocol, frame)?;
-    match payload {
+    unframe(protocol, frame, |_, payload, message, _| match payload {
         Payload::ThriftBinary => {
             let mut r = BinaryReader::new(message);
             let (kind, _) = r.skip_message_begin().map_err(WireError::Header)?;
@@ -143,21 +142,23 @@ pub fn open_reply(
             let (h, body) = pb_header(message)?;
             Ok((h.kind, payload, body))
         }
-    }
+    })
 }
 
 /// Parses a whole frame of `protocol` (as [`frame::split`] delimited it).
 pub fn parse(protocol: frame::Protocol, frame: Bytes) -> Result<Parsed, WireError> {
-    let (transport, payload, message, tt) = unframe(protocol, frame)?;
-    parse_in(transport, payload, message, tt)
+    unframe(protocol, frame, parse_in)
 }
 
-/// A frame of `protocol` taken apart down to its message: how it came, its payload
-/// encoding, the message, and its TTHeader if it has one.
-fn unframe(
+/// A frame of `protocol` taken apart down to its message, handed to `then`: how it came,
+/// its payload encoding, the message, and its TTHeader if it has one. (Handed on, not
+/// returned: a returned TTHeader would be copied on its way out.)
+#[inline(always)]
+fn unframe<R>(
     protocol: frame::Protocol,
     frame: Bytes,
-) -> Result<(Transport, Payload, Bytes, Option<TTHeader>), WireError> {
+    then: impl FnOnce(Transport, Payload, Bytes, Option<TTHeader>) -> Result<R, WireError>,
+) -> Result<R, WireError> {
     use frame::Protocol as P;
     // The frame is ours: its length is stepped over in place, not sliced off (a slice is
     // a reference-count increment on the receive buffer, and its drop another).
@@ -208,7 +209,7 @@ fn unframe(
             )))
         }
     };
-    Ok((transport, payload, message, tt))
+    then(transport, payload, message, tt)
 }
 
 /// Parses a message taken out of its frame by a framing of the application's own
