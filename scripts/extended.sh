@@ -71,14 +71,18 @@ case "$what" in
   bench) python3 scripts/bench-rpc.py ;;
   observability) scripts/observability-cost.sh ;;
   governed) scripts/governed-bench.sh ;;
+  instructions) scripts/instructions.sh ;;
+  scaling) scripts/scaling.sh ;;
   all)
     soak
     python3 scripts/bench-rpc.py
     scripts/observability-cost.sh
     scripts/governed-bench.sh
+    scripts/instructions.sh
+    scripts/scaling.sh
     soak tls
     scripts/tls-bench.sh
     scripts/grpc-bench.sh
     ;;
-  *) echo "usage: scripts/extended.sh [soak|soak-tls|bench|observability|governed|tls|grpc|all]" >&2; exit 2 ;;
+  *) echo "usage: scripts/extended.sh [soak|soak-tls|bench|observability|governed|instructions|scaling|tls|grpc|all]" >&2; exit 2 ;;
 esac
