@@ -1021,7 +1021,7 @@ impl<C: PayloadCodec> Client<C> {
         inner.budget.call(inner.cluster.here());
         let watching = watch.is_some();
         let complete = move |mut ended: Ended, result: Result<R, CallError>| {
-            let back = ended.backward.take();
+            let back = ended.0.as_mut().and_then(|i| i.backward.take());
             finish(watch, ended, result, |r| done(back, r))
         };
         let quantile = inner.retry.backup_quantile.map(|q| {
@@ -1402,14 +1402,27 @@ struct Attempt {
     request_bytes: usize,
 }
 
-/// How a call's last try ended, for its middlewares (and the caller's backward values).
-#[derive(Debug, Clone, Default)]
-struct Ended {
+/// How a call's last try ended, for its middlewares (and the caller's backward values),
+/// when anything reads it: a call no middleware watches, whose caller wants no backward
+/// values, and which succeeded carries none (it is passed through a few closures, where
+/// the whole record was copied each time).
+#[derive(Debug, Default)]
+struct Ended(Option<Box<EndedInfo>>);
+
+/// What [`Ended`] carries.
+#[derive(Debug, Default)]
+struct EndedInfo {
     peer: Option<SocketAddr>,
     seq_id: i32,
     request_bytes: usize,
     response_bytes: usize,
     backward: Option<Metadata>,
+}
+
+impl Ended {
+    fn peer(&self) -> Option<SocketAddr> {
+        self.0.as_ref().and_then(|i| i.peer)
+    }
 }
 
 /// What runs once a call is over (middlewares, then the caller's callback), where it
@@ -1540,12 +1553,16 @@ where
         };
         let result = r.and_then(|frame| self.client.decode::<R>(frame));
         let replied = len > 0;
-        let ended = Ended {
-            peer: ep.addr.as_tcp(),
-            seq_id: a.seq_id,
-            request_bytes: a.request_bytes,
-            response_bytes: len,
-            backward,
+        let ended = if self.call.watching || backward.is_some() || result.is_err() {
+            Ended(Some(Box::new(EndedInfo {
+                peer: ep.addr.as_tcp(),
+                seq_id: a.seq_id,
+                request_bytes: a.request_bytes,
+                response_bytes: len,
+                backward,
+            })))
+        } else {
+            Ended(None)
         };
         let here = self.client.base.inner.cluster.here();
         ep.ended(a.counted, here, latency, replied);
@@ -1643,7 +1660,7 @@ where
             tracing::debug!(
                 service = &*this.client.base.inner.service,
                 method = this.call.method,
-                peer = ?ended.peer,
+                peer = ?ended.peer(),
                 error = %e,
                 trace_id = trace_id(&this.call.meta).as_deref(),
                 "call failed"
@@ -1711,10 +1728,11 @@ fn finish<R>(
     done: impl FnOnce(Result<R, CallError>),
 ) {
     if let Some(mut w) = watch {
-        w.call.peer = ended.peer;
-        w.call.seq_id = ended.seq_id;
-        w.call.request_bytes = ended.request_bytes;
-        w.end(result.as_ref().err(), ended.response_bytes);
+        let info = ended.0.as_deref();
+        w.call.peer = info.and_then(|i| i.peer);
+        w.call.seq_id = info.map_or(0, |i| i.seq_id);
+        w.call.request_bytes = info.map_or(0, |i| i.request_bytes);
+        w.end(result.as_ref().err(), info.map_or(0, |i| i.response_bytes));
     }
     done(result)
 }
