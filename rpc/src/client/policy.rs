@@ -134,6 +134,30 @@ pub(crate) fn unsent<E>(e: &CallError<E>) -> bool {
     }
 }
 
+/// Milliseconds from a process-wide epoch to `now` (saturating at 0 before it). A thread
+/// keeps its last answer: within one loop turn, where every call sees the same loop clock
+/// ([`netpoll::now`]), only the first call computes it.
+pub(crate) fn epoch_ms(now: Instant) -> u64 {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<(Instant, u64)>> = const { std::cell::Cell::new(None) };
+    }
+    LAST.with(|last| match last.get() {
+        Some((at, ms)) if at == now => ms,
+        _ => {
+            let ms = now.saturating_duration_since(epoch()).as_millis() as u64;
+            last.set(Some((now, ms)));
+            ms
+        }
+    })
+}
+
+/// The epoch of [`epoch_ms`]: the first time it was asked for (by the first breaker or
+/// budget made, before any instant they are given).
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
 /// Counts calls and retries over a sliding window of 10 one-second buckets, shared by
 /// every method of a client, and says whether one more retry fits. Calls are counted per
 /// core ([`PerCore`]: no read-modify-write on shared memory per call); a retry, which is
@@ -142,7 +166,6 @@ pub(crate) fn unsent<E>(e: &CallError<E>) -> bool {
 pub(crate) struct RetryBudget {
     ratio: f64,
     min_per_sec: u32,
-    start: Instant,
     /// (second, calls, retries) per bucket, per core.
     buckets: PerCore<Buckets>,
 }
@@ -151,9 +174,6 @@ pub(crate) struct RetryBudget {
 #[derive(Debug, Default)]
 struct Buckets {
     buckets: [Bucket; 10],
-    /// The bucket this core last counted a call in (high half) and the calls it counted
-    /// since it last read the clock (low half).
-    last: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -166,10 +186,10 @@ struct Bucket {
 impl RetryBudget {
     /// A budget for a client on `cores` cores.
     pub(crate) fn new(ratio: f64, min_per_sec: u32, cores: usize) -> Self {
+        epoch();
         RetryBudget {
             ratio,
             min_per_sec,
-            start: Instant::now(),
             buckets: PerCore::new(cores),
         }
     }
@@ -177,9 +197,7 @@ impl RetryBudget {
     /// The current bucket of the thread whose slot is `here`, emptied if it held an
     /// older second; with the slot, to count in it.
     fn bucket(&self, here: Here) -> (crate::client::percore::Slot<'_, Buckets>, usize) {
-        let sec = netpoll::now()
-            .saturating_duration_since(self.start)
-            .as_secs();
+        let sec = epoch_ms(netpoll::now()) / 1000;
         let slot = self.buckets.at(here);
         let i = (sec % 10) as usize;
         let b = &slot.value.buckets[i];
@@ -193,30 +211,14 @@ impl RetryBudget {
 
     /// A first try was made, on the thread whose slot is `here`.
     pub(crate) fn call(&self, here: Here) {
-        // A core reads the clock (to find the current second's bucket) once every 64
-        // calls: a bucket then takes at most 63 calls of the next second.
-        let slot = self.buckets.at(here);
-        let last = &slot.value.last;
-        let known = last.load(Ordering::Relaxed);
-        if here != Here::SHARED && known % 64 != 0 {
-            let i = (known >> 32) as usize % 10;
-            slot.add(&slot.value.buckets[i].calls, 1);
-            last.store(known + 1, Ordering::Relaxed);
-            return;
-        }
         let (slot, i) = self.bucket(here);
         slot.add(&slot.value.buckets[i].calls, 1);
-        if here != Here::SHARED {
-            last.store(((i as u64) << 32) | 1, Ordering::Relaxed);
-        }
     }
 
     /// Takes one retry from the budget, if it has room (on the thread whose slot is
     /// `here`).
     pub(crate) fn try_retry(&self, here: Here) -> bool {
-        let now = netpoll::now()
-            .saturating_duration_since(self.start)
-            .as_secs();
+        let now = epoch_ms(netpoll::now()) / 1000;
         let (mut calls, mut retries) = (0u64, 0u64);
         for b in self.buckets.all().flat_map(|b| &b.buckets) {
             if now.saturating_sub(b.second.load(Ordering::Relaxed)) < 10 {
@@ -284,12 +286,11 @@ pub(crate) struct Breaker {
     cfg: Arc<BreakerConfig>,
     /// Not closed (open or half-open): the slow path decides.
     tripped: AtomicBool,
-    /// Closed state: each core's window (when it started, ms since `base`) and counts.
+    /// Closed state: each core's window (when it started, [`epoch_ms`]) and counts.
     windows: PerCore<Window>,
-    /// When the breaker last closed (ms since `base`): windows that started before count
+    /// When the breaker last closed ([`epoch_ms`]): windows that started before count
     /// nothing (a core resets its own when it next records).
     closed_ms: AtomicU64,
-    base: Instant,
     state: Mutex<BreakerState>,
 }
 
@@ -311,12 +312,12 @@ enum BreakerState {
 impl Breaker {
     /// A closed breaker counted over `cores` cores (and other threads).
     pub(crate) fn new(cfg: Arc<BreakerConfig>, cores: usize) -> Self {
+        epoch();
         Breaker {
             cfg,
             tripped: AtomicBool::new(false),
             windows: PerCore::new(cores),
             closed_ms: AtomicU64::new(0),
-            base: Instant::now(),
             state: Mutex::new(BreakerState::Closed),
         }
     }
@@ -374,14 +375,7 @@ impl Breaker {
             // than the last close, starts from zero; in the shared slot a racing update
             // may land in either window, which is harmless).
             let w = self.windows.at(here);
-            // A success reads the clock (to see whether the window moved on) once every
-            // 64 calls: a window then ends at most 63 calls late. A failure always does.
-            let calls = w.value.calls.load(Ordering::Relaxed);
-            if !failed && calls % 64 != 0 {
-                w.add(&w.value.calls, 1);
-                return;
-            }
-            let ms = now.saturating_duration_since(self.base).as_millis() as u64;
+            let ms = epoch_ms(now);
             let window_ms = cfg.window.as_millis() as u64;
             let closed = self.closed_ms.load(Ordering::Relaxed);
             let since = w.value.since_ms.load(Ordering::Relaxed);
@@ -436,10 +430,7 @@ impl Breaker {
                     tracing::info!("circuit breaker closes");
                     *s = BreakerState::Closed;
                     // Every core's window starts again from zero.
-                    self.closed_ms.store(
-                        now.saturating_duration_since(self.base).as_millis() as u64,
-                        Ordering::Relaxed,
-                    );
+                    self.closed_ms.store(epoch_ms(now), Ordering::Relaxed);
                     self.tripped.store(false, Ordering::Release);
                 }
             }
@@ -466,6 +457,10 @@ type NamedBreaker = (&'static str, Breaker);
 /// instance breakers only (and a warning says so once).
 const METHOD_SLOTS: usize = 1024;
 
+/// Slots a lookup probes at most: a method is placed within this many of its home slot
+/// or not at all, so that a full table costs a bounded scan, not 1024 string compares.
+const METHOD_PROBES: usize = 64;
+
 impl std::fmt::Debug for MethodBreakers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MethodBreakers")
@@ -476,6 +471,7 @@ impl std::fmt::Debug for MethodBreakers {
 
 impl MethodBreakers {
     pub(crate) fn new(cfg: Arc<BreakerConfig>, cores: usize) -> Self {
+        epoch();
         MethodBreakers {
             cfg,
             cores,
@@ -484,15 +480,15 @@ impl MethodBreakers {
         }
     }
 
-    /// The slot of `method`'s breaker, made if it has none yet; `None` if the table is
-    /// full.
+    /// The slot of `method`'s breaker, made if it has none yet; `None` if the slots near
+    /// its home are all taken (the table is nearly full).
     pub(crate) fn find(&self, method: &'static str) -> Option<u16> {
         // FNV-1a over the name: the same name from any string gets the same breaker.
         let h = method.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
         });
         let start = h as usize % METHOD_SLOTS;
-        for i in 0..METHOD_SLOTS {
+        for i in 0..METHOD_PROBES {
             let at = (start + i) % METHOD_SLOTS;
             let slot = &self.slots[at];
             let name = match slot.get() {
@@ -612,6 +608,23 @@ mod tests {
         assert!(!b.is_open(later), "9 calls since it closed");
         b.record(later, true, Here::core(0));
         assert!(b.is_open(later), "10 failed since it closed");
+    }
+
+    /// Calls spread thinly over many cores (one per core per second) at an error rate
+    /// well under the threshold: every core's window sees its successes as they come, so
+    /// the breaker stays closed.
+    #[test]
+    fn thin_traffic_over_many_cores_does_not_trip_a_breaker() {
+        let b = Breaker::new(Arc::new(BreakerConfig::default()), 8);
+        let t0 = Instant::now();
+        for sec in 0..600u64 {
+            let now = t0 + Duration::from_secs(sec);
+            for core in 0..8u64 {
+                let failed = (sec * 8 + core) % 7 == 0; // about 14%
+                b.record(now, failed, Here::core(core as usize));
+                assert!(!b.is_open(now), "open at {sec} s");
+            }
+        }
     }
 
     #[test]
