@@ -33,8 +33,20 @@ impl BinaryReader {
     /// view of the input, no UTF-8 check): for a reader that does not need the name, as a
     /// client matching replies by sequence id. The type and sequence id.
     pub fn skip_message_begin(&mut self) -> Result<(MessageType, i32), DecodeError> {
+        let (_, kind, seq_id) = self.message_begin(false)?;
+        Ok((kind, seq_id))
+    }
+
+    /// Reads a message header: strict (version and type, name, sequence id) or
+    /// versionless (name, type byte, sequence id). The name is taken if `take_name`
+    /// (`None` if not: its bytes are stepped over).
+    #[inline(always)]
+    fn message_begin(
+        &mut self,
+        take_name: bool,
+    ) -> Result<(Option<ByteString>, MessageType, i32), DecodeError> {
         let first = self.read_i32()?;
-        let kind = if first < 0 {
+        if first < 0 {
             let v = first as u32;
             if v & VERSION_MASK != VERSION_1 {
                 return Err(DecodeError::BadMessageHeader(
@@ -45,15 +57,16 @@ impl BinaryReader {
                 .ok_or(DecodeError::BadMessageHeader("unknown message type"))?;
             let n = self.read_i32()?;
             let n = checked_len(i64::from(n), self.buf.len())?;
-            self.buf.advance(n);
-            kind
+            let name = name(&mut self.buf, n, take_name, "UTF-8 in a string")?;
+            Ok((name, kind, self.read_i32()?))
         } else {
+            // Old, versionless header: name length, name, type byte, sequence id.
             let n = checked_len(i64::from(first), self.buf.len())?;
-            self.buf.advance(n);
-            MessageType::from_u8(self.read_i8()? as u8)
-                .ok_or(DecodeError::BadMessageHeader("unknown message type"))?
-        };
-        Ok((kind, self.read_i32()?))
+            let name = name(&mut self.buf, n, take_name, "UTF-8 in a method name")?;
+            let kind = MessageType::from_u8(self.read_i8()? as u8)
+                .ok_or(DecodeError::BadMessageHeader("unknown message type"))?;
+            Ok((name, kind, self.read_i32()?))
+        }
     }
 }
 
@@ -68,29 +81,12 @@ impl ProtocolRead for BinaryReader {
         &mut self.depth
     }
     fn read_message_begin(&mut self) -> Result<MessageHeader, DecodeError> {
-        let first = self.read_i32()?;
-        if first < 0 {
-            let v = first as u32;
-            if v & VERSION_MASK != VERSION_1 {
-                return Err(DecodeError::BadMessageHeader(
-                    "unknown binary protocol version",
-                ));
-            }
-            let kind = MessageType::from_u8((v & 0xff) as u8)
-                .ok_or(DecodeError::BadMessageHeader("unknown message type"))?;
-            let name = self.read_string()?;
-            let seq_id = self.read_i32()?;
-            Ok(MessageHeader { name, kind, seq_id })
-        } else {
-            // Old, versionless header: name length, name, type byte, sequence id.
-            let n = checked_len(i64::from(first), self.buf.len())?;
-            let name = ByteString::from_utf8(self.buf.split_to(n))
-                .ok_or(DecodeError::Invalid("UTF-8 in a method name"))?;
-            let kind = MessageType::from_u8(self.read_i8()? as u8)
-                .ok_or(DecodeError::BadMessageHeader("unknown message type"))?;
-            let seq_id = self.read_i32()?;
-            Ok(MessageHeader { name, kind, seq_id })
-        }
+        let (name, kind, seq_id) = self.message_begin(true)?;
+        Ok(MessageHeader {
+            name: name.unwrap_or_default(),
+            kind,
+            seq_id,
+        })
     }
     fn read_struct_begin(&mut self) -> Result<(), DecodeError> {
         enter(&mut self.depth)

@@ -106,6 +106,17 @@ impl CompactReader {
     /// does, checking the same, but steps over the method name instead of taking it (no
     /// view of the input, no UTF-8 check). The type and sequence id.
     pub fn skip_message_begin(&mut self) -> Result<(MessageType, i32), DecodeError> {
+        let (_, kind, seq_id) = self.message_begin(false)?;
+        Ok((kind, seq_id))
+    }
+
+    /// Reads a message header: 0x82, type and version, varint sequence id, name. The name
+    /// is taken if `take_name` (`None` if not: its bytes are stepped over).
+    #[inline(always)]
+    fn message_begin(
+        &mut self,
+        take_name: bool,
+    ) -> Result<(Option<ByteString>, MessageType, i32), DecodeError> {
         if self.u8()? != PROTOCOL_ID {
             return Err(DecodeError::BadMessageHeader(
                 "not the compact protocol (0x82)",
@@ -121,8 +132,11 @@ impl CompactReader {
             .ok_or(DecodeError::BadMessageHeader("unknown message type"))?;
         let seq_id = self.varint()? as u32 as i32;
         let n = self.length()?;
-        self.buf.advance(n);
-        Ok((kind, seq_id))
+        Ok((
+            name(&mut self.buf, n, take_name, "UTF-8 in a string")?,
+            kind,
+            seq_id,
+        ))
     }
 }
 
@@ -137,22 +151,12 @@ impl ProtocolRead for CompactReader {
         &mut self.depth
     }
     fn read_message_begin(&mut self) -> Result<MessageHeader, DecodeError> {
-        if self.u8()? != PROTOCOL_ID {
-            return Err(DecodeError::BadMessageHeader(
-                "not the compact protocol (0x82)",
-            ));
-        }
-        let b = self.u8()?;
-        if b & VERSION_MASK != VERSION {
-            return Err(DecodeError::BadMessageHeader(
-                "unknown compact protocol version",
-            ));
-        }
-        let kind = MessageType::from_u8(b >> TYPE_SHIFT)
-            .ok_or(DecodeError::BadMessageHeader("unknown message type"))?;
-        let seq_id = self.varint()? as u32 as i32;
-        let name = self.read_string()?;
-        Ok(MessageHeader { name, kind, seq_id })
+        let (name, kind, seq_id) = self.message_begin(true)?;
+        Ok(MessageHeader {
+            name: name.unwrap_or_default(),
+            kind,
+            seq_id,
+        })
     }
     fn read_struct_begin(&mut self) -> Result<(), DecodeError> {
         enter(&mut self.depth)?;

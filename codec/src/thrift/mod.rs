@@ -466,6 +466,26 @@ pub(crate) fn need(buf: &[u8], n: usize) -> Result<(), DecodeError> {
     }
 }
 
+/// The next `n` bytes of `buf` (checked to be there), a method name: taken if `take`,
+/// else stepped over (no view, no UTF-8 check). `what` names the check that failed if a
+/// taken name is not UTF-8.
+#[inline(always)]
+pub(crate) fn name(
+    buf: &mut Bytes,
+    n: usize,
+    take: bool,
+    what: &'static str,
+) -> Result<Option<ByteString>, DecodeError> {
+    if take {
+        ByteString::from_utf8(buf.split_to(n))
+            .map(Some)
+            .ok_or(DecodeError::Invalid(what))
+    } else {
+        bytes::Buf::advance(buf, n);
+        Ok(None)
+    }
+}
+
 /// A wire length or count as `usize`, checked against the bytes left: every element or
 /// byte it promises must fit in what remains, so nothing is allocated for lies.
 pub(crate) fn checked_len(n: i64, remaining: usize) -> Result<usize, DecodeError> {
