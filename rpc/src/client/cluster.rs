@@ -72,20 +72,22 @@ impl Endpoint {
     /// A call counted in `counted` ended after `latency`, on the thread whose slot is
     /// `here`; `replied` if the instance answered.
     pub(crate) fn ended(&self, counted: Here, here: Here, latency: Duration, replied: bool) {
-        if counted == here || counted == Here::SHARED {
-            let c = self.live.at(counted);
-            c.sub(&c.value.in_flight, 1);
+        // A call counted in a core's slot is sent on that core's own connection and ends
+        // there, seen from that core. It can end seen from no core: a core that stops
+        // abnormally fails its calls while dropping its connections, after it stopped
+        // calling itself a core. This thread may then not write that slot: the shared
+        // slot takes the decrement, so that the sum over slots stays right (one core's
+        // view is one call high, the others' one low).
+        let from = if counted == here {
+            counted
         } else {
-            // A call counted in a core's slot is sent on that core's own connection and
-            // ends there, seen from that core. It can end seen from no core: a core that
-            // stops abnormally fails its calls while dropping its connections, after it
-            // stopped calling itself a core. This thread may then not write that slot:
-            // the shared slot takes the decrement, so that the sum over slots stays right
-            // (one core's view is one call high, the others' one low).
-            let s = self.live.at(Here::SHARED);
-            s.sub(&s.value.in_flight, 1);
+            Here::SHARED
+        };
+        if from != counted {
             tracing::debug!(instance = %self.addr, "a call ended away from the core that counted it");
         }
+        let c = self.live.at(from);
+        c.sub(&c.value.in_flight, 1);
         let s = self.live.at(here);
         if replied {
             s.add(&s.value.answered, 1);

@@ -167,13 +167,7 @@ pub(crate) struct RetryBudget {
     ratio: f64,
     min_per_sec: u32,
     /// (second, calls, retries) per bucket, per core.
-    buckets: PerCore<Buckets>,
-}
-
-/// One core's buckets.
-#[derive(Debug, Default)]
-struct Buckets {
-    buckets: [Bucket; 10],
+    buckets: PerCore<[Bucket; 10]>,
 }
 
 #[derive(Debug, Default)]
@@ -196,11 +190,11 @@ impl RetryBudget {
 
     /// The current bucket of the thread whose slot is `here`, emptied if it held an
     /// older second; with the slot, to count in it.
-    fn bucket(&self, here: Here) -> (crate::client::percore::Slot<'_, Buckets>, usize) {
+    fn bucket(&self, here: Here) -> (crate::client::percore::Slot<'_, [Bucket; 10]>, usize) {
         let sec = epoch_ms(netpoll::now()) / 1000;
         let slot = self.buckets.at(here);
         let i = (sec % 10) as usize;
-        let b = &slot.value.buckets[i];
+        let b = &slot.value[i];
         let seen = b.second.load(Ordering::Relaxed);
         if seen != sec && slot.replace(&b.second, seen, sec) {
             b.calls.store(0, Ordering::Relaxed);
@@ -212,7 +206,7 @@ impl RetryBudget {
     /// A first try was made, on the thread whose slot is `here`.
     pub(crate) fn call(&self, here: Here) {
         let (slot, i) = self.bucket(here);
-        slot.add(&slot.value.buckets[i].calls, 1);
+        slot.add(&slot.value[i].calls, 1);
     }
 
     /// Takes one retry from the budget, if it has room (on the thread whose slot is
@@ -220,7 +214,7 @@ impl RetryBudget {
     pub(crate) fn try_retry(&self, here: Here) -> bool {
         let now = epoch_ms(netpoll::now()) / 1000;
         let (mut calls, mut retries) = (0u64, 0u64);
-        for b in self.buckets.all().flat_map(|b| &b.buckets) {
+        for b in self.buckets.all().flatten() {
             if now.saturating_sub(b.second.load(Ordering::Relaxed)) < 10 {
                 calls = calls.wrapping_add(b.calls.load(Ordering::Relaxed));
                 retries = retries.wrapping_add(b.retries.load(Ordering::Relaxed));
@@ -229,7 +223,7 @@ impl RetryBudget {
         let allowed = calls as f64 * self.ratio + self.min_per_sec as f64 * 10.0;
         if (retries as f64) < allowed {
             let (slot, i) = self.bucket(here);
-            slot.add(&slot.value.buckets[i].retries, 1);
+            slot.add(&slot.value[i].retries, 1);
             true
         } else {
             false
@@ -484,9 +478,9 @@ impl MethodBreakers {
     /// its home are all taken (the table is nearly full).
     pub(crate) fn find(&self, method: &'static str) -> Option<u16> {
         // FNV-1a over the name: the same name from any string gets the same breaker.
-        let h = method.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-        });
+        let mut h = crate::server::router::Fnv::default();
+        std::hash::Hasher::write(&mut h, method.as_bytes());
+        let h = std::hash::Hasher::finish(&h);
         let start = h as usize % METHOD_SLOTS;
         for i in 0..METHOD_PROBES {
             let at = (start + i) % METHOD_SLOTS;
