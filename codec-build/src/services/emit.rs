@@ -254,7 +254,7 @@ fn server(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
                     ));
                 } else {
                     code.line(format!(
-                        "{i} => call.thrift(|ctx, {a}: {types}Args| self.0.{}(ctx{args}), __{local}_reply),",
+                        "{i} => call.thrift(|ctx, {a}: {types}Args| self.0.{}(ctx{args}), &(__{local}_reply as {rpc}::server::ReplyEncoder<_, _>)),",
                         m.rust_name
                     ));
                 }
@@ -262,7 +262,7 @@ fn server(code: &mut Code, s: &ServiceDesc, methods: &[&MethodDesc], rpc: &str) 
             Shape::Protobuf => {
                 let input = &m.params[0].1;
                 code.line(format!(
-                    "{i} => call.protobuf(|ctx, req: {input}| self.0.{}(ctx, req), __{local}_reply),",
+                    "{i} => call.protobuf(|ctx, req: {input}| self.0.{}(ctx, req), &(__{local}_reply as {rpc}::server::ReplyEncoder<_, _>)),",
                     m.rust_name
                 ));
             }

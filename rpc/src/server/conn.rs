@@ -388,7 +388,7 @@ impl ServerConn {
             conn: sink.conn.id(),
             slot,
             oneway: !wants_reply,
-            encoder: None,
+            encoder: Cell::new(None),
             deferred: Cell::new(false),
             mw: RefCell::new(None),
             span: Cell::new(None),
@@ -472,7 +472,7 @@ impl ServerConn {
             return Ok(());
         }
         let call = Call {
-            ctx,
+            ctx: &ctx,
             body: parsed.body.clone(),
             sink: &mut sink,
         };

@@ -115,9 +115,11 @@ pub struct CallContext<'a> {
     pub(crate) conn: ConnId,
     pub(crate) slot: Option<u64>,
     pub(crate) oneway: bool,
-    /// The method's [`ReplyEncoder`], as `Any` so that [`defer`](Self::defer) can check its
-    /// types.
-    pub(crate) encoder: Option<&'a dyn Any>,
+    /// The method's [`ReplyEncoder`] as `Any` (so that [`defer`](Self::defer) can check
+    /// its types), set once the call's types are known. A `'static` borrow: setting it then
+    /// copies nothing of the (large) context, where a borrow of the caller's own value
+    /// tied the context to that value's lifetime and made every call copy it.
+    pub(crate) encoder: Cell<Option<&'static dyn Any>>,
     pub(crate) deferred: Cell<bool>,
     /// The middlewares that started the call, until it ends.
     pub(crate) mw: RefCell<Option<Running>>,
@@ -285,6 +287,7 @@ impl CallContext<'_> {
         }
         let encode = self
             .encoder
+            .get()
             .and_then(|e| e.downcast_ref::<ReplyEncoder<T, E>>())
             .copied();
         assert!(

@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::context::ReplyEncoder;
 use super::service::{encode_pb_reply, Call, Idl, MethodInfo, Service};
 use super::stream::{
     OpenStream, Opened, Outbound, StreamCall, StreamHandler, StreamKind, StreamSender,
@@ -293,7 +294,7 @@ impl Service for Health {
                         req.service
                     ))),
                 },
-                reply,
+                &(reply as ReplyEncoder<_, _>),
             ),
             _ => call.fail(Status::unknown_method(
                 "grpc.health.v1.Health/Watch streams: call it over gRPC",

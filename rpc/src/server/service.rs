@@ -70,7 +70,9 @@ pub trait Service: Send + Sync + 'static {
 /// calls exactly one of its methods.
 #[derive(Debug)]
 pub struct Call<'a, 'c, 'n> {
-    pub(crate) ctx: CallContext<'a>,
+    /// Borrowed, not owned: the context is large, and a call is handed by value through
+    /// the service's dispatch and the generated code (each hand-off was a copy of it).
+    pub(crate) ctx: &'a CallContext<'a>,
     pub(crate) body: Bytes,
     pub(crate) sink: &'a mut Sink<'c, 'n>,
 }
@@ -83,11 +85,12 @@ impl Call<'_, '_, '_> {
 
     /// Decodes Thrift arguments `A`, runs `handler`, and replies with `encode`. A body that
     /// does not decode is answered with PROTOCOL_ERROR; a panicking handler with
-    /// INTERNAL_ERROR.
+    /// INTERNAL_ERROR. `encode` is a static borrow of a fn pointer, which a constant
+    /// expression gives: `&(my_reply as ReplyEncoder<_, _>)`.
     pub fn thrift<A: Message, T: Send + 'static, E: ReplyError + Send + 'static>(
         self,
         handler: impl FnOnce(&CallContext<'_>, A) -> Reply<T, E>,
-        encode: ReplyEncoder<T, E>,
+        encode: &'static ReplyEncoder<T, E>,
     ) {
         let args = match wire::decode_thrift::<A>(self.ctx.envelope.payload, self.body.clone()) {
             Ok(a) => a,
@@ -101,17 +104,18 @@ impl Call<'_, '_, '_> {
     pub fn thrift_oneway<A: Message>(self, handler: impl FnOnce(&CallContext<'_>, A)) {
         let error = match wire::decode_thrift::<A>(self.ctx.envelope.payload, self.body.clone()) {
             Ok(args) => {
-                let ctx = &self.ctx;
+                let ctx = self.ctx;
                 run_handler(ctx, || handler(ctx, args))
                     .err()
                     .map(|_| ErrorKind::Internal)
             }
             Err(_) => Some(ErrorKind::Protocol),
         };
-        finish(&self.ctx, error, 0);
+        finish(self.ctx, error, 0);
     }
 
-    /// Decodes a protobuf request `A`, runs `handler`, and replies with `encode`.
+    /// Decodes a protobuf request `A`, runs `handler`, and replies with `encode` (given as
+    /// for [`thrift`](Self::thrift)).
     pub fn protobuf<
         A: prost::Message + Default,
         T: Send + 'static,
@@ -119,7 +123,7 @@ impl Call<'_, '_, '_> {
     >(
         self,
         handler: impl FnOnce(&CallContext<'_>, A) -> Reply<T, E>,
-        encode: ReplyEncoder<T, E>,
+        encode: &'static ReplyEncoder<T, E>,
     ) {
         let args = match A::decode(self.body.clone()) {
             Ok(a) => a,
@@ -133,25 +137,23 @@ impl Call<'_, '_, '_> {
         let mut bytes = 0;
         if !self.ctx.oneway {
             let env = self.ctx.envelope;
-            reply(self.sink, &self.ctx, |out, h| {
+            reply(self.sink, self.ctx, |out, h| {
                 let before = out.len();
                 wire::write_status(env, out, &status, h);
                 bytes = out.len() - before;
             });
         }
-        finish(&self.ctx, Some(status.kind()), bytes);
+        finish(self.ctx, Some(status.kind()), bytes);
     }
 
     fn run<T: Send + 'static, E: ReplyError + Send + 'static>(
         self,
         handler: impl FnOnce(&CallContext<'_>) -> Reply<T, E>,
-        encode: ReplyEncoder<T, E>,
+        encode: &'static ReplyEncoder<T, E>,
     ) {
-        let ctx = CallContext {
-            encoder: Some(&encode),
-            ..self.ctx
-        };
-        let outcome = run_handler(&ctx, || handler(&ctx));
+        let ctx = self.ctx;
+        ctx.encoder.set(Some(encode));
+        let outcome = run_handler(ctx, || handler(ctx));
         let deferred = ctx.deferred.get();
         let env = ctx.envelope;
         let slot = ctx.slot;
@@ -159,7 +161,7 @@ impl Call<'_, '_, '_> {
         let error = match outcome {
             Ok(Reply(ReplyInner::Ready(r))) if !deferred => {
                 let error = r.as_ref().err().map(ReplyError::error_kind);
-                reply(self.sink, &ctx, |out, h| {
+                reply(self.sink, ctx, |out, h| {
                     let before = out.len();
                     encode(env, r, out, h);
                     bytes = out.len() - before;
@@ -176,7 +178,7 @@ impl Call<'_, '_, '_> {
                 return;
             }
             Ok(_) => {
-                reply(self.sink, &ctx, |out, h| {
+                reply(self.sink, ctx, |out, h| {
                     let s = Status::internal("handler returned a deferred reply it did not create");
                     let before = out.len();
                     wire::write_status(env, out, &s, h);
@@ -186,7 +188,7 @@ impl Call<'_, '_, '_> {
             }
             Err(panic) => {
                 let what = panic_message(&*panic);
-                reply(self.sink, &ctx, |out, h| {
+                reply(self.sink, ctx, |out, h| {
                     let s = Status::internal(format!("handler panicked: {what}"));
                     let before = out.len();
                     wire::write_status(env, out, &s, h);
@@ -195,7 +197,7 @@ impl Call<'_, '_, '_> {
                 Some(ErrorKind::Internal)
             }
         };
-        finish(&ctx, error, bytes);
+        finish(ctx, error, bytes);
     }
 }
 

@@ -1798,7 +1798,7 @@ pub mod kitchen_sink {
                 0 => {
                     call.thrift(
                         |ctx, _a: BasePingArgs| self.0.ping(ctx),
-                        __BasePing_reply,
+                        &(__BasePing_reply as ::netpoll_rpc::server::ReplyEncoder<_, _>),
                     )
                 }
                 _ => call.fail(::netpoll_rpc::Status::unknown_method("no such method")),
@@ -2447,20 +2447,22 @@ pub mod kitchen_sink {
                 0 => {
                     call.thrift(
                         |ctx, _a: BasePingArgs| self.0.ping(ctx),
-                        __StorePing_reply,
+                        &(__StorePing_reply as ::netpoll_rpc::server::ReplyEncoder<_, _>),
                     )
                 }
                 1 => {
                     call.thrift(
                         |ctx, a: StoreFetchArgs| self.0.fetch(ctx, a.id, a.min_level),
-                        __StoreFetch_reply,
+                        &(__StoreFetch_reply
+                            as ::netpoll_rpc::server::ReplyEncoder<_, _>),
                     )
                 }
                 2 => call.thrift_oneway(|ctx, a: StoreLogArgs| self.0.log(ctx, a.line)),
                 3 => {
                     call.thrift(
                         |ctx, _a: StoreTreesArgs| self.0.trees(ctx),
-                        __StoreTrees_reply,
+                        &(__StoreTrees_reply
+                            as ::netpoll_rpc::server::ReplyEncoder<_, _>),
                     )
                 }
                 _ => call.fail(::netpoll_rpc::Status::unknown_method("no such method")),

@@ -70,7 +70,7 @@ impl<S: Echo> ::netpoll_rpc::server::Service for EchoServer<S> {
             0 => {
                 call.protobuf(
                     |ctx, req: EchoRequest| self.0.echo(ctx, req),
-                    __Echo_echo_reply,
+                    &(__Echo_echo_reply as ::netpoll_rpc::server::ReplyEncoder<_, _>),
                 )
             }
             _ => call.fail(::netpoll_rpc::Status::unknown_method("no such method")),

@@ -110,7 +110,8 @@ impl<S: Streamer> ::netpoll_rpc::server::Service for StreamerServer<S> {
             3 => {
                 call.protobuf(
                     |ctx, req: SleepRequest| self.0.sleep(ctx, req),
-                    __Streamer_sleep_reply,
+                    &(__Streamer_sleep_reply
+                        as ::netpoll_rpc::server::ReplyEncoder<_, _>),
                 )
             }
             _ => call.fail(::netpoll_rpc::Status::unknown_method("no such method")),
