@@ -9,9 +9,9 @@
 //! [`TTHeader::parse`] validates a whole frame once and keeps it; header lookups then walk
 //! the raw blocks and return zero-copy views, so reading headers allocates nothing.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
-use super::framed::{patch_length, reserve_length};
+use super::framed::patch_length;
 use super::{FrameError, KITEX_PB_MAGIC};
 
 /// The magic after the length: 0x1000.
@@ -188,8 +188,6 @@ fn be32(b: &[u8], at: usize) -> Result<u32, FrameError> {
     super::be32(b, at).ok_or(bad("truncated header", at))
 }
 
-/// Walks one info block starting at `at` (its id byte); returns the offset after it.
-/// The lengths of the string keys it holds are marked in `key_lens` (bit `min(len, 63)`).
 /// What walking the info blocks notes for later lookups.
 #[derive(Default)]
 struct Noted {
@@ -199,48 +197,59 @@ struct Noted {
     timeout: Option<(u32, u32)>,
 }
 
+/// Walks one info block starting at `at` (its id byte, `at < end`), within the header that
+/// ends at `end` (`end <= b.len()`); returns the offset after it. The lengths of the
+/// string keys it holds are marked in `noted.key_lens` (bit `min(len, 63)`), and the first
+/// [`int_key::RPC_TIMEOUT`] value is noted.
 fn walk_block(b: &[u8], at: usize, end: usize, noted: &mut Noted) -> Result<usize, FrameError> {
-    let id = *b.get(at).ok_or(bad("truncated info block", at))?;
-    let mut p = at + 1;
-    let take = |p: &mut usize, n: usize| -> Result<(), FrameError> {
-        if *p + n > end {
-            return Err(bad("info block runs past the header", *p));
-        }
-        *p += n;
-        Ok(())
+    let h = b
+        .get(..end)
+        .ok_or(bad("header size runs past the frame", 12))?;
+    let id = *h.get(at).ok_or(bad("truncated info block", at))?;
+    let past = |p: usize| bad("info block runs past the header", p);
+    // Reads are bounded by the header's end; offsets only grow, and one check after the
+    // block says whether its last value ran past it.
+    let u16_at = |p: usize| {
+        h.get(p..p + 2)
+            .map(|s| u16::from_be_bytes([s[0], s[1]]))
+            .ok_or(past(p))
     };
+    let mut p = at + 1;
     match id {
         info_id::PADDING => {}
         info_id::KEY_VALUE => {
-            let count = be16(b, p)?;
-            take(&mut p, 2)?;
+            let count = u16_at(p)?;
+            p += 2;
             for _ in 0..count {
-                let klen = be16(b, p)? as usize;
+                let klen = u16_at(p)? as usize;
                 noted.key_lens |= 1 << klen.min(63);
-                take(&mut p, 2 + klen)?;
-                let vlen = be16(b, p)? as usize;
-                take(&mut p, 2 + vlen)?;
+                p += 2 + klen;
+                let vlen = u16_at(p)? as usize;
+                p += 2 + vlen;
             }
         }
         info_id::INT_KEY_VALUE => {
-            let count = be16(b, p)?;
-            take(&mut p, 2)?;
+            let count = u16_at(p)?;
+            p += 2;
             for _ in 0..count {
-                let key = be16(b, p)?;
-                take(&mut p, 2)?;
-                let vlen = be16(b, p)? as usize;
-                take(&mut p, 2 + vlen)?;
+                let kv = h.get(p..p + 4).ok_or(past(p))?;
+                let key = u16::from_be_bytes([kv[0], kv[1]]);
+                let vlen = usize::from(u16::from_be_bytes([kv[2], kv[3]]));
+                p += 4 + vlen;
                 if key == int_key::RPC_TIMEOUT && noted.timeout.is_none() {
-                    // Offsets fit in 32 bits: the frame's length is a `u32`.
+                    // Offsets fit in 32 bits: the frame's length is a `u32`. (If the
+                    // value runs past the header, the block is refused below.)
                     noted.timeout = Some(((p - vlen) as u32, p as u32));
                 }
             }
         }
         info_id::ACL_TOKEN => {
-            let len = be16(b, p)? as usize;
-            take(&mut p, 2 + len)?;
+            p += 2 + usize::from(u16_at(p)?);
         }
         _ => return Err(bad("unknown info block id", at)),
+    }
+    if p > end {
+        return Err(past(end));
     }
     Ok(p)
 }
@@ -544,36 +553,56 @@ impl TTHeaderBuilder<'_> {
         let info = self.info_len();
         let padded = info.div_ceil(4) * 4;
         let header_words = u16::try_from(padded / 4).map_err(|_| FrameError::BadLength(padded))?;
-        out.reserve(14 + padded);
-        let start = reserve_length(out);
-        out.put_u16(TTHEADER_MAGIC);
-        out.put_u16(self.flags);
-        out.put_u32(self.seq_id as u32);
-        out.put_u16(header_words);
-        out.put_u8(self.protocol_id);
-        out.put_u8(0); // no transforms
-        let too_long = |n: usize| u16::try_from(n).map_err(|_| FrameError::BadLength(n));
+        // Sized once and filled in place (zeros: the padding, the transform count and the
+        // LENGTH until `finish`), rather than appended field by field, each append
+        // checking the buffer's room again.
+        let start = out.len();
+        out.resize(start + 14 + padded, 0);
+        let filled = self.fill(&mut out[start..], header_words);
+        if filled.is_err() {
+            out.truncate(start);
+        }
+        filled.map(|()| start)
+    }
+
+    /// Writes the header after LENGTH into `b`, sized by [`info_len`](Self::info_len).
+    fn fill(&self, b: &mut [u8], header_words: u16) -> Result<(), FrameError> {
+        b[4..6].copy_from_slice(&TTHEADER_MAGIC.to_be_bytes());
+        b[6..8].copy_from_slice(&self.flags.to_be_bytes());
+        b[8..12].copy_from_slice(&self.seq_id.to_be_bytes());
+        b[12..14].copy_from_slice(&header_words.to_be_bytes());
+        b[14] = self.protocol_id;
+        // b[15]: no transforms.
+        let mut at = 16;
+        let mut put = |bytes: &[u8]| {
+            b[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        let u16_be = |n: usize| {
+            u16::try_from(n)
+                .map(u16::to_be_bytes)
+                .map_err(|_| FrameError::BadLength(n))
+        };
         if !self.strs.is_empty() {
-            out.put_u8(info_id::KEY_VALUE);
-            out.put_u16(too_long(self.strs.len())?);
+            put(&[info_id::KEY_VALUE]);
+            put(&u16_be(self.strs.len())?);
             for (k, v) in self.strs {
-                out.put_u16(too_long(k.len())?);
-                out.put_slice(k.as_bytes());
-                out.put_u16(too_long(v.len())?);
-                out.put_slice(v);
+                put(&u16_be(k.len())?);
+                put(k.as_bytes());
+                put(&u16_be(v.len())?);
+                put(v);
             }
         }
         if !self.ints.is_empty() {
-            out.put_u8(info_id::INT_KEY_VALUE);
-            out.put_u16(too_long(self.ints.len())?);
+            put(&[info_id::INT_KEY_VALUE]);
+            put(&u16_be(self.ints.len())?);
             for (k, v) in self.ints {
-                out.put_u16(*k);
-                out.put_u16(too_long(v.len())?);
-                out.put_slice(v);
+                put(&k.to_be_bytes());
+                put(&u16_be(v.len())?);
+                put(v);
             }
         }
-        out.put_bytes(0, padded - info);
-        Ok(start)
+        Ok(())
     }
 
     /// Fills the LENGTH of the frame that [`begin`](Self::begin) started at `start`.
