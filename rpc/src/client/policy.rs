@@ -477,6 +477,28 @@ impl MethodBreakers {
     /// The slot of `method`'s breaker, made if it has none yet; `None` if the slots near
     /// its home are all taken (the table is nearly full).
     pub(crate) fn find(&self, method: &'static str) -> Option<u16> {
+        // Where this thread last found a method: a caller mostly calls one method, from one
+        // `&'static str`. Only a hint: the slot must hold that very name (so a hint from
+        // another client's table, or another method, is just a miss).
+        thread_local! {
+            static HINT: std::cell::Cell<(usize, u16)> = const { std::cell::Cell::new((0, 0)) };
+        }
+        let (ptr, at) = HINT.with(std::cell::Cell::get);
+        if ptr == method.as_ptr() as usize {
+            let hit = self.slots.get(usize::from(at)).and_then(|s| s.get());
+            if hit.is_some_and(|b| std::ptr::eq(b.0, method)) {
+                return Some(at);
+            }
+        }
+        let found = self.search(method);
+        if let Some(at) = found {
+            HINT.with(|h| h.set((method.as_ptr() as usize, at)));
+        }
+        found
+    }
+
+    /// [`find`](Self::find) without the hint.
+    fn search(&self, method: &'static str) -> Option<u16> {
         // FNV-1a over the name: the same name from any string gets the same breaker.
         let mut h = crate::server::router::Fnv::default();
         std::hash::Hasher::write(&mut h, method.as_bytes());
