@@ -209,11 +209,7 @@ fn walk_block(b: &[u8], at: usize, end: usize, noted: &mut Noted) -> Result<usiz
     let past = |p: usize| bad("info block runs past the header", p);
     // Reads are bounded by the header's end; offsets only grow, and one check after the
     // block says whether its last value ran past it.
-    let u16_at = |p: usize| {
-        h.get(p..p + 2)
-            .map(|s| u16::from_be_bytes([s[0], s[1]]))
-            .ok_or(past(p))
-    };
+    let u16_at = |p: usize| be16(h, p).map_err(|_| past(p));
     let mut p = at + 1;
     match id {
         info_id::PADDING => {}
@@ -538,21 +534,34 @@ pub struct TTHeaderBuilder<'a> {
 }
 
 impl TTHeaderBuilder<'_> {
-    fn info_len(&self) -> usize {
-        let ints: usize = self.ints.iter().map(|(_, v)| 4 + v.len()).sum();
-        let strs: usize = self.strs.iter().map(|(k, v)| 4 + k.len() + v.len()).sum();
-        let blocks = if self.ints.is_empty() { 0 } else { 3 + ints }
-            + if self.strs.is_empty() { 0 } else { 3 + strs };
-        2 + blocks // protocol id + transform count
+    /// The info section's length: protocol id, transform count and header blocks (checked:
+    /// headers that add up past `usize` are refused, not wrapped).
+    fn info_len(&self) -> Result<usize, FrameError> {
+        // A block: id and count (3 bytes), then its pairs.
+        fn block(mut lens: impl Iterator<Item = usize>) -> Option<usize> {
+            lens.try_fold(3usize, |n, l| n.checked_add(l))
+        }
+        let ints = match self.ints {
+            [] => Some(0),
+            ints => block(ints.iter().map(|(_, v)| 4 + v.len())),
+        };
+        let strs = match self.strs {
+            [] => Some(0),
+            strs => block(strs.iter().map(|(k, v)| 4 + k.len() + v.len())),
+        };
+        ints.zip(strs)
+            .and_then(|(i, s)| i.checked_add(s)?.checked_add(2))
+            .ok_or(FrameError::BadLength(usize::MAX))
     }
 
     /// Appends the header (LENGTH left to [`finish`](Self::finish)); returns the frame's
     /// start for `finish`. Write the payload next: the Thrift or Kitex Protobuf message,
     /// optionally wrapped in its own length ([`reserve_length`](super::reserve_length)).
     pub fn begin(&self, out: &mut BytesMut) -> Result<usize, FrameError> {
-        let info = self.info_len();
-        let padded = info.div_ceil(4) * 4;
-        let header_words = u16::try_from(padded / 4).map_err(|_| FrameError::BadLength(padded))?;
+        let info = self.info_len()?;
+        let header_words =
+            u16::try_from(info.div_ceil(4)).map_err(|_| FrameError::BadLength(info))?;
+        let padded = usize::from(header_words) * 4;
         // Sized once and filled in place (zeros: the padding, the transform count and the
         // LENGTH until `finish`), rather than appended field by field, each append
         // checking the buffer's room again.
@@ -565,7 +574,8 @@ impl TTHeaderBuilder<'_> {
         filled.map(|()| start)
     }
 
-    /// Writes the header after LENGTH into `b`, sized by [`info_len`](Self::info_len).
+    /// Writes the header into `b` (which starts at LENGTH, left zero for
+    /// [`finish`](Self::finish)), sized by [`info_len`](Self::info_len).
     fn fill(&self, b: &mut [u8], header_words: u16) -> Result<(), FrameError> {
         b[4..6].copy_from_slice(&TTHEADER_MAGIC.to_be_bytes());
         b[6..8].copy_from_slice(&self.flags.to_be_bytes());
@@ -672,5 +682,75 @@ mod tests {
         assert!(h.str_header("d").is_none());
         assert!(h.str_header("dd").is_none());
         assert!(h.may_have_str_header("a") && !h.may_have_str_header("ab"));
+    }
+
+    /// A frame whose info section is `info` (padded with zeros) and whose payload is a
+    /// minimal binary Thrift message.
+    fn frame_with_info(info: &[u8]) -> Bytes {
+        let mut info = [&[0u8, 0][..], info].concat(); // protocol id, no transforms
+        while info.len() % 4 != 0 {
+            info.push(0);
+        }
+        let payload = [0x80, 0x01, 0x00, 0x01, 0, 0, 0, 1, b'm', 0, 0, 0, 1, 0];
+        let mut f = Vec::new();
+        f.extend_from_slice(&((10 + info.len() + payload.len()) as u32).to_be_bytes());
+        f.extend_from_slice(&TTHEADER_MAGIC.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&((info.len() / 4) as u16).to_be_bytes());
+        f.extend_from_slice(&info);
+        f.extend_from_slice(&payload);
+        Bytes::from(f)
+    }
+
+    /// Info blocks whose last value ends exactly at the header's end are taken; one byte
+    /// further (into the payload) and the frame is refused, whatever the block.
+    #[test]
+    fn info_blocks_end_at_the_header_end() {
+        // 2 + 8 = 10 bytes of info, padded to 12: a value of length 2 (the padding) ends
+        // at the header's end; of length 3 it reaches one byte into the payload.
+        let fits = frame_with_info(&[info_id::KEY_VALUE, 0, 1, 0, 1, b'k', 0, 2]);
+        let h = TTHeader::parse(fits).expect("a value running to the header's end");
+        assert_eq!(h.str_header("k").as_deref(), Some(&[0u8, 0][..]));
+        let past = frame_with_info(&[info_id::KEY_VALUE, 0, 1, 0, 1, b'k', 0, 3]);
+        assert!(TTHeader::parse(past).is_err());
+        // An RPC_TIMEOUT whose value crosses the end: refused, not noted (and one whose
+        // value, its "1" and the padding, ends at the end: taken).
+        let t = int_key::RPC_TIMEOUT.to_be_bytes();
+        let past = frame_with_info(&[info_id::INT_KEY_VALUE, 0, 1, t[0], t[1], 0, 9, b'1']);
+        assert!(TTHeader::parse(past).is_err());
+        let fits = frame_with_info(&[info_id::INT_KEY_VALUE, 0, 1, t[0], t[1], 0, 3, b'1']);
+        let h = TTHeader::parse(fits).expect("a timeout within the header");
+        assert_eq!(
+            h.int_header(int_key::RPC_TIMEOUT).as_deref(),
+            Some(&b"1\0\0"[..])
+        );
+        // More pairs counted than present; an ACL token running past the end.
+        assert!(TTHeader::parse(frame_with_info(&[info_id::INT_KEY_VALUE, 0, 9])).is_err());
+        assert!(TTHeader::parse(frame_with_info(&[info_id::ACL_TOKEN, 0, 9])).is_err());
+        // Only padding: no headers.
+        let h = TTHeader::parse(frame_with_info(&[0, 0, 0, 0])).expect("padding only");
+        assert_eq!(h.str_headers().count() + h.int_headers().count(), 0);
+    }
+
+    /// Headers written by the builder are read back by the parser.
+    #[test]
+    fn built_headers_parse_back() {
+        let b = TTHeaderBuilder {
+            seq_id: -7,
+            flags: 1,
+            protocol_id: 0,
+            ints: &[(int_key::TO_METHOD, b"echo"), (9, b"")],
+            strs: &[("k", b"vv"), ("", b"")],
+        };
+        let mut out = BytesMut::new();
+        let start = b.begin(&mut out).expect("fits");
+        out.extend_from_slice(&[0x80, 0x01, 0x00, 0x01, 0, 0, 0, 1, b'm', 0, 0, 0, 1, 0]);
+        TTHeaderBuilder::finish(&mut out, start).expect("fits");
+        let h = TTHeader::parse(out.freeze()).expect("a frame the builder wrote");
+        assert_eq!((h.seq_id(), h.flags()), (-7, 1));
+        let strs: Vec<_> = h.str_headers().collect();
+        assert_eq!(strs, [(&b"k"[..], &b"vv"[..]), (&b""[..], &b""[..])]);
+        let ints: Vec<_> = h.int_headers().collect();
+        assert_eq!(ints, [(int_key::TO_METHOD, &b"echo"[..]), (9, &b""[..])]);
     }
 }
