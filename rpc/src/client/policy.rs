@@ -478,15 +478,15 @@ impl MethodBreakers {
     /// its home are all taken (the table is nearly full).
     pub(crate) fn find(&self, method: &'static str) -> Option<u16> {
         // Where this thread last found a method: a caller mostly calls one method, from one
-        // `&'static str`. Only a hint: the slot must hold that very name (so a hint from
-        // another client's table, or another method, is just a miss).
+        // `&'static str`. Only a hint: it is taken if that slot of this table holds the
+        // method's breaker (a name is in one slot of a table at most), else it is a miss.
         thread_local! {
             static HINT: std::cell::Cell<(usize, u16)> = const { std::cell::Cell::new((0, 0)) };
         }
         let (ptr, at) = HINT.with(std::cell::Cell::get);
         if ptr == method.as_ptr() as usize {
             let hit = self.slots.get(usize::from(at)).and_then(|s| s.get());
-            if hit.is_some_and(|b| std::ptr::eq(b.0, method)) {
+            if hit.is_some_and(|b| std::ptr::eq(b.0, method) || b.0 == method) {
                 return Some(at);
             }
         }
