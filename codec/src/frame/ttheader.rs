@@ -566,6 +566,14 @@ impl TTHeaderBuilder<'_> {
         // LENGTH until `finish`), rather than appended field by field, each append
         // checking the buffer's room again.
         let start = out.len();
+        if self.ints.is_empty() && self.strs.is_empty() {
+            // No headers (a server's usual reply): the info is the protocol id and the
+            // transform count, padded to one word; written in one append.
+            let mut h = [0u8; 18];
+            self.prefix(&mut h, header_words);
+            out.extend_from_slice(&h);
+            return Ok(start);
+        }
         out.resize(start + 14 + padded, 0);
         let filled = self.fill(&mut out[start..], header_words);
         if filled.is_err() {
@@ -574,15 +582,21 @@ impl TTHeaderBuilder<'_> {
         filled.map(|()| start)
     }
 
-    /// Writes the header into `b` (which starts at LENGTH, left zero for
-    /// [`finish`](Self::finish)), sized by [`info_len`](Self::info_len).
-    fn fill(&self, b: &mut [u8], header_words: u16) -> Result<(), FrameError> {
+    /// Writes the fixed fields after LENGTH into `b` (which starts at LENGTH and holds at
+    /// least 16 bytes): magic, flags, sequence number, header size and protocol id; the
+    /// transform count (byte 15) is left as it is (zero).
+    fn prefix(&self, b: &mut [u8], header_words: u16) {
         b[4..6].copy_from_slice(&TTHEADER_MAGIC.to_be_bytes());
         b[6..8].copy_from_slice(&self.flags.to_be_bytes());
         b[8..12].copy_from_slice(&self.seq_id.to_be_bytes());
         b[12..14].copy_from_slice(&header_words.to_be_bytes());
         b[14] = self.protocol_id;
-        // b[15]: no transforms.
+    }
+
+    /// Writes the header into `b` (which starts at LENGTH, left zero for
+    /// [`finish`](Self::finish)), sized by [`info_len`](Self::info_len).
+    fn fill(&self, b: &mut [u8], header_words: u16) -> Result<(), FrameError> {
+        self.prefix(b, header_words);
         let mut at = 16;
         let mut put = |bytes: &[u8]| {
             b[at..at + bytes.len()].copy_from_slice(bytes);
