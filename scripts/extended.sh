@@ -3,7 +3,7 @@
 # (memory and descriptors must stay flat), and the performance measurements whose
 # numbers BENCHMARKS.md quotes. Server on CPU 0, clients on CPU 1.
 #
-#   scripts/extended.sh [soak|soak-tls|bench|observability|governed|instructions|scaling|latency|tls|grpc|all]   (default: all)
+#   scripts/extended.sh [soak|soak-tls|bench|observability|governed|instructions|scaling|latency|large|tls|grpc|all]   (default: all)
 #
 # Environment: SOAK (total soak time in seconds, default 120), SOAK_STEP (seconds per
 # sample, default 10), and each script's own (REPEATS, DURATION).
@@ -74,6 +74,7 @@ case "$what" in
   instructions) scripts/instructions.sh ;;
   scaling) scripts/scaling.sh ;;
   latency) python3 scripts/latency-under-load.py ;;
+  large) scripts/large-payloads.sh ;;
   all)
     soak
     python3 scripts/bench-rpc.py
@@ -82,9 +83,10 @@ case "$what" in
     scripts/instructions.sh
     scripts/scaling.sh
     python3 scripts/latency-under-load.py
+    scripts/large-payloads.sh
     soak tls
     scripts/tls-bench.sh
     scripts/grpc-bench.sh
     ;;
-  *) echo "usage: scripts/extended.sh [soak|soak-tls|bench|observability|governed|instructions|scaling|latency|tls|grpc|all]" >&2; exit 2 ;;
+  *) echo "usage: scripts/extended.sh [soak|soak-tls|bench|observability|governed|instructions|scaling|latency|large|tls|grpc|all]" >&2; exit 2 ;;
 esac
