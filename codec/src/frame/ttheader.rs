@@ -197,14 +197,12 @@ struct Noted {
     timeout: Option<(u32, u32)>,
 }
 
-/// Walks one info block starting at `at` (its id byte, `at < end`), within the header that
-/// ends at `end` (`end <= b.len()`); returns the offset after it. The lengths of the
-/// string keys it holds are marked in `noted.key_lens` (bit `min(len, 63)`), and the first
-/// [`int_key::RPC_TIMEOUT`] value is noted.
-fn walk_block(b: &[u8], at: usize, end: usize, noted: &mut Noted) -> Result<usize, FrameError> {
-    let h = b
-        .get(..end)
-        .ok_or(bad("header size runs past the frame", 12))?;
+/// Walks one info block starting at `at` (its id byte) of `h`, the frame up to the end of
+/// its header; returns the offset after it. The lengths of the string keys it holds are
+/// marked in `noted.key_lens` (bit `min(len, 63)`), and the first [`int_key::RPC_TIMEOUT`]
+/// value is noted.
+fn walk_block(h: &[u8], at: usize, noted: &mut Noted) -> Result<usize, FrameError> {
+    let end = h.len();
     let id = *h.get(at).ok_or(bad("truncated info block", at))?;
     let past = |p: usize| bad("info block runs past the header", p);
     // Reads are bounded by the header's end; offsets only grow, and one check after the
@@ -289,9 +287,10 @@ impl TTHeader {
         let end32 = header_end as u32;
         let (mut strs, mut ints) = ((end32, end32), (end32, end32));
         let mut noted = Noted::default();
+        let header = &b[..header_end];
         while p < header_end {
             let at = p;
-            p = walk_block(b, p, header_end, &mut noted)?;
+            p = walk_block(header, p, &mut noted)?;
             let span = match b[at] {
                 info_id::KEY_VALUE => &mut strs,
                 info_id::INT_KEY_VALUE => &mut ints,
@@ -419,7 +418,7 @@ impl TTHeader {
         let b = &self.frame[..];
         let (mut p, end) = self.info;
         while p < end {
-            let next = walk_block(b, p, end, &mut Noted::default()).ok()?;
+            let next = walk_block(&b[..end], p, &mut Noted::default()).ok()?;
             if b[p] == info_id::ACL_TOKEN {
                 return Some(self.frame.slice(p + 3..next));
             }
@@ -468,7 +467,8 @@ impl<'a> Pairs<'a> {
                 self.left = be16(self.b, self.p + 1).ok()?;
                 self.p += 3;
             } else {
-                self.p = walk_block(self.b, self.p, self.end, &mut Noted::default()).ok()?;
+                let header = &self.b[..self.end];
+                self.p = walk_block(header, self.p, &mut Noted::default()).ok()?;
             }
         }
         self.left -= 1;
@@ -562,18 +562,18 @@ impl TTHeaderBuilder<'_> {
         let header_words =
             u16::try_from(info.div_ceil(4)).map_err(|_| FrameError::BadLength(info))?;
         let padded = usize::from(header_words) * 4;
-        // Sized once and filled in place (zeros: the padding, the transform count and the
-        // LENGTH until `finish`), rather than appended field by field, each append
-        // checking the buffer's room again.
         let start = out.len();
         if self.ints.is_empty() && self.strs.is_empty() {
             // No headers (a server's usual reply): the info is the protocol id and the
             // transform count, padded to one word; written in one append.
-            let mut h = [0u8; 18];
+            let mut h = [0u8; 14 + 4];
             self.prefix(&mut h, header_words);
             out.extend_from_slice(&h);
             return Ok(start);
         }
+        // Sized once and filled in place (zeros: the padding, the transform count and the
+        // LENGTH until `finish`), rather than appended field by field, each append
+        // checking the buffer's room again.
         out.resize(start + 14 + padded, 0);
         let filled = self.fill(&mut out[start..], header_words);
         if filled.is_err() {
